@@ -1,0 +1,96 @@
+# mb — a Lua-scriptable message bus runtime.
+#
+#   make run     install what is missing, build, run the Jungle Gyms demo
+#   make test    install what is missing, build, run every test: C tests,
+#                busted specs, the same under ASan+UBSan, the demo under valgrind
+#   make         build build/mb.so (the Lua module) and build/mbrun
+#
+# Layers, as in Lua's own makefile: the core (mb_*.c, no Lua), the Lua
+# binding (mbl_value.c, lmb.c), the program (mbrun.c).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CPPFLAGS += -I/usr/include/lua5.4 -Iruntime
+LUA_LIB = -llua5.4
+LIBS    = -lev -lyajl -lm
+
+CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c \
+           runtime/mb_runtime.c runtime/mb_dest.c runtime/mb_request.c
+LUA_SRC  = runtime/mbl_value.c runtime/lmb.c
+HDRS     = $(wildcard runtime/*.h)
+
+# Debian packages the build and the tests need (see README, "Dependencies").
+DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev lua-busted valgrind
+
+B  = build
+BA = build/asan
+SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+
+.PHONY: all deps run test unit spec asan-spec valgrind clean c-tests
+
+all: $(B)/mb.so $(B)/mbrun
+
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+$(B) $(BA):
+	mkdir -p $@
+
+$(B)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(B)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(LIBS)
+
+$(B)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(B)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(LUA_LIB) $(LIBS)
+
+$(B)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(B)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
+
+# the same, instrumented
+$(BA)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BA)
+	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(LIBS)
+
+$(BA)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(BA)
+	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(LUA_LIB) $(LIBS)
+
+$(BA)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BA)
+	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
+
+DEMO = examples/jungle-gyms/main.lua
+
+run: deps all
+	$(B)/mbrun $(DEMO)
+
+BUSTED = lua5.4 /usr/bin/busted --lpath='lua/?.lua;lua/?/init.lua' -o utfTerminal spec
+
+spec: all
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun $(BUSTED)
+
+c-tests: $(B)/test_core
+	$(B)/test_core
+
+asan-spec: $(BA)/mb.so $(BA)/mbrun $(BA)/test_core
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_core
+	LD_PRELOAD=$$($(CC) -print-file-name=libasan.so):$$($(CC) -print-file-name=libubsan.so) \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  LUA_CPATH='$(BA)/?.so;;' MBRUN=$(BA)/mbrun $(BUSTED)
+
+valgrind: $(B)/mbrun
+	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	  --show-leak-kinds=definite,indirect,possible -q $(B)/mbrun $(DEMO) > /dev/null
+
+test: deps all
+	$(MAKE) c-tests
+	$(MAKE) spec
+	$(MAKE) asan-spec
+	$(MAKE) valgrind
+	@echo "make test: all suites passed"
+
+clean:
+	rm -rf $(B)

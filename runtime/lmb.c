@@ -1,0 +1,1533 @@
+/*
+ * lmb.c — the `mb` Lua module: services (one Lua state each), the
+ * coroutines every script body, handler, timer and event callback runs in,
+ * waiting (request, sleep, full queues) by yielding or, where no coroutine of
+ * ours can yield, by driving the loop; and the Lua API of SPEC section 2.
+ *
+ * Owns: per Lua state an mbL_state (its core service, its coroutines, the
+ * waiters of its suspended coroutines, its timers), and per runtime an
+ * mbL_runtime (the core runtime and the list of states). Registry refs are
+ * taken and released through ref()/unref() so that mb._counts() can tell
+ * tests what is left. Every call into Lua from the loop is a lua_resume, so a
+ * Lua error never reaches ev_run.
+ *
+ * Tests: the busted specs in spec/, spec/mbrun_spec.lua for mbrun.
+ */
+#include "lmb.h"
+
+#include <ev.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mbl_value.h"
+
+typedef struct mbL_state mbL_state;
+typedef struct mbL_task mbL_task;
+typedef struct mbL_waiter mbL_waiter;
+typedef struct mbL_timer mbL_timer;
+
+struct mbL_runtime {
+  mb_runtime *rt;
+  mbL_state *states;
+  int failures;
+  uint64_t next_load;
+};
+
+enum { T_HANDLER = 1, T_SCRIPT, T_TIMER, T_SPAWN, T_EVENT };
+
+struct mbL_task {
+  mbL_state *S;
+  lua_State *co;
+  int ref;
+  int kind;
+  int waiting; /* a waiter will resume it */
+  mb_delivery *d;
+  struct mbL_listener *listener;
+  mbL_task *next, *prev;
+};
+
+typedef struct mbL_answer {
+  int status;
+  mb_msg *reply;
+  char *error;
+} mbL_answer;
+
+struct mbL_waiter {
+  mbL_state *S;
+  mbL_task *task;
+  int done, suspended, status;
+  ev_timer timer;
+  mb_request *req;
+  size_t n;
+  mbL_answer *ans;
+  mbL_waiter *next, *prev;
+};
+
+struct mbL_timer {
+  mbL_state *S;
+  ev_timer w;
+  int fn_ref, self_ref;
+  mbL_timer *next, *prev;
+};
+
+typedef struct mbL_listener {
+  mbL_state *S;
+  mb_listener *l;
+  int fn_ref, self_ref;
+  int json;
+  char dest[256];
+} mbL_listener;
+
+typedef struct mbL_sub {
+  mbL_state *S;
+  mb_subscription *sub;
+  int fn_ref, self_ref;
+} mbL_sub;
+
+struct mbL_state {
+  mbL_runtime *R;
+  mb_service *svc;
+  lua_State *L;
+  int owns_L;
+  uint64_t group_key; /* the instances of one mb.load share it */
+  mbL_task *current;
+  mbL_task *pool;
+  int npool;
+  mbL_task *live;
+  mbL_waiter *waiters, *spare;
+  mbL_timer *timers;
+  int depth; /* resumes of this state on the C stack */
+  int stopping;
+  size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
+  mb_buf buf, vbuf;
+  int replyinfo; /* weak table: message table -> mb.Msgref */
+  mbL_state *next, *prev;
+};
+
+#define POOL_MAX 64
+static const char STATE_KEY = 'S';
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static int ref(mbL_state *S, lua_State *L) {
+  S->nrefs++;
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void unref(mbL_state *S, lua_State *L, int *r) {
+  if (*r == LUA_NOREF) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, *r);
+  *r = LUA_NOREF;
+  S->nrefs--;
+}
+
+static mbL_state *state_of(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static mb_runtime *core(mbL_state *S) { return S->R->rt; }
+
+/* Raises "fn: bad destination name 'x'..." for a name that cannot be one. */
+static const char *check_dest(lua_State *L, int idx, const char *fn) {
+  size_t len;
+  const char *name = luaL_checklstring(L, idx, &len);
+  if (!mb_dest_name_valid(name, len) || strlen(name) != len)
+    luaL_error(L,
+               "%s: invalid destination name '%s' (use 1-255 characters of A-Z a-z 0-9 _ . / : -)",
+               fn, name);
+  return name;
+}
+
+/* Pushes nil and "code: text" for a runtime condition; returns 2. */
+static int fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
+  lua_pushnil(L);
+  switch (rc) {
+  case MB_ENODEST:
+    lua_pushfstring(L, "no_destination: no destination '%s'", dest);
+    break;
+  case MB_ENOLISTENERS:
+    lua_pushfstring(L, "no_listeners: destination '%s' has no listeners", dest);
+    break;
+  case MB_EFULL: {
+    mb_stats st;
+    mb_dest_stats(core(S), dest, &st);
+    lua_pushfstring(L, "queue_full: destination '%s' has %d pending messages (its max_queue)",
+                    dest, (int)st.pending);
+    break;
+  }
+  case MB_ECLOSED:
+    lua_pushfstring(L, "closed: destination '%s' is being removed", dest);
+    break;
+  case MB_EEXISTS:
+    lua_pushfstring(L, "exists: destination '%s' exists with other options", dest);
+    break;
+  default:
+    lua_pushfstring(L, "%s: at destination '%s'", mb_strerror(rc), dest);
+  }
+  return 2;
+}
+
+/* ---- coroutines ------------------------------------------------------------ */
+
+static mbL_task *task_new(mbL_state *S, int kind) {
+  mbL_task *t = S->pool;
+  if (t) {
+    S->pool = t->next;
+    S->npool--;
+  } else {
+    t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->S = S;
+    t->co = lua_newthread(S->L);
+    t->ref = ref(S, S->L);
+  }
+  t->kind = kind;
+  t->waiting = 0;
+  t->d = NULL;
+  t->listener = NULL;
+  t->prev = NULL;
+  t->next = S->live;
+  if (S->live) S->live->prev = t;
+  S->live = t;
+  S->ntasks++;
+  return t;
+}
+
+static void task_unlink(mbL_task *t) {
+  mbL_state *S = t->S;
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    S->live = t->next;
+  if (t->next) t->next->prev = t->prev;
+  S->ntasks--;
+}
+
+static void task_free(mbL_task *t, int reusable) {
+  mbL_state *S = t->S;
+  task_unlink(t);
+  if (reusable && S->npool < POOL_MAX) {
+    lua_settop(t->co, 0);
+    t->next = S->pool;
+    S->pool = t;
+    S->npool++;
+    return;
+  }
+  unref(S, S->L, &t->ref);
+  free(t);
+}
+
+static const char *task_what(mbL_task *t, char *buf, size_t n) {
+  switch (t->kind) {
+  case T_HANDLER:
+    snprintf(buf, n, "listener at '%s'", t->listener->dest);
+    break;
+  case T_SCRIPT:
+    snprintf(buf, n, "script %s", mb_service_name(t->S->svc));
+    break;
+  case T_TIMER:
+    snprintf(buf, n, "timer callback");
+    break;
+  case T_EVENT:
+    snprintf(buf, n, "event callback");
+    break;
+  default:
+    snprintf(buf, n, "spawned function");
+  }
+  return buf;
+}
+
+static void task_run(mbL_task *t, int nargs);
+
+static void task_end(mbL_task *t, int status) {
+  mbL_state *S = t->S;
+  if (status == LUA_OK) {
+    if (t->d) mb_delivery_done(t->d, MB_OK, NULL);
+    task_free(t, 1);
+    return;
+  }
+  lua_State *co = t->co;
+  const char *msg = lua_tostring(co, -1);
+  if (!msg)
+    msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
+  char what[300];
+  luaL_traceback(co, co, msg, 0);
+  fprintf(stderr, "mb: %s failed: %s\n", task_what(t, what, sizeof what), lua_tostring(co, -1));
+  fflush(stderr);
+  if (t->d) {
+    char err[1024];
+    snprintf(err, sizeof err, "failed: %s", msg);
+    mb_delivery_done(t->d, MB_EFAILED, err);
+  } else {
+    S->R->failures++;
+  }
+  task_free(t, 0);
+}
+
+static void task_again(void *arg) { task_run(arg, 0); }
+
+static void task_run(mbL_task *t, int nargs) {
+  mbL_state *S = t->S;
+  mbL_task *prev = S->current;
+  int nres;
+  S->current = t;
+  S->depth++;
+  int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
+  S->depth--;
+  S->current = prev;
+  if (st == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    /* a bare coroutine.yield(): let the others run, then go on */
+    if (!t->waiting) mb_service_post(S->svc, task_again, t);
+    return;
+  }
+  task_end(t, st);
+}
+
+/* ---- waiting ---------------------------------------------------------------- */
+
+static mbL_waiter *waiter_new(mbL_state *S) {
+  mbL_waiter *w = S->spare;
+  if (w)
+    S->spare = NULL;
+  else if (!(w = calloc(1, sizeof *w)))
+    return NULL;
+  memset(w, 0, sizeof *w);
+  w->S = S;
+  w->next = S->waiters;
+  if (S->waiters) S->waiters->prev = w;
+  S->waiters = w;
+  S->nwaiters++;
+  return w;
+}
+
+static void waiter_free(mbL_waiter *w) {
+  mbL_state *S = w->S;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    S->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  S->nwaiters--;
+  for (size_t i = 0; i < w->n; i++) {
+    mb_msg_unref(w->ans[i].reply);
+    free(w->ans[i].error);
+  }
+  free(w->ans);
+  if (ev_is_active(&w->timer)) ev_timer_stop(mb_runtime_loop(core(S)), &w->timer);
+  if (!S->spare) {
+    S->spare = w;
+    return;
+  }
+  free(w);
+}
+
+static void waiter_resume(void *arg) {
+  mbL_waiter *w = arg;
+  mbL_task *t = w->task;
+  t->waiting = 0;
+  task_run(t, 0);
+}
+
+static void waiter_wake(mbL_waiter *w) {
+  w->done = 1;
+  if (w->suspended) mb_service_post(w->S->svc, waiter_resume, w);
+}
+
+/* Waits until w is done: yields when running in one of our coroutines,
+ * otherwise runs the loop. Then finishes with k. */
+static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
+  mbL_state *S = w->S;
+  if (!w->done) {
+    mbL_task *t = S->current;
+    if (t && t->co == L && lua_isyieldable(L)) {
+      w->task = t;
+      w->suspended = 1;
+      t->waiting = 1;
+      return lua_yieldk(L, 0, (lua_KContext)w, k);
+    }
+    struct ev_loop *loop = mb_runtime_loop(core(S));
+    while (!w->done) {
+      if (!ev_run(loop, EVRUN_ONCE) && !w->done) {
+        if (w->req) mb_request_cancel(w->req);
+        waiter_free(w);
+        return luaL_error(L, "mb: this wait can never end (nothing left that could end it)");
+      }
+    }
+  }
+  return k(L, LUA_OK, (lua_KContext)w);
+}
+
+/* ---- timers, spawn ------------------------------------------------------------ */
+
+static void timer_release(mbL_timer *tm, lua_State *L) {
+  mbL_state *S = tm->S;
+  ev_timer_stop(mb_runtime_loop(core(S)), &tm->w);
+  if (tm->self_ref == LUA_NOREF) return;
+  if (tm->prev)
+    tm->prev->next = tm->next;
+  else
+    S->timers = tm->next;
+  if (tm->next) tm->next->prev = tm->prev;
+  S->ntimers--;
+  unref(S, L, &tm->fn_ref);
+  unref(S, L, &tm->self_ref);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)loop;
+  (void)revents;
+  mbL_timer *tm = w->data;
+  mbL_state *S = tm->S;
+  mbL_task *t = task_new(S, T_TIMER);
+  if (!t) return;
+  lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
+  if (!ev_is_active(&tm->w)) timer_release(tm, S->L); /* a one-shot timer is done */
+  task_run(t, 0);
+}
+
+static int timer_start(lua_State *L, int repeat) {
+  mbL_state *S = state_of(L);
+  lua_Number s = luaL_checknumber(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (s < 0 || (repeat && s <= 0))
+    return luaL_error(L, "mb.%s: seconds must be %s", repeat ? "every" : "after",
+                      repeat ? "positive" : "zero or more");
+  mbL_timer *tm = lua_newuserdatauv(L, sizeof *tm, 0);
+  memset(tm, 0, sizeof *tm);
+  luaL_setmetatable(L, "mb.Timer");
+  tm->S = S;
+  lua_pushvalue(L, 2);
+  tm->fn_ref = ref(S, L);
+  lua_pushvalue(L, -1);
+  tm->self_ref = ref(S, L);
+  ev_timer_init(&tm->w, timer_cb, s, repeat ? s : 0);
+  tm->w.data = tm;
+  ev_timer_start(mb_runtime_loop(core(S)), &tm->w);
+  tm->next = S->timers;
+  if (S->timers) S->timers->prev = tm;
+  S->timers = tm;
+  S->ntimers++;
+  return 1;
+}
+
+static int l_after(lua_State *L) { return timer_start(L, 0); }
+static int l_every(lua_State *L) { return timer_start(L, 1); }
+
+static int timer_stop(lua_State *L) {
+  mbL_timer *tm = luaL_checkudata(L, 1, "mb.Timer");
+  timer_release(tm, L);
+  return 0;
+}
+
+static int l_spawn(lua_State *L) {
+  mbL_state *S = state_of(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  int n = lua_gettop(L);
+  mbL_task *t = task_new(S, T_SPAWN);
+  if (!t) return luaL_error(L, "mb.spawn: out of memory");
+  lua_xmove(L, t->co, n);
+  task_run(t, n - 1);
+  return 0;
+}
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  waiter_free((mbL_waiter *)ctx);
+  return 0;
+}
+
+static void sleep_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  waiter_wake(t->data);
+}
+
+static int l_sleep(lua_State *L) {
+  mbL_state *S = state_of(L);
+  lua_Number s = luaL_checknumber(L, 1);
+  if (s < 0) return luaL_error(L, "mb.sleep: seconds must be zero or more");
+  mbL_waiter *w = waiter_new(S);
+  if (!w) return luaL_error(L, "mb.sleep: out of memory");
+  ev_timer_init(&w->timer, sleep_cb, s, 0);
+  w->timer.data = w;
+  ev_timer_start(mb_runtime_loop(core(S)), &w->timer);
+  return wait_for(L, w, sleep_k);
+}
+
+static int l_now(lua_State *L) {
+  mbL_state *S = state_of(L);
+  struct ev_loop *loop = mb_runtime_loop(core(S));
+  ev_now_update(loop);
+  lua_pushnumber(L, ev_now(loop));
+  return 1;
+}
+
+/* ---- destinations ------------------------------------------------------------- */
+
+static const char *const TYPES[] = {"parallel", "serial", "synchronous", NULL};
+static const char *const ON_FULL[] = {"reject", "block", NULL};
+
+static lua_Integer opt_positive(lua_State *L, int t, const char *key, const char *fn) {
+  lua_getfield(L, t, key);
+  lua_Integer v = 0;
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) <= 0)
+      luaL_error(L, "%s: option '%s' must be a positive integer", fn, key);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static int opt_enum(lua_State *L, int t, const char *key, const char *const *names, int def,
+                    const char *fn) {
+  lua_getfield(L, t, key);
+  int v = def;
+  if (!lua_isnil(L, -1)) {
+    const char *s = lua_tostring(L, -1);
+    v = -1;
+    for (int i = 0; s && lua_type(L, -1) == LUA_TSTRING && names[i]; i++)
+      if (strcmp(s, names[i]) == 0) v = i;
+    if (v < 0) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (int i = 0; names[i]; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addchar(&b, '"');
+        luaL_addstring(&b, names[i]);
+        luaL_addchar(&b, '"');
+      }
+      luaL_pushresult(&b);
+      luaL_error(L, "%s: option '%s' must be one of %s", fn, key, lua_tostring(L, -1));
+    }
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Raises for keys of table t that are not in allowed. */
+static void check_keys(lua_State *L, int t, const char *const *allowed, const char *fn) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_pop(L, 1);
+    int ok = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (int i = 0; allowed[i] && !ok; i++) ok = strcmp(lua_tostring(L, -1), allowed[i]) == 0;
+    if (!ok)
+      luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -1, NULL));
+  }
+}
+
+static int l_destination(lua_State *L) {
+  static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", NULL};
+  mbL_state *S = state_of(L);
+  const char *name = check_dest(L, 1, "mb.destination");
+  mb_dest_opts o = {0};
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    check_keys(L, 2, keys, "mb.destination");
+    o.type = (mb_dest_type)opt_enum(L, 2, "type", TYPES, 0, "mb.destination");
+    o.on_full = (mb_full_policy)opt_enum(L, 2, "on_full", ON_FULL, 0, "mb.destination");
+    o.max_queue = (size_t)opt_positive(L, 2, "max_queue", "mb.destination");
+    o.concurrency = (size_t)opt_positive(L, 2, "concurrency", "mb.destination");
+    if (o.concurrency && o.type != MB_PARALLEL)
+      return luaL_error(L, "mb.destination: option 'concurrency' is for parallel destinations");
+  }
+  int rc = mb_dest_declare(core(S), name, &o);
+  if (rc == MB_ECLOSED) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "closed: destination '%s' is being removed", name);
+    return 2;
+  }
+  if (rc < 0) return fail_rc(L, rc, name, S);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_remove_destination(lua_State *L) {
+  mbL_state *S = state_of(L);
+  const char *name = check_dest(L, 1, "mb.remove_destination");
+  int rc = mb_dest_remove(core(S), name);
+  if (rc < 0) return fail_rc(L, rc, name, S);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_has_destination(lua_State *L) {
+  mbL_state *S = state_of(L);
+  const char *name = check_dest(L, 1, "mb.has_destination");
+  lua_pushboolean(L, mb_dest_exists(core(S), name));
+  return 1;
+}
+
+static void add_name(void *ud, const char *name) {
+  lua_State *L = ud;
+  lua_pushstring(L, name);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+}
+
+static int l_destinations(lua_State *L) {
+  mbL_state *S = state_of(L);
+  lua_newtable(L);
+  mb_dest_each(core(S), add_name, L);
+  return 1;
+}
+
+static void push_stats(lua_State *L, const mb_stats *st) {
+  lua_createtable(L, 0, 14);
+  lua_pushstring(L, TYPES[st->type]);
+  lua_setfield(L, -2, "type");
+#define F(name)                              \
+  lua_pushinteger(L, (lua_Integer)st->name); \
+  lua_setfield(L, -2, #name)
+  F(listeners);
+  F(sent);
+  F(rejected);
+  F(deliveries);
+  F(delivered);
+  F(failed);
+  F(dropped);
+  F(pending);
+  F(largest_pending);
+  F(in_flight);
+  F(replies);
+  F(timeouts);
+#undef F
+}
+
+static void add_stats(void *ud, const char *name) {
+  lua_State *L = ud;
+  mbL_state *S = state_of(L);
+  mb_stats st;
+  if (mb_dest_stats(core(S), name, &st) == MB_OK) {
+    push_stats(L, &st);
+    lua_setfield(L, -2, name);
+  }
+}
+
+static int l_stats(lua_State *L) {
+  mbL_state *S = state_of(L);
+  if (lua_isnoneornil(L, 1)) {
+    lua_newtable(L);
+    mb_dest_each(core(S), add_stats, L);
+    return 1;
+  }
+  const char *name = check_dest(L, 1, "mb.stats");
+  mb_stats st;
+  int rc = mb_dest_stats(core(S), name, &st);
+  if (rc < 0) return fail_rc(L, rc, name, S);
+  push_stats(L, &st);
+  return 1;
+}
+
+/* ---- events ------------------------------------------------------------------- */
+
+static const char *const EVENTS[] = {"destination_added", "destination_removed",
+                                     "listener_added", "listener_removed", NULL};
+
+static void on_event(void *ud, const mb_event *ev) {
+  mbL_sub *s = ud;
+  mbL_state *S = s->S;
+  mbL_task *t = task_new(S, T_EVENT);
+  if (!t) return;
+  lua_State *co = t->co;
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->fn_ref);
+  lua_pushstring(co, ev->destination);
+  lua_createtable(co, 0, 4);
+  lua_pushstring(co, TYPES[ev->type]);
+  lua_setfield(co, -2, "type");
+  lua_pushinteger(co, (lua_Integer)ev->listeners);
+  lua_setfield(co, -2, "listeners");
+  int k = 0;
+  while (!(ev->kind & (1u << k))) k++;
+  lua_pushstring(co, EVENTS[k]);
+  lua_setfield(co, -2, "event");
+  if (ev->service) {
+    lua_pushstring(co, ev->service);
+    lua_setfield(co, -2, "service");
+  }
+  task_run(t, 2);
+}
+
+static int l_on(lua_State *L) {
+  mbL_state *S = state_of(L);
+  int kind = luaL_checkoption(L, 1, NULL, EVENTS);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  mbL_sub *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->S = S;
+  s->fn_ref = s->self_ref = LUA_NOREF;
+  s->sub = mb_subscribe(S->svc, 1u << kind, on_event, s);
+  if (!s->sub) return luaL_error(L, "mb.on: out of memory");
+  luaL_setmetatable(L, "mb.Subscription");
+  lua_pushvalue(L, 2);
+  s->fn_ref = ref(S, L);
+  lua_pushvalue(L, -1);
+  s->self_ref = ref(S, L);
+  S->nsubs++;
+  return 1;
+}
+
+static void sub_close(mbL_sub *s, lua_State *L) {
+  if (!s->sub) return;
+  mb_unsubscribe(s->sub);
+  s->sub = NULL;
+  s->S->nsubs--;
+  unref(s->S, L, &s->fn_ref);
+  unref(s->S, L, &s->self_ref);
+}
+
+static int sub_close_l(lua_State *L) {
+  sub_close(luaL_checkudata(L, 1, "mb.Subscription"), L);
+  return 0;
+}
+
+/* ---- messages out: payload, values, options -------------------------------------- */
+
+typedef struct send_opts {
+  int json;
+  const char *reply_to;
+  double timeout;
+  int has_values;
+} send_opts;
+
+static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, const char *fn) {
+  static const char *const send_keys[] = {"values", "reply_to", "format", NULL};
+  static const char *const req_keys[] = {"values", "reply_to", "format", "timeout", NULL};
+  static const char *const formats[] = {"table", "json", NULL};
+  memset(o, 0, sizeof *o);
+  o->timeout = 10;
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  check_keys(L, idx, request ? req_keys : send_keys, fn);
+  o->json = opt_enum(L, idx, "format", formats, 0, fn);
+  if (lua_getfield(L, idx, "reply_to") != LUA_TNIL) {
+    o->reply_to = check_dest(L, lua_gettop(L), fn);
+  }
+  lua_pop(L, 1); /* the string stays alive in the options table */
+  int t = lua_getfield(L, idx, "values");
+  if (t != LUA_TNIL && t != LUA_TTABLE) luaL_error(L, "%s: option 'values' must be a table", fn);
+  if (t == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "%s: values keys must be strings (found a %s key)", fn,
+                   luaL_typename(L, -2));
+      lua_pop(L, 1);
+    }
+    o->has_values = 1;
+  }
+  lua_pop(L, 1);
+  if (request && lua_getfield(L, idx, "timeout") != LUA_TNIL) {
+    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+      luaL_error(L, "%s: option 'timeout' must be a positive number of seconds", fn);
+    o->timeout = lua_tonumber(L, -1);
+  }
+  if (request) lua_pop(L, 1);
+}
+
+/* Builds the message for payload at pidx with options at oidx; raises on a
+ * payload that cannot be sent. */
+static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const send_opts *o,
+                         const char *fn) {
+  char err[700];
+  size_t max = mb_runtime_max_message_size(core(S));
+  S->buf.len = 0;
+  S->vbuf.len = 0;
+  if (o->json) {
+    size_t len;
+    const char *text = lua_tolstring(L, pidx, &len);
+    if (!text || lua_type(L, pidx) != LUA_TSTRING)
+      luaL_error(L, "%s: a format = \"json\" payload must be a JSON string", fn);
+    if (mb_json_decode(text, len, MB_MAX_DEPTH, &S->buf, err, sizeof err))
+      luaL_error(L, "%s: payload: %s", fn, err);
+  } else if (mbL_encode(L, pidx, &S->buf, max, "payload", err, sizeof err)) {
+    luaL_error(L, "%s: %s", fn, err);
+  }
+  if (o->has_values) {
+    lua_getfield(L, oidx, "values");
+    if (mbL_encode(L, -1, &S->vbuf, max, "values", err, sizeof err))
+      luaL_error(L, "%s: %s", fn, err);
+    lua_pop(L, 1);
+  }
+  if (S->buf.len + S->vbuf.len > max)
+    luaL_error(L, "%s: message too large (over %d bytes, the max_message_size)", fn, (int)max);
+  mb_msg *m = mb_msg_new(S->buf.p, S->buf.len, o->has_values ? S->vbuf.p : NULL, S->vbuf.len,
+                         o->reply_to);
+  if (!m) luaL_error(L, "%s: out of memory", fn);
+  return m;
+}
+
+static void push_id(lua_State *L, uint64_t id) {
+  char buf[17];
+  lua_pushlstring(L, buf, mb_id_format(id, buf));
+}
+
+/* ---- send -------------------------------------------------------------------------- */
+
+static void send_done(void *ud, int status) {
+  mbL_waiter *w = ud;
+  w->status = status;
+  waiter_wake(w);
+}
+
+static int send_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  int rc = w->status;
+  waiter_free(w);
+  /* stack: dest, payload, opts, id */
+  if (rc < 0) return fail_rc(L, rc, lua_tostring(L, 1), state_of(L));
+  lua_settop(L, 4);
+  return 1;
+}
+
+static int l_send(lua_State *L) {
+  mbL_state *S = state_of(L);
+  const char *dest = check_dest(L, 1, "mb.send");
+  send_opts o;
+  lua_settop(L, 3);
+  read_send_opts(L, 3, &o, 0, "mb.send");
+  mb_msg *m = build_msg(L, S, 2, 3, &o, "mb.send");
+  uint64_t id = mb_msg_id(m);
+  mbL_waiter *w = waiter_new(S);
+  if (!w) {
+    mb_msg_unref(m);
+    return luaL_error(L, "mb.send: out of memory");
+  }
+  int rc = mb_send(S->svc, dest, m, send_done, w);
+  if (rc == MB_PENDING) {
+    push_id(L, id);
+    return wait_for(L, w, send_k);
+  }
+  waiter_free(w);
+  if (rc < 0) return fail_rc(L, rc, dest, S);
+  push_id(L, id);
+  return 1;
+}
+
+/* ---- request ----------------------------------------------------------------------- */
+
+static void request_done(void *ud, const mb_answer *a, size_t n) {
+  mbL_waiter *w = ud;
+  w->req = NULL;
+  w->ans = n ? calloc(n, sizeof *w->ans) : NULL;
+  if (w->ans) {
+    w->n = n;
+    for (size_t i = 0; i < n; i++) {
+      w->ans[i].status = a[i].status;
+      w->ans[i].reply = a[i].reply ? mb_msg_ref((mb_msg *)a[i].reply) : NULL;
+      w->ans[i].error = a[i].error ? strdup(a[i].error) : NULL;
+    }
+  }
+  waiter_wake(w);
+}
+
+static void push_payload(lua_State *L, const mb_msg *m) {
+  size_t len;
+  const uint8_t *p = mb_msg_payload(m, &len);
+  mbL_decode(L, p, len);
+}
+
+static int request_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  if (w->n == 0) {
+    waiter_free(w);
+    lua_pushnil(L);
+    lua_pushstring(L, "failed: out of memory");
+    return 2;
+  }
+  if (w->ans[0].status == MB_OK) {
+    push_payload(L, w->ans[0].reply);
+    mbL_push_msg(L, w->ans[0].reply);
+  } else {
+    lua_pushnil(L);
+    lua_pushstring(L, w->ans[0].error ? w->ans[0].error : "failed");
+  }
+  waiter_free(w);
+  return 2;
+}
+
+static int request_all_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  lua_createtable(L, (int)w->n, 0);
+  for (size_t i = 0; i < w->n; i++) {
+    lua_createtable(L, 0, 2);
+    if (w->ans[i].status == MB_OK) {
+      push_payload(L, w->ans[i].reply);
+      lua_setfield(L, -2, "payload");
+      mbL_push_msg(L, w->ans[i].reply);
+      lua_setfield(L, -2, "msg");
+    } else {
+      lua_pushstring(L, w->ans[i].error ? w->ans[i].error : "failed");
+      lua_setfield(L, -2, "error");
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  waiter_free(w);
+  return 1;
+}
+
+static int do_request(lua_State *L, int all) {
+  const char *fn = all ? "mb.request_all" : "mb.request";
+  mbL_state *S = state_of(L);
+  const char *dest = check_dest(L, 1, fn);
+  send_opts o;
+  lua_settop(L, 3);
+  read_send_opts(L, 3, &o, 1, fn);
+  mb_msg *m = build_msg(L, S, 2, 3, &o, fn);
+  mbL_waiter *w = waiter_new(S);
+  if (!w) {
+    mb_msg_unref(m);
+    return luaL_error(L, "%s: out of memory", fn);
+  }
+  int rc = mb_request_start(S->svc, dest, m, o.timeout, all, request_done, w, &w->req);
+  if (rc < 0) {
+    waiter_free(w);
+    return fail_rc(L, rc, dest, S);
+  }
+  return wait_for(L, w, all ? request_all_k : request_k);
+}
+
+static int l_request(lua_State *L) { return do_request(L, 0); }
+static int l_request_all(lua_State *L) { return do_request(L, 1); }
+
+/* ---- listening ------------------------------------------------------------------------ */
+
+/* What mb.reply needs of a message that expects a reply. */
+typedef struct mbL_msgref {
+  mb_msg *m;
+  uint64_t group;
+} mbL_msgref;
+
+static int msgref_gc(lua_State *L) {
+  mbL_msgref *r = lua_touserdata(L, 1);
+  if (r->m) mb_msg_unref(r->m);
+  r->m = NULL;
+  return 0;
+}
+
+static void remember_for_reply(lua_State *L, mbL_state *S, int msg, const mb_msg *m,
+                               uint64_t group) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replyinfo);
+  lua_pushvalue(L, msg);
+  mbL_msgref *r = lua_newuserdatauv(L, sizeof *r, 0);
+  r->m = NULL;
+  luaL_setmetatable(L, "mb.Msgref");
+  r->m = mb_msg_ref((mb_msg *)m);
+  r->group = group;
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
+static int reply_with(lua_State *L, mbL_state *S, const mb_msg *orig, uint64_t group, int pidx,
+                      int vidx, const char *fn) {
+  send_opts o;
+  memset(&o, 0, sizeof o);
+  int oidx = 0;
+  if (vidx && !lua_isnoneornil(L, vidx)) {
+    luaL_checktype(L, vidx, LUA_TTABLE);
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, vidx);
+    lua_setfield(L, -2, "values");
+    oidx = lua_gettop(L);
+    o.has_values = 1;
+  }
+  mb_msg *reply = build_msg(L, S, pidx, oidx, &o, fn);
+  return mb_reply(S->svc, orig, group, reply);
+}
+
+static int handler_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_task *t = (mbL_task *)ctx;
+  const mb_msg *m = mb_delivery_msg(t->d);
+  if (!lua_isnil(L, -1) && mb_msg_expects_reply(m))
+    reply_with(L, t->S, m, mb_delivery_group(t->d), lua_gettop(L), 0, "reply");
+  return 0;
+}
+
+/* The body of a handler's coroutine: fn, task. Builds the message inside
+ * the coroutine so that every error is caught by its resume. */
+static int handler_body(lua_State *L) {
+  mbL_task *t = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  const mb_msg *m = mb_delivery_msg(t->d);
+  if (t->listener->json) {
+    char err[700];
+    mbL_state *S = t->S;
+    S->buf.len = 0;
+    if (mb_msg_to_json(m, &S->buf, err, sizeof err))
+      return luaL_error(L, "cannot give the message as JSON: %s", err);
+    lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
+    if (mb_msg_expects_reply(m)) {
+      mbL_push_msg(L, m); /* mb.reply finds the JSON listener's message by its text */
+      remember_for_reply(L, S, -1, m, mb_delivery_group(t->d));
+      lua_pop(L, 1);
+    }
+  } else {
+    mbL_push_msg(L, m);
+    if (mb_msg_expects_reply(m)) remember_for_reply(L, t->S, -1, m, mb_delivery_group(t->d));
+  }
+  lua_callk(L, 1, 1, (lua_KContext)t, handler_k);
+  return handler_k(L, LUA_OK, (lua_KContext)t);
+}
+
+static void on_delivery(void *ud, mb_delivery *d) {
+  mbL_listener *ls = ud;
+  mbL_state *S = ls->S;
+  mbL_task *t = S->stopping ? NULL : task_new(S, T_HANDLER);
+  if (!t) {
+    mb_delivery_done(d, S->stopping ? MB_EDROPPED : MB_EFAILED,
+                     S->stopping ? "dropped: service stopping" : "failed: out of memory");
+    return;
+  }
+  t->d = d;
+  t->listener = ls;
+  lua_State *co = t->co;
+  lua_pushcfunction(co, handler_body);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
+  lua_pushlightuserdata(co, t);
+  task_run(t, 2);
+}
+
+static int l_listen(lua_State *L) {
+  static const char *const keys[] = {"format", NULL};
+  static const char *const formats[] = {"table", "json", NULL};
+  mbL_state *S = state_of(L);
+  const char *dest = check_dest(L, 1, "mb.listen");
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  int json = 0;
+  if (!lua_isnoneornil(L, 3)) {
+    luaL_checktype(L, 3, LUA_TTABLE);
+    check_keys(L, 3, keys, "mb.listen");
+    json = opt_enum(L, 3, "format", formats, 0, "mb.listen");
+  }
+  mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  memset(ls, 0, sizeof *ls);
+  ls->fn_ref = ls->self_ref = LUA_NOREF;
+  luaL_setmetatable(L, "mb.Listener");
+  ls->S = S;
+  ls->json = json;
+  snprintf(ls->dest, sizeof ls->dest, "%s", dest);
+  int err = 0;
+  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, ls, &err);
+  if (!ls->l) return fail_rc(L, err, dest, S);
+  lua_pushvalue(L, 2);
+  ls->fn_ref = ref(S, L);
+  lua_pushvalue(L, -1);
+  ls->self_ref = ref(S, L);
+  S->nlisteners++;
+  return 1;
+}
+
+static void listener_close(mbL_listener *ls, lua_State *L) {
+  if (!ls->l) return;
+  mb_listener_close(ls->l);
+  ls->l = NULL;
+  ls->S->nlisteners--;
+  unref(ls->S, L, &ls->fn_ref);
+  unref(ls->S, L, &ls->self_ref);
+}
+
+static int listener_close_l(lua_State *L) {
+  listener_close(luaL_checkudata(L, 1, "mb.Listener"), L);
+  return 0;
+}
+
+static int l_reply(lua_State *L) {
+  mbL_state *S = state_of(L);
+  if (lua_type(L, 1) != LUA_TTABLE && lua_type(L, 1) != LUA_TSTRING)
+    return luaL_error(L, "mb.reply: argument 1 must be the message being answered");
+  lua_settop(L, 3);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replyinfo);
+  lua_pushvalue(L, 1);
+  lua_rawget(L, -2);
+  mbL_msgref *r = luaL_testudata(L, -1, "mb.Msgref");
+  if (!r || !r->m) {
+    lua_pushnil(L);
+    lua_pushstring(L, "closed: this message expects no reply (no reply_to, no requester)");
+    return 2;
+  }
+  int rc = reply_with(L, S, r->m, r->group, 2, 3, "mb.reply");
+  if (rc < 0) {
+    const char *to = mb_msg_reply_to(r->m);
+    if (rc == MB_ECLOSED) {
+      lua_pushnil(L);
+      lua_pushstring(L, "closed: the requester already has its answer or stopped waiting");
+      return 2;
+    }
+    return fail_rc(L, rc, to ? to : "?", S);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- JSON ------------------------------------------------------------------------------- */
+
+static int l_json_encode(lua_State *L) {
+  mbL_state *S = state_of(L);
+  char err[700];
+  luaL_checkany(L, 1);
+  S->vbuf.len = 0;
+  if (mbL_encode(L, 1, &S->vbuf, (size_t)-1 / 2, "value", err, sizeof err))
+    return luaL_error(L, "mb.json.encode: %s", err);
+  S->buf.len = 0;
+  if (mb_json_encode(S->vbuf.p, S->vbuf.len, "value", &S->buf, err, sizeof err))
+    return luaL_error(L, "mb.json.encode: %s", err);
+  lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
+  return 1;
+}
+
+static int l_json_decode(lua_State *L) {
+  mbL_state *S = state_of(L);
+  char err[700];
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  S->buf.len = 0;
+  if (mb_json_decode(s, len, 1000, &S->buf, err, sizeof err))
+    return luaL_error(L, "mb.json.decode: %s", err);
+  mbL_decode(L, S->buf.p, S->buf.len);
+  return 1;
+}
+
+/* ---- services ------------------------------------------------------------------------------ */
+
+static void open_module(lua_State *L, mbL_state *S);
+
+static void state_link(mbL_runtime *R, mbL_state *S) {
+  S->next = R->states;
+  if (R->states) R->states->prev = S;
+  R->states = S;
+}
+
+/* Releases what S holds in the core and the loop. Its Lua state is left to
+ * the caller: closed for services, being closed for a program's own state. */
+static void state_release(mbL_state *S) {
+  S->stopping = 1;
+  struct ev_loop *loop = mb_runtime_loop(core(S));
+  mb_service_free(S->svc); /* drops open deliveries, cancels requests: no callbacks */
+  S->svc = NULL;
+  for (mbL_timer *tm = S->timers; tm; tm = tm->next) ev_timer_stop(loop, &tm->w);
+  while (S->waiters) {
+    mbL_waiter *w = S->waiters;
+    S->waiters = w->next;
+    if (ev_is_active(&w->timer)) ev_timer_stop(loop, &w->timer);
+    for (size_t i = 0; i < w->n; i++) {
+      mb_msg_unref(w->ans[i].reply);
+      free(w->ans[i].error);
+    }
+    free(w->ans);
+    free(w);
+  }
+  free(S->spare);
+  while (S->live) {
+    mbL_task *t = S->live;
+    S->live = t->next;
+    free(t);
+  }
+  while (S->pool) {
+    mbL_task *t = S->pool;
+    S->pool = t->next;
+    free(t);
+  }
+  mb_buf_free(&S->buf);
+  mb_buf_free(&S->vbuf);
+  mbL_runtime *R = S->R;
+  if (S->prev)
+    S->prev->next = S->next;
+  else
+    R->states = S->next;
+  if (S->next) S->next->prev = S->prev;
+}
+
+static void state_stop(mbL_state *S) {
+  lua_State *L = S->L;
+  int owns = S->owns_L;
+  state_release(S);
+  free(S);
+  if (owns) lua_close(L);
+}
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  return realloc(ptr, nsize);
+}
+
+static int l_panic(lua_State *L) {
+  fprintf(stderr, "mb: unprotected Lua error: %s\n", lua_tostring(L, -1));
+  return 0;
+}
+
+/* A new service state running nothing yet; NULL when out of memory. */
+static mbL_state *state_new(mbL_runtime *R, const char *name, uint64_t group_key) {
+  mbL_state *S = calloc(1, sizeof *S);
+  if (!S) return NULL;
+  S->L = lua_newstate(l_alloc, NULL);
+  S->svc = S->L ? mb_service_new(R->rt, name) : NULL;
+  if (!S->svc) {
+    if (S->L) lua_close(S->L);
+    free(S);
+    return NULL;
+  }
+  lua_atpanic(S->L, l_panic);
+  S->R = R;
+  S->owns_L = 1;
+  S->group_key = group_key;
+  state_link(R, S);
+  luaL_openlibs(S->L);
+  open_module(S->L, S);
+  return S;
+}
+
+/* Pushes the function that runs path; the error message on failure. */
+static int load_script(lua_State *L, const char *path) {
+  return luaL_loadfilex(L, path, "t");
+}
+
+/* Starts S's script body: the chunk is at the top of S->L, nargs values
+ * above it. */
+static void start_body(mbL_state *S, int nargs) {
+  mbL_task *t = task_new(S, T_SCRIPT);
+  if (!t) {
+    lua_pop(S->L, nargs + 1);
+    S->R->failures++;
+    return;
+  }
+  lua_xmove(S->L, t->co, nargs + 1);
+  task_run(t, nargs);
+}
+
+typedef struct mbL_handle {
+  mbL_runtime *R;
+  size_t n;
+  uint64_t ids[];
+} mbL_handle;
+
+static mbL_state *find_state(mbL_runtime *R, uint64_t id) {
+  for (mbL_state *S = R->states; S; S = S->next)
+    if (S->svc && mb_service_id(S->svc) == id) return S;
+  return NULL;
+}
+
+static void deferred_stop(void *arg) {
+  mbL_state *S = arg;
+  if (S->depth > 0) { /* still on the stack: try again later */
+    mb_runtime *rt = core(S);
+    (void)rt;
+    mb_service_post(S->svc, deferred_stop, S);
+    return;
+  }
+  state_stop(S);
+}
+
+static int service_stop(lua_State *L) {
+  mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
+  for (size_t i = 0; i < h->n; i++) {
+    mbL_state *S = find_state(h->R, h->ids[i]);
+    h->ids[i] = 0;
+    if (!S || S->stopping) continue;
+    if (S->depth > 0 || S->L == L) {
+      S->stopping = 1; /* new deliveries are dropped from now on */
+      /* posted with no service: the stop must run even as S goes away */
+      mb_service_post(S->svc, deferred_stop, S);
+    } else {
+      state_stop(S);
+    }
+  }
+  return 0;
+}
+
+static int l_load(lua_State *L) {
+  static const char *const keys[] = {"instances", "args", NULL};
+  mbL_state *S = state_of(L);
+  mbL_runtime *R = S->R;
+  const char *path = luaL_checkstring(L, 1);
+  lua_Integer instances = 1;
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    check_keys(L, 2, keys, "mb.load");
+    instances = opt_positive(L, 2, "instances", "mb.load");
+    if (!instances) instances = 1;
+    if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
+    int t = lua_getfield(L, 2, "args");
+    if (t != LUA_TNIL && t != LUA_TTABLE) return luaL_error(L, "mb.load: option 'args' must be a list");
+  } else {
+    lua_pushnil(L);
+  }
+  /* args cross into the new states as encoded values */
+  char err[700];
+  S->vbuf.len = 0;
+  int nargs = 0;
+  if (!lua_isnil(L, 3)) {
+    nargs = (int)lua_rawlen(L, 3);
+    if (mbL_encode(L, 3, &S->vbuf, mb_runtime_max_message_size(core(S)), "args", err, sizeof err))
+      return luaL_error(L, "mb.load: %s", err);
+  }
+  mbL_handle *h = lua_newuserdatauv(L, sizeof *h + (size_t)instances * sizeof(uint64_t), 0);
+  h->R = R;
+  h->n = 0;
+  luaL_setmetatable(L, "mb.Service");
+  uint64_t key = instances > 1 ? ++R->next_load : 0;
+  for (lua_Integer i = 0; i < instances; i++) {
+    mbL_state *N = state_new(R, path, key);
+    if (!N) return luaL_error(L, "mb.load: out of memory");
+    if (load_script(N->L, path) != LUA_OK) {
+      lua_pushfstring(L, "mb.load: cannot load %s", lua_tostring(N->L, -1));
+      state_stop(N);
+      return lua_error(L);
+    }
+    h->ids[h->n++] = mb_service_id(N->svc);
+    if (nargs) {
+      mbL_decode(N->L, S->vbuf.p, S->vbuf.len);
+      for (int a = 1; a <= nargs; a++) lua_rawgeti(N->L, -a, a);
+      lua_remove(N->L, -nargs - 1);
+    }
+    start_body(N, nargs);
+  }
+  return 1;
+}
+
+/* ---- the loop ------------------------------------------------------------------------- */
+
+static int l_run(lua_State *L) {
+  static const char *const keys[] = {"timeout", NULL};
+  mbL_state *S = state_of(L);
+  double timeout = 0;
+  if (S->current)
+    return luaL_error(L, "mb.run: called from a running script, handler or timer; the bus is "
+                         "already running here (use mb.sleep or mb.spawn instead)");
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    check_keys(L, 1, keys, "mb.run");
+    if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
+      if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+        return luaL_error(L, "mb.run: option 'timeout' must be a positive number of seconds");
+      timeout = lua_tonumber(L, -1);
+    }
+  }
+  int stopped = mb_runtime_run(core(S), timeout);
+  lua_pushboolean(L, !stopped);
+  return 1;
+}
+
+static int l_stop(lua_State *L) {
+  mb_runtime_stop(core(state_of(L)));
+  return 0;
+}
+
+static int l_setup(lua_State *L) {
+  static const char *const keys[] = {"workers", NULL};
+  luaL_checktype(L, 1, LUA_TTABLE);
+  check_keys(L, 1, keys, "mb.setup");
+  lua_Integer w = opt_positive(L, 1, "workers", "mb.setup");
+  if (w > 1)
+    return luaL_error(L, "mb.setup: this build runs one worker (the calling thread); "
+                         "workers = %d needs worker threads, which are not built yet",
+                      (int)w);
+  return 0;
+}
+
+static int l_counts(lua_State *L) {
+  mbL_state *S = state_of(L);
+  mb_counts c;
+  mb_runtime_counts(core(S), &c);
+  lua_createtable(L, 0, 12);
+#define F(name, v)                      \
+  lua_pushinteger(L, (lua_Integer)(v)); \
+  lua_setfield(L, -2, name)
+  F("refs", S->nrefs - (size_t)S->npool);
+  F("coroutines", S->ntasks);
+  F("pooled", S->npool);
+  F("waiters", S->nwaiters);
+  F("timers", S->ntimers);
+  F("listeners", S->nlisteners);
+  F("subscriptions", S->nsubs);
+  F("messages", c.messages);
+  F("deliveries", c.deliveries);
+  F("requests", c.requests);
+  F("services", c.services);
+#undef F
+  return 1;
+}
+
+/* ---- the module ---------------------------------------------------------------------------- */
+
+static const luaL_Reg funcs[] = {
+    {"setup", l_setup},
+    {"destination", l_destination},
+    {"remove_destination", l_remove_destination},
+    {"has_destination", l_has_destination},
+    {"destinations", l_destinations},
+    {"stats", l_stats},
+    {"on", l_on},
+    {"listen", l_listen},
+    {"send", l_send},
+    {"request", l_request},
+    {"request_all", l_request_all},
+    {"reply", l_reply},
+    {"spawn", l_spawn},
+    {"sleep", l_sleep},
+    {"after", l_after},
+    {"every", l_every},
+    {"now", l_now},
+    {"load", l_load},
+    {"run", l_run},
+    {"stop", l_stop},
+    {"_counts", l_counts},
+    {NULL, NULL},
+};
+
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+}
+
+/* Builds the module table for S in L and leaves it on the stack. */
+static void open_module(lua_State *L, mbL_state *S) {
+  static const luaL_Reg listener_m[] = {{"close", listener_close_l}, {NULL, NULL}};
+  static const luaL_Reg timer_m[] = {{"stop", timer_stop}, {NULL, NULL}};
+  static const luaL_Reg sub_m[] = {{"close", sub_close_l}, {NULL, NULL}};
+  static const luaL_Reg service_m[] = {{"stop", service_stop}, {NULL, NULL}};
+  static const luaL_Reg json_f[] = {
+      {"encode", l_json_encode}, {"decode", l_json_decode}, {NULL, NULL}};
+  new_class(L, "mb.Listener", listener_m);
+  new_class(L, "mb.Timer", timer_m);
+  new_class(L, "mb.Subscription", sub_m);
+  new_class(L, "mb.Service", service_m);
+  luaL_newmetatable(L, "mb.Msgref");
+  lua_pushcfunction(L, msgref_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  /* message table (or JSON text) -> what mb.reply needs; weak keys */
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushstring(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  S->replyinfo = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushlightuserdata(L, S);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+
+  lua_newtable(L);
+  lua_pushlightuserdata(L, S);
+  luaL_setfuncs(L, funcs, 1);
+  lua_newtable(L);
+  lua_pushlightuserdata(L, S);
+  luaL_setfuncs(L, json_f, 1);
+  lua_setfield(L, -2, "json");
+  lua_pushliteral(L, MB_VERSION);
+  lua_setfield(L, -2, "version");
+  /* `mb` is a global in every state the runtime runs, and require finds it */
+  lua_pushvalue(L, -1);
+  lua_setglobal(L, "mb");
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "mb");
+  lua_pop(L, 1);
+}
+
+mbL_runtime *mbL_runtime_new(int workers) {
+  (void)workers;
+  mbL_runtime *R = calloc(1, sizeof *R);
+  if (!R) return NULL;
+  R->rt = mb_runtime_new(NULL);
+  if (!R->rt) {
+    free(R);
+    return NULL;
+  }
+  return R;
+}
+
+void mbL_runtime_free(mbL_runtime *R) {
+  while (R->states) {
+    mbL_state *S = R->states;
+    if (S->owns_L)
+      state_stop(S);
+    else {
+      state_release(S);
+      free(S);
+    }
+  }
+  mb_runtime_free(R->rt);
+  free(R);
+}
+
+mb_runtime *mbL_runtime_core(mbL_runtime *R) { return R->rt; }
+int mbL_runtime_failures(const mbL_runtime *R) { return R->failures; }
+
+int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
+                     size_t errlen) {
+  mbL_state *S = state_new(R, path, 0);
+  if (!S) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  lua_pop(S->L, 1); /* the module table */
+  if (load_script(S->L, path) != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(S->L, -1));
+    state_stop(S);
+    return -1;
+  }
+  luaL_checkstack(S->L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(S->L, argv[i]);
+  start_body(S, argc);
+  return 0;
+}
+
+/* The runtime of a plain Lua program goes when its Lua state closes. */
+static int runtime_gc(lua_State *L) {
+  mbL_runtime **p = lua_touserdata(L, 1);
+  if (*p) mbL_runtime_free(*p);
+  *p = NULL;
+  return 0;
+}
+
+int luaopen_mb(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY) == LUA_TLIGHTUSERDATA) {
+    lua_pop(L, 1);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "mb");
+    return 1;
+  }
+  lua_pop(L, 1);
+  mbL_runtime **p = lua_newuserdatauv(L, sizeof *p, 0);
+  *p = NULL;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, runtime_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &runtime_gc); /* lives as long as L */
+  mbL_runtime *R = mbL_runtime_new(1);
+  if (!R) return luaL_error(L, "mb: out of memory");
+  mbL_state *S = calloc(1, sizeof *S);
+  S->svc = S ? mb_service_new(R->rt, "main") : NULL;
+  if (!S->svc) {
+    free(S);
+    mbL_runtime_free(R);
+    return luaL_error(L, "mb: out of memory");
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &runtime_gc);
+  *(mbL_runtime **)lua_touserdata(L, -1) = R;
+  lua_pop(L, 1);
+  S->R = R;
+  S->L = L;
+  state_link(R, S);
+  open_module(L, S);
+  return 1;
+}

@@ -1,0 +1,34 @@
+/*
+ * lmb.h — the `mb` Lua module (lmb.c) as seen by the mbrun program: a Lua
+ * runtime is the core runtime plus the Lua states of its services.
+ */
+#ifndef LMB_H
+#define LMB_H
+
+#include <lua.h>
+
+#include "mb.h"
+
+typedef struct mbL_runtime mbL_runtime;
+
+/* luaopen_mb: `require "mb"` in a plain Lua program creates a runtime owned
+ * by that Lua state; in states the runtime creates, it binds to it. */
+int luaopen_mb(lua_State *L);
+
+/* A runtime for a program that has no Lua state of its own (mbrun). NULL
+ * when out of memory. */
+mbL_runtime *mbL_runtime_new(int workers);
+/* Stops every service (closing its Lua state) and frees the runtime. */
+void mbL_runtime_free(mbL_runtime *R);
+mb_runtime *mbL_runtime_core(mbL_runtime *R);
+
+/* Loads the script at path as a new service (its own Lua state) and starts
+ * its body with the strings args as `...`. Returns 0, or -1 with a message
+ * in err (missing file, syntax error). */
+int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
+                     size_t errlen);
+
+/* Scripts, timers, spawned tasks or event callbacks that raised so far. */
+int mbL_runtime_failures(const mbL_runtime *R);
+
+#endif

@@ -1,0 +1,253 @@
+/*
+ * mb.h — the C API of the mb message bus core.
+ *
+ * The core moves messages between named destinations and the listeners
+ * registered there. It knows nothing of Lua: payloads are carried in the
+ * "mb value" encoding (see mb_value.h), built with the mb_enc_* writers or
+ * converted from JSON. Everything here runs on the thread that owns the
+ * runtime's worker loop; the core never prints and never aborts on bad input:
+ * functions return MB_OK (0), a positive progress code, or a negative MB_E*.
+ *
+ * Ownership, in the words nats.c uses: a function that "takes" a message owns
+ * it from then on (also when it fails); one that "borrows" leaves it to the
+ * caller. Messages are reference counted (mb_msg_ref / mb_msg_unref).
+ *
+ * Tests: spec/c/test_core.c.
+ */
+#ifndef MB_H
+#define MB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mb_value.h"
+
+#define MB_VERSION "0.1.0"
+
+/* Return codes. The code word of each (mb_strerror) starts the error strings
+ * the Lua API returns. */
+enum {
+  MB_OK = 0,
+  MB_PENDING = 1, /* accepted; a callback will report the outcome */
+  MB_ENODEST = -1,
+  MB_ENOLISTENERS = -2,
+  MB_EFULL = -3,
+  MB_ETIMEOUT = -4,
+  MB_EFAILED = -5,
+  MB_ECLOSED = -6,
+  MB_EEXISTS = -7,
+  MB_EINVAL = -8,
+  MB_ENOMEM = -9,
+  MB_EDROPPED = -10 /* a delivery dropped: listener closed before it ran */
+};
+
+/* "no_destination", "queue_full", ... for a code above; "ok" for MB_OK. */
+const char *mb_strerror(int code);
+
+typedef struct mb_runtime mb_runtime;
+typedef struct mb_service mb_service;
+typedef struct mb_listener mb_listener;
+typedef struct mb_delivery mb_delivery;
+typedef struct mb_request mb_request;
+typedef struct mb_msg mb_msg;
+typedef struct mb_subscription mb_subscription;
+
+/* ---- runtime ---------------------------------------------------------- */
+
+typedef struct mb_config {
+  int workers;             /* 1 for now (worker threads: a later step) */
+  size_t max_message_size; /* bytes of encoded payload + values; 0: 64 MiB */
+} mb_config;
+
+/* Creates a runtime with its event loop; cfg may be NULL. Returns NULL when
+ * out of memory. The caller owns it and frees it with mb_runtime_free. */
+mb_runtime *mb_runtime_new(const mb_config *cfg);
+
+/* Frees the runtime: closes every service (dropping their undelivered
+ * deliveries), then every destination. Call lua_close on Lua states first. */
+void mb_runtime_free(mb_runtime *rt);
+
+/* The libev loop of the (single) worker; borrowed. */
+struct ev_loop *mb_runtime_loop(mb_runtime *rt);
+
+size_t mb_runtime_max_message_size(const mb_runtime *rt);
+
+/* Runs the loop until nothing is left to do (no pending message, timer or
+ * waiting request) or mb_runtime_stop. Returns 1 when stopped, 0 when idle. */
+int mb_runtime_run(mb_runtime *rt, double timeout);
+void mb_runtime_stop(mb_runtime *rt);
+
+/* Counts of live core objects, for leak checks in tests. */
+typedef struct mb_counts {
+  size_t messages, deliveries, requests, listeners, services, subscriptions;
+} mb_counts;
+void mb_runtime_counts(const mb_runtime *rt, mb_counts *out);
+
+/* ---- services --------------------------------------------------------- */
+
+/* A service is the owner of listeners and requests: one Lua state, or one C
+ * component. name is copied. Returns NULL when out of memory. */
+mb_service *mb_service_new(mb_runtime *rt, const char *name);
+/* Closes its listeners (their undelivered deliveries are dropped) and
+ * cancels its requests without calling their callbacks, then frees it. */
+void mb_service_free(mb_service *svc);
+const char *mb_service_name(const mb_service *svc);
+uint64_t mb_service_id(const mb_service *svc);
+
+/* Runs fn(arg) from the service's worker loop soon (never inline). */
+typedef void (*mb_task_fn)(void *arg);
+int mb_service_post(mb_service *svc, mb_task_fn fn, void *arg);
+
+/* ---- destinations ----------------------------------------------------- */
+
+typedef enum { MB_PARALLEL = 0, MB_SERIAL = 1, MB_SYNCHRONOUS = 2 } mb_dest_type;
+typedef enum { MB_FULL_REJECT = 0, MB_FULL_BLOCK = 1 } mb_full_policy;
+
+typedef struct mb_dest_opts {
+  mb_dest_type type;
+  size_t max_queue; /* 0: 65536 */
+  mb_full_policy on_full;
+  size_t concurrency; /* parallel only; 0: workers x 64 */
+} mb_dest_opts;
+
+/* 1 when name is 1-255 bytes of [A-Za-z0-9_./:-]. */
+int mb_dest_name_valid(const char *name, size_t len);
+
+/* Declares a destination (opts may be NULL: defaults). MB_OK when created or
+ * already there with identical options; MB_EEXISTS with different ones;
+ * MB_EINVAL for a bad name or option. */
+int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts);
+
+/* Stops accepting sends, delivers what is pending, then removes it. MB_OK
+ * (removed now or once drained) or MB_ENODEST. */
+int mb_dest_remove(mb_runtime *rt, const char *name);
+
+int mb_dest_exists(mb_runtime *rt, const char *name);
+
+/* Calls fn for every destination name in sorted order. */
+void mb_dest_each(mb_runtime *rt, void (*fn)(void *ud, const char *name), void *ud);
+
+typedef struct mb_stats {
+  mb_dest_type type;
+  size_t listeners;
+  uint64_t sent, rejected, deliveries, delivered, failed, dropped;
+  size_t pending, largest_pending, in_flight;
+  uint64_t replies, timeouts;
+} mb_stats;
+
+int mb_dest_stats(mb_runtime *rt, const char *name, mb_stats *out);
+
+/* ---- events (Liferay's destination event listeners) ------------------- */
+
+typedef enum {
+  MB_EV_DEST_ADDED = 1,
+  MB_EV_DEST_REMOVED = 2,
+  MB_EV_LISTENER_ADDED = 4,
+  MB_EV_LISTENER_REMOVED = 8
+} mb_event_kind;
+
+typedef struct mb_event {
+  mb_event_kind kind;
+  const char *destination;
+  mb_dest_type type;
+  size_t listeners; /* registrations at the destination after the event */
+  const char *service; /* the listener's service, for listener events */
+} mb_event;
+
+/* fn runs from the subscriber's loop after the event (never inline). */
+typedef void (*mb_event_fn)(void *ud, const mb_event *ev);
+mb_subscription *mb_subscribe(mb_service *svc, unsigned kinds, mb_event_fn fn, void *ud);
+void mb_unsubscribe(mb_subscription *sub);
+
+/* ---- messages --------------------------------------------------------- */
+
+/* Builds a message from encoded payload and values (values: an encoded
+ * table with string keys, or NULL/0 for none) and an optional reply_to
+ * destination. Copies everything into one allocation. Returns NULL when out
+ * of memory; the caller owns one reference. Does not validate: use
+ * mb_value_check on input that did not come from an mb_enc_* writer. */
+mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t vlen,
+                   const char *reply_to);
+mb_msg *mb_msg_ref(mb_msg *m);
+void mb_msg_unref(mb_msg *m);
+
+uint64_t mb_msg_id(const mb_msg *m);
+uint64_t mb_msg_response_id(const mb_msg *m); /* 0: not a reply */
+const char *mb_msg_destination(const mb_msg *m); /* NULL before sending */
+const char *mb_msg_reply_to(const mb_msg *m);    /* NULL when unset */
+const uint8_t *mb_msg_payload(const mb_msg *m, size_t *len);
+const uint8_t *mb_msg_values(const mb_msg *m, size_t *len); /* len 0: none */
+int mb_msg_expects_reply(const mb_msg *m);
+/* The message as the JSON object a format = "json" listener receives. */
+int mb_msg_to_json(const mb_msg *m, mb_buf *out, char *err, size_t errlen);
+/* Formats an id as the string users see (lower-case hex). buf >= 17 bytes. */
+size_t mb_id_format(uint64_t id, char *buf);
+int mb_id_parse(const char *s, size_t len, uint64_t *out);
+
+/* ---- listening -------------------------------------------------------- */
+
+/* Called on the listener's worker for every delivery. The listener finishes
+ * the delivery with mb_delivery_done, inline or later. */
+typedef void (*mb_listener_fn)(void *ud, mb_delivery *d);
+
+/* Registers fn at dest for svc. group: 0 for a listener of its own; the
+ * listeners that share a nonzero key at a destination form one group (each
+ * message goes to one of them): the instances of one loaded script. Returns NULL and sets
+ * *err (MB_ENODEST, MB_ECLOSED, MB_ENOMEM). */
+mb_listener *mb_listen(mb_service *svc, const char *dest, uint64_t group, mb_listener_fn fn,
+                       void *ud, int *err);
+
+/* Unregisters: fn is not called again; deliveries already given to it stay
+ * its to finish; those scheduled but not yet given are dropped. */
+void mb_listener_close(mb_listener *l);
+
+/* The message of a delivery; borrowed for as long as the delivery is open. */
+const mb_msg *mb_delivery_msg(const mb_delivery *d);
+uint64_t mb_delivery_group(const mb_delivery *d);
+/* Ends a delivery: status MB_OK, MB_EFAILED (error: what went wrong) or
+ * MB_EDROPPED. Frees d; do not touch it afterwards. */
+void mb_delivery_done(mb_delivery *d, int status, const char *error);
+
+/* ---- sending ---------------------------------------------------------- */
+
+/* Completion of a send that returned MB_PENDING. */
+typedef void (*mb_send_fn)(void *ud, int status);
+
+/* Sends m (takes it) to dest. Returns MB_OK once accepted (on a synchronous
+ * destination: once every listener finished), MB_PENDING when done will be
+ * called exactly once later (a synchronous destination whose listeners wait,
+ * or a full "block" queue), or a negative code: MB_ENODEST, MB_ENOLISTENERS,
+ * MB_EFULL (also for a full "block" queue when done is NULL), MB_ECLOSED. */
+int mb_send(mb_service *from, const char *dest, mb_msg *m, mb_send_fn done, void *ud);
+
+/* One answer of a request. */
+typedef struct mb_answer {
+  int status;          /* MB_OK, MB_EFAILED, MB_ETIMEOUT, MB_EDROPPED, ... */
+  const mb_msg *reply; /* borrowed; NULL unless status is MB_OK */
+  const char *error;   /* "code: text" unless status is MB_OK */
+} mb_answer;
+
+/* Called once per request: n == 1 for a request, one answer per listener
+ * group for a request_all. answers are borrowed for the call. May be called
+ * before mb_request_start returns. */
+typedef void (*mb_request_fn)(void *ud, const mb_answer *answers, size_t n);
+
+/* Sends m (takes it) as a request to dest and waits up to timeout seconds
+ * for the first reply (all = 0) or one answer per listener group (all = 1).
+ * Returns MB_PENDING (fn will be called; *out is set so the request can be
+ * cancelled), or a negative code at once (fn is not called). */
+int mb_request_start(mb_service *from, const char *dest, mb_msg *m, double timeout, int all,
+               mb_request_fn fn, void *ud, mb_request **out);
+
+/* Cancels a request; fn is not called. */
+void mb_request_cancel(mb_request *r);
+
+/* Replies to orig (borrowed) with reply (taken), on behalf of listener group
+ * `group` (mb_delivery_group; 0 when unknown). The reply goes to the waiting
+ * requester and, when orig has reply_to, to that destination with its
+ * response_id set. Returns MB_OK, MB_ECLOSED (nobody waits any more and no
+ * reply_to), or the error of the reply_to send. Counted in orig's
+ * destination's `replies`. */
+int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply);
+
+#endif

@@ -1,0 +1,674 @@
+/*
+ * mb_dest.c — destinations: declaration and removal, listener groups, the
+ * queue of pending messages with its full-queue policies, dispatch for the
+ * three types (parallel, serial, synchronous), delivery accounting and dead
+ * letters. A destination is reference counted: the name map, the ready list,
+ * messages sent to it and listeners registered at it each hold one.
+ * Tests: spec/c/test_core.c, spec/destination_spec.lua.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mb_core.h"
+
+#define DEAD_LETTERS "mb/dead-letters"
+
+/* ---- names and lookup -------------------------------------------------- */
+
+int mb_dest_name_valid(const char *name, size_t len) {
+  if (!name || len == 0 || len > 255) return 0;
+  for (size_t i = 0; i < len; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == '/' || c == ':' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+static int dest_eq(const void *v, const void *key) {
+  return strcmp(((const mb_dest *)v)->name, key) == 0;
+}
+
+mb_dest *mb_dest_find(mb_runtime *rt, const char *name) {
+  return mb_map_get(&rt->dests, mb_hash_str(name, strlen(name)), dest_eq, name);
+}
+
+static void dest_free(mb_dest *d) {
+  while (d->qlen) {
+    mb_msg *m = d->q[d->qhead];
+    d->qhead = (d->qhead + 1) % d->qcap;
+    d->qlen--;
+    mb_msg_unref(m);
+  }
+  free(d->q);
+  free(d->groups);
+  free(d->cur_groups);
+  free(d->name);
+  free(d);
+}
+
+void mb_dest_unref(mb_dest *d) {
+  if (--d->refs == 0) dest_free(d);
+}
+
+static void normalize(mb_runtime *rt, mb_dest_opts *o) {
+  (void)rt;
+  if (!o->max_queue) o->max_queue = 65536;
+  if (!o->concurrency) o->concurrency = 64; /* workers x 64, one worker */
+  if (o->type != MB_PARALLEL) o->concurrency = o->type == MB_SERIAL ? 1 : o->concurrency;
+}
+
+int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) {
+  size_t len = strlen(name);
+  if (!mb_dest_name_valid(name, len)) return MB_EINVAL;
+  mb_dest_opts o = {0};
+  if (opts) o = *opts;
+  if (o.type > MB_SYNCHRONOUS || o.on_full > MB_FULL_BLOCK) return MB_EINVAL;
+  normalize(rt, &o);
+  mb_dest *d = mb_dest_find(rt, name);
+  if (d) {
+    if (d->state != MB_DEST_OPEN) return MB_ECLOSED;
+    return memcmp(&d->opts, &o, sizeof o) == 0 ? MB_OK : MB_EEXISTS;
+  }
+  d = calloc(1, sizeof *d);
+  if (!d || !(d->name = strdup(name))) {
+    free(d);
+    return MB_ENOMEM;
+  }
+  d->namelen = len;
+  d->hash = mb_hash_str(name, len);
+  d->opts = o;
+  d->rt = rt;
+  d->refs = 1; /* the map's */
+  d->st.type = o.type;
+  if (mb_map_put(&rt->dests, d->hash, d)) {
+    dest_free(d);
+    return MB_ENOMEM;
+  }
+  mb_fire_event(rt, MB_EV_DEST_ADDED, d, NULL);
+  return MB_OK;
+}
+
+int mb_dest_exists(mb_runtime *rt, const char *name) { return mb_dest_find(rt, name) != NULL; }
+
+static int cmp_names(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+void mb_dest_each(mb_runtime *rt, void (*fn)(void *ud, const char *name), void *ud) {
+  size_t n = 0;
+  const char **names = malloc((rt->dests.len + 1) * sizeof *names);
+  if (!names) return;
+  for (size_t i = 0; i < rt->dests.cap; i++)
+    if (rt->dests.e[i].v) names[n++] = ((mb_dest *)rt->dests.e[i].v)->name;
+  qsort(names, n, sizeof *names, cmp_names);
+  for (size_t i = 0; i < n; i++) fn(ud, names[i]);
+  free(names);
+}
+
+int mb_dest_stats(mb_runtime *rt, const char *name, mb_stats *out) {
+  mb_dest *d = mb_dest_find(rt, name);
+  if (!d) return MB_ENODEST;
+  *out = d->st;
+  out->listeners = d->nlisteners;
+  out->pending = d->qlen;
+  return MB_OK;
+}
+
+/* ---- removal ------------------------------------------------------------ */
+
+static int busy(const mb_dest *d) {
+  return d->qlen || d->st.in_flight || d->cur || d->pumping || d->bhead;
+}
+
+static void finish_removal(mb_dest *d) {
+  mb_runtime *rt = d->rt;
+  d->state = MB_DEST_REMOVED;
+  mb_map_del(&rt->dests, d->hash, dest_eq, d->name);
+  d->refs++; /* closing its listeners must not free it under us */
+  while (d->ngroups) {
+    mb_group *g = d->groups[0];
+    if (g->n) {
+      mb_listener_close(g->members[0]);
+    } else { /* left empty by a failed registration */
+      memmove(&d->groups[0], &d->groups[1], (d->ngroups - 1) * sizeof *d->groups);
+      d->ngroups--;
+      free(g->members);
+      free(g);
+    }
+  }
+  mb_fire_event(rt, MB_EV_DEST_REMOVED, d, NULL);
+  mb_dest_unref(d); /* the map's */
+  mb_dest_unref(d);
+}
+
+static void maybe_removed(mb_dest *d) {
+  if (d->state == MB_DEST_CLOSING && !busy(d)) finish_removal(d);
+}
+
+static void admit_blocked(mb_dest *d, int status);
+
+int mb_dest_remove(mb_runtime *rt, const char *name) {
+  mb_dest *d = mb_dest_find(rt, name);
+  if (!d || d->state != MB_DEST_OPEN) return MB_ENODEST;
+  d->state = MB_DEST_CLOSING;
+  /* blocked senders were never accepted: they get `closed` */
+  admit_blocked(d, MB_ECLOSED);
+  if (busy(d))
+    mb_worker_ready(&rt->worker, d);
+  else
+    finish_removal(d);
+  return MB_OK;
+}
+
+/* ---- listeners ----------------------------------------------------------- */
+
+mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_listener_fn fn,
+                       void *ud, int *err) {
+  mb_runtime *rt = svc->rt;
+  mb_dest *d = mb_dest_find(rt, name);
+  if (!d) {
+    *err = MB_ENODEST;
+    return NULL;
+  }
+  if (d->state != MB_DEST_OPEN) {
+    *err = MB_ECLOSED;
+    return NULL;
+  }
+  mb_group *g = NULL;
+  if (key)
+    for (size_t i = 0; i < d->ngroups; i++)
+      if (d->groups[i]->key == key) g = d->groups[i];
+  mb_listener *l = calloc(1, sizeof *l);
+  if (!l) goto nomem;
+  if (!g) {
+    if (d->ngroups == d->capgroups) {
+      size_t cap = d->capgroups ? d->capgroups * 2 : 4;
+      mb_group **gs = realloc(d->groups, cap * sizeof *gs);
+      if (!gs) goto nomem;
+      d->groups = gs;
+      d->capgroups = cap;
+    }
+    g = calloc(1, sizeof *g);
+    if (!g) goto nomem;
+    g->id = ++rt->next_group;
+    g->key = key;
+    g->svc = svc;
+    d->groups[d->ngroups++] = g;
+  }
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 2;
+    mb_listener **ms = realloc(g->members, cap * sizeof *ms);
+    if (!ms) goto nomem; /* g may stay empty: harmless, reused by key */
+    g->members = ms;
+    g->cap = cap;
+  }
+  g->members[g->n++] = l;
+  l->svc = svc;
+  l->dest = d;
+  l->group = g;
+  l->fn = fn;
+  l->ud = ud;
+  l->refs = 1;
+  d->refs++;
+  d->nlisteners++;
+  l->next = svc->listeners;
+  if (svc->listeners) svc->listeners->prev = l;
+  svc->listeners = l;
+  rt->counts.listeners++;
+  mb_fire_event(rt, MB_EV_LISTENER_ADDED, d, svc);
+  return l;
+nomem:
+  free(l);
+  *err = MB_ENOMEM;
+  return NULL;
+}
+
+static void listener_unref(mb_listener *l) {
+  if (--l->refs > 0) return;
+  mb_runtime *rt = l->svc->rt;
+  rt->counts.listeners--;
+  mb_dest_unref(l->dest);
+  free(l);
+}
+
+void mb_listener_close(mb_listener *l) {
+  if (l->closed) return;
+  l->closed = 1;
+  mb_dest *d = l->dest;
+  mb_group *g = l->group;
+  for (size_t i = 0; i < g->n; i++)
+    if (g->members[i] == l) {
+      memmove(&g->members[i], &g->members[i + 1], (g->n - i - 1) * sizeof *g->members);
+      g->n--;
+      break;
+    }
+  if (g->n == 0) {
+    for (size_t i = 0; i < d->ngroups; i++)
+      if (d->groups[i] == g) {
+        memmove(&d->groups[i], &d->groups[i + 1], (d->ngroups - i - 1) * sizeof *d->groups);
+        d->ngroups--;
+        break;
+      }
+    free(g->members);
+    free(g);
+  }
+  d->nlisteners--;
+  mb_service *svc = l->svc;
+  if (l->prev)
+    l->prev->next = l->next;
+  else
+    svc->listeners = l->next;
+  if (l->next) l->next->prev = l->prev;
+  mb_fire_event(svc->rt, MB_EV_LISTENER_REMOVED, d, svc);
+  listener_unref(l);
+}
+
+/* ---- outcomes: stats, dead letters, waiting requesters -------------------- */
+
+static void dead_letter(mb_dest *d, mb_msg *m, const char *error) {
+  mb_runtime *rt = d->rt;
+  mb_dest *dl = mb_dest_find(rt, DEAD_LETTERS);
+  if (!dl || dl == d || dl->state != MB_DEST_OPEN || dl->ngroups == 0) return;
+  mb_buf b = {0};
+  long at = mb_enc_table_begin(&b);
+  int rc = at < 0;
+  if (!rc) {
+    rc |= mb_enc_str(&b, "destination", 11) | mb_enc_str(&b, d->name, d->namelen);
+    rc |= mb_enc_str(&b, "message", 7) | mb_msg_encode(m, &b);
+    rc |= mb_enc_str(&b, "error", 5) | mb_enc_str(&b, error, strlen(error));
+    mb_enc_table_end(&b, at, 0, 3);
+  }
+  mb_msg *r = rc ? NULL : mb_msg_new(b.p, b.len, NULL, 0, NULL);
+  mb_buf_free(&b);
+  if (r) mb_send_msg(NULL, dl, r, NULL, NULL);
+}
+
+static void outcome(mb_dest *d, mb_msg *m, uint64_t group, int status, const char *error) {
+  char buf[64];
+  if (status == MB_OK) {
+    d->st.delivered++;
+    return;
+  }
+  if (status == MB_EDROPPED)
+    d->st.dropped++;
+  else
+    d->st.failed++;
+  if (!error) {
+    snprintf(buf, sizeof buf, "%s: delivery %s", mb_strerror(status),
+             status == MB_EDROPPED ? "dropped" : "failed");
+    error = buf;
+  }
+  dead_letter(d, m, error);
+  if (m->flags & MB_MSG_REQUEST) {
+    mb_request *r = mb_request_find(d->rt, m->id);
+    if (r) mb_request_answer(r, group, status == MB_EDROPPED ? MB_ECLOSED : status, NULL, error);
+  }
+}
+
+/* A delivery that was scheduled but cannot be made: no listener left. */
+static void drop(mb_dest *d, mb_msg *m, uint64_t group, const char *why) {
+  d->st.deliveries++;
+  outcome(d, m, group, MB_EDROPPED, why);
+}
+
+/* ---- deliveries ------------------------------------------------------------ */
+
+static mb_group *group_by_id(mb_dest *d, uint64_t id) {
+  for (size_t i = 0; i < d->ngroups; i++)
+    if (d->groups[i]->id == id) return d->groups[i];
+  return NULL;
+}
+
+static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync) {
+  mb_runtime *rt = d->rt;
+  mb_worker *w = &rt->worker;
+  d->st.deliveries++;
+  mb_listener *l = g->members[g->rr++ % g->n];
+  mb_delivery *dv = w->free_deliveries;
+  if (dv) {
+    w->free_deliveries = dv->next;
+    w->nfree_deliveries--;
+  } else if (!(dv = malloc(sizeof *dv))) {
+    outcome(d, m, g->id, MB_EFAILED, "failed: out of memory");
+    return;
+  }
+  dv->msg = mb_msg_ref(m);
+  dv->l = l;
+  dv->group = g->id;
+  dv->sync = sync;
+  if (sync) sync->remaining++;
+  mb_service *svc = l->svc;
+  dv->prev = NULL;
+  dv->next = svc->open;
+  if (svc->open) svc->open->prev = dv;
+  svc->open = dv;
+  l->refs++;
+  d->st.in_flight++;
+  rt->counts.deliveries++;
+  l->fn(l->ud, dv);
+}
+
+const mb_msg *mb_delivery_msg(const mb_delivery *d) { return d->msg; }
+uint64_t mb_delivery_group(const mb_delivery *d) { return d->group; }
+
+static void sync_release(mb_sync *s) {
+  if (--s->remaining > 0 || s->inline_call) return;
+  if (s->done) s->done(s->ud, s->status);
+  free(s);
+}
+
+void mb_delivery_done(mb_delivery *dv, int status, const char *error) {
+  mb_msg *m = dv->msg;
+  mb_dest *d = m->dest;
+  mb_listener *l = dv->l;
+  mb_service *svc = l->svc;
+  mb_runtime *rt = svc->rt;
+  mb_worker *w = &rt->worker;
+  if (dv->prev)
+    dv->prev->next = dv->next;
+  else
+    svc->open = dv->next;
+  if (dv->next) dv->next->prev = dv->prev;
+  d->st.in_flight--;
+  rt->counts.deliveries--;
+  d->refs++; /* outcome() may close listeners or remove destinations */
+  outcome(d, m, dv->group, status, error);
+  if (dv->sync) sync_release(dv->sync);
+  if (d->opts.type == MB_SERIAL && d->cur == m && d->cur_running) {
+    d->cur_running = 0;
+    d->cur_step++;
+    if (!d->pumping) mb_worker_ready(w, d);
+  } else if (d->opts.type == MB_PARALLEL && d->qlen && !d->pumping) {
+    mb_worker_ready(w, d);
+  }
+  maybe_removed(d);
+  listener_unref(l);
+  mb_msg_unref(m);
+  dv->next = w->free_deliveries;
+  w->free_deliveries = dv;
+  w->nfree_deliveries++;
+  mb_dest_unref(d);
+}
+
+/* ---- the queue ------------------------------------------------------------- */
+
+static int push(mb_dest *d, mb_msg *m) {
+  if (d->qlen == d->qcap) {
+    size_t cap = d->qcap ? d->qcap * 2 : 16;
+    mb_msg **q = malloc(cap * sizeof *q);
+    if (!q) return -1;
+    for (size_t i = 0; i < d->qlen; i++) q[i] = d->q[(d->qhead + i) % d->qcap];
+    free(d->q);
+    d->q = q;
+    d->qcap = cap;
+    d->qhead = 0;
+  }
+  d->q[(d->qhead + d->qlen) % d->qcap] = m;
+  d->qlen++;
+  if (d->qlen > d->st.largest_pending) d->st.largest_pending = d->qlen;
+  return 0;
+}
+
+static mb_msg *pop(mb_dest *d) {
+  mb_msg *m = d->q[d->qhead];
+  d->qhead = (d->qhead + 1) % d->qcap;
+  d->qlen--;
+  if (d->bhead && d->state == MB_DEST_OPEN) admit_blocked(d, MB_OK);
+  return m;
+}
+
+/* Admits blocked senders while there is room (status MB_OK), or refuses
+ * them all (status < 0). */
+static void admit_blocked(mb_dest *d, int status) {
+  while (d->bhead && (status < 0 || d->qlen < d->opts.max_queue)) {
+    mb_blocked *b = d->bhead;
+    d->bhead = b->next;
+    if (!d->bhead) d->btail = NULL;
+    int rc = status;
+    if (rc == MB_OK && push(d, b->m)) rc = MB_ENOMEM;
+    if (rc == MB_OK)
+      d->st.sent++;
+    else {
+      d->st.rejected++;
+      mb_msg_unref(b->m);
+    }
+    if (b->done) b->done(b->ud, rc);
+    free(b);
+  }
+}
+
+void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc) {
+  for (size_t i = 0; i < rt->dests.cap; i++) {
+    mb_dest *d = rt->dests.e[i].v;
+    if (!d) continue;
+    mb_blocked **p = &d->bhead, *last = NULL;
+    while (*p) {
+      mb_blocked *b = *p;
+      if (b->from == svc) {
+        *p = b->next;
+        mb_msg_unref(b->m);
+        free(b);
+      } else {
+        last = b;
+        p = &b->next;
+      }
+    }
+    d->btail = last;
+  }
+}
+
+/* ---- sending --------------------------------------------------------------- */
+
+/* Group ids of the moment, so that listeners closing or registering while a
+ * message is being delivered change nothing for it. */
+static int snapshot(mb_dest *d) {
+  if (d->ngroups > d->cur_cap) {
+    uint64_t *ids = realloc(d->cur_groups, d->ngroups * sizeof *ids);
+    if (!ids) return -1;
+    d->cur_groups = ids;
+    d->cur_cap = d->ngroups;
+  }
+  for (size_t i = 0; i < d->ngroups; i++) d->cur_groups[i] = d->groups[i]->id;
+  d->cur_n = d->ngroups;
+  return 0;
+}
+
+static void deliver_all(mb_dest *d, mb_msg *m, uint64_t *ids, size_t n, mb_sync *sync) {
+  for (size_t i = 0; i < n; i++) {
+    mb_group *g = group_by_id(d, ids[i]);
+    if (g)
+      deliver(d, m, g, sync);
+    else
+      drop(d, m, ids[i], "dropped: listener closed before delivery");
+  }
+}
+
+static int send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
+  uint64_t stack_ids[16], *ids = stack_ids;
+  size_t n = d->ngroups;
+  mb_sync *s = calloc(1, sizeof *s);
+  if (n > 16) ids = malloc(n * sizeof *ids);
+  if (!s || !ids) {
+    free(s);
+    if (ids != stack_ids) free(ids);
+    mb_msg_unref(m);
+    return MB_ENOMEM;
+  }
+  for (size_t i = 0; i < n; i++) ids[i] = d->groups[i]->id;
+  d->st.sent++;
+  if (m->flags & MB_MSG_REQUEST) {
+    mb_request *r = mb_request_find(d->rt, m->id);
+    if (r) mb_request_dispatched(r, d);
+  }
+  s->remaining = 1; /* ours, until every inline delivery has been started */
+  s->inline_call = 1;
+  s->done = done;
+  s->ud = ud;
+  d->refs++;
+  deliver_all(d, m, ids, n, s);
+  if (ids != stack_ids) free(ids);
+  mb_msg_unref(m);
+  s->remaining--;
+  s->inline_call = 0;
+  int rc = MB_OK;
+  if (s->remaining == 0)
+    free(s);
+  else if (!done)
+    s->done = NULL; /* nobody waits: the last delivery frees it */
+  else
+    rc = MB_PENDING;
+  maybe_removed(d);
+  mb_dest_unref(d);
+  return rc;
+}
+
+int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
+  if (m->dest) { /* a message is sent once */
+    mb_msg_unref(m);
+    return MB_EINVAL;
+  }
+  if (d->state != MB_DEST_OPEN || d->ngroups == 0) {
+    d->st.rejected++;
+    mb_msg_unref(m);
+    return d->state != MB_DEST_OPEN ? MB_ECLOSED : MB_ENOLISTENERS;
+  }
+  m->dest = d;
+  d->refs++;
+  if (d->opts.type == MB_SYNCHRONOUS) return send_sync(d, m, done, ud);
+  if (d->qlen >= d->opts.max_queue || d->bhead) {
+    if (d->opts.on_full == MB_FULL_BLOCK && done) {
+      mb_blocked *b = malloc(sizeof *b);
+      if (!b) {
+        mb_msg_unref(m);
+        return MB_ENOMEM;
+      }
+      b->m = m;
+      b->from = from;
+      b->done = done;
+      b->ud = ud;
+      b->next = NULL;
+      if (d->btail)
+        d->btail->next = b;
+      else
+        d->bhead = b;
+      d->btail = b;
+      return MB_PENDING;
+    }
+    if (d->qlen >= d->opts.max_queue) {
+      d->st.rejected++;
+      mb_msg_unref(m);
+      return MB_EFULL;
+    }
+  }
+  if (push(d, m)) {
+    mb_msg_unref(m);
+    return MB_ENOMEM;
+  }
+  d->st.sent++;
+  mb_worker_ready(&d->rt->worker, d);
+  return MB_OK;
+}
+
+int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void *ud) {
+  mb_dest *d = mb_dest_find(from->rt, name);
+  if (!d) {
+    mb_msg_unref(m);
+    return MB_ENODEST;
+  }
+  return mb_send_msg(from, d, m, done, ud);
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+static void dispatch_parallel(mb_dest *d, mb_msg *m) {
+  if (m->flags & MB_MSG_REQUEST) {
+    mb_request *r = mb_request_find(d->rt, m->id);
+    if (r) mb_request_dispatched(r, d);
+  }
+  if (d->ngroups == 0)
+    drop(d, m, 0, "dropped: no listener left at delivery");
+  else if (d->ngroups == 1)
+    deliver(d, m, d->groups[0], NULL);
+  else if (snapshot(d) == 0)
+    deliver_all(d, m, d->cur_groups, d->cur_n, NULL);
+  else
+    drop(d, m, 0, "dropped: out of memory");
+}
+
+int mb_dest_pump(mb_dest *d, size_t budget) {
+  if (d->pumping || d->state == MB_DEST_REMOVED) return 0;
+  d->pumping = 1;
+  d->refs++;
+  while (budget-- > 0) {
+    if (d->opts.type == MB_SERIAL) {
+      if (d->cur) {
+        if (d->cur_running) break;
+        if (d->cur_step < d->cur_n) {
+          mb_group *g = group_by_id(d, d->cur_groups[d->cur_step]);
+          if (!g) {
+            drop(d, d->cur, d->cur_groups[d->cur_step],
+                 "dropped: listener closed before delivery");
+            d->cur_step++;
+          } else {
+            d->cur_running = 1;
+            deliver(d, d->cur, g, NULL);
+          }
+          continue;
+        }
+        mb_msg *done = d->cur;
+        d->cur = NULL;
+        mb_msg_unref(done);
+        continue;
+      }
+      if (!d->qlen) break;
+      mb_msg *m = pop(d);
+      if (m->flags & MB_MSG_REQUEST) {
+        mb_request *r = mb_request_find(d->rt, m->id);
+        if (r) mb_request_dispatched(r, d);
+      }
+      if (d->ngroups == 0 || snapshot(d)) {
+        drop(d, m, 0, "dropped: no listener left at delivery");
+        mb_msg_unref(m);
+        continue;
+      }
+      d->cur = m;
+      d->cur_step = 0;
+      d->cur_running = 0;
+    } else {
+      if (!d->qlen || d->st.in_flight >= d->opts.concurrency) break;
+      mb_msg *m = pop(d);
+      dispatch_parallel(d, m);
+      mb_msg_unref(m);
+    }
+  }
+  d->pumping = 0;
+  int more;
+  if (d->opts.type == MB_SERIAL)
+    more = d->cur ? !d->cur_running : d->qlen > 0;
+  else
+    more = d->qlen > 0 && d->st.in_flight < d->opts.concurrency;
+  maybe_removed(d);
+  mb_dest_unref(d);
+  return more;
+}
+
+void mb_dest_free_all(mb_runtime *rt) {
+  for (size_t i = 0; i < rt->dests.cap; i++) {
+    mb_dest *d = rt->dests.e[i].v;
+    if (!d) continue;
+    rt->dests.e[i].v = NULL;
+    d->state = MB_DEST_REMOVED;
+    admit_blocked(d, MB_ECLOSED);
+    if (d->cur) {
+      mb_msg *m = d->cur;
+      d->cur = NULL;
+      mb_msg_unref(m);
+    }
+    while (d->qlen) mb_msg_unref(pop(d));
+    mb_dest_unref(d);
+  }
+  rt->dests.len = 0;
+}

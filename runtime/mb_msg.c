@@ -1,0 +1,141 @@
+/*
+ * mb_msg.c — messages: one allocation holding the header, the encoded
+ * payload and values and the reply_to name; reference counted, immutable
+ * once sent. Tests: spec/c/test_core.c.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mb_core.h"
+
+uint64_t mb_next_msg_id = 1;
+size_t mb_live_msgs;
+
+mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t vlen,
+                   const char *reply_to) {
+  static const uint8_t nil = MB_V_NIL;
+  if (!payload || !plen) {
+    payload = &nil;
+    plen = 1;
+  }
+  if (!values) vlen = 0;
+  size_t rlen = reply_to ? strlen(reply_to) : 0;
+  if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 255) return NULL;
+  mb_msg *m = malloc(sizeof *m + plen + vlen + rlen + 1);
+  if (!m) return NULL;
+  mb_live_msgs++;
+  m->refs = 1;
+  m->flags = 0;
+  m->id = mb_next_msg_id++;
+  m->response_id = 0;
+  m->dest = NULL;
+  m->plen = (uint32_t)plen;
+  m->vlen = (uint32_t)vlen;
+  m->rlen = reply_to ? (uint32_t)rlen + 1 : 0; /* 0: no reply_to */
+  memcpy(m->data, payload, plen);
+  if (vlen) memcpy(m->data + plen, values, vlen);
+  if (reply_to) memcpy(m->data + plen + vlen, reply_to, rlen + 1);
+  return m;
+}
+
+mb_msg *mb_msg_copy(const mb_msg *m) {
+  mb_msg *c = mb_msg_new(m->data, m->plen, m->data + m->plen, m->vlen, mb_msg_reply_to(m));
+  if (c) c->response_id = m->response_id;
+  return c;
+}
+
+mb_msg *mb_msg_ref(mb_msg *m) {
+  m->refs++;
+  return m;
+}
+
+void mb_msg_unref(mb_msg *m) {
+  if (!m || --m->refs > 0) return;
+  if (m->dest) mb_dest_unref(m->dest);
+  mb_live_msgs--;
+  free(m);
+}
+
+uint64_t mb_msg_id(const mb_msg *m) { return m->id; }
+uint64_t mb_msg_response_id(const mb_msg *m) { return m->response_id; }
+const char *mb_msg_destination(const mb_msg *m) { return m->dest ? m->dest->name : NULL; }
+
+const char *mb_msg_reply_to(const mb_msg *m) {
+  return m->rlen ? (const char *)m->data + m->plen + m->vlen : NULL;
+}
+
+const uint8_t *mb_msg_payload(const mb_msg *m, size_t *len) {
+  *len = m->plen;
+  return m->data;
+}
+
+const uint8_t *mb_msg_values(const mb_msg *m, size_t *len) {
+  *len = m->vlen;
+  return m->data + m->plen;
+}
+
+int mb_msg_expects_reply(const mb_msg *m) {
+  return (m->flags & MB_MSG_REQUEST) || m->rlen;
+}
+
+size_t mb_id_format(uint64_t id, char *buf) {
+  return (size_t)snprintf(buf, 17, "%llx", (unsigned long long)id);
+}
+
+int mb_id_parse(const char *s, size_t len, uint64_t *out) {
+  uint64_t v = 0;
+  if (len == 0 || len > 16) return -1;
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + (uint64_t)d;
+  }
+  *out = v;
+  return 0;
+}
+
+static int enc_key(mb_buf *b, const char *k) { return mb_enc_str(b, k, strlen(k)); }
+
+int mb_msg_encode(const mb_msg *m, mb_buf *b) {
+  char id[17];
+  uint32_t n = 4;
+  long at = mb_enc_table_begin(b);
+  if (at < 0) return -1;
+  const char *dest = mb_msg_destination(m);
+  int rc = enc_key(b, "destination") | (dest ? mb_enc_str(b, dest, strlen(dest)) : mb_enc_nil(b));
+  rc |= enc_key(b, "payload") | mb_buf_add(b, m->data, m->plen);
+  rc |= enc_key(b, "values");
+  if (m->vlen)
+    rc |= mb_buf_add(b, m->data + m->plen, m->vlen);
+  else {
+    long t = mb_enc_table_begin(b);
+    if (t < 0) return -1;
+    mb_enc_table_end(b, t, 0, 0);
+  }
+  rc |= enc_key(b, "id") | mb_enc_str(b, id, mb_id_format(m->id, id));
+  if (m->rlen) {
+    const char *r = mb_msg_reply_to(m);
+    rc |= enc_key(b, "reply_to") | mb_enc_str(b, r, strlen(r));
+    n++;
+  }
+  if (m->response_id) {
+    rc |= enc_key(b, "response_id") | mb_enc_str(b, id, mb_id_format(m->response_id, id));
+    n++;
+  }
+  if (rc) return -1;
+  mb_enc_table_end(b, at, 0, n);
+  return 0;
+}
+
+int mb_msg_to_json(const mb_msg *m, mb_buf *out, char *err, size_t errlen) {
+  mb_buf tmp = {0};
+  int rc = -1;
+  if (mb_msg_encode(m, &tmp))
+    snprintf(err, errlen, "out of memory");
+  else
+    rc = mb_json_encode(tmp.p, tmp.len, "message", out, err, errlen);
+  mb_buf_free(&tmp);
+  return rc;
+}

@@ -1,0 +1,243 @@
+/*
+ * mb_request.c — synchronous request/reply and scatter-gather over the bus:
+ * a request is a message flagged MB_MSG_REQUEST, registered by its id until
+ * its first reply (or one answer per listener group for request_all), a
+ * failure, or its timeout. Replies to a request nobody waits for any more
+ * are counted and refused with MB_ECLOSED. Owns its requests and the reply
+ * references they hold. Tests: spec/c/test_core.c, spec/request_spec.lua.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mb_core.h"
+
+enum { SLOT_WAITING = 1 };
+
+static int req_eq(const void *v, const void *key) {
+  return ((const mb_request *)v)->id == *(const uint64_t *)key;
+}
+
+static uint64_t id_hash(uint64_t id) { return id * 0x9E3779B97F4A7C15ull; }
+
+mb_request *mb_request_find(mb_runtime *rt, uint64_t id) {
+  return mb_map_get(&rt->requests, id_hash(id), req_eq, &id);
+}
+
+static void request_free(mb_request *r) {
+  for (size_t i = 0; i < r->n; i++) {
+    mb_msg_unref(r->slots[i].reply);
+    free(r->slots[i].error);
+  }
+  free(r->slots);
+  mb_dest_unref(r->dest);
+  r->svc->rt->counts.requests--;
+  free(r);
+}
+
+static void request_release(mb_request *r) {
+  if (--r->refs == 0) request_free(r);
+}
+
+/* Takes the request out of the runtime: no answer reaches it afterwards. */
+static void detach(mb_request *r) {
+  mb_runtime *rt = r->svc->rt;
+  r->finished = 1;
+  ev_timer_stop(rt->worker.loop, &r->timer);
+  mb_map_del(&rt->requests, id_hash(r->id), req_eq, &r->id);
+  mb_service *svc = r->svc;
+  if (r->prev)
+    r->prev->next = r->next;
+  else
+    svc->requests = r->next;
+  if (r->next) r->next->prev = r->prev;
+}
+
+static void complete(mb_request *r) {
+  mb_answer stack[8], *a = stack;
+  detach(r);
+  if (r->n > 8 && !(a = malloc(r->n * sizeof *a))) {
+    a = stack; /* report what fits rather than nothing */
+    r->n = 8;
+  }
+  for (size_t i = 0; i < r->n; i++) {
+    a[i].status = r->slots[i].status;
+    a[i].reply = r->slots[i].reply;
+    a[i].error = r->slots[i].error;
+  }
+  r->fn(r->ud, a, r->n);
+  if (a != stack) free(a);
+  request_release(r);
+}
+
+static int ensure_slots(mb_request *r, size_t n) {
+  if (r->slots) return 0;
+  if (n == 0) n = 1;
+  r->slots = calloc(n, sizeof *r->slots);
+  if (!r->slots) return -1;
+  r->n = n;
+  for (size_t i = 0; i < n; i++) r->slots[i].status = SLOT_WAITING;
+  return 0;
+}
+
+void mb_request_dispatched(mb_request *r, mb_dest *d) {
+  if (r->dispatched || r->finished) return;
+  r->dispatched = 1;
+  if (!r->all) return;
+  if (ensure_slots(r, d->ngroups)) return;
+  for (size_t i = 0; i < d->ngroups && i < r->n; i++) r->slots[i].group = d->groups[i]->id;
+}
+
+static char *error_copy(int status, const char *error) {
+  char buf[64];
+  if (!error) {
+    snprintf(buf, sizeof buf, "%s", mb_strerror(status));
+    error = buf;
+  }
+  return strdup(error);
+}
+
+/* Returns 0 when the answer was taken, -1 when nobody waits for it. */
+static int answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
+                  const char *error) {
+  if (r->finished || ensure_slots(r, 1)) return -1;
+  struct mb_slot *s = NULL;
+  if (!r->all)
+    s = &r->slots[0];
+  else {
+    for (size_t i = 0; i < r->n && !s; i++)
+      if (r->slots[i].status == SLOT_WAITING && r->slots[i].group == group) s = &r->slots[i];
+    for (size_t i = 0; i < r->n && !s && group == 0; i++)
+      if (r->slots[i].status == SLOT_WAITING) s = &r->slots[i];
+    if (!s) return -1;
+  }
+  s->status = status;
+  s->reply = reply ? mb_msg_ref(reply) : NULL;
+  s->error = status == MB_OK ? NULL : error_copy(status, error);
+  r->answered++;
+  if (!r->all || r->answered >= r->n) complete(r);
+  return 0;
+}
+
+void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
+                       const char *error) {
+  answer(r, group, status, reply, error);
+}
+
+static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  mb_request *r = t->data;
+  char err[320];
+  r->dest->st.timeouts++;
+  snprintf(err, sizeof err, "timeout: no %s from %s within %g s", r->all ? "answer" : "reply",
+           r->dest->name, r->timeout);
+  if (ensure_slots(r, r->dest->ngroups)) {
+    r->fn(r->ud, NULL, 0); /* out of memory: still end the wait */
+    detach(r);
+    request_release(r);
+    return;
+  }
+  for (size_t i = 0; i < r->n; i++)
+    if (r->slots[i].status == SLOT_WAITING) {
+      r->slots[i].status = MB_ETIMEOUT;
+      r->slots[i].error = strdup(err);
+    }
+  complete(r);
+}
+
+/* A "block" queue admitted (or refused) the request's message. */
+static void sent_cb(void *ud, int status) {
+  mb_request *r = ud;
+  if (status < 0 && !r->finished) {
+    char err[320];
+    snprintf(err, sizeof err, "%s: %s was removed while the request waited for room",
+             mb_strerror(status), r->dest->name);
+    answer(r, 0, status, NULL, err);
+  }
+  request_release(r);
+}
+
+int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeout, int all,
+               mb_request_fn fn, void *ud, mb_request **out) {
+  mb_runtime *rt = from->rt;
+  *out = NULL;
+  mb_dest *d = mb_dest_find(rt, name);
+  if (!d) {
+    mb_msg_unref(m);
+    return MB_ENODEST;
+  }
+  mb_request *r = calloc(1, sizeof *r);
+  if (!r) {
+    mb_msg_unref(m);
+    return MB_ENOMEM;
+  }
+  r->id = m->id;
+  r->svc = from;
+  r->dest = d;
+  d->refs++;
+  r->fn = fn;
+  r->ud = ud;
+  r->all = all;
+  r->timeout = timeout;
+  r->refs = 1;
+  if (mb_map_put(&rt->requests, id_hash(r->id), r)) {
+    mb_dest_unref(d);
+    free(r);
+    mb_msg_unref(m);
+    return MB_ENOMEM;
+  }
+  rt->counts.requests++;
+  r->next = from->requests;
+  if (from->requests) from->requests->prev = r;
+  from->requests = r;
+  ev_timer_init(&r->timer, timeout_cb, timeout, 0);
+  r->timer.data = r;
+  ev_timer_start(rt->worker.loop, &r->timer);
+  m->flags |= MB_MSG_REQUEST;
+  r->refs++; /* until mb_send_msg has returned, and then while blocked */
+  int block = d->opts.type != MB_SYNCHRONOUS;
+  int rc = mb_send_msg(from, d, m, block ? sent_cb : NULL, block ? r : NULL);
+  int finished = r->finished; /* answered before the send returned */
+  if (rc < 0 && !finished) {
+    detach(r);
+    request_release(r);
+  }
+  if (rc != MB_PENDING || !block) request_release(r); /* the send's reference */
+  if (rc < 0) return rc;
+  if (finished) return MB_OK;
+  *out = r;
+  return MB_PENDING;
+}
+
+void mb_request_cancel(mb_request *r) {
+  if (r->finished) return;
+  detach(r);
+  request_release(r);
+}
+
+void mb_request_cancel_all(mb_service *svc) {
+  while (svc->requests) mb_request_cancel(svc->requests);
+}
+
+int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply) {
+  mb_dest *d = orig->dest;
+  int rc = MB_ECLOSED;
+  if (d) d->st.replies++;
+  reply->response_id = orig->id;
+  const char *reply_to = mb_msg_reply_to(orig);
+  if (reply_to) {
+    mb_msg *c = mb_msg_copy(reply);
+    rc = c ? mb_send(from, reply_to, c, NULL, NULL) : MB_ENOMEM;
+  }
+  if ((orig->flags & MB_MSG_REQUEST) && d) {
+    mb_request *r = mb_request_find(from->rt, orig->id);
+    if (r && !reply->dest) {
+      reply->dest = d;
+      d->refs++;
+      if (answer(r, group, MB_OK, reply, NULL) == 0) rc = MB_OK;
+    }
+  }
+  mb_msg_unref(reply);
+  return rc;
+}

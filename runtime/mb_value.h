@@ -1,0 +1,109 @@
+/*
+ * mb_value.h — the "mb value" encoding: how payloads and message values
+ * travel through the core without belonging to any Lua state.
+ *
+ * A value is a tag byte followed by its data (little-endian host order; the
+ * encoding never leaves the process):
+ *   MB_V_NIL, MB_V_FALSE, MB_V_TRUE          no data
+ *   MB_V_INT   int64                         MB_V_FLOAT  double
+ *   MB_V_STR   u32 length, bytes             (binary-safe)
+ *   MB_V_TABLE u32 narr, u32 nhash, narr values (keys 1..narr), then nhash
+ *              key/value pairs
+ * Tables nest up to MB_MAX_DEPTH levels (the outermost table is depth 1).
+ *
+ * Also here: mb_buf, the growable byte buffer the writers append to, and the
+ * JSON conversions (mb_json.c), built on yajl.
+ *
+ * Tests: spec/c/test_value.c, spec/json_spec.lua.
+ */
+#ifndef MB_VALUE_H
+#define MB_VALUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MB_MAX_DEPTH 64
+
+enum { MB_V_NIL = 0, MB_V_FALSE, MB_V_TRUE, MB_V_INT, MB_V_FLOAT, MB_V_STR, MB_V_TABLE };
+
+typedef struct mb_buf {
+  uint8_t *p;
+  size_t len, cap;
+} mb_buf;
+
+/* Buffers start zeroed ({0}); mb_buf_free releases the memory. */
+void mb_buf_free(mb_buf *b);
+/* Makes room for n more bytes; returns 0, or -1 when out of memory. */
+int mb_buf_grow(mb_buf *b, size_t n);
+int mb_buf_add(mb_buf *b, const void *p, size_t n);
+
+static inline int mb_buf_reserve(mb_buf *b, size_t n) {
+  return (b->cap - b->len >= n) ? 0 : mb_buf_grow(b, n);
+}
+
+/* Writers: append one value. Return 0, or -1 when out of memory. */
+int mb_enc_nil(mb_buf *b);
+int mb_enc_bool(mb_buf *b, int v);
+int mb_enc_int(mb_buf *b, int64_t v);
+int mb_enc_float(mb_buf *b, double v);
+int mb_enc_str(mb_buf *b, const void *s, size_t len);
+/* A table: mb_enc_table_begin, then narr values, then nhash key/value pairs,
+ * then mb_enc_table_end with the counts and the offset begin returned. */
+long mb_enc_table_begin(mb_buf *b);
+void mb_enc_table_end(mb_buf *b, long at, uint32_t narr, uint32_t nhash);
+
+/* One decoded item. For MB_V_STR, s/len point into the encoded bytes; for
+ * MB_V_TABLE, narr/nhash give the counts of what follows. */
+typedef struct mb_item {
+  int tag;
+  union {
+    int64_t i;
+    double f;
+    struct {
+      const char *s;
+      size_t len;
+    } str;
+    struct {
+      uint32_t narr, nhash;
+    } t;
+  } v;
+} mb_item;
+
+typedef struct mb_reader {
+  const uint8_t *p, *end;
+} mb_reader;
+
+/* Reads the next item header; for a table, its contents follow. Returns 0,
+ * or -1 on truncated or unknown data. */
+int mb_read(mb_reader *r, mb_item *it);
+/* Skips one whole value (a table with its contents). */
+int mb_skip(mb_reader *r);
+
+/* Checks that [p, p+len) holds exactly one well-formed value no deeper than
+ * MB_MAX_DEPTH. Returns 0 or -1. */
+int mb_value_check(const void *p, size_t len);
+
+/* Error paths ("payload.items[3]"): a failing nested value writes its reason,
+ * and each enclosing level prepends its key on the way out. */
+typedef struct mb_path {
+  char buf[512];
+} mb_path;
+void mb_path_init(mb_path *p);
+void mb_path_prepend(mb_path *p, const char *seg, size_t len);
+/* Prepends the segment for a string key (".name" or ["odd key"]). */
+void mb_path_prepend_strkey(mb_path *p, const char *s, size_t len);
+/* Prepends "[n]" for an integer key. */
+void mb_path_prepend_intkey(mb_path *p, long long n);
+
+/* JSON text -> encoded value appended to out. max_depth bounds nesting.
+ * On error returns -1 and writes "invalid JSON at byte N: ..." into err. */
+int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, char *err,
+                   size_t errlen);
+
+/* Encoded value -> JSON text appended to out. root names the value in error
+ * messages ("payload[2]: cannot encode a boolean key in JSON"). Returns 0 or
+ * -1 with err set. */
+int mb_json_encode(const void *p, size_t len, const char *root, mb_buf *out, char *err,
+                   size_t errlen);
+
+#endif

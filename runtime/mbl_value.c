@@ -1,0 +1,268 @@
+/*
+ * mbl_value.c — Lua values <-> mb value encoding. The encoder walks a Lua
+ * value once, writing straight into the caller's buffer; tables are written
+ * as an array part (keys 1..n while they are all present) and a hash part.
+ * Tests: spec/values_spec.lua.
+ */
+#include "mbl_value.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct encoder {
+  lua_State *L;
+  mb_buf *b;
+  size_t max;
+  mb_path path;
+  const char *why;
+  char whybuf[128];
+  const void *open[MB_MAX_DEPTH + 1]; /* the tables being written */
+} encoder;
+
+static int fail(encoder *e, const char *why) {
+  e->why = why;
+  return -1;
+}
+
+static int too_big(encoder *e) {
+  snprintf(e->whybuf, sizeof e->whybuf,
+           "message too large (over %zu bytes, the max_message_size)", e->max);
+  return fail(e, e->whybuf);
+}
+
+static void prepend_key(encoder *e, int kidx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, kidx)) {
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, kidx, &len);
+    mb_path_prepend_strkey(&e->path, s, len);
+    break;
+  }
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, kidx))
+      mb_path_prepend_intkey(&e->path, (long long)lua_tointeger(L, kidx));
+    else {
+      char seg[48];
+      int n = snprintf(seg, sizeof seg, "[%.14g]", lua_tonumber(L, kidx));
+      mb_path_prepend(&e->path, seg, (size_t)n);
+    }
+    break;
+  case LUA_TBOOLEAN:
+    mb_path_prepend(&e->path, lua_toboolean(L, kidx) ? "[true]" : "[false]",
+                    lua_toboolean(L, kidx) ? 6 : 7);
+    break;
+  default: {
+    char seg[48];
+    int n = snprintf(seg, sizeof seg, "[<%s>]", luaL_typename(L, kidx));
+    mb_path_prepend(&e->path, seg, (size_t)n);
+  }
+  }
+}
+
+static int encode(encoder *e, int idx, int depth);
+
+static int encode_key(encoder *e, int kidx) {
+  lua_State *L = e->L;
+  switch (lua_type(L, kidx)) {
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, kidx, &len);
+    return mb_enc_str(e->b, s, len) ? fail(e, "out of memory") : 0;
+  }
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, kidx)) return mb_enc_int(e->b, lua_tointeger(L, kidx));
+    return mb_enc_float(e->b, lua_tonumber(L, kidx));
+  case LUA_TBOOLEAN:
+    return mb_enc_bool(e->b, lua_toboolean(L, kidx));
+  default:
+    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table with a %s key",
+             luaL_typename(L, kidx));
+    return fail(e, e->whybuf);
+  }
+}
+
+static int encode_table(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  const void *self = lua_topointer(L, idx);
+  if (depth >= MB_MAX_DEPTH) {
+    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table nested deeper than %d levels",
+             MB_MAX_DEPTH);
+    return fail(e, e->whybuf);
+  }
+  for (int i = 0; i < depth; i++)
+    if (e->open[i] == self) return fail(e, "cannot send a cyclic table (it contains itself)");
+  if (!lua_checkstack(L, 4)) return fail(e, "out of Lua stack");
+  e->open[depth] = self;
+  long at = mb_enc_table_begin(e->b);
+  if (at < 0) return fail(e, "out of memory");
+  /* the array part: 1..n while every key is present */
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_rawgeti(L, idx, i) == LUA_TNIL) {
+      lua_pop(L, 1);
+      break;
+    }
+    if (encode(e, lua_gettop(L), depth + 1)) {
+      mb_path_prepend_intkey(&e->path, (long long)i);
+      lua_pop(L, 1);
+      return -1;
+    }
+    lua_pop(L, 1);
+    narr = i;
+  }
+  uint32_t nhash = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int k = lua_gettop(L) - 1;
+    if (lua_isinteger(L, k)) {
+      lua_Integer ik = lua_tointeger(L, k);
+      if (ik >= 1 && ik <= narr) {
+        lua_pop(L, 1);
+        continue;
+      }
+    }
+    if (encode_key(e, k) || encode(e, k + 1, depth + 1)) {
+      prepend_key(e, k);
+      lua_pop(L, 2);
+      return -1;
+    }
+    nhash++;
+    lua_pop(L, 1);
+  }
+  mb_enc_table_end(e->b, at, (uint32_t)narr, nhash);
+  return 0;
+}
+
+static int encode(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  int rc = 0;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    rc = mb_enc_nil(e->b);
+    break;
+  case LUA_TBOOLEAN:
+    rc = mb_enc_bool(e->b, lua_toboolean(L, idx));
+    break;
+  case LUA_TNUMBER:
+    rc = lua_isinteger(L, idx) ? mb_enc_int(e->b, lua_tointeger(L, idx))
+                               : mb_enc_float(e->b, lua_tonumber(L, idx));
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if (len > e->max) return too_big(e);
+    rc = mb_enc_str(e->b, s, len);
+    break;
+  }
+  case LUA_TTABLE:
+    if (encode_table(e, idx, depth)) return -1;
+    break;
+  default:
+    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a %s",
+             lua_type(L, idx) == LUA_TTHREAD ? "coroutine" : luaL_typename(L, idx));
+    return fail(e, e->whybuf);
+  }
+  if (rc) return fail(e, "out of memory");
+  if (e->b->len > e->max) return too_big(e);
+  return 0;
+}
+
+int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
+               size_t errlen) {
+  encoder e;
+  e.L = L;
+  e.b = b;
+  e.max = max;
+  e.why = NULL;
+  mb_path_init(&e.path);
+  size_t start = b->len;
+  idx = lua_absindex(L, idx);
+  if (encode(&e, idx, 0) == 0) return 0;
+  b->len = start;
+  snprintf(err, errlen, "%s%s: %s", root, e.path.buf, e.why);
+  return -1;
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+static void decode(lua_State *L, mb_reader *r) {
+  mb_item it;
+  if (mb_read(r, &it)) luaL_error(L, "corrupt message value");
+  switch (it.tag) {
+  case MB_V_NIL:
+    lua_pushnil(L);
+    return;
+  case MB_V_FALSE:
+  case MB_V_TRUE:
+    lua_pushboolean(L, it.tag == MB_V_TRUE);
+    return;
+  case MB_V_INT:
+    lua_pushinteger(L, (lua_Integer)it.v.i);
+    return;
+  case MB_V_FLOAT:
+    lua_pushnumber(L, (lua_Number)it.v.f);
+    return;
+  case MB_V_STR:
+    lua_pushlstring(L, it.v.str.s, it.v.str.len);
+    return;
+  case MB_V_TABLE: {
+    luaL_checkstack(L, 4, "message nested too deep");
+    uint32_t narr = it.v.t.narr, nhash = it.v.t.nhash;
+    lua_createtable(L, (int)(narr > 1u << 24 ? 0 : narr), (int)(nhash > 1u << 24 ? 0 : nhash));
+    for (uint32_t i = 1; i <= narr; i++) {
+      decode(L, r);
+      lua_rawseti(L, -2, (lua_Integer)i);
+    }
+    for (uint32_t i = 0; i < nhash; i++) {
+      decode(L, r);
+      decode(L, r);
+      if (lua_isnil(L, -2)) {
+        lua_pop(L, 2);
+        continue;
+      }
+      lua_rawset(L, -3);
+    }
+    return;
+  }
+  }
+  luaL_error(L, "corrupt message value");
+}
+
+void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
+  mb_reader r = {p, p + len};
+  decode(L, &r);
+}
+
+void mbL_push_msg(lua_State *L, const mb_msg *m) {
+  char id[17];
+  size_t len;
+  const uint8_t *p;
+  lua_createtable(L, 0, 6);
+  p = mb_msg_payload(m, &len);
+  mbL_decode(L, p, len);
+  lua_setfield(L, -2, "payload");
+  p = mb_msg_values(m, &len);
+  if (len)
+    mbL_decode(L, p, len);
+  else
+    lua_newtable(L);
+  lua_setfield(L, -2, "values");
+  const char *dest = mb_msg_destination(m);
+  if (dest) {
+    lua_pushstring(L, dest);
+    lua_setfield(L, -2, "destination");
+  }
+  lua_pushlstring(L, id, mb_id_format(mb_msg_id(m), id));
+  lua_setfield(L, -2, "id");
+  const char *rt = mb_msg_reply_to(m);
+  if (rt) {
+    lua_pushstring(L, rt);
+    lua_setfield(L, -2, "reply_to");
+  }
+  if (mb_msg_response_id(m)) {
+    lua_pushlstring(L, id, mb_id_format(mb_msg_response_id(m), id));
+    lua_setfield(L, -2, "response_id");
+  }
+}

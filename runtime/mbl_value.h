@@ -1,0 +1,28 @@
+/*
+ * mbl_value.h — converts between Lua values and the mb value encoding
+ * (mb_value.h), and builds the message tables listeners receive. The layer
+ * between the core (no Lua) and the module (lmb.c).
+ * Tests: spec/values_spec.lua.
+ */
+#ifndef MBL_VALUE_H
+#define MBL_VALUE_H
+
+#include <lua.h>
+
+#include "mb.h"
+
+/* Appends the value at idx to b. Checks what can be sent: types, cycles,
+ * depth (MB_MAX_DEPTH), and size (max bytes). Never raises; on error returns
+ * -1 and writes "<root><path>: <reason>" into err. */
+int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
+               size_t errlen);
+
+/* Pushes the value encoded at [p, p+len). May raise only on memory errors;
+ * call it where a Lua error is caught (a coroutine or a protected call). */
+void mbL_decode(lua_State *L, const uint8_t *p, size_t len);
+
+/* Pushes a fresh message table: destination, payload, values, id, and
+ * reply_to / response_id when set. */
+void mbL_push_msg(lua_State *L, const mb_msg *m);
+
+#endif
