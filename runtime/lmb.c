@@ -103,12 +103,12 @@ struct mbL_state {
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
-  int replyinfo; /* weak table: message table -> mb.Msgref */
   mbL_state *next, *prev;
 };
 
 #define POOL_MAX 64
 static const char STATE_KEY = 'S';
+static const char MODULE_KEY = 'M';
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -739,9 +739,10 @@ static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const s
   S->vbuf.len = 0;
   if (o->json) {
     size_t len;
+    if (lua_type(L, pidx) != LUA_TSTRING)
+      luaL_error(L, "%s: a format = \"json\" payload must be a JSON string, not a %s", fn,
+                 luaL_typename(L, pidx));
     const char *text = lua_tolstring(L, pidx, &len);
-    if (!text || lua_type(L, pidx) != LUA_TSTRING)
-      luaL_error(L, "%s: a format = \"json\" payload must be a JSON string", fn);
     if (mb_json_decode(text, len, MB_MAX_DEPTH, &S->buf, err, sizeof err))
       luaL_error(L, "%s: payload: %s", fn, err);
   } else if (mbL_encode(L, pidx, &S->buf, max, "payload", err, sizeof err)) {
@@ -897,36 +898,39 @@ static int do_request(lua_State *L, int all) {
 static int l_request(lua_State *L) { return do_request(L, 0); }
 static int l_request_all(lua_State *L) { return do_request(L, 1); }
 
+/* Decodes the JSON text at 1 through buffer b and pushes the value. */
+static int json_decode_into(lua_State *L, mb_buf *b) {
+  char err[700];
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  b->len = 0;
+  if (mb_json_decode(s, len, 1000, b, err, sizeof err))
+    return luaL_error(L, "mb.json.decode: %s", err);
+  mbL_decode(L, b->p, b->len);
+  return 1;
+}
+
+/* json_decode_into for a protected call: (text, buffer). */
+static int json_decode_raw(lua_State *L) { return json_decode_into(L, lua_touserdata(L, 2)); }
+
 /* ---- listening ------------------------------------------------------------------------ */
 
-/* What mb.reply needs of a message that expects a reply. */
-typedef struct mbL_msgref {
-  mb_msg *m;
-  uint64_t group;
-} mbL_msgref;
-
-static int msgref_gc(lua_State *L) {
-  mbL_msgref *r = lua_touserdata(L, 1);
-  if (r->m) mb_msg_unref(r->m);
-  r->m = NULL;
-  return 0;
+static int reply_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  int rc = w->status;
+  waiter_free(w);
+  lua_pushinteger(L, rc);
+  return 1;
 }
 
-static void remember_for_reply(lua_State *L, mbL_state *S, int msg, const mb_msg *m,
-                               uint64_t group) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replyinfo);
-  lua_pushvalue(L, msg);
-  mbL_msgref *r = lua_newuserdatauv(L, sizeof *r, 0);
-  r->m = NULL;
-  luaL_setmetatable(L, "mb.Msgref");
-  r->m = mb_msg_ref((mb_msg *)m);
-  r->group = group;
-  lua_rawset(L, -3);
-  lua_pop(L, 1);
-}
-
-static int reply_with(lua_State *L, mbL_state *S, const mb_msg *orig, uint64_t group, int pidx,
-                      int vidx, const char *fn) {
+/* Replies with the payload at pidx (values table at vidx, or 0) to the
+ * message id sent to dest with reply_to; waits while the reply_to send
+ * waits. Leaves the MB_* result code on the stack; raises on a payload that
+ * cannot be sent. */
+static int reply_with(lua_State *L, mbL_state *S, const char *dest, uint64_t id,
+                      const char *reply_to, uint64_t group, int pidx, int vidx,
+                      const char *fn, lua_KFunction k) {
   send_opts o;
   memset(&o, 0, sizeof o);
   int oidx = 0;
@@ -939,16 +943,29 @@ static int reply_with(lua_State *L, mbL_state *S, const mb_msg *orig, uint64_t g
     o.has_values = 1;
   }
   mb_msg *reply = build_msg(L, S, pidx, oidx, &o, fn);
-  return mb_reply(S->svc, orig, group, reply);
+  mbL_waiter *w = waiter_new(S);
+  if (!w) {
+    mb_msg_unref(reply);
+    return luaL_error(L, "%s: out of memory", fn);
+  }
+  int rc = mb_reply_id(S->svc, dest, id, reply_to, group, reply, send_done, w);
+  if (rc == MB_PENDING) return wait_for(L, w, k);
+  w->status = rc;
+  return k(L, LUA_OK, (lua_KContext)w);
+}
+
+static int handler_done_k(lua_State *L, int status, lua_KContext ctx) {
+  reply_k(L, status, ctx);
+  return 0;
 }
 
 static int handler_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mbL_task *t = (mbL_task *)ctx;
   const mb_msg *m = mb_delivery_msg(t->d);
-  if (!lua_isnil(L, -1) && mb_msg_expects_reply(m))
-    reply_with(L, t->S, m, mb_delivery_group(t->d), lua_gettop(L), 0, "reply");
-  return 0;
+  if (lua_isnil(L, -1) || !mb_msg_expects_reply(m)) return 0;
+  return reply_with(L, t->S, mb_msg_destination(m), mb_msg_id(m), mb_msg_reply_to(m),
+                    mb_delivery_group(t->d), lua_gettop(L), 0, "reply", handler_done_k);
 }
 
 /* The body of a handler's coroutine: fn, task. Builds the message inside
@@ -964,14 +981,8 @@ static int handler_body(lua_State *L) {
     if (mb_msg_to_json(m, &S->buf, err, sizeof err))
       return luaL_error(L, "cannot give the message as JSON: %s", err);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
-    if (mb_msg_expects_reply(m)) {
-      mbL_push_msg(L, m); /* mb.reply finds the JSON listener's message by its text */
-      remember_for_reply(L, S, -1, m, mb_delivery_group(t->d));
-      lua_pop(L, 1);
-    }
   } else {
     mbL_push_msg(L, m);
-    if (mb_msg_expects_reply(m)) remember_for_reply(L, t->S, -1, m, mb_delivery_group(t->d));
   }
   lua_callk(L, 1, 1, (lua_KContext)t, handler_k);
   return handler_k(L, LUA_OK, (lua_KContext)t);
@@ -995,6 +1006,8 @@ static void on_delivery(void *ud, mb_delivery *d) {
   task_run(t, 2);
 }
 
+static void on_listener_closed(void *ud);
+
 static int l_listen(lua_State *L) {
   static const char *const keys[] = {"format", NULL};
   static const char *const formats[] = {"table", "json", NULL};
@@ -1015,7 +1028,7 @@ static int l_listen(lua_State *L) {
   ls->json = json;
   snprintf(ls->dest, sizeof ls->dest, "%s", dest);
   int err = 0;
-  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, ls, &err);
+  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, on_listener_closed, ls, &err);
   if (!ls->l) return fail_rc(L, err, dest, S);
   lua_pushvalue(L, 2);
   ls->fn_ref = ref(S, L);
@@ -1034,37 +1047,64 @@ static void listener_close(mbL_listener *ls, lua_State *L) {
   unref(ls->S, L, &ls->self_ref);
 }
 
+/* The destination was removed: the core closes the listener itself. */
+static void on_listener_closed(void *ud) {
+  mbL_listener *ls = ud;
+  mbL_state *S = ls->S;
+  ls->l = NULL;
+  S->nlisteners--;
+  unref(S, S->L, &ls->fn_ref);
+  unref(S, S->L, &ls->self_ref);
+}
+
 static int listener_close_l(lua_State *L) {
   listener_close(luaL_checkudata(L, 1, "mb.Listener"), L);
   return 0;
 }
 
-static int l_reply(lua_State *L) {
-  mbL_state *S = state_of(L);
-  if (lua_type(L, 1) != LUA_TTABLE && lua_type(L, 1) != LUA_TSTRING)
-    return luaL_error(L, "mb.reply: argument 1 must be the message being answered");
-  lua_settop(L, 3);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->replyinfo);
-  lua_pushvalue(L, 1);
-  lua_rawget(L, -2);
-  mbL_msgref *r = luaL_testudata(L, -1, "mb.Msgref");
-  if (!r || !r->m) {
+static int l_reply_k(lua_State *L, int status, lua_KContext ctx) {
+  reply_k(L, status, ctx);
+  int rc = (int)lua_tointeger(L, -1);
+  if (rc == MB_ECLOSED) {
     lua_pushnil(L);
-    lua_pushstring(L, "closed: this message expects no reply (no reply_to, no requester)");
+    lua_pushstring(L, "closed: nobody waits for a reply to this message (it has no reply_to, "
+                      "and no requester is waiting for it any more)");
     return 2;
   }
-  int rc = reply_with(L, S, r->m, r->group, 2, 3, "mb.reply");
-  if (rc < 0) {
-    const char *to = mb_msg_reply_to(r->m);
-    if (rc == MB_ECLOSED) {
-      lua_pushnil(L);
-      lua_pushstring(L, "closed: the requester already has its answer or stopped waiting");
-      return 2;
-    }
-    return fail_rc(L, rc, to ? to : "?", S);
-  }
+  if (rc < 0) return fail_rc(L, rc, lua_tostring(L, 5), state_of(L));
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* mb.reply(msg, payload [, values]): msg is a message table or the JSON
+ * text a format = "json" listener received. */
+static int l_reply(lua_State *L) {
+  mbL_state *S = state_of(L);
+  lua_settop(L, 3);
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    lua_pushcfunction(L, json_decode_raw);
+    lua_pushvalue(L, 1);
+    lua_pushlightuserdata(L, &S->vbuf);
+    if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_istable(L, -1))
+      return luaL_error(L, "mb.reply: argument 1 is not the JSON text of a message");
+  } else {
+    if (!lua_istable(L, 1))
+      return luaL_error(L, "mb.reply: argument 1 must be the message being answered");
+    lua_pushvalue(L, 1);
+  }
+  /* 4: the message table; 5: reply_to; 6: destination; 7: id */
+  lua_getfield(L, 4, "reply_to");
+  lua_getfield(L, 4, "destination");
+  lua_getfield(L, 4, "id");
+  size_t idlen;
+  const char *ids = lua_tolstring(L, 7, &idlen);
+  uint64_t id;
+  if (!ids || lua_type(L, 7) != LUA_TSTRING || mb_id_parse(ids, idlen, &id))
+    return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
+  const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
+  const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
+  if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) reply_to = NULL;
+  return reply_with(L, S, dest, id, reply_to, 0, 2, 3, "mb.reply", l_reply_k);
 }
 
 /* ---- JSON ------------------------------------------------------------------------------- */
@@ -1083,17 +1123,7 @@ static int l_json_encode(lua_State *L) {
   return 1;
 }
 
-static int l_json_decode(lua_State *L) {
-  mbL_state *S = state_of(L);
-  char err[700];
-  size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  S->buf.len = 0;
-  if (mb_json_decode(s, len, 1000, &S->buf, err, sizeof err))
-    return luaL_error(L, "mb.json.decode: %s", err);
-  mbL_decode(L, S->buf.p, S->buf.len);
-  return 1;
-}
+static int l_json_decode(lua_State *L) { return json_decode_into(L, &state_of(L)->buf); }
 
 /* ---- services ------------------------------------------------------------------------------ */
 
@@ -1410,17 +1440,6 @@ static void open_module(lua_State *L, mbL_state *S) {
   new_class(L, "mb.Timer", timer_m);
   new_class(L, "mb.Subscription", sub_m);
   new_class(L, "mb.Service", service_m);
-  luaL_newmetatable(L, "mb.Msgref");
-  lua_pushcfunction(L, msgref_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pop(L, 1);
-  /* message table (or JSON text) -> what mb.reply needs; weak keys */
-  lua_newtable(L);
-  lua_createtable(L, 0, 1);
-  lua_pushstring(L, "k");
-  lua_setfield(L, -2, "__mode");
-  lua_setmetatable(L, -2);
-  S->replyinfo = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushlightuserdata(L, S);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
 
@@ -1433,6 +1452,8 @@ static void open_module(lua_State *L, mbL_state *S) {
   lua_setfield(L, -2, "json");
   lua_pushliteral(L, MB_VERSION);
   lua_setfield(L, -2, "version");
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &MODULE_KEY);
   /* `mb` is a global in every state the runtime runs, and require finds it */
   lua_pushvalue(L, -1);
   lua_setglobal(L, "mb");
@@ -1501,8 +1522,7 @@ static int runtime_gc(lua_State *L) {
 int luaopen_mb(lua_State *L) {
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY) == LUA_TLIGHTUSERDATA) {
     lua_pop(L, 1);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-    lua_getfield(L, -1, "mb");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &MODULE_KEY); /* also after package.loaded.mb = nil */
     return 1;
   }
   lua_pop(L, 1);

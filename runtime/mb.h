@@ -189,13 +189,16 @@ int mb_id_parse(const char *s, size_t len, uint64_t *out);
 /* Called on the listener's worker for every delivery. The listener finishes
  * the delivery with mb_delivery_done, inline or later. */
 typedef void (*mb_listener_fn)(void *ud, mb_delivery *d);
+/* Called when the bus closes a listener on its own (its destination was
+ * removed); the listener is gone once it returns. */
+typedef void (*mb_closed_fn)(void *ud);
 
 /* Registers fn at dest for svc. group: 0 for a listener of its own; the
  * listeners that share a nonzero key at a destination form one group (each
  * message goes to one of them): the instances of one loaded script. Returns NULL and sets
  * *err (MB_ENODEST, MB_ECLOSED, MB_ENOMEM). */
 mb_listener *mb_listen(mb_service *svc, const char *dest, uint64_t group, mb_listener_fn fn,
-                       void *ud, int *err);
+                       mb_closed_fn closed, void *ud, int *err);
 
 /* Unregisters: fn is not called again; deliveries already given to it stay
  * its to finish; those scheduled but not yet given are dropped. */
@@ -249,5 +252,12 @@ void mb_request_cancel(mb_request *r);
  * reply_to), or the error of the reply_to send. Counted in orig's
  * destination's `replies`. */
 int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply);
+
+/* The same for a message known by its fields (a Lua message table): its id,
+ * the destination it was sent to and its reply_to (either may be NULL).
+ * When the reply_to send has to wait (a synchronous destination, a full
+ * "block" queue) and done is given, returns MB_PENDING and calls done once. */
+int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *reply_to,
+                uint64_t group, mb_msg *reply, mb_send_fn done, void *ud);
 
 #endif

@@ -79,6 +79,7 @@ struct mb_listener {
   mb_dest *dest;
   mb_group *group;
   mb_listener_fn fn;
+  mb_closed_fn on_closed;
   void *ud;
   int closed;
   int refs; /* the registration + open deliveries */

@@ -131,7 +131,9 @@ static void finish_removal(mb_dest *d) {
   while (d->ngroups) {
     mb_group *g = d->groups[0];
     if (g->n) {
-      mb_listener_close(g->members[0]);
+      mb_listener *l = g->members[0];
+      if (l->on_closed) l->on_closed(l->ud);
+      mb_listener_close(l);
     } else { /* left empty by a failed registration */
       memmove(&d->groups[0], &d->groups[1], (d->ngroups - 1) * sizeof *d->groups);
       d->ngroups--;
@@ -166,7 +168,7 @@ int mb_dest_remove(mb_runtime *rt, const char *name) {
 /* ---- listeners ----------------------------------------------------------- */
 
 mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_listener_fn fn,
-                       void *ud, int *err) {
+                       mb_closed_fn closed, void *ud, int *err) {
   mb_runtime *rt = svc->rt;
   mb_dest *d = mb_dest_find(rt, name);
   if (!d) {
@@ -210,6 +212,7 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
   l->dest = d;
   l->group = g;
   l->fn = fn;
+  l->on_closed = closed;
   l->ud = ud;
   l->refs = 1;
   d->refs++;

@@ -220,24 +220,31 @@ void mb_request_cancel_all(mb_service *svc) {
   while (svc->requests) mb_request_cancel(svc->requests);
 }
 
-int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply) {
-  mb_dest *d = orig->dest;
-  int rc = MB_ECLOSED;
+int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *reply_to,
+                uint64_t group, mb_msg *reply, mb_send_fn done, void *ud) {
+  mb_runtime *rt = from->rt;
+  mb_request *r = mb_request_find(rt, id);
+  mb_dest *d = r ? r->dest : dest ? mb_dest_find(rt, dest) : NULL;
+  int answered = 0, rc;
   if (d) d->st.replies++;
-  reply->response_id = orig->id;
-  const char *reply_to = mb_msg_reply_to(orig);
+  reply->response_id = id;
+  if (r && !reply->dest) {
+    reply->dest = d;
+    d->refs++;
+    answered = answer(r, group, MB_OK, reply, NULL) == 0;
+  }
   if (reply_to) {
     mb_msg *c = mb_msg_copy(reply);
-    rc = c ? mb_send(from, reply_to, c, NULL, NULL) : MB_ENOMEM;
-  }
-  if ((orig->flags & MB_MSG_REQUEST) && d) {
-    mb_request *r = mb_request_find(from->rt, orig->id);
-    if (r && !reply->dest) {
-      reply->dest = d;
-      d->refs++;
-      if (answer(r, group, MB_OK, reply, NULL) == 0) rc = MB_OK;
-    }
+    rc = c ? mb_send(from, reply_to, c, done, ud) : MB_ENOMEM;
+    if (rc < 0 && answered) rc = MB_OK;
+  } else {
+    rc = answered ? MB_OK : MB_ECLOSED;
   }
   mb_msg_unref(reply);
   return rc;
+}
+
+int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply) {
+  return mb_reply_id(from, orig->dest ? orig->dest->name : NULL, orig->id,
+                     mb_msg_reply_to(orig), group, reply, NULL, NULL);
 }

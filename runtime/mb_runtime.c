@@ -164,8 +164,8 @@ struct ev_loop *mb_runtime_loop(mb_runtime *rt) { return rt->worker.loop; }
 size_t mb_runtime_max_message_size(const mb_runtime *rt) { return rt->max_message_size; }
 
 static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
-  (void)loop;
   (void)revents;
+  ev_ref(loop); /* expiring stopped it: undo our ev_unref as libev asks */
   mb_runtime_stop(t->data);
 }
 

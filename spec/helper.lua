@@ -1,0 +1,36 @@
+-- Shared by the specs: a clean bus after every test, and a check that
+-- nothing (registry refs, coroutines, timers, waiters, requests,
+-- deliveries) is left behind.
+local mb = require "mb"
+local assert = require "luassert"
+
+local helper = {}
+
+-- Removes every destination, closes what the test left open, runs the loop
+-- dry, and returns the module's counts.
+function helper.clean()
+  for _, d in ipairs(mb.destinations()) do mb.remove_destination(d) end
+  mb.run({timeout = 5})
+  collectgarbage()
+  collectgarbage()
+  return mb._counts()
+end
+
+-- Asserts that the counts are back to an empty bus.
+function helper.assert_clean()
+  local c = helper.clean()
+  assert.are.same({refs = 0, coroutines = 0, waiters = 0, timers = 0, listeners = 0,
+                   subscriptions = 0, messages = 0, deliveries = 0, requests = 0},
+    {refs = c.refs, coroutines = c.coroutines, waiters = c.waiters, timers = c.timers,
+     listeners = c.listeners, subscriptions = c.subscriptions, messages = c.messages,
+     deliveries = c.deliveries, requests = c.requests})
+end
+
+-- The accounting invariant of SPEC section 2, for every destination.
+function helper.assert_invariant(name)
+  local s = mb.stats(name)
+  assert.are.equal(s.deliveries, s.delivered + s.failed + s.dropped,
+    name .. ": delivered + failed + dropped ~= deliveries")
+end
+
+return helper
