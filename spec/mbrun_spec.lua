@@ -1,0 +1,180 @@
+-- mbrun run as a subprocess: exit codes, messages, arguments, services.
+local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+
+local function tmpscript(text)
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- Runs mbrun with the arguments; returns its output (stdout and stderr)
+-- and its exit code.
+local function mbrun(args)
+  local p = io.popen(MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
+  local out = p:read("a")
+  p:close()
+  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
+  return out:gsub("EXIT:%d+%s*$", ""), code
+end
+
+describe("mbrun", function()
+  local files = {}
+  local function script(text)
+    local path = tmpscript(text)
+    files[#files + 1] = path
+    return path
+  end
+  after_each(function()
+    for _, f in ipairs(files) do os.remove(f) end
+    files = {}
+  end)
+
+  it("prints its help and version", function()
+    local out, code = mbrun("--help")
+    assert.are.equal(0, code)
+    assert.matches("usage: mbrun", out)
+    out, code = mbrun("--version")
+    assert.are.equal(0, code)
+    assert.matches("^mbrun %d+%.%d+%.%d+", out)
+  end)
+
+  it("exits 2 on usage errors", function()
+    local out, code = mbrun("--bogus x.lua")
+    assert.are.equal(2, code)
+    assert.matches("unknown option '%-%-bogus'", out)
+    out, code = mbrun("")
+    assert.are.equal(2, code)
+    assert.matches("no scenario given", out)
+    out, code = mbrun("/nonexistent/scenario.lua")
+    assert.are.equal(2, code)
+    assert.matches("cannot open /nonexistent/scenario.lua", out)
+  end)
+
+  it("runs a scenario until all work is done and exits 0", function()
+    local path = script([[
+      assert(mb == require "mb", "mb is a global and the module")
+      mb.destination("a")
+      local n = 0
+      mb.listen("a", function(m) mb.sleep(0.01) n = n + m.payload end)
+      for i = 1, 10 do mb.send("a", i) end
+      mb.after(0.05, function() print("total " .. n) end)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(0, code)
+    assert.matches("total 55", out)
+  end)
+
+  it("passes its arguments to the scenario", function()
+    local path = script([[print("args", select("#", ...), ...)]])
+    local out, code = mbrun(path .. " one two")
+    assert.are.equal(0, code)
+    assert.matches("args\t2\tone\ttwo", out)
+  end)
+
+  it("exits 1 with file:line when the scenario raises", function()
+    local path = script("local x = 1\nerror('scenario broke')\n")
+    local out, code = mbrun(path)
+    assert.are.equal(1, code)
+    assert.matches(path:gsub("%p", "%%%0") .. ":2: scenario broke", out)
+    assert.matches("stack traceback", out)
+  end)
+
+  it("exits 1 on a syntax error, naming the line", function()
+    local path = script("local x = = 1\n")
+    local out, code = mbrun(path)
+    assert.are.equal(1, code)
+    assert.matches(":1:", out)
+  end)
+
+  it("exits 1 and says where when a delivery failed", function()
+    local path = script([[
+      mb.destination("shop/orders")
+      mb.listen("shop/orders", function(m) if m.payload == 2 then error("bad order") end end)
+      for i = 1, 3 do mb.send("shop/orders", i) end
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(1, code)
+    assert.matches("listener at 'shop/orders' failed: .*:2: bad order", out)
+    assert.matches("mbrun: 1 delivery failed %(shop/orders: 1%)", out)
+  end)
+
+  it("exits 1 and counts what was left pending after mb.stop", function()
+    local path = script([[
+      mb.destination("slow", {type = "serial"})
+      mb.listen("slow", function() mb.sleep(0.05) end)
+      for i = 1, 5 do mb.send("slow", i) end
+      mb.after(0.02, mb.stop)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(1, code)
+    assert.matches("mbrun: 4 messages left pending, undelivered %(slow: 4%)", out)
+  end)
+
+  it("prints statistics with --stats", function()
+    local path = script([[
+      mb.destination("s")
+      mb.listen("s", function() end)
+      mb.send("s", 1)
+    ]])
+    local out, code = mbrun("--stats " .. path)
+    assert.are.equal(0, code)
+    assert.matches("destination%s+type", out)
+    assert.matches("\ns%s+parallel%s+1%s+1%s+1%s+0", out)
+  end)
+
+  it("runs services loaded with mb.load in their own Lua states", function()
+    local svc = script([[
+      local name = ...
+      shared = name -- a global of this state only
+      mb.listen("who", function() return name .. ":" .. tostring(shared) end)
+    ]])
+    local path = script(string.format([[
+      mb.destination("who")
+      shared = "scenario"
+      mb.load(%q, {args = {"svc1"}})
+      local r = mb.request("who", 1)
+      print("reply " .. r .. " scenario sees " .. shared)
+    ]], svc))
+    local out, code = mbrun(path)
+    assert.are.equal(0, code)
+    assert.matches("reply svc1:svc1 scenario sees scenario", out)
+  end)
+
+  it("shares the work of a destination among instances", function()
+    local svc = script([[
+      local me = math.random(1 << 40)
+      mb.listen("work", function() mb.sleep(0.001) return me end)
+    ]])
+    local path = script(string.format([[
+      mb.destination("work")
+      mb.load(%q, {instances = 3})
+      local who = {}
+      for i = 1, 30 do who[mb.request("work", i)] = true end
+      local n = 0
+      for _ in pairs(who) do n = n + 1 end
+      local s = mb.stats("work")
+      print("instances " .. n .. " listeners " .. s.listeners .. " deliveries " .. s.deliveries)
+    ]], svc))
+    local out, code = mbrun(path)
+    assert.are.equal(0, code)
+    -- 30 messages, 3 registrations forming one group: one delivery each
+    assert.matches("instances 3 listeners 3 deliveries 30", out)
+  end)
+
+  it("stops a service: its listeners go, its later deliveries are not made", function()
+    local svc = script([[mb.listen("x", function() return "up" end)]])
+    local path = script(string.format([[
+      mb.destination("x")
+      local s = mb.load(%q)
+      print("first " .. mb.request("x", 1))
+      s:stop()
+      print("after stop", mb.request("x", 2))
+    ]], svc))
+    local out, code = mbrun(path)
+    assert.are.equal(0, code)
+    assert.matches("first up", out)
+    assert.matches("after stop\tnil\tno_listeners: ", out)
+  end)
+end)
