@@ -223,6 +223,18 @@ describe("asynchronous with a call-back", function()
     assert.are.same({note = "x"}, got.values)
   end)
 
+  it("waits for a synchronous reply_to before the serial destination moves on", function()
+    mb.destination("work", {type = "serial"})
+    mb.destination("answers", {type = "synchronous"})
+    local log = {}
+    mb.listen("answers", function() mb.sleep(0.01) log[#log + 1] = "answer seen" end)
+    mb.listen("work", function() return "done" end)
+    mb.listen("work", function() log[#log + 1] = "second listener" end)
+    mb.send("work", "job", {reply_to = "answers"})
+    mb.run()
+    assert.are.same({"answer seen", "second listener"}, log)
+  end)
+
   it("refuses mb.reply for a message that expects none", function()
     mb.destination("f")
     local msg
