@@ -238,7 +238,9 @@ typedef void (*mb_request_fn)(void *ud, const mb_answer *answers, size_t n);
 /* Sends m (takes it) as a request to dest and waits up to timeout seconds
  * for the first reply (all = 0) or one answer per listener group (all = 1).
  * Returns MB_PENDING (fn will be called; *out is set so the request can be
- * cancelled), or a negative code at once (fn is not called). */
+ * cancelled), MB_OK when fn was already called (a synchronous destination
+ * answered before the send returned; *out is NULL), or a negative code at
+ * once (fn is not called). */
 int mb_request_start(mb_service *from, const char *dest, mb_msg *m, double timeout, int all,
                mb_request_fn fn, void *ud, mb_request **out);
 

@@ -63,6 +63,7 @@ struct mb_service {
   mb_listener *listeners;
   mb_request *requests;
   mb_delivery *open; /* deliveries given to its listeners, not yet done */
+  struct mb_sync *syncs; /* its synchronous sends still waiting */
   mb_service *next, *prev;
 };
 
@@ -87,6 +88,8 @@ struct mb_listener {
 };
 
 typedef struct mb_sync {
+  mb_service *from; /* NULL once the sender is gone */
+  struct mb_sync *next, *prev; /* in from->syncs while someone waits */
   size_t remaining;
   int status;
   int inline_call; /* mb_send still on the stack */
@@ -181,10 +184,12 @@ void mb_dest_unref(mb_dest *d);
 int mb_dest_pump(mb_dest *d, size_t budget); /* 1 while more work is ready */
 void mb_dest_free_all(mb_runtime *rt);
 void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc);
+void mb_dest_forget_syncs(mb_service *svc);
 /* An internal send; `flags` are added to the message. */
 int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud);
 
 /* mb_request.c */
+void mb_request_sent_cb(void *ud, int status);
 mb_request *mb_request_find(mb_runtime *rt, uint64_t id);
 void mb_request_dispatched(mb_request *r, mb_dest *d);
 void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,

@@ -307,7 +307,15 @@ static void outcome(mb_dest *d, mb_msg *m, uint64_t group, int status, const cha
   dead_letter(d, m, error);
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);
-    if (r) mb_request_answer(r, group, status == MB_EDROPPED ? MB_ECLOSED : status, NULL, error);
+    if (r && status == MB_EDROPPED) {
+      /* the requester sees code words of the API: "closed: ..." */
+      char closed[600];
+      const char *text = strncmp(error, "dropped: ", 9) == 0 ? error + 9 : error;
+      snprintf(closed, sizeof closed, "closed: %s", text);
+      mb_request_answer(r, group, MB_ECLOSED, NULL, closed);
+    } else if (r) {
+      mb_request_answer(r, group, status, NULL, error);
+    }
   }
 }
 
@@ -357,10 +365,31 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync) {
 const mb_msg *mb_delivery_msg(const mb_delivery *d) { return d->msg; }
 uint64_t mb_delivery_group(const mb_delivery *d) { return d->group; }
 
+static void sync_unlink(mb_sync *s) {
+  if (!s->from) return;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    s->from->syncs = s->next;
+  if (s->next) s->next->prev = s->prev;
+  s->from = NULL;
+}
+
 static void sync_release(mb_sync *s) {
   if (--s->remaining > 0 || s->inline_call) return;
+  sync_unlink(s);
   if (s->done) s->done(s->ud, s->status);
   free(s);
+}
+
+/* The sender is going away: its waiting synchronous sends complete
+ * without telling it. */
+void mb_dest_forget_syncs(mb_service *svc) {
+  while (svc->syncs) {
+    mb_sync *s = svc->syncs;
+    s->done = NULL;
+    sync_unlink(s);
+  }
 }
 
 void mb_delivery_done(mb_delivery *dv, int status, const char *error) {
@@ -453,6 +482,8 @@ void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc) {
       if (b->from == svc) {
         *p = b->next;
         mb_msg_unref(b->m);
+        /* a request's own callback only releases it: it must still run */
+        if (b->done == mb_request_sent_cb) b->done(b->ud, MB_ECLOSED);
         free(b);
       } else {
         last = b;
@@ -489,7 +520,7 @@ static void deliver_all(mb_dest *d, mb_msg *m, uint64_t *ids, size_t n, mb_sync 
   }
 }
 
-static int send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
+static int send_sync(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
   uint64_t stack_ids[16], *ids = stack_ids;
   size_t n = d->ngroups;
   mb_sync *s = calloc(1, sizeof *s);
@@ -519,10 +550,16 @@ static int send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
   int rc = MB_OK;
   if (s->remaining == 0)
     free(s);
-  else if (!done)
+  else if (!done || !from)
     s->done = NULL; /* nobody waits: the last delivery frees it */
-  else
+  else {
+    s->from = from;
+    s->prev = NULL;
+    s->next = from->syncs;
+    if (from->syncs) from->syncs->prev = s;
+    from->syncs = s;
     rc = MB_PENDING;
+  }
   maybe_removed(d);
   mb_dest_unref(d);
   return rc;
@@ -540,7 +577,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
   }
   m->dest = d;
   d->refs++;
-  if (d->opts.type == MB_SYNCHRONOUS) return send_sync(d, m, done, ud);
+  if (d->opts.type == MB_SYNCHRONOUS) return send_sync(from, d, m, done, ud);
   if (d->qlen >= d->opts.max_queue || d->bhead) {
     if (d->opts.on_full == MB_FULL_BLOCK && done) {
       mb_blocked *b = malloc(sizeof *b);

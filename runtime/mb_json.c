@@ -4,7 +4,7 @@
  * so integers that fit in 64 bits stay integers and everything else becomes a
  * float; floats are written with the fewest digits that read back exactly,
  * always with a '.' or an exponent. Owns only transient yajl handles.
- * Tests: spec/c/test_value.c, spec/json_spec.lua.
+ * Tests: spec/c/test_core.c, spec/json_spec.lua.
  */
 #include <errno.h>
 #include <math.h>

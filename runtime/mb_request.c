@@ -132,7 +132,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   r->dest->st.timeouts++;
   snprintf(err, sizeof err, "timeout: no %s from %s within %g s", r->all ? "answer" : "reply",
            r->dest->name, r->timeout);
-  if (ensure_slots(r, r->dest->ngroups)) {
+  if (ensure_slots(r, r->all ? r->dest->ngroups : 1)) {
     r->fn(r->ud, NULL, 0); /* out of memory: still end the wait */
     detach(r);
     request_release(r);
@@ -147,7 +147,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 }
 
 /* A "block" queue admitted (or refused) the request's message. */
-static void sent_cb(void *ud, int status) {
+void mb_request_sent_cb(void *ud, int status) {
   mb_request *r = ud;
   if (status < 0 && !r->finished) {
     char err[320];
@@ -197,7 +197,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   m->flags |= MB_MSG_REQUEST;
   r->refs++; /* until mb_send_msg has returned, and then while blocked */
   int block = d->opts.type != MB_SYNCHRONOUS;
-  int rc = mb_send_msg(from, d, m, block ? sent_cb : NULL, block ? r : NULL);
+  int rc = mb_send_msg(from, d, m, block ? mb_request_sent_cb : NULL, block ? r : NULL);
   int finished = r->finished; /* answered before the send returned */
   if (rc < 0 && !finished) {
     detach(r);

@@ -231,6 +231,7 @@ void mb_service_free(mb_service *svc) {
   while (svc->open) mb_delivery_done(svc->open, MB_EDROPPED, "dropped: service stopped");
   mb_request_cancel_all(svc);
   mb_dest_cancel_blocked(rt, svc);
+  mb_dest_forget_syncs(svc);
   for (mb_subscription *s = rt->subs, *next; s; s = next) {
     next = s->next;
     if (s->svc == svc) mb_unsubscribe(s);

@@ -14,7 +14,7 @@
  * Also here: mb_buf, the growable byte buffer the writers append to, and the
  * JSON conversions (mb_json.c), built on yajl.
  *
- * Tests: spec/c/test_value.c, spec/json_spec.lua.
+ * Tests: spec/c/test_core.c, spec/json_spec.lua, spec/values_spec.lua.
  */
 #ifndef MB_VALUE_H
 #define MB_VALUE_H

@@ -50,12 +50,12 @@ static inline int check_record(int ok, const char *file, int line, const char *w
   return 0;
 }
 
-static inline int check_int(long long a, long long b, const char *file, int line,
-                            const char *ea, const char *eb) {
+static inline int check_int(long long a, long long b, const char *file, int line, const char *ea,
+                            const char *eb) {
   if (a == b) return check_record(1, file, line, NULL);
   check_failed++;
-  fprintf(stderr, "%s:%d: [%s] CHECK failed: %s == %s (%lld vs %lld)\n", file, line,
-          check_current, ea, eb, a, b);
+  fprintf(stderr, "%s:%d: [%s] CHECK failed: %s == %s (%lld vs %lld)\n", file, line, check_current,
+          ea, eb, a, b);
   return 0;
 }
 
@@ -81,8 +81,7 @@ static inline int check_mem(const void *a, size_t alen, const void *b, size_t bl
 #define CHECK(cond) check_record(!!(cond), __FILE__, __LINE__, #cond)
 #define CHECK_INT(a, b) check_int((long long)(a), (long long)(b), __FILE__, __LINE__, #a, #b)
 #define CHECK_STR(a, b) check_str((a), (b), __FILE__, __LINE__, #a, #b)
-#define CHECK_MEM(a, alen, b, blen) \
-  check_mem((a), (alen), (b), (blen), __FILE__, __LINE__, #a, #b)
+#define CHECK_MEM(a, alen, b, blen) check_mem((a), (alen), (b), (blen), __FILE__, __LINE__, #a, #b)
 
 #ifndef CHECK_TIMEOUT
 #define CHECK_TIMEOUT 30

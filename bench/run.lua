@@ -1,0 +1,322 @@
+-- bench/run.lua — the benchmark runner (plain Lua 5.4 with the mb module).
+--
+--   LUA_CPATH='build/?.so;;' lua5.4 bench/run.lua [options]
+--
+--   --out PATH      JSON results (env BENCH_OUT; default build/bench.json)
+--   --rounds N      measured rounds after the warm-up (env BENCH_ROUNDS; default 9, at least 5)
+--   --time S        target seconds per measurement (env BENCH_TIME; default 0.25)
+--   --only IDS      comma-separated benchmark ids, e.g. 1,3 (env BENCH_ONLY)
+--   --strict        exit 2 when a goal is missed (env BENCH_STRICT=1)
+--   --list          list the benchmarks and exit
+--
+-- For each pair (an mb scenario and its baseline, see bench/scenarios.lua),
+-- in one process: calibrate each side so one measurement takes about --time
+-- seconds (these runs are the warm-up, with one more full-size A B round),
+-- then run A B A B ... for --rounds rounds. Every measurement's result is
+-- checked; a wrong one aborts the whole run with exit status 1. Reported per
+-- side: median and min-max of ns per unit over the rounds, the rate, and for
+-- the scenario the ratio baseline_ns / scenario_ns (> 1: mb is faster) taken
+-- round by round (median, min-max).
+
+local dir = (arg and arg[0] or ""):match("^(.*)[/\\]") or "."
+package.path = dir .. "/?.lua;" .. dir .. "/lib/?.lua;" .. package.path
+
+local function die(fmt, ...)
+  io.stderr:write("\n", string.rep("!", 72), "\nbench: ", string.format(fmt, ...), "\n",
+                  string.rep("!", 72), "\n")
+  io.stderr:flush()
+  os.exit(1)
+end
+
+for _, m in ipairs {{"mb", "build it with `make all` and run with LUA_CPATH='build/?.so;;'"},
+                    {"cjson", "install the Debian package lua-cjson (`make deps`)"},
+                    {"mediator", "install the Debian package lua-mediator (`make deps`)"}} do
+  local ok, err = pcall(require, m[1])
+  if not ok then die("cannot load module '%s': %s\n%s", m[1], m[2], err) end
+end
+local mb = require "mb"
+
+---------------------------------------------------------------------------
+-- options
+
+local opts = {
+  out = os.getenv("BENCH_OUT") or "build/bench.json",
+  rounds = tonumber(os.getenv("BENCH_ROUNDS") or "") or 9,
+  time = tonumber(os.getenv("BENCH_TIME") or "") or 0.25,
+  only = os.getenv("BENCH_ONLY"),
+  strict = os.getenv("BENCH_STRICT") == "1",
+}
+do
+  local i = 1
+  while arg and arg[i] do
+    local a = arg[i]
+    local function value()
+      i = i + 1
+      if not arg[i] then die("option %s needs a value", a) end
+      return arg[i]
+    end
+    if a == "--out" then opts.out = value()
+    elseif a == "--rounds" then opts.rounds = tonumber(value())
+    elseif a == "--time" then opts.time = tonumber(value())
+    elseif a == "--only" then opts.only = value()
+    elseif a == "--strict" then opts.strict = true
+    elseif a == "--list" then opts.list = true
+    elseif a == "-h" or a == "--help" then
+      local head = io.open(arg[0]):read("a"):match("^(.-)\n\n")
+      io.write((("\n" .. head):gsub("\n%-%- ?", "\n")), "\n")
+      os.exit(0)
+    else die("unknown argument '%s' (try --help)", a) end
+    i = i + 1
+  end
+end
+if not opts.rounds or opts.rounds < 5 then die("--rounds must be at least 5") end
+if not opts.time or opts.time <= 0 then die("--time must be a positive number of seconds") end
+
+local benches = require "scenarios"
+if opts.list then
+  for _, b in ipairs(benches) do
+    print(string.format("%-3s %-34s %s  vs  %s", b.id, b.title, b.scenario.label, b.baseline.label))
+  end
+  os.exit(0)
+end
+if opts.only and opts.only ~= "" then
+  local want, kept = {}, {}
+  for id in opts.only:gmatch("[^,%s]+") do want[id] = true end
+  for _, b in ipairs(benches) do if want[b.id] then kept[#kept + 1] = b end end
+  if #kept == 0 then die("--only %s matches no benchmark (see --list)", opts.only) end
+  benches = kept
+end
+
+---------------------------------------------------------------------------
+-- measuring
+
+local now, clock = mb.now, os.clock
+
+local function measure(b, side, n)
+  collectgarbage("collect")
+  local t0, c0 = now(), clock()
+  local ok, got, aux = pcall(side.run, n)
+  local t1, c1 = now(), clock()
+  if not ok then die("benchmark %s, %s: raised an error: %s", b.id, side.label, tostring(got)) end
+  local want = side.expect(n, aux)
+  if got ~= want then
+    die("WRONG RESULT in benchmark %s (%s), %s, n = %d\n  got:  %s\n  want: %s", b.id, b.title,
+        side.label, n, tostring(got), tostring(want))
+  end
+  return t1 - t0, c1 - c0
+end
+
+local function two_digits(n) -- rounds to two significant digits
+  local p = 1
+  while n >= 100 * p do p = p * 10 end
+  return math.max(1, math.floor(n / p + 0.5) * p)
+end
+
+-- Grows n until a run takes a tenth of the target, then scales it.
+local function calibrate(b, side)
+  local n = side.n0 or 1000
+  local t = measure(b, side, n)
+  while t < opts.time / 10 do
+    n = n * 4
+    t = measure(b, side, n)
+  end
+  return two_digits(n * opts.time / t)
+end
+
+local function median(xs)
+  local s = table.move(xs, 1, #xs, 1, {})
+  table.sort(s)
+  local m = #s // 2
+  return #s % 2 == 1 and s[m + 1] or (s[m] + s[m + 1]) / 2
+end
+
+local function stats(xs)
+  return {median = median(xs), min = math.min(table.unpack(xs)), max = math.max(table.unpack(xs))}
+end
+
+local function run_pair(b)
+  local A, B = b.scenario, b.baseline
+  io.stderr:write(string.format("bench %-3s %-34s ", b.id, b.title))
+  io.stderr:flush()
+  if A.setup then A.setup() end
+  if B.setup then B.setup() end
+  local na, nb = calibrate(b, A), calibrate(b, B)
+  measure(b, A, na) -- the full-size warm-up round
+  measure(b, B, nb)
+  local ra = {ns = {}, wall = {}, cpu = {}}
+  local rb = {ns = {}, wall = {}, cpu = {}}
+  local ratios = {}
+  for r = 1, opts.rounds do
+    local wa, ca = measure(b, A, na)
+    local wb, cb = measure(b, B, nb)
+    ra.wall[r], ra.cpu[r], ra.ns[r] = wa, ca, wa / na * 1e9
+    rb.wall[r], rb.cpu[r], rb.ns[r] = wb, cb, wb / nb * 1e9
+    ratios[r] = rb.ns[r] / ra.ns[r]
+    io.stderr:write(".")
+    io.stderr:flush()
+  end
+  io.stderr:write("\n")
+  for _, side in ipairs {A, B} do
+    if side.finish then
+      local ok, err = pcall(side.finish)
+      if not ok then die("benchmark %s, %s: %s", b.id, side.label, tostring(err)) end
+    end
+  end
+  local function side_result(side, n, rs)
+    local ns = stats(rs.ns)
+    return {
+      label = side.label,
+      n = n,
+      ns_per_unit = ns,
+      units_per_s = {median = 1e9 / ns.median, min = 1e9 / ns.max, max = 1e9 / ns.min},
+      samples = {ns_per_unit = rs.ns, wall_s = rs.wall, cpu_s = rs.cpu},
+    }
+  end
+  local ratio = stats(ratios)
+  return {
+    id = b.id,
+    title = b.title,
+    unit = b.unit,
+    note = b.note,
+    goal = b.goal,
+    meets_goal = b.goal and ratio.median >= b.goal or nil,
+    ratio = ratio,
+    ratio_samples = ratios,
+    scenario = side_result(A, na, ra),
+    baseline = side_result(B, nb, rb),
+  }
+end
+
+---------------------------------------------------------------------------
+-- reporting
+
+local function rate(x)
+  if x >= 1e6 then return string.format("%.2f M", x / 1e6) end
+  if x >= 1e3 then return string.format("%.1f k", x / 1e3) end
+  return string.format("%.0f  ", x)
+end
+
+local function ns(x) return x >= 100 and string.format("%.0f", x) or string.format("%.1f", x) end
+
+local function table_text(results, meta)
+  local out = {}
+  local function line(...) out[#out + 1] = string.format(...) end
+  line("mb benchmarks: %d rounds (A B alternately) after a warm-up, ~%.2g s per measurement",
+       meta.settings.rounds, meta.settings.target_s)
+  line("%s, mb %s, %s, %s cores, commit %s", meta.lua, meta.mb, meta.host.cpu, meta.host.cores,
+       meta.commit)
+  line("ratio = baseline ns / mb ns, per round (> 1: mb is faster); median (min-max)")
+  line("")
+  line("%-4s %-33s %14s %22s   %-19s %s", "id", "benchmark / side", "rate", "ns/unit (min-max)",
+       "ratio (min-max)", "goal")
+  line("%s", string.rep("-", 108))
+  for _, r in ipairs(results) do
+    line("%-4s %s%s", r.id, r.title, r.note and ("   [" .. r.note .. "]") or "")
+    for _, which in ipairs {"scenario", "baseline"} do
+      local s = r[which]
+      local cells = string.format("     %-32s %11s/s %9s (%s-%s)", s.label,
+                                  rate(s.units_per_s.median) .. r.unit, ns(s.ns_per_unit.median),
+                                  ns(s.ns_per_unit.min), ns(s.ns_per_unit.max))
+      if which == "scenario" then
+        local ratio = string.format("%.2fx (%.2f-%.2f)", r.ratio.median, r.ratio.min, r.ratio.max)
+        local goal = r.goal and string.format(">= %.1fx %s", r.goal, r.meets_goal and "met" or "MISSED")
+                     or "-"
+        line("%-76s   %-19s %s", cells, ratio, goal)
+      else
+        line("%s", cells)
+      end
+    end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- JSON with sorted keys (no dependency on the codecs being measured)
+local function to_json(v, indent)
+  indent = indent or ""
+  local t = type(v)
+  if t == "nil" then return "null" end
+  if t == "boolean" then return tostring(v) end
+  if t == "number" then
+    if math.type(v) == "integer" then return tostring(v) end
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end
+    local s = string.format("%.15g", v)
+    if tonumber(s) ~= v then s = string.format("%.17g", v) end
+    return s
+  end
+  if t == "string" then
+    return '"' .. v:gsub('[%c"\\]', function(c)
+      return ({['"'] = '\\"', ["\\"] = "\\\\", ["\n"] = "\\n", ["\t"] = "\\t"})[c]
+             or string.format("\\u%04x", c:byte())
+    end) .. '"'
+  end
+  local inner = indent .. "  "
+  local parts = {}
+  if #v > 0 or next(v) == nil then
+    local nested = false
+    for i = 1, #v do
+      parts[i] = to_json(v[i], inner)
+      nested = nested or type(v[i]) == "table"
+    end
+    if #parts == 0 then return "[]" end
+    if not nested then return "[" .. table.concat(parts, ", ") .. "]" end
+    return "[\n" .. inner .. table.concat(parts, ",\n" .. inner) .. "\n" .. indent .. "]"
+  end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for i, k in ipairs(keys) do parts[i] = inner .. to_json(k) .. ": " .. to_json(v[k], inner) end
+  return "{\n" .. table.concat(parts, ",\n") .. "\n" .. indent .. "}"
+end
+
+local function first_line(cmd)
+  local p = io.popen(cmd .. " 2>/dev/null")
+  if not p then return nil end
+  local s = p:read("l")
+  p:close()
+  return s
+end
+
+local function cpu_model()
+  local f = io.open("/proc/cpuinfo")
+  if not f then return "unknown cpu" end
+  local s = f:read("a")
+  f:close()
+  return (s:match("model name%s*:%s*([^\n]+)") or "unknown cpu"):gsub("%s+", " ")
+end
+
+---------------------------------------------------------------------------
+
+local meta = {
+  date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+  commit = first_line("git rev-parse --short HEAD") or "unknown",
+  lua = _VERSION,
+  mb = mb.version,
+  host = {cpu = cpu_model(), cores = first_line("nproc") or "?"},
+  settings = {rounds = opts.rounds, target_s = opts.time},
+}
+
+local started = now()
+local results = {}
+for _, b in ipairs(benches) do results[#results + 1] = run_pair(b) end
+meta.total_s = now() - started
+
+local text = table_text(results, meta)
+io.stdout:write("\n", text)
+io.stdout:write(string.format("(%.0f s in all)\n", meta.total_s))
+
+local out_dir = opts.out:match("^(.*)/[^/]*$")
+if out_dir then os.execute("mkdir -p '" .. out_dir:gsub("'", "'\\''") .. "'") end
+local f, err = io.open(opts.out, "w")
+if not f then die("cannot write %s: %s", opts.out, err) end
+f:write(to_json({meta = meta, results = results}), "\n")
+f:close()
+io.stdout:write("results written to ", opts.out, "\n")
+
+local missed = {}
+for _, r in ipairs(results) do
+  if r.goal and not r.meets_goal then missed[#missed + 1] = r.id end
+end
+if #missed > 0 then
+  io.stdout:write("goals missed: ", table.concat(missed, ", "), "\n")
+  if opts.strict then os.exit(2) end
+end

@@ -1,0 +1,434 @@
+-- bench/scenarios.lua — the benchmarks run by bench/run.lua: a list of
+-- pairs, each an mb scenario and the baseline it is measured against.
+--
+-- A side is {label, setup(), run(n) -> got, expect(n) -> want, finish()}: run(n) does
+-- n units of work (messages, requests, encodes...) and returns a summary of
+-- what it saw (counts, sums of ids, bytes); the runner aborts when it is not
+-- exactly expect(n). Only run(n) is timed. setup() runs once, before the
+-- warm-up; finish(), when present, checks the bus accounting after the rounds.
+--
+-- Batched sends: an async sender sends BATCH messages then lets the bus
+-- deliver them (mb.run() / bus:run()), so queues stay short and the whole
+-- path (send, queue, dispatch, listener) is in each measurement.
+local mb = require "mb"
+local QueueBus = require "queuebus"
+local Corpc = require "corpc"
+local Mediator = require "mediator"
+local cjson = require "cjson"
+local make_doc = require "doc"
+
+local BATCH = 1000
+
+local send, run, request = mb.send, mb.run, mb.request
+
+local function sum_to(n) return n * (n + 1) // 2 end
+
+local function summary(count, sum) return string.format("count=%d sum=%d", count, sum) end
+
+-- Sends n order messages to dest through send_fn, BATCH at a time, calling
+-- drain() after each batch.
+local function batch_send(send_fn, drain, dest, n)
+  local i = 0
+  while i < n do
+    local last = i + BATCH
+    if last > n then last = n end
+    for k = i + 1, last do
+      local id, err = send_fn(dest, {id = k, kind = "order", amount = 12.5})
+      if not id then error("send failed: " .. tostring(err)) end
+    end
+    i = last
+    drain()
+  end
+end
+
+local function mb_drain() run() end
+
+-- After the rounds: the destination's accounting must be clean.
+local function clean_stats(dest)
+  return function()
+    local st = assert(mb.stats(dest))
+    if st.failed ~= 0 or st.dropped ~= 0 or st.pending ~= 0 or st.in_flight ~= 0
+       or st.delivered ~= st.deliveries or st.rejected ~= 0 then
+      error(string.format("mb.stats('%s'): sent=%d deliveries=%d delivered=%d failed=%d "
+                          .. "dropped=%d pending=%d in_flight=%d rejected=%d", dest, st.sent,
+                          st.deliveries, st.delivered, st.failed, st.dropped, st.pending,
+                          st.in_flight, st.rejected))
+    end
+  end
+end
+
+-- n listeners that count deliveries and sum payload ids; returns the
+-- listener functions and a function giving and resetting the totals.
+local function counting_listeners(nl)
+  local count, sum = 0, 0
+  local fns = {}
+  for j = 1, nl do
+    fns[j] = function(msg)
+      sum = sum + msg.payload.id
+      count = count + 1
+    end
+  end
+  return fns, function()
+    local c, s = count, sum
+    count, sum = 0, 0
+    return c, s
+  end
+end
+
+local list = {}
+
+---------------------------------------------------------------------------
+-- 1. async send -> one Lua listener, same worker
+do
+  local fns, totals = counting_listeners(1)
+  local bus = QueueBus.new()
+  list[#list + 1] = {
+    id = "1",
+    title = "async send -> 1 listener",
+    unit = "msg",
+    goal = 1.3,
+    scenario = {
+      label = "mb (parallel dest)",
+      setup = function()
+        assert(mb.destination("bench/one"))
+        assert(mb.listen("bench/one", fns[1]))
+      end,
+      finish = clean_stats("bench/one"),
+      run = function(n)
+        batch_send(send, mb_drain, "bench/one", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+    baseline = {
+      label = "Lua queue bus",
+      setup = function()
+        bus:destination("bench/one")
+        bus:listen("bench/one", fns[1])
+      end,
+      run = function(n)
+        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
+                   "bench/one", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 2. synchronous destination: send -> listener, returns after delivery
+do
+  local fns, totals = counting_listeners(1)
+  local med = Mediator()
+  local mcount, msum = 0, 0
+  local chan = {"bench", "sync"}
+  list[#list + 1] = {
+    id = "2",
+    title = "synchronous send -> 1 listener",
+    unit = "msg",
+    goal = 1.2,
+    scenario = {
+      label = "mb (synchronous dest)",
+      setup = function()
+        assert(mb.destination("bench/sync", {type = "synchronous"}))
+        assert(mb.listen("bench/sync", fns[1]))
+      end,
+      finish = clean_stats("bench/sync"),
+      run = function(n)
+        for i = 1, n do
+          local id, err = send("bench/sync", {id = i, kind = "order", amount = 12.5})
+          if not id then error("send failed: " .. tostring(err)) end
+        end
+        -- synchronous: every delivery has run when send returned
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+    baseline = {
+      label = "lua-mediator",
+      setup = function()
+        med:subscribe(chan, function(payload) -- mediator passes the payload only
+          msum = msum + payload.id
+          mcount = mcount + 1
+        end)
+      end,
+      run = function(n)
+        for i = 1, n do
+          med:publish(chan, {id = i, kind = "order", amount = 12.5})
+        end
+        local got = summary(mcount, msum)
+        mcount, msum = 0, 0
+        return got
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 3. request/reply, same worker, one request in flight
+do
+  local rpc = Corpc.new()
+  list[#list + 1] = {
+    id = "3",
+    title = "request/reply, 1 in flight",
+    unit = "req",
+    goal = 1.4,
+    scenario = {
+      label = "mb.request",
+      setup = function()
+        assert(mb.destination("bench/rr"))
+        assert(mb.listen("bench/rr", function(msg) return {id = msg.payload.id} end))
+      end,
+      finish = clean_stats("bench/rr"),
+      run = function(n)
+        local count, sum = 0, 0
+        mb.spawn(function()
+          for i = 1, n do
+            local r, err = request("bench/rr", {id = i, kind = "order", amount = 12.5})
+            if not r then error("request failed: " .. tostring(err)) end
+            sum = sum + r.id
+            count = count + 1
+          end
+        end)
+        run()
+        return summary(count, sum)
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+    baseline = {
+      label = "Lua coroutine req/reply",
+      setup = function()
+        rpc:handle("bench/rr", function(msg) return {id = msg.payload.id} end)
+      end,
+      run = function(n)
+        local count, sum = 0, 0
+        local req = Corpc.request
+        rpc:spawn(function()
+          for i = 1, n do
+            local r, err = req("bench/rr", {id = i, kind = "order", amount = 12.5})
+            if not r then error("request failed: " .. tostring(err)) end
+            sum = sum + r.id
+            count = count + 1
+          end
+        end)
+        rpc:run()
+        return summary(count, sum)
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 7. fan-out: one message to 10 listeners (one Lua state for now)
+do
+  local NL = 10
+  local fns, totals = counting_listeners(NL)
+  local bus = QueueBus.new()
+  list[#list + 1] = {
+    id = "7",
+    title = "fan-out: 1 msg -> 10 listeners",
+    unit = "msg",
+    note = "ns/msg is per message sent (10 deliveries each)",
+    scenario = {
+      label = "mb (10 listeners)",
+      setup = function()
+        assert(mb.destination("bench/fanout"))
+        for j = 1, NL do assert(mb.listen("bench/fanout", fns[j])) end
+      end,
+      finish = clean_stats("bench/fanout"),
+      run = function(n)
+        batch_send(send, mb_drain, "bench/fanout", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(NL * n, NL * sum_to(n)) end,
+    },
+    baseline = {
+      label = "Lua queue bus, 10 listeners",
+      setup = function()
+        bus:destination("bench/fanout")
+        for j = 1, NL do bus:listen("bench/fanout", fns[j]) end
+      end,
+      run = function(n)
+        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
+                   "bench/fanout", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(NL * n, NL * sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 8a. a format = "json" listener vs a table listener
+--
+-- The JSON listener does what a forwarding listener would: it takes the
+-- text and counts its bytes. The check: the byte total must be exactly
+-- n * (fixed part) + the digits of every payload id + the digits of every
+-- message id (summed by the sender from what mb.send returns); the first
+-- and last texts are decoded afterwards and their payloads checked.
+do
+  local count, bytes, first, last = 0, 0, nil, nil
+  local fixed -- bytes of a message's JSON text beside the two ids
+  local tfns, ttotals = counting_listeners(1)
+
+  local function digits_sum(n) -- sum of #tostring(i) for i = 1..n
+    local s, lo, d = 0, 1, 1
+    while lo <= n do
+      local hi = math.min(n, lo * 10 - 1)
+      s = s + (hi - lo + 1) * d
+      lo, d = lo * 10, d + 1
+    end
+    return s
+  end
+
+  -- like batch_send, but also sums the length of the returned message ids
+  local function send_counting_ids(dest, n)
+    local idbytes, i = 0, 0
+    while i < n do
+      local last_k = i + BATCH
+      if last_k > n then last_k = n end
+      for k = i + 1, last_k do
+        local id, err = send(dest, {id = k, kind = "order", amount = 12.5})
+        if not id then error("send failed: " .. tostring(err)) end
+        idbytes = idbytes + #id
+      end
+      i = last_k
+      run()
+    end
+    return idbytes
+  end
+
+  local function check_text(s, want_id)
+    local m = mb.json.decode(s)
+    local p = m.payload
+    if not (p.id == want_id and p.kind == "order" and p.amount == 12.5
+            and m.destination == "bench/json-listener") then
+      return "bad message text: " .. s
+    end
+    return "ok"
+  end
+
+  list[#list + 1] = {
+    id = "8a",
+    title = "listener format: json vs table",
+    unit = "msg",
+    note = "baseline is mb itself (format = \"table\")",
+    scenario = {
+      label = "mb, format = \"json\"",
+      setup = function()
+        assert(mb.destination("bench/json-listener"))
+        assert(mb.listen("bench/json-listener", function(s)
+          count = count + 1
+          bytes = bytes + #s
+          if count == 1 then first = s end
+          last = s
+        end, {format = "json"}))
+        -- learn the fixed part from one message
+        local id = assert(send("bench/json-listener", {id = 1, kind = "order", amount = 12.5}))
+        run()
+        fixed = bytes - 1 - #id
+        count, bytes, first, last = 0, 0, nil, nil
+      end,
+      finish = clean_stats("bench/json-listener"),
+      run = function(n)
+        local idbytes = send_counting_ids("bench/json-listener", n)
+        local got = string.format("count=%d bytes=%d first=%s last=%s", count, bytes,
+                                  first and check_text(first, 1) or "none",
+                                  last and check_text(last, n) or "none")
+        count, bytes, first, last = 0, 0, nil, nil
+        return got, idbytes
+      end,
+      expect = function(n, idbytes)
+        return string.format("count=%d bytes=%d first=ok last=ok", n,
+                             n * fixed + digits_sum(n) + idbytes)
+      end,
+    },
+    baseline = {
+      label = "mb, format = \"table\"",
+      setup = function()
+        assert(mb.destination("bench/table-listener"))
+        assert(mb.listen("bench/table-listener", tfns[1]))
+      end,
+      finish = clean_stats("bench/table-listener"),
+      run = function(n)
+        local idbytes = send_counting_ids("bench/table-listener", n)
+        return summary(ttotals()), idbytes
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 8b/8c. mb.json.encode / decode vs lua-cjson on a ~1 KB document
+do
+  local doc = make_doc()
+  local mb_text = mb.json.encode(doc)
+  local cj_text = cjson.encode(doc)
+  local input = cj_text -- both decoders read the same text
+
+  -- deep equality, numbers compared by value (cjson decodes 3 as 3.0)
+  local function same(a, b)
+    if type(a) ~= "table" or type(b) ~= "table" then return a == b end
+    for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+    for k in pairs(b) do if a[k] == nil then return false end end
+    return true
+  end
+  assert(same(mb.json.decode(mb_text), doc), "mb.json round trip changed the document")
+  assert(same(cjson.decode(cj_text), doc), "cjson round trip changed the document")
+  assert(same(mb.json.decode(input), cjson.decode(input)), "decoders disagree")
+
+  -- a decode is checked by its item count, two quantities and the total
+  local function decode_side(label, decode)
+    return {
+      label = label,
+      run = function(n)
+        local q, items, bad = 0, 0, 0
+        for _ = 1, n do
+          local d = decode(input)
+          local its = d.items
+          items = items + #its
+          q = q + its[1].qty + its[#its].qty
+          if d.total ~= 251.75 then bad = bad + 1 end
+        end
+        return string.format("items=%d qty=%.0f bad=%d", items, q, bad)
+      end,
+      expect = function(n)
+        return string.format("items=%d qty=%.0f bad=0", n * #doc.items,
+                             n * (doc.items[1].qty + doc.items[#doc.items].qty))
+      end,
+    }
+  end
+  local function encode_side(label, encode, len)
+    return {
+      label = label,
+      run = function(n)
+        local total = 0
+        for _ = 1, n do total = total + #encode(doc) end
+        return string.format("bytes=%d", total)
+      end,
+      expect = function(n) return string.format("bytes=%d", n * len) end,
+    }
+  end
+  list[#list + 1] = {
+    id = "8b",
+    title = string.format("json encode, %d B doc", #mb_text),
+    unit = "doc",
+    goal = 1.0,
+    scenario = encode_side("mb.json.encode", mb.json.encode, #mb_text),
+    baseline = encode_side("cjson.encode", cjson.encode, #cj_text),
+  }
+  list[#list + 1] = {
+    id = "8c",
+    title = string.format("json decode, %d B doc", #input),
+    unit = "doc",
+    goal = 1.0,
+    scenario = decode_side("mb.json.decode", mb.json.decode),
+    baseline = decode_side("cjson.decode", cjson.decode),
+  }
+end
+
+return list

@@ -1,0 +1,2485 @@
+/*
+ * test_core.c — tests of the mb core through its C API (mb.h, mb_value.h):
+ * the value encoding, JSON, destinations, the three delivery types, groups,
+ * error codes and back-pressure, requests, stats, dead letters, events and
+ * object lifetimes. The loop is driven with mb_runtime_run(rt, 0); each test
+ * runs in a process of its own (check.h) and frees its runtime at the end.
+ *
+ *   make build/test_core && ./build/test_core
+ *   make build/asan/test_core && ASAN_OPTIONS=detect_leaks=1 ./build/asan/test_core
+ */
+#include "check.h" /* first: it selects POSIX */
+
+#include <ev.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mb.h"
+
+/* ---- helpers: messages and values ------------------------------------- */
+
+static mb_msg *msg_int_to(int64_t v, const char *reply_to) {
+  mb_buf b = {0};
+  mb_enc_int(&b, v);
+  mb_msg *m = mb_msg_new(b.p, b.len, NULL, 0, reply_to);
+  mb_buf_free(&b);
+  return m;
+}
+
+static mb_msg *msg_int(int64_t v) { return msg_int_to(v, NULL); }
+
+/* The payload of m as an integer; INT64_MIN when it is not one. */
+static int64_t payload_int(const mb_msg *m) {
+  size_t n;
+  const uint8_t *p = mb_msg_payload(m, &n);
+  mb_reader r = {p, p + n};
+  mb_item it;
+  if (mb_read(&r, &it) || it.tag != MB_V_INT) return INT64_MIN;
+  return it.v.i;
+}
+
+/* Finds the string key `key` in the encoded table at r (not consumed): on
+ * success *val is a reader positioned at its value. */
+static int table_get(mb_reader r, const char *key, mb_reader *val) {
+  mb_item it;
+  if (mb_read(&r, &it) || it.tag != MB_V_TABLE) return -1;
+  for (uint32_t i = 0; i < it.v.t.narr; i++)
+    if (mb_skip(&r)) return -1;
+  for (uint32_t i = 0; i < it.v.t.nhash; i++) {
+    mb_reader at = r;
+    mb_item k;
+    if (mb_read(&r, &k)) return -1;
+    if (k.tag == MB_V_STR && k.v.str.len == strlen(key) &&
+        memcmp(k.v.str.s, key, k.v.str.len) == 0) {
+      *val = r;
+      return 0;
+    }
+    r = at;
+    if (mb_skip(&r) || mb_skip(&r)) return -1; /* the key, then the value */
+  }
+  return -1;
+}
+
+/* The string at r as a NUL-terminated copy in buf ("" when not a string). */
+static const char *read_str(mb_reader r, char *buf, size_t cap) {
+  mb_item it;
+  buf[0] = 0;
+  if (mb_read(&r, &it) || it.tag != MB_V_STR) return buf;
+  snprintf(buf, cap, "%.*s", (int)it.v.str.len, it.v.str.s);
+  return buf;
+}
+
+static int64_t read_int(mb_reader r) {
+  mb_item it;
+  if (mb_read(&r, &it) || it.tag != MB_V_INT) return INT64_MIN;
+  return it.v.i;
+}
+
+/* ---- helpers: a log, listeners, callbacks ------------------------------ */
+
+typedef struct tlog {
+  char s[4096];
+} tlog;
+
+static void log_add(tlog *l, const char *fmt, ...) {
+  size_t n = strlen(l->s);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(l->s + n, sizeof l->s - n, fmt, ap);
+  va_end(ap);
+}
+
+enum {
+  L_OK,       /* finishes MB_OK inline */
+  L_FAIL,     /* finishes MB_EFAILED "failed: boom" inline */
+  L_FAIL_ODD, /* fails odd payloads, finishes the others MB_OK */
+  L_HOLD,     /* keeps the delivery; the test finishes it (lis_finish) */
+  L_TIMER,    /* finishes MB_OK from a 2 ms timer */
+  L_POST,     /* finishes MB_OK from a task posted with mb_service_post */
+  L_REPLY,    /* replies payload * 10 + reply_add, then finishes MB_OK */
+  L_CAPTURE   /* keeps a copy of the payload, finishes MB_OK */
+};
+
+#define MAXN 64
+
+typedef struct lis {
+  const char *name;
+  int mode;
+  mb_runtime *rt;
+  mb_service *svc;
+  mb_listener *l;
+  tlog *log;
+  int calls;
+  int64_t seen[MAXN];
+  uint64_t ids[MAXN], resp[MAXN], groups[MAXN];
+  int expects[MAXN];
+  char dest[64];
+  mb_delivery *held[MAXN];
+  int hhead, nheld, maxheld;
+  int closed_calls; /* the bus closed it (its destination was removed) */
+  int64_t reply_add;
+  int reply_rc[MAXN], nreplies;
+  uint8_t *cap[MAXN];
+  size_t caplen[MAXN];
+} lis;
+
+typedef struct later {
+  ev_timer t;
+  lis *owner;
+  mb_delivery *d;
+  int64_t n;
+} later;
+
+static void later_finish(later *lt) {
+  if (lt->owner->log) log_add(lt->owner->log, "%s%lld> ", lt->owner->name, (long long)lt->n);
+  mb_delivery_done(lt->d, MB_OK, NULL);
+  free(lt);
+}
+
+static void later_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  later_finish(t->data);
+}
+
+static void later_task(void *arg) { later_finish(arg); }
+
+static void lis_fn(void *ud, mb_delivery *d) {
+  lis *l = ud;
+  const mb_msg *m = mb_delivery_msg(d);
+  int64_t v = payload_int(m);
+  int i = l->calls++;
+  if (i < MAXN) {
+    l->seen[i] = v;
+    l->ids[i] = mb_msg_id(m);
+    l->resp[i] = mb_msg_response_id(m);
+    l->groups[i] = mb_delivery_group(d);
+    l->expects[i] = mb_msg_expects_reply(m);
+  }
+  snprintf(l->dest, sizeof l->dest, "%s", mb_msg_destination(m) ? mb_msg_destination(m) : "(null)");
+  switch (l->mode) {
+  case L_OK:
+    if (l->log) log_add(l->log, "%s%lld ", l->name, (long long)v);
+    mb_delivery_done(d, MB_OK, NULL);
+    break;
+  case L_FAIL:
+    mb_delivery_done(d, MB_EFAILED, "failed: boom");
+    break;
+  case L_FAIL_ODD:
+    if (v % 2)
+      mb_delivery_done(d, MB_EFAILED, "failed: odd");
+    else
+      mb_delivery_done(d, MB_OK, NULL);
+    break;
+  case L_HOLD:
+    if (l->log) log_add(l->log, "%s%lld< ", l->name, (long long)v);
+    if (l->nheld < MAXN) {
+      l->held[(l->hhead + l->nheld) % MAXN] = d;
+      l->nheld++;
+      if (l->nheld > l->maxheld) l->maxheld = l->nheld;
+    }
+    break;
+  case L_TIMER:
+  case L_POST: {
+    later *lt = calloc(1, sizeof *lt);
+    if (!lt) abort();
+    lt->owner = l;
+    lt->d = d;
+    lt->n = v;
+    if (l->log) log_add(l->log, "%s%lld< ", l->name, (long long)v);
+    if (l->mode == L_TIMER) {
+      ev_timer_init(&lt->t, later_timer_cb, 0.002, 0);
+      lt->t.data = lt;
+      ev_timer_start(mb_runtime_loop(l->rt), &lt->t);
+    } else if (mb_service_post(l->svc, later_task, lt) != MB_OK) {
+      abort();
+    }
+    break;
+  }
+  case L_REPLY: {
+    mb_msg *r = msg_int(v * 10 + l->reply_add);
+    int rc = mb_reply(l->svc, m, mb_delivery_group(d), r);
+    if (l->nreplies < MAXN) l->reply_rc[l->nreplies++] = rc;
+    mb_delivery_done(d, MB_OK, NULL);
+    break;
+  }
+  case L_CAPTURE: {
+    size_t n;
+    const uint8_t *p = mb_msg_payload(m, &n);
+    if (i < MAXN) {
+      l->cap[i] = malloc(n);
+      if (!l->cap[i]) abort();
+      memcpy(l->cap[i], p, n);
+      l->caplen[i] = n;
+    }
+    mb_delivery_done(d, MB_OK, NULL);
+    break;
+  }
+  }
+}
+
+static void lis_closed(void *ud) {
+  lis *l = ud;
+  l->closed_calls++;
+  l->l = NULL; /* gone once this returns */
+}
+
+/* Sets l up and registers it; returns the mb_listen error (MB_OK on success). */
+static int lis_listen(lis *l, mb_service *svc, const char *dest, uint64_t group, int mode,
+                      const char *name) {
+  memset(l, 0, sizeof *l);
+  l->name = name;
+  l->mode = mode;
+  l->svc = svc;
+  /* the runtime of a service is not in the API: tests set l->rt for timers */
+  int err = MB_OK;
+  l->l = mb_listen(svc, dest, group, lis_fn, lis_closed, l, &err);
+  if (!l->l && err == MB_OK) err = MB_ENOMEM;
+  return err;
+}
+
+/* Finishes the oldest delivery l holds; 0 when it holds none. */
+static int lis_finish(lis *l, int status, const char *error) {
+  if (!l->nheld) return 0;
+  mb_delivery *d = l->held[l->hhead % MAXN];
+  l->hhead = (l->hhead + 1) % MAXN;
+  l->nheld--;
+  if (l->log) log_add(l->log, "%s%lld> ", l->name, (long long)payload_int(mb_delivery_msg(d)));
+  mb_delivery_done(d, status, error);
+  return 1;
+}
+
+static void lis_release(lis *l) {
+  for (int i = 0; i < MAXN; i++) free(l->cap[i]);
+  memset(l->cap, 0, sizeof l->cap);
+}
+
+typedef struct sendres {
+  int calls, status;
+} sendres;
+
+static void send_cb(void *ud, int status) {
+  sendres *s = ud;
+  s->calls++;
+  s->status = status;
+}
+
+typedef struct reqres {
+  int calls;
+  size_t n;
+  int status[8];
+  int64_t reply[8];
+  uint64_t resp[8];
+  char error[8][160];
+} reqres;
+
+static void req_cb(void *ud, const mb_answer *a, size_t n) {
+  reqres *r = ud;
+  r->calls++;
+  r->n = n;
+  for (size_t i = 0; i < n && i < 8; i++) {
+    r->status[i] = a[i].status;
+    r->reply[i] = a[i].reply ? payload_int(a[i].reply) : INT64_MIN;
+    r->resp[i] = a[i].reply ? mb_msg_response_id(a[i].reply) : 0;
+    snprintf(r->error[i], sizeof r->error[i], "%s", a[i].error ? a[i].error : "");
+  }
+}
+
+/* Every failed answer's error reads "code: text" with its status's code. */
+static void check_answer_codes(const reqres *rr) {
+  for (size_t i = 0; i < rr->n && i < 8; i++) {
+    if (rr->status[i] == MB_OK) continue;
+    const char *code = mb_strerror(rr->status[i]);
+    size_t n = strlen(code);
+    if (!CHECK(strncmp(rr->error[i], code, n) == 0 && rr->error[i][n] == ':'))
+      fprintf(stderr, "    answer %zu: status %s, error \"%s\"\n", i, code, rr->error[i]);
+  }
+}
+
+static mb_stats stats_of(mb_runtime *rt, const char *name) {
+  mb_stats st;
+  memset(&st, 0xff, sizeof st);
+  CHECK_INT(mb_dest_stats(rt, name, &st), MB_OK);
+  return st;
+}
+
+/* Nothing in flight: no request or delivery left, and no message alive. */
+static void check_quiet(mb_runtime *rt) {
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 0);
+  CHECK_INT(c.deliveries, 0);
+  CHECK_INT(c.messages, 0);
+}
+
+static int run(mb_runtime *rt) { return mb_runtime_run(rt, 0); }
+
+/* Turns the loop without blocking until *flag is set (for waits that a
+ * timer would otherwise keep running). */
+static void run_until(mb_runtime *rt, const int *flag) {
+  for (int i = 0; i < 1000 && !*flag; i++) ev_run(mb_runtime_loop(rt), EVRUN_NOWAIT);
+}
+
+static int declare(mb_runtime *rt, const char *name, mb_dest_type type, size_t max_queue,
+                   mb_full_policy on_full, size_t concurrency) {
+  mb_dest_opts o = {type, max_queue, on_full, concurrency};
+  return mb_dest_declare(rt, name, &o);
+}
+
+/* ---- the value encoding ----------------------------------------------- */
+
+static void test_value_roundtrip(void) {
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  CHECK(t == 0);
+  mb_enc_nil(&b);
+  mb_enc_bool(&b, 1);
+  mb_enc_bool(&b, 0);
+  mb_enc_int(&b, INT64_MIN);
+  mb_enc_float(&b, -2.5);
+  mb_enc_str(&b, "a\0b", 3);
+  mb_enc_str(&b, "k", 1);
+  long t2 = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 7);
+  mb_enc_table_end(&b, t2, 1, 0);
+  mb_enc_int(&b, 9);
+  mb_enc_str(&b, "", 0);
+  mb_enc_table_end(&b, t, 6, 2);
+  CHECK_INT(mb_value_check(b.p, b.len), 0);
+
+  mb_reader r = {b.p, b.p + b.len};
+  mb_item it;
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_TABLE);
+  CHECK_INT(it.v.t.narr, 6);
+  CHECK_INT(it.v.t.nhash, 2);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_NIL);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_TRUE);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_FALSE);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_INT && it.v.i == INT64_MIN);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_FLOAT && it.v.f == -2.5);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_STR);
+  CHECK_MEM(it.v.str.s, it.v.str.len, "a\0b", 3);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_STR && it.v.str.len == 1);
+  mb_reader nested = r;
+  CHECK_INT(mb_skip(&r), 0); /* the whole nested table */
+  CHECK(mb_read(&nested, &it) == 0 && it.tag == MB_V_TABLE && it.v.t.narr == 1);
+  CHECK(mb_read(&nested, &it) == 0 && it.tag == MB_V_INT && it.v.i == 7);
+  CHECK(nested.p == r.p);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_INT && it.v.i == 9);
+  CHECK(mb_read(&r, &it) == 0 && it.tag == MB_V_STR && it.v.str.len == 0);
+  CHECK(r.p == r.end);
+  CHECK_INT(mb_read(&r, &it), -1); /* nothing left */
+
+  mb_reader whole = {b.p, b.p + b.len};
+  CHECK_INT(mb_skip(&whole), 0);
+  CHECK(whole.p == whole.end);
+
+  /* a float keeps its bits; an integer stays an integer */
+  mb_buf f = {0};
+  mb_enc_float(&f, 3.0);
+  mb_enc_int(&f, 3);
+  mb_reader fr = {f.p, f.p + f.len};
+  CHECK(mb_read(&fr, &it) == 0 && it.tag == MB_V_FLOAT && it.v.f == 3.0);
+  CHECK(mb_read(&fr, &it) == 0 && it.tag == MB_V_INT && it.v.i == 3);
+  mb_buf_free(&f);
+  mb_buf_free(&b);
+  CHECK(b.p == NULL && b.len == 0 && b.cap == 0);
+}
+
+static void test_value_check_rejects(void) {
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "hello", 5);
+  mb_enc_float(&b, 0.5);
+  mb_enc_str(&b, "key", 3);
+  mb_enc_bool(&b, 1);
+  mb_enc_table_end(&b, t, 3, 1);
+  CHECK_INT(mb_value_check(b.p, b.len), 0);
+
+  /* every truncation is refused */
+  int accepted = 0;
+  for (size_t n = 0; n < b.len; n++)
+    if (mb_value_check(b.p, n) == 0) accepted++;
+  CHECK_INT(accepted, 0);
+
+  /* trailing bytes after the one value */
+  mb_enc_nil(&b);
+  CHECK_INT(mb_value_check(b.p, b.len), -1);
+  mb_buf_free(&b);
+
+  /* garbage */
+  static const uint8_t unknown_tag[] = {7};
+  static const uint8_t high_tag[] = {0xff, 0, 0, 0};
+  static const uint8_t long_str[] = {MB_V_STR, 0xff, 0xff, 0xff, 0x7f, 'a'};
+  static const uint8_t short_int[] = {MB_V_INT, 1, 2, 3};
+  static const uint8_t huge_table[] = {MB_V_TABLE, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, MB_V_NIL};
+  static const uint8_t table_key_missing[] = {MB_V_TABLE, 0, 0, 0, 0, 1, 0, 0, 0, MB_V_NIL};
+  static const uint8_t bad_inside[] = {MB_V_TABLE, 1, 0, 0, 0, 0, 0, 0, 0, 9};
+  CHECK_INT(mb_value_check(unknown_tag, sizeof unknown_tag), -1);
+  CHECK_INT(mb_value_check(high_tag, sizeof high_tag), -1);
+  CHECK_INT(mb_value_check(long_str, sizeof long_str), -1);
+  CHECK_INT(mb_value_check(short_int, sizeof short_int), -1);
+  CHECK_INT(mb_value_check(huge_table, sizeof huge_table), -1);
+  CHECK_INT(mb_value_check(table_key_missing, sizeof table_key_missing), -1);
+  CHECK_INT(mb_value_check(bad_inside, sizeof bad_inside), -1);
+  CHECK_INT(mb_value_check("", 0), -1);
+  mb_reader r = {short_int, short_int + sizeof short_int};
+  mb_item it;
+  CHECK_INT(mb_read(&r, &it), -1);
+  mb_reader rs = {long_str, long_str + sizeof long_str};
+  CHECK_INT(mb_read(&rs, &it), -1);
+  mb_reader rh = {huge_table, huge_table + sizeof huge_table};
+  CHECK_INT(mb_skip(&rh), -1);
+}
+
+/* depth nested one-element tables around an integer */
+static void enc_nested(mb_buf *b, int depth) {
+  long at[128];
+  for (int i = 0; i < depth; i++) at[i] = mb_enc_table_begin(b);
+  mb_enc_int(b, 1);
+  for (int i = depth - 1; i >= 0; i--) mb_enc_table_end(b, at[i], 1, 0);
+}
+
+static void test_value_depth(void) {
+  mb_buf b64 = {0}, b65 = {0};
+  enc_nested(&b64, MB_MAX_DEPTH);
+  enc_nested(&b65, MB_MAX_DEPTH + 1);
+  CHECK_INT(MB_MAX_DEPTH, 64);
+  CHECK_INT(mb_value_check(b64.p, b64.len), 0);
+  CHECK_INT(mb_value_check(b65.p, b65.len), -1);
+  mb_reader r64 = {b64.p, b64.p + b64.len}, r65 = {b65.p, b65.p + b65.len};
+  CHECK_INT(mb_skip(&r64), 0);
+  CHECK_INT(mb_skip(&r65), -1);
+
+  /* the same bound on JSON input */
+  char json[2 * 66 + 2];
+  for (int depth = 64; depth <= 65; depth++) {
+    size_t n = 0;
+    for (int i = 0; i < depth; i++) json[n++] = '[';
+    json[n++] = '1';
+    for (int i = 0; i < depth; i++) json[n++] = ']';
+    mb_buf out = {0};
+    char err[256] = "";
+    int rc = mb_json_decode(json, n, MB_MAX_DEPTH, &out, err, sizeof err);
+    if (depth == 64) {
+      CHECK_INT(rc, 0);
+      CHECK_INT(mb_value_check(out.p, out.len), 0);
+    } else {
+      CHECK_INT(rc, -1);
+      CHECK(strncmp(err, "invalid JSON at byte ", 21) == 0);
+      CHECK(strstr(err, "nested too deep") != NULL);
+      CHECK_INT(out.len, 0);
+    }
+    mb_buf_free(&out);
+  }
+  mb_buf_free(&b64);
+  mb_buf_free(&b65);
+}
+
+static void test_value_paths(void) {
+  mb_path p;
+  mb_path_init(&p);
+  CHECK_STR(p.buf, "");
+  mb_path_prepend_intkey(&p, 3);
+  mb_path_prepend_strkey(&p, "items", 5);
+  mb_path_prepend(&p, "payload", 7);
+  CHECK_STR(p.buf, "payload.items[3]");
+  mb_path_init(&p);
+  mb_path_prepend_strkey(&p, "odd key", 7);
+  mb_path_prepend_strkey(&p, "9lives", 6);
+  CHECK_STR(p.buf, "[\"9lives\"][\"odd key\"]");
+}
+
+/* ---- JSON --------------------------------------------------------------- */
+
+/* Decodes s; returns the first item in *it (bytes kept in *b). */
+static int json_item(const char *s, mb_buf *b, mb_item *it, char *err, size_t errlen) {
+  if (mb_json_decode(s, strlen(s), MB_MAX_DEPTH, b, err, errlen)) return -1;
+  mb_reader r = {b->p, b->p + b->len};
+  return mb_read(&r, it);
+}
+
+/* JSON text -> value -> JSON text; "" when either step fails. */
+static const char *json_rt(const char *in, char *out, size_t cap) {
+  mb_buf v = {0}, j = {0};
+  char err[256];
+  out[0] = 0;
+  if (mb_json_decode(in, strlen(in), MB_MAX_DEPTH, &v, err, sizeof err) == 0 &&
+      mb_value_check(v.p, v.len) == 0 &&
+      mb_json_encode(v.p, v.len, "payload", &j, err, sizeof err) == 0)
+    snprintf(out, cap, "%.*s", (int)j.len, (const char *)j.p);
+  mb_buf_free(&v);
+  mb_buf_free(&j);
+  return out;
+}
+
+/* Encodes the value in b as JSON; returns 0 or -1 with err set. */
+static int to_json(const mb_buf *b, char *out, size_t cap, char *err, size_t errlen) {
+  mb_buf j = {0};
+  int rc = mb_json_encode(b->p, b->len, "payload", &j, err, errlen);
+  out[0] = 0;
+  if (rc == 0) snprintf(out, cap, "%.*s", (int)j.len, (const char *)j.p);
+  if (rc != 0) CHECK_INT(j.len, 0); /* nothing written on error */
+  mb_buf_free(&j);
+  return rc;
+}
+
+static void test_json_numbers(void) {
+  char out[256], err[256];
+  mb_item it;
+
+  mb_buf b = {0};
+  CHECK(json_item("3.0", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && it.v.f == 3.0);
+  mb_buf_free(&b);
+  CHECK_STR(json_rt("3.0", out, sizeof out), "3.0");
+  CHECK(json_item("3", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_INT && it.v.i == 3);
+  mb_buf_free(&b);
+  CHECK_STR(json_rt("3", out, sizeof out), "3");
+  CHECK_STR(json_rt("[1,1.0,-1,-1.0]", out, sizeof out), "[1,1.0,-1,-1.0]");
+
+  /* integers that fit in 64 bits stay exact */
+  CHECK(json_item("9007199254740993", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_INT &&
+        it.v.i == 9007199254740993LL);
+  mb_buf_free(&b);
+  CHECK_STR(json_rt("9007199254740993", out, sizeof out), "9007199254740993");
+  CHECK(json_item("-9223372036854775808", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_INT &&
+        it.v.i == INT64_MIN);
+  mb_buf_free(&b);
+  CHECK_STR(json_rt("9223372036854775807", out, sizeof out), "9223372036854775807");
+
+  /* others become floats */
+  CHECK(json_item("9223372036854775808", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT &&
+        it.v.f == 9223372036854775808.0);
+  mb_buf_free(&b);
+  CHECK(json_item("123456789012345678901234", &b, &it, err, sizeof err) == 0 &&
+        it.tag == MB_V_FLOAT && it.v.f == 123456789012345678901234.0);
+  mb_buf_free(&b);
+  CHECK(json_item("1e400", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && isinf(it.v.f));
+  /* ... which JSON cannot carry back */
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK(strstr(err, "payload") == err && strstr(err, "infinity") != NULL);
+  mb_buf_free(&b);
+  CHECK(json_item("1e2", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && it.v.f == 100.0);
+  mb_buf_free(&b);
+  CHECK_STR(json_rt("1e2", out, sizeof out), "100.0");
+  CHECK(json_item("-0.0", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && it.v.f == 0.0 &&
+        signbit(it.v.f));
+  mb_buf_free(&b);
+
+  /* floats are written exactly, and always as floats */
+  static const double fl[] = {0.1,  0.30000000000000004, 1e300, -1.5e-300, 123456789012.0,
+                              1e16, 4.9e-324,            2.0,   1.7976931348623157e308};
+  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) {
+    mb_buf v = {0}, back = {0};
+    mb_enc_float(&v, fl[i]);
+    CHECK_INT(to_json(&v, out, sizeof out, err, sizeof err), 0);
+    CHECK(strpbrk(out, ".eE") != NULL);
+    CHECK(json_item(out, &back, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT &&
+          it.v.f == fl[i]);
+    mb_buf_free(&v);
+    mb_buf_free(&back);
+  }
+  CHECK_STR(json_rt("0.1", out, sizeof out), "0.1");
+  CHECK_STR(json_rt("-0.0", out, sizeof out), "-0.0");
+
+  mb_buf nan = {0};
+  mb_enc_float(&nan, NAN);
+  CHECK_INT(to_json(&nan, out, sizeof out, err, sizeof err), -1);
+  CHECK(strstr(err, "NaN") != NULL);
+  mb_buf_free(&nan);
+}
+
+static void test_json_strings(void) {
+  char out[256], err[256];
+  mb_item it;
+  mb_buf b = {0};
+
+  CHECK(json_item("\"a\\u0000b\"", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_STR);
+  CHECK_MEM(it.v.str.s, it.v.str.len, "a\0b", 3);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), 0);
+  CHECK_STR(out, "\"a\\u0000b\"");
+  mb_buf_free(&b);
+
+  CHECK(json_item("\"\\ud83d\\ude00\"", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_STR);
+  CHECK_MEM(it.v.str.s, it.v.str.len, "\xf0\x9f\x98\x80", 4);
+  mb_buf_free(&b);
+
+  CHECK(json_item("\"\\u00e9\\u20ac\"", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_STR);
+  CHECK_MEM(it.v.str.s, it.v.str.len, "\xc3\xa9\xe2\x82\xac", 5);
+  mb_buf_free(&b);
+
+  CHECK(json_item("\"q\\\"b\\\\n\\nt\\t\\/\"", &b, &it, err, sizeof err) == 0 &&
+        it.tag == MB_V_STR);
+  CHECK_MEM(it.v.str.s, it.v.str.len, "q\"b\\n\nt\t/", 9);
+  mb_buf_free(&b);
+
+  /* control bytes are escaped; UTF-8 passes through */
+  mb_enc_str(&b, "\x01\n\"\xf0\x9f\x98\x80", 7);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), 0);
+  CHECK_STR(out, "\"\\u0001\\n\\\"\xf0\x9f\x98\x80\"");
+  mb_buf_free(&b);
+
+  CHECK_STR(json_rt("\"\"", out, sizeof out), "\"\"");
+  CHECK_STR(json_rt("{\"a b\":\"\\u0000\"}", out, sizeof out), "{\"a b\":\"\\u0000\"}");
+}
+
+static void test_json_tables(void) {
+  char out[512], err[256];
+  mb_buf b = {0};
+
+  long t = mb_enc_table_begin(&b);
+  mb_enc_table_end(&b, t, 0, 0);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), 0);
+  CHECK_STR(out, "{}");
+  mb_buf_free(&b);
+
+  CHECK_STR(json_rt("{}", out, sizeof out), "{}");
+  CHECK_STR(json_rt("[1,2,3]", out, sizeof out), "[1,2,3]");
+  CHECK_STR(json_rt("[1,null,3]", out, sizeof out), "[1,null,3]");
+  CHECK_STR(json_rt("{\"a\":1,\"b\":null}", out, sizeof out), "{\"a\":1,\"b\":null}");
+  CHECK_STR(json_rt("{\"a\":[1,{\"b\":[true,false]}],\"c\":\"x\"}", out, sizeof out),
+            "{\"a\":[1,{\"b\":[true,false]}],\"c\":\"x\"}");
+  CHECK_STR(json_rt("  [ 1 , { \"k\" : 2.5 } ]  ", out, sizeof out), "[1,{\"k\":2.5}]");
+
+  /* an array decodes to keys 1..n, an object to string keys */
+  mb_item it;
+  CHECK(json_item("[\"x\",\"y\"]", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_TABLE &&
+        it.v.t.narr == 2 && it.v.t.nhash == 0);
+  mb_buf_free(&b);
+  CHECK(json_item("{\"x\":1,\"y\":2}", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_TABLE &&
+        it.v.t.narr == 0 && it.v.t.nhash == 2);
+  mb_reader r = {b.p, b.p + b.len}, v;
+  CHECK(table_get(r, "y", &v) == 0 && read_int(v) == 2);
+  mb_buf_free(&b);
+
+  /* keys other than exactly 1..n: an object, integer keys as strings */
+  t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 10);
+  mb_enc_int(&b, 20);
+  mb_enc_str(&b, "x", 1);
+  mb_enc_bool(&b, 1);
+  mb_enc_int(&b, 5);
+  mb_enc_str(&b, "five", 4);
+  mb_enc_table_end(&b, t, 2, 2);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), 0);
+  CHECK_STR(out, "{\"1\":10,\"2\":20,\"x\":true,\"5\":\"five\"}");
+  mb_buf_free(&b);
+
+  /* a float key: an error naming the path */
+  t = mb_enc_table_begin(&b);
+  mb_enc_float(&b, 1.5);
+  mb_enc_int(&b, 1);
+  mb_enc_table_end(&b, t, 0, 1);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK(strncmp(err, "payload", 7) == 0);
+  CHECK(strstr(err, "float key") != NULL);
+  mb_buf_free(&b);
+
+  /* a boolean key, nested: payload.items... */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "items", 5);
+  long t2 = mb_enc_table_begin(&b);
+  mb_enc_bool(&b, 1);
+  mb_enc_int(&b, 1);
+  mb_enc_table_end(&b, t2, 0, 1);
+  mb_enc_table_end(&b, t, 0, 1);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK(strncmp(err, "payload.items", 13) == 0);
+  CHECK(strstr(err, "boolean key") != NULL);
+  mb_buf_free(&b);
+
+  /* ... and inside an array: payload[2] */
+  t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 1);
+  t2 = mb_enc_table_begin(&b);
+  mb_enc_bool(&b, 0);
+  mb_enc_str(&b, "no", 2);
+  mb_enc_table_end(&b, t2, 0, 1);
+  mb_enc_table_end(&b, t, 2, 0);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK(strncmp(err, "payload[2]", 10) == 0);
+  CHECK(strstr(err, "boolean key") != NULL);
+  mb_buf_free(&b);
+}
+
+/* The N of "invalid JSON at byte N: ..."; -1 when err does not read so. */
+static long json_error_at(const char *json, char *err, size_t errlen) {
+  mb_buf b = {0};
+  mb_enc_int(&b, 77); /* earlier content must survive a failed decode */
+  size_t before = b.len;
+  int rc = mb_json_decode(json, strlen(json), MB_MAX_DEPTH, &b, err, errlen);
+  CHECK_INT(b.len, before);
+  mb_buf_free(&b);
+  if (rc != -1) return -1;
+  unsigned long n;
+  if (strncmp(err, "invalid JSON at byte ", 21) != 0 || sscanf(err + 21, "%lu", &n) != 1) return -1;
+  return (long)n;
+}
+
+static void test_json_errors(void) {
+  char err[256];
+  static const struct {
+    const char *json;
+    long at; /* the offending byte (0-based); N may count it (at + 1) */
+  } cases[] = {
+      {"[1, 2, x]", 7}, {"{\"a\":1,}", 7},   {"{\"a\" 1}", 5}, {"[1,2", 4},
+      {"", 0},          {"1 2", 2},          {"\"abc", 4},     {"[1,]", 3},
+      {"tru", 3},       {"{\"a\":[1,2}", 9}, {"nul!", 3},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    long n = json_error_at(cases[i].json, err, sizeof err);
+    if (!CHECK(n >= cases[i].at && n <= cases[i].at + 1))
+      fprintf(stderr, "    input '%s' gave: %s\n", cases[i].json, err);
+  }
+
+  /* decoding appends to what the buffer holds */
+  mb_buf b = {0};
+  mb_enc_nil(&b);
+  CHECK_INT(mb_json_decode("[5]", 3, MB_MAX_DEPTH, &b, err, sizeof err), 0);
+  CHECK_INT(mb_value_check(b.p + 1, b.len - 1), 0);
+  CHECK_INT(b.p[0], MB_V_NIL);
+  mb_buf_free(&b);
+}
+
+/* ---- destinations ------------------------------------------------------ */
+
+typedef struct names {
+  char s[2048];
+  int n;
+} names;
+
+static void collect_name(void *ud, const char *name) {
+  names *ns = ud;
+  size_t len = strlen(ns->s);
+  snprintf(ns->s + len, sizeof ns->s - len, "%s%s", ns->n ? "," : "", name);
+  ns->n++;
+}
+
+static void test_dest_declare(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  if (!CHECK(rt != NULL)) return;
+
+  CHECK_INT(mb_dest_exists(rt, "shop/orders"), 0);
+  CHECK_INT(mb_dest_declare(rt, "shop/orders", NULL), MB_OK);
+  CHECK_INT(mb_dest_exists(rt, "shop/orders"), 1);
+  CHECK_INT(mb_dest_declare(rt, "shop/orders", NULL), MB_OK);
+  /* the defaults spelled out are the same options */
+  CHECK_INT(declare(rt, "shop/orders", MB_PARALLEL, 65536, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(declare(rt, "shop/orders", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_EEXISTS);
+  CHECK_INT(declare(rt, "shop/orders", MB_PARALLEL, 10, MB_FULL_REJECT, 0), MB_EEXISTS);
+  CHECK_INT(declare(rt, "shop/orders", MB_PARALLEL, 0, MB_FULL_BLOCK, 0), MB_EEXISTS);
+  CHECK_INT(declare(rt, "shop/orders", MB_PARALLEL, 0, MB_FULL_REJECT, 3), MB_EEXISTS);
+  CHECK_INT(declare(rt, "s", MB_SERIAL, 5, MB_FULL_BLOCK, 0), MB_OK);
+  CHECK_INT(declare(rt, "s", MB_SERIAL, 5, MB_FULL_BLOCK, 0), MB_OK);
+  CHECK_INT(declare(rt, "s", MB_SYNCHRONOUS, 5, MB_FULL_BLOCK, 0), MB_EEXISTS);
+
+  mb_stats st = stats_of(rt, "s");
+  CHECK_INT(st.type, MB_SERIAL);
+  CHECK_INT(st.listeners, 0);
+  CHECK_INT(st.sent + st.rejected + st.deliveries + st.delivered + st.failed + st.dropped, 0);
+  CHECK_INT(st.pending + st.largest_pending + st.in_flight, 0);
+  CHECK_INT(st.replies + st.timeouts, 0);
+  CHECK_INT(mb_dest_stats(rt, "nope", &st), MB_ENODEST);
+
+  /* names: 1-255 bytes of [A-Za-z0-9_./:-] */
+  char n255[256], n256[257];
+  memset(n255, 'a', 255);
+  n255[255] = 0;
+  memset(n256, 'a', 256);
+  n256[256] = 0;
+  CHECK_INT(mb_dest_declare(rt, "", NULL), MB_EINVAL);
+  CHECK_INT(mb_dest_declare(rt, n256, NULL), MB_EINVAL);
+  CHECK_INT(mb_dest_declare(rt, "a b", NULL), MB_EINVAL);
+  CHECK_INT(mb_dest_declare(rt, "tab\there", NULL), MB_EINVAL);
+  CHECK_INT(mb_dest_declare(rt, "caf\xc3\xa9", NULL), MB_EINVAL);
+  CHECK_INT(mb_dest_declare(rt, "a*b", NULL), MB_EINVAL);
+  CHECK_INT(mb_dest_declare(rt, n255, NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "Az09_./:-", NULL), MB_OK);
+  CHECK_INT(mb_dest_exists(rt, n256), 0);
+  CHECK_INT(mb_dest_name_valid("x", 1), 1);
+  CHECK_INT(mb_dest_name_valid("x", 0), 0);
+  CHECK_INT(mb_dest_name_valid(n255, 255), 1);
+  CHECK_INT(mb_dest_name_valid(n256, 256), 0);
+  CHECK_INT(mb_dest_name_valid("a\0b", 3), 0);
+
+  /* bad options */
+  CHECK_INT(declare(rt, "bad/type", (mb_dest_type)3, 0, MB_FULL_REJECT, 0), MB_EINVAL);
+  CHECK_INT(declare(rt, "bad/full", MB_PARALLEL, 0, (mb_full_policy)2, 0), MB_EINVAL);
+  CHECK_INT(mb_dest_exists(rt, "bad/type") + mb_dest_exists(rt, "bad/full"), 0);
+
+  /* removal of an idle destination is immediate */
+  CHECK_INT(mb_dest_remove(rt, "nope"), MB_ENODEST);
+  CHECK_INT(mb_dest_remove(rt, "s"), MB_OK);
+  CHECK_INT(mb_dest_exists(rt, "s"), 0);
+  CHECK_INT(mb_dest_stats(rt, "s", &st), MB_ENODEST);
+  CHECK_INT(mb_dest_remove(rt, "s"), MB_ENODEST);
+  CHECK_INT(declare(rt, "s", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(stats_of(rt, "s").type, MB_SYNCHRONOUS);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_dest_each_sorted(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  static const char *const in[] = {"b", "a", "c/x", "A", "a/b", "a:1", "B-2", "_z"};
+  for (size_t i = 0; i < sizeof in / sizeof in[0]; i++)
+    CHECK_INT(mb_dest_declare(rt, in[i], NULL), MB_OK);
+  names ns = {"", 0};
+  mb_dest_each(rt, collect_name, &ns);
+  CHECK_STR(ns.s, "A,B-2,_z,a,a/b,a:1,b,c/x");
+  CHECK_INT(ns.n, 8);
+
+  CHECK_INT(mb_dest_remove(rt, "a/b"), MB_OK);
+  names ns2 = {"", 0};
+  mb_dest_each(rt, collect_name, &ns2);
+  CHECK_STR(ns2.s, "A,B-2,_z,a,a:1,b,c/x");
+
+  names none = {"", 0};
+  mb_runtime *empty = mb_runtime_new(NULL);
+  mb_dest_each(empty, collect_name, &none);
+  CHECK_INT(none.n, 0);
+  mb_runtime_free(empty);
+  mb_runtime_free(rt);
+}
+
+/* Many names: the name table grows, and removals keep the others findable. */
+static void test_dest_many(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  char name[32];
+  for (int i = 0; i < 500; i++) {
+    snprintf(name, sizeof name, "d/%d", i);
+    CHECK_INT(mb_dest_declare(rt, name, NULL), MB_OK);
+  }
+  for (int i = 0; i < 500; i += 3) {
+    snprintf(name, sizeof name, "d/%d", i);
+    CHECK_INT(mb_dest_remove(rt, name), MB_OK);
+  }
+  int wrong = 0;
+  for (int i = 0; i < 500; i++) {
+    snprintf(name, sizeof name, "d/%d", i);
+    if (mb_dest_exists(rt, name) != (i % 3 != 0)) wrong++;
+  }
+  CHECK_INT(wrong, 0);
+  names ns = {"", 0};
+  mb_dest_each(rt, collect_name, &ns);
+  CHECK_INT(ns.n, 333);
+  mb_runtime_free(rt);
+}
+
+/* ---- delivery: parallel, serial, synchronous, groups ------------------- */
+
+static void test_parallel(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "par");
+  CHECK_INT(mb_dest_declare(rt, "par", NULL), MB_OK);
+  lis a, b;
+  CHECK_INT(lis_listen(&a, svc, "par", 0, L_OK, "A"), MB_OK);
+  CHECK_INT(lis_listen(&b, svc, "par", 0, L_OK, "B"), MB_OK);
+  CHECK_INT(stats_of(rt, "par").listeners, 2);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(svc, "par", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.calls, 3);
+  CHECK_INT(b.calls, 3);
+  int64_t sa = 0, sb = 0;
+  for (int i = 0; i < 3; i++) {
+    sa += a.seen[i];
+    sb += b.seen[i];
+  }
+  CHECK_INT(sa, 6);
+  CHECK_INT(sb, 6);
+  CHECK_STR(a.dest, "par");
+  CHECK(a.ids[0] != a.ids[1] && a.ids[1] != a.ids[2] && a.ids[0] != a.ids[2]);
+  CHECK_INT(a.expects[0], 0);
+  mb_stats st = stats_of(rt, "par");
+  CHECK_INT(st.sent, 3);
+  CHECK_INT(st.deliveries, 6);
+  CHECK_INT(st.delivered, 6);
+  CHECK_INT(st.failed + st.dropped + st.rejected, 0);
+  CHECK_INT(st.pending + st.in_flight, 0);
+
+  /* deliveries overlap: a listener holding them all still gets them all */
+  CHECK_INT(mb_dest_declare(rt, "par2", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "par2", 0, L_HOLD, "H"), MB_OK);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(svc, "par2", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 3);
+  st = stats_of(rt, "par2");
+  CHECK_INT(st.in_flight, 3);
+  CHECK_INT(st.pending, 0);
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.deliveries, 3);
+  while (lis_finish(&h, MB_OK, NULL)) continue;
+  st = stats_of(rt, "par2");
+  CHECK_INT(st.delivered, 3);
+  CHECK_INT(st.in_flight, 0);
+
+  /* a listener closed while it holds a delivery still finishes it */
+  CHECK_INT(mb_send(svc, "par2", msg_int(4), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 1);
+  mb_listener_close(h.l);
+  CHECK_INT(stats_of(rt, "par2").listeners, 0);
+  CHECK_INT(mb_send(svc, "par2", msg_int(5), NULL, NULL), MB_ENOLISTENERS);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  st = stats_of(rt, "par2");
+  CHECK_INT(st.delivered, 4);
+  CHECK_INT(st.dropped, 0);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.listeners, 2); /* a and b */
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_parallel_concurrency(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "conc");
+  CHECK_INT(declare(rt, "conc", MB_PARALLEL, 0, MB_FULL_REJECT, 2), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "conc", 0, L_HOLD, "H"), MB_OK);
+  for (int i = 1; i <= 5; i++) CHECK_INT(mb_send(svc, "conc", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(stats_of(rt, "conc").largest_pending, 5);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 2);
+  mb_stats st = stats_of(rt, "conc");
+  CHECK_INT(st.in_flight, 2);
+  CHECK_INT(st.pending, 3);
+  int rounds = 0;
+  while (lis_finish(&h, MB_OK, NULL) && rounds++ < 20) run(rt);
+  CHECK_INT(h.calls, 5);
+  CHECK_INT(h.maxheld, 2);
+  st = stats_of(rt, "conc");
+  CHECK_INT(st.delivered, 5);
+  CHECK_INT(st.pending, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_serial_order(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "ser");
+  CHECK_INT(declare(rt, "ser", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  tlog log = {""};
+  lis a, b;
+  /* A finishes from a timer, B from a posted task: both later */
+  CHECK_INT(lis_listen(&a, svc, "ser", 0, L_TIMER, "A"), MB_OK);
+  a.rt = rt;
+  a.log = &log;
+  CHECK_INT(lis_listen(&b, svc, "ser", 0, L_POST, "B"), MB_OK);
+  b.log = &log;
+  for (int i = 1; i <= 4; i++) CHECK_INT(mb_send(svc, "ser", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "A1< A1> B1< B1> A2< A2> B2< B2> A3< A3> B3< B3> A4< A4> B4< B4> ");
+  mb_stats st = stats_of(rt, "ser");
+  CHECK_INT(st.sent, 4);
+  CHECK_INT(st.deliveries, 8);
+  CHECK_INT(st.delivered, 8);
+  CHECK_INT(st.in_flight + st.pending, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_serial_step_by_step(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "ser2");
+  CHECK_INT(declare(rt, "ser2", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  tlog log = {""};
+  lis h, b;
+  CHECK_INT(lis_listen(&h, svc, "ser2", 0, L_HOLD, "H"), MB_OK);
+  h.log = &log;
+  CHECK_INT(lis_listen(&b, svc, "ser2", 0, L_OK, "B"), MB_OK);
+  b.log = &log;
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(svc, "ser2", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "H1< ");
+  CHECK_INT(b.calls, 0);
+  mb_stats st = stats_of(rt, "ser2");
+  CHECK_INT(st.in_flight, 1);
+  CHECK_INT(st.pending, 2);
+  /* nothing moves while H holds message 1, however long the loop runs */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(b.calls, 0);
+  CHECK_INT(h.calls, 1);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "H1< H1> B1 H2< ");
+  lis_finish(&h, MB_EFAILED, "failed: two"); /* a failure does not stop the order */
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "H1< H1> B1 H2< H2> B2 H3< ");
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "H1< H1> B1 H2< H2> B2 H3< H3> B3 ");
+  st = stats_of(rt, "ser2");
+  CHECK_INT(st.deliveries, 6);
+  CHECK_INT(st.delivered, 5);
+  CHECK_INT(st.failed, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_synchronous(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "syn");
+  CHECK_INT(declare(rt, "sync", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "sync", 0, L_OK, "A"), MB_OK);
+  sendres sr = {0, -100};
+  /* listeners that finish inline: MB_OK once they ran */
+  CHECK_INT(mb_send(svc, "sync", msg_int(1), send_cb, &sr), MB_OK);
+  CHECK_INT(a.calls, 1);
+  CHECK_INT(mb_send(svc, "sync", msg_int(2), NULL, NULL), MB_OK);
+  CHECK_INT(a.calls, 2);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr.calls, 0); /* no callback after MB_OK */
+  mb_stats st = stats_of(rt, "sync");
+  CHECK_INT(st.sent, 2);
+  CHECK_INT(st.delivered, 2);
+
+  /* a listener that finishes later: MB_PENDING, then the callback */
+  CHECK_INT(declare(rt, "sync2", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis b, t;
+  CHECK_INT(lis_listen(&b, svc, "sync2", 0, L_OK, "B"), MB_OK);
+  CHECK_INT(lis_listen(&t, svc, "sync2", 0, L_TIMER, "T"), MB_OK);
+  t.rt = rt;
+  CHECK_INT(mb_send(svc, "sync2", msg_int(3), send_cb, &sr), MB_PENDING);
+  CHECK_INT(b.calls, 1);
+  CHECK_INT(t.calls, 1);
+  CHECK_INT(sr.calls, 0);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr.calls, 1);
+  CHECK_INT(sr.status, MB_OK);
+  st = stats_of(rt, "sync2");
+  CHECK_INT(st.deliveries, 2);
+  CHECK_INT(st.delivered, 2);
+
+  /* the callback waits for the last listener */
+  CHECK_INT(declare(rt, "sync3", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis h1, h2;
+  CHECK_INT(lis_listen(&h1, svc, "sync3", 0, L_HOLD, "H1"), MB_OK);
+  CHECK_INT(lis_listen(&h2, svc, "sync3", 0, L_HOLD, "H2"), MB_OK);
+  sendres sr3 = {0, -100};
+  CHECK_INT(mb_send(svc, "sync3", msg_int(4), send_cb, &sr3), MB_PENDING);
+  CHECK_INT(h1.nheld + h2.nheld, 2);
+  lis_finish(&h2, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr3.calls, 0);
+  lis_finish(&h1, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr3.calls, 1);
+  CHECK_INT(sr3.status, MB_OK);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_groups(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *s1 = mb_service_new(rt, "inst1"), *s2 = mb_service_new(rt, "inst2");
+  CHECK_INT(mb_dest_declare(rt, "grp", NULL), MB_OK);
+  lis g1, g2, solo;
+  CHECK_INT(lis_listen(&g1, s1, "grp", 42, L_OK, "G1"), MB_OK);
+  CHECK_INT(lis_listen(&g2, s2, "grp", 42, L_OK, "G2"), MB_OK);
+  CHECK_INT(lis_listen(&solo, s1, "grp", 0, L_OK, "S"), MB_OK);
+  CHECK_INT(stats_of(rt, "grp").listeners, 3);
+  for (int i = 1; i <= 10; i++) CHECK_INT(mb_send(s1, "grp", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(g1.calls + g2.calls, 10);
+  CHECK(g1.calls > 0 && g2.calls > 0); /* the group shares the work */
+  CHECK_INT(solo.calls, 10);
+  int count[11] = {0};
+  for (int i = 0; i < g1.calls && i < MAXN; i++)
+    if (g1.seen[i] >= 1 && g1.seen[i] <= 10) count[g1.seen[i]]++;
+  for (int i = 0; i < g2.calls && i < MAXN; i++)
+    if (g2.seen[i] >= 1 && g2.seen[i] <= 10) count[g2.seen[i]]++;
+  int once = 0;
+  for (int i = 1; i <= 10; i++) once += count[i] == 1;
+  CHECK_INT(once, 10);
+  CHECK(g1.groups[0] != 0 && g1.groups[0] == g2.groups[0]);
+  CHECK(solo.groups[0] != g1.groups[0]);
+  mb_stats st = stats_of(rt, "grp");
+  CHECK_INT(st.deliveries, 20);
+  CHECK_INT(st.delivered, 20);
+
+  /* the same key at another destination is another group */
+  CHECK_INT(mb_dest_declare(rt, "grp2", NULL), MB_OK);
+  lis o;
+  CHECK_INT(lis_listen(&o, s1, "grp2", 42, L_OK, "O"), MB_OK);
+  CHECK_INT(mb_send(s1, "grp2", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(o.calls, 1);
+  CHECK(o.groups[0] != g1.groups[0]);
+
+  /* one member left: it gets every message */
+  mb_listener_close(g1.l);
+  for (int i = 1; i <= 4; i++) CHECK_INT(mb_send(s1, "grp", msg_int(i), NULL, NULL), MB_OK);
+  int before = g2.calls;
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(g2.calls - before, 4);
+  CHECK_INT(stats_of(rt, "grp").listeners, 2);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* ---- errors and back-pressure ------------------------------------------ */
+
+static void test_send_errors(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "err");
+  CHECK_INT(mb_send(svc, "missing", msg_int(1), NULL, NULL), MB_ENODEST);
+  CHECK_INT(mb_dest_declare(rt, "empty", NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "empty", msg_int(1), NULL, NULL), MB_ENOLISTENERS);
+  mb_stats st = stats_of(rt, "empty");
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.sent, 0);
+
+  CHECK_INT(declare(rt, "small", MB_PARALLEL, 2, MB_FULL_REJECT, 0), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "small", 0, L_OK, "A"), MB_OK);
+  CHECK_INT(mb_send(svc, "small", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "small", msg_int(2), NULL, NULL), MB_OK);
+  sendres sr = {0, -100};
+  CHECK_INT(mb_send(svc, "small", msg_int(3), send_cb, &sr), MB_EFULL);
+  st = stats_of(rt, "small");
+  CHECK_INT(st.sent, 2);
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.pending, 2);
+  CHECK_INT(st.largest_pending, 2);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr.calls, 0);
+  CHECK_INT(a.calls, 2);
+  CHECK_INT(mb_send(svc, "small", msg_int(4), NULL, NULL), MB_OK); /* room again */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.calls, 3);
+
+  /* the only listener closed between send and dispatch: one delivery,
+   * dropped, so that the message is accounted for */
+  CHECK_INT(mb_dest_declare(rt, "gone", NULL), MB_OK);
+  lis g;
+  CHECK_INT(lis_listen(&g, svc, "gone", 0, L_OK, "G"), MB_OK);
+  CHECK_INT(mb_send(svc, "gone", msg_int(1), NULL, NULL), MB_OK);
+  mb_listener_close(g.l);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(g.calls, 0);
+  st = stats_of(rt, "gone");
+  CHECK_INT(st.sent, 1);
+  CHECK_INT(st.deliveries, 1);
+  CHECK_INT(st.dropped, 1);
+
+  /* no listener left */
+  mb_listener_close(a.l);
+  CHECK_INT(mb_send(svc, "small", msg_int(5), NULL, NULL), MB_ENOLISTENERS);
+  st = stats_of(rt, "small");
+  CHECK_INT(st.sent, 3);
+  CHECK_INT(st.rejected, 2);
+  CHECK_INT(st.listeners, 0);
+  CHECK_INT(st.delivered, 3);
+
+  /* the code words of the Lua errors */
+  CHECK_STR(mb_strerror(MB_OK), "ok");
+  CHECK_STR(mb_strerror(MB_ENODEST), "no_destination");
+  CHECK_STR(mb_strerror(MB_ENOLISTENERS), "no_listeners");
+  CHECK_STR(mb_strerror(MB_EFULL), "queue_full");
+  CHECK_STR(mb_strerror(MB_ETIMEOUT), "timeout");
+  CHECK_STR(mb_strerror(MB_EFAILED), "failed");
+  CHECK_STR(mb_strerror(MB_ECLOSED), "closed");
+  CHECK_STR(mb_strerror(MB_EEXISTS), "exists");
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_block(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "blk");
+  CHECK_INT(declare(rt, "blk", MB_PARALLEL, 2, MB_FULL_BLOCK, 0), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "blk", 0, L_OK, "A"), MB_OK);
+  sendres sr = {0, -100};
+  CHECK_INT(mb_send(svc, "blk", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "blk", msg_int(2), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "blk", msg_int(3), send_cb, &sr), MB_PENDING);
+  CHECK_INT(sr.calls, 0);
+  CHECK_INT(mb_send(svc, "blk", msg_int(4), NULL, NULL), MB_EFULL); /* nobody to wait */
+  mb_stats st = stats_of(rt, "blk");
+  CHECK_INT(st.sent, 2);
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.pending, 2);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr.calls, 1);
+  CHECK_INT(sr.status, MB_OK);
+  CHECK_INT(a.calls, 3);
+  CHECK(a.seen[0] == 1 && a.seen[1] == 2 && a.seen[2] == 3);
+  st = stats_of(rt, "blk");
+  CHECK_INT(st.sent, 3);
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.delivered, 3);
+  CHECK(st.largest_pending <= 2);
+
+  /* a blocked sender of a destination being removed gets MB_ECLOSED */
+  CHECK_INT(declare(rt, "blk2", MB_PARALLEL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "blk2", 0, L_HOLD, "H"), MB_OK);
+  sendres sr2 = {0, -100};
+  CHECK_INT(mb_send(svc, "blk2", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "blk2", msg_int(2), send_cb, &sr2), MB_PENDING);
+  CHECK_INT(mb_dest_remove(rt, "blk2"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(sr2.calls, 1);
+  CHECK_INT(sr2.status, MB_ECLOSED);
+  CHECK_INT(h.nheld, 1); /* the accepted message is still delivered */
+  st = stats_of(rt, "blk2");
+  CHECK_INT(st.sent, 1);
+  CHECK_INT(st.rejected, 1);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_exists(rt, "blk2"), 0);
+  CHECK_INT(h.calls, 1);
+
+  /* blocked senders are admitted in order */
+  CHECK_INT(declare(rt, "blk3", MB_SERIAL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  lis o;
+  CHECK_INT(lis_listen(&o, svc, "blk3", 0, L_OK, "O"), MB_OK);
+  sendres b2 = {0, -100}, b3 = {0, -100};
+  CHECK_INT(mb_send(svc, "blk3", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "blk3", msg_int(2), send_cb, &b2), MB_PENDING);
+  CHECK_INT(mb_send(svc, "blk3", msg_int(3), send_cb, &b3), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK(b2.calls == 1 && b2.status == MB_OK && b3.calls == 1 && b3.status == MB_OK);
+  CHECK_INT(o.calls, 3);
+  CHECK(o.seen[0] == 1 && o.seen[1] == 2 && o.seen[2] == 3);
+  st = stats_of(rt, "blk3");
+  CHECK_INT(st.sent, 3);
+  CHECK_INT(st.largest_pending, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_remove_drains(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rm");
+  CHECK_INT(mb_dest_declare(rt, "mb/dead-letters", NULL), MB_OK);
+  lis dl, a;
+  CHECK_INT(lis_listen(&dl, svc, "mb/dead-letters", 0, L_CAPTURE, "DL"), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "rm", NULL), MB_OK);
+  CHECK_INT(lis_listen(&a, svc, "rm", 0, L_OK, "A"), MB_OK);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(svc, "rm", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "rm"), MB_OK);
+  CHECK_INT(mb_send(svc, "rm", msg_int(4), NULL, NULL), MB_ECLOSED);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.calls, 3);
+  CHECK(a.seen[0] + a.seen[1] + a.seen[2] == 6);
+  CHECK_INT(mb_dest_exists(rt, "rm"), 0);
+  CHECK_INT(mb_send(svc, "rm", msg_int(5), NULL, NULL), MB_ENODEST);
+  CHECK_INT(dl.calls, 0); /* removal drops nothing */
+  int err = 0;
+  CHECK(mb_listen(svc, "rm", 0, lis_fn, lis_closed, &a, &err) == NULL && err == MB_ENODEST);
+
+  /* while a delivery runs the destination is closing: no sends, no listeners */
+  CHECK_INT(mb_dest_declare(rt, "rm2", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "rm2", 0, L_HOLD, "H"), MB_OK);
+  CHECK_INT(mb_send(svc, "rm2", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 1);
+  CHECK_INT(mb_dest_remove(rt, "rm2"), MB_OK);
+  CHECK_INT(mb_send(svc, "rm2", msg_int(2), NULL, NULL), MB_ECLOSED);
+  err = 0;
+  CHECK(mb_listen(svc, "rm2", 0, lis_fn, lis_closed, &a, &err) == NULL && err == MB_ECLOSED);
+  CHECK_INT(mb_dest_remove(rt, "rm2"), MB_ENODEST); /* already going */
+  CHECK_INT(run(rt), 0);
+  mb_stats st = stats_of(rt, "rm2");
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.in_flight, 1);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_exists(rt, "rm2"), 0);
+  CHECK_INT(mb_send(svc, "rm2", msg_int(3), NULL, NULL), MB_ENODEST);
+  CHECK_INT(dl.calls, 0);
+
+  /* serial: the queue is drained in order */
+  CHECK_INT(declare(rt, "rm3", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  tlog log = {""};
+  lis t;
+  CHECK_INT(lis_listen(&t, svc, "rm3", 0, L_TIMER, "T"), MB_OK);
+  t.rt = rt;
+  t.log = &log;
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(svc, "rm3", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "rm3"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "T1< T1> T2< T2> T3< T3> ");
+  CHECK_INT(mb_dest_exists(rt, "rm3"), 0);
+  CHECK_INT(dl.calls, 0);
+
+  /* a name freed by removal can be declared again */
+  CHECK_INT(declare(rt, "rm", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(stats_of(rt, "rm").sent, 0);
+  lis_release(&dl);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* Removal closes the listeners still registered, telling each once through
+ * its closed callback; the others are not told. */
+static void test_listener_closed_by_removal(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "lc");
+  CHECK_INT(mb_dest_declare(rt, "lc", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "lc/other", NULL), MB_OK);
+  lis a, b, c, o;
+  CHECK_INT(lis_listen(&a, svc, "lc", 0, L_OK, "A"), MB_OK);
+  CHECK_INT(lis_listen(&b, svc, "lc", 7, L_OK, "B"), MB_OK);
+  CHECK_INT(lis_listen(&c, svc, "lc", 0, L_OK, "C"), MB_OK);
+  CHECK_INT(lis_listen(&o, svc, "lc/other", 0, L_OK, "O"), MB_OK);
+  mb_listener_close(c.l); /* closed by its owner: not told */
+  CHECK_INT(mb_send(svc, "lc", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "lc"), MB_OK);
+  CHECK_INT(a.closed_calls + b.closed_calls, 0); /* pending first */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.calls, 1);
+  CHECK_INT(b.calls, 1);
+  CHECK_INT(mb_dest_exists(rt, "lc"), 0);
+  CHECK_INT(a.closed_calls, 1);
+  CHECK_INT(b.closed_calls, 1);
+  CHECK_INT(c.closed_calls, 0);
+  CHECK_INT(o.closed_calls, 0);
+  mb_counts cn;
+  mb_runtime_counts(rt, &cn);
+  CHECK_INT(cn.listeners, 1); /* o */
+  CHECK_INT(stats_of(rt, "lc/other").listeners, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+  CHECK_INT(o.closed_calls, 0); /* freeing the runtime is not the bus closing it */
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void test_request_reply(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "req");
+  CHECK_INT(mb_dest_declare(rt, "calc", NULL), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "calc", 0, L_REPLY, "A"), MB_OK);
+  a.reply_add = 1;
+  reqres rr = {0};
+  mb_request *r = NULL;
+  mb_msg *m = msg_int(4);
+  uint64_t id = mb_msg_id(m);
+  CHECK_INT(mb_request_start(svc, "calc", m, 1.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK(r != NULL);
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 1);
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 0.5); /* the answer ends the wait, not the timeout */
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 1);
+  CHECK_INT(rr.status[0], MB_OK);
+  CHECK_INT(rr.reply[0], 41);
+  CHECK(rr.resp[0] == id);
+  CHECK_INT(a.expects[0], 1);
+  CHECK_INT(a.nreplies, 1);
+  CHECK_INT(a.reply_rc[0], MB_OK);
+  mb_stats st = stats_of(rt, "calc");
+  CHECK_INT(st.replies, 1);
+  CHECK_INT(st.timeouts, 0);
+  CHECK_INT(st.delivered, 1);
+
+  /* refused at once, without the callback */
+  reqres none = {0};
+  r = (mb_request *)&none;
+  CHECK_INT(mb_request_start(svc, "missing", msg_int(1), 1.0, 0, req_cb, &none, &r), MB_ENODEST);
+  CHECK(r == NULL);
+  CHECK_INT(mb_dest_declare(rt, "nobody", NULL), MB_OK);
+  t0 = ev_time();
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), 1.0, 0, req_cb, &none, &r),
+            MB_ENOLISTENERS);
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), 1.0, 1, req_cb, &none, &r),
+            MB_ENOLISTENERS);
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 0.5);
+  CHECK_INT(none.calls, 0);
+  CHECK_INT(stats_of(rt, "nobody").rejected, 2);
+
+  /* cancelled: no callback */
+  CHECK_INT(mb_dest_declare(rt, "hold", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "hold", 0, L_HOLD, "H"), MB_OK);
+  reqres rc = {0};
+  CHECK_INT(mb_request_start(svc, "hold", msg_int(1), 5.0, 0, req_cb, &rc, &r), MB_PENDING);
+  run_until(rt, &h.nheld);
+  CHECK_INT(h.nheld, 1);
+  mb_request_cancel(r);
+  t0 = ev_time();
+  CHECK_INT(run(rt), 0); /* its timer is gone too */
+  CHECK(ev_time() - t0 < 0.5);
+  CHECK_INT(rc.calls, 0);
+  lis_finish(&h, MB_OK, NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_request_timeout(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rt");
+  CHECK_INT(mb_dest_declare(rt, "slow", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "slow", 0, L_HOLD, "H"), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  ev_now_update(mb_runtime_loop(rt)); /* timers count from the loop's now */
+  double t0 = ev_time();
+  CHECK_INT(mb_request_start(svc, "slow", msg_int(1), 0.05, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  double took = ev_time() - t0;
+  CHECK(took >= 0.04 && took < 1.0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 1);
+  CHECK_INT(rr.status[0], MB_ETIMEOUT);
+  CHECK(strncmp(rr.error[0], "timeout", 7) == 0);
+  check_answer_codes(&rr);
+  mb_stats st = stats_of(rt, "slow");
+  CHECK_INT(st.timeouts, 1);
+  CHECK_INT(st.replies, 0);
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 0);
+
+  /* the late reply is refused, and counted */
+  CHECK_INT(h.nheld, 1);
+  mb_delivery *d = h.held[h.hhead];
+  CHECK_INT(mb_reply(svc, mb_delivery_msg(d), mb_delivery_group(d), msg_int(99)), MB_ECLOSED);
+  st = stats_of(rt, "slow");
+  CHECK_INT(st.replies, 1);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  st = stats_of(rt, "slow");
+  CHECK_INT(st.delivered, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* A request (all = 0) answers once, with one answer, whatever the number of
+ * listener groups; also when it times out. */
+static void test_request_timeout_two_groups(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rt2");
+  CHECK_INT(mb_dest_declare(rt, "slow2", NULL), MB_OK);
+  lis h1, h2;
+  CHECK_INT(lis_listen(&h1, svc, "slow2", 0, L_HOLD, "H1"), MB_OK);
+  CHECK_INT(lis_listen(&h2, svc, "slow2", 0, L_HOLD, "H2"), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "slow2", msg_int(1), 0.02, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 1);
+  CHECK_INT(rr.status[0], MB_ETIMEOUT);
+  CHECK_INT(stats_of(rt, "slow2").timeouts, 1);
+  while (lis_finish(&h1, MB_OK, NULL)) continue;
+  while (lis_finish(&h2, MB_OK, NULL)) continue;
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_request_failed(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rf");
+  CHECK_INT(mb_dest_declare(rt, "bad", NULL), MB_OK);
+  lis f;
+  CHECK_INT(lis_listen(&f, svc, "bad", 0, L_FAIL, "F"), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  double t0 = ev_time();
+  CHECK_INT(mb_request_start(svc, "bad", msg_int(1), 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 1.0); /* at once, not after the 5 s timeout */
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 1);
+  CHECK_INT(rr.status[0], MB_EFAILED);
+  CHECK(strncmp(rr.error[0], "failed", 6) == 0);
+  CHECK(strstr(rr.error[0], "boom") != NULL);
+  check_answer_codes(&rr);
+  mb_stats st = stats_of(rt, "bad");
+  CHECK_INT(st.failed, 1);
+  CHECK_INT(st.timeouts, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* A task that finishes, from the loop, the oldest delivery a lis holds. */
+typedef struct fin_task {
+  lis *l;
+  int status;
+  const char *error;
+} fin_task;
+
+static void fin_task_fn(void *arg) {
+  fin_task *ft = arg;
+  lis_finish(ft->l, ft->status, ft->error);
+}
+
+static void test_request_failed_later(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rfl");
+  CHECK_INT(declare(rt, "bad2", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "bad2", 0, L_HOLD, "H"), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "bad2", msg_int(1), 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  /* run the loop until the delivery is held, then fail it from a task */
+  fin_task ft = {&h, MB_EFAILED, "failed: later"};
+  run_until(rt, &h.nheld);
+  CHECK_INT(h.nheld, 1);
+  CHECK_INT(mb_service_post(svc, fin_task_fn, &ft), MB_OK);
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 1.0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.status[0], MB_EFAILED);
+  CHECK(strstr(rr.error[0], "later") != NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_request_all(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "ra");
+  CHECK_INT(mb_dest_declare(rt, "ra", NULL), MB_OK);
+  lis a, b;
+  CHECK_INT(lis_listen(&a, svc, "ra", 0, L_REPLY, "A"), MB_OK);
+  a.reply_add = 1;
+  CHECK_INT(lis_listen(&b, svc, "ra", 0, L_REPLY, "B"), MB_OK);
+  b.reply_add = 2;
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "ra", msg_int(5), 1.0, 1, req_cb, &rr, &r), MB_PENDING);
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 0.5);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 2);
+  CHECK_INT(rr.status[0], MB_OK);
+  CHECK_INT(rr.status[1], MB_OK);
+  CHECK((rr.reply[0] == 51 && rr.reply[1] == 52) || (rr.reply[0] == 52 && rr.reply[1] == 51));
+  CHECK_INT(stats_of(rt, "ra").replies, 2);
+
+  /* a group of two instances answers once */
+  CHECK_INT(mb_dest_declare(rt, "ra2", NULL), MB_OK);
+  lis g1, g2, s;
+  CHECK_INT(lis_listen(&g1, svc, "ra2", 9, L_REPLY, "G1"), MB_OK);
+  CHECK_INT(lis_listen(&g2, svc, "ra2", 9, L_REPLY, "G2"), MB_OK);
+  CHECK_INT(lis_listen(&s, svc, "ra2", 0, L_REPLY, "S"), MB_OK);
+  s.reply_add = 3;
+  reqres r2 = {0};
+  CHECK_INT(mb_request_start(svc, "ra2", msg_int(1), 1.0, 1, req_cb, &r2, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r2.calls, 1);
+  CHECK_INT(r2.n, 2);
+  CHECK_INT(g1.calls + g2.calls, 1);
+  CHECK((r2.reply[0] == 10 && r2.reply[1] == 13) || (r2.reply[0] == 13 && r2.reply[1] == 10));
+
+  /* one group fails, one answers */
+  CHECK_INT(mb_dest_declare(rt, "ra3", NULL), MB_OK);
+  lis ok3, bad3;
+  CHECK_INT(lis_listen(&ok3, svc, "ra3", 0, L_REPLY, "OK"), MB_OK);
+  CHECK_INT(lis_listen(&bad3, svc, "ra3", 0, L_FAIL, "BAD"), MB_OK);
+  reqres r3 = {0};
+  CHECK_INT(mb_request_start(svc, "ra3", msg_int(2), 1.0, 1, req_cb, &r3, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r3.calls, 1);
+  CHECK_INT(r3.n, 2);
+  int ok = 0, failed = 0;
+  for (size_t i = 0; i < r3.n && i < 8; i++) {
+    ok += r3.status[i] == MB_OK && r3.reply[i] == 20;
+    failed += r3.status[i] == MB_EFAILED && strstr(r3.error[i], "boom") != NULL;
+  }
+  CHECK_INT(ok, 1);
+  CHECK_INT(failed, 1);
+  check_answer_codes(&r3);
+
+  /* one group silent: its answer is a timeout */
+  CHECK_INT(mb_dest_declare(rt, "ra4", NULL), MB_OK);
+  lis ok4, h4;
+  CHECK_INT(lis_listen(&ok4, svc, "ra4", 0, L_REPLY, "OK"), MB_OK);
+  CHECK_INT(lis_listen(&h4, svc, "ra4", 0, L_HOLD, "H"), MB_OK);
+  reqres r4 = {0};
+  CHECK_INT(mb_request_start(svc, "ra4", msg_int(3), 0.03, 1, req_cb, &r4, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r4.calls, 1);
+  CHECK_INT(r4.n, 2);
+  ok = 0;
+  int timedout = 0;
+  for (size_t i = 0; i < r4.n && i < 8; i++) {
+    ok += r4.status[i] == MB_OK && r4.reply[i] == 30;
+    timedout += r4.status[i] == MB_ETIMEOUT && strncmp(r4.error[i], "timeout", 7) == 0;
+  }
+  CHECK_INT(ok, 1);
+  CHECK_INT(timedout, 1);
+  check_answer_codes(&r4);
+  CHECK_INT(stats_of(rt, "ra4").timeouts, 1);
+  lis_finish(&h4, MB_OK, NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_request_first_reply_wins(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "fw");
+  CHECK_INT(mb_dest_declare(rt, "two", NULL), MB_OK);
+  lis a, b;
+  CHECK_INT(lis_listen(&a, svc, "two", 0, L_REPLY, "A"), MB_OK);
+  a.reply_add = 1;
+  CHECK_INT(lis_listen(&b, svc, "two", 0, L_REPLY, "B"), MB_OK);
+  b.reply_add = 2;
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "two", msg_int(5), 1.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 1);
+  CHECK(rr.reply[0] == 51 || rr.reply[0] == 52);
+  CHECK_INT(a.nreplies + b.nreplies, 2);
+  int okc = 0, closed = 0;
+  if (a.nreplies) okc += a.reply_rc[0] == MB_OK, closed += a.reply_rc[0] == MB_ECLOSED;
+  if (b.nreplies) okc += b.reply_rc[0] == MB_OK, closed += b.reply_rc[0] == MB_ECLOSED;
+  CHECK_INT(okc, 1);
+  CHECK_INT(closed, 1);
+  CHECK_INT(stats_of(rt, "two").replies, 2);
+
+  /* replying to a plain message with nobody waiting: closed, counted */
+  CHECK_INT(mb_dest_declare(rt, "plain", NULL), MB_OK);
+  lis p;
+  CHECK_INT(lis_listen(&p, svc, "plain", 0, L_REPLY, "P"), MB_OK);
+  CHECK_INT(mb_send(svc, "plain", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(p.nreplies, 1);
+  CHECK_INT(p.reply_rc[0], MB_ECLOSED);
+  CHECK_INT(stats_of(rt, "plain").replies, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_reply_to(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "cb");
+  CHECK_INT(mb_dest_declare(rt, "svc/in", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "my/replies", NULL), MB_OK);
+  lis in, back;
+  CHECK_INT(lis_listen(&in, svc, "svc/in", 0, L_REPLY, "IN"), MB_OK);
+  in.reply_add = 1;
+  CHECK_INT(lis_listen(&back, svc, "my/replies", 0, L_OK, "BACK"), MB_OK);
+  mb_msg *m = msg_int_to(7, "my/replies");
+  uint64_t id = mb_msg_id(m);
+  CHECK_STR(mb_msg_reply_to(m), "my/replies");
+  CHECK_INT(mb_msg_expects_reply(m), 1);
+  CHECK_INT(mb_send(svc, "svc/in", m, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(in.calls, 1);
+  CHECK_INT(in.expects[0], 1);
+  CHECK_INT(in.reply_rc[0], MB_OK);
+  CHECK_INT(back.calls, 1);
+  CHECK_INT(back.seen[0], 71);
+  CHECK(back.resp[0] == id);
+  CHECK_STR(back.dest, "my/replies");
+  CHECK_INT(stats_of(rt, "svc/in").replies, 1);
+  CHECK_INT(stats_of(rt, "my/replies").sent, 1);
+
+  /* reply_to a destination that does not exist: the error of that send */
+  mb_msg *m2 = msg_int_to(8, "nowhere");
+  CHECK_INT(mb_send(svc, "svc/in", m2, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(in.nreplies, 2);
+  CHECK_INT(in.reply_rc[1], MB_ENODEST);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_request_synchronous(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rs");
+  CHECK_INT(declare(rt, "syncq", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "syncq", 0, L_REPLY, "A"), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  int rc = mb_request_start(svc, "syncq", msg_int(6), 1.0, 0, req_cb, &rr, &r);
+  CHECK(rc == MB_OK || rc == MB_PENDING);
+  CHECK_INT(rr.calls, 1); /* answered inline */
+  CHECK_INT(rr.status[0], MB_OK);
+  CHECK_INT(rr.reply[0], 60);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* ---- stats ------------------------------------------------------------- */
+
+static void check_invariant(mb_runtime *rt, const char *name) {
+  mb_stats st = stats_of(rt, name);
+  if (!CHECK_INT(st.delivered + st.failed + st.dropped, st.deliveries))
+    fprintf(stderr, "    at %s: delivered %llu failed %llu dropped %llu deliveries %llu\n", name,
+            (unsigned long long)st.delivered, (unsigned long long)st.failed,
+            (unsigned long long)st.dropped, (unsigned long long)st.deliveries);
+  CHECK_INT(st.in_flight, 0);
+  CHECK_INT(st.pending, 0);
+}
+
+/* A request whose delivery is dropped (the listener's service stopped)
+ * fails at once, with an error that starts with its status's code word. */
+static void test_request_dropped(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "asker"), *other = mb_service_new(rt, "other");
+  CHECK_INT(mb_dest_declare(rt, "dq", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, other, "dq", 0, L_HOLD, "H"), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "dq", msg_int(1), 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  run_until(rt, &h.nheld);
+  CHECK_INT(h.nheld, 1);
+  mb_service_free(other);
+  h.nheld = 0;
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 1.0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 1);
+  CHECK(rr.status[0] == MB_ECLOSED || rr.status[0] == MB_EDROPPED);
+  check_answer_codes(&rr);
+  CHECK_INT(stats_of(rt, "dq").dropped, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* request_all on a serial destination; one group closes before its turn. */
+static void test_request_all_serial(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "ras");
+  CHECK_INT(declare(rt, "ras", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis a, b;
+  CHECK_INT(lis_listen(&a, svc, "ras", 0, L_REPLY, "A"), MB_OK);
+  a.reply_add = 1;
+  CHECK_INT(lis_listen(&b, svc, "ras", 0, L_REPLY, "B"), MB_OK);
+  b.reply_add = 2;
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "ras", msg_int(4), 1.0, 1, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.n, 2);
+  CHECK(rr.status[0] == MB_OK && rr.status[1] == MB_OK);
+  CHECK((rr.reply[0] == 41 && rr.reply[1] == 42) || (rr.reply[0] == 42 && rr.reply[1] == 41));
+
+  CHECK_INT(declare(rt, "ras2", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis h, c;
+  CHECK_INT(lis_listen(&h, svc, "ras2", 0, L_HOLD, "H"), MB_OK);
+  CHECK_INT(lis_listen(&c, svc, "ras2", 0, L_REPLY, "C"), MB_OK);
+  reqres r2 = {0};
+  CHECK_INT(mb_request_start(svc, "ras2", msg_int(5), 5.0, 1, req_cb, &r2, &r), MB_PENDING);
+  run_until(rt, &h.nheld);
+  CHECK_INT(h.nheld, 1);
+  mb_delivery *d = h.held[h.hhead];
+  CHECK_INT(mb_reply(svc, mb_delivery_msg(d), mb_delivery_group(d), msg_int(7)), MB_OK);
+  CHECK_INT(r2.calls, 0); /* one group still to answer */
+  mb_listener_close(c.l);
+  lis_finish(&h, MB_OK, NULL);
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 1.0); /* the dropped group answers at once */
+  CHECK_INT(r2.calls, 1);
+  CHECK_INT(r2.n, 2);
+  int ok = 0, closed = 0;
+  for (size_t i = 0; i < r2.n && i < 8; i++) {
+    ok += r2.status[i] == MB_OK && r2.reply[i] == 7;
+    closed += r2.status[i] == MB_ECLOSED || r2.status[i] == MB_EDROPPED;
+  }
+  CHECK_INT(ok, 1);
+  CHECK_INT(closed, 1);
+  check_answer_codes(&r2);
+  mb_stats st = stats_of(rt, "ras2");
+  CHECK_INT(st.dropped, 1);
+  check_invariant(rt, "ras2");
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* Requests and full queues: "block" waits for room, "reject" refuses at
+ * once, a closing destination refuses at once. */
+static void test_request_queues(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rq");
+  CHECK_INT(declare(rt, "bq", MB_PARALLEL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "bq", 0, L_REPLY, "A"), MB_OK);
+  CHECK_INT(mb_send(svc, "bq", msg_int(1), NULL, NULL), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "bq", msg_int(2), 1.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(stats_of(rt, "bq").sent, 1);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.status[0], MB_OK);
+  CHECK_INT(rr.reply[0], 20);
+  CHECK_INT(stats_of(rt, "bq").sent, 2);
+
+  CHECK_INT(declare(rt, "rq", MB_PARALLEL, 1, MB_FULL_REJECT, 0), MB_OK);
+  lis b;
+  CHECK_INT(lis_listen(&b, svc, "rq", 0, L_REPLY, "B"), MB_OK);
+  CHECK_INT(mb_send(svc, "rq", msg_int(1), NULL, NULL), MB_OK);
+  reqres none = {0};
+  CHECK_INT(mb_request_start(svc, "rq", msg_int(2), 1.0, 0, req_cb, &none, &r), MB_EFULL);
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 0);
+
+  CHECK_INT(mb_dest_declare(rt, "cq", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "cq", 0, L_HOLD, "H"), MB_OK);
+  CHECK_INT(mb_send(svc, "cq", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_remove(rt, "cq"), MB_OK);
+  CHECK_INT(mb_request_start(svc, "cq", msg_int(2), 1.0, 0, req_cb, &none, &r), MB_ECLOSED);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 0);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(none.calls, 0);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* Stopping a service cancels its request even while it waits for room in
+ * a "block" queue: nothing of it is left. */
+static void test_service_free_blocked_request(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *asker = mb_service_new(rt, "asker"), *svc = mb_service_new(rt, "svc");
+  CHECK_INT(declare(rt, "bq", MB_PARALLEL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "bq", 0, L_HOLD, "H"), MB_OK);
+  CHECK_INT(mb_send(svc, "bq", msg_int(1), NULL, NULL), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(asker, "bq", msg_int(2), 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 1);
+  mb_service_free(asker);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 0);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 0);
+  while (lis_finish(&h, MB_OK, NULL)) run(rt);
+  CHECK_INT(h.calls, 1); /* the request's message was never accepted */
+  mb_stats st = stats_of(rt, "bq");
+  CHECK_INT(st.sent, 1);
+  check_invariant(rt, "bq");
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* Stopping a service that waits in a synchronous send: like its blocked
+ * sends and its requests, the send's callback is not called any more. */
+static void test_service_free_pending_sync_send(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *sender = mb_service_new(rt, "sender"), *svc = mb_service_new(rt, "svc");
+  CHECK_INT(declare(rt, "ys", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "ys", 0, L_HOLD, "H"), MB_OK);
+  sendres sr = {0, -100};
+  CHECK_INT(mb_send(sender, "ys", msg_int(1), send_cb, &sr), MB_PENDING);
+  CHECK_INT(h.nheld, 1);
+
+  /* for comparison: a blocked send of a stopped service is dropped silently */
+  CHECK_INT(declare(rt, "bq", MB_PARALLEL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  lis h2;
+  CHECK_INT(lis_listen(&h2, svc, "bq", 0, L_HOLD, "H2"), MB_OK);
+  sendres sb = {0, -100};
+  CHECK_INT(mb_send(svc, "bq", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(sender, "bq", msg_int(2), send_cb, &sb), MB_PENDING);
+
+  mb_service_free(sender);
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  while (lis_finish(&h2, MB_OK, NULL)) run(rt);
+  CHECK_INT(sb.calls, 0);
+  CHECK_INT(sr.calls, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void test_stats_invariant(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *sa = mb_service_new(rt, "A"), *sb = mb_service_new(rt, "B");
+
+  /* parallel: one OK, one failing odd payloads, one holding (its service
+   * will be stopped) */
+  CHECK_INT(mb_dest_declare(rt, "mix/par", NULL), MB_OK);
+  lis l1, l2, l3;
+  CHECK_INT(lis_listen(&l1, sa, "mix/par", 0, L_OK, "L1"), MB_OK);
+  CHECK_INT(lis_listen(&l2, sa, "mix/par", 0, L_FAIL_ODD, "L2"), MB_OK);
+  CHECK_INT(lis_listen(&l3, sb, "mix/par", 0, L_HOLD, "L3"), MB_OK);
+  for (int i = 1; i <= 5; i++) CHECK_INT(mb_send(sa, "mix/par", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(l1.calls, 5);
+  CHECK_INT(l2.calls, 5);
+  CHECK_INT(l3.nheld, 5);
+
+  /* serial: a listener closed while a message is half delivered */
+  CHECK_INT(declare(rt, "mix/ser", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis l4, l5;
+  CHECK_INT(lis_listen(&l4, sa, "mix/ser", 0, L_HOLD, "L4"), MB_OK);
+  CHECK_INT(lis_listen(&l5, sa, "mix/ser", 0, L_OK, "L5"), MB_OK);
+  for (int i = 1; i <= 4; i++) CHECK_INT(mb_send(sa, "mix/ser", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(l4.nheld, 1);
+  mb_listener_close(l5.l);
+  for (int i = 0; i < 10 && lis_finish(&l4, MB_OK, NULL); i++) run(rt);
+  CHECK_INT(l4.calls, 4);
+  CHECK_INT(l5.calls, 0);
+
+  /* a destination removed with messages pending */
+  CHECK_INT(mb_dest_declare(rt, "mix/rm", NULL), MB_OK);
+  lis l6;
+  CHECK_INT(lis_listen(&l6, sa, "mix/rm", 0, L_HOLD, "L6"), MB_OK);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(sa, "mix/rm", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "mix/rm"), MB_OK);
+  CHECK_INT(mb_send(sa, "mix/rm", msg_int(4), NULL, NULL), MB_ECLOSED);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(l6.nheld, 3);
+  mb_stats st = stats_of(rt, "mix/rm");
+  CHECK_INT(st.sent, 3);
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.deliveries, 3);
+  CHECK_INT(st.in_flight, 3);
+  CHECK_INT(st.delivered + st.failed + st.dropped + st.in_flight, st.deliveries);
+  lis_finish(&l6, MB_OK, NULL);
+  lis_finish(&l6, MB_EFAILED, "failed: six");
+  st = stats_of(rt, "mix/rm");
+  CHECK_INT(st.delivered, 1);
+  CHECK_INT(st.failed, 1);
+  lis_finish(&l6, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_exists(rt, "mix/rm"), 0);
+  CHECK_INT(l6.calls, 3);
+
+  /* stopping service B drops what its listener held */
+  mb_service_free(sb);
+  l3.nheld = 0; /* those deliveries are gone with the service */
+  mb_listener_close(l1.l);
+  mb_listener_close(l2.l);
+  CHECK_INT(mb_send(sa, "mix/par", msg_int(6), NULL, NULL), MB_ENOLISTENERS);
+  CHECK_INT(run(rt), 0);
+
+  st = stats_of(rt, "mix/par");
+  CHECK_INT(st.sent, 5);
+  CHECK_INT(st.rejected, 1);
+  CHECK_INT(st.deliveries, 15);
+  CHECK_INT(st.delivered, 7);
+  CHECK_INT(st.failed, 3);
+  CHECK_INT(st.dropped, 5);
+  CHECK_INT(st.listeners, 0);
+  check_invariant(rt, "mix/par");
+
+  st = stats_of(rt, "mix/ser");
+  CHECK_INT(st.sent, 4);
+  CHECK_INT(st.rejected, 0);
+  CHECK_INT(st.deliveries, 5);
+  CHECK_INT(st.delivered, 4);
+  CHECK_INT(st.dropped, 1);
+  CHECK_INT(st.failed, 0);
+  CHECK_INT(st.listeners, 1);
+  check_invariant(rt, "mix/ser");
+
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.listeners, 1); /* l4 */
+  CHECK_INT(c.services, 1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* ---- dead letters ------------------------------------------------------- */
+
+static void test_dead_letters(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "dl"), *other = mb_service_new(rt, "other");
+  CHECK_INT(mb_dest_declare(rt, "mb/dead-letters", NULL), MB_OK);
+  lis dl;
+  CHECK_INT(lis_listen(&dl, svc, "mb/dead-letters", 0, L_CAPTURE, "DL"), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "work", NULL), MB_OK);
+  lis f;
+  CHECK_INT(lis_listen(&f, svc, "work", 0, L_FAIL, "F"), MB_OK);
+
+  /* values {k = "v"} */
+  mb_buf pb = {0}, vb = {0};
+  mb_enc_int(&pb, 42);
+  long t = mb_enc_table_begin(&vb);
+  mb_enc_str(&vb, "k", 1);
+  mb_enc_str(&vb, "v", 1);
+  mb_enc_table_end(&vb, t, 0, 1);
+  mb_msg *m = mb_msg_new(pb.p, pb.len, vb.p, vb.len, NULL);
+  mb_buf_free(&pb);
+  mb_buf_free(&vb);
+  uint64_t id = mb_msg_id(m);
+  char idstr[17];
+  mb_id_format(id, idstr);
+  CHECK_INT(mb_send(svc, "work", m, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(dl.calls, 1);
+  if (dl.calls >= 1 && dl.cap[0]) {
+    CHECK_INT(mb_value_check(dl.cap[0], dl.caplen[0]), 0);
+    mb_reader r = {dl.cap[0], dl.cap[0] + dl.caplen[0]}, v, mv, vv;
+    mb_item it;
+    mb_reader top = r;
+    CHECK(mb_read(&top, &it) == 0 && it.tag == MB_V_TABLE && it.v.t.nhash == 3);
+    char s[128];
+    CHECK(table_get(r, "destination", &v) == 0);
+    CHECK_STR(read_str(v, s, sizeof s), "work");
+    CHECK(table_get(r, "error", &v) == 0);
+    CHECK_STR(read_str(v, s, sizeof s), "failed: boom");
+    CHECK(table_get(r, "message", &mv) == 0);
+    CHECK(table_get(mv, "payload", &v) == 0 && read_int(v) == 42);
+    CHECK(table_get(mv, "id", &v) == 0);
+    CHECK_STR(read_str(v, s, sizeof s), idstr);
+    CHECK(table_get(mv, "destination", &v) == 0);
+    CHECK_STR(read_str(v, s, sizeof s), "work");
+    CHECK(table_get(mv, "values", &vv) == 0);
+    CHECK(table_get(vv, "k", &v) == 0);
+    CHECK_STR(read_str(v, s, sizeof s), "v");
+  }
+  mb_stats st = stats_of(rt, "mb/dead-letters");
+  CHECK_INT(st.sent, 1);
+  CHECK_INT(st.delivered, 1);
+
+  /* a delivery that succeeds: no report */
+  CHECK_INT(mb_dest_declare(rt, "fine", NULL), MB_OK);
+  lis ok;
+  CHECK_INT(lis_listen(&ok, svc, "fine", 0, L_OK, "OK"), MB_OK);
+  CHECK_INT(mb_send(svc, "fine", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(dl.calls, 1);
+
+  /* a dropped delivery (its service stopped) is reported too */
+  CHECK_INT(mb_dest_declare(rt, "work2", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, other, "work2", 0, L_HOLD, "H"), MB_OK);
+  CHECK_INT(mb_send(svc, "work2", msg_int(2), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 1);
+  mb_service_free(other);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(dl.calls, 2);
+  if (dl.calls >= 2 && dl.cap[1]) {
+    mb_reader r = {dl.cap[1], dl.cap[1] + dl.caplen[1]}, v;
+    char s[128];
+    CHECK(table_get(r, "destination", &v) == 0);
+    CHECK_STR(read_str(v, s, sizeof s), "work2");
+    CHECK(table_get(r, "error", &v) == 0);
+    CHECK(strncmp(read_str(v, s, sizeof s), "dropped", 7) == 0);
+  }
+  st = stats_of(rt, "work2");
+  CHECK_INT(st.dropped, 1);
+  check_invariant(rt, "work2");
+
+  /* no listener at mb/dead-letters: nothing is sent there */
+  mb_listener_close(dl.l);
+  CHECK_INT(mb_send(svc, "work", msg_int(3), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  st = stats_of(rt, "mb/dead-letters");
+  CHECK_INT(st.sent, 2);
+  CHECK_INT(st.rejected, 0);
+  lis_release(&dl);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* A dead-letter listener that fails produces no further report. */
+static void test_dead_letters_no_loop(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "dl");
+  CHECK_INT(mb_dest_declare(rt, "mb/dead-letters", NULL), MB_OK);
+  lis dl, f;
+  CHECK_INT(lis_listen(&dl, svc, "mb/dead-letters", 0, L_FAIL, "DL"), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "work", NULL), MB_OK);
+  CHECK_INT(lis_listen(&f, svc, "work", 0, L_FAIL, "F"), MB_OK);
+  CHECK_INT(mb_send(svc, "work", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(dl.calls, 1);
+  mb_stats st = stats_of(rt, "mb/dead-letters");
+  CHECK_INT(st.sent, 1);
+  CHECK_INT(st.failed, 1);
+  check_invariant(rt, "mb/dead-letters");
+  check_invariant(rt, "work");
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void event_cb(void *ud, const mb_event *ev) {
+  tlog *log = ud;
+  const char *k = ev->kind == MB_EV_DEST_ADDED         ? "DA"
+                  : ev->kind == MB_EV_DEST_REMOVED     ? "DR"
+                  : ev->kind == MB_EV_LISTENER_ADDED   ? "LA"
+                  : ev->kind == MB_EV_LISTENER_REMOVED ? "LR"
+                                                       : "??";
+  log_add(log, "%s:%s:%d:%zu:%s ", k, ev->destination, (int)ev->type, ev->listeners,
+          ev->service ? ev->service : "-");
+}
+
+static void test_events(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "evsvc");
+  tlog all = {""}, added = {""};
+  mb_subscription *s1 = mb_subscribe(
+      svc, MB_EV_DEST_ADDED | MB_EV_DEST_REMOVED | MB_EV_LISTENER_ADDED | MB_EV_LISTENER_REMOVED,
+      event_cb, &all);
+  mb_subscription *s2 = mb_subscribe(svc, MB_EV_DEST_ADDED, event_cb, &added);
+  CHECK(s1 != NULL && s2 != NULL);
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.subscriptions, 2);
+
+  CHECK_INT(declare(rt, "ev/a", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_STR(all.s, ""); /* never inline */
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "DA:ev/a:1:0:- ");
+  CHECK_STR(added.s, "DA:ev/a:1:0:- ");
+
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "ev/a", 0, L_OK, "A"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "DA:ev/a:1:0:- LA:ev/a:1:1:evsvc ");
+  mb_listener_close(a.l);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "DA:ev/a:1:0:- LA:ev/a:1:1:evsvc LR:ev/a:1:0:evsvc ");
+  CHECK_INT(mb_dest_remove(rt, "ev/a"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "DA:ev/a:1:0:- LA:ev/a:1:1:evsvc LR:ev/a:1:0:evsvc DR:ev/a:1:0:- ");
+  CHECK_STR(added.s, "DA:ev/a:1:0:- "); /* only what it asked for */
+
+  /* removal of a destination with a listener: listener removed, then dest */
+  all.s[0] = 0;
+  CHECK_INT(mb_dest_declare(rt, "ev/b", NULL), MB_OK);
+  lis b;
+  CHECK_INT(lis_listen(&b, svc, "ev/b", 0, L_OK, "B"), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "ev/b"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "DA:ev/b:0:0:- LA:ev/b:0:1:evsvc LR:ev/b:0:0:evsvc DR:ev/b:0:0:- ");
+
+  /* an event fired and then unsubscribed before the loop ran: not delivered */
+  all.s[0] = 0;
+  CHECK_INT(mb_dest_declare(rt, "ev/c", NULL), MB_OK);
+  mb_unsubscribe(s1);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "");
+  CHECK_INT(mb_dest_declare(rt, "ev/d", NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(all.s, "");
+  CHECK_STR(added.s, "DA:ev/a:1:0:- DA:ev/b:0:0:- DA:ev/c:0:0:- DA:ev/d:0:0:- ");
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.subscriptions, 1);
+  mb_unsubscribe(s2);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.subscriptions, 0);
+
+  /* events from another service's actions reach a subscriber too */
+  mb_service *other = mb_service_new(rt, "other");
+  tlog o = {""};
+  mb_subscribe(svc, MB_EV_LISTENER_ADDED, event_cb, &o);
+  lis x;
+  CHECK_INT(lis_listen(&x, other, "ev/c", 0, L_OK, "X"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(o.s, "LA:ev/c:0:1:other ");
+  check_quiet(rt);
+  mb_runtime_free(rt); /* frees the live subscription with its service */
+}
+
+/* ---- messages, ids, runtime, services ----------------------------------- */
+
+static void test_messages(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_buf pb = {0}, vb = {0};
+  mb_enc_str(&pb, "hi", 2);
+  long t = mb_enc_table_begin(&vb);
+  mb_enc_str(&vb, "k", 1);
+  mb_enc_int(&vb, 1);
+  mb_enc_table_end(&vb, t, 0, 1);
+  mb_msg *m = mb_msg_new(pb.p, pb.len, vb.p, vb.len, "r/x");
+  if (!CHECK(m != NULL)) return;
+  size_t n;
+  const uint8_t *p = mb_msg_payload(m, &n);
+  CHECK_MEM(p, n, pb.p, pb.len);
+  p = mb_msg_values(m, &n);
+  CHECK_MEM(p, n, vb.p, vb.len);
+  CHECK_STR(mb_msg_reply_to(m), "r/x");
+  CHECK(mb_msg_destination(m) == NULL);
+  CHECK_INT(mb_msg_response_id(m), 0);
+  CHECK_INT(mb_msg_expects_reply(m), 1);
+  char id[17], json[256], err[128], want[256];
+  mb_id_format(mb_msg_id(m), id);
+  mb_buf j = {0};
+  CHECK_INT(mb_msg_to_json(m, &j, err, sizeof err), 0);
+  snprintf(json, sizeof json, "%.*s", (int)j.len, (const char *)j.p);
+  snprintf(want, sizeof want,
+           "{\"destination\":null,\"payload\":\"hi\",\"values\":{\"k\":1},\"id\":\"%s\","
+           "\"reply_to\":\"r/x\"}",
+           id);
+  CHECK_STR(json, want);
+  mb_buf_free(&j);
+
+  mb_msg *m2 = mb_msg_new(pb.p, pb.len, NULL, 0, NULL);
+  CHECK(mb_msg_id(m2) != mb_msg_id(m));
+  CHECK(mb_msg_reply_to(m2) == NULL);
+  CHECK_INT(mb_msg_expects_reply(m2), 0);
+  p = mb_msg_values(m2, &n);
+  CHECK_INT(n, 0);
+  CHECK_INT(mb_msg_to_json(m2, &j, err, sizeof err), 0);
+  mb_id_format(mb_msg_id(m2), id);
+  snprintf(json, sizeof json, "%.*s", (int)j.len, (const char *)j.p);
+  snprintf(want, sizeof want,
+           "{\"destination\":null,\"payload\":\"hi\",\"values\":{},\"id\":\"%s\"}", id);
+  CHECK_STR(json, want);
+  mb_buf_free(&j);
+
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.messages, 2);
+  CHECK(mb_msg_ref(m) == m);
+  mb_msg_unref(m);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.messages, 2);
+  mb_msg_unref(m);
+  mb_msg_unref(m2);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.messages, 0);
+  mb_buf_free(&pb);
+  mb_buf_free(&vb);
+
+  /* ids as users see them */
+  uint64_t v = 0;
+  CHECK_INT(mb_id_format(255, id), 2);
+  CHECK_STR(id, "ff");
+  CHECK_INT(mb_id_format(UINT64_MAX, id), 16);
+  CHECK_STR(id, "ffffffffffffffff");
+  CHECK(mb_id_parse("ff", 2, &v) == 0 && v == 255);
+  CHECK(mb_id_parse("ffffffffffffffff", 16, &v) == 0 && v == UINT64_MAX);
+  CHECK_INT(mb_id_parse("", 0, &v), -1);
+  CHECK_INT(mb_id_parse("xyz", 3, &v), -1);
+  CHECK_INT(mb_id_parse("10000000000000000", 17, &v), -1);
+  mb_runtime_free(rt);
+}
+
+/* A listener that sends the message on to another destination as JSON. */
+static void json_fn(void *ud, mb_delivery *d) {
+  char *out = ud;
+  mb_buf b = {0};
+  char err[128];
+  if (mb_msg_to_json(mb_delivery_msg(d), &b, err, sizeof err) == 0)
+    snprintf(out, 256, "%.*s", (int)b.len, (const char *)b.p);
+  else
+    snprintf(out, 256, "error: %s", err);
+  mb_buf_free(&b);
+  mb_delivery_done(d, MB_OK, NULL);
+}
+
+static void test_message_json_in_listener(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "j");
+  CHECK_INT(mb_dest_declare(rt, "j/in", NULL), MB_OK);
+  char got[256] = "", want[256], id[17];
+  int err = 0;
+  CHECK(mb_listen(svc, "j/in", 0, json_fn, NULL, got, &err) != NULL);
+  mb_msg *m = msg_int(3);
+  mb_id_format(mb_msg_id(m), id);
+  CHECK_INT(mb_send(svc, "j/in", m, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  snprintf(want, sizeof want,
+           "{\"destination\":\"j/in\",\"payload\":3,\"values\":{},\"id\":\"%s\"}", id);
+  CHECK_STR(got, want);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void count_task(void *arg) {
+  tlog *log = arg;
+  log_add(log, "t ");
+}
+
+static void stop_task(void *arg) { mb_runtime_stop(arg); }
+
+static void never_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)t;
+  (void)revents;
+}
+
+static void test_runtime_and_services(void) {
+  mb_config cfg = {1, 1000};
+  mb_runtime *rt = mb_runtime_new(&cfg);
+  CHECK_INT(mb_runtime_max_message_size(rt), 1000);
+  mb_runtime *rt2 = mb_runtime_new(NULL);
+  CHECK_INT(mb_runtime_max_message_size(rt2), 64u << 20);
+  CHECK(mb_runtime_loop(rt2) != NULL && mb_runtime_loop(rt2) != mb_runtime_loop(rt));
+  mb_runtime_free(rt2);
+
+  mb_service *s1 = mb_service_new(rt, "one"), *s2 = mb_service_new(rt, "two");
+  CHECK_STR(mb_service_name(s1), "one");
+  CHECK_STR(mb_service_name(s2), "two");
+  CHECK(mb_service_id(s1) != mb_service_id(s2));
+  mb_counts c;
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.services, 2);
+
+  /* nothing to do: run returns at once, idle */
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 0.5);
+
+  /* posted tasks run from the loop, in order, never inline */
+  tlog log = {""};
+  CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
+  CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
+  CHECK_STR(log.s, "");
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "t t ");
+
+  /* a stopped service's tasks do not run */
+  tlog dead = {""};
+  CHECK_INT(mb_service_post(s2, count_task, &dead), MB_OK);
+  mb_service_free(s2);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.services, 1);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(dead.s, "");
+
+  /* the timeout bounds a run that would not end */
+  ev_timer never;
+  ev_timer_init(&never, never_cb, 30.0, 0);
+  ev_timer_start(mb_runtime_loop(rt), &never);
+  ev_now_update(mb_runtime_loop(rt));
+  t0 = ev_time();
+  CHECK_INT(mb_runtime_run(rt, 0.05), 1);
+  double took = ev_time() - t0;
+  CHECK(took >= 0.04 && took < 1.0);
+
+  /* mb_runtime_stop from inside the loop */
+  CHECK_INT(mb_service_post(s1, stop_task, rt), MB_OK);
+  t0 = ev_time();
+  CHECK_INT(run(rt), 1);
+  CHECK(ev_time() - t0 < 1.0);
+  ev_timer_stop(mb_runtime_loop(rt), &never);
+  CHECK_INT(run(rt), 0);
+
+  /* a bound that is not reached: idle, 0 */
+  CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
+  t0 = ev_time();
+  CHECK_INT(mb_runtime_run(rt, 5.0), 0);
+  CHECK_STR(log.s, "t t t ");
+  /* and the loop is balanced afterwards: an empty run still ends at once */
+  CHECK_INT(mb_runtime_run(rt, 0.05), 0);
+  CHECK_INT(run(rt), 0);
+  CHECK(ev_time() - t0 < 1.0);
+  mb_runtime_free(rt);
+}
+
+/* ---- lifetimes ---------------------------------------------------------- */
+
+/* Freeing a runtime in the middle of everything releases everything (the
+ * sanitizer build checks the memory; the global message count here). */
+static void test_free_busy_runtime(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "busy"), *s2 = mb_service_new(rt, "busy2");
+  tlog log = {""};
+  mb_subscribe(svc, MB_EV_DEST_ADDED | MB_EV_LISTENER_REMOVED, event_cb, &log);
+  CHECK_INT(mb_dest_declare(rt, "q", NULL), MB_OK);
+  CHECK_INT(declare(rt, "s", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(declare(rt, "b", MB_PARALLEL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  CHECK_INT(declare(rt, "y", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis hq, hs, hb, hy;
+  CHECK_INT(lis_listen(&hq, svc, "q", 0, L_HOLD, "HQ"), MB_OK);
+  CHECK_INT(lis_listen(&hs, s2, "s", 0, L_HOLD, "HS"), MB_OK);
+  CHECK_INT(lis_listen(&hb, svc, "b", 0, L_HOLD, "HB"), MB_OK);
+  CHECK_INT(lis_listen(&hy, s2, "y", 0, L_HOLD, "HY"), MB_OK);
+  for (int i = 0; i < 5; i++) {
+    mb_send(svc, "q", msg_int(i), NULL, NULL);
+    mb_send(svc, "s", msg_int(i), NULL, NULL);
+  }
+  CHECK_INT(run(rt), 0);
+  for (int i = 0; i < 3; i++) mb_send(svc, "q", msg_int(i), NULL, NULL); /* queued */
+  sendres sr = {0, -100};
+  CHECK_INT(mb_send(svc, "b", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "b", msg_int(2), send_cb, &sr), MB_PENDING);
+  CHECK_INT(mb_send(svc, "y", msg_int(1), send_cb, &sr), MB_PENDING);
+  reqres rr = {0};
+  mb_request *r;
+  CHECK_INT(mb_request_start(svc, "q", msg_int(9), 10.0, 1, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(mb_request_start(s2, "s", msg_int(9), 10.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(mb_dest_remove(rt, "s"), MB_OK);
+  mb_runtime_free(rt);
+  CHECK_INT(rr.calls, 0); /* cancelled requests do not call back */
+
+  /* every message was released: a new runtime sees none alive */
+  mb_runtime *fresh = mb_runtime_new(NULL);
+  mb_counts c;
+  mb_runtime_counts(fresh, &c);
+  CHECK_INT(c.messages, 0);
+  mb_runtime_free(fresh);
+}
+
+int main(void) {
+  RUN(test_value_roundtrip);
+  RUN(test_value_check_rejects);
+  RUN(test_value_depth);
+  RUN(test_value_paths);
+  RUN(test_json_numbers);
+  RUN(test_json_strings);
+  RUN(test_json_tables);
+  RUN(test_json_errors);
+  RUN(test_dest_declare);
+  RUN(test_dest_each_sorted);
+  RUN(test_dest_many);
+  RUN(test_parallel);
+  RUN(test_parallel_concurrency);
+  RUN(test_serial_order);
+  RUN(test_serial_step_by_step);
+  RUN(test_synchronous);
+  RUN(test_groups);
+  RUN(test_send_errors);
+  RUN(test_block);
+  RUN(test_remove_drains);
+  RUN(test_listener_closed_by_removal);
+  RUN(test_request_reply);
+  RUN(test_request_timeout);
+  RUN(test_request_timeout_two_groups);
+  RUN(test_request_failed);
+  RUN(test_request_failed_later);
+  RUN(test_request_all);
+  RUN(test_request_first_reply_wins);
+  RUN(test_reply_to);
+  RUN(test_request_synchronous);
+  RUN(test_request_dropped);
+  RUN(test_request_all_serial);
+  RUN(test_request_queues);
+  RUN(test_service_free_blocked_request);
+  RUN(test_service_free_pending_sync_send);
+  RUN(test_stats_invariant);
+  RUN(test_dead_letters);
+  RUN(test_dead_letters_no_loop);
+  RUN(test_events);
+  RUN(test_messages);
+  RUN(test_message_json_in_listener);
+  RUN(test_runtime_and_services);
+  RUN(test_free_busy_runtime);
+  return check_summary();
+}
