@@ -173,13 +173,15 @@ local function run_pair(b)
     }
   end
   local ratio = stats(ratios)
+  local meets_goal -- nil when there is no goal
+  if b.goal then meets_goal = ratio.median >= b.goal end
   return {
     id = b.id,
     title = b.title,
     unit = b.unit,
     note = b.note,
     goal = b.goal,
-    meets_goal = b.goal and ratio.median >= b.goal or nil,
+    meets_goal = meets_goal,
     ratio = ratio,
     ratio_samples = ratios,
     scenario = side_result(A, na, ra),
@@ -288,7 +290,8 @@ end
 
 local meta = {
   date = os.date("!%Y-%m-%dT%H:%M:%SZ"),
-  commit = first_line("git rev-parse --short HEAD") or "unknown",
+  commit = (first_line("git rev-parse --short HEAD") or "unknown")
+           .. (first_line("git status --porcelain -- runtime") and "+dirty" or ""),
   lua = _VERSION,
   mb = mb.version,
   host = {cpu = cpu_model(), cores = first_line("nproc") or "?"},

@@ -17,6 +17,8 @@
 
 #include <ev.h>
 #include <lauxlib.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +33,9 @@ typedef struct mbL_timer mbL_timer;
 
 struct mbL_runtime {
   mb_runtime *rt;
+  pthread_mutex_t lock; /* guards states and next_load */
   mbL_state *states;
-  int failures;
+  atomic_int failures;
   uint64_t next_load;
 };
 
@@ -262,7 +265,7 @@ static void task_end(mbL_task *t, int status) {
     snprintf(err, sizeof err, "failed: %s", msg);
     mb_delivery_done(t->d, MB_EFAILED, err);
   } else {
-    S->R->failures++;
+    atomic_fetch_add(&S->R->failures, 1);
   }
   task_free(t, 0);
 }
@@ -317,7 +320,10 @@ static void waiter_free(mbL_waiter *w) {
     free(w->ans[i].error);
   }
   free(w->ans);
-  if (ev_is_active(&w->timer)) ev_timer_stop(mb_runtime_loop(core(S)), &w->timer);
+  if (ev_is_active(&w->timer)) {
+    ev_timer_stop(mb_service_loop(S->svc), &w->timer);
+    mb_runtime_hold(core(S), -1);
+  }
   if (!S->spare) {
     S->spare = w;
     return;
@@ -349,9 +355,8 @@ static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
       t->waiting = 1;
       return lua_yieldk(L, 0, (lua_KContext)w, k);
     }
-    struct ev_loop *loop = mb_runtime_loop(core(S));
     while (!w->done) {
-      if (!ev_run(loop, EVRUN_ONCE) && !w->done) {
+      if (!mb_runtime_step(core(S), &w->done) && !w->done) {
         if (w->req) mb_request_cancel(w->req);
         waiter_free(w);
         return luaL_error(L, "mb: this wait can never end (nothing left that could end it)");
@@ -365,8 +370,9 @@ static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
 
 static void timer_release(mbL_timer *tm, lua_State *L) {
   mbL_state *S = tm->S;
-  ev_timer_stop(mb_runtime_loop(core(S)), &tm->w);
+  ev_timer_stop(mb_service_loop(S->svc), &tm->w);
   if (tm->self_ref == LUA_NOREF) return;
+  mb_runtime_hold(core(S), -1);
   if (tm->prev)
     tm->prev->next = tm->next;
   else
@@ -406,7 +412,8 @@ static int timer_start(lua_State *L, int repeat) {
   tm->self_ref = ref(S, L);
   ev_timer_init(&tm->w, timer_cb, s, repeat ? s : 0);
   tm->w.data = tm;
-  ev_timer_start(mb_runtime_loop(core(S)), &tm->w);
+  ev_timer_start(mb_service_loop(S->svc), &tm->w);
+  mb_runtime_hold(core(S), 1);
   tm->next = S->timers;
   if (S->timers) S->timers->prev = tm;
   S->timers = tm;
@@ -444,7 +451,9 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 static void sleep_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
-  waiter_wake(t->data);
+  mbL_waiter *w = t->data;
+  mb_runtime_hold(core(w->S), -1);
+  waiter_wake(w);
 }
 
 static int l_sleep(lua_State *L) {
@@ -455,13 +464,14 @@ static int l_sleep(lua_State *L) {
   if (!w) return luaL_error(L, "mb.sleep: out of memory");
   ev_timer_init(&w->timer, sleep_cb, s, 0);
   w->timer.data = w;
-  ev_timer_start(mb_runtime_loop(core(S)), &w->timer);
+  ev_timer_start(mb_service_loop(S->svc), &w->timer);
+  mb_runtime_hold(core(S), 1);
   return wait_for(L, w, sleep_k);
 }
 
 static int l_now(lua_State *L) {
   mbL_state *S = state_of(L);
-  struct ev_loop *loop = mb_runtime_loop(core(S));
+  struct ev_loop *loop = mb_service_loop(S->svc);
   ev_now_update(loop);
   lua_pushnumber(L, ev_now(loop));
   return 1;
@@ -1130,23 +1140,42 @@ static int l_json_decode(lua_State *L) { return json_decode_into(L, &state_of(L)
 static void open_module(lua_State *L, mbL_state *S);
 
 static void state_link(mbL_runtime *R, mbL_state *S) {
+  pthread_mutex_lock(&R->lock);
   S->next = R->states;
   if (R->states) R->states->prev = S;
   R->states = S;
+  pthread_mutex_unlock(&R->lock);
 }
 
-/* Releases what S holds in the core and the loop. Its Lua state is left to
- * the caller: closed for services, being closed for a program's own state. */
+static void state_unlink(mbL_runtime *R, mbL_state *S) {
+  pthread_mutex_lock(&R->lock);
+  if (S->prev)
+    S->prev->next = S->next;
+  else
+    R->states = S->next;
+  if (S->next) S->next->prev = S->prev;
+  pthread_mutex_unlock(&R->lock);
+}
+
+/* Releases what S holds in the core and the loop, on S's worker. Its Lua
+ * state is left to the caller: closed for services, being closed for a
+ * program's own state. */
 static void state_release(mbL_state *S) {
+  mb_runtime *rt = core(S);
   S->stopping = 1;
-  struct ev_loop *loop = mb_runtime_loop(core(S));
-  mb_service_free(S->svc); /* drops open deliveries, cancels requests: no callbacks */
-  S->svc = NULL;
-  for (mbL_timer *tm = S->timers; tm; tm = tm->next) ev_timer_stop(loop, &tm->w);
+  state_unlink(S->R, S);
+  struct ev_loop *loop = mb_service_loop(S->svc);
+  for (mbL_timer *tm = S->timers; tm; tm = tm->next) {
+    ev_timer_stop(loop, &tm->w);
+    mb_runtime_hold(rt, -1);
+  }
   while (S->waiters) {
     mbL_waiter *w = S->waiters;
     S->waiters = w->next;
-    if (ev_is_active(&w->timer)) ev_timer_stop(loop, &w->timer);
+    if (ev_is_active(&w->timer)) {
+      ev_timer_stop(loop, &w->timer);
+      mb_runtime_hold(rt, -1);
+    }
     for (size_t i = 0; i < w->n; i++) {
       mb_msg_unref(w->ans[i].reply);
       free(w->ans[i].error);
@@ -1154,6 +1183,9 @@ static void state_release(mbL_state *S) {
     free(w->ans);
     free(w);
   }
+  /* drops open deliveries, cancels requests; no callbacks after this */
+  mb_service_free(S->svc);
+  S->svc = NULL;
   free(S->spare);
   while (S->live) {
     mbL_task *t = S->live;
@@ -1167,12 +1199,6 @@ static void state_release(mbL_state *S) {
   }
   mb_buf_free(&S->buf);
   mb_buf_free(&S->vbuf);
-  mbL_runtime *R = S->R;
-  if (S->prev)
-    S->prev->next = S->next;
-  else
-    R->states = S->next;
-  if (S->next) S->next->prev = S->prev;
 }
 
 static void state_stop(mbL_state *S) {
@@ -1198,24 +1224,25 @@ static int l_panic(lua_State *L) {
   return 0;
 }
 
-/* A new service state running nothing yet; NULL when out of memory. */
-static mbL_state *state_new(mbL_runtime *R, const char *name, uint64_t group_key) {
+/* A new Lua state for the core service svc (whose worker runs this), running
+ * nothing yet; NULL when out of memory. */
+static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key) {
   mbL_state *S = calloc(1, sizeof *S);
   if (!S) return NULL;
   S->L = lua_newstate(l_alloc, NULL);
-  S->svc = S->L ? mb_service_new(R->rt, name) : NULL;
-  if (!S->svc) {
-    if (S->L) lua_close(S->L);
+  if (!S->L) {
     free(S);
     return NULL;
   }
   lua_atpanic(S->L, l_panic);
+  S->svc = svc;
   S->R = R;
   S->owns_L = 1;
   S->group_key = group_key;
   state_link(R, S);
   luaL_openlibs(S->L);
   open_module(S->L, S);
+  lua_pop(S->L, 1);
   return S;
 }
 
@@ -1230,11 +1257,65 @@ static void start_body(mbL_state *S, int nargs) {
   mbL_task *t = task_new(S, T_SCRIPT);
   if (!t) {
     lua_pop(S->L, nargs + 1);
-    S->R->failures++;
+    atomic_fetch_add(&S->R->failures, 1);
     return;
   }
   lua_xmove(S->L, t->co, nargs + 1);
   task_run(t, nargs);
+}
+
+/* One of several things a waiter counts down in w->status has happened. */
+static void stop_done(void *arg) {
+  mbL_waiter *w = arg;
+  if (--w->status == 0) waiter_wake(w);
+}
+
+static int countdown_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  waiter_free((mbL_waiter *)ctx);
+  lua_settop(L, 4); /* the handle */
+  return 1;
+}
+
+/* What a new instance needs to start on its worker. */
+typedef struct start_req {
+  mbL_runtime *R;
+  mb_service *svc;
+  mb_service *asker; /* told when the body has started (NULL: inline) */
+  mbL_waiter *w;
+  uint64_t group_key;
+  int nargs;
+  size_t alen;
+  char *args; /* encoded list, alen bytes */
+  char path[];
+} start_req;
+
+static void start_task(void *arg) {
+  start_req *q = arg;
+  mbL_state *S = state_new(q->R, q->svc, q->group_key);
+  if (!S) {
+    fprintf(stderr, "mb: cannot start %s: out of memory\n", q->path);
+    atomic_fetch_add(&q->R->failures, 1);
+    mb_service_free(q->svc);
+  } else if (load_script(S->L, q->path) != LUA_OK) {
+    fprintf(stderr, "mb: cannot load %s\n", lua_tostring(S->L, -1));
+    atomic_fetch_add(&q->R->failures, 1);
+    state_stop(S);
+  } else {
+    if (q->nargs) {
+      mbL_decode(S->L, (const uint8_t *)q->args, q->alen);
+      for (int a = 1; a <= q->nargs; a++) lua_rawgeti(S->L, -a, a);
+      lua_remove(S->L, -q->nargs - 1);
+    }
+    start_body(S, q->nargs);
+  }
+  /* the body ran until it first waited or ended: the loader goes on */
+  if (q->asker) {
+    mb_service_post(q->asker, stop_done, q->w);
+    mb_service_unref(q->asker);
+  }
+  free(q->args);
+  free(q);
 }
 
 typedef struct mbL_handle {
@@ -1243,38 +1324,93 @@ typedef struct mbL_handle {
   uint64_t ids[];
 } mbL_handle;
 
-static mbL_state *find_state(mbL_runtime *R, uint64_t id) {
-  for (mbL_state *S = R->states; S; S = S->next)
-    if (S->svc && mb_service_id(S->svc) == id) return S;
-  return NULL;
+/* The state of a core service, if it has one yet (any thread). */
+static mbL_state *find_state(mbL_runtime *R, mb_service *svc) {
+  pthread_mutex_lock(&R->lock);
+  mbL_state *S = R->states;
+  while (S && S->svc != svc) S = S->next;
+  pthread_mutex_unlock(&R->lock);
+  return S;
 }
 
 static void deferred_stop(void *arg) {
   mbL_state *S = arg;
   if (S->depth > 0) { /* still on the stack: try again later */
-    mb_runtime *rt = core(S);
-    (void)rt;
     mb_service_post(S->svc, deferred_stop, S);
     return;
   }
   state_stop(S);
 }
 
+/* A stop asked from another worker: done there, then the asker is told. */
+typedef struct stop_req {
+  mbL_runtime *R;
+  mb_service *svc, *asker;
+  mbL_waiter *w;
+} stop_req;
+
+static void stop_task(void *arg) {
+  stop_req *q = arg;
+  mbL_state *S = find_state(q->R, q->svc);
+  if (S && S->depth > 0) { /* on the stack: again later */
+    mb_service_post_always(q->svc, stop_task, q);
+    return;
+  }
+  if (S && !S->stopping) state_stop(S);
+  mb_service_post(q->asker, stop_done, q->w);
+  mb_service_unref(q->svc);
+  mb_service_unref(q->asker);
+  free(q);
+}
+
+
+static mbL_state *caller_state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  mbL_state *S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S;
+}
+
+/* handle:stop(): returns once every instance has stopped (one that is the
+ * caller itself stops when the caller's current work is done). */
 static int service_stop(lua_State *L) {
   mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
+  mbL_state *me = caller_state(L);
+  mbL_waiter *w = NULL;
   for (size_t i = 0; i < h->n; i++) {
-    mbL_state *S = find_state(h->R, h->ids[i]);
+    mb_service *svc = h->ids[i] ? mb_service_find(core(me), h->ids[i]) : NULL;
     h->ids[i] = 0;
+    if (!svc) continue;
+    if (mb_service_worker(svc) != mb_service_worker(me->svc)) {
+      stop_req *q = malloc(sizeof *q);
+      if (!w) w = waiter_new(me);
+      if (!q || !w) {
+        free(q);
+        mb_service_unref(svc);
+        return luaL_error(L, "stop: out of memory");
+      }
+      q->R = h->R;
+      q->svc = svc; /* keeps the reference */
+      q->asker = me->svc;
+      mb_service_ref(me->svc);
+      q->w = w;
+      w->status++;
+      mb_service_post_always(svc, stop_task, q);
+      continue;
+    }
+    mbL_state *S = find_state(h->R, svc);
+    mb_service_unref(svc);
     if (!S || S->stopping) continue;
-    if (S->depth > 0 || S->L == L) {
+    if (S->depth > 0 || S == me) {
       S->stopping = 1; /* new deliveries are dropped from now on */
-      /* posted with no service: the stop must run even as S goes away */
       mb_service_post(S->svc, deferred_stop, S);
     } else {
       state_stop(S);
     }
   }
-  return 0;
+  if (!w) return 0;
+  lua_settop(L, 4);
+  return wait_for(L, w, countdown_k);
 }
 
 static int l_load(lua_State *L) {
@@ -1295,6 +1431,10 @@ static int l_load(lua_State *L) {
   } else {
     lua_pushnil(L);
   }
+  /* a missing file or a syntax error is the caller's: raise here */
+  if (load_script(L, path) != LUA_OK)
+    return luaL_error(L, "mb.load: cannot load %s", lua_tostring(L, -1));
+  lua_pop(L, 1);
   /* args cross into the new states as encoded values */
   char err[700];
   S->vbuf.len = 0;
@@ -1308,24 +1448,53 @@ static int l_load(lua_State *L) {
   h->R = R;
   h->n = 0;
   luaL_setmetatable(L, "mb.Service");
-  uint64_t key = instances > 1 ? ++R->next_load : 0;
-  for (lua_Integer i = 0; i < instances; i++) {
-    mbL_state *N = state_new(R, path, key);
-    if (!N) return luaL_error(L, "mb.load: out of memory");
-    if (load_script(N->L, path) != LUA_OK) {
-      lua_pushfstring(L, "mb.load: cannot load %s", lua_tostring(N->L, -1));
-      state_stop(N);
-      return lua_error(L);
-    }
-    h->ids[h->n++] = mb_service_id(N->svc);
-    if (nargs) {
-      mbL_decode(N->L, S->vbuf.p, S->vbuf.len);
-      for (int a = 1; a <= nargs; a++) lua_rawgeti(N->L, -a, a);
-      lua_remove(N->L, -nargs - 1);
-    }
-    start_body(N, nargs);
+  uint64_t key = 0;
+  if (instances > 1) {
+    pthread_mutex_lock(&R->lock);
+    key = ++R->next_load;
+    pthread_mutex_unlock(&R->lock);
   }
-  return 1;
+  size_t plen = strlen(path);
+  mbL_waiter *w = NULL;
+  for (lua_Integer i = 0; i < instances; i++) {
+    start_req *q = malloc(sizeof *q + plen + 1);
+    char *args = nargs ? malloc(S->vbuf.len) : NULL;
+    mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), path, -1) : NULL;
+    if (!svc) {
+      free(q);
+      free(args);
+      return luaL_error(L, "mb.load: out of memory");
+    }
+    q->R = R;
+    q->svc = svc;
+    q->asker = NULL;
+    q->w = NULL;
+    q->group_key = key;
+    q->nargs = nargs;
+    q->alen = S->vbuf.len;
+    q->args = args;
+    if (args) memcpy(args, S->vbuf.p, S->vbuf.len);
+    memcpy(q->path, path, plen + 1);
+    h->ids[h->n++] = mb_service_id(svc);
+    /* on this worker it starts now, as a call; elsewhere on its own thread,
+     * and mb.load returns once it has started there too */
+    if (mb_service_worker(svc) == mb_service_worker(S->svc)) {
+      start_task(q);
+      continue;
+    }
+    if (!w && !(w = waiter_new(S))) {
+      start_task(q); /* out of memory for waiting: start it here instead */
+      continue;
+    }
+    q->asker = S->svc;
+    q->w = w;
+    mb_service_ref(S->svc);
+    w->status++;
+    mb_service_post_always(svc, start_task, q);
+  }
+  if (!w) return 1;
+  lua_settop(L, 4);
+  return wait_for(L, w, countdown_k);
 }
 
 /* ---- the loop ------------------------------------------------------------------------- */
@@ -1334,7 +1503,7 @@ static int l_run(lua_State *L) {
   static const char *const keys[] = {"timeout", NULL};
   mbL_state *S = state_of(L);
   double timeout = 0;
-  if (S->current)
+  if (S->current || mb_service_worker(S->svc) != 0)
     return luaL_error(L, "mb.run: called from a running script, handler or timer; the bus is "
                          "already running here (use mb.sleep or mb.spawn instead)");
   if (!lua_isnoneornil(L, 1)) {
@@ -1356,15 +1525,40 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
+static void count_name(void *ud, const char *name) {
+  (void)name;
+  (*(int *)ud)++;
+}
+
+/* mb.setup{workers = N}: before any other call (a fresh runtime replaces
+ * the one `require` made). */
 static int l_setup(lua_State *L) {
   static const char *const keys[] = {"workers", NULL};
+  mbL_state *S = state_of(L);
+  mbL_runtime *R = S->R;
   luaL_checktype(L, 1, LUA_TTABLE);
   check_keys(L, 1, keys, "mb.setup");
   lua_Integer w = opt_positive(L, 1, "workers", "mb.setup");
-  if (w > 1)
-    return luaL_error(L, "mb.setup: this build runs one worker (the calling thread); "
-                         "workers = %d needs worker threads, which are not built yet",
-                      (int)w);
+  if (w > 256) return luaL_error(L, "mb.setup: at most 256 workers");
+  if (!w || w == mb_runtime_workers(core(S))) return 0;
+  mb_counts c;
+  int ndest = 0;
+  mb_runtime_counts(core(S), &c);
+  mb_dest_each(core(S), count_name, &ndest);
+  if (S->owns_L || S->current || ndest || c.services > 1 || c.listeners || c.requests ||
+      S->ntimers || S->ntasks || S->nsubs)
+    return luaL_error(L, "mb.setup: must come before any other use of the bus");
+  mb_config cfg = {(int)w, 0};
+  mb_runtime *rt = mb_runtime_new(&cfg);
+  mb_service *svc = rt ? mb_service_new(rt, "main", 0) : NULL;
+  if (!svc) {
+    mb_runtime_free(rt);
+    return luaL_error(L, "mb.setup: cannot start %d workers", (int)w);
+  }
+  mb_service_free(S->svc);
+  mb_runtime_free(R->rt);
+  R->rt = rt;
+  S->svc = svc;
   return 0;
 }
 
@@ -1464,18 +1658,27 @@ static void open_module(lua_State *L, mbL_state *S) {
 }
 
 mbL_runtime *mbL_runtime_new(int workers) {
-  (void)workers;
   mbL_runtime *R = calloc(1, sizeof *R);
   if (!R) return NULL;
-  R->rt = mb_runtime_new(NULL);
+  mb_config cfg = {workers, 0};
+  R->rt = mb_runtime_new(&cfg);
   if (!R->rt) {
     free(R);
     return NULL;
   }
+  pthread_mutex_init(&R->lock, NULL);
   return R;
 }
 
+static void stop_state_task(void *arg) { state_stop(arg); }
+
+/* From worker 0's thread: every state is closed on its own worker. */
 void mbL_runtime_free(mbL_runtime *R) {
+  pthread_mutex_lock(&R->lock);
+  for (mbL_state *S = R->states; S; S = S->next)
+    if (mb_service_worker(S->svc) != 0) mb_service_post_always(S->svc, stop_state_task, S);
+  pthread_mutex_unlock(&R->lock);
+  mb_runtime_join(R->rt); /* they run those stops, then exit */
   while (R->states) {
     mbL_state *S = R->states;
     if (S->owns_L)
@@ -1486,20 +1689,22 @@ void mbL_runtime_free(mbL_runtime *R) {
     }
   }
   mb_runtime_free(R->rt);
+  pthread_mutex_destroy(&R->lock);
   free(R);
 }
 
 mb_runtime *mbL_runtime_core(mbL_runtime *R) { return R->rt; }
-int mbL_runtime_failures(const mbL_runtime *R) { return R->failures; }
+int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 
 int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
                      size_t errlen) {
-  mbL_state *S = state_new(R, path, 0);
+  mb_service *svc = mb_service_new(R->rt, path, 0);
+  mbL_state *S = svc ? state_new(R, svc, 0) : NULL;
   if (!S) {
+    if (svc) mb_service_free(svc);
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  lua_pop(S->L, 1); /* the module table */
   if (load_script(S->L, path) != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(S->L, -1));
     state_stop(S);
@@ -1536,8 +1741,8 @@ int luaopen_mb(lua_State *L) {
   mbL_runtime *R = mbL_runtime_new(1);
   if (!R) return luaL_error(L, "mb: out of memory");
   mbL_state *S = calloc(1, sizeof *S);
-  S->svc = S ? mb_service_new(R->rt, "main") : NULL;
-  if (!S->svc) {
+  S->svc = S ? mb_service_new(R->rt, "main", 0) : NULL;
+  if (!S || !S->svc) {
     free(S);
     mbL_runtime_free(R);
     return luaL_error(L, "mb: out of memory");

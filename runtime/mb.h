@@ -4,8 +4,9 @@
  * The core moves messages between named destinations and the listeners
  * registered there. It knows nothing of Lua: payloads are carried in the
  * "mb value" encoding (see mb_value.h), built with the mb_enc_* writers or
- * converted from JSON. Everything here runs on the thread that owns the
- * runtime's worker loop; the core never prints and never aborts on bad input:
+ * converted from JSON. A service calls in from its own worker's thread;
+ * callbacks come back on that thread, never with a lock held. The core
+ * never prints and never aborts on bad input:
  * functions return MB_OK (0), a positive progress code, or a negative MB_E*.
  *
  * Ownership, in the words nats.c uses: a function that "takes" a message owns
@@ -55,27 +56,49 @@ typedef struct mb_subscription mb_subscription;
 /* ---- runtime ---------------------------------------------------------- */
 
 typedef struct mb_config {
-  int workers;             /* 1 for now (worker threads: a later step) */
+  int workers;             /* threads with a loop each; 0: 1 (the caller) */
   size_t max_message_size; /* bytes of encoded payload + values; 0: 64 MiB */
 } mb_config;
 
-/* Creates a runtime with its event loop; cfg may be NULL. Returns NULL when
- * out of memory. The caller owns it and frees it with mb_runtime_free. */
+/* Creates a runtime; cfg may be NULL. Worker 0 is the calling thread (its
+ * loop runs inside mb_runtime_run); workers 1..N-1 are threads started here.
+ * Returns NULL when out of memory. The caller owns it: mb_runtime_free. */
 mb_runtime *mb_runtime_new(const mb_config *cfg);
 
-/* Frees the runtime: closes every service (dropping their undelivered
- * deliveries), then every destination. Call lua_close on Lua states first. */
+int mb_runtime_workers(const mb_runtime *rt);
+
+/* Lets worker threads 1..N-1 run what is queued, then joins them. Services
+ * bound to them should be freed on their own threads first (post a task). */
+void mb_runtime_join(mb_runtime *rt);
+
+/* Joins the workers, frees every service left (dropping its undelivered
+ * deliveries), then every destination. From worker 0's thread; close the
+ * Lua states first. */
 void mb_runtime_free(mb_runtime *rt);
 
-/* The libev loop of the (single) worker; borrowed. */
+/* The libev loop of worker 0; borrowed. */
 struct ev_loop *mb_runtime_loop(mb_runtime *rt);
 
 size_t mb_runtime_max_message_size(const mb_runtime *rt);
 
-/* Runs the loop until nothing is left to do (no pending message, timer or
- * waiting request) or mb_runtime_stop. Returns 1 when stopped, 0 when idle. */
+/* Runs worker 0's loop until the whole bus is idle (no task queued, no
+ * pending message, open delivery, waiting request or held timer on any
+ * worker) or mb_runtime_stop. Returns 1 when stopped, 0 when idle. From
+ * worker 0's thread. */
 int mb_runtime_run(mb_runtime *rt, double timeout);
+/* From any thread. */
 void mb_runtime_stop(mb_runtime *rt);
+
+/* For a caller that waits for *done to become nonzero: runs what is ready
+ * on the calling worker's loop, then, unless *done, waits for the next
+ * event. Returns 0 when nothing could happen any more (the bus is idle and
+ * the loop has no watcher of its own), else 1. done may be NULL. */
+int mb_runtime_step(mb_runtime *rt, const int *done);
+
+/* Timers and other waits of users keep the bus busy: +1 when one starts,
+ * -1 when it ends. mb_runtime_busy reads the count (0: idle). */
+void mb_runtime_hold(mb_runtime *rt, int delta);
+long mb_runtime_busy(mb_runtime *rt);
 
 /* Counts of live core objects, for leak checks in tests. */
 typedef struct mb_counts {
@@ -86,17 +109,31 @@ void mb_runtime_counts(const mb_runtime *rt, mb_counts *out);
 /* ---- services --------------------------------------------------------- */
 
 /* A service is the owner of listeners and requests: one Lua state, or one C
- * component. name is copied. Returns NULL when out of memory. */
-mb_service *mb_service_new(mb_runtime *rt, const char *name);
-/* Closes its listeners (their undelivered deliveries are dropped) and
- * cancels its requests without calling their callbacks, then frees it. */
+ * component, bound to one worker (worker < 0: the one with the fewest
+ * services). Everything it does — its calls into the core, its callbacks —
+ * happens on that worker's thread. name is copied. NULL when out of memory. */
+mb_service *mb_service_new(mb_runtime *rt, const char *name, int worker);
+/* From its worker's thread: closes its listeners (their undelivered
+ * deliveries are dropped) and cancels its requests and waiting sends
+ * without calling their callbacks; tasks posted for it are skipped. */
 void mb_service_free(mb_service *svc);
 const char *mb_service_name(const mb_service *svc);
 uint64_t mb_service_id(const mb_service *svc);
+int mb_service_worker(const mb_service *svc);
+struct ev_loop *mb_service_loop(const mb_service *svc);
+/* The live service with this id, with a reference the caller drops with
+ * mb_service_unref (the memory stays valid; it may die meanwhile); NULL. */
+mb_service *mb_service_find(mb_runtime *rt, uint64_t id);
+void mb_service_unref(mb_service *svc);
 
-/* Runs fn(arg) from the service's worker loop soon (never inline). */
+/* Runs fn(arg) on the service's worker soon (never inline), unless the
+ * service has been freed by then. From any thread. */
 typedef void (*mb_task_fn)(void *arg);
 int mb_service_post(mb_service *svc, mb_task_fn fn, void *arg);
+/* The same, but fn runs even if the service has died by then (it must
+ * cope, e.g. free what arg carries). */
+int mb_service_post_always(mb_service *svc, mb_task_fn fn, void *arg);
+void mb_service_ref(mb_service *svc);
 
 /* ---- destinations ----------------------------------------------------- */
 
@@ -230,16 +267,15 @@ typedef struct mb_answer {
   const char *error;   /* "code: text" unless status is MB_OK */
 } mb_answer;
 
-/* Called once per request: n == 1 for a request, one answer per listener
- * group for a request_all. answers are borrowed for the call. May be called
- * before mb_request_start returns. */
+/* Called once per request, on the requester's worker: n == 1 for a
+ * request, one answer per listener group for a request_all. answers are
+ * borrowed for the call. */
 typedef void (*mb_request_fn)(void *ud, const mb_answer *answers, size_t n);
 
 /* Sends m (takes it) as a request to dest and waits up to timeout seconds
  * for the first reply (all = 0) or one answer per listener group (all = 1).
- * Returns MB_PENDING (fn will be called; *out is set so the request can be
- * cancelled), MB_OK when fn was already called (a synchronous destination
- * answered before the send returned; *out is NULL), or a negative code at
+ * Returns MB_PENDING (fn will be called from the loop, never inline; *out is
+ * set so the request can be cancelled until then), or a negative code at
  * once (fn is not called). */
 int mb_request_start(mb_service *from, const char *dest, mb_msg *m, double timeout, int all,
                mb_request_fn fn, void *ud, mb_request **out);

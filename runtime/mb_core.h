@@ -1,11 +1,21 @@
 /*
  * mb_core.h — the core's internal structures, shared by mb_runtime.c,
  * mb_msg.c, mb_dest.c and mb_request.c. Not installed; users see mb.h.
+ *
+ * Threads: every worker is a thread with its own libev loop. All shared
+ * state (destinations, groups, listeners, requests, services, statistics)
+ * is guarded by the runtime's one lock, rt->lock. Nothing calls out of the
+ * core with the lock held: every callback (a delivery to a listener, the end
+ * of a send or request, an event) is posted as a task to the worker that
+ * owns its service and runs there, unlocked. Message and destination
+ * reference counts are atomic because they are dropped outside the lock.
  */
 #ifndef MB_CORE_H
 #define MB_CORE_H
 
 #include <ev.h>
+#include <pthread.h>
+#include <stdatomic.h>
 
 #include "mb.h"
 #include "mb_map.h"
@@ -15,7 +25,7 @@
 typedef struct mb_dest mb_dest;
 
 struct mb_msg {
-  int refs;
+  atomic_int refs;
   uint32_t flags;
   uint64_t id;
   uint64_t response_id;
@@ -27,22 +37,35 @@ struct mb_msg {
 typedef struct mb_task {
   mb_task_fn fn;
   void *arg;
-  mb_service *svc; /* cleared tasks (fn NULL) are skipped */
+  mb_service *svc; /* holds a reference; the task is skipped once it died */
 } mb_task;
+
+typedef struct mb_taskq {
+  mb_task *v;
+  size_t head, len, cap;
+} mb_taskq;
 
 typedef struct mb_worker {
   mb_runtime *rt;
+  int index;
   struct ev_loop *loop;
-  ev_idle idle; /* active while tasks or ready destinations wait */
-  mb_task *tasks;
-  size_t thead, tlen, tcap;
-  mb_dest *ready_head, *ready_tail;
-  mb_delivery *free_deliveries;
-  size_t nfree_deliveries;
+  ev_idle idle;    /* active while local tasks wait */
+  ev_async async;  /* another thread posted, or the runtime changed state */
+  mb_taskq local;  /* touched by this worker's thread only */
+  pthread_mutex_t inbox_lock;
+  mb_taskq inbox;  /* where other threads post */
+  int quit;        /* under inbox_lock: finish the queue, then exit */
+  pthread_t thread;
+  int has_thread;
+  size_t services; /* bound to it, for placement; under rt->lock */
 } mb_worker;
 
 struct mb_runtime {
-  mb_worker worker;
+  pthread_mutex_t lock;
+  mb_worker *workers;
+  int nworkers;
+  atomic_long busy; /* tasks, pending messages, open deliveries, timers */
+  atomic_int stopping;
   size_t max_message_size;
   uint64_t next_group;
   uint64_t next_service;
@@ -51,8 +74,9 @@ struct mb_runtime {
   mb_service *services;
   mb_subscription *subs;
   mb_counts counts;
+  mb_delivery *free_deliveries;
+  size_t nfree_deliveries;
   ev_timer run_timer;
-  int stopping;
 };
 
 struct mb_service {
@@ -60,6 +84,8 @@ struct mb_service {
   mb_worker *w;
   char *name;
   uint64_t id;
+  atomic_int refs; /* its owner's, plus one per task posted for it */
+  atomic_int dead;
   mb_listener *listeners;
   mb_request *requests;
   mb_delivery *open; /* deliveries given to its listeners, not yet done */
@@ -83,7 +109,8 @@ struct mb_listener {
   mb_closed_fn on_closed;
   void *ud;
   int closed;
-  int refs; /* the registration + open deliveries */
+  int refs; /* the registration + open deliveries + a pending on_closed */
+  size_t inflight; /* its open deliveries: members with fewer go first */
   mb_listener *next, *prev; /* in svc->listeners */
 };
 
@@ -111,6 +138,7 @@ typedef struct mb_blocked {
   mb_service *from;
   mb_send_fn done;
   void *ud;
+  int status;
   struct mb_blocked *next;
 } mb_blocked;
 
@@ -121,7 +149,7 @@ struct mb_dest {
   size_t namelen;
   uint64_t hash;
   mb_dest_opts opts;
-  int refs;
+  atomic_int refs;
   int state;
   mb_runtime *rt;
   mb_group **groups;
@@ -137,8 +165,7 @@ struct mb_dest {
   int cur_running;
   int pumping; /* mb_dest_pump is on the stack */
   mb_stats st;
-  mb_dest *ready_next;
-  int in_ready;
+  int in_ready; /* a pump task is queued */
 };
 
 struct mb_subscription {
@@ -157,8 +184,8 @@ struct mb_request {
   mb_dest *dest;
   mb_request_fn fn;
   void *ud;
-  int all, dispatched, finished;
-  int refs; /* its own until finished, plus a blocked send's */
+  int all, dispatched, finished, cancelled;
+  int refs; /* its own until its finish ran, and a blocked send's */
   double timeout;
   size_t n, answered;
   struct mb_slot {
@@ -171,24 +198,46 @@ struct mb_request {
   mb_request *next, *prev; /* in svc->requests */
 };
 
+typedef struct mb_inline {
+  mb_delivery *v[16];
+  mb_delivery **more;
+  size_t n, cap;
+  struct mb_sync *sync;
+} mb_inline;
+
 /* mb_runtime.c */
-void mb_worker_kick(mb_worker *w);
-void mb_worker_ready(mb_worker *w, mb_dest *d);
+/* The worker of the calling thread (NULL on a thread that is none). */
+mb_worker *mb_self(void);
+/* Posts fn(arg) to run on w (under no lock; svc may be NULL). Callable with
+ * or without rt->lock held. */
 int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg);
+void mb_busy(mb_runtime *rt, long delta);
 void mb_fire_event(mb_runtime *rt, mb_event_kind kind, mb_dest *d, mb_service *svc);
 uint64_t mb_hash_str(const char *s, size_t len);
+void mb_service_unref(mb_service *svc);
+static inline void mb_lock(mb_runtime *rt) { pthread_mutex_lock(&rt->lock); }
+static inline void mb_unlock(mb_runtime *rt) { pthread_mutex_unlock(&rt->lock); }
 
-/* mb_dest.c */
+/* mb_dest.c — the functions below expect rt->lock held */
 mb_dest *mb_dest_find(mb_runtime *rt, const char *name);
 void mb_dest_unref(mb_dest *d);
-int mb_dest_pump(mb_dest *d, size_t budget); /* 1 while more work is ready */
 void mb_dest_free_all(mb_runtime *rt);
 void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc);
 void mb_dest_forget_syncs(mb_service *svc);
-/* An internal send; `flags` are added to the message. */
-int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud);
+void mb_delivery_finish(mb_delivery *dv, int status, const char *error);
+void mb_listener_close_locked(mb_listener *l);
+/* Sends m (takes it) to d. For a synchronous destination, deliveries to
+ * listeners of the calling thread's worker are left in *inl (run them after
+ * unlocking with mb_run_inline) when inl is given, else posted. */
+int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud,
+                mb_inline *inl);
 
-/* mb_request.c */
+void mb_run_inline(mb_inline *inl);
+/* Takes the lock itself: settles a synchronous send after its inline
+ * deliveries ran; returns rc, or MB_PENDING when done will be told. */
+int mb_sync_settle(mb_runtime *rt, mb_service *from, mb_inline *inl, int rc);
+
+/* mb_request.c — under rt->lock too */
 void mb_request_sent_cb(void *ud, int status);
 mb_request *mb_request_find(mb_runtime *rt, uint64_t id);
 void mb_request_dispatched(mb_request *r, mb_dest *d);
@@ -201,7 +250,7 @@ mb_msg *mb_msg_copy(const mb_msg *m);
 /* Appends the message as an encoded table {destination, payload, values, id,
  * reply_to?, response_id?}. */
 int mb_msg_encode(const mb_msg *m, mb_buf *b);
-extern uint64_t mb_next_msg_id;
-extern size_t mb_live_msgs;
+extern atomic_uint_fast64_t mb_next_msg_id;
+extern atomic_long mb_live_msgs;
 
 #endif

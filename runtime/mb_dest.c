@@ -2,8 +2,10 @@
  * mb_dest.c — destinations: declaration and removal, listener groups, the
  * queue of pending messages with its full-queue policies, dispatch for the
  * three types (parallel, serial, synchronous), delivery accounting and dead
- * letters. A destination is reference counted: the name map, the ready list,
- * messages sent to it and listeners registered at it each hold one.
+ * letters. A destination is reference counted: the name map, a queued pump
+ * task, messages sent to it and listeners registered at it each hold one.
+ * Public functions take rt->lock; the others expect it held. Deliveries and
+ * callbacks are posted to the workers of their services (mb_core.h).
  * Tests: spec/c/test_core.c, spec/destination_spec.lua.
  */
 #include <stdio.h>
@@ -50,13 +52,14 @@ static void dest_free(mb_dest *d) {
 }
 
 void mb_dest_unref(mb_dest *d) {
-  if (--d->refs == 0) dest_free(d);
+  if (atomic_fetch_sub(&d->refs, 1) == 1) dest_free(d);
 }
 
+static void dest_ref(mb_dest *d) { atomic_fetch_add(&d->refs, 1); }
+
 static void normalize(mb_runtime *rt, mb_dest_opts *o) {
-  (void)rt;
   if (!o->max_queue) o->max_queue = 65536;
-  if (!o->concurrency) o->concurrency = 64; /* workers x 64, one worker */
+  if (!o->concurrency) o->concurrency = 64 * (size_t)rt->nworkers;
   if (o->type != MB_PARALLEL) o->concurrency = o->type == MB_SERIAL ? 1 : o->concurrency;
 }
 
@@ -67,31 +70,44 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
   if (opts) o = *opts;
   if (o.type > MB_SYNCHRONOUS || o.on_full > MB_FULL_BLOCK) return MB_EINVAL;
   normalize(rt, &o);
+  mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
+  int rc = MB_OK;
   if (d) {
-    if (d->state != MB_DEST_OPEN) return MB_ECLOSED;
-    return memcmp(&d->opts, &o, sizeof o) == 0 ? MB_OK : MB_EEXISTS;
+    rc = d->state != MB_DEST_OPEN                      ? MB_ECLOSED
+         : memcmp(&d->opts, &o, sizeof o) == 0 ? MB_OK
+                                                       : MB_EEXISTS;
+    mb_unlock(rt);
+    return rc;
   }
   d = calloc(1, sizeof *d);
   if (!d || !(d->name = strdup(name))) {
     free(d);
+    mb_unlock(rt);
     return MB_ENOMEM;
   }
   d->namelen = len;
   d->hash = mb_hash_str(name, len);
   d->opts = o;
   d->rt = rt;
-  d->refs = 1; /* the map's */
+  atomic_init(&d->refs, 1); /* the map's */
   d->st.type = o.type;
   if (mb_map_put(&rt->dests, d->hash, d)) {
     dest_free(d);
-    return MB_ENOMEM;
+    rc = MB_ENOMEM;
+  } else {
+    mb_fire_event(rt, MB_EV_DEST_ADDED, d, NULL);
   }
-  mb_fire_event(rt, MB_EV_DEST_ADDED, d, NULL);
-  return MB_OK;
+  mb_unlock(rt);
+  return rc;
 }
 
-int mb_dest_exists(mb_runtime *rt, const char *name) { return mb_dest_find(rt, name) != NULL; }
+int mb_dest_exists(mb_runtime *rt, const char *name) {
+  mb_lock(rt);
+  int rc = mb_dest_find(rt, name) != NULL;
+  mb_unlock(rt);
+  return rc;
+}
 
 static int cmp_names(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -99,41 +115,54 @@ static int cmp_names(const void *a, const void *b) {
 
 void mb_dest_each(mb_runtime *rt, void (*fn)(void *ud, const char *name), void *ud) {
   size_t n = 0;
-  const char **names = malloc((rt->dests.len + 1) * sizeof *names);
+  /* copied under the lock; fn runs without it */
+  mb_lock(rt);
+  char **names = malloc((rt->dests.len + 1) * sizeof *names);
+  for (size_t i = 0; names && i < rt->dests.cap; i++)
+    if (rt->dests.e[i].v && (names[n] = strdup(((mb_dest *)rt->dests.e[i].v)->name))) n++;
+  mb_unlock(rt);
   if (!names) return;
-  for (size_t i = 0; i < rt->dests.cap; i++)
-    if (rt->dests.e[i].v) names[n++] = ((mb_dest *)rt->dests.e[i].v)->name;
   qsort(names, n, sizeof *names, cmp_names);
   for (size_t i = 0; i < n; i++) fn(ud, names[i]);
+  for (size_t i = 0; i < n; i++) free(names[i]);
   free(names);
 }
 
 int mb_dest_stats(mb_runtime *rt, const char *name, mb_stats *out) {
+  mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
-  if (!d) return MB_ENODEST;
-  *out = d->st;
-  out->listeners = d->nlisteners;
-  out->pending = d->qlen;
-  return MB_OK;
+  if (d) {
+    *out = d->st;
+    out->listeners = d->nlisteners;
+    out->pending = d->qlen;
+  }
+  mb_unlock(rt);
+  return d ? MB_OK : MB_ENODEST;
 }
 
 /* ---- removal ------------------------------------------------------------ */
 
 static int busy(const mb_dest *d) {
-  return d->qlen || d->st.in_flight || d->cur || d->pumping || d->bhead;
+  return d->qlen || d->st.in_flight || d->cur || d->in_ready || d->bhead;
 }
+
+static void closed_task(void *arg);
 
 static void finish_removal(mb_dest *d) {
   mb_runtime *rt = d->rt;
   d->state = MB_DEST_REMOVED;
   mb_map_del(&rt->dests, d->hash, dest_eq, d->name);
-  d->refs++; /* closing its listeners must not free it under us */
+  dest_ref(d); /* closing its listeners must not free it under us */
   while (d->ngroups) {
     mb_group *g = d->groups[0];
     if (g->n) {
       mb_listener *l = g->members[0];
-      if (l->on_closed) l->on_closed(l->ud);
-      mb_listener_close(l);
+      /* its owner hears of it on its own thread; l lives until then */
+      if (l->on_closed) {
+        l->refs++;
+        if (mb_worker_post(l->svc->w, NULL, closed_task, l)) l->refs--;
+      }
+      mb_listener_close_locked(l);
     } else { /* left empty by a failed registration */
       memmove(&d->groups[0], &d->groups[1], (d->ngroups - 1) * sizeof *d->groups);
       d->ngroups--;
@@ -152,16 +181,23 @@ static void maybe_removed(mb_dest *d) {
 
 static void admit_blocked(mb_dest *d, int status);
 
+static void dest_ready(mb_dest *d);
+
 int mb_dest_remove(mb_runtime *rt, const char *name) {
+  mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
-  if (!d || d->state != MB_DEST_OPEN) return MB_ENODEST;
+  if (!d || d->state != MB_DEST_OPEN) {
+    mb_unlock(rt);
+    return MB_ENODEST;
+  }
   d->state = MB_DEST_CLOSING;
   /* blocked senders were never accepted: they get `closed` */
   admit_blocked(d, MB_ECLOSED);
   if (busy(d))
-    mb_worker_ready(&rt->worker, d);
+    dest_ready(d);
   else
     finish_removal(d);
+  mb_unlock(rt);
   return MB_OK;
 }
 
@@ -170,13 +206,11 @@ int mb_dest_remove(mb_runtime *rt, const char *name) {
 mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_listener_fn fn,
                        mb_closed_fn closed, void *ud, int *err) {
   mb_runtime *rt = svc->rt;
+  mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
-  if (!d) {
-    *err = MB_ENODEST;
-    return NULL;
-  }
-  if (d->state != MB_DEST_OPEN) {
-    *err = MB_ECLOSED;
+  if (!d || d->state != MB_DEST_OPEN) {
+    *err = d ? MB_ECLOSED : MB_ENODEST;
+    mb_unlock(rt);
     return NULL;
   }
   mb_group *g = NULL;
@@ -215,15 +249,18 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
   l->on_closed = closed;
   l->ud = ud;
   l->refs = 1;
-  d->refs++;
+  dest_ref(d);
+  atomic_fetch_add(&svc->refs, 1);
   d->nlisteners++;
   l->next = svc->listeners;
   if (svc->listeners) svc->listeners->prev = l;
   svc->listeners = l;
   rt->counts.listeners++;
   mb_fire_event(rt, MB_EV_LISTENER_ADDED, d, svc);
+  mb_unlock(rt);
   return l;
 nomem:
+  mb_unlock(rt);
   free(l);
   *err = MB_ENOMEM;
   return NULL;
@@ -234,10 +271,27 @@ static void listener_unref(mb_listener *l) {
   mb_runtime *rt = l->svc->rt;
   rt->counts.listeners--;
   mb_dest_unref(l->dest);
+  mb_service_unref(l->svc);
   free(l);
 }
 
+static void closed_task(void *arg) {
+  mb_listener *l = arg;
+  mb_runtime *rt = l->svc->rt;
+  if (!atomic_load(&l->svc->dead)) l->on_closed(l->ud);
+  mb_lock(rt);
+  listener_unref(l);
+  mb_unlock(rt);
+}
+
 void mb_listener_close(mb_listener *l) {
+  mb_runtime *rt = l->svc->rt;
+  mb_lock(rt);
+  mb_listener_close_locked(l);
+  mb_unlock(rt);
+}
+
+void mb_listener_close_locked(mb_listener *l) {
   if (l->closed) return;
   l->closed = 1;
   mb_dest *d = l->dest;
@@ -286,7 +340,7 @@ static void dead_letter(mb_dest *d, mb_msg *m, const char *error) {
   }
   mb_msg *r = rc ? NULL : mb_msg_new(b.p, b.len, NULL, 0, NULL);
   mb_buf_free(&b);
-  if (r) mb_send_msg(NULL, dl, r, NULL, NULL);
+  if (r) mb_send_msg(NULL, dl, r, NULL, NULL, NULL);
 }
 
 static void outcome(mb_dest *d, mb_msg *m, uint64_t group, int status, const char *error) {
@@ -333,15 +387,45 @@ static mb_group *group_by_id(mb_dest *d, uint64_t id) {
   return NULL;
 }
 
-static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync) {
+static void run_delivery(void *arg);
+
+/* The member with the fewest deliveries open, taking turns among equals. */
+static mb_listener *pick(mb_group *g) {
+  mb_listener *best = NULL;
+  for (size_t i = 0; i < g->n; i++) {
+    mb_listener *l = g->members[(g->rr + i) % g->n];
+    if (!best || l->inflight < best->inflight) best = l;
+  }
+  g->rr++;
+  return best;
+}
+
+static void inline_add(mb_inline *inl, mb_delivery *dv) {
+  if (inl->n < 16) {
+    inl->v[inl->n++] = dv;
+    return;
+  }
+  if (inl->n - 16 == inl->cap) {
+    size_t cap = inl->cap ? inl->cap * 2 : 16;
+    mb_delivery **m = realloc(inl->more, cap * sizeof *m);
+    if (!m) { /* out of memory: run it from the queue instead */
+      mb_worker_post(dv->l->svc->w, dv->l->svc, run_delivery, dv);
+      return;
+    }
+    inl->more = m;
+    inl->cap = cap;
+  }
+  inl->more[inl->n++ - 16] = dv;
+}
+
+static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline *inl) {
   mb_runtime *rt = d->rt;
-  mb_worker *w = &rt->worker;
   d->st.deliveries++;
-  mb_listener *l = g->members[g->rr++ % g->n];
-  mb_delivery *dv = w->free_deliveries;
+  mb_listener *l = pick(g);
+  mb_delivery *dv = rt->free_deliveries;
   if (dv) {
-    w->free_deliveries = dv->next;
-    w->nfree_deliveries--;
+    rt->free_deliveries = dv->next;
+    rt->nfree_deliveries--;
   } else if (!(dv = malloc(sizeof *dv))) {
     outcome(d, m, g->id, MB_EFAILED, "failed: out of memory");
     return;
@@ -357,9 +441,36 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync) {
   if (svc->open) svc->open->prev = dv;
   svc->open = dv;
   l->refs++;
+  l->inflight++;
   d->st.in_flight++;
   rt->counts.deliveries++;
+  if (inl && svc->w == mb_self())
+    inline_add(inl, dv);
+  else if (mb_worker_post(svc->w, svc, run_delivery, dv))
+    mb_delivery_finish(dv, MB_EFAILED, "failed: out of memory");
+}
+
+/* On the listener's worker: hands the delivery to the listener, unless it
+ * was closed since. */
+static void run_delivery(void *arg) {
+  mb_delivery *dv = arg;
+  mb_listener *l = dv->l;
+  mb_runtime *rt = l->svc->rt;
+  mb_lock(rt);
+  if (l->closed) {
+    mb_delivery_finish(dv, MB_EDROPPED, "dropped: listener closed before delivery");
+    mb_unlock(rt);
+    return;
+  }
+  mb_unlock(rt);
   l->fn(l->ud, dv);
+}
+
+void mb_run_inline(mb_inline *inl) {
+  for (size_t i = 0; i < inl->n; i++) run_delivery(i < 16 ? inl->v[i] : inl->more[i - 16]);
+  free(inl->more);
+  inl->more = NULL;
+  inl->n = inl->cap = 0;
 }
 
 const mb_msg *mb_delivery_msg(const mb_delivery *d) { return d->msg; }
@@ -375,10 +486,25 @@ static void sync_unlink(mb_sync *s) {
   s->from = NULL;
 }
 
+/* Core tasks that carry memory are posted unbound (they always run, also
+ * at teardown) and check themselves whether their service still lives. */
+static void sync_done_task(void *arg) {
+  mb_sync *s = arg;
+  if (!atomic_load(&s->from->dead)) s->done(s->ud, s->status);
+  mb_service_unref(s->from);
+  free(s);
+}
+
 static void sync_release(mb_sync *s) {
   if (--s->remaining > 0 || s->inline_call) return;
+  mb_service *from = s->from;
   sync_unlink(s);
-  if (s->done) s->done(s->ud, s->status);
+  if (s->done && from) {
+    s->from = from;
+    mb_service_ref(from);
+    if (mb_worker_post(from->w, NULL, sync_done_task, s) == MB_OK) return;
+    mb_service_unref(from);
+  }
   free(s);
 }
 
@@ -392,37 +518,47 @@ void mb_dest_forget_syncs(mb_service *svc) {
   }
 }
 
-void mb_delivery_done(mb_delivery *dv, int status, const char *error) {
+static void dest_ready(mb_dest *d);
+static void maybe_removed(mb_dest *d);
+
+void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   mb_msg *m = dv->msg;
   mb_dest *d = m->dest;
   mb_listener *l = dv->l;
   mb_service *svc = l->svc;
   mb_runtime *rt = svc->rt;
-  mb_worker *w = &rt->worker;
   if (dv->prev)
     dv->prev->next = dv->next;
   else
     svc->open = dv->next;
   if (dv->next) dv->next->prev = dv->prev;
   d->st.in_flight--;
+  l->inflight--;
   rt->counts.deliveries--;
-  d->refs++; /* outcome() may close listeners or remove destinations */
+  dest_ref(d); /* outcome() may close listeners or remove destinations */
   outcome(d, m, dv->group, status, error);
   if (dv->sync) sync_release(dv->sync);
   if (d->opts.type == MB_SERIAL && d->cur == m && d->cur_running) {
     d->cur_running = 0;
     d->cur_step++;
-    if (!d->pumping) mb_worker_ready(w, d);
-  } else if (d->opts.type == MB_PARALLEL && d->qlen && !d->pumping) {
-    mb_worker_ready(w, d);
+    dest_ready(d);
+  } else if (d->opts.type == MB_PARALLEL && d->qlen) {
+    dest_ready(d);
   }
   maybe_removed(d);
   listener_unref(l);
   mb_msg_unref(m);
-  dv->next = w->free_deliveries;
-  w->free_deliveries = dv;
-  w->nfree_deliveries++;
+  dv->next = rt->free_deliveries;
+  rt->free_deliveries = dv;
+  rt->nfree_deliveries++;
   mb_dest_unref(d);
+}
+
+void mb_delivery_done(mb_delivery *dv, int status, const char *error) {
+  mb_runtime *rt = dv->l->svc->rt;
+  mb_lock(rt);
+  mb_delivery_finish(dv, status, error);
+  mb_unlock(rt);
 }
 
 /* ---- the queue ------------------------------------------------------------- */
@@ -454,6 +590,27 @@ static mb_msg *pop(mb_dest *d) {
 
 /* Admits blocked senders while there is room (status MB_OK), or refuses
  * them all (status < 0). */
+static void blocked_done_task(void *arg) {
+  mb_blocked *b = arg;
+  if (!atomic_load(&b->from->dead)) b->done(b->ud, b->status);
+  mb_service_unref(b->from);
+  free(b);
+}
+
+/* Ends a blocked send with status: tells its sender on the sender's thread
+ * (a request's own callback runs here, it only releases the request). */
+static void blocked_end(mb_dest *d, mb_blocked *b, int status) {
+  b->status = status;
+  if (b->done == mb_request_sent_cb)
+    b->done(b->ud, status);
+  else if (b->done && b->from) {
+    mb_service_ref(b->from);
+    if (mb_worker_post(b->from->w, NULL, blocked_done_task, b) == MB_OK) return;
+    mb_service_unref(b->from);
+  }
+  free(b);
+}
+
 static void admit_blocked(mb_dest *d, int status) {
   while (d->bhead && (status < 0 || d->qlen < d->opts.max_queue)) {
     mb_blocked *b = d->bhead;
@@ -467,8 +624,7 @@ static void admit_blocked(mb_dest *d, int status) {
       d->st.rejected++;
       mb_msg_unref(b->m);
     }
-    if (b->done) b->done(b->ud, rc);
-    free(b);
+    blocked_end(d, b, rc);
   }
 }
 
@@ -510,17 +666,21 @@ static int snapshot(mb_dest *d) {
   return 0;
 }
 
-static void deliver_all(mb_dest *d, mb_msg *m, uint64_t *ids, size_t n, mb_sync *sync) {
+static void deliver_all(mb_dest *d, mb_msg *m, uint64_t *ids, size_t n, mb_sync *sync,
+                        mb_inline *inl) {
   for (size_t i = 0; i < n; i++) {
     mb_group *g = group_by_id(d, ids[i]);
     if (g)
-      deliver(d, m, g, sync);
+      deliver(d, m, g, sync, inl);
     else
       drop(d, m, ids[i], "dropped: listener closed before delivery");
   }
 }
 
-static int send_sync(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
+/* A synchronous destination: every listener gets the message now. With
+ * inl, the caller runs the deliveries of its own worker after unlocking and
+ * then settles the send with mb_sync_settle. */
+static int send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud, mb_inline *inl) {
   uint64_t stack_ids[16], *ids = stack_ids;
   size_t n = d->ngroups;
   mb_sync *s = calloc(1, sizeof *s);
@@ -537,22 +697,36 @@ static int send_sync(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, v
     mb_request *r = mb_request_find(d->rt, m->id);
     if (r) mb_request_dispatched(r, d);
   }
-  s->remaining = 1; /* ours, until every inline delivery has been started */
+  s->remaining = 1; /* ours, until the inline deliveries have run */
   s->inline_call = 1;
   s->done = done;
   s->ud = ud;
-  d->refs++;
-  deliver_all(d, m, ids, n, s);
+  deliver_all(d, m, ids, n, s, inl);
   if (ids != stack_ids) free(ids);
   mb_msg_unref(m);
-  s->remaining--;
+  if (inl) {
+    inl->sync = s;
+    return MB_OK;
+  }
+  s->done = NULL; /* nobody can wait: the last delivery frees it */
   s->inline_call = 0;
-  int rc = MB_OK;
-  if (s->remaining == 0)
+  if (--s->remaining == 0) free(s);
+  return MB_OK;
+}
+
+/* After mb_run_inline: MB_OK when every listener finished, MB_PENDING when
+ * done will be told later. Takes the lock. */
+int mb_sync_settle(mb_runtime *rt, mb_service *from, mb_inline *inl, int rc) {
+  mb_sync *s = inl->sync;
+  if (!s) return rc;
+  inl->sync = NULL;
+  mb_lock(rt);
+  s->inline_call = 0;
+  if (--s->remaining == 0) {
     free(s);
-  else if (!done || !from)
+  } else if (!s->done || !from) {
     s->done = NULL; /* nobody waits: the last delivery frees it */
-  else {
+  } else {
     s->from = from;
     s->prev = NULL;
     s->next = from->syncs;
@@ -560,12 +734,12 @@ static int send_sync(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, v
     from->syncs = s;
     rc = MB_PENDING;
   }
-  maybe_removed(d);
-  mb_dest_unref(d);
+  mb_unlock(rt);
   return rc;
 }
 
-int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud) {
+int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud,
+                mb_inline *inl) {
   if (m->dest) { /* a message is sent once */
     mb_msg_unref(m);
     return MB_EINVAL;
@@ -576,8 +750,8 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     return d->state != MB_DEST_OPEN ? MB_ECLOSED : MB_ENOLISTENERS;
   }
   m->dest = d;
-  d->refs++;
-  if (d->opts.type == MB_SYNCHRONOUS) return send_sync(from, d, m, done, ud);
+  dest_ref(d);
+  if (d->opts.type == MB_SYNCHRONOUS) return send_sync(d, m, done, ud, inl);
   if (d->qlen >= d->opts.max_queue || d->bhead) {
     if (d->opts.on_full == MB_FULL_BLOCK && done) {
       mb_blocked *b = malloc(sizeof *b);
@@ -608,17 +782,20 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     return MB_ENOMEM;
   }
   d->st.sent++;
-  mb_worker_ready(&d->rt->worker, d);
+  dest_ready(d);
   return MB_OK;
 }
 
 int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void *ud) {
-  mb_dest *d = mb_dest_find(from->rt, name);
-  if (!d) {
-    mb_msg_unref(m);
-    return MB_ENODEST;
-  }
-  return mb_send_msg(from, d, m, done, ud);
+  mb_runtime *rt = from->rt;
+  mb_inline inl = {0};
+  mb_lock(rt);
+  mb_dest *d = mb_dest_find(rt, name);
+  int rc = d ? mb_send_msg(from, d, m, done, ud, &inl) : MB_ENODEST;
+  mb_unlock(rt);
+  if (!d) mb_msg_unref(m);
+  mb_run_inline(&inl);
+  return mb_sync_settle(rt, from, &inl, rc);
 }
 
 /* ---- dispatch -------------------------------------------------------------- */
@@ -631,17 +808,16 @@ static void dispatch_parallel(mb_dest *d, mb_msg *m) {
   if (d->ngroups == 0)
     drop(d, m, 0, "dropped: no listener left at delivery");
   else if (d->ngroups == 1)
-    deliver(d, m, d->groups[0], NULL);
+    deliver(d, m, d->groups[0], NULL, NULL);
   else if (snapshot(d) == 0)
-    deliver_all(d, m, d->cur_groups, d->cur_n, NULL);
+    deliver_all(d, m, d->cur_groups, d->cur_n, NULL, NULL);
   else
     drop(d, m, 0, "dropped: out of memory");
 }
 
-int mb_dest_pump(mb_dest *d, size_t budget) {
-  if (d->pumping || d->state == MB_DEST_REMOVED) return 0;
-  d->pumping = 1;
-  d->refs++;
+/* Dispatches up to budget messages; returns 1 while more could go now. */
+static int pump(mb_dest *d, size_t budget) {
+  if (d->state == MB_DEST_REMOVED) return 0;
   while (budget-- > 0) {
     if (d->opts.type == MB_SERIAL) {
       if (d->cur) {
@@ -654,7 +830,7 @@ int mb_dest_pump(mb_dest *d, size_t budget) {
             d->cur_step++;
           } else {
             d->cur_running = 1;
-            deliver(d, d->cur, g, NULL);
+            deliver(d, d->cur, g, NULL, NULL);
           }
           continue;
         }
@@ -684,15 +860,33 @@ int mb_dest_pump(mb_dest *d, size_t budget) {
       mb_msg_unref(m);
     }
   }
-  d->pumping = 0;
-  int more;
-  if (d->opts.type == MB_SERIAL)
-    more = d->cur ? !d->cur_running : d->qlen > 0;
-  else
-    more = d->qlen > 0 && d->st.in_flight < d->opts.concurrency;
+  if (d->opts.type == MB_SERIAL) return d->cur ? !d->cur_running : d->qlen > 0;
+  return d->qlen > 0 && d->st.in_flight < d->opts.concurrency;
+}
+
+static void pump_task(void *arg) {
+  mb_dest *d = arg;
+  mb_runtime *rt = d->rt;
+  mb_lock(rt);
+  d->in_ready = 0;
+  if (pump(d, 64)) dest_ready(d);
   maybe_removed(d);
-  mb_dest_unref(d);
-  return more;
+  mb_unlock(rt);
+  mb_dest_unref(d); /* the task's */
+}
+
+/* Queues a pump of d on this thread's worker (any worker may pump: the lock
+ * makes it one at a time). */
+static void dest_ready(mb_dest *d) {
+  if (d->in_ready || d->state == MB_DEST_REMOVED) return;
+  mb_worker *w = mb_self();
+  if (!w || w->rt != d->rt) w = &d->rt->workers[0];
+  d->in_ready = 1;
+  dest_ref(d);
+  if (mb_worker_post(w, NULL, pump_task, d)) {
+    d->in_ready = 0;
+    mb_dest_unref(d);
+  }
 }
 
 void mb_dest_free_all(mb_runtime *rt) {
@@ -702,6 +896,17 @@ void mb_dest_free_all(mb_runtime *rt) {
     rt->dests.e[i].v = NULL;
     d->state = MB_DEST_REMOVED;
     admit_blocked(d, MB_ECLOSED);
+    while (d->ngroups) { /* only where a C user left listeners open */
+      mb_group *g = d->groups[0];
+      if (g->n)
+        mb_listener_close_locked(g->members[0]);
+      else {
+        d->ngroups--;
+        memmove(&d->groups[0], &d->groups[1], d->ngroups * sizeof *d->groups);
+        free(g->members);
+        free(g);
+      }
+    }
     if (d->cur) {
       mb_msg *m = d->cur;
       d->cur = NULL;

@@ -9,8 +9,8 @@
 
 #include "mb_core.h"
 
-uint64_t mb_next_msg_id = 1;
-size_t mb_live_msgs;
+atomic_uint_fast64_t mb_next_msg_id = 1;
+atomic_long mb_live_msgs;
 
 mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t vlen,
                    const char *reply_to) {
@@ -24,10 +24,10 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
   if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 255) return NULL;
   mb_msg *m = malloc(sizeof *m + plen + vlen + rlen + 1);
   if (!m) return NULL;
-  mb_live_msgs++;
-  m->refs = 1;
+  atomic_fetch_add(&mb_live_msgs, 1);
+  atomic_init(&m->refs, 1);
   m->flags = 0;
-  m->id = mb_next_msg_id++;
+  m->id = atomic_fetch_add(&mb_next_msg_id, 1);
   m->response_id = 0;
   m->dest = NULL;
   m->plen = (uint32_t)plen;
@@ -46,14 +46,14 @@ mb_msg *mb_msg_copy(const mb_msg *m) {
 }
 
 mb_msg *mb_msg_ref(mb_msg *m) {
-  m->refs++;
+  atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
   return m;
 }
 
 void mb_msg_unref(mb_msg *m) {
-  if (!m || --m->refs > 0) return;
+  if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
   if (m->dest) mb_dest_unref(m->dest);
-  mb_live_msgs--;
+  atomic_fetch_sub(&mb_live_msgs, 1);
   free(m);
 }
 

@@ -4,7 +4,9 @@
  * its first reply (or one answer per listener group for request_all), a
  * failure, or its timeout. Replies to a request nobody waits for any more
  * are counted and refused with MB_ECLOSED. Owns its requests and the reply
- * references they hold. Tests: spec/c/test_core.c, spec/request_spec.lua.
+ * references they hold. Answers may come from any worker, under rt->lock;
+ * the request's timer and its callback belong to the requester's worker,
+ * where a finish task ends it. Tests: spec/c/test_core.c, spec/bus_spec.lua.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,7 @@ static void request_free(mb_request *r) {
   free(r->slots);
   mb_dest_unref(r->dest);
   r->svc->rt->counts.requests--;
+  mb_service_unref(r->svc);
   free(r);
 }
 
@@ -43,7 +46,6 @@ static void request_release(mb_request *r) {
 static void detach(mb_request *r) {
   mb_runtime *rt = r->svc->rt;
   r->finished = 1;
-  ev_timer_stop(rt->worker.loop, &r->timer);
   mb_map_del(&rt->requests, id_hash(r->id), req_eq, &r->id);
   mb_service *svc = r->svc;
   if (r->prev)
@@ -51,23 +53,45 @@ static void detach(mb_request *r) {
   else
     svc->requests = r->next;
   if (r->next) r->next->prev = r->prev;
+  mb_busy(rt, -1);
+}
+
+/* On the requester's worker: stops the timer, tells the requester. */
+static void finish_task(void *arg) {
+  mb_request *r = arg;
+  mb_runtime *rt = r->svc->rt;
+  mb_answer stack[8], *a = stack;
+  ev_timer_stop(r->svc->w->loop, &r->timer);
+  mb_lock(rt);
+  int tell = !r->cancelled && !atomic_load(&r->svc->dead);
+  size_t n = r->n;
+  mb_unlock(rt);
+  /* the answers do not change once finished: read them unlocked */
+  if (tell) {
+    if (n > 8 && !(a = malloc(n * sizeof *a))) {
+      a = stack; /* report what fits rather than nothing */
+      n = 8;
+    }
+    for (size_t i = 0; i < n; i++) {
+      a[i].status = r->slots[i].status;
+      a[i].reply = r->slots[i].reply;
+      a[i].error = r->slots[i].error;
+    }
+    r->fn(r->ud, a, n);
+    if (a != stack) free(a);
+  }
+  mb_lock(rt);
+  request_release(r);
+  mb_unlock(rt);
 }
 
 static void complete(mb_request *r) {
-  mb_answer stack[8], *a = stack;
   detach(r);
-  if (r->n > 8 && !(a = malloc(r->n * sizeof *a))) {
-    a = stack; /* report what fits rather than nothing */
-    r->n = 8;
+  if (mb_worker_post(r->svc->w, NULL, finish_task, r)) {
+    r->cancelled = 1; /* out of memory: nobody will be told */
+    ev_timer_stop(r->svc->w->loop, &r->timer);
+    request_release(r);
   }
-  for (size_t i = 0; i < r->n; i++) {
-    a[i].status = r->slots[i].status;
-    a[i].reply = r->slots[i].reply;
-    a[i].error = r->slots[i].error;
-  }
-  r->fn(r->ud, a, r->n);
-  if (a != stack) free(a);
-  request_release(r);
 }
 
 static int ensure_slots(mb_request *r, size_t n) {
@@ -128,22 +152,24 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   mb_request *r = t->data;
+  mb_runtime *rt = r->svc->rt;
   char err[320];
+  mb_lock(rt);
+  if (r->finished) { /* answered meanwhile: its finish task is queued */
+    mb_unlock(rt);
+    return;
+  }
   r->dest->st.timeouts++;
   snprintf(err, sizeof err, "timeout: no %s from %s within %g s", r->all ? "answer" : "reply",
            r->dest->name, r->timeout);
-  if (ensure_slots(r, r->all ? r->dest->ngroups : 1)) {
-    r->fn(r->ud, NULL, 0); /* out of memory: still end the wait */
-    detach(r);
-    request_release(r);
-    return;
-  }
-  for (size_t i = 0; i < r->n; i++)
-    if (r->slots[i].status == SLOT_WAITING) {
-      r->slots[i].status = MB_ETIMEOUT;
-      r->slots[i].error = strdup(err);
-    }
-  complete(r);
+  if (ensure_slots(r, r->all ? r->dest->ngroups : 1) == 0)
+    for (size_t i = 0; i < r->n; i++)
+      if (r->slots[i].status == SLOT_WAITING) {
+        r->slots[i].status = MB_ETIMEOUT;
+        r->slots[i].error = strdup(err);
+      }
+  complete(r); /* with no answers when out of memory: still the wait ends */
+  mb_unlock(rt);
 }
 
 /* A "block" queue admitted (or refused) the request's message. */
@@ -159,70 +185,88 @@ void mb_request_sent_cb(void *ud, int status) {
 }
 
 int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeout, int all,
-               mb_request_fn fn, void *ud, mb_request **out) {
+                     mb_request_fn fn, void *ud, mb_request **out) {
   mb_runtime *rt = from->rt;
+  mb_inline inl = {0};
   *out = NULL;
-  mb_dest *d = mb_dest_find(rt, name);
-  if (!d) {
-    mb_msg_unref(m);
-    return MB_ENODEST;
-  }
   mb_request *r = calloc(1, sizeof *r);
   if (!r) {
     mb_msg_unref(m);
     return MB_ENOMEM;
   }
+  mb_lock(rt);
+  mb_dest *d = mb_dest_find(rt, name);
+  if (!d || mb_map_put(&rt->requests, id_hash(m->id), r)) {
+    mb_unlock(rt);
+    free(r);
+    mb_msg_unref(m);
+    return d ? MB_ENOMEM : MB_ENODEST;
+  }
   r->id = m->id;
   r->svc = from;
+  atomic_fetch_add(&from->refs, 1);
   r->dest = d;
-  d->refs++;
+  atomic_fetch_add(&d->refs, 1);
   r->fn = fn;
   r->ud = ud;
   r->all = all;
   r->timeout = timeout;
   r->refs = 1;
-  if (mb_map_put(&rt->requests, id_hash(r->id), r)) {
-    mb_dest_unref(d);
-    free(r);
-    mb_msg_unref(m);
-    return MB_ENOMEM;
-  }
   rt->counts.requests++;
+  mb_busy(rt, 1);
   r->next = from->requests;
   if (from->requests) from->requests->prev = r;
   from->requests = r;
   ev_timer_init(&r->timer, timeout_cb, timeout, 0);
   r->timer.data = r;
-  ev_timer_start(rt->worker.loop, &r->timer);
+  ev_timer_start(from->w->loop, &r->timer);
   m->flags |= MB_MSG_REQUEST;
-  r->refs++; /* until mb_send_msg has returned, and then while blocked */
   int block = d->opts.type != MB_SYNCHRONOUS;
-  int rc = mb_send_msg(from, d, m, block ? mb_request_sent_cb : NULL, block ? r : NULL);
-  int finished = r->finished; /* answered before the send returned */
-  if (rc < 0 && !finished) {
+  if (block) r->refs++; /* while the send may wait in a full queue */
+  int rc = mb_send_msg(from, d, m, block ? mb_request_sent_cb : NULL, block ? r : NULL, &inl);
+  if (block && rc != MB_PENDING) r->refs--;
+  if (rc < 0) {
     detach(r);
+    ev_timer_stop(from->w->loop, &r->timer);
     request_release(r);
+    mb_unlock(rt);
+    return rc;
   }
-  if (rc != MB_PENDING || !block) request_release(r); /* the send's reference */
-  if (rc < 0) return rc;
-  if (finished) return MB_OK;
   *out = r;
+  mb_unlock(rt);
+  mb_run_inline(&inl);
+  mb_sync_settle(rt, from, &inl, MB_OK);
   return MB_PENDING;
 }
 
 void mb_request_cancel(mb_request *r) {
-  if (r->finished) return;
-  detach(r);
-  request_release(r);
+  mb_runtime *rt = r->svc->rt;
+  mb_lock(rt);
+  r->cancelled = 1;
+  if (!r->finished) {
+    detach(r);
+    ev_timer_stop(r->svc->w->loop, &r->timer);
+    request_release(r);
+  }
+  mb_unlock(rt);
 }
 
+/* Under rt->lock, on the service's worker. */
 void mb_request_cancel_all(mb_service *svc) {
-  while (svc->requests) mb_request_cancel(svc->requests);
+  while (svc->requests) {
+    mb_request *r = svc->requests;
+    r->cancelled = 1;
+    detach(r);
+    ev_timer_stop(svc->w->loop, &r->timer);
+    request_release(r);
+  }
 }
 
 int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *reply_to,
                 uint64_t group, mb_msg *reply, mb_send_fn done, void *ud) {
   mb_runtime *rt = from->rt;
+  mb_inline inl = {0};
+  mb_lock(rt);
   mb_request *r = mb_request_find(rt, id);
   mb_dest *d = r ? r->dest : dest ? mb_dest_find(rt, dest) : NULL;
   int answered = 0, rc;
@@ -230,17 +274,22 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
   reply->response_id = id;
   if (r && !reply->dest) {
     reply->dest = d;
-    d->refs++;
+    atomic_fetch_add(&d->refs, 1);
     answered = answer(r, group, MB_OK, reply, NULL) == 0;
   }
   if (reply_to) {
     mb_msg *c = mb_msg_copy(reply);
-    rc = c ? mb_send(from, reply_to, c, done, ud) : MB_ENOMEM;
-    if (rc < 0 && answered) rc = MB_OK;
+    mb_dest *to = mb_dest_find(rt, reply_to);
+    rc = !c ? MB_ENOMEM : to ? mb_send_msg(from, to, c, done, ud, &inl) : MB_ENODEST;
+    if (c && !to) mb_msg_unref(c);
   } else {
     rc = answered ? MB_OK : MB_ECLOSED;
   }
+  mb_unlock(rt);
   mb_msg_unref(reply);
+  mb_run_inline(&inl);
+  rc = mb_sync_settle(rt, from, &inl, rc);
+  if (rc < 0 && answered) rc = MB_OK;
   return rc;
 }
 

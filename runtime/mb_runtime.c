@@ -1,8 +1,13 @@
 /*
- * mb_runtime.c — the runtime and its worker: the libev loop, the task queue
- * and the ready list of destinations that an idle watcher drains in batches,
- * services, destination events, run/stop. Owns the loop, every service and
- * (through mb_dest.c) every destination. Tests: spec/c/test_core.c.
+ * mb_runtime.c — the runtime and its workers: one thread and one libev loop
+ * per worker (worker 0 is the thread that created the runtime and runs
+ * mb_runtime_run), each with a local task queue drained in batches by an
+ * idle watcher, and an inbox that other threads post to, signalled with
+ * ev_async (several signals may fold into one callback: the inbox is the
+ * real queue). Also services, destination events, run/stop and the busy
+ * count that tells when the whole bus is idle. Owns the workers, every
+ * service and (through mb_dest.c) every destination.
+ * Tests: spec/c/test_core.c, spec/workers_spec.lua.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -33,119 +38,217 @@ uint64_t mb_hash_str(const char *s, size_t len) {
   return h;
 }
 
-/* ---- the worker's queue and idle watcher ------------------------------ */
+static _Thread_local mb_worker *self;
 
-/* Tasks and ready destinations handled per idle callback before the loop
- * gets a turn for timers and I/O. */
-#define BATCH 4096
+mb_worker *mb_self(void) { return self; }
 
-static mb_dest *ready_pop(mb_worker *w) {
-  mb_dest *d = w->ready_head;
-  if (!d) return NULL;
-  w->ready_head = d->ready_next;
-  if (!w->ready_head) w->ready_tail = NULL;
-  d->ready_next = NULL;
-  d->in_ready = 0;
-  return d;
+/* ---- the busy count ------------------------------------------------------ */
+
+/* What can still produce work: queued tasks (a delivery, a pump, a reply
+ * on its way), waiting requests, and the timers and waits that users hold.
+ * Messages in a queue and deliveries in progress need not count: whatever
+ * will move them on is one of those. When the count drops to zero, worker
+ * 0 wakes up to see whether its mb_runtime_run is over. */
+void mb_busy(mb_runtime *rt, long delta) {
+  long now = atomic_fetch_add(&rt->busy, delta) + delta;
+  if (now == 0) ev_async_send(rt->workers[0].loop, &rt->workers[0].async);
+}
+
+void mb_runtime_hold(mb_runtime *rt, int delta) { mb_busy(rt, delta); }
+long mb_runtime_busy(mb_runtime *rt) { return atomic_load(&rt->busy); }
+
+/* ---- task queues ----------------------------------------------------------- */
+
+static int q_push(mb_taskq *q, mb_task t) {
+  if (q->len == q->cap) {
+    size_t cap = q->cap ? q->cap * 2 : 256;
+    mb_task *v = malloc(cap * sizeof *v);
+    if (!v) return -1;
+    for (size_t i = 0; i < q->len; i++) v[i] = q->v[(q->head + i) % q->cap];
+    free(q->v);
+    q->v = v;
+    q->cap = cap;
+    q->head = 0;
+  }
+  q->v[(q->head + q->len) % q->cap] = t;
+  q->len++;
+  return 0;
+}
+
+static mb_task q_pop(mb_taskq *q) {
+  mb_task t = q->v[q->head];
+  q->head = (q->head + 1) % q->cap;
+  q->len--;
+  return t;
+}
+
+/* Tasks handled per idle callback before the loop gets a turn for timers
+ * and I/O. */
+#define BATCH 1024
+
+static void run_task(mb_runtime *rt, mb_task t) {
+  if (!t.svc || !atomic_load(&t.svc->dead)) t.fn(t.arg);
+  if (t.svc) mb_service_unref(t.svc);
+  mb_busy(rt, -1);
 }
 
 static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
-  (void)loop;
   (void)revents;
   mb_worker *w = iw->data;
-  size_t budget = BATCH;
-  while (budget > 0 && (w->tlen || w->ready_head)) {
-    size_t n = w->tlen;
-    while (n-- > 0 && budget > 0) {
-      mb_task t = w->tasks[w->thead];
-      w->thead = (w->thead + 1) % w->tcap;
-      w->tlen--;
-      budget--;
-      if (t.fn) t.fn(t.arg);
+  for (size_t n = 0; n < BATCH && w->local.len; n++) run_task(w->rt, q_pop(&w->local));
+  if (w->local.len) return;
+  ev_idle_stop(loop, &w->idle);
+  if (w->index == 0) return;
+  pthread_mutex_lock(&w->inbox_lock);
+  int quit = w->quit && !w->inbox.len;
+  pthread_mutex_unlock(&w->inbox_lock);
+  if (quit) ev_break(loop, EVBREAK_ALL); /* asked to finish: finished */
+}
+
+static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
+  (void)revents;
+  mb_worker *w = a->data;
+  pthread_mutex_lock(&w->inbox_lock);
+  int failed = 0;
+  while (w->inbox.len && !failed) {
+    mb_task t = w->inbox.v[w->inbox.head];
+    if (q_push(&w->local, t)) {
+      failed = 1; /* out of memory: leave the rest for the next wake-up */
+      break;
     }
-    /* one round over the destinations that were ready when it started */
-    mb_dest *last = w->ready_tail;
-    while (budget > 0 && w->ready_head) {
-      mb_dest *d = ready_pop(w);
-      int more = mb_dest_pump(d, budget < 256 ? budget : 256);
-      budget = budget > 256 ? budget - 256 : 0;
-      if (more) mb_worker_ready(w, d);
-      mb_dest_unref(d); /* the ready list's reference */
-      if (d == last) break;
-    }
+    q_pop(&w->inbox);
   }
-  if (!w->tlen && !w->ready_head) ev_idle_stop(w->loop, &w->idle);
-}
-
-void mb_worker_kick(mb_worker *w) {
-  if (!ev_is_active(&w->idle)) ev_idle_start(w->loop, &w->idle);
-}
-
-void mb_worker_ready(mb_worker *w, mb_dest *d) {
-  if (d->in_ready) return;
-  d->in_ready = 1;
-  d->refs++;
-  d->ready_next = NULL;
-  if (w->ready_tail)
-    w->ready_tail->ready_next = d;
-  else
-    w->ready_head = d;
-  w->ready_tail = d;
-  mb_worker_kick(w);
+  int quit = w->quit;
+  pthread_mutex_unlock(&w->inbox_lock);
+  if (w->local.len && !ev_is_active(&w->idle)) ev_idle_start(loop, &w->idle);
+  if (failed) ev_async_send(loop, &w->async);
+  if (quit && !w->local.len && w->index != 0) ev_break(loop, EVBREAK_ALL);
 }
 
 int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg) {
-  if (w->tlen == w->tcap) {
-    size_t cap = w->tcap ? w->tcap * 2 : 256;
-    mb_task *t = malloc(cap * sizeof *t);
-    if (!t) return MB_ENOMEM;
-    for (size_t i = 0; i < w->tlen; i++) t[i] = w->tasks[(w->thead + i) % w->tcap];
-    free(w->tasks);
-    w->tasks = t;
-    w->tcap = cap;
-    w->thead = 0;
+  mb_task t = {fn, arg, svc};
+  if (svc) atomic_fetch_add(&svc->refs, 1);
+  mb_busy(w->rt, 1);
+  if (w == self) {
+    if (q_push(&w->local, t)) goto fail;
+    if (!ev_is_active(&w->idle)) ev_idle_start(w->loop, &w->idle);
+    return MB_OK;
   }
-  mb_task *t = &w->tasks[(w->thead + w->tlen) % w->tcap];
-  t->fn = fn;
-  t->arg = arg;
-  t->svc = svc;
-  w->tlen++;
-  mb_worker_kick(w);
+  pthread_mutex_lock(&w->inbox_lock);
+  int rc = q_push(&w->inbox, t);
+  pthread_mutex_unlock(&w->inbox_lock);
+  if (rc) goto fail;
+  ev_async_send(w->loop, &w->async);
   return MB_OK;
+fail:
+  if (svc) mb_service_unref(svc);
+  mb_busy(w->rt, -1);
+  return MB_ENOMEM;
 }
 
-/* ---- runtime ---------------------------------------------------------- */
+/* ---- workers --------------------------------------------------------------- */
+
+static int worker_init(mb_runtime *rt, mb_worker *w, int index) {
+  w->rt = rt;
+  w->index = index;
+  w->loop = ev_loop_new(EVFLAG_AUTO);
+  if (!w->loop) return -1;
+  pthread_mutex_init(&w->inbox_lock, NULL);
+  ev_idle_init(&w->idle, idle_cb);
+  w->idle.data = w;
+  ev_async_init(&w->async, async_cb);
+  w->async.data = w;
+  ev_async_start(w->loop, &w->async);
+  /* worker 0's loop belongs to the caller between runs: our watcher must
+   * not keep it alive (mb_runtime_step takes the reference back) */
+  if (index == 0) ev_unref(w->loop);
+  return 0;
+}
+
+static void *worker_main(void *arg) {
+  mb_worker *w = arg;
+  self = w;
+  for (;;) {
+    ev_run(w->loop, 0);
+    pthread_mutex_lock(&w->inbox_lock);
+    int done = w->quit && !w->inbox.len;
+    pthread_mutex_unlock(&w->inbox_lock);
+    if (done && !w->local.len) break;
+  }
+  self = NULL;
+  return NULL;
+}
 
 mb_runtime *mb_runtime_new(const mb_config *cfg) {
   mb_runtime *rt = calloc(1, sizeof *rt);
   if (!rt) return NULL;
+  int n = (cfg && cfg->workers > 0) ? cfg->workers : 1;
+  if (n > 256) n = 256;
   rt->max_message_size = (cfg && cfg->max_message_size) ? cfg->max_message_size : 64u << 20;
-  rt->worker.rt = rt;
-  rt->worker.loop = ev_loop_new(EVFLAG_AUTO);
-  if (!rt->worker.loop) {
+  rt->workers = calloc((size_t)n, sizeof *rt->workers);
+  if (!rt->workers) {
     free(rt);
     return NULL;
   }
-  ev_idle_init(&rt->worker.idle, idle_cb);
-  rt->worker.idle.data = &rt->worker;
+  pthread_mutex_init(&rt->lock, NULL);
+  for (int i = 0; i < n; i++) {
+    if (worker_init(rt, &rt->workers[i], i)) break;
+    rt->nworkers = i + 1;
+  }
+  if (rt->nworkers != n) {
+    mb_runtime_free(rt);
+    return NULL;
+  }
+  self = &rt->workers[0];
+  for (int i = 1; i < n; i++) {
+    mb_worker *w = &rt->workers[i];
+    if (pthread_create(&w->thread, NULL, worker_main, w) == 0) w->has_thread = 1;
+  }
+  for (int i = 1; i < n; i++)
+    if (!rt->workers[i].has_thread) {
+      mb_runtime_free(rt);
+      return NULL;
+    }
   return rt;
+}
+
+int mb_runtime_workers(const mb_runtime *rt) { return rt->nworkers; }
+
+/* Lets the worker threads finish what is queued and exit; joins them. */
+void mb_runtime_join(mb_runtime *rt) {
+  for (int i = 1; i < rt->nworkers; i++) {
+    mb_worker *w = &rt->workers[i];
+    if (!w->has_thread) continue;
+    pthread_mutex_lock(&w->inbox_lock);
+    w->quit = 1;
+    pthread_mutex_unlock(&w->inbox_lock);
+    ev_async_send(w->loop, &w->async);
+    pthread_join(w->thread, NULL);
+    w->has_thread = 0;
+  }
 }
 
 void mb_runtime_free(mb_runtime *rt) {
   if (!rt) return;
+  mb_runtime_join(rt);
+  /* services of worker 0, and any a caller left behind */
   while (rt->services) mb_service_free(rt->services);
-  mb_worker *w = &rt->worker;
-  /* what is still queued only holds references: release them */
-  while (w->ready_head) mb_dest_unref(ready_pop(w));
-  for (size_t i = 0; i < w->tlen; i++) {
-    mb_task *t = &w->tasks[(w->thead + i) % w->tcap];
-    if (t->fn && !t->svc) t->fn(t->arg); /* core tasks free what they carry */
+  for (int i = 0; i < rt->nworkers; i++) {
+    mb_worker *w = &rt->workers[i];
+    /* what is still queued only holds references: release them */
+    while (w->inbox.len) q_push(&w->local, q_pop(&w->inbox));
+    while (w->local.len) {
+      mb_task t = q_pop(&w->local);
+      if (!t.svc) t.fn(t.arg); /* core tasks free what they carry */
+      if (t.svc) mb_service_unref(t.svc);
+    }
   }
-  free(w->tasks);
+  mb_lock(rt);
   mb_dest_free_all(rt);
-  while (w->free_deliveries) {
-    mb_delivery *d = w->free_deliveries;
-    w->free_deliveries = d->next;
+  mb_unlock(rt);
+  while (rt->free_deliveries) {
+    mb_delivery *d = rt->free_deliveries;
+    rt->free_deliveries = d->next;
     free(d);
   }
   mb_map_free(&rt->dests);
@@ -155,12 +258,23 @@ void mb_runtime_free(mb_runtime *rt) {
     rt->subs = s->next;
     free(s);
   }
-  ev_idle_stop(w->loop, &w->idle);
-  ev_loop_destroy(w->loop);
+  for (int i = 0; i < rt->nworkers; i++) {
+    mb_worker *w = &rt->workers[i];
+    ev_idle_stop(w->loop, &w->idle);
+    if (i == 0) ev_ref(w->loop); /* libev: ref before stopping an unref'd watcher */
+    ev_async_stop(w->loop, &w->async);
+    ev_loop_destroy(w->loop);
+    free(w->local.v);
+    free(w->inbox.v);
+    pthread_mutex_destroy(&w->inbox_lock);
+  }
+  if (self && self->rt == rt) self = NULL;
+  free(rt->workers);
+  pthread_mutex_destroy(&rt->lock);
   free(rt);
 }
 
-struct ev_loop *mb_runtime_loop(mb_runtime *rt) { return rt->worker.loop; }
+struct ev_loop *mb_runtime_loop(mb_runtime *rt) { return rt->workers[0].loop; }
 size_t mb_runtime_max_message_size(const mb_runtime *rt) { return rt->max_message_size; }
 
 static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -169,24 +283,31 @@ static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   mb_runtime_stop(t->data);
 }
 
+int mb_runtime_step(mb_runtime *rt, const int *done) {
+  mb_worker *w = self;
+  if (!w || w->rt != rt) w = &rt->workers[0];
+  struct ev_loop *loop = w->loop;
+  if (w->index == 0) ev_ref(loop); /* wait for other threads' posts too */
+  /* what is ready runs now; and the loop tells what it has of its own
+   * (timers of C users count) besides the async watcher */
+  int active = ev_run(loop, EVRUN_NOWAIT) - 1;
+  int more = atomic_load(&rt->busy) > 0 || active > 0;
+  if (more && !atomic_load(&rt->stopping) && !(done && *done)) ev_run(loop, EVRUN_ONCE);
+  if (w->index == 0) ev_unref(loop);
+  return more;
+}
+
 int mb_runtime_run(mb_runtime *rt, double timeout) {
-  struct ev_loop *loop = rt->worker.loop;
+  struct ev_loop *loop = rt->workers[0].loop;
   if (timeout > 0) {
     ev_timer_init(&rt->run_timer, run_timeout_cb, timeout, 0);
     rt->run_timer.data = rt;
     ev_timer_start(loop, &rt->run_timer);
-    ev_unref(loop); /* the bound alone does not keep the loop alive */
+    ev_unref(loop); /* the bound alone does not keep the bus running */
   }
-  int stopped = 0;
-  for (;;) {
-    int active = ev_run(loop, 0);
-    if (rt->stopping) {
-      stopped = 1;
-      break;
-    }
-    if (!active || (timeout > 0 && active == 1 && ev_is_active(&rt->run_timer))) break;
+  while (!atomic_load(&rt->stopping) && mb_runtime_step(rt, NULL)) {
   }
-  rt->stopping = 0;
+  int stopped = atomic_exchange(&rt->stopping, 0);
   if (timeout > 0 && ev_is_active(&rt->run_timer)) {
     ev_ref(loop);
     ev_timer_stop(loop, &rt->run_timer);
@@ -195,18 +316,22 @@ int mb_runtime_run(mb_runtime *rt, double timeout) {
 }
 
 void mb_runtime_stop(mb_runtime *rt) {
-  rt->stopping = 1;
-  ev_break(rt->worker.loop, EVBREAK_ALL);
+  atomic_store(&rt->stopping, 1);
+  ev_async_send(rt->workers[0].loop, &rt->workers[0].async);
 }
 
 void mb_runtime_counts(const mb_runtime *rt, mb_counts *out) {
+  mb_lock((mb_runtime *)rt);
   *out = rt->counts;
-  out->messages = mb_live_msgs;
+  mb_unlock((mb_runtime *)rt);
+  out->messages = (size_t)atomic_load(&mb_live_msgs);
 }
 
-/* ---- services --------------------------------------------------------- */
+static void sub_release(mb_runtime *rt, mb_subscription *s);
 
-mb_service *mb_service_new(mb_runtime *rt, const char *name) {
+/* ---- services ------------------------------------------------------------- */
+
+mb_service *mb_service_new(mb_runtime *rt, const char *name, int worker) {
   mb_service *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   s->name = strdup(name ? name : "?");
@@ -214,50 +339,84 @@ mb_service *mb_service_new(mb_runtime *rt, const char *name) {
     free(s);
     return NULL;
   }
+  atomic_init(&s->refs, 1);
+  atomic_init(&s->dead, 0);
   s->rt = rt;
-  s->w = &rt->worker;
+  mb_lock(rt);
+  if (worker < 0 || worker >= rt->nworkers) { /* the least loaded */
+    worker = 0;
+    for (int i = 1; i < rt->nworkers; i++)
+      if (rt->workers[i].services < rt->workers[worker].services) worker = i;
+  }
+  s->w = &rt->workers[worker];
+  s->w->services++;
   s->id = ++rt->next_service;
   s->next = rt->services;
   if (rt->services) rt->services->prev = s;
   rt->services = s;
   rt->counts.services++;
+  mb_unlock(rt);
   return s;
+}
+
+void mb_service_unref(mb_service *svc) {
+  if (atomic_fetch_sub(&svc->refs, 1) != 1) return;
+  free(svc->name);
+  free(svc);
 }
 
 void mb_service_free(mb_service *svc) {
   mb_runtime *rt = svc->rt;
-  mb_worker *w = svc->w;
-  while (svc->listeners) mb_listener_close(svc->listeners);
-  while (svc->open) mb_delivery_done(svc->open, MB_EDROPPED, "dropped: service stopped");
+  mb_lock(rt);
+  atomic_store(&svc->dead, 1);
+  mb_dest_forget_syncs(svc); /* first: dropping deliveries may end them */
   mb_request_cancel_all(svc);
   mb_dest_cancel_blocked(rt, svc);
-  mb_dest_forget_syncs(svc);
+  while (svc->listeners) mb_listener_close_locked(svc->listeners);
+  while (svc->open) mb_delivery_finish(svc->open, MB_EDROPPED, "dropped: service stopped");
   for (mb_subscription *s = rt->subs, *next; s; s = next) {
     next = s->next;
-    if (s->svc == svc) mb_unsubscribe(s);
-  }
-  for (size_t i = 0; i < w->tlen; i++) {
-    mb_task *t = &w->tasks[(w->thead + i) % w->tcap];
-    if (t->svc == svc) t->fn = NULL;
+    if (s->svc == svc && !s->closed) {
+      s->closed = 1;
+      sub_release(rt, s);
+    }
   }
   if (svc->prev)
     svc->prev->next = svc->next;
   else
     rt->services = svc->next;
   if (svc->next) svc->next->prev = svc->prev;
+  svc->w->services--;
   rt->counts.services--;
-  free(svc->name);
-  free(svc);
+  mb_unlock(rt);
+  mb_service_unref(svc);
 }
 
 const char *mb_service_name(const mb_service *svc) { return svc->name; }
 uint64_t mb_service_id(const mb_service *svc) { return svc->id; }
+struct ev_loop *mb_service_loop(const mb_service *svc) { return svc->w->loop; }
+int mb_service_worker(const mb_service *svc) { return svc->w->index; }
 
 int mb_service_post(mb_service *svc, mb_task_fn fn, void *arg) {
   return mb_worker_post(svc->w, svc, fn, arg);
 }
 
-/* ---- events ----------------------------------------------------------- */
+int mb_service_post_always(mb_service *svc, mb_task_fn fn, void *arg) {
+  return mb_worker_post(svc->w, NULL, fn, arg);
+}
+
+void mb_service_ref(mb_service *svc) { atomic_fetch_add(&svc->refs, 1); }
+
+mb_service *mb_service_find(mb_runtime *rt, uint64_t id) {
+  mb_lock(rt);
+  mb_service *s = rt->services;
+  while (s && s->id != id) s = s->next;
+  if (s) atomic_fetch_add(&s->refs, 1);
+  mb_unlock(rt);
+  return s;
+}
+
+/* ---- events ----------------------------------------------------------------- */
 
 typedef struct pending_event {
   mb_subscription *sub;
@@ -265,8 +424,9 @@ typedef struct pending_event {
   char strings[]; /* destination, service */
 } pending_event;
 
+/* Under rt->lock. */
 static void sub_release(mb_runtime *rt, mb_subscription *s) {
-  if (--s->refs > 0 || !s->closed) return;
+  if (--s->refs > 0) return;
   for (mb_subscription **p = &rt->subs; *p; p = &(*p)->next)
     if (*p == s) {
       *p = s->next;
@@ -279,11 +439,19 @@ static void sub_release(mb_runtime *rt, mb_subscription *s) {
 static void run_event(void *arg) {
   pending_event *pe = arg;
   mb_subscription *s = pe->sub;
-  if (!s->closed) s->fn(s->ud, &pe->ev);
-  sub_release(s->rt, s);
+  mb_runtime *rt = s->rt;
+  mb_lock(rt);
+  int closed = s->closed;
+  mb_unlock(rt);
+  /* the subscriber's own thread: it cannot close s while fn runs */
+  if (!closed) s->fn(s->ud, &pe->ev);
+  mb_lock(rt);
+  sub_release(rt, s);
+  mb_unlock(rt);
   free(pe);
 }
 
+/* Under rt->lock. */
 void mb_fire_event(mb_runtime *rt, mb_event_kind kind, mb_dest *d, mb_service *svc) {
   for (mb_subscription *s = rt->subs; s; s = s->next) {
     if (s->closed || !(s->kinds & kind)) continue;
@@ -302,9 +470,9 @@ void mb_fire_event(mb_runtime *rt, mb_event_kind kind, mb_dest *d, mb_service *s
       pe->ev.service = pe->strings + dl;
     }
     s->refs++;
-    /* posted without a service so that stopping the subscriber's service
-     * does not lose the free; run_event checks `closed` */
-    if (mb_worker_post(&rt->worker, NULL, run_event, pe)) {
+    /* posted without a service so that the free always happens; run_event
+     * checks `closed` */
+    if (mb_worker_post(s->svc->w, NULL, run_event, pe)) {
       s->refs--;
       free(pe);
     }
@@ -320,14 +488,20 @@ mb_subscription *mb_subscribe(mb_service *svc, unsigned kinds, mb_event_fn fn, v
   s->fn = fn;
   s->ud = ud;
   s->refs = 1;
+  mb_lock(s->rt);
   s->next = svc->rt->subs;
   svc->rt->subs = s;
   svc->rt->counts.subscriptions++;
+  mb_unlock(s->rt);
   return s;
 }
 
 void mb_unsubscribe(mb_subscription *s) {
-  if (s->closed) return;
-  s->closed = 1;
-  sub_release(s->rt, s);
+  mb_runtime *rt = s->rt;
+  mb_lock(rt);
+  if (!s->closed) {
+    s->closed = 1;
+    sub_release(rt, s);
+  }
+  mb_unlock(rt);
 }

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "lmb.h"
 
@@ -20,7 +21,8 @@ static void usage(FILE *f) {
           "The script gets ARGS as `...` and the bus as the global `mb`.\n"
           "\n"
           "options:\n"
-          "  -w N          worker threads (this version runs 1)\n"
+          "  -w N          worker threads, each with its own event loop\n"
+          "                (default: the number of cores)\n"
           "  --stats       print a table of destination statistics at exit\n"
           "  -h, --help    show this help\n"
           "  --version     show the version\n"
@@ -65,6 +67,8 @@ static void visit(void *ud, const char *name) {
 
 int main(int argc, char **argv) {
   int i = 1, stats = 0;
+  long workers = sysconf(_SC_NPROCESSORS_ONLN);
+  if (workers < 1) workers = 1;
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -78,12 +82,11 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "-w")) {
       char *end;
       long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
-      if (i + 1 >= argc || *end || n < 1) {
-        fprintf(stderr, "mbrun: -w needs a positive number of workers\n");
+      if (i + 1 >= argc || *end || n < 1 || n > 256) {
+        fprintf(stderr, "mbrun: -w needs a number of workers from 1 to 256\n");
         return 2;
       }
-      if (n > 1)
-        fprintf(stderr, "mbrun: this version runs one worker; -w %ld runs as -w 1\n", n);
+      workers = n;
       i++;
     } else if (!strcmp(a, "--")) {
       i++;
@@ -97,7 +100,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mbrun: no scenario given (see mbrun --help)\n");
     return 2;
   }
-  mbL_runtime *R = mbL_runtime_new(1);
+  mbL_runtime *R = mbL_runtime_new((int)workers);
   if (!R) {
     fprintf(stderr, "mbrun: out of memory\n");
     return 1;

@@ -64,8 +64,22 @@ end
 describe("examples/jungle-gyms", function()
   local lines, code, out
 
+  -- One worker: the order of lines is then the order of events. With more
+  -- workers, listeners on different workers print concurrently (checked
+  -- below: the same lines, in another order).
   setup(function()
-    lines, code, out = run(shell_quote(MBRUN) .. " " .. DEMO)
+    lines, code, out = run(shell_quote(MBRUN) .. " -w 1 " .. DEMO)
+  end)
+
+  it("tells the same story, in some order, on four workers", function()
+    local many, code4, out4 = run(shell_quote(MBRUN) .. " -w 4 " .. DEMO)
+    assert.are.equal(0, code4, out4)
+    local a, b = {}, {}
+    for i, l in ipairs(lines) do a[i] = l end
+    for i, l in ipairs(many) do b[i] = l end
+    table.sort(a)
+    table.sort(b)
+    assert.are.same(a, b)
   end)
 
   it("runs to the end by itself and exits 0, with nothing on stderr", function()
