@@ -2,7 +2,9 @@
 #
 #   make run     install what is missing, build, run the Jungle Gyms demo
 #   make test    install what is missing, build, run every test: C tests,
-#                busted specs, the same under ASan+UBSan, the demo under valgrind
+#                busted specs, the same under ASan+UBSan, the threaded specs
+#                under TSan, the demo under valgrind
+#   make bench   the benchmarks (bench/README.md)
 #   make         build build/mb.so (the Lua module) and build/mbrun
 #
 # Layers, as in Lua's own makefile: the core (mb_*.c, no Lua), the Lua
@@ -21,13 +23,15 @@ LUA_SRC  = runtime/mbl_value.c runtime/lmb.c
 HDRS     = $(wildcard runtime/*.h)
 
 # Debian packages the build and the tests need (see README, "Dependencies").
-DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev lua-busted valgrind
+DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev lua-busted valgrind \
+           lua-cjson lua-mediator
 
 B  = build
 BA = build/asan
+BT = build/tsan
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps run test unit spec asan-spec valgrind clean c-tests
+.PHONY: all deps run test spec asan-spec tsan valgrind clean c-tests bench
 
 all: $(B)/mb.so $(B)/mbrun
 
@@ -40,7 +44,7 @@ deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(B) $(BA):
+$(B) $(BA) $(BT):
 	mkdir -p $@
 
 $(B)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(B)
@@ -61,6 +65,14 @@ $(BA)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(BA)
 
 $(BA)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BA)
 	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
+
+# the threaded code under ThreadSanitizer: mbrun runs the worker scenarios
+$(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(BT)
+	$(CC) -O1 -g -fsanitize=thread $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(LUA_LIB) $(LIBS)
+
+tsan: $(BT)/mbrun $(B)/mb.so
+	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
+	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers_spec.lua
 
 DEMO = examples/jungle-gyms/main.lua
 
@@ -89,8 +101,15 @@ test: deps all
 	$(MAKE) c-tests
 	$(MAKE) spec
 	$(MAKE) asan-spec
+	$(MAKE) tsan
 	$(MAKE) valgrind
 	@echo "make test: all suites passed"
+
+# Benchmarks: each scenario against its baseline, alternately; a table on
+# stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).
+BENCH_OUT ?= $(B)/bench.json
+bench: deps all
+	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
 
 clean:
 	rm -rf $(B)

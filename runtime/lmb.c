@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mbl_value.h"
 
@@ -106,6 +107,7 @@ struct mbL_state {
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
+  int groups; /* weak table: message table of a request -> listener group */
   mbL_state *next, *prev;
 };
 
@@ -391,8 +393,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   mbL_task *t = task_new(S, T_TIMER);
   if (!t) return;
   lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
-  if (!ev_is_active(&tm->w)) timer_release(tm, S->L); /* a one-shot timer is done */
+  int once = !ev_is_active(&tm->w);
+  if (once) mb_runtime_hold(core(S), 1); /* across the release, until the call is done */
+  if (once) timer_release(tm, S->L); /* a one-shot timer is done */
   task_run(t, 0);
+  if (once) mb_runtime_hold(core(S), -1);
 }
 
 static int timer_start(lua_State *L, int repeat) {
@@ -412,6 +417,7 @@ static int timer_start(lua_State *L, int repeat) {
   tm->self_ref = ref(S, L);
   ev_timer_init(&tm->w, timer_cb, s, repeat ? s : 0);
   tm->w.data = tm;
+  ev_now_update(mb_service_loop(S->svc));
   ev_timer_start(mb_service_loop(S->svc), &tm->w);
   mb_runtime_hold(core(S), 1);
   tm->next = S->timers;
@@ -452,8 +458,9 @@ static void sleep_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   mbL_waiter *w = t->data;
-  mb_runtime_hold(core(w->S), -1);
-  waiter_wake(w);
+  mb_runtime *rt = core(w->S);
+  waiter_wake(w); /* posts the resume first: the bus never looks idle between */
+  mb_runtime_hold(rt, -1);
 }
 
 static int l_sleep(lua_State *L) {
@@ -464,16 +471,18 @@ static int l_sleep(lua_State *L) {
   if (!w) return luaL_error(L, "mb.sleep: out of memory");
   ev_timer_init(&w->timer, sleep_cb, s, 0);
   w->timer.data = w;
+  /* the loop's clock may be stale when it has not run for a while */
+  ev_now_update(mb_service_loop(S->svc));
   ev_timer_start(mb_service_loop(S->svc), &w->timer);
   mb_runtime_hold(core(S), 1);
   return wait_for(L, w, sleep_k);
 }
 
+/* Monotonic seconds: immune to changes of the wall clock. */
 static int l_now(lua_State *L) {
-  mbL_state *S = state_of(L);
-  struct ev_loop *loop = mb_service_loop(S->svc);
-  ev_now_update(loop);
-  lua_pushnumber(L, ev_now(loop));
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
   return 1;
 }
 
@@ -993,6 +1002,13 @@ static int handler_body(lua_State *L) {
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
     mbL_push_msg(L, m);
+    if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
+      lua_pushvalue(L, -2);
+      lua_pushinteger(L, (lua_Integer)mb_delivery_group(t->d));
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+    }
   }
   lua_callk(L, 1, 1, (lua_KContext)t, handler_k);
   return handler_k(L, LUA_OK, (lua_KContext)t);
@@ -1114,7 +1130,11 @@ static int l_reply(lua_State *L) {
   const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
   if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) reply_to = NULL;
-  return reply_with(L, S, dest, id, reply_to, 0, 2, 3, "mb.reply", l_reply_k);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->groups);
+  lua_pushvalue(L, 1);
+  lua_Integer group = lua_tointeger(L, (lua_rawget(L, -2), -1)); /* 0 when unknown */
+  lua_pop(L, 2);
+  return reply_with(L, S, dest, id, reply_to, (uint64_t)group, 2, 3, "mb.reply", l_reply_k);
 }
 
 /* ---- JSON ------------------------------------------------------------------------------- */
@@ -1562,6 +1582,15 @@ static int l_setup(lua_State *L) {
   return 0;
 }
 
+/* mb.worker() -> the index (from 0) of the worker running this service, and
+ * the number of workers. */
+static int l_worker(lua_State *L) {
+  mbL_state *S = state_of(L);
+  lua_pushinteger(L, mb_service_worker(S->svc));
+  lua_pushinteger(L, mb_runtime_workers(core(S)));
+  return 2;
+}
+
 static int l_counts(lua_State *L) {
   mbL_state *S = state_of(L);
   mb_counts c;
@@ -1608,6 +1637,7 @@ static const luaL_Reg funcs[] = {
     {"load", l_load},
     {"run", l_run},
     {"stop", l_stop},
+    {"worker", l_worker},
     {"_counts", l_counts},
     {NULL, NULL},
 };
@@ -1636,6 +1666,12 @@ static void open_module(lua_State *L, mbL_state *S) {
   new_class(L, "mb.Service", service_m);
   lua_pushlightuserdata(L, S);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+  lua_newtable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  S->groups = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_newtable(L);
   lua_pushlightuserdata(L, S);

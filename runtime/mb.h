@@ -103,6 +103,7 @@ long mb_runtime_busy(mb_runtime *rt);
 /* Counts of live core objects, for leak checks in tests. */
 typedef struct mb_counts {
   size_t messages, deliveries, requests, listeners, services, subscriptions;
+  uint64_t failed, dropped; /* deliveries so far, removed destinations too */
 } mb_counts;
 void mb_runtime_counts(const mb_runtime *rt, mb_counts *out);
 
@@ -215,6 +216,7 @@ const char *mb_msg_reply_to(const mb_msg *m);    /* NULL when unset */
 const uint8_t *mb_msg_payload(const mb_msg *m, size_t *len);
 const uint8_t *mb_msg_values(const mb_msg *m, size_t *len); /* len 0: none */
 int mb_msg_expects_reply(const mb_msg *m);
+int mb_msg_is_request(const mb_msg *m); /* sent by mb_request_start */
 /* The message as the JSON object a format = "json" listener receives. */
 int mb_msg_to_json(const mb_msg *m, mb_buf *out, char *err, size_t errlen);
 /* Formats an id as the string users see (lower-case hex). buf >= 17 bytes. */

@@ -190,6 +190,7 @@ struct mb_request {
   size_t n, answered;
   struct mb_slot {
     uint64_t group;
+    const mb_service *svc; /* where its delivery went (compared only) */
     int status;
     mb_msg *reply;
     char *error;
@@ -244,6 +245,8 @@ void mb_request_dispatched(mb_request *r, mb_dest *d);
 void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
                        const char *error);
 void mb_request_cancel_all(mb_service *svc);
+/* request_all: the delivery for `group` went to a listener of svc. */
+void mb_request_delivering(mb_request *r, uint64_t group, mb_service *svc);
 
 /* mb_msg.c */
 mb_msg *mb_msg_copy(const mb_msg *m);

@@ -349,10 +349,13 @@ static void outcome(mb_dest *d, mb_msg *m, uint64_t group, int status, const cha
     d->st.delivered++;
     return;
   }
-  if (status == MB_EDROPPED)
+  if (status == MB_EDROPPED) {
     d->st.dropped++;
-  else
+    d->rt->counts.dropped++;
+  } else {
     d->st.failed++;
+    d->rt->counts.failed++;
+  }
   if (!error) {
     snprintf(buf, sizeof buf, "%s: delivery %s", mb_strerror(status),
              status == MB_EDROPPED ? "dropped" : "failed");
@@ -433,6 +436,10 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline
   dv->msg = mb_msg_ref(m);
   dv->l = l;
   dv->group = g->id;
+  if (m->flags & MB_MSG_REQUEST) { /* so that mb.reply by fields finds its slot */
+    mb_request *r = mb_request_find(rt, m->id);
+    if (r) mb_request_delivering(r, g->id, l->svc);
+  }
   dv->sync = sync;
   if (sync) sync->remaining++;
   mb_service *svc = l->svc;

@@ -75,6 +75,8 @@ const uint8_t *mb_msg_values(const mb_msg *m, size_t *len) {
   return m->data + m->plen;
 }
 
+int mb_msg_is_request(const mb_msg *m) { return (m->flags & MB_MSG_REQUEST) != 0; }
+
 int mb_msg_expects_reply(const mb_msg *m) {
   return (m->flags & MB_MSG_REQUEST) || m->rlen;
 }

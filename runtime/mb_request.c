@@ -53,7 +53,6 @@ static void detach(mb_request *r) {
   else
     svc->requests = r->next;
   if (r->next) r->next->prev = r->prev;
-  mb_busy(rt, -1);
 }
 
 /* On the requester's worker: stops the timer, tells the requester. */
@@ -92,6 +91,7 @@ static void complete(mb_request *r) {
     ev_timer_stop(r->svc->w->loop, &r->timer);
     request_release(r);
   }
+  mb_busy(r->svc->rt, -1); /* after the post: the bus never looks idle between */
 }
 
 static int ensure_slots(mb_request *r, size_t n) {
@@ -122,17 +122,20 @@ static char *error_copy(int status, const char *error) {
 }
 
 /* Returns 0 when the answer was taken, -1 when nobody waits for it. */
-static int answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
-                  const char *error) {
+/* The answer of listener group `group`, or, when the group is not known
+ * (0: an explicit reply by message fields), of the group whose delivery went
+ * to service `from`. Returns 0 when taken, -1 when nobody waits for it. */
+static int answer(mb_request *r, uint64_t group, const mb_service *from, int status,
+                  mb_msg *reply, const char *error) {
   if (r->finished || ensure_slots(r, 1)) return -1;
   struct mb_slot *s = NULL;
   if (!r->all)
     s = &r->slots[0];
   else {
-    for (size_t i = 0; i < r->n && !s; i++)
-      if (r->slots[i].status == SLOT_WAITING && r->slots[i].group == group) s = &r->slots[i];
-    for (size_t i = 0; i < r->n && !s && group == 0; i++)
-      if (r->slots[i].status == SLOT_WAITING) s = &r->slots[i];
+    for (size_t i = 0; i < r->n && !s; i++) {
+      struct mb_slot *c = &r->slots[i];
+      if (c->status == SLOT_WAITING && (group ? c->group == group : c->svc == from)) s = c;
+    }
     if (!s) return -1;
   }
   s->status = status;
@@ -145,7 +148,13 @@ static int answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
 
 void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
                        const char *error) {
-  answer(r, group, status, reply, error);
+  answer(r, group, NULL, status, reply, error);
+}
+
+void mb_request_delivering(mb_request *r, uint64_t group, mb_service *svc) {
+  if (!r->all || r->finished) return;
+  for (size_t i = 0; i < r->n; i++)
+    if (r->slots[i].group == group) r->slots[i].svc = svc;
 }
 
 static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
@@ -179,7 +188,7 @@ void mb_request_sent_cb(void *ud, int status) {
     char err[320];
     snprintf(err, sizeof err, "%s: %s was removed while the request waited for room",
              mb_strerror(status), r->dest->name);
-    answer(r, 0, status, NULL, err);
+    answer(r, 0, NULL, status, NULL, err);
   }
   request_release(r);
 }
@@ -219,6 +228,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   from->requests = r;
   ev_timer_init(&r->timer, timeout_cb, timeout, 0);
   r->timer.data = r;
+  ev_now_update(from->w->loop); /* a stale loop clock would cut the timeout short */
   ev_timer_start(from->w->loop, &r->timer);
   m->flags |= MB_MSG_REQUEST;
   int block = d->opts.type != MB_SYNCHRONOUS;
@@ -228,6 +238,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   if (rc < 0) {
     detach(r);
     ev_timer_stop(from->w->loop, &r->timer);
+    mb_busy(rt, -1);
     request_release(r);
     mb_unlock(rt);
     return rc;
@@ -246,6 +257,7 @@ void mb_request_cancel(mb_request *r) {
   if (!r->finished) {
     detach(r);
     ev_timer_stop(r->svc->w->loop, &r->timer);
+    mb_busy(rt, -1);
     request_release(r);
   }
   mb_unlock(rt);
@@ -258,6 +270,7 @@ void mb_request_cancel_all(mb_service *svc) {
     r->cancelled = 1;
     detach(r);
     ev_timer_stop(svc->w->loop, &r->timer);
+    mb_busy(svc->rt, -1);
     request_release(r);
   }
 }
@@ -275,7 +288,7 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
   if (r && !reply->dest) {
     reply->dest = d;
     atomic_fetch_add(&d->refs, 1);
-    answered = answer(r, group, MB_OK, reply, NULL) == 0;
+    answered = answer(r, group, from, MB_OK, reply, NULL) == 0;
   }
   if (reply_to) {
     mb_msg *c = mb_msg_copy(reply);

@@ -122,6 +122,14 @@ int main(int argc, char **argv) {
             "lsnrs", "sent", "deliv'd", "failed", "drop", "reject", "deliv's", "max_pnd",
             "replies", "timeouts");
   mb_dest_each(s.rt, visit, &s);
+  /* what removed destinations failed or dropped counts as well */
+  mb_counts c;
+  mb_runtime_counts(s.rt, &c);
+  if (c.failed > s.failed) note(s.failed_at, sizeof s.failed_at, "removed destinations", c.failed - s.failed);
+  if (c.dropped > s.dropped)
+    note(s.dropped_at, sizeof s.dropped_at, "removed destinations", c.dropped - s.dropped);
+  s.failed = c.failed;
+  s.dropped = c.dropped;
   int failures = mbL_runtime_failures(R), rc = 0;
   if (failures) {
     fprintf(stderr, "mbrun: %d script error%s (see above)\n", failures, failures > 1 ? "s" : "");

@@ -369,6 +369,21 @@ describe("request_all", function()
     assert.are.equal(1, errors)
   end)
 
+  it("files an explicit mb.reply under its own listener, once", function()
+    mb.destination("g")
+    local second
+    mb.listen("g", function(m)
+      mb.reply(m, "A1")
+      second = {mb.reply(m, "A2")}
+    end)
+    mb.listen("g", function() end) -- never answers
+    local answers = mb.request_all("g", "q", {timeout = 0.1})
+    assert.are.equal("A1", answers[1].payload)
+    assert.matches("^timeout: ", answers[2].error)
+    assert.is_nil(second[1])
+    assert.matches("^closed: ", second[2])
+  end)
+
   it("marks groups that did not answer in time", function()
     mb.destination("quote")
     mb.listen("quote", function() return 1 end)
@@ -616,6 +631,15 @@ end)
 
 describe("tasks and time", function()
   after_each(helper.assert_clean)
+
+  it("measure time with a monotonic clock", function()
+    local a = mb.now()
+    mb.sleep(0.01)
+    local b = mb.now()
+    assert.is_true(b - a >= 0.009)
+    -- monotonic seconds count from boot, not from 1970
+    assert.is_true(math.abs(a - os.time()) > 3600 * 24 * 365)
+  end)
 
   it("run timers once or repeatedly until stopped", function()
     local once, many = 0, 0

@@ -1,0 +1,1 @@
+mb.listen("w/stopme", function() mb.sleep(10) end)

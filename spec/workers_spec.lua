@@ -1,0 +1,66 @@
+-- Worker threads: the destination semantics hold across workers, with 1, 2
+-- and 4 workers (more workers than this machine has cores too), and a
+-- stress run. The scenarios are mbrun scripts in spec/workers/; `make tsan`
+-- runs this spec against a ThreadSanitizer build (MBRUN) with a smaller
+-- STRESS_N.
+local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local STRESS_N = tonumber(os.getenv("STRESS_N")) or 1000000
+
+local function mbrun(args)
+  local p = io.popen("timeout 600 " .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
+  local out = p:read("a")
+  p:close()
+  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
+  return out:gsub("EXIT:%d+%s*$", ""), code
+end
+
+describe("worker threads", function()
+  for _, w in ipairs({1, 2, 4}) do
+    it("keep the destination semantics with " .. w .. " worker(s)", function()
+      local out, code = mbrun("-w " .. w .. " spec/workers/semantics.lua")
+      assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+      for _, line in ipairs({
+        "ok serial order across workers",
+        "ok parallel instances on " .. math.min(w, 4) .. " workers",
+        "ok synchronous send waits for other workers",
+        "ok request across workers",
+        "ok request_all across workers",
+        "ok stopped service: 5 dropped, none lost",
+      }) do
+        assert.is_truthy(out:find(line, 1, true), "missing: " .. line .. "\n" .. out)
+      end
+      -- the scenario fails one delivery on purpose and stops services with
+      -- deliveries open; mbrun counts them although their destinations
+      -- were removed, and says so
+      assert.matches("mbrun: 1 delivery failed %(removed destinations: 1%)", out)
+      assert.matches("mbrun: 6 deliveries dropped %(removed destinations: 6%)", out)
+      assert.are.equal(1, code, out)
+    end)
+  end
+
+  it("survive a stress run: 4 services x 2 instances, requests inside listeners", function()
+    local out, code = mbrun("-w 4 spec/workers/stress.lua " .. STRESS_N)
+    assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+    assert.matches("ok stress: " .. STRESS_N .. " messages %+ " .. STRESS_N // 8 .. " requests", out)
+    assert.are.equal(0, code, out)
+  end)
+
+  it("run a plain Lua program on several workers with mb.setup", function()
+    local p = io.popen([[LUA_CPATH="$LUA_CPATH" lua5.4 -e '
+      local mb = require "mb"
+      mb.setup{workers = 3}
+      assert(select(2, mb.worker()) == 3)
+      mb.destination("w/calc")
+      local h = mb.load("spec/workers/calc.lua", {instances = 3})
+      local sum = 0
+      for i = 1, 30 do sum = sum + mb.request("w/calc", {op = "add", a = i, b = 0}) end
+      print("sum", sum)
+      h:stop()
+      print(pcall(mb.setup, {workers = 2}))
+    ' 2>&1]])
+    local out = p:read("a")
+    p:close()
+    assert.matches("sum\t465", out)
+    assert.matches("false\t.*mb.setup: must come before any other use of the bus", out)
+  end)
+end)
