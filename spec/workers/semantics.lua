@@ -83,6 +83,14 @@ assert(#answers == 3, "request_all: " .. #answers .. " answers")
 for _, ans in ipairs(answers) do assert(ans.payload == 2, tostring(ans.error)) end
 print("ok request_all across workers")
 for _, h in ipairs(more) do h:stop() end
+-- the statistics stay exact: the failure above and the late reply counted
+while mb.stats("w/calc").in_flight > 0 do mb.sleep(0.01) end
+local c = mb.stats("w/calc")
+assert(c.delivered + c.failed + c.dropped == c.deliveries, "calc: invariant")
+assert(c.failed == 1 and c.timeouts == 1 and c.deliveries == 6 and c.replies == 5,
+  ("calc: failed %d timeouts %d deliveries %d replies %d"):format(c.failed, c.timeouts,
+    c.deliveries, c.replies))
+print("ok statistics exact across workers")
 
 -- 6. stopping a service: its open and queued deliveries are dropped, and
 --    every delivery is accounted for
