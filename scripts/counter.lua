@@ -42,40 +42,13 @@
 -- The destinations must exist (declare them first). Load the counter once
 -- (not with instances = N: each instance would count its share only).
 
-local NAME = "counter.lua"
-local function fail(fmt, ...) error(NAME .. ": " .. fmt:format(...), 0) end
+local options = dofile((debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or ".") .. "/lib/options.lua")
+local o = options.new("counter.lua")
+local fail, is_name = o.fail, o.is_name
 
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
-
-local opts = ...
-if opts == nil then opts = {} end
-if type(opts) ~= "table" then
-  fail("expects one table of options, e.g. {destination = \"shop/orders\"}, got a %s", type(opts))
-end
-local KNOWN = {destination = true, destinations = true, field = true, report = true, every = true,
-               prefix = true}
-for k in pairs(opts) do
-  if not KNOWN[k] then fail("unknown option '%s'", tostring(k)) end
-end
-
-local dests, seen = {}, {}
-local function add_dest(d, what)
-  if not is_name(d) then fail("option '%s' must be a destination name", what) end
-  if not seen[d] then
-    seen[d] = true
-    dests[#dests + 1] = d
-  end
-end
-if opts.destination ~= nil then add_dest(opts.destination, "destination") end
-if opts.destinations ~= nil then
-  if type(opts.destinations) ~= "table" then
-    fail("option 'destinations' must be a list of destination names")
-  end
-  for i, d in ipairs(opts.destinations) do add_dest(d, ("destinations[%d]"):format(i)) end
-end
-if #dests == 0 then fail("option 'destination' (or 'destinations') is required") end
+local opts = o.check(..., {"destination", "destinations", "field", "report", "every", "prefix"},
+  '{destination = "shop/orders"}')
+local dests, seen = o.destinations(opts)
 
 local path
 if opts.field ~= nil then
@@ -179,20 +152,12 @@ local function answer(msg)
   return all
 end
 
-for _, d in ipairs(dests) do
-  if not mb.has_destination(d) then
-    fail("no destination '%s' to count at (declare it first with mb.destination)", d)
-  end
-end
+o.exist(dests, "count at")
 if not mb.has_destination(report) then
   local ok, err = mb.destination(report)
   if not ok and not mb.has_destination(report) then
     fail("cannot declare the report destination '%s': %s", report, err)
   end
 end
-local ok, err = mb.listen(report, answer)
-if not ok then fail("cannot listen at '%s': %s", report, err) end
-for _, d in ipairs(dests) do
-  ok, err = mb.listen(d, counter_for(d))
-  if not ok then fail("cannot listen at '%s': %s", d, err) end
-end
+o.listen(report, answer)
+for _, d in ipairs(dests) do o.listen(d, counter_for(d)) end

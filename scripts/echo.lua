@@ -18,32 +18,19 @@
 -- (a plain send, no reply_to) is taken and nothing is sent. Loaded with
 -- `instances = N`, the instances share the messages. Starts no timer.
 
-local NAME = "echo.lua"
-local function fail(fmt, ...) error(NAME .. ": " .. fmt:format(...), 0) end
+local options = dofile((debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or ".") .. "/lib/options.lua")
+local o = options.new("echo.lua")
+local fail = o.fail
 
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
-
-local opts = ...
-if opts == nil then opts = {} end
-if type(opts) ~= "table" then
-  fail("expects one table of options, e.g. {destination = \"svc/echo\"}, got a %s", type(opts))
-end
-local KNOWN = {destination = true, delay = true}
-for k in pairs(opts) do
-  if not KNOWN[k] then fail("unknown option '%s'", tostring(k)) end
-end
-if opts.destination == nil then fail("option 'destination' is required") end
-if not is_name(opts.destination) then fail("option 'destination' must be a destination name") end
+local opts = o.check(..., {"destination", "delay"}, '{destination = "svc/echo"}')
+local destination = o.name(opts, "destination")
 local delay = opts.delay or 0
 if type(delay) ~= "number" or delay < 0 or delay ~= delay then
   fail("option 'delay' must be a number of seconds, 0 or more")
 end
 
-local ok, err = mb.listen(opts.destination, function(msg)
+o.listen(destination, function(msg)
   if delay > 0 then mb.sleep(delay) end
   -- nil, "closed: ..." when nobody waits for an answer: nothing to do
   mb.reply(msg, msg.payload, msg.values)
 end)
-if not ok then fail("cannot listen at '%s': %s", opts.destination, err) end

@@ -29,40 +29,23 @@
 -- has listeners), and mbrun exits 1. Starts no timer.
 
 local NAME = "forwarder.lua"
-local function fail(fmt, ...) error(NAME .. ": " .. fmt:format(...), 0) end
+local options = dofile((debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or ".") .. "/lib/options.lua")
+local o = options.new(NAME)
+local fail = o.fail
 
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
-
-local opts = ...
-if opts == nil then opts = {} end
-if type(opts) ~= "table" then
-  fail("expects one table of options, e.g. {from = \"a\", to = \"b\", delay = 1}, got a %s", type(opts))
-end
-local KNOWN = {from = true, to = true, delay = true}
-for k in pairs(opts) do
-  if not KNOWN[k] then fail("unknown option '%s'", tostring(k)) end
-end
-for _, key in ipairs {"from", "to"} do
-  if opts[key] == nil then fail("option '%s' is required", key) end
-  if not is_name(opts[key]) then fail("option '%s' must be a destination name", key) end
-end
-local from, to = opts.from, opts.to
+local opts = o.check(..., {"from", "to", "delay"}, '{from = "a", to = "b", delay = 1}')
+local from, to = o.name(opts, "from"), o.name(opts, "to")
 if from == to then fail("options 'from' and 'to' must be different destinations") end
 local delay = opts.delay or 0
 if type(delay) ~= "number" or not (delay >= 0) or delay == math.huge then
   fail("option 'delay' must be a number of seconds, 0 or more")
 end
-if not mb.has_destination(from) then
-  fail("no destination '%s' to listen at (declare it first with mb.destination)", from)
-end
+o.exist({from}, "listen at")
 
-local ok, err = mb.listen(from, function(msg)
+o.listen(from, function(msg)
   if delay > 0 then mb.sleep(delay) end
   local id, serr = mb.send(to, msg.payload, {values = msg.values})
   if not id then
     error(("%s: cannot forward message %s from '%s' to '%s': %s"):format(NAME, msg.id, from, to, serr), 0)
   end
 end)
-if not ok then fail("cannot listen at '%s': %s", from, err) end

@@ -35,27 +35,13 @@
 -- exits 1). The script body does all the work in its own coroutine and
 -- leaves no timer: once the last message is sent it is done.
 
-local NAME = "loadgen.lua"
-local function fail(fmt, ...) error(NAME .. ": " .. fmt:format(...), 0) end
+local options = dofile((debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or ".") .. "/lib/options.lua")
+local o = options.new("loadgen.lua")
+local fail, is_name = o.fail, o.is_name
 
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
-
-local opts = ...
-if opts == nil then opts = {} end
-if type(opts) ~= "table" then
-  fail("expects one table of options, e.g. {destination = \"bench/in\", count = 1000}, got a %s", type(opts))
-end
-local KNOWN = {destination = true, count = true, rate = true, size = true, values = true, delay = true,
-               report_to = true, prefix = true, quiet = true}
-for k in pairs(opts) do
-  if not KNOWN[k] then fail("unknown option '%s'", tostring(k)) end
-end
-
-local dest = opts.destination
-if dest == nil then fail("option 'destination' is required") end
-if not is_name(dest) then fail("option 'destination' must be a destination name") end
+local opts = o.check(..., {"destination", "count", "rate", "size", "values", "delay", "report_to", "prefix",
+  "quiet"}, '{destination = "bench/in", count = 1000}')
+local dest = o.name(opts, "destination")
 
 local function integer_opt(key, default)
   local v = opts[key]

@@ -28,39 +28,13 @@
 -- replies and starts no timer: it ends with the bus. Lines go to stdout,
 -- flushed one by one so they interleave with other output in order.
 
-local NAME = "logger.lua"
-local function fail(fmt, ...) error(NAME .. ": " .. fmt:format(...), 0) end
+local options = dofile((debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or ".") .. "/lib/options.lua")
+local o = options.new("logger.lua")
+local fail = o.fail
 
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
-
-local opts = ...
-if opts == nil then opts = {} end
-if type(opts) ~= "table" then
-  fail("expects one table of options, e.g. {destination = \"shop/orders\"}, got a %s", type(opts))
-end
-local KNOWN = {destination = true, destinations = true, prefix = true, mask = true, max_string = true}
-for k in pairs(opts) do
-  if not KNOWN[k] then fail("unknown option '%s'", tostring(k)) end
-end
-
-local dests, seen = {}, {}
-local function add_dest(d, what)
-  if not is_name(d) then fail("option '%s' must be a destination name", what) end
-  if not seen[d] then
-    seen[d] = true
-    dests[#dests + 1] = d
-  end
-end
-if opts.destination ~= nil then add_dest(opts.destination, "destination") end
-if opts.destinations ~= nil then
-  if type(opts.destinations) ~= "table" then
-    fail("option 'destinations' must be a list of destination names")
-  end
-  for i, d in ipairs(opts.destinations) do add_dest(d, ("destinations[%d]"):format(i)) end
-end
-if #dests == 0 then fail("option 'destination' (or 'destinations') is required") end
+local opts = o.check(..., {"destination", "destinations", "prefix", "mask", "max_string"},
+  '{destination = "shop/orders"}')
+local dests = o.destinations(opts)
 
 local prefix = opts.prefix
 if prefix ~= nil and type(prefix) ~= "string" then fail("option 'prefix' must be a string") end
@@ -208,12 +182,5 @@ local function log(msg)
   io.stdout:flush()
 end
 
-for _, d in ipairs(dests) do
-  if not mb.has_destination(d) then
-    fail("no destination '%s' to listen at (declare it first with mb.destination)", d)
-  end
-end
-for _, d in ipairs(dests) do
-  local ok, err = mb.listen(d, log)
-  if not ok then fail("cannot listen at '%s': %s", d, err) end
-end
+o.exist(dests, "listen at")
+for _, d in ipairs(dests) do o.listen(d, log) end

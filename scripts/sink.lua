@@ -27,39 +27,13 @@
 -- file: lines never mix, but their order is the order they were handled.
 
 local NAME = "sink.lua"
-local function fail(fmt, ...) error(NAME .. ": " .. fmt:format(...), 0) end
+local options = dofile((debug.getinfo(1, "S").source:sub(2):match("^(.*)/") or ".") .. "/lib/options.lua")
+local o = options.new(NAME)
+local fail = o.fail
 
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
-
-local opts = ...
-if opts == nil then opts = {} end
-if type(opts) ~= "table" then
-  fail("expects one table of options, e.g. {destination = \"shop/orders\", path = \"orders.jsonl\"}, got a %s",
-    type(opts))
-end
-local KNOWN = {destination = true, destinations = true, path = true, append = true}
-for k in pairs(opts) do
-  if not KNOWN[k] then fail("unknown option '%s'", tostring(k)) end
-end
-
-local dests, seen = {}, {}
-local function add_dest(d, what)
-  if not is_name(d) then fail("option '%s' must be a destination name", what) end
-  if not seen[d] then
-    seen[d] = true
-    dests[#dests + 1] = d
-  end
-end
-if opts.destination ~= nil then add_dest(opts.destination, "destination") end
-if opts.destinations ~= nil then
-  if type(opts.destinations) ~= "table" then
-    fail("option 'destinations' must be a list of destination names")
-  end
-  for i, d in ipairs(opts.destinations) do add_dest(d, ("destinations[%d]"):format(i)) end
-end
-if #dests == 0 then fail("option 'destination' (or 'destinations') is required") end
+local opts = o.check(..., {"destination", "destinations", "path", "append"},
+  '{destination = "shop/orders", path = "orders.jsonl"}')
+local dests = o.destinations(opts)
 
 if opts.path == nil then fail("option 'path' is required") end
 if type(opts.path) ~= "string" or opts.path == "" then fail("option 'path' must be a file name") end
@@ -67,11 +41,7 @@ local append = opts.append
 if append == nil then append = true end
 if type(append) ~= "boolean" then fail("option 'append' must be true or false") end
 
-for _, d in ipairs(dests) do
-  if not mb.has_destination(d) then
-    fail("no destination '%s' to listen at (declare it first with mb.destination)", d)
-  end
-end
+o.exist(dests, "listen at")
 
 local file, err = io.open(opts.path, append and "ab" or "wb")
 if not file then fail("cannot open '%s': %s", opts.path, err) end
@@ -103,7 +73,4 @@ local function write(msg)
   end
 end
 
-for _, d in ipairs(dests) do
-  local ok, lerr = mb.listen(d, write)
-  if not ok then fail("cannot listen at '%s': %s", d, lerr) end
-end
+for _, d in ipairs(dests) do o.listen(d, write) end
