@@ -16,7 +16,11 @@
 -- checked; a wrong one aborts the whole run with exit status 1. Reported per
 -- side: median and min-max of ns per unit over the rounds, the rate, and for
 -- the scenario the ratio baseline_ns / scenario_ns (> 1: mb is faster) taken
--- round by round (median, min-max).
+-- round by round (median, min-max). Sides that need several workers run in
+-- a child process (bench/worker_bench.lua) which times its own work; a
+-- benchmark may fix its rounds, count or target time, and set goals on the
+-- ratio, the scenario's rate or its time per unit. Probes (memory) report
+-- measured values instead of times.
 
 local dir = (arg and arg[0] or ""):match("^(.*)[/\\]") or "."
 package.path = dir .. "/?.lua;" .. dir .. "/lib/?.lua;" .. package.path
@@ -75,7 +79,9 @@ if not opts.time or opts.time <= 0 then die("--time must be a positive number of
 local benches = require "scenarios"
 if opts.list then
   for _, b in ipairs(benches) do
-    print(string.format("%-3s %-34s %s  vs  %s", b.id, b.title, b.scenario.label, b.baseline.label))
+    local labels = {}
+    for i, side in ipairs(b.sides or {b.scenario, b.baseline}) do labels[i] = side.label end
+    print(string.format("%-3s %-34s %s", b.id, b.title, table.concat(labels, "  vs  ")))
   end
   os.exit(0)
 end
@@ -92,10 +98,13 @@ end
 
 local now, clock = mb.now, os.clock
 
+-- A side that runs in a child process returns, as run's third value, the
+-- {wall, cpu} seconds the child measured of its own work (its start-up and
+-- loading are not the benchmark); those replace the runner's clocks.
 local function measure(b, side, n)
   collectgarbage("collect")
   local t0, c0 = now(), clock()
-  local ok, got, aux = pcall(side.run, n)
+  local ok, got, aux, timed = pcall(side.run, n)
   local t1, c1 = now(), clock()
   if not ok then die("benchmark %s, %s: raised an error: %s", b.id, side.label, tostring(got)) end
   local want = side.expect(n, aux)
@@ -103,6 +112,7 @@ local function measure(b, side, n)
     die("WRONG RESULT in benchmark %s (%s), %s, n = %d\n  got:  %s\n  want: %s", b.id, b.title,
         side.label, n, tostring(got), tostring(want))
   end
+  if timed then return timed.wall, timed.cpu end
   return t1 - t0, c1 - c0
 end
 
@@ -112,15 +122,19 @@ local function two_digits(n) -- rounds to two significant digits
   return math.max(1, math.floor(n / p + 0.5) * p)
 end
 
--- Grows n until a run takes a tenth of the target, then scales it.
+-- Grows n until a run takes a tenth of the target, then scales it. A
+-- benchmark with a fixed n (b.n) is not calibrated; b.time replaces the
+-- target of --time.
 local function calibrate(b, side)
+  if b.n then return b.n end
+  local target = b.time or opts.time
   local n = side.n0 or 1000
   local t = measure(b, side, n)
-  while t < opts.time / 10 do
+  while t < target / 10 do
     n = n * 4
     t = measure(b, side, n)
   end
-  return two_digits(n * opts.time / t)
+  return two_digits(n * target / t)
 end
 
 local function median(xs)
@@ -138,15 +152,20 @@ local function run_pair(b)
   local A, B = b.scenario, b.baseline
   io.stderr:write(string.format("bench %-3s %-34s ", b.id, b.title))
   io.stderr:flush()
-  if A.setup then A.setup() end
-  if B.setup then B.setup() end
+  for _, side in ipairs {A, B} do
+    if side.setup then
+      local ok, err = pcall(side.setup)
+      if not ok then die("benchmark %s, %s: setup failed: %s", b.id, side.label, tostring(err)) end
+    end
+  end
   local na, nb = calibrate(b, A), calibrate(b, B)
   measure(b, A, na) -- the full-size warm-up round
   measure(b, B, nb)
   local ra = {ns = {}, wall = {}, cpu = {}}
   local rb = {ns = {}, wall = {}, cpu = {}}
   local ratios = {}
-  for r = 1, opts.rounds do
+  local rounds = b.rounds or opts.rounds
+  for r = 1, rounds do
     local wa, ca = measure(b, A, na)
     local wb, cb = measure(b, B, nb)
     ra.wall[r], ra.cpu[r], ra.ns[r] = wa, ca, wa / na * 1e9
@@ -167,26 +186,83 @@ local function run_pair(b)
     return {
       label = side.label,
       n = n,
+      where = side.where, -- a child's services: role@worker, as it last reported
       ns_per_unit = ns,
       units_per_s = {median = 1e9 / ns.median, min = 1e9 / ns.max, max = 1e9 / ns.min},
       samples = {ns_per_unit = rs.ns, wall_s = rs.wall, cpu_s = rs.cpu},
     }
   end
   local ratio = stats(ratios)
+  local scenario = side_result(A, na, ra)
+  -- goals: a ratio (goal), or the scenario's own rate (goal_rate, units/s
+  -- at least) or time (goal_ns, ns per unit at most), on the medians
   local meets_goal -- nil when there is no goal
   if b.goal then meets_goal = ratio.median >= b.goal end
+  if b.goal_rate then
+    meets_goal = (meets_goal ~= false) and scenario.units_per_s.median >= b.goal_rate
+  end
+  if b.goal_ns then
+    meets_goal = (meets_goal ~= false) and scenario.ns_per_unit.median <= b.goal_ns
+  end
   return {
     id = b.id,
     title = b.title,
     unit = b.unit,
     note = b.note,
+    rounds = rounds,
     goal = b.goal,
+    goal_rate = b.goal_rate,
+    goal_ns = b.goal_ns,
     meets_goal = meets_goal,
     ratio = ratio,
     ratio_samples = ratios,
-    scenario = side_result(A, na, ra),
+    scenario = scenario,
     baseline = side_result(B, nb, rb),
   }
+end
+
+-- A probe (b.kind == "probe") is not timed: each of its sides returns a
+-- check and a table of measured values (e.g. bytes); the sides run
+-- alternately for b.rounds rounds (default 3), and every value is reported
+-- as median (min-max).
+local function run_probe(b)
+  io.stderr:write(string.format("bench %-3s %-34s ", b.id, b.title))
+  io.stderr:flush()
+  local rounds = b.rounds or 3
+  local samples = {}
+  for s = 1, #b.sides do samples[s] = {} end
+  for _ = 1, rounds do
+    for s, side in ipairs(b.sides) do
+      collectgarbage("collect")
+      local ok, got, values = pcall(side.run)
+      if not ok then
+        die("benchmark %s, %s: raised an error: %s", b.id, side.label, tostring(got))
+      end
+      if got ~= side.expect then
+        die("WRONG RESULT in benchmark %s (%s), %s\n  got:  %s\n  want: %s", b.id, b.title,
+            side.label, tostring(got), tostring(side.expect))
+      end
+      for k, v in pairs(values) do
+        samples[s][k] = samples[s][k] or {}
+        table.insert(samples[s][k], v)
+      end
+    end
+    io.stderr:write(".")
+    io.stderr:flush()
+  end
+  io.stderr:write("\n")
+  local sides = {}
+  for s, side in ipairs(b.sides) do
+    local values = {}
+    for k, xs in pairs(samples[s]) do
+      local st = stats(xs)
+      st.samples = xs
+      values[k] = st
+    end
+    sides[s] = {label = side.label, values = values}
+  end
+  return {id = b.id, kind = "probe", title = b.title, note = b.note, rounds = rounds,
+          metrics = b.metrics, sides = sides}
 end
 
 ---------------------------------------------------------------------------
@@ -198,7 +274,32 @@ local function rate(x)
   return string.format("%.0f  ", x)
 end
 
-local function ns(x) return x >= 100 and string.format("%.0f", x) or string.format("%.1f", x) end
+-- a median and its min-max in one unit chosen by the median: ns, us, ms
+local function time_cells(med, lo, hi)
+  local div, unit = 1, "ns"
+  if med >= 1e6 then div, unit = 1e6, "ms" elseif med >= 1e4 then div, unit = 1e3, "us" end
+  local function f(x)
+    x = x / div
+    return x >= 100 and string.format("%.0f", x) or x >= 10 and string.format("%.1f", x)
+           or string.format("%.2f", x)
+  end
+  return string.format("%s %s (%s-%s)", f(med), unit, f(lo), f(hi))
+end
+
+local function bytes(x)
+  if x >= 1e6 then return string.format("%.1f MB", x / 1e6) end
+  if x >= 1e4 then return string.format("%.1f kB", x / 1e3) end
+  return string.format("%.0f B", x)
+end
+
+local function goal_text(r)
+  if r.meets_goal == nil then return "-" end
+  local parts = {}
+  if r.goal then parts[#parts + 1] = string.format(">= %.1fx", r.goal) end
+  if r.goal_rate then parts[#parts + 1] = string.format(">= %s%s/s", rate(r.goal_rate), r.unit) end
+  if r.goal_ns then parts[#parts + 1] = "<= " .. time_cells(r.goal_ns, 0, 0):gsub(" %(.*", "") end
+  return table.concat(parts, ", ") .. (r.meets_goal and " met" or " MISSED")
+end
 
 local function table_text(results, meta)
   local out = {}
@@ -209,23 +310,36 @@ local function table_text(results, meta)
        meta.commit)
   line("ratio = baseline ns / mb ns, per round (> 1: mb is faster); median (min-max)")
   line("")
-  line("%-4s %-33s %14s %22s   %-19s %s", "id", "benchmark / side", "rate", "ns/unit (min-max)",
+  line("%-4s %-33s %14s %25s   %-19s %s", "id", "benchmark / side", "rate", "time/unit (min-max)",
        "ratio (min-max)", "goal")
-  line("%s", string.rep("-", 108))
+  line("%s", string.rep("-", 112))
   for _, r in ipairs(results) do
-    line("%-4s %s%s", r.id, r.title, r.note and ("   [" .. r.note .. "]") or "")
-    for _, which in ipairs {"scenario", "baseline"} do
-      local s = r[which]
-      local cells = string.format("     %-32s %11s/s %9s (%s-%s)", s.label,
-                                  rate(s.units_per_s.median) .. r.unit, ns(s.ns_per_unit.median),
-                                  ns(s.ns_per_unit.min), ns(s.ns_per_unit.max))
-      if which == "scenario" then
-        local ratio = string.format("%.2fx (%.2f-%.2f)", r.ratio.median, r.ratio.min, r.ratio.max)
-        local goal = r.goal and string.format(">= %.1fx %s", r.goal, r.meets_goal and "met" or "MISSED")
-                     or "-"
-        line("%-76s   %-19s %s", cells, ratio, goal)
-      else
-        line("%s", cells)
+    local rounds = r.rounds ~= meta.settings.rounds and string.format(" (%d rounds)", r.rounds)
+                   or ""
+    line("%-4s %s%s%s", r.id, r.title, rounds, r.note and ("   [" .. r.note .. "]") or "")
+    if r.kind == "probe" then
+      for _, s in ipairs(r.sides) do
+        for _, m in ipairs(r.metrics) do
+          local v = s.values[m.key]
+          if v then
+            line("     %-46s %32s", s.label .. ": " .. m.label,
+                 string.format("%s (%s-%s)", bytes(v.median), bytes(v.min), bytes(v.max)))
+          end
+        end
+      end
+    else
+      for _, which in ipairs {"scenario", "baseline"} do
+        local s = r[which]
+        local cells = string.format("     %-32s %11s/s %25s", s.label,
+                                    rate(s.units_per_s.median) .. r.unit,
+                                    time_cells(s.ns_per_unit.median, s.ns_per_unit.min,
+                                               s.ns_per_unit.max))
+        if which == "scenario" then
+          local ratio = string.format("%.2fx (%.2f-%.2f)", r.ratio.median, r.ratio.min, r.ratio.max)
+          line("%-80s   %-19s %s", cells, ratio, goal_text(r))
+        else
+          line("%s", cells)
+        end
       end
     end
   end
@@ -300,7 +414,9 @@ local meta = {
 
 local started = now()
 local results = {}
-for _, b in ipairs(benches) do results[#results + 1] = run_pair(b) end
+for _, b in ipairs(benches) do
+  results[#results + 1] = b.kind == "probe" and run_probe(b) or run_pair(b)
+end
 meta.total_s = now() - started
 
 local text = table_text(results, meta)
@@ -317,7 +433,7 @@ io.stdout:write("results written to ", opts.out, "\n")
 
 local missed = {}
 for _, r in ipairs(results) do
-  if r.goal and not r.meets_goal then missed[#missed + 1] = r.id end
+  if r.meets_goal == false then missed[#missed + 1] = r.id end
 end
 if #missed > 0 then
   io.stdout:write("goals missed: ", table.concat(missed, ", "), "\n")

@@ -77,6 +77,54 @@ end
 
 local list = {}
 
+-- The mb side of benchmark 1 at destination dest (benchmark 4 measures
+-- against it too): a batch sender and one counting listener, one worker.
+local function same_worker_async(dest, label)
+  local fns, totals = counting_listeners(1)
+  return {
+    label = label,
+    setup = function()
+      assert(mb.destination(dest))
+      assert(mb.listen(dest, fns[1]))
+    end,
+    finish = clean_stats(dest),
+    run = function(n)
+      batch_send(send, mb_drain, dest, n)
+      return summary(totals())
+    end,
+    expect = function(n) return summary(n, sum_to(n)) end,
+  }
+end
+
+-- The mb side of benchmark 3 (and the baselines of 5a/5b): k coroutines
+-- (mb.spawn) share n requests to a listener in the same Lua state, each
+-- waiting for its reply before the next.
+local function same_worker_requests(dest, label, k)
+  return {
+    label = label,
+    setup = function()
+      assert(mb.destination(dest))
+      assert(mb.listen(dest, function(msg) return {id = msg.payload.id} end))
+    end,
+    finish = clean_stats(dest),
+    run = function(n)
+      local count, sum = 0, 0
+      local function client(c)
+        for i = c, n, k do
+          local r, err = request(dest, {id = i, kind = "order", amount = 12.5})
+          if not r then error("request failed: " .. tostring(err)) end
+          sum = sum + r.id
+          count = count + 1
+        end
+      end
+      for c = 1, k do mb.spawn(client, c) end
+      run()
+      return summary(count, sum)
+    end,
+    expect = function(n) return summary(n, sum_to(n)) end,
+  }
+end
+
 ---------------------------------------------------------------------------
 -- 1. async send -> one Lua listener, same worker
 do
@@ -87,19 +135,7 @@ do
     title = "async send -> 1 listener",
     unit = "msg",
     goal = 1.3,
-    scenario = {
-      label = "mb (parallel dest)",
-      setup = function()
-        assert(mb.destination("bench/one"))
-        assert(mb.listen("bench/one", fns[1]))
-      end,
-      finish = clean_stats("bench/one"),
-      run = function(n)
-        batch_send(send, mb_drain, "bench/one", n)
-        return summary(totals())
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    scenario = same_worker_async("bench/one", "mb (parallel dest)"),
     baseline = {
       label = "Lua queue bus",
       setup = function()
@@ -175,28 +211,7 @@ do
     title = "request/reply, 1 in flight",
     unit = "req",
     goal = 1.4,
-    scenario = {
-      label = "mb.request",
-      setup = function()
-        assert(mb.destination("bench/rr"))
-        assert(mb.listen("bench/rr", function(msg) return {id = msg.payload.id} end))
-      end,
-      finish = clean_stats("bench/rr"),
-      run = function(n)
-        local count, sum = 0, 0
-        mb.spawn(function()
-          for i = 1, n do
-            local r, err = request("bench/rr", {id = i, kind = "order", amount = 12.5})
-            if not r then error("request failed: " .. tostring(err)) end
-            sum = sum + r.id
-            count = count + 1
-          end
-        end)
-        run()
-        return summary(count, sum)
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    scenario = same_worker_requests("bench/rr", "mb.request", 1),
     baseline = {
       label = "Lua coroutine req/reply",
       setup = function()
@@ -219,6 +234,151 @@ do
       expect = function(n) return summary(n, sum_to(n)) end,
     },
   }
+end
+
+---------------------------------------------------------------------------
+-- Benchmarks 4, 5, 6, 9 and 10 run mb in child processes: mb.setup (the
+-- number of workers) must be the first call in a process. A child side
+-- spawns `lua5.4 bench/worker_bench.lua SCENARIO WORKERS COUNT [ARG]`,
+-- which times its own work (not its start-up) and prints
+--   RESULT n=... seconds=... cpu=... [name=value ...] check=TEXT
+-- run(n) returns the check, nothing, and {wall, cpu} from the child, which
+-- the runner uses instead of its own clock.
+
+-- the interpreter running us (arg[-1] for `lua5.4 bench/run.lua`)
+local LUA = "lua5.4"
+if arg then
+  local i = -1
+  while arg[i - 1] do i = i - 1 end
+  LUA = arg[i] or LUA
+end
+local DIR = (arg and arg[0] or ""):match("^(.*)[/\\]") or "."
+local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Runs one child and returns its RESULT as a table (numbers for seconds,
+-- cpu and the extras that look like numbers); raises on a failed child.
+local function child(scenario, workers, n, extra)
+  local cmd = table.concat({quote(LUA), quote(DIR .. "/worker_bench.lua"), scenario, workers,
+                            string.format("%d", n), extra and quote(extra) or ""}, " ")
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  if not ok then
+    error(string.format("child `%s` ended (%s %s) with output:\n%s", cmd, how, code, out))
+  end
+  local line = out:match("RESULT ([^\n]*)")
+  if not line then error(string.format("child `%s` printed no RESULT line:\n%s", cmd, out)) end
+  local head, check = line:match("^(.-)%s*check=(.*)$")
+  if not head then
+    error(string.format("child `%s`: no check in its RESULT line:\n%s", cmd, out))
+  end
+  local r = {check = check}
+  for k, v in head:gmatch("([%w_]+)=(%S+)") do r[k] = tonumber(v) or v end
+  if r.n ~= n then error(string.format("child `%s` measured n = %s", cmd, tostring(r.n))) end
+  return r
+end
+
+-- A side run by a child with this many workers; the check it must print
+-- is expect(n) .. " " .. placement ("apart" across workers, "together" on one).
+local function child_side(label, scenario, workers, expect, extra, n0)
+  local side = {label = label, n0 = n0}
+  side.run = function(n)
+    local r = child(scenario, workers, n, type(extra) == "function" and extra() or extra)
+    side.where = r.where
+    return r.check, nil, {wall = r.seconds, cpu = r.cpu}
+  end
+  side.expect = function(n) return expect(n) .. " " .. (workers >= 2 and "apart" or "together") end
+  return side
+end
+
+local function counted(n) return summary(n, sum_to(n)) end
+
+---------------------------------------------------------------------------
+-- 4. async across workers: sender service on one worker, listener service
+--    on the other, against benchmark 1's same-worker mb side
+list[#list + 1] = {
+  id = "4",
+  title = "async send across workers",
+  unit = "msg",
+  goal_rate = 4e6,
+  note = "ratio: vs benchmark 1's mb side (same worker, in-process); > 1: across is faster",
+  scenario = child_side("mb, 2 workers (child)", "async", 2, counted, nil, 20000),
+  baseline = same_worker_async("bench/one-4", "mb, same worker (= bench 1)"),
+}
+-- 4b. the same child program with 1 worker: isolates the cost of crossing
+list[#list + 1] = {
+  id = "4b",
+  title = "async: 2 workers vs 1 (same child)",
+  unit = "msg",
+  note = "the child of 4 with mb.setup{workers = 1}: both services on worker 0",
+  scenario = child_side("mb, 2 workers (child)", "async", 2, counted, nil, 20000),
+  baseline = child_side("mb, 1 worker (child)", "async", 1, counted, nil, 20000),
+}
+
+---------------------------------------------------------------------------
+-- 5. request/reply across workers: requester and responder services on
+--    different workers, 1 and 64 requests in flight
+list[#list + 1] = {
+  id = "5a",
+  title = "request/reply across workers, 1",
+  unit = "req",
+  note = "1 in flight; ratio vs benchmark 3's mb side (same worker)",
+  scenario = child_side("mb, 2 workers (child)", "rr", 2, counted, "1", 500),
+  baseline = same_worker_requests("bench/rr-5a", "mb, same worker (= bench 3)", 1),
+}
+list[#list + 1] = {
+  id = "5b",
+  title = "request/reply across workers, 64",
+  unit = "req",
+  goal_rate = 5e5,
+  note = "64 coroutines in flight; ratio vs the same in-process on one worker",
+  scenario = child_side("mb, 2 workers (child)", "rr", 2, counted, "64", 5000),
+  baseline = same_worker_requests("bench/rr-5b", "mb, same worker, 64 in flight", 64),
+}
+
+---------------------------------------------------------------------------
+-- 6. parallel speedup: a CPU-bound listener (about 200 µs of Lua work per
+--    message, lib/work.lua) loaded with instances = 2 at a parallel
+--    destination; 2 workers against 1. The iteration count is calibrated
+--    once, in this process, and both children use it.
+do
+  local work = require "work"
+  local iters
+  local function calibrate_work()
+    -- the median of 5 runs: on a shared machine the fastest run is not
+    -- what the children will see
+    local probe = 200000
+    work(probe, 1) -- warm
+    local ts = {}
+    for i = 1, 5 do
+      local t0 = mb.now()
+      work(probe, i)
+      ts[i] = mb.now() - t0
+    end
+    table.sort(ts)
+    iters = math.max(1, math.floor(200e-6 / (ts[3] / probe) + 0.5))
+    return ts[3] / probe
+  end
+  local function expect_cpu(n) return string.format("count=%d sum=%d bad=0", n, sum_to(n)) end
+  local b = {
+    id = "6",
+    title = "parallel speedup, CPU-bound",
+    unit = "msg",
+    goal = 1.8,
+    time = 0.4,
+    scenario = child_side("mb, 2 workers (child)", "cpu", 2, expect_cpu,
+                          function() return tostring(iters) end, 200),
+    baseline = child_side("mb, 1 worker (child)", "cpu", 1, expect_cpu,
+                          function() return tostring(iters) end, 200),
+  }
+  b.scenario.setup = function()
+    local per = calibrate_work()
+    b.note = string.format("instances = 2; %d iterations ~ 200 us per message (%.1f ns each); "
+                           .. "ratio = speedup", iters, per * 1e9)
+  end
+  list[#list + 1] = b
 end
 
 ---------------------------------------------------------------------------
@@ -429,6 +589,100 @@ do
     scenario = decode_side("mb.json.decode", mb.json.decode),
     baseline = decode_side("cjson.decode", cjson.decode),
   }
+end
+
+---------------------------------------------------------------------------
+-- 9. memory, from the RSS of a child (/proc/self/statm, after a full
+--    collection): 1e6 messages pending at a serial destination whose
+--    listener waits in its first delivery, and 1000 idle services (one
+--    listener each). Reference: the same messages queued in the plain-Lua
+--    queue bus. Not timed: a probe, reported as values.
+do
+  local QUEUED, SERVICES = 1000000, 1000
+  local mb_check = counted(QUEUED) .. " services=" .. SERVICES
+  list[#list + 1] = {
+    id = "9",
+    kind = "probe",
+    title = "memory (RSS delta)",
+    rounds = 3,
+    note = string.format("%d messages pending behind a blocked serial listener; %d idle services; "
+                         .. "2 workers", QUEUED, SERVICES),
+    sides = {
+      {
+        label = "mb",
+        run = function()
+          local r = child("mem", 2, QUEUED, tostring(SERVICES))
+          return r.check, {queued = r.queued_bytes / QUEUED, service = r.services_bytes / SERVICES,
+                           peak = r.peak_rss}
+        end,
+        expect = mb_check,
+      },
+      {
+        label = "Lua queue bus",
+        run = function()
+          local r = child("mem-lua", 1, QUEUED)
+          return r.check, {queued = r.queued_bytes / QUEUED, peak = r.peak_rss}
+        end,
+        expect = counted(QUEUED),
+      },
+    },
+    metrics = {
+      {key = "queued", label = "bytes per queued message", unit = "B"},
+      {key = "service", label = "bytes per idle service", unit = "B"},
+      {key = "peak", label = "peak RSS (VmHWM)", unit = "B"},
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 10. start-up: build/mbrun on an empty scenario, start to exit, one run per
+--     measurement, 50 rounds; against lua5.4 on the same file. Both are
+--     spawned through /bin/sh (os.execute with `exec`), whose cost is in
+--     both and shown in the note (exec /bin/true).
+do
+  local empty = DIR .. "/empty.lua"
+  local function spawn_side(label, cmd)
+    return {
+      label = label,
+      run = function(n)
+        local ok = 0
+        for _ = 1, n do
+          local done, how, code = os.execute(cmd)
+          if not done then error(string.format("`%s` ended (%s %s)", cmd, how, code)) end
+          ok = ok + 1
+        end
+        return string.format("ok=%d", ok)
+      end,
+      expect = function(n) return string.format("ok=%d", n) end,
+    }
+  end
+  local b = {
+    id = "10",
+    title = "start-up: mbrun, empty scenario",
+    unit = "run",
+    n = 1,
+    rounds = 50,
+    goal_ns = 5e6,
+    scenario = spawn_side("build/mbrun (default -w: cores)",
+                          "exec " .. quote(MBRUN) .. " " .. quote(empty) .. " </dev/null"),
+    baseline = spawn_side("lua5.4 (no mb)",
+                          "exec " .. quote(LUA) .. " " .. quote(empty) .. " </dev/null"),
+  }
+  b.scenario.setup = function()
+    local f = io.open(MBRUN)
+    if not f then error("no " .. MBRUN .. " (make all; or set MBRUN)") end
+    f:close()
+    local xs = {}
+    for i = 1, 21 do
+      local t0 = mb.now()
+      assert(os.execute("exec /bin/true"))
+      xs[i] = mb.now() - t0
+    end
+    table.sort(xs)
+    b.note = string.format("spawn floor (sh + exec /bin/true): %.2f ms median, in both sides",
+                           xs[11] * 1e3)
+  end
+  list[#list + 1] = b
 end
 
 return list

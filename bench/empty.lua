@@ -1,0 +1,1 @@
+-- bench/empty.lua — the empty scenario of benchmark 10 (start-up): nothing to do.
