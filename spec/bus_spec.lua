@@ -64,14 +64,14 @@ describe("a parallel destination", function()
     mb.listen("p", function()
       running = running + 1
       most = math.max(most, running)
-      mb.sleep(0.02)
+      mb.sleep(0.05)
       running = running - 1
     end)
     for i = 1, 10 do mb.send("p", i) end
     local t0 = mb.now()
     mb.run()
     assert.are.equal(10, most)
-    assert.is_true(mb.now() - t0 < 0.15) -- ten 20 ms waits overlapped
+    assert.is_true(mb.now() - t0 < 0.3) -- ten 50 ms waits overlapped (0.5 s in a row)
   end)
 
   it("caps deliveries in flight at its concurrency", function()
@@ -139,9 +139,9 @@ describe("a synchronous destination", function()
   it("lets other coroutines run while the sender waits", function()
     mb.destination("y", {type = "synchronous"})
     local log = {}
-    mb.listen("y", function() mb.sleep(0.02) log[#log + 1] = "listener" end)
+    mb.listen("y", function() mb.sleep(0.1) log[#log + 1] = "listener" end)
     mb.spawn(function() mb.send("y", 1) log[#log + 1] = "sender" end)
-    mb.spawn(function() mb.sleep(0.005) log[#log + 1] = "other" end)
+    mb.spawn(function() mb.sleep(0.01) log[#log + 1] = "other" end)
     mb.run()
     assert.are.same({"other", "listener", "sender"}, log)
   end)
@@ -286,13 +286,13 @@ describe("request/reply", function()
 
   it("times out near its deadline and counts the timeout", function()
     mb.destination("slow")
-    mb.listen("slow", function() mb.sleep(0.3) return "late" end)
+    mb.listen("slow", function() mb.sleep(1) return "late" end)
     local t0 = mb.now()
     local r, err = mb.request("slow", 1, {timeout = 0.1})
     local took = mb.now() - t0
     assert.is_nil(r)
     assert.matches("^timeout: ", err)
-    assert.is_true(took >= 0.09 and took < 0.28, "took " .. took)
+    assert.is_true(took >= 0.09 and took < 0.6, "took " .. took) -- not the listener's 1 s
     mb.run() -- the late reply arrives: counted, not delivered
     local s = mb.stats("slow")
     assert.are.equal(1, s.timeouts)

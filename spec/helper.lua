@@ -33,4 +33,15 @@ function helper.assert_invariant(name)
     name .. ": delivered + failed + dropped ~= deliveries")
 end
 
+-- A table nested n levels deep (the table itself is level 1).
+function helper.nest(n)
+  local top = {}
+  local t = top
+  for _ = 2, n do
+    t.x = {}
+    t = t.x
+  end
+  return top
+end
+
 return helper

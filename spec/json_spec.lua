@@ -2,6 +2,7 @@
 -- `format = "json"` listeners and `format = "json"` sends.
 -- SPEC sections 2 (Lua API: mb.json, mb.listen, mb.send) and 7 (JSON, Depth).
 local mb = require "mb"
+local helper = require "spec.helper"
 
 local encode, decode = mb.json.encode, mb.json.decode
 
@@ -30,16 +31,7 @@ local function bad_json_at(text)
   return tonumber(pos), err
 end
 
--- A table nested n levels deep (the table itself is level 1).
-local function nest(n)
-  local top = {}
-  local t = top
-  for _ = 2, n do
-    t.x = {}
-    t = t.x
-  end
-  return top
-end
+local nest = helper.nest
 
 local function hex(s)
   return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))

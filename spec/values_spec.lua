@@ -2,6 +2,7 @@
 -- exactly what was sent, and what cannot be sent raises an error naming the
 -- path. SPEC section 2 ("Sendable values", "Listening") and 7 ("Depth").
 local mb = require "mb"
+local helper = require "spec.helper"
 
 -- The error text of f(...), which must raise.
 local function error_of(f, ...)
@@ -17,16 +18,7 @@ local function assert_contains(s, ...)
   end
 end
 
--- A table nested n levels deep (the table itself is level 1).
-local function nest(n)
-  local top = {}
-  local t = top
-  for _ = 2, n do
-    t.x = {}
-    t = t.x
-  end
-  return top
-end
+local nest = helper.nest
 
 local function depth_of(t)
   local n = 0
