@@ -1,0 +1,185 @@
+-- mb.config — reads and checks an mbrun configuration file (SPEC section 3,
+-- the counterpart of Liferay's messaging-spring.xml): a Lua file returning
+--   { workers = N,
+--     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=} },
+--     services = { {script = path, instances = N, args = {...}}, ... },
+--     listeners = { [script path] = {destination, ...} } }
+-- Relative paths resolve against the configuration file's folder. Every
+-- mistake is reported with the file and the key path, before anything runs.
+-- Used by mbrun (runtime/mbrun.c) and by its boot script (lua/mb/boot.lua).
+local M = {}
+
+local TYPES = {parallel = true, serial = true, synchronous = true}
+local ON_FULL = {reject = true, block = true}
+local TOP = {workers = true, destinations = true, services = true, listeners = true}
+local DEST_KEYS = {type = true, max_queue = true, on_full = true, concurrency = true}
+local SERVICE_KEYS = {script = true, instances = true, args = true}
+
+local function is_name(s)
+  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
+end
+
+local function is_count(v) return math.type(v) == "integer" and v > 0 end
+
+local function key_path(base, k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") then return base .. "." .. k end
+  return ("%s[%q]"):format(base, tostring(k))
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
+local function readable(path)
+  local f = io.open(path, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- Reads the file at path. Returns the checked configuration, with absolute
+-- script paths and declared destinations as a sorted list, or nil and an
+-- error message "FILE: key.path: what is wrong".
+function M.load(path)
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local function resolve(p)
+    if p:sub(1, 1) == "/" then return p end
+    return dir .. "/" .. p
+  end
+  -- a configuration is data: it sees only the pure parts of the libraries
+  local env = {string = string, math = math, table = table, utf8 = utf8, os = {getenv = os.getenv},
+               pairs = pairs, ipairs = ipairs, tostring = tostring, tonumber = tonumber,
+               select = select, type = type}
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then return nil, err end
+  local ok, cfg = pcall(chunk)
+  if not ok then return nil, ("%s: raised an error: %s"):format(path, tostring(cfg)) end
+  local problem
+  local function bad(fmt, ...)
+    problem = problem or (path .. ": " .. fmt:format(...))
+  end
+  if type(cfg) ~= "table" then
+    return nil, ("%s: must return a table (workers, destinations, services, listeners), " ..
+      "not a %s"):format(path, type(cfg))
+  end
+  for _, k in ipairs(sorted_keys(cfg)) do
+    if not TOP[k] then
+      bad("unknown key '%s' (expected workers, destinations, services, listeners)", tostring(k))
+    end
+  end
+  local out = {workers = cfg.workers, destinations = {}, services = {}, listeners = {}}
+  if cfg.workers ~= nil and not (is_count(cfg.workers) and cfg.workers <= 256) then
+    bad("workers: must be an integer from 1 to 256, not %s", tostring(cfg.workers))
+  end
+  local declared = {}
+  if cfg.destinations ~= nil and type(cfg.destinations) ~= "table" then
+    bad("destinations: must be a table of name = options")
+  elseif cfg.destinations then
+    for _, name in ipairs(sorted_keys(cfg.destinations)) do
+      local opts = cfg.destinations[name]
+      local at = key_path("destinations", name)
+      if not is_name(name) then
+        bad("%s: invalid destination name (use 1-255 characters of A-Z a-z 0-9 _ . / : -)", at)
+      elseif type(opts) ~= "table" then
+        bad("%s: must be a table of options, not a %s", at, type(opts))
+      else
+        for _, k in ipairs(sorted_keys(opts)) do
+          if not DEST_KEYS[k] then
+            bad("%s: unknown option '%s' (type, max_queue, on_full, concurrency)", at, tostring(k))
+          end
+        end
+        if opts.type ~= nil and not TYPES[opts.type] then
+          bad("%s.type: unknown destination type '%s' (parallel, serial, synchronous)", at,
+            tostring(opts.type))
+        end
+        if opts.on_full ~= nil and not ON_FULL[opts.on_full] then
+          bad("%s.on_full: must be \"reject\" or \"block\", not '%s'", at, tostring(opts.on_full))
+        end
+        for _, k in ipairs({"max_queue", "concurrency"}) do
+          if opts[k] ~= nil and not is_count(opts[k]) then
+            bad("%s.%s: must be a positive integer, not %s", at, k, tostring(opts[k]))
+          end
+        end
+        declared[name] = true
+        out.destinations[#out.destinations + 1] = {name = name, opts = opts}
+      end
+    end
+  end
+  if cfg.services ~= nil and type(cfg.services) ~= "table" then
+    bad("services: must be a list of {script = path, instances = N, args = {...}}")
+  elseif cfg.services then
+    for i, svc in ipairs(cfg.services) do
+      local at = ("services[%d]"):format(i)
+      if type(svc) ~= "table" then
+        bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
+      else
+        for _, k in ipairs(sorted_keys(svc)) do
+          if not SERVICE_KEYS[k] then
+            bad("%s: unknown key '%s' (script, instances, args)", at, tostring(k))
+          end
+        end
+        if type(svc.script) ~= "string" then
+          bad("%s.script: must be the path of a Lua script", at)
+        elseif not readable(resolve(svc.script)) then
+          bad("%s.script: cannot read %s", at, resolve(svc.script))
+        end
+        if svc.instances ~= nil and not is_count(svc.instances) then
+          bad("%s.instances: must be a positive integer, not %s", at, tostring(svc.instances))
+        end
+        if svc.args ~= nil and type(svc.args) ~= "table" then
+          bad("%s.args: must be a list, not a %s", at, type(svc.args))
+        end
+        if type(svc.script) == "string" then
+          out.services[#out.services + 1] = {script = resolve(svc.script),
+                                             instances = svc.instances, args = svc.args}
+        end
+      end
+    end
+    for k in pairs(cfg.services) do
+      if math.type(k) ~= "integer" or k < 1 or k > #cfg.services then
+        bad("services: must be a list (found key '%s')", tostring(k))
+      end
+    end
+  end
+  if cfg.listeners ~= nil and type(cfg.listeners) ~= "table" then
+    bad("listeners: must be a table of script path = {destination, ...}")
+  elseif cfg.listeners then
+    for _, script in ipairs(sorted_keys(cfg.listeners)) do
+      local dests = cfg.listeners[script]
+      local at = key_path("listeners", script)
+      if type(script) ~= "string" then
+        bad("listeners: keys must be script paths, not a %s", type(script))
+      elseif not readable(resolve(script)) then
+        bad("%s: cannot read %s", at, resolve(script))
+      elseif type(dests) ~= "table" or #dests == 0 then
+        bad("%s: must be a list of destination names", at)
+      else
+        for i, d in ipairs(dests) do
+          if not declared[d] then
+            bad("%s[%d]: no destination '%s' among the configured destinations", at, i, tostring(d))
+          end
+        end
+        out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests}
+      end
+    end
+  end
+  if problem then return nil, problem end
+  return out
+end
+
+-- Checks what a listener script returns: a function, or a table with a
+-- function for each destination it is mapped to. Returns the handler for
+-- destination d (or nil and why).
+function M.handler_for(result, script, d)
+  if type(result) == "function" then return result end
+  if type(result) == "table" then
+    if type(result[d]) == "function" then return result[d] end
+    return nil, ("%s: returns a table of handlers without one for '%s'"):format(script, d)
+  end
+  return nil, ("%s: must return its handler (a function) or a table of handlers keyed by " ..
+    "destination, not a %s"):format(script, type(result))
+end
+
+return M

@@ -1,0 +1,122 @@
+-- mbrun -c CONFIG: the configuration file (SPEC section 3), run as a user
+-- runs it; every mistake is reported with the file and key path, exit 2,
+-- before anything starts.
+local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir))
+
+local function write(name, text)
+  local f = assert(io.open(dir .. "/" .. name, "w"))
+  f:write(text)
+  f:close()
+  return dir .. "/" .. name
+end
+
+local function mbrun(args)
+  local p = io.popen("timeout 60 " .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
+  local out = p:read("a")
+  p:close()
+  return out:gsub("EXIT:%d+%s*$", ""), tonumber(out:match("EXIT:(%d+)%s*$"))
+end
+
+write("prices.lua", "return function(msg) return 12.5 * msg.payload.qty end\n")
+write("handlers.lua", [[
+return {
+  ["shop/a"] = function(msg) return "a:" .. msg.payload end,
+  ["shop/b"] = function(msg) return "b:" .. msg.payload end,
+}
+]])
+write("orders.lua", [[
+local tag = ...
+mb.listen("shop/orders", function(msg)
+  local price = mb.request("shop/prices", {qty = msg.payload.qty})
+  print(tag .. " " .. msg.payload.item .. " " .. price .. " on " .. select(2, mb.worker()) .. " workers")
+end)
+]])
+write("nothing.lua", "local x = 1\n")
+write("good.lua", [[
+return {
+  workers = 3,
+  destinations = {
+    ["shop/orders"] = {type = "serial"},
+    ["shop/prices"] = {type = "synchronous"},
+    ["shop/a"] = {}, ["shop/b"] = {max_queue = 10, on_full = "block"},
+  },
+  services = {{script = "orders.lua", args = {"orders"}}},
+  listeners = {["prices.lua"] = {"shop/prices"}, ["handlers.lua"] = {"shop/a", "shop/b"}},
+}
+]])
+local scenario = write("scenario.lua", [[
+print("scenario " .. table.concat({...}, ","))
+mb.send("shop/orders", {item = "swing", qty = 2})
+print(mb.request("shop/a", "x"), mb.request("shop/b", "y"))
+]])
+
+describe("mbrun -c", function()
+  teardown(function() os.execute("rm -rf " .. dir) end)
+
+  it("declares destinations, starts services and listener scripts, then runs the scenario", function()
+    local out, code = mbrun("-c " .. dir .. "/good.lua " .. scenario .. " one two")
+    assert.are.equal(0, code, out)
+    assert.matches("scenario one,two", out)
+    assert.matches("orders swing 25.0 on 3 workers", out) -- workers from the file
+    assert.matches("a:x\tb:y", out)
+  end)
+
+  it("lets -w override the configuration's workers", function()
+    local out, code = mbrun("-w 1 -c " .. dir .. "/good.lua " .. scenario)
+    assert.are.equal(0, code, out)
+    assert.matches("orders swing 25.0 on 1 workers", out)
+  end)
+
+  it("runs the configured services until SIGINT when there is no scenario", function()
+    local p = io.popen("(" .. MBRUN .. " -c " .. dir .. "/good.lua & pid=$!; sleep 0.5; "
+      .. "kill -0 $pid && echo running; kill -INT $pid; wait $pid; echo EXIT:$?) 2>&1")
+    local out = p:read("a")
+    p:close()
+    assert.matches("running", out)
+    assert.matches("EXIT:0", out)
+  end)
+
+  local mistakes = {
+    {"a file that does not exist", nil, "cannot open .*/missing.lua"},
+    {"a syntax error", "return {workers = }", "bad1.lua:1: unexpected symbol"},
+    {"not a table", "return 42", "bad2.lua: must return a table .*not a number"},
+    {"an unknown key", "return {workerz = 2}", "bad3.lua: unknown key 'workerz'"},
+    {"workers of the wrong type", "return {workers = 'many'}",
+      "bad4.lua: workers: must be an integer from 1 to 256, not many"},
+    {"an invalid destination name", "return {destinations = {['a b'] = {}}}",
+      "bad5.lua: destinations%[\"a b\"%]: invalid destination name"},
+    {"an unknown destination type", "return {destinations = {x = {type = 'fast'}}}",
+      "bad6.lua: destinations.x.type: unknown destination type 'fast'"},
+    {"an unknown destination option", "return {destinations = {x = {colour = 1}}}",
+      "bad7.lua: destinations.x: unknown option 'colour'"},
+    {"a bad max_queue", "return {destinations = {x = {max_queue = -1}}}",
+      "bad8.lua: destinations.x.max_queue: must be a positive integer, not %-1"},
+    {"a missing service script", "return {services = {{script = 'nope.lua'}}}",
+      "bad9.lua: services%[1%].script: cannot read .*/nope.lua"},
+    {"bad instances", "return {services = {{script = 'orders.lua', instances = 0}}}",
+      "bad10.lua: services%[1%].instances: must be a positive integer, not 0"},
+    {"a listener at an undeclared destination", "return {listeners = {['prices.lua'] = {'shop/x'}}}",
+      "bad11.lua: listeners%[\"prices.lua\"%]%[1%]: no destination 'shop/x'"},
+    {"a listener script that returns nothing usable",
+      "return {destinations = {x = {}}, listeners = {['nothing.lua'] = {'x'}}}",
+      "bad12.lua: listener .*nothing.lua: must return its handler %(a function%) or a table"},
+    {"a handler table without the mapped destination",
+      "return {destinations = {x = {}}, listeners = {['handlers.lua'] = {'x'}}}",
+      "bad13.lua: listener .*handlers.lua: returns a table of handlers without one for 'x'"},
+    {"services that are not a list", "return {services = {main = {script = 'orders.lua'}}}",
+      "bad14.lua: services: must be a list %(found key 'main'%)"},
+  }
+  for n, m in ipairs(mistakes) do
+    it("reports " .. m[1] .. " and exits 2", function()
+      local path = m[2] and write("bad" .. (n - 1) .. ".lua", m[2]) or dir .. "/missing.lua"
+      local out, code = mbrun("-c " .. path .. " " .. scenario)
+      assert.are.equal(2, code, out)
+      assert.matches("^mbrun: %S-" .. m[3], out) -- the path, then what is wrong
+      assert.is_nil(out:find("scenario", 1, true), "nothing may start: " .. out)
+    end)
+  end
+end)
