@@ -130,7 +130,9 @@ static void unref(mbL_state *S, lua_State *L, int *r) {
 }
 
 static mbL_state *state_of(lua_State *L) {
-  return lua_touserdata(L, lua_upvalueindex(1));
+  mbL_state *S = lua_touserdata(L, lua_upvalueindex(1));
+  if (!S->svc) luaL_error(L, "mb: this service has stopped"); /* e.g. from a __gc */
+  return S;
 }
 
 static mb_runtime *core(mbL_state *S) { return S->R->rt; }
@@ -390,14 +392,14 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   (void)revents;
   mbL_timer *tm = w->data;
   mbL_state *S = tm->S;
+  mb_runtime *rt = core(S);
+  /* held for the whole call: the callback may stop its own timer and go on */
+  mb_runtime_hold(rt, 1);
   mbL_task *t = task_new(S, T_TIMER);
-  if (!t) return;
-  lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
-  int once = !ev_is_active(&tm->w);
-  if (once) mb_runtime_hold(core(S), 1); /* across the release, until the call is done */
-  if (once) timer_release(tm, S->L); /* a one-shot timer is done */
-  task_run(t, 0);
-  if (once) mb_runtime_hold(core(S), -1);
+  if (t) lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
+  if (!ev_is_active(&tm->w)) timer_release(tm, S->L); /* a one-shot timer is done */
+  if (t) task_run(t, 0);
+  mb_runtime_hold(rt, -1);
 }
 
 static int timer_start(lua_State *L, int repeat) {
@@ -991,7 +993,7 @@ static int handler_k(lua_State *L, int status, lua_KContext ctx) {
  * the coroutine so that every error is caught by its resume. */
 static int handler_body(lua_State *L) {
   mbL_task *t = lua_touserdata(L, 2);
-  lua_settop(L, 1);
+  lua_remove(L, 2); /* 1: the handler, 2: the listener handle, kept */
   const mb_msg *m = mb_delivery_msg(t->d);
   if (t->listener->json) {
     char err[700];
@@ -1010,6 +1012,8 @@ static int handler_body(lua_State *L) {
       lua_pop(L, 1);
     }
   }
+  lua_pushvalue(L, 1);
+  lua_insert(L, -2); /* handler, message */
   lua_callk(L, 1, 1, (lua_KContext)t, handler_k);
   return handler_k(L, LUA_OK, (lua_KContext)t);
 }
@@ -1029,7 +1033,8 @@ static void on_delivery(void *ud, mb_delivery *d) {
   lua_pushcfunction(co, handler_body);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
   lua_pushlightuserdata(co, t);
-  task_run(t, 2);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
+  task_run(t, 3);
 }
 
 static void on_listener_closed(void *ud);
@@ -1225,8 +1230,8 @@ static void state_stop(mbL_state *S) {
   lua_State *L = S->L;
   int owns = S->owns_L;
   state_release(S);
+  if (owns) lua_close(L); /* finalizers still find S (and that it stopped) */
   free(S);
-  if (owns) lua_close(L);
 }
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -1312,7 +1317,14 @@ typedef struct start_req {
 
 static void start_task(void *arg) {
   start_req *q = arg;
-  mbL_state *S = state_new(q->R, q->svc, q->group_key);
+  mbL_state *S = NULL;
+  if (!mb_service_alive(q->svc)) { /* the runtime went away first */
+    free(q->args);
+    mb_service_unref(q->svc);
+    free(q);
+    return;
+  }
+  S = state_new(q->R, q->svc, q->group_key);
   if (!S) {
     fprintf(stderr, "mb: cannot start %s: out of memory\n", q->path);
     atomic_fetch_add(&q->R->failures, 1);
@@ -1334,6 +1346,7 @@ static void start_task(void *arg) {
     mb_service_post(q->asker, stop_done, q->w);
     mb_service_unref(q->asker);
   }
+  mb_service_unref(q->svc); /* the request's reference */
   free(q->args);
   free(q);
 }
@@ -1476,9 +1489,13 @@ static int l_load(lua_State *L) {
   }
   size_t plen = strlen(path);
   mbL_waiter *w = NULL;
+  /* a copy of its own: an instance started inline may reuse S->vbuf */
+  size_t alen = S->vbuf.len;
+  char *encoded = nargs ? lua_newuserdatauv(L, alen, 0) : NULL;
+  if (encoded) memcpy(encoded, S->vbuf.p, alen); /* at 5, above the handle at 4 */
   for (lua_Integer i = 0; i < instances; i++) {
     start_req *q = malloc(sizeof *q + plen + 1);
-    char *args = nargs ? malloc(S->vbuf.len) : NULL;
+    char *args = nargs ? malloc(alen) : NULL;
     mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), path, -1) : NULL;
     if (!svc) {
       free(q);
@@ -1487,13 +1504,14 @@ static int l_load(lua_State *L) {
     }
     q->R = R;
     q->svc = svc;
+    mb_service_ref(svc); /* held by the request until it ran */
     q->asker = NULL;
     q->w = NULL;
     q->group_key = key;
     q->nargs = nargs;
-    q->alen = S->vbuf.len;
+    q->alen = alen;
     q->args = args;
-    if (args) memcpy(args, S->vbuf.p, S->vbuf.len);
+    if (args) memcpy(args, encoded, alen);
     memcpy(q->path, path, plen + 1);
     h->ids[h->n++] = mb_service_id(svc);
     /* on this worker it starts now, as a call; elsewhere on its own thread,
@@ -1512,8 +1530,8 @@ static int l_load(lua_State *L) {
     w->status++;
     mb_service_post_always(svc, start_task, q);
   }
+  lua_settop(L, 4); /* the handle */
   if (!w) return 1;
-  lua_settop(L, 4);
   return wait_for(L, w, countdown_k);
 }
 
@@ -1706,13 +1724,13 @@ mbL_runtime *mbL_runtime_new(int workers) {
   return R;
 }
 
-static void stop_state_task(void *arg) { state_stop(arg); }
 
 /* From worker 0's thread: every state is closed on its own worker. */
 void mbL_runtime_free(mbL_runtime *R) {
   pthread_mutex_lock(&R->lock);
   for (mbL_state *S = R->states; S; S = S->next)
-    if (mb_service_worker(S->svc) != 0) mb_service_post_always(S->svc, stop_state_task, S);
+    if (mb_service_worker(S->svc) != 0) /* skipped if it stops by itself first */
+      mb_service_post(S->svc, deferred_stop, S);
   pthread_mutex_unlock(&R->lock);
   mb_runtime_join(R->rt); /* they run those stops, then exit */
   while (R->states) {

@@ -135,6 +135,8 @@ int mb_service_post(mb_service *svc, mb_task_fn fn, void *arg);
  * cope, e.g. free what arg carries). */
 int mb_service_post_always(mb_service *svc, mb_task_fn fn, void *arg);
 void mb_service_ref(mb_service *svc);
+/* 0 once mb_service_free ran (its memory lives while references do). */
+int mb_service_alive(const mb_service *svc);
 
 /* ---- destinations ----------------------------------------------------- */
 

@@ -109,6 +109,7 @@ struct mb_listener {
   mb_closed_fn on_closed;
   void *ud;
   int closed;
+  int owner_closed; /* its owner closed it: on_closed is not needed */
   int refs; /* the registration + open deliveries + a pending on_closed */
   size_t inflight; /* its open deliveries: members with fewer go first */
   mb_listener *next, *prev; /* in svc->listeners */
@@ -130,6 +131,7 @@ struct mb_delivery {
   mb_listener *l;
   uint64_t group;
   mb_sync *sync;
+  int inline_pending; /* in an mb_inline list: run_delivery will see to it */
   mb_delivery *next, *prev; /* in svc->open, or the free list */
 };
 

@@ -278,7 +278,8 @@ static void listener_unref(mb_listener *l) {
 static void closed_task(void *arg) {
   mb_listener *l = arg;
   mb_runtime *rt = l->svc->rt;
-  if (!atomic_load(&l->svc->dead)) l->on_closed(l->ud);
+  /* on the owner's thread, like mb_listener_close: no race on the flag */
+  if (!atomic_load(&l->svc->dead) && !l->owner_closed) l->on_closed(l->ud);
   mb_lock(rt);
   listener_unref(l);
   mb_unlock(rt);
@@ -287,6 +288,7 @@ static void closed_task(void *arg) {
 void mb_listener_close(mb_listener *l) {
   mb_runtime *rt = l->svc->rt;
   mb_lock(rt);
+  l->owner_closed = 1;
   mb_listener_close_locked(l);
   mb_unlock(rt);
 }
@@ -404,6 +406,7 @@ static mb_listener *pick(mb_group *g) {
 }
 
 static void inline_add(mb_inline *inl, mb_delivery *dv) {
+  dv->inline_pending = 1;
   if (inl->n < 16) {
     inl->v[inl->n++] = dv;
     return;
@@ -412,6 +415,7 @@ static void inline_add(mb_inline *inl, mb_delivery *dv) {
     size_t cap = inl->cap ? inl->cap * 2 : 16;
     mb_delivery **m = realloc(inl->more, cap * sizeof *m);
     if (!m) { /* out of memory: run it from the queue instead */
+      dv->inline_pending = 0;
       mb_worker_post(dv->l->svc->w, dv->l->svc, run_delivery, dv);
       return;
     }
@@ -441,6 +445,7 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline
     if (r) mb_request_delivering(r, g->id, l->svc);
   }
   dv->sync = sync;
+  dv->inline_pending = 0;
   if (sync) sync->remaining++;
   mb_service *svc = l->svc;
   dv->prev = NULL;
@@ -464,6 +469,7 @@ static void run_delivery(void *arg) {
   mb_listener *l = dv->l;
   mb_runtime *rt = l->svc->rt;
   mb_lock(rt);
+  dv->inline_pending = 0;
   if (l->closed) {
     mb_delivery_finish(dv, MB_EDROPPED, "dropped: listener closed before delivery");
     mb_unlock(rt);

@@ -216,6 +216,8 @@ int mb_runtime_workers(const mb_runtime *rt) { return rt->nworkers; }
 
 /* Lets the worker threads finish what is queued and exit; joins them. */
 void mb_runtime_join(mb_runtime *rt) {
+  /* all are told first, so that none exits while another still posts to it
+   * in answer to what it was told before */
   for (int i = 1; i < rt->nworkers; i++) {
     mb_worker *w = &rt->workers[i];
     if (!w->has_thread) continue;
@@ -223,6 +225,10 @@ void mb_runtime_join(mb_runtime *rt) {
     w->quit = 1;
     pthread_mutex_unlock(&w->inbox_lock);
     ev_async_send(w->loop, &w->async);
+  }
+  for (int i = 1; i < rt->nworkers; i++) {
+    mb_worker *w = &rt->workers[i];
+    if (!w->has_thread) continue;
     pthread_join(w->thread, NULL);
     w->has_thread = 0;
   }
@@ -233,14 +239,19 @@ void mb_runtime_free(mb_runtime *rt) {
   mb_runtime_join(rt);
   /* services of worker 0, and any a caller left behind */
   while (rt->services) mb_service_free(rt->services);
-  for (int i = 0; i < rt->nworkers; i++) {
-    mb_worker *w = &rt->workers[i];
-    /* what is still queued only holds references: release them */
-    while (w->inbox.len) q_push(&w->local, q_pop(&w->inbox));
-    while (w->local.len) {
-      mb_task t = q_pop(&w->local);
-      if (!t.svc) t.fn(t.arg); /* core tasks free what they carry */
-      if (t.svc) mb_service_unref(t.svc);
+  /* what is still queued only holds references and memory: core tasks
+   * free what they carry (and may post more: drain until all are empty) */
+  for (int again = 1; again;) {
+    again = 0;
+    for (int i = 0; i < rt->nworkers; i++) {
+      mb_worker *w = &rt->workers[i];
+      while (w->inbox.len) q_push(&w->local, q_pop(&w->inbox));
+      while (w->local.len) {
+        mb_task t = q_pop(&w->local);
+        if (!t.svc) t.fn(t.arg);
+        if (t.svc) mb_service_unref(t.svc);
+        again = 1;
+      }
     }
   }
   mb_lock(rt);
@@ -373,7 +384,12 @@ void mb_service_free(mb_service *svc) {
   mb_request_cancel_all(svc);
   mb_dest_cancel_blocked(rt, svc);
   while (svc->listeners) mb_listener_close_locked(svc->listeners);
-  while (svc->open) mb_delivery_finish(svc->open, MB_EDROPPED, "dropped: service stopped");
+  /* those an mb_send still holds to run inline are dropped when it runs
+   * them (their listener is closed now) */
+  for (mb_delivery *dv = svc->open, *next; dv; dv = next) {
+    next = dv->next;
+    if (!dv->inline_pending) mb_delivery_finish(dv, MB_EDROPPED, "dropped: service stopped");
+  }
   for (mb_subscription *s = rt->subs, *next; s; s = next) {
     next = s->next;
     if (s->svc == svc && !s->closed) {
@@ -406,6 +422,7 @@ int mb_service_post_always(mb_service *svc, mb_task_fn fn, void *arg) {
 }
 
 void mb_service_ref(mb_service *svc) { atomic_fetch_add(&svc->refs, 1); }
+int mb_service_alive(const mb_service *svc) { return !atomic_load(&svc->dead); }
 
 mb_service *mb_service_find(mb_runtime *rt, uint64_t id) {
   mb_lock(rt);

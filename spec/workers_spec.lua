@@ -46,6 +46,20 @@ describe("worker threads", function()
     assert.are.equal(0, code, out)
   end)
 
+  it("keep the bus busy while a timer that stopped itself still runs", function()
+    local out, code = mbrun("-w 2 spec/workers/timer_stop.lua")
+    assert.matches("received 2000001000000", out)
+    assert.are.equal(0, code, out)
+  end)
+
+  it("drop, not run, an inline delivery whose service was stopped meanwhile", function()
+    local out, code = mbrun("-w 1 spec/workers/stop_inline.lua")
+    assert.is_nil(out:find("victim ran", 1, true), out)
+    assert.matches("delivered 1 dropped 1 deliveries 2", out)
+    assert.matches("mbrun: 1 delivery dropped", out)
+    assert.are.equal(1, code, out)
+  end)
+
   it("run a plain Lua program on several workers with mb.setup", function()
     local p = io.popen([[LUA_CPATH="$LUA_CPATH" lua5.4 -e '
       local mb = require "mb"

@@ -1,0 +1,1 @@
+mb.listen("x/sync", function() print("victim ran") end)
