@@ -1320,6 +1320,7 @@ static void start_task(void *arg) {
   mbL_state *S = NULL;
   if (!mb_service_alive(q->svc)) { /* the runtime went away first */
     free(q->args);
+    if (q->asker) mb_service_unref(q->asker);
     mb_service_unref(q->svc);
     free(q);
     return;
