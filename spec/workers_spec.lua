@@ -60,13 +60,6 @@ describe("worker threads", function()
     assert.are.equal(1, code, out)
   end)
 
-  it("shut down cleanly when stopped while a service is being loaded", function()
-    local out, code = mbrun("-w 3 spec/workers/stop_during_load.lua")
-    assert.matches("stopping", out)
-    assert.is_nil(out:find("Sanitizer", 1, true), out)
-    assert.is_true(code == 0 or code == 1, out) -- 1: the spinner's delivery is dropped
-  end)
-
   it("run a plain Lua program on several workers with mb.setup", function()
     local p = io.popen([[LUA_CPATH="$LUA_CPATH" lua5.4 -e '
       local mb = require "mb"
