@@ -44,4 +44,19 @@ function helper.nest(n)
   return top
 end
 
+-- The error text of f(...), which must raise.
+function helper.error_of(f, ...)
+  local ok, err = pcall(f, ...)
+  assert.is_false(ok, "expected an error, got success")
+  return tostring(err)
+end
+
+-- Asserts that s contains every one of the plain substrings.
+function helper.assert_contains(s, ...)
+  for i = 1, select("#", ...) do
+    local part = select(i, ...)
+    assert.is_truthy(s:find(part, 1, true), ("expected %q to contain %q"):format(s, part))
+  end
+end
+
 return helper

@@ -6,21 +6,7 @@ local helper = require "spec.helper"
 
 local encode, decode = mb.json.encode, mb.json.decode
 
--- The error text of f(...), which must raise.
-local function error_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok, "expected an error, got success")
-  return tostring(err)
-end
-
--- Asserts that s contains every one of the plain substrings.
-local function assert_contains(s, ...)
-  for i = 1, select("#", ...) do
-    local part = select(i, ...)
-    assert.is_truthy(s:find(part, 1, true),
-      ("expected %q to contain %q"):format(s, part))
-  end
-end
+local error_of, assert_contains = helper.error_of, helper.assert_contains
 
 -- Decodes text, which must be invalid; returns the byte position the error
 -- names and the whole message.

@@ -64,11 +64,13 @@ function M.load(path)
     return nil, ("%s: must return a table (workers, destinations, services, listeners), " ..
       "not a %s"):format(path, type(cfg))
   end
-  for _, k in ipairs(sorted_keys(cfg)) do
-    if not TOP[k] then
-      bad("unknown key '%s' (expected workers, destinations, services, listeners)", tostring(k))
+  -- the first key of t (in sorted order) that is not allowed is a mistake
+  local function unknown_keys(t, allowed, at, what, expected)
+    for _, k in ipairs(sorted_keys(t)) do
+      if not allowed[k] then bad("%s%s '%s' (%s)", at, what, tostring(k), expected) end
     end
   end
+  unknown_keys(cfg, TOP, "", "unknown key", "expected workers, destinations, services, listeners")
   local out = {workers = cfg.workers, destinations = {}, services = {}, listeners = {}}
   if cfg.workers ~= nil and not (is_count(cfg.workers) and cfg.workers <= 256) then
     bad("workers: must be an integer from 1 to 256, not %s", tostring(cfg.workers))
@@ -85,11 +87,7 @@ function M.load(path)
       elseif type(opts) ~= "table" then
         bad("%s: must be a table of options, not a %s", at, type(opts))
       else
-        for _, k in ipairs(sorted_keys(opts)) do
-          if not DEST_KEYS[k] then
-            bad("%s: unknown option '%s' (type, max_queue, on_full, concurrency)", at, tostring(k))
-          end
-        end
+        unknown_keys(opts, DEST_KEYS, at .. ": ", "unknown option", "type, max_queue, on_full, concurrency")
         if opts.type ~= nil and not TYPES[opts.type] then
           bad("%s.type: unknown destination type '%s' (parallel, serial, synchronous)", at,
             tostring(opts.type))
@@ -115,11 +113,7 @@ function M.load(path)
       if type(svc) ~= "table" then
         bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
       else
-        for _, k in ipairs(sorted_keys(svc)) do
-          if not SERVICE_KEYS[k] then
-            bad("%s: unknown key '%s' (script, instances, args)", at, tostring(k))
-          end
-        end
+        unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key", "script, instances, args")
         if type(svc.script) ~= "string" then
           bad("%s.script: must be the path of a Lua script", at)
         elseif not readable(resolve(svc.script)) then
