@@ -1,5 +1,7 @@
 -- An employee: reads the equipment news at jungle/employee/news (parallel).
--- Loaded once per employee, so that each one gets every news item.
+-- Loaded once per employee, with the name as its argument (config.lua has an
+-- entry for each), so that each one is a listener group of its own and gets
+-- every news item.
 local name = ...
 
 mb.listen("jungle/employee/news", function(msg)

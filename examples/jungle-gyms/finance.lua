@@ -1,5 +1,7 @@
 -- Finance: approves a purchase when it fits the budget, and reserves the
--- money. Listens at jungle/finance/purchase (synchronous).
+-- money. Listens at jungle/finance/purchase (synchronous). A service, since
+-- it keeps the budget between messages: config.lua loads it with the budget
+-- (in dollars) as its argument.
 --   ask:     {part =, price =}           -> {answer = "yes"|"no", reason =}
 --   release: {part =, price =, release = true}: a purchase fell through.
 local budget = ...

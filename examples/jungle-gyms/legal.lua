@@ -1,5 +1,6 @@
 -- Legal: approves a part when its safety rating meets the minimum.
--- Listens at jungle/legal/purchase (synchronous).
+-- A listener script: it returns its handler, and config.lua registers it at
+-- jungle/legal/purchase (synchronous).
 --   {part =} -> {answer = "yes"|"no", reason =}
 local MINIMUM = 4
 local ratings = { -- out of 5
@@ -11,7 +12,7 @@ local ratings = { -- out of 5
 
 local function say(fmt, ...) print(("[legal] " .. fmt):format(...)) end
 
-mb.listen("jungle/legal/purchase", function(msg)
+return function(msg)
   local part = msg.payload.part
   local rating = ratings[part]
   local answer, reason
@@ -24,4 +25,4 @@ mb.listen("jungle/legal/purchase", function(msg)
   end
   say("%s: %s", answer, reason)
   return {answer = answer, reason = reason}
-end)
+end

@@ -3,6 +3,7 @@
 -- purchase to jungle/purchase (asynchronous with call-back: the answers come
 -- to jungle/purchase/response), and when every answer is in, tells all
 -- employees the news (send-and-forget to jungle/employee/news).
+-- A service started by scenario.lua once every other department listens.
 local ME = "procurement"
 local RESPONSES = "jungle/purchase/response"
 

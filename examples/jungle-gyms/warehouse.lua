@@ -1,6 +1,7 @@
 -- Warehouse: hears of every purchase at jungle/purchase (serial) and answers
 -- with a JSON comment, which goes to the notice's reply_to
--- (jungle/purchase/response); reads the other answers there.
+-- (jungle/purchase/response); reads the other answers there. A service
+-- loaded by config.lua; it numbers the bays it clears.
 local ME = "warehouse"
 local bay = 0
 
