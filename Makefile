@@ -17,26 +17,36 @@ CPPFLAGS += -I/usr/include/lua5.4 -Iruntime
 LUA_LIB = -llua5.4
 LIBS    = -lev -lyajl -lm
 
-CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c \
+CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c runtime/mb_observe.c runtime/mb_show.c \
            runtime/mb_runtime.c runtime/mb_dest.c runtime/mb_request.c
 LUA_SRC  = runtime/mbl_value.c runtime/lmb.c
 HDRS     = $(wildcard runtime/*.h)
 
 # Debian packages the build and the tests need (see README, "Dependencies").
+# graphviz is optional for users (mbrun --graph=svg); the tests check that
+# path too, so `make test` installs it.
 DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev lua-busted valgrind \
            lua-cjson lua-mediator
+TEST_PKGS = graphviz
 
 B  = build
 BA = build/asan
 BT = build/tsan
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps run test spec asan-spec tsan valgrind clean c-tests bench
+.PHONY: all deps test-deps install-pkgs run test spec asan-spec tsan valgrind clean c-tests bench
+.PHONY: install uninstall
 
 all: $(B)/mb.so $(B)/mbrun
 
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(DEB_PKGS)"
+
+test-deps:
+	@$(MAKE) --no-print-directory install-pkgs PKGS="$(DEB_PKGS) $(TEST_PKGS)"
+
+install-pkgs:
+	@missing=""; for p in $(PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -74,7 +84,7 @@ tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
 	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers_spec.lua
 
-DEMO = examples/jungle-gyms/main.lua
+DEMO = -c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua
 
 run: deps all
 	$(B)/mbrun $(DEMO)
@@ -97,7 +107,7 @@ valgrind: $(B)/mbrun
 	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
 	  --show-leak-kinds=definite,indirect,possible -q $(B)/mbrun $(DEMO) > /dev/null
 
-test: deps all
+test: test-deps all
 	$(MAKE) c-tests
 	$(MAKE) spec
 	$(MAKE) asan-spec
@@ -110,6 +120,60 @@ test: deps all
 BENCH_OUT ?= $(B)/bench.json
 bench: deps all
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
+
+# ---- make install / make uninstall ---------------------------------------
+# PREFIX (default /usr/local) is where the files will live; DESTDIR is
+# prepended when copying (staged installs, packaging). LUA_CDIR and
+# LUA_LDIR are the folders Debian's lua5.4 searches under /usr/local
+# (package.cpath, package.path); mbrun finds its Lua modules at
+# ../share/lua/5.4 from its own folder. The header goes into a folder of its
+# own (mb.h includes mb_value.h); mb.pc says -I$(PREFIX)/include/mb.
+PREFIX   ?= /usr/local
+BINDIR    = $(PREFIX)/bin
+LIBDIR    = $(PREFIX)/lib
+INCDIR    = $(PREFIX)/include/mb
+LUA_CDIR  = $(LIBDIR)/lua/5.4
+LUA_LDIR  = $(PREFIX)/share/lua/5.4
+MAN1DIR   = $(PREFIX)/share/man/man1
+DATADIR   = $(PREFIX)/share/mb
+PCDIR     = $(LIBDIR)/pkgconfig
+MB_VERSION = $(shell sed -n 's/.*define MB_VERSION "\(.*\)".*/\1/p' runtime/mb.h)
+INST_HDRS  = runtime/mb.h runtime/mb_value.h
+LUA_MODS   = $(wildcard lua/mb/*.lua)
+SCRIPTS    = $(wildcard scripts/*.lua) scripts/README.md
+SCRIPT_LIB = $(wildcard scripts/lib/*.lua)
+
+# the core alone (no Lua) as a static library for C programs: libmb.a
+CORE_OBJ = $(CORE_SRC:runtime/%.c=$(B)/core/%.o)
+$(B)/core:
+	mkdir -p $@
+$(B)/core/%.o: runtime/%.c $(HDRS) | $(B)/core
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -fPIC -c -o $@ $<
+$(B)/libmb.a: $(CORE_OBJ)
+	rm -f $@
+	$(AR) rcs $@ $(CORE_OBJ)
+
+install: all $(B)/libmb.a
+	install -D -m 755 $(B)/mbrun $(DESTDIR)$(BINDIR)/mbrun
+	install -D -m 644 $(B)/mb.so $(DESTDIR)$(LUA_CDIR)/mb.so
+	install -D -m 644 -t $(DESTDIR)$(LUA_LDIR)/mb $(LUA_MODS)
+	install -D -m 644 -t $(DESTDIR)$(INCDIR) $(INST_HDRS)
+	install -D -m 644 $(B)/libmb.a $(DESTDIR)$(LIBDIR)/libmb.a
+	install -D -m 644 doc/mbrun.1 $(DESTDIR)$(MAN1DIR)/mbrun.1
+	install -D -m 644 -t $(DESTDIR)$(DATADIR)/scripts $(SCRIPTS)
+	install -D -m 644 -t $(DESTDIR)$(DATADIR)/scripts/lib $(SCRIPT_LIB)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(MB_VERSION)|g' mb.pc.in > $(B)/mb.pc
+	install -D -m 644 $(B)/mb.pc $(DESTDIR)$(PCDIR)/mb.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/mbrun $(DESTDIR)$(LUA_CDIR)/mb.so $(DESTDIR)$(LIBDIR)/libmb.a \
+	  $(DESTDIR)$(MAN1DIR)/mbrun.1 $(DESTDIR)$(PCDIR)/mb.pc
+	rm -f $(addprefix $(DESTDIR)$(LUA_LDIR)/mb/,$(notdir $(LUA_MODS))) \
+	  $(addprefix $(DESTDIR)$(INCDIR)/,$(notdir $(INST_HDRS))) \
+	  $(addprefix $(DESTDIR)$(DATADIR)/scripts/,$(notdir $(SCRIPTS))) \
+	  $(addprefix $(DESTDIR)$(DATADIR)/scripts/lib/,$(notdir $(SCRIPT_LIB)))
+	rmdir $(DESTDIR)$(LUA_LDIR)/mb $(DESTDIR)$(INCDIR) $(DESTDIR)$(DATADIR)/scripts/lib \
+	  $(DESTDIR)$(DATADIR)/scripts $(DESTDIR)$(DATADIR) 2>/dev/null || true
 
 clean:
 	rm -rf $(B)

@@ -168,6 +168,10 @@ static int fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
   case MB_ECLOSED:
     lua_pushfstring(L, "closed: destination '%s' is being removed", dest);
     break;
+  case MB_ESHUTDOWN:
+    lua_pushfstring(L, "closed: shutting down, '%s' takes no new messages "
+                       "(only what listeners send while handling)", dest);
+    break;
   case MB_EEXISTS:
     lua_pushfstring(L, "exists: destination '%s' exists with other options", dest);
     break;
@@ -790,6 +794,10 @@ static void push_id(lua_State *L, uint64_t id) {
 
 /* ---- send -------------------------------------------------------------------------- */
 
+/* Is S running a listener's handler? What it sends then is part of the work
+ * in flight (mb_msg_follow_up). */
+static int in_handler(const mbL_state *S) { return S->current && S->current->kind == T_HANDLER; }
+
 static void send_done(void *ud, int status) {
   mbL_waiter *w = ud;
   w->status = status;
@@ -820,6 +828,7 @@ static int l_send(lua_State *L) {
     mb_msg_unref(m);
     return luaL_error(L, "mb.send: out of memory");
   }
+  if (in_handler(S)) mb_msg_follow_up(m);
   int rc = mb_send(S->svc, dest, m, send_done, w);
   if (rc == MB_PENDING) {
     push_id(L, id);
@@ -908,6 +917,7 @@ static int do_request(lua_State *L, int all) {
     mb_msg_unref(m);
     return luaL_error(L, "%s: out of memory", fn);
   }
+  if (in_handler(S)) mb_msg_follow_up(m);
   int rc = mb_request_start(S->svc, dest, m, o.timeout, all, request_done, w, &w->req);
   if (rc < 0) {
     waiter_free(w);
@@ -1251,6 +1261,27 @@ static int l_panic(lua_State *L) {
 
 /* A new Lua state for the core service svc (whose worker runs this), running
  * nothing yet; NULL when out of memory. */
+/* print for service states: Lua's own, except that the line goes out in
+ * one write, so that lines printed by services on different workers at the
+ * same moment never run into each other. */
+static int l_print(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= n; i++) {
+    if (i > 1) luaL_addchar(&b, '\t');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '\n');
+  luaL_pushresult(&b);
+  size_t len;
+  const char *line = lua_tolstring(L, -1, &len);
+  fwrite(line, 1, len, stdout);
+  fflush(stdout);
+  return 0;
+}
+
 static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key) {
   mbL_state *S = calloc(1, sizeof *S);
   if (!S) return NULL;
@@ -1266,6 +1297,8 @@ static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key)
   S->group_key = group_key;
   state_link(R, S);
   luaL_openlibs(S->L);
+  lua_pushcfunction(S->L, l_print);
+  lua_setglobal(S->L, "print");
   open_module(S->L, S);
   lua_pop(S->L, 1);
   return S;
@@ -1448,15 +1481,20 @@ static int service_stop(lua_State *L) {
 }
 
 static int l_load(lua_State *L) {
-  static const char *const keys[] = {"instances", "args", NULL};
+  static const char *const keys[] = {"instances", "args", "name", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaL_checkstring(L, 1), *name = path;
   lua_Integer instances = 1;
   lua_settop(L, 2);
   if (!lua_isnil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     check_keys(L, 2, keys, "mb.load");
+    int nt = lua_getfield(L, 2, "name"); /* the table keeps the string alive */
+    if (nt != LUA_TNIL && (nt != LUA_TSTRING || lua_rawlen(L, -1) == 0))
+      return luaL_error(L, "mb.load: option 'name' must be a non-empty string");
+    if (nt == LUA_TSTRING) name = lua_tostring(L, -1);
+    lua_pop(L, 1);
     instances = opt_positive(L, 2, "instances", "mb.load");
     if (!instances) instances = 1;
     if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
@@ -1497,7 +1535,7 @@ static int l_load(lua_State *L) {
   for (lua_Integer i = 0; i < instances; i++) {
     start_req *q = malloc(sizeof *q + plen + 1);
     char *args = nargs ? malloc(alen) : NULL;
-    mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), path, -1) : NULL;
+    mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), name, -1) : NULL;
     if (!svc) {
       free(q);
       free(args);

@@ -21,6 +21,7 @@
 #include "mb_map.h"
 
 #define MB_MSG_REQUEST 1u
+#define MB_MSG_FOLLOW_UP 2u /* mb_msg_follow_up */
 
 typedef struct mb_dest mb_dest;
 
@@ -30,6 +31,8 @@ struct mb_msg {
   uint64_t id;
   uint64_t response_id;
   mb_dest *dest; /* set when sent; holds a reference */
+  uint64_t from;   /* the sending service's id (0: none), when observed */
+  uint64_t t_sent; /* mb_now_ns() at the send, when observed */
   uint32_t plen, vlen, rlen;
   uint8_t data[]; /* payload, values, reply_to + NUL */
 };
@@ -77,7 +80,16 @@ struct mb_runtime {
   mb_delivery *free_deliveries;
   size_t nfree_deliveries;
   ev_timer run_timer;
+  /* observing (mb_observe.c), all under lock */
+  unsigned obs; /* MB_OBSERVE_* | MB_OBS_TRACE: 0 keeps the hot path bare */
+  mb_trace_fn trace_fn;
+  void *trace_ud;
+  uint64_t t0; /* mb_now_ns() at creation */
+  mb_map edges; /* MB_OBSERVE_GRAPH: hash -> struct mb_graph_edge */
+  int draining; /* mb_runtime_drain: only sends made while handling go */
 };
+
+#define MB_OBS_TRACE 0x100u
 
 struct mb_service {
   mb_runtime *rt;
@@ -168,6 +180,9 @@ struct mb_dest {
   int pumping; /* mb_dest_pump is on the stack */
   mb_stats st;
   int in_ready; /* a pump task is queued */
+  uint32_t *lat_hist; /* MB_OBSERVE_LATENCY: deliveries per latency bucket */
+  uint64_t lat_n, lat_max; /* lat_max in ns */
+  double lat_sum; /* seconds */
 };
 
 struct mb_subscription {
@@ -189,6 +204,7 @@ struct mb_request {
   int all, dispatched, finished, cancelled;
   int refs; /* its own until its finish ran, and a blocked send's */
   double timeout;
+  uint64_t t_start; /* mb_now_ns() at the start, when observed */
   size_t n, answered;
   struct mb_slot {
     uint64_t group;
@@ -249,6 +265,21 @@ void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
 void mb_request_cancel_all(mb_service *svc);
 /* request_all: the delivery for `group` went to a listener of svc. */
 void mb_request_delivering(mb_request *r, uint64_t group, mb_service *svc);
+
+/* mb_observe.c — under rt->lock; each does nothing unless rt->obs asks */
+uint64_t mb_now_ns(void);
+void mb_obs_sent(mb_runtime *rt, const mb_service *from, mb_dest *d, mb_msg *m);
+void mb_obs_listen(mb_runtime *rt, const mb_service *svc, const mb_dest *d);
+/* A delivery ended: latency, and a hop (to: the listener's service). */
+void mb_obs_outcome(mb_dest *d, const mb_msg *m, const mb_service *to, int status,
+                    const char *error);
+void mb_obs_rejected(mb_runtime *rt, const char *dest, const mb_service *from, const mb_msg *m,
+                     int code);
+void mb_obs_timeout(mb_request *r, const char *error);
+void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
+                  const mb_request *r, const mb_msg *reply, uint64_t request_id);
+void mb_obs_dest_stats(const mb_dest *d, mb_stats *out);
+void mb_obs_free(mb_runtime *rt);
 
 /* mb_msg.c */
 mb_msg *mb_msg_copy(const mb_msg *m);

@@ -47,6 +47,7 @@ static void dest_free(mb_dest *d) {
   free(d->q);
   free(d->groups);
   free(d->cur_groups);
+  free(d->lat_hist);
   free(d->name);
   free(d);
 }
@@ -135,6 +136,7 @@ int mb_dest_stats(mb_runtime *rt, const char *name, mb_stats *out) {
     *out = d->st;
     out->listeners = d->nlisteners;
     out->pending = d->qlen;
+    mb_obs_dest_stats(d, out);
   }
   mb_unlock(rt);
   return d ? MB_OK : MB_ENODEST;
@@ -257,6 +259,7 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
   svc->listeners = l;
   rt->counts.listeners++;
   mb_fire_event(rt, MB_EV_LISTENER_ADDED, d, svc);
+  mb_obs_listen(rt, svc, d);
   mb_unlock(rt);
   return l;
 nomem:
@@ -345,8 +348,11 @@ static void dead_letter(mb_dest *d, mb_msg *m, const char *error) {
   if (r) mb_send_msg(NULL, dl, r, NULL, NULL, NULL);
 }
 
-static void outcome(mb_dest *d, mb_msg *m, uint64_t group, int status, const char *error) {
+/* A delivery ended (to: its listener's service, NULL when none was found). */
+static void outcome(mb_dest *d, mb_msg *m, uint64_t group, const mb_service *to, int status,
+                    const char *error) {
   char buf[64];
+  mb_obs_outcome(d, m, to, status, error);
   if (status == MB_OK) {
     d->st.delivered++;
     return;
@@ -381,7 +387,7 @@ static void outcome(mb_dest *d, mb_msg *m, uint64_t group, int status, const cha
 /* A delivery that was scheduled but cannot be made: no listener left. */
 static void drop(mb_dest *d, mb_msg *m, uint64_t group, const char *why) {
   d->st.deliveries++;
-  outcome(d, m, group, MB_EDROPPED, why);
+  outcome(d, m, group, NULL, MB_EDROPPED, why);
 }
 
 /* ---- deliveries ------------------------------------------------------------ */
@@ -434,7 +440,7 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline
     rt->free_deliveries = dv->next;
     rt->nfree_deliveries--;
   } else if (!(dv = malloc(sizeof *dv))) {
-    outcome(d, m, g->id, MB_EFAILED, "failed: out of memory");
+    outcome(d, m, g->id, l->svc, MB_EFAILED, "failed: out of memory");
     return;
   }
   dv->msg = mb_msg_ref(m);
@@ -549,7 +555,7 @@ void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   l->inflight--;
   rt->counts.deliveries--;
   dest_ref(d); /* outcome() may close listeners or remove destinations */
-  outcome(d, m, dv->group, status, error);
+  outcome(d, m, dv->group, svc, status, error);
   if (dv->sync) sync_release(dv->sync);
   if (d->opts.type == MB_SERIAL && d->cur == m && d->cur_running) {
     d->cur_running = 0;
@@ -635,6 +641,7 @@ static void admit_blocked(mb_dest *d, int status) {
       d->st.sent++;
     else {
       d->st.rejected++;
+      mb_obs_rejected(d->rt, d->name, b->from, b->m, rc);
       mb_msg_unref(b->m);
     }
     blocked_end(d, b, rc);
@@ -757,13 +764,21 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     mb_msg_unref(m);
     return MB_EINVAL;
   }
-  if (d->state != MB_DEST_OPEN || d->ngroups == 0) {
+  int refused = d->state != MB_DEST_OPEN ? MB_ECLOSED
+                : d->ngroups == 0      ? MB_ENOLISTENERS
+                /* draining: only what handling a delivery sends, and replies */
+                : d->rt->draining && from && !(m->flags & MB_MSG_FOLLOW_UP) && !m->response_id
+                    ? MB_ESHUTDOWN
+                    : MB_OK;
+  if (refused) {
     d->st.rejected++;
+    mb_obs_rejected(d->rt, d->name, from, m, refused);
     mb_msg_unref(m);
-    return d->state != MB_DEST_OPEN ? MB_ECLOSED : MB_ENOLISTENERS;
+    return refused;
   }
   m->dest = d;
   dest_ref(d);
+  mb_obs_sent(d->rt, from, d, m);
   if (d->opts.type == MB_SYNCHRONOUS) return send_sync(d, m, done, ud, inl);
   if (d->qlen >= d->opts.max_queue || d->bhead) {
     if (d->opts.on_full == MB_FULL_BLOCK && done) {
@@ -786,6 +801,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     }
     if (d->qlen >= d->opts.max_queue) {
       d->st.rejected++;
+      mb_obs_rejected(d->rt, d->name, from, m, MB_EFULL);
       mb_msg_unref(m);
       return MB_EFULL;
     }
@@ -805,6 +821,7 @@ int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
   int rc = d ? mb_send_msg(from, d, m, done, ud, &inl) : MB_ENODEST;
+  if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST);
   mb_unlock(rt);
   if (!d) mb_msg_unref(m);
   mb_run_inline(&inl);

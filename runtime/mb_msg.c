@@ -58,6 +58,7 @@ void mb_msg_unref(mb_msg *m) {
 }
 
 uint64_t mb_msg_id(const mb_msg *m) { return m->id; }
+void mb_msg_follow_up(mb_msg *m) { m->flags |= MB_MSG_FOLLOW_UP; }
 uint64_t mb_msg_response_id(const mb_msg *m) { return m->response_id; }
 const char *mb_msg_destination(const mb_msg *m) { return m->dest ? m->dest->name : NULL; }
 

@@ -171,6 +171,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   r->dest->st.timeouts++;
   snprintf(err, sizeof err, "timeout: no %s from %s within %g s", r->all ? "answer" : "reply",
            r->dest->name, r->timeout);
+  mb_obs_timeout(r, err);
   if (ensure_slots(r, r->all ? r->dest->ngroups : 1) == 0)
     for (size_t i = 0; i < r->n; i++)
       if (r->slots[i].status == SLOT_WAITING) {
@@ -206,6 +207,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
   if (!d || mb_map_put(&rt->requests, id_hash(m->id), r)) {
+    if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST);
     mb_unlock(rt);
     free(r);
     mb_msg_unref(m);
@@ -220,6 +222,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   r->ud = ud;
   r->all = all;
   r->timeout = timeout;
+  if (rt->obs) r->t_start = mb_now_ns();
   r->refs = 1;
   rt->counts.requests++;
   mb_busy(rt, 1);
@@ -285,6 +288,7 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
   int answered = 0, rc;
   if (d) d->st.replies++;
   reply->response_id = id;
+  mb_obs_reply(rt, reply_to ? reply_to : d ? d->name : dest, from, r, reply, id);
   if (r && !reply->dest) {
     reply->dest = d;
     atomic_fetch_add(&d->refs, 1);

@@ -28,6 +28,7 @@ const char *mb_strerror(int code) {
   case MB_EINVAL: return "invalid";
   case MB_ENOMEM: return "out_of_memory";
   case MB_EDROPPED: return "dropped";
+  case MB_ESHUTDOWN: return "closed";
   }
   return "unknown";
 }
@@ -191,6 +192,7 @@ mb_runtime *mb_runtime_new(const mb_config *cfg) {
     return NULL;
   }
   pthread_mutex_init(&rt->lock, NULL);
+  rt->t0 = mb_now_ns();
   for (int i = 0; i < n; i++) {
     if (worker_init(rt, &rt->workers[i], i)) break;
     rt->nworkers = i + 1;
@@ -256,6 +258,7 @@ void mb_runtime_free(mb_runtime *rt) {
   }
   mb_lock(rt);
   mb_dest_free_all(rt);
+  mb_obs_free(rt);
   mb_unlock(rt);
   while (rt->free_deliveries) {
     mb_delivery *d = rt->free_deliveries;

@@ -106,4 +106,13 @@ int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, cha
 int mb_json_encode(const void *p, size_t len, const char *root, mb_buf *out, char *err,
                    size_t errlen);
 
+/* mb_show.c: the value on one line for people, as a Lua constructor
+ * ({id=1, kind="order"}), appended to out. Values under a key containing
+ * "password", "secret" or "token" (any case) show as "********". Output
+ * past max bytes (0: no bound) is cut with "...". A malformed value shows
+ * as <malformed value>. Returns 0, or -1 when out of memory. */
+int mb_value_show(const void *p, size_t len, mb_buf *out, size_t max);
+/* 1 when a key names a secret, as above. */
+int mb_key_is_secret(const char *k, size_t len);
+
 #endif

@@ -5,16 +5,21 @@
  * exits 0 (success), 1 (a script or delivery failed, messages left pending)
  * or 2 (usage). Tests: spec/mbrun_spec.lua.
  */
+#include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
 #include <limits.h>
 #include <lualib.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include "lmb.h"
+#include "mb_value.h"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -26,23 +31,33 @@ static void usage(FILE *f) {
           "The script gets ARGS as `...` and the bus as the global `mb`.\n"
           "\n"
           "options:\n"
-          "  -c FILE       a configuration file: workers, destinations, services and\n"
-          "                listener scripts (see README); without a scenario, the\n"
-          "                configured services run until SIGINT or SIGTERM\n"
-          "  -w N          worker threads, each with its own event loop\n"
-          "                (default: the number of cores)\n"
-          "  --stats       print a table of destination statistics at exit\n"
-          "  -h, --help    show this help\n"
-          "  --version     show the version\n"
+          "  -c FILE          a configuration file: workers, destinations, services and\n"
+          "                   listener scripts (see README); without a scenario, the\n"
+          "                   configured services run until SIGINT or SIGTERM\n"
+          "  -w N             worker threads, each with its own event loop\n"
+          "                   (default: the number of cores)\n"
+          "  --trace          one line per hop on stderr: time, message id, destination,\n"
+          "                   sender -> listener, outcome, duration, payload (secrets\n"
+          "                   masked)\n"
+          "  --stats          a table of destination statistics at exit, on stderr\n"
+          "  --graph[=FMT]    at exit, a Graphviz picture of services, destinations and\n"
+          "                   listeners: FMT dot (default) or svg (needs `dot`)\n"
+          "  --graph-out FILE write the picture to FILE instead of stdout\n"
+          "  --grace SECONDS  on SIGINT/SIGTERM or mb.stop(): no new messages, and what\n"
+          "                   is in flight gets this long to be delivered (default 5)\n"
+          "  -h, --help       show this help\n"
+          "  --version        show the version\n"
           "\n"
           "exit status: 0 success; 1 the scenario raised, a delivery failed or was\n"
           "dropped, or messages were left pending; 2 usage or configuration error.\n");
 }
 
+/* ---- the summary and --stats ------------------------------------------------ */
+
 typedef struct summary {
   mb_runtime *rt;
-  unsigned long long failed, dropped, pending;
-  char failed_at[512], dropped_at[512], pending_at[512];
+  unsigned long long failed, dropped, pending, running;
+  char failed_at[512], dropped_at[512], pending_at[512], running_at[512];
   int stats;
 } summary;
 
@@ -52,6 +67,21 @@ static void note(char *buf, size_t cap, const char *name, unsigned long long n) 
   snprintf(buf + len, cap - len, "%s%s: %llu", len ? ", " : "", name, n);
 }
 
+/* A duration for people: 850ns, 12.5us, 3.20ms, 1.50s; "-" for none. */
+static const char *duration(double s, char *buf, size_t cap) {
+  if (s <= 0)
+    snprintf(buf, cap, "-");
+  else if (s < 1e-6)
+    snprintf(buf, cap, "%.0fns", s * 1e9);
+  else if (s < 1e-3)
+    snprintf(buf, cap, "%.1fus", s * 1e6);
+  else if (s < 1)
+    snprintf(buf, cap, "%.2fms", s * 1e3);
+  else
+    snprintf(buf, cap, "%.2fs", s);
+  return buf;
+}
+
 static void visit(void *ud, const char *name) {
   summary *s = ud;
   mb_stats st;
@@ -59,23 +89,248 @@ static void visit(void *ud, const char *name) {
   if (st.failed) note(s->failed_at, sizeof s->failed_at, name, st.failed);
   if (st.dropped) note(s->dropped_at, sizeof s->dropped_at, name, st.dropped);
   if (st.pending) note(s->pending_at, sizeof s->pending_at, name, st.pending);
+  if (st.in_flight) note(s->running_at, sizeof s->running_at, name, st.in_flight);
   s->failed += st.failed;
   s->dropped += st.dropped;
   s->pending += st.pending;
+  s->running += st.in_flight;
   if (s->stats) {
     static const char *const types[] = {"parallel", "serial", "synchronous"};
-    fprintf(stderr, "%-28s %-11s %5zu %8llu %8llu %8llu %6llu %7llu %8llu %7zu %7llu %8llu\n",
-            name, types[st.type], st.listeners, (unsigned long long)st.sent,
+    char mean[16], p99[16];
+    fprintf(stderr,
+            "%-28s %-11s %5zu %8llu %8llu %7llu %7llu %7llu %7zu %7llu %8llu %8s %8s\n", name,
+            types[st.type], st.listeners, (unsigned long long)st.sent,
             (unsigned long long)st.delivered, (unsigned long long)st.failed,
-            (unsigned long long)st.dropped, (unsigned long long)st.rejected,
-            (unsigned long long)st.deliveries, st.largest_pending,
-            (unsigned long long)st.replies, (unsigned long long)st.timeouts);
+            (unsigned long long)st.dropped, (unsigned long long)st.rejected, st.largest_pending,
+            (unsigned long long)st.replies, (unsigned long long)st.timeouts,
+            duration(st.latency_mean, mean, sizeof mean), duration(st.latency_p99, p99, sizeof p99));
   }
 }
 
-/* The folder of the Lua modules mbrun uses (lua/ of the source tree):
- * $MB_LUA_DIR, else ../lua or ../../lua from the executable's folder
- * (build/mbrun, build/asan/mbrun). */
+static void print_stats_header(void) {
+  fprintf(stderr, "%-28s %-11s %5s %8s %8s %7s %7s %7s %7s %7s %8s %8s %8s\n", "destination",
+          "type", "lsnrs", "sent", "deliv'd", "failed", "dropped", "reject", "max_pnd", "replies",
+          "timeouts", "mean", "p99");
+}
+
+/* A service as people call it: its script's name without folder and .lua
+ * ("examples/jungle-gyms/sales.lua" -> "sales"); "-" for none. */
+static void short_name(const char *name, char *out, size_t cap) {
+  if (!name) name = "-";
+  const char *slash = strrchr(name, '/');
+  if (slash && slash[1]) name = slash + 1;
+  size_t n = strlen(name);
+  if (n > 4 && !strcmp(name + n - 4, ".lua")) n -= 4;
+  if (n >= cap) n = cap - 1;
+  memcpy(out, name, n);
+  out[n] = 0;
+}
+
+/* ---- --trace ------------------------------------------------------------------- */
+
+/* One line per hop; called with the runtime's lock held, so one at a time,
+ * and the line goes out in one write. */
+static void trace_hop(void *ud, const mb_hop *h) {
+  static const char *const kinds[] = {"ok", "failed", "dropped", "timeout", "reply", "rejected"};
+  mb_buf *b = ud;
+  char id[24], from[64], to[64], dur[16], head[512];
+  mb_id_format(h->id, id);
+  short_name(h->from, from, sizeof from);
+  short_name(h->to, to, sizeof to);
+  int n = snprintf(head, sizeof head, "trace %10.6f  %s  %s  %s -> %s  %s  %s", h->at, id, h->dest,
+                   from, to, kinds[h->kind], duration(h->duration, dur, sizeof dur));
+  b->len = 0;
+  if (mb_buf_add(b, head, n < (int)sizeof head ? (size_t)n : sizeof head - 1)) return;
+  if (h->msg) {
+    size_t len;
+    const uint8_t *p = mb_msg_payload(h->msg, &len);
+    mb_buf_add(b, "  ", 2);
+    mb_value_show(p, len, b, 240);
+    p = mb_msg_values(h->msg, &len);
+    if (len) {
+      mb_buf_add(b, "  values=", 9);
+      mb_value_show(p, len, b, 120);
+    }
+  }
+  if (h->error) {
+    mb_buf_add(b, "  (", 3);
+    mb_buf_add(b, h->error, strlen(h->error));
+    mb_buf_add(b, ")", 1);
+  }
+  if (mb_buf_add(b, "\n", 1) == 0) fwrite(b->p, 1, b->len, stderr);
+}
+
+/* ---- --graph ------------------------------------------------------------------- */
+
+typedef struct graph {
+  FILE *out;
+  mb_runtime *rt;
+  mb_edge *v; /* a copy of the edges, names included, taken under the lock */
+  size_t n, cap;
+  int oom;
+} graph;
+
+static const char *const DEST_TYPES[] = {"parallel", "serial", "synchronous"};
+
+static void dot_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\') fputc('\\', f);
+    fputc(*s, f);
+  }
+  fputc('"', f);
+}
+
+static void dot_dest(FILE *f, const char *name, mb_dest_type type) {
+  static const char *const colors[] = {"#dbe9f6", "#fde7c8", "#e3f1df"};
+  fputs("  ", f);
+  dot_string(f, name);
+  fprintf(f, " [shape=cds, style=filled, fillcolor=\"%s\", label=\"%s\\n(%s)\"];\n",
+          colors[type], name, DEST_TYPES[type]); /* names are [A-Za-z0-9_./:-] */
+}
+
+/* A service's node: "svc:NAME", apart from destinations of the same name. */
+static void dot_svc(FILE *f, const char *service) {
+  char name[64], id[80];
+  short_name(service, name, sizeof name);
+  snprintf(id, sizeof id, "svc:%s", name);
+  dot_string(f, id);
+}
+
+static void graph_dest(void *ud, const char *name) {
+  graph *g = ud;
+  mb_stats st;
+  if (mb_dest_stats(g->rt, name, &st) == MB_OK) dot_dest(g->out, name, st.type);
+}
+
+/* Under the runtime's lock: copy, call nothing. */
+static void graph_copy(void *ud, const mb_edge *e) {
+  graph *g = ud;
+  if (g->n == g->cap) {
+    size_t cap = g->cap ? g->cap * 2 : 32;
+    mb_edge *v = realloc(g->v, cap * sizeof *v);
+    if (!v) {
+      g->oom = 1;
+      return;
+    }
+    g->v = v;
+    g->cap = cap;
+  }
+  mb_edge c = *e;
+  c.service = strdup(e->service);
+  c.dest = strdup(e->dest);
+  if (!c.service || !c.dest) {
+    free((char *)c.service);
+    free((char *)c.dest);
+    g->oom = 1;
+    return;
+  }
+  g->v[g->n++] = c;
+}
+
+static int edge_cmp(const void *a, const void *b) {
+  const mb_edge *x = a, *y = b;
+  int c = strcmp(x->service, y->service);
+  if (!c) c = strcmp(x->dest, y->dest);
+  return c ? c : x->listens - y->listens;
+}
+
+/* Writes the DOT text (a node may be written twice: Graphviz merges them). */
+static int write_dot(FILE *f, mb_runtime *rt) {
+  graph g = {f, rt, NULL, 0, 0, 0};
+  mb_graph_each(rt, graph_copy, &g);
+  if (g.n) qsort(g.v, g.n, sizeof *g.v, edge_cmp); /* the same picture every run */
+  fputs("digraph mb {\n"
+        "  rankdir=LR;\n"
+        "  node [fontname=\"Helvetica\", fontsize=11];\n"
+        "  edge [color=\"#555555\"];\n",
+        f);
+  mb_dest_each(rt, graph_dest, &g);
+  for (size_t i = 0; i < g.n; i++) {
+    const mb_edge *e = &g.v[i];
+    char name[64];
+    short_name(e->service, name, sizeof name);
+    if (!mb_dest_exists(rt, e->dest)) dot_dest(f, e->dest, e->type); /* removed since */
+    size_t seen = 0;
+    while (seen < i && strcmp(g.v[seen].service, e->service)) seen++;
+    if (seen < i) continue; /* written already */
+    fputs("  ", f);
+    dot_svc(f, e->service);
+    fputs(" [shape=box, style=\"rounded,filled\", fillcolor=\"#f2f2f2\", label=", f);
+    dot_string(f, name);
+    fputs("];\n", f);
+  }
+  for (size_t i = 0; i < g.n; i++) {
+    const mb_edge *e = &g.v[i];
+    fputs("  ", f);
+    if (e->listens) {
+      dot_string(f, e->dest);
+      fputs(" -> ", f);
+      dot_svc(f, e->service);
+      fputs(";\n", f);
+    } else {
+      dot_svc(f, e->service);
+      fputs(" -> ", f);
+      dot_string(f, e->dest);
+      fputs(" [style=bold];\n", f);
+    }
+  }
+  fputs("}\n", f);
+  for (size_t i = 0; i < g.n; i++) {
+    free((char *)g.v[i].service);
+    free((char *)g.v[i].dest);
+  }
+  free(g.v);
+  if (g.oom) fprintf(stderr, "mbrun: out of memory: the graph misses some edges\n");
+  return g.oom;
+}
+
+/* --graph: DOT, or SVG through Graphviz's dot; to out_path or stdout. */
+static int emit_graph(mb_runtime *rt, int svg, const char *out_path) {
+  if (!svg) {
+    FILE *f = out_path ? fopen(out_path, "w") : stdout;
+    if (!f) {
+      fprintf(stderr, "mbrun: cannot write the graph to %s: %s\n", out_path, strerror(errno));
+      return 1;
+    }
+    int rc = write_dot(f, rt);
+    return (out_path ? fclose(f) : fflush(f)) || rc ? 1 : 0;
+  }
+  char cmd[PATH_MAX + 64];
+  fflush(stdout);
+  if (out_path) {
+    /* quote the path for the shell: '...' with ' written as '\'' */
+    size_t n = (size_t)snprintf(cmd, sizeof cmd, "dot -Tsvg -o '");
+    for (const char *p = out_path; *p && n + 8 < sizeof cmd; p++) {
+      if (*p == '\'') {
+        memcpy(cmd + n, "'\\''", 4);
+        n += 4;
+      } else {
+        cmd[n++] = *p;
+      }
+    }
+    snprintf(cmd + n, sizeof cmd - n, "'");
+  } else {
+    snprintf(cmd, sizeof cmd, "dot -Tsvg");
+  }
+  FILE *p = popen(cmd, "w");
+  if (!p) {
+    fprintf(stderr, "mbrun: cannot run dot: %s\n", strerror(errno));
+    return 1;
+  }
+  int bad = write_dot(p, rt);
+  int rc = pclose(p);
+  if (bad) return 1;
+  if (rc) fprintf(stderr, "mbrun: dot -Tsvg failed (status %d)\n", rc);
+  return rc ? 1 : 0;
+}
+
+static int have_dot(void) { return system("command -v dot >/dev/null 2>&1") == 0; }
+
+/* The folder of the Lua modules mbrun uses (mb/config.lua and its
+ * siblings): $MB_LUA_DIR, else ../share/lua/5.4 from the executable's folder
+ * (an installed PREFIX/bin/mbrun, also under a DESTDIR), else ../lua or
+ * ../../lua (build/mbrun, build/asan/mbrun in the source tree). */
 static int find_lua_dir(char *out, size_t cap) {
   const char *env = getenv("MB_LUA_DIR");
   char exe[PATH_MAX], probe[PATH_MAX + 32];
@@ -89,7 +344,7 @@ static int find_lua_dir(char *out, size_t cap) {
   exe[n] = 0;
   char *slash = strrchr(exe, '/');
   if (slash) *slash = 0;
-  static const char *const up[] = {"/../lua", "/../../lua"};
+  static const char *const up[] = {"/../share/lua/5.4", "/../lua", "/../../lua"};
   for (size_t i = 0; i < sizeof up / sizeof *up; i++) {
     if (strlen(exe) + strlen(up[i]) + 1 > cap) return -1;
     strcpy(out, exe);
@@ -144,16 +399,94 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
   return workers;
 }
 
-static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
+/* ---- signals and the grace period ----------------------------------------------- */
+
+/* SIGINT and SIGTERM are blocked in every thread (the workers inherit the
+ * mask) and read from a signalfd on worker 0's loop, so that a signal never
+ * kills the process half-way, whichever thread the kernel picks. */
+typedef struct shutdown {
+  mb_runtime *rt;
+  ev_io sig;
+  ev_timer check, grace;
+  int signals;   /* how many arrived */
+  int signo;     /* the first */
+  int draining;  /* the grace period runs */
+  int expired;   /* it ran out */
+  int now;       /* a second signal: stop at once */
+  int fd;
+} shutdown_ctl;
+
+static const char *signame(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
+static void on_signal(struct ev_loop *loop, ev_io *w, int revents) {
   (void)loop;
   (void)revents;
-  mb_runtime_stop(w->data);
+  shutdown_ctl *c = w->data;
+  struct signalfd_siginfo si;
+  while (read(c->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if (!c->signals++) c->signo = (int)si.ssi_signo;
+    if (c->draining) {
+      fprintf(stderr, "mbrun: %s again: stopping now\n", signame((int)si.ssi_signo));
+      c->now = 1;
+    }
+    mb_runtime_stop(c->rt);
+  }
+}
+
+static void on_check(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  shutdown_ctl *c = t->data;
+  if (mb_runtime_in_flight(c->rt) == 0) mb_runtime_stop(c->rt);
+}
+
+static void on_grace(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  shutdown_ctl *c = t->data;
+  c->expired = 1;
+  mb_runtime_stop(c->rt);
+}
+
+/* After a signal or mb.stop(): no new work comes in, and what is in flight
+ * gets `grace` seconds to finish. */
+static void drain(shutdown_ctl *c, double grace) {
+  mb_runtime *rt = c->rt;
+  struct ev_loop *loop = mb_runtime_loop(rt);
+  mb_runtime_drain(rt);
+  size_t n = mb_runtime_in_flight(rt);
+  if (!n || grace <= 0 || c->now) return;
+  if (c->signals)
+    fprintf(stderr,
+            "mbrun: %s: taking no new messages; finishing the %zu in flight (for up to %g s; "
+            "a second signal stops at once)\n",
+            signame(c->signo), n, grace);
+  c->draining = 1;
+  ev_timer_init(&c->check, on_check, 0.005, 0.005);
+  ev_timer_init(&c->grace, on_grace, grace, 0);
+  c->check.data = c->grace.data = c;
+  ev_timer_start(loop, &c->check);
+  ev_timer_start(loop, &c->grace);
+  mb_runtime_run(rt, 0);
+  ev_timer_stop(loop, &c->check);
+  ev_timer_stop(loop, &c->grace);
+  if (c->expired && !c->now)
+    fprintf(stderr, "mbrun: the grace period of %g s is over\n", grace);
+}
+
+static int parse_seconds(const char *s, double *out) {
+  char *end;
+  double v = s ? strtod(s, &end) : -1;
+  if (!s || end == s || *end || !(v >= 0) || v > 1e6) return -1;
+  *out = v;
+  return 0;
 }
 
 int main(int argc, char **argv) {
-  int i = 1, stats = 0;
+  int i = 1, stats = 0, trace = 0, graph_fmt = 0; /* 1 dot, 2 svg */
   long workers = 0;
-  const char *config = NULL;
+  double grace = 5;
+  const char *config = NULL, *graph_out = NULL;
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -164,6 +497,27 @@ int main(int argc, char **argv) {
       return 0;
     } else if (!strcmp(a, "--stats")) {
       stats = 1;
+    } else if (!strcmp(a, "--trace")) {
+      trace = 1;
+    } else if (!strcmp(a, "--graph") || !strcmp(a, "--graph=dot")) {
+      graph_fmt = 1;
+    } else if (!strcmp(a, "--graph=svg")) {
+      graph_fmt = 2;
+    } else if (!strncmp(a, "--graph=", 8)) {
+      fprintf(stderr, "mbrun: unknown graph format '%s' (dot or svg)\n", a + 8);
+      return 2;
+    } else if (!strcmp(a, "--graph-out")) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "mbrun: --graph-out needs a file name\n");
+        return 2;
+      }
+      graph_out = argv[++i];
+    } else if (!strcmp(a, "--grace")) {
+      if (parse_seconds(i + 1 < argc ? argv[i + 1] : NULL, &grace)) {
+        fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more\n");
+        return 2;
+      }
+      i++;
     } else if (!strcmp(a, "-c")) {
       if (i + 1 >= argc) {
         fprintf(stderr, "mbrun: -c needs a configuration file\n");
@@ -191,6 +545,12 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mbrun: no scenario given (see mbrun --help)\n");
     return 2;
   }
+  if (graph_out && !graph_fmt) graph_fmt = 1;
+  if (graph_fmt == 2 && !have_dot()) {
+    fprintf(stderr, "mbrun: --graph=svg needs Graphviz's dot program (Debian package graphviz); "
+                    "--graph writes the DOT text without it\n");
+    return 2;
+  }
   char err[1024], luadir[PATH_MAX];
   if (config) {
     if (find_lua_dir(luadir, sizeof luadir)) {
@@ -210,12 +570,38 @@ int main(int argc, char **argv) {
   }
   if (!workers) workers = sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
+
+  /* before any worker thread exists, so that they all inherit it */
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  shutdown_ctl ctl;
+  memset(&ctl, 0, sizeof ctl);
+  ctl.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (ctl.fd < 0) {
+    fprintf(stderr, "mbrun: signalfd: %s\n", strerror(errno));
+    return 1;
+  }
+
   mbL_runtime *R = mbL_runtime_new((int)workers);
   if (!R) {
     fprintf(stderr, "mbrun: out of memory\n");
+    close(ctl.fd);
     return 1;
   }
   mb_runtime *rt = mbL_runtime_core(R);
+  mb_buf trace_buf = {0};
+  if (trace) mb_runtime_trace(rt, trace_hop, &trace_buf);
+  mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY : 0) | (graph_fmt ? MB_OBSERVE_GRAPH : 0));
+  struct ev_loop *loop = mb_runtime_loop(rt);
+  ctl.rt = rt;
+  ev_io_init(&ctl.sig, on_signal, ctl.fd, EV_READ);
+  ctl.sig.data = &ctl;
+  ev_io_start(loop, &ctl.sig);
+  ev_unref(loop); /* listening for signals alone does not keep the bus running */
+
   int rc_load;
   if (config) {
     /* boot.lua: config path, lua dir, scenario or "", the scenario's args */
@@ -236,67 +622,63 @@ int main(int argc, char **argv) {
   } else {
     rc_load = mbL_runtime_load(R, argv[i], argc - i - 1, argv + i + 1, err, sizeof err);
   }
+  int rc = 0;
   if (rc_load) {
     fprintf(stderr, "mbrun: %s\n", err);
-    mbL_runtime_free(R);
-    return strncmp(err, "cannot open", 11) == 0 ? 2 : 1;
+    rc = strncmp(err, "cannot open", 11) == 0 ? 2 : 1;
+  } else {
+    /* without a scenario the configured services run until a signal */
+    int serve = config && i >= argc;
+    if (serve) mb_runtime_hold(rt, 1);
+    int stopped = mb_runtime_run(rt, 0);
+    if (serve) mb_runtime_hold(rt, -1);
+    if (stopped) drain(&ctl, grace);
   }
-  /* without a scenario the configured services run until a signal */
-  ev_signal sigint, sigterm;
-  int serve = config && i >= argc;
-  if (serve) {
-    struct ev_loop *loop = mb_runtime_loop(rt);
-    ev_signal_init(&sigint, on_signal, SIGINT);
-    ev_signal_init(&sigterm, on_signal, SIGTERM);
-    sigint.data = sigterm.data = rt;
-    ev_signal_start(loop, &sigint);
-    ev_signal_start(loop, &sigterm);
-    mb_runtime_hold(rt, 1);
-  }
-  mb_runtime_run(rt, 0);
-  if (serve) {
-    mb_runtime_hold(rt, -1);
-    ev_signal_stop(mb_runtime_loop(rt), &sigint);
-    ev_signal_stop(mb_runtime_loop(rt), &sigterm);
-  }
+  ev_ref(loop);
+  ev_io_stop(loop, &ctl.sig);
 
   summary s;
   memset(&s, 0, sizeof s);
-  s.rt = mbL_runtime_core(R);
+  s.rt = rt;
   s.stats = stats;
-  if (stats)
-    fprintf(stderr, "%-28s %-11s %5s %8s %8s %8s %6s %7s %8s %7s %7s %8s\n", "destination", "type",
-            "lsnrs", "sent", "deliv'd", "failed", "drop", "reject", "deliv's", "max_pnd",
-            "replies", "timeouts");
-  mb_dest_each(s.rt, visit, &s);
+  if (stats) print_stats_header();
+  mb_dest_each(rt, visit, &s);
   /* what removed destinations failed or dropped counts as well */
   mb_counts c;
-  mb_runtime_counts(s.rt, &c);
+  mb_runtime_counts(rt, &c);
   if (c.failed > s.failed) note(s.failed_at, sizeof s.failed_at, "removed destinations", c.failed - s.failed);
   if (c.dropped > s.dropped)
     note(s.dropped_at, sizeof s.dropped_at, "removed destinations", c.dropped - s.dropped);
   s.failed = c.failed;
   s.dropped = c.dropped;
-  int failures = mbL_runtime_failures(R), rc = 0;
+  int failures = mbL_runtime_failures(R);
   if (failures) {
     fprintf(stderr, "mbrun: %d script error%s (see above)\n", failures, failures > 1 ? "s" : "");
-    rc = 1;
+    rc = rc ? rc : 1;
   }
   if (s.failed) {
     fprintf(stderr, "mbrun: %llu deliver%s failed (%s)\n", s.failed, s.failed > 1 ? "ies" : "y",
             s.failed_at);
-    rc = 1;
+    rc = rc ? rc : 1;
   }
   if (s.dropped) {
     fprintf(stderr, "mbrun: %llu deliver%s dropped (%s)\n", s.dropped,
             s.dropped > 1 ? "ies" : "y", s.dropped_at);
-    rc = 1;
+    rc = rc ? rc : 1;
   }
   if (s.pending) {
     fprintf(stderr, "mbrun: %llu message%s left pending, undelivered (%s)\n", s.pending,
             s.pending > 1 ? "s" : "", s.pending_at);
-    rc = 1;
+    rc = rc ? rc : 1;
   }
+  if (s.running) {
+    fprintf(stderr, "mbrun: %llu deliver%s still running, cut short (%s)\n", s.running,
+            s.running > 1 ? "ies were" : "y was", s.running_at);
+    rc = rc ? rc : 1;
+  }
+  if (graph_fmt && emit_graph(rt, graph_fmt == 2, graph_out)) rc = rc ? rc : 1;
   mbL_runtime_free(R);
+  mb_buf_free(&trace_buf);
+  close(ctl.fd);
   return rc;
 }

@@ -100,16 +100,34 @@ describe("mbrun", function()
     assert.matches("mbrun: 1 delivery failed %(shop/orders: 1%)", out)
   end)
 
-  it("exits 1 and counts what was left pending after mb.stop", function()
+  it("delivers what is pending after mb.stop, within the grace period", function()
+    local path = script([[
+      mb.destination("slow", {type = "serial"})
+      local n = 0
+      mb.listen("slow", function() mb.sleep(0.02) n = n + 1 print("handled " .. n) end)
+      for i = 1, 5 do mb.send("slow", i) end
+      mb.after(0.01, mb.stop)
+      -- no new work once stopping: a send from outside a handler is refused
+      mb.after(0.03, function() print(mb.send("slow", 6)) end)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(0, code, out)
+    assert.matches("handled 5", out)
+    assert.not_matches("handled 6", out)
+    assert.matches("nil\tclosed: shutting down, 'slow' takes no new messages", out)
+  end)
+
+  it("exits 1 and counts what was left pending after mb.stop with --grace 0", function()
     local path = script([[
       mb.destination("slow", {type = "serial"})
       mb.listen("slow", function() mb.sleep(0.05) end)
       for i = 1, 5 do mb.send("slow", i) end
       mb.after(0.02, mb.stop)
     ]])
-    local out, code = mbrun(path)
+    local out, code = mbrun("--grace 0 " .. path)
     assert.are.equal(1, code)
     assert.matches("mbrun: 4 messages left pending, undelivered %(slow: 4%)", out)
+    assert.matches("mbrun: 1 delivery was still running, cut short %(slow: 1%)", out)
   end)
 
   it("prints statistics with --stats", function()

@@ -48,8 +48,8 @@ return {
     -- Every employee must read every news item, so each is an entry of its
     -- own (three listener groups). `instances = 3` would make one group of
     -- three that shares the work: each item would reach only one of them.
-    {script = "employee.lua", args = {"alice"}},
-    {script = "employee.lua", args = {"bob"}},
-    {script = "employee.lua", args = {"carol"}},
+    {script = "employee.lua", args = {"alice"}, name = "alice"},
+    {script = "employee.lua", args = {"bob"}, name = "bob"},
+    {script = "employee.lua", args = {"carol"}, name = "carol"},
   },
 }

@@ -13,10 +13,10 @@ for _, d in ipairs(cfg.destinations) do
   assert(mb.destination(d.name, d.opts))
 end
 for _, l in ipairs(cfg.listeners) do
-  mb.load(luadir .. "/mb/listener_host.lua", {args = {l.script, l.destinations, luadir}})
+  mb.load(luadir .. "/mb/listener_host.lua", {name = l.script, args = {l.script, l.destinations, luadir}})
 end
 for _, s in ipairs(cfg.services) do
-  mb.load(s.script, {instances = s.instances, args = s.args})
+  mb.load(s.script, {instances = s.instances, args = s.args, name = s.name})
 end
 if scenario ~= "" then
   mb.load(scenario, {args = {table.unpack(scenario_args, 1, scenario_args.n)}})

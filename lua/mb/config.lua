@@ -2,7 +2,7 @@
 -- the counterpart of Liferay's messaging-spring.xml): a Lua file returning
 --   { workers = N,
 --     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=} },
---     services = { {script = path, instances = N, args = {...}}, ... },
+--     services = { {script = path, instances = N, args = {...}, name = "..."}, ... },
 --     listeners = { [script path] = {destination, ...} } }
 -- Relative paths resolve against the configuration file's folder. Every
 -- mistake is reported with the file and the key path, before anything runs.
@@ -13,7 +13,7 @@ local TYPES = {parallel = true, serial = true, synchronous = true}
 local ON_FULL = {reject = true, block = true}
 local TOP = {workers = true, destinations = true, services = true, listeners = true}
 local DEST_KEYS = {type = true, max_queue = true, on_full = true, concurrency = true}
-local SERVICE_KEYS = {script = true, instances = true, args = true}
+local SERVICE_KEYS = {script = true, instances = true, args = true, name = true}
 
 local function is_name(s)
   return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
@@ -113,7 +113,7 @@ function M.load(path)
       if type(svc) ~= "table" then
         bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
       else
-        unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key", "script, instances, args")
+        unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key", "script, instances, args, name")
         if type(svc.script) ~= "string" then
           bad("%s.script: must be the path of a Lua script", at)
         elseif not readable(resolve(svc.script)) then
@@ -125,9 +125,13 @@ function M.load(path)
         if svc.args ~= nil and type(svc.args) ~= "table" then
           bad("%s.args: must be a list, not a %s", at, type(svc.args))
         end
+        if svc.name ~= nil and (type(svc.name) ~= "string" or svc.name == "") then
+          bad("%s.name: must be a non-empty string (how --trace and --graph call it), not %s", at,
+              type(svc.name) == "string" and "an empty string" or "a " .. type(svc.name))
+        end
         if type(svc.script) == "string" then
           out.services[#out.services + 1] = {script = resolve(svc.script),
-                                             instances = svc.instances, args = svc.args}
+                                             instances = svc.instances, args = svc.args, name = svc.name}
         end
       end
     end

@@ -1,0 +1,236 @@
+/*
+ * mb_observe.c — watching the bus work, for mbrun's --trace, --stats and
+ * --graph and the REPL: the tracer hook called once per hop, per-destination
+ * latency histograms, and the graph of which service sends to or listens at
+ * which destination. Also the graceful shutdown's "drain" switch.
+ *
+ * Owns the edge set (rt->edges) and each destination's histogram. Every
+ * mb_obs_* function runs under rt->lock and returns at once unless rt->obs
+ * asks for it, so a bus nobody watches pays one test per message.
+ *
+ * Tests: spec/c/test_core.c (observe_*), spec/trace_spec.lua.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mb_core.h"
+
+uint64_t mb_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void mb_runtime_trace(mb_runtime *rt, mb_trace_fn fn, void *ud) {
+  mb_lock(rt);
+  if (!rt->t0) rt->t0 = mb_now_ns();
+  rt->trace_fn = fn;
+  rt->trace_ud = ud;
+  rt->obs = fn ? rt->obs | MB_OBS_TRACE : rt->obs & ~MB_OBS_TRACE;
+  mb_unlock(rt);
+}
+
+void mb_runtime_observe(mb_runtime *rt, unsigned flags) {
+  mb_lock(rt);
+  if (!rt->t0) rt->t0 = mb_now_ns();
+  rt->obs |= flags & (MB_OBSERVE_LATENCY | MB_OBSERVE_GRAPH);
+  mb_unlock(rt);
+}
+
+static int timed(const mb_runtime *rt) {
+  return (rt->obs & (MB_OBS_TRACE | MB_OBSERVE_LATENCY)) != 0;
+}
+
+static double seconds_since(uint64_t t) {
+  return t ? (double)(mb_now_ns() - t) / 1e9 : 0;
+}
+
+/* The name of a live service, by id (NULL when gone or 0). */
+static const char *service_name(const mb_runtime *rt, uint64_t id) {
+  for (const mb_service *s = rt->services; s && id; s = s->next)
+    if (s->id == id) return s->name;
+  return NULL;
+}
+
+static void hop(mb_runtime *rt, mb_hop *h) {
+  h->at = (double)(mb_now_ns() - rt->t0) / 1e9;
+  rt->trace_fn(rt->trace_ud, h);
+}
+
+/* ---- the graph ---------------------------------------------------------------- */
+
+typedef struct mb_graph_edge {
+  mb_edge e;
+  char names[]; /* service, NUL, destination, NUL */
+} mb_graph_edge;
+
+typedef struct edge_key {
+  int listens;
+  const char *svc, *dest;
+} edge_key;
+
+static int edge_eq(const void *v, const void *key) {
+  const mb_graph_edge *g = v;
+  const edge_key *k = key;
+  return g->e.listens == k->listens && !strcmp(g->e.service, k->svc) &&
+         !strcmp(g->e.dest, k->dest);
+}
+
+static void note_edge(mb_runtime *rt, int listens, const mb_service *svc, const mb_dest *d) {
+  if (!svc || !(rt->obs & MB_OBSERVE_GRAPH)) return;
+  edge_key k = {listens, svc->name, d->name};
+  uint64_t h = mb_hash_str(svc->name, strlen(svc->name)) * 31 + d->hash + (uint64_t)listens;
+  if (mb_map_get(&rt->edges, h, edge_eq, &k)) return;
+  size_t sl = strlen(svc->name);
+  mb_graph_edge *g = malloc(sizeof *g + sl + d->namelen + 2);
+  if (!g) return; /* the picture misses an edge; the bus goes on */
+  memcpy(g->names, svc->name, sl + 1);
+  memcpy(g->names + sl + 1, d->name, d->namelen + 1);
+  g->e.listens = listens;
+  g->e.service = g->names;
+  g->e.dest = g->names + sl + 1;
+  g->e.type = d->opts.type;
+  if (mb_map_put(&rt->edges, h, g)) free(g);
+}
+
+void mb_graph_each(mb_runtime *rt, void (*fn)(void *ud, const mb_edge *e), void *ud) {
+  mb_lock(rt);
+  for (size_t i = 0; i < rt->edges.cap; i++) {
+    const mb_graph_edge *g = rt->edges.e[i].v;
+    if (g) fn(ud, &g->e);
+  }
+  mb_unlock(rt);
+}
+
+/* ---- latency ------------------------------------------------------------------ */
+
+/* Buckets of 1/16 of a power of two: values below 16 ns have one bucket
+ * each, then 16 per octave up to 2^40 ns (about 18 minutes). */
+#define LAT_SUB 16
+#define LAT_MAX_BITS 40
+#define LAT_BUCKETS ((LAT_MAX_BITS - 3) * LAT_SUB)
+
+static size_t lat_bucket(uint64_t ns) {
+  if (ns < LAT_SUB) return (size_t)ns;
+  if (ns >= (1ull << LAT_MAX_BITS)) ns = (1ull << LAT_MAX_BITS) - 1;
+  int msb = 63 - __builtin_clzll(ns);
+  return (size_t)(msb - 3) * LAT_SUB + ((ns >> (msb - 4)) & (LAT_SUB - 1));
+}
+
+/* The top of a bucket, in ns. */
+static double lat_top(size_t b) {
+  if (b < LAT_SUB) return (double)b;
+  int msb = (int)(b / LAT_SUB) + 3;
+  double step = (double)(1ull << (msb - 4));
+  return (double)(1ull << msb) + (double)(b % LAT_SUB + 1) * step - 1;
+}
+
+static void lat_record(mb_dest *d, uint64_t ns) {
+  if (!d->lat_hist && !(d->lat_hist = calloc(LAT_BUCKETS, sizeof *d->lat_hist))) return;
+  d->lat_hist[lat_bucket(ns)]++;
+  d->lat_n++;
+  d->lat_sum += (double)ns / 1e9;
+  if (ns > d->lat_max) d->lat_max = ns;
+}
+
+void mb_obs_dest_stats(const mb_dest *d, mb_stats *out) {
+  out->latency_mean = out->latency_p99 = 0;
+  if (!d->lat_n || !d->lat_hist) return;
+  out->latency_mean = d->lat_sum / (double)d->lat_n;
+  uint64_t rank = (d->lat_n * 99 + 99) / 100, seen = 0; /* ceil(0.99 n) */
+  for (size_t b = 0; b < LAT_BUCKETS; b++) {
+    seen += d->lat_hist[b];
+    if (seen >= rank) {
+      /* its bucket's top, but never above the largest seen */
+      double top = lat_top(b);
+      out->latency_p99 = (top < (double)d->lat_max ? top : (double)d->lat_max) / 1e9;
+      return;
+    }
+  }
+}
+
+/* ---- the hooks -------------------------------------------------------------------- */
+
+void mb_obs_sent(mb_runtime *rt, const mb_service *from, mb_dest *d, mb_msg *m) {
+  if (!rt->obs) return;
+  m->from = from ? from->id : 0;
+  if (timed(rt)) m->t_sent = mb_now_ns();
+  note_edge(rt, 0, from, d);
+}
+
+void mb_obs_listen(mb_runtime *rt, const mb_service *svc, const mb_dest *d) {
+  if (rt->obs) note_edge(rt, 1, svc, d);
+}
+
+void mb_obs_outcome(mb_dest *d, const mb_msg *m, const mb_service *to, int status,
+                    const char *error) {
+  mb_runtime *rt = d->rt;
+  if (!rt->obs) return;
+  uint64_t ns = m->t_sent ? mb_now_ns() - m->t_sent : 0;
+  if ((rt->obs & MB_OBSERVE_LATENCY) && m->t_sent && status != MB_EDROPPED) lat_record(d, ns);
+  if (!(rt->obs & MB_OBS_TRACE)) return;
+  mb_hop h = {status == MB_OK ? MB_HOP_OK : status == MB_EDROPPED ? MB_HOP_DROPPED : MB_HOP_FAILED,
+              0, (double)ns / 1e9, m->id, d->name, service_name(rt, m->from),
+              to ? to->name : NULL, m, status == MB_OK ? NULL : error};
+  hop(rt, &h);
+}
+
+void mb_obs_rejected(mb_runtime *rt, const char *dest, const mb_service *from, const mb_msg *m,
+                     int code) {
+  if (!(rt->obs & MB_OBS_TRACE)) return;
+  const char *why = code == MB_ENODEST        ? "no such destination"
+                    : code == MB_ENOLISTENERS ? "nobody listens there"
+                    : code == MB_EFULL        ? "its queue is full (max_queue)"
+                    : code == MB_ESHUTDOWN    ? "shutting down, no new messages"
+                    : code == MB_ECLOSED      ? "the destination is being removed"
+                                              : "refused";
+  char err[320];
+  snprintf(err, sizeof err, "%s: %s", mb_strerror(code), why);
+  mb_hop h = {MB_HOP_REJECTED, 0, 0, m ? m->id : 0, dest, from ? from->name : NULL, NULL, m, err};
+  hop(rt, &h);
+}
+
+void mb_obs_timeout(mb_request *r, const char *error) {
+  mb_runtime *rt = r->svc->rt;
+  if (!(rt->obs & MB_OBS_TRACE)) return;
+  mb_hop h = {MB_HOP_TIMEOUT, 0, seconds_since(r->t_start), r->id, r->dest->name, r->svc->name,
+              NULL, NULL, error};
+  hop(rt, &h);
+}
+
+void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
+                  const mb_request *r, const mb_msg *reply, uint64_t request_id) {
+  if (!(rt->obs & MB_OBS_TRACE)) return;
+  mb_hop h = {MB_HOP_REPLY, 0, r ? seconds_since(r->t_start) : 0, request_id, dest ? dest : "-",
+              from ? from->name : NULL, r ? r->svc->name : NULL, reply, NULL};
+  hop(rt, &h);
+}
+
+void mb_obs_free(mb_runtime *rt) {
+  for (size_t i = 0; i < rt->edges.cap; i++) free(rt->edges.e[i].v);
+  mb_map_free(&rt->edges);
+}
+
+/* ---- draining ------------------------------------------------------------------ */
+
+void mb_runtime_drain(mb_runtime *rt) {
+  mb_lock(rt);
+  rt->draining = 1;
+  mb_unlock(rt);
+}
+
+size_t mb_runtime_in_flight(mb_runtime *rt) {
+  size_t n = 0;
+  mb_lock(rt);
+  for (size_t i = 0; i < rt->dests.cap; i++) {
+    const mb_dest *d = rt->dests.e[i].v;
+    if (!d) continue;
+    n += d->qlen + d->st.in_flight + (d->cur != NULL) + (size_t)d->in_ready;
+    for (const mb_blocked *b = d->bhead; b; b = b->next) n++;
+  }
+  n += rt->requests.len;
+  mb_unlock(rt);
+  return n;
+}
