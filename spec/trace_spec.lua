@@ -1,0 +1,306 @@
+-- mbrun's windows on a run, as a user sees them: --trace, --stats,
+-- --graph (DOT and SVG), and what SIGINT/SIGTERM and --grace do to a run
+-- with messages still pending. Each runs mbrun as a subprocess.
+--
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/trace_spec.lua
+--
+-- Run from the project root; MBRUN names the mbrun to test.
+
+-- Without LD_PRELOAD: the ASan run preloads the sanitizer into lua5.4 (for
+-- the module), and `dot`, started by --graph=svg, must not inherit it.
+local MBRUN = "env -u LD_PRELOAD " .. (os.getenv("MBRUN") or "build/mbrun")
+local JUNGLE = "-c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua"
+
+-- Runs a shell command line; returns stdout, stderr and the exit status.
+local function sh(cmdline)
+  local err = os.tmpname()
+  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. err .. "; echo EXIT:$?"))
+  local out = p:read("a")
+  p:close()
+  local f = assert(io.open(err))
+  local errout = f:read("a")
+  f:close()
+  os.remove(err)
+  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
+  return out:gsub("EXIT:%d+%s*$", ""), errout, code
+end
+
+local function lines_of(text, pattern)
+  local found = {}
+  for line in text:gmatch("[^\n]+") do
+    if not pattern or line:match(pattern) then found[#found + 1] = line end
+  end
+  return found
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+describe("mbrun --trace", function()
+  it("prints one line per hop of the Jungle Gyms run, with ids, services and outcomes", function()
+    local out, err, code = sh(MBRUN .. " -w 1 --trace " .. JUNGLE)
+    assert.are.equal(0, code, err)
+    assert.matches("%[procurement%] approved 2 of 4 parts", out) -- the story still runs
+    local hops = lines_of(err, "^trace ")
+    assert.is_true(#hops > 20, err)
+    -- time, id, destination, from -> to, outcome, duration, payload
+    local pattern = "^trace +(%d+%.%d+)  (%x+)  (%S+)  (%S+) %-> (%S+)  (%a+)  (%S+)"
+    local last, outcomes = 0, {}
+    for _, line in ipairs(hops) do
+      local t, id, dest, from, to, outcome = line:match(pattern)
+      assert(t, "not a trace line: " .. line)
+      assert.is_true(tonumber(t) >= last, "time goes forward: " .. line)
+      last = tonumber(t)
+      outcomes[outcome] = (outcomes[outcome] or 0) + 1
+      assert.truthy(dest:match("^jungle/"), line)
+    end
+    -- Finance answers Procurement's synchronous request: a reply, then the delivery
+    local reply = err:match("trace +[%d.]+  (%x+)  jungle/finance/purchase  finance %-> procurement  reply  [^\n]*swing chains")
+      or err:match("trace +[%d.]+  (%x+)  jungle/finance/purchase  finance %-> procurement  reply")
+    assert.truthy(reply, err)
+    assert.matches("trace +[%d.]+  " .. reply .. "  jungle/finance/purchase  procurement %-> finance  ok  %S+  {[^\n]*part=\"swing chains\"", err)
+    -- the configured listener script and the named services appear by name
+    assert.matches("procurement %-> legal  ok", err)
+    assert.matches("procurement %-> alice  ok", err)
+    assert.is_true(outcomes.ok > 10 and outcomes.reply > 5, err)
+  end)
+
+  it("masks values under password, secret and token keys, at any depth", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local path = write(dir .. "/login.lua", [[
+      mb.destination("login")
+      mb.listen("login", function(m) return {session_token = "t-123", user = m.payload.user} end)
+      print(mb.request("login", {user = "ann", password = "hunter2",
+                                 nested = {apiSecret = "s3", deeper = {Token = {1, 2}}}}).user)
+    ]])
+    local out, err, code = sh(MBRUN .. " --trace " .. path)
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, code, err)
+    assert.matches("ann", out)
+    assert.matches("login  login %-> login  ok", err)
+    assert.matches('password="%*%*%*%*%*%*%*%*"', err)
+    assert.matches('apiSecret="%*%*%*%*%*%*%*%*"', err)
+    assert.matches('Token="%*%*%*%*%*%*%*%*"', err)
+    assert.matches('session_token="%*%*%*%*%*%*%*%*"', err) -- in the reply too
+    assert.matches('user="ann"', err)
+    assert.not_matches("hunter2", err)
+    assert.not_matches("s3", err)
+    assert.not_matches("t%-123", err)
+  end)
+
+  it("shows failed, dropped, rejected and timed-out hops with their errors", function()
+    local path = write(os.tmpname() .. ".lua", [[
+      mb.destination("boom")
+      mb.destination("quiet")
+      mb.destination("tiny", {max_queue = 1})
+      mb.listen("boom", function() error("no thanks") end)
+      mb.listen("quiet", function() mb.sleep(0.2) end)
+      mb.listen("tiny", function() end)
+      mb.send("boom", {n = 1})
+      print(mb.send("nowhere", {n = 2}))
+      mb.send("tiny", 1)
+      print(mb.send("tiny", 2))
+      print(mb.request("quiet", {n = 3}, {timeout = 0.05}))
+    ]])
+    local out, err, code = sh(MBRUN .. " -w 1 --trace " .. path)
+    os.remove(path)
+    assert.are.equal(1, code, err) -- a delivery failed
+    assert.matches("boom  %S+ %-> %S+  failed  %S+  {n=1}  %(failed: [^\n]*no thanks", err)
+    assert.matches("nowhere  %S+ %-> %-  rejected  %-  {n=2}  %(no_destination: no such destination%)", err)
+    assert.matches("tiny  %S+ %-> %-  rejected  %-  2  %(queue_full: its queue is full %(max_queue%)%)", err)
+    assert.matches("quiet  %S+ %-> %-  timeout  %S+  %(timeout: no reply from quiet within 0.05 s%)", err)
+    assert.matches("nil\tqueue_full", out)
+  end)
+end)
+
+describe("mbrun --stats", function()
+  it("prints a row per destination with counts and mean and p99 latency", function()
+    local out, err, code = sh(MBRUN .. " -w 1 --stats " .. JUNGLE)
+    assert.are.equal(0, code, err)
+    local header = err:match("(destination +type[^\n]+)")
+    assert.truthy(header, err)
+    for _, col in ipairs {"lsnrs", "sent", "deliv'd", "failed", "dropped", "reject", "max_pnd",
+                          "replies", "timeouts", "mean", "p99"} do
+      assert.truthy(header:find(col, 1, true), col)
+    end
+    -- jungle/purchase: serial, two listeners (Sales, Warehouse), two notices
+    local row = err:match("\njungle/purchase +serial[^\n]+")
+    assert.truthy(row, err)
+    local fields = {}
+    for f in row:gmatch("%S+") do fields[#fields + 1] = f end
+    assert.are.same({"jungle/purchase", "serial", "2", "2", "4", "0", "0", "0"},
+                    {table.unpack(fields, 1, 8)})
+    -- latency: a duration, and p99 at least the mean's order of magnitude
+    assert.matches("^%d[%d.]*[num]?s$", fields[12])
+    assert.matches("^%d[%d.]*[num]?s$", fields[13])
+    local news = err:match("\njungle/employee/news +parallel +(%d+)")
+    assert.are.equal("3", news) -- alice, bob, carol
+  end)
+end)
+
+describe("mbrun --graph", function()
+  it("writes the services, destinations and mappings as DOT", function()
+    local out, err, code = sh(MBRUN .. " -w 1 --graph " .. JUNGLE)
+    assert.are.equal(0, code, err)
+    local dot = out:match("digraph mb {.*}")
+    assert.truthy(dot, out)
+    assert.matches('"jungle/purchase" %[shape=cds[^\n]*label="jungle/purchase\\n%(serial%)"', dot)
+    assert.matches('"jungle/finance/purchase" %[[^\n]*%(synchronous%)', dot)
+    assert.matches('"jungle/employee/news" %[[^\n]*%(parallel%)', dot)
+    for _, edge in ipairs {
+      '"svc:procurement" -> "jungle/finance/purchase"',
+      '"jungle/finance/purchase" -> "svc:finance"',
+      '"jungle/legal/purchase" -> "svc:legal"',
+      '"svc:procurement" -> "jungle/purchase"',
+      '"jungle/purchase" -> "svc:sales"',
+      '"jungle/purchase" -> "svc:warehouse"',
+      '"svc:sales" -> "jungle/purchase/response"',
+      '"jungle/purchase/response" -> "svc:procurement"',
+      '"jungle/employee/news" -> "svc:alice"',
+      '"jungle/employee/news" -> "svc:carol"',
+    } do
+      assert.truthy(dot:find(edge, 1, true), edge .. " in\n" .. dot)
+    end
+    -- one node per service, the same text every run
+    local _, n = dot:gsub('\n  "svc:procurement" %[', "")
+    assert.are.equal(1, n)
+    local again = sh(MBRUN .. " -w 4 --graph " .. JUNGLE):match("digraph mb {.*}")
+    assert.are.equal(dot, again)
+  end)
+
+  it("writes SVG with --graph=svg, to a file with --graph-out", function()
+    local path = os.tmpname() .. ".svg"
+    local out, err, code = sh(MBRUN .. " -w 1 --graph=svg --graph-out " .. path .. " " .. JUNGLE)
+    assert.are.equal(0, code, err)
+    assert.not_matches("digraph", out)
+    local f = assert(io.open(path))
+    local svg = f:read("a")
+    f:close()
+    os.remove(path)
+    assert.matches("^<%?xml", svg)
+    assert.matches("<svg", svg)
+    assert.matches("jungle/purchase/response", svg)
+    assert.matches(">procurement<", svg)
+  end)
+
+  it("refuses an unknown format, and svg without dot, before running", function()
+    local _, err, code = sh(MBRUN .. " --graph=png " .. JUNGLE)
+    assert.are.equal(2, code)
+    assert.matches("unknown graph format 'png' %(dot or svg%)", err)
+    _, err, code = sh(MBRUN:gsub("LD_PRELOAD ", "LD_PRELOAD PATH=/nonexistent ", 1) .. " --graph=svg " .. JUNGLE)
+    assert.are.equal(2, code)
+    assert.matches("needs Graphviz's dot program %(Debian package graphviz%)", err)
+  end)
+end)
+
+describe("mbrun on SIGINT and SIGTERM", function()
+  local slow
+  setup(function()
+    -- 20 notices through a serial destination, 40 ms each: 0.8 s of work
+    -- queued at once, and a ticker that would go on sending forever
+    slow = write(os.tmpname() .. ".lua", [[
+      mb.destination("work", {type = "serial"})
+      mb.destination("ticks")
+      local handled = 0
+      mb.listen("work", function(m)
+        mb.sleep(0.04)
+        handled = handled + 1
+        print("handled " .. m.payload .. " (" .. handled .. ")")
+      end)
+      mb.listen("ticks", function() end)
+      for i = 1, 20 do assert(mb.send("work", i)) end
+      local refused = 0
+      mb.every(0.01, function()
+        local ok, why = mb.send("ticks", "tick")
+        if not ok and refused == 0 then print("ticker: " .. why) end
+        if not ok then refused = refused + 1 end
+      end)
+      print("started")
+    ]])
+  end)
+  teardown(function() os.remove(slow) end)
+
+  -- Starts mbrun, waits until it printed "started" and `delay` more
+  -- seconds, sends the signals, waits for the exit.
+  local function interrupt(args, signals, delay)
+    local kills = {}
+    for _, s in ipairs(signals) do kills[#kills + 1] = "kill -" .. s .. " $pid; sleep 0.05;" end
+    local outfile = os.tmpname()
+    local out, err, code = sh(MBRUN .. " " .. args .. " > " .. outfile .. " & pid=$!; "
+      .. "for i in $(seq 200); do grep -q started " .. outfile .. " && break; sleep 0.02; done; "
+      .. "sleep " .. delay .. "; " .. table.concat(kills, " ") .. " wait $pid; st=$?; cat "
+      .. outfile .. "; exit $st")
+    os.remove(outfile)
+    return out, err, code
+  end
+
+  it("takes no new messages on SIGINT and delivers every pending one", function()
+    local out, err, code = interrupt(slow, {"INT"}, 0.1)
+    assert.are.equal(0, code, err .. out)
+    assert.matches("mbrun: SIGINT: taking no new messages; finishing the %d+ in flight", err)
+    assert.matches("handled 20 %(20%)", out) -- all delivered, in order
+    local n = 0
+    for i in out:gmatch("handled (%d+) ") do
+      n = n + 1
+      assert.are.equal(n, tonumber(i))
+    end
+    assert.are.equal(20, n)
+    assert.matches("ticker: closed: shutting down, 'ticks' takes no new messages", out)
+    assert.not_matches("left pending", err)
+  end)
+
+  it("does the same on SIGTERM", function()
+    local out, err, code = interrupt(slow, {"TERM"}, 0.1)
+    assert.are.equal(0, code, err .. out)
+    assert.matches("mbrun: SIGTERM: taking no new messages", err)
+    assert.matches("handled 20 %(20%)", out)
+  end)
+
+  it("stops at the end of --grace and says what was left undelivered", function()
+    local out, err, code = interrupt("--grace 0.2 " .. slow, {"INT"}, 0.1)
+    assert.are.equal(1, code, err .. out)
+    assert.matches("the grace period of 0.2 s is over", err)
+    local left = tonumber(err:match("mbrun: (%d+) messages? left pending, undelivered %(work: %d+%)"))
+    local done = 0
+    for _ in out:gmatch("handled ") do done = done + 1 end
+    assert.truthy(left, err)
+    -- every notice is either handled, running when cut short, or pending
+    local running = tonumber(err:match("mbrun: (%d+) deliver[a-z]* [a-z]+ still running")) or 0
+    assert.are.equal(20, done + left + running, err .. out)
+    assert.is_true(done < 20)
+  end)
+
+  it("stops at once on a second signal", function()
+    local out, err, code = interrupt(slow, {"INT", "INT"}, 0.1)
+    assert.are.equal(1, code, err .. out)
+    assert.matches("SIGINT again: stopping now", err)
+    assert.matches("left pending, undelivered %(work: %d+%)", err)
+  end)
+
+  it("serves a configuration until SIGTERM, then exits 0", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    write(dir .. "/echo.lua", "return function(m) return m.payload end\n")
+    write(dir .. "/conf.lua", [[
+      return {destinations = {echo = {}}, listeners = {["echo.lua"] = {"echo"}},
+              services = {{script = "pinger.lua", name = "pinger"}}}
+    ]])
+    write(dir .. "/pinger.lua", [[
+      mb.every(0.02, function()
+        local r = mb.request("echo", "ping")
+        if r == "ping" then print("started") end
+      end)
+    ]])
+    local out, err, code = interrupt("--trace -c " .. dir .. "/conf.lua", {"TERM"}, 0.1)
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, code, err .. out)
+    assert.matches("echo  pinger %-> echo  ok", err)
+  end)
+end)
