@@ -20,14 +20,16 @@ LIBS    = -lev -lyajl -lm
 CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c runtime/mb_observe.c runtime/mb_show.c \
            runtime/mb_runtime.c runtime/mb_dest.c runtime/mb_request.c
 LUA_SRC  = runtime/mbl_value.c runtime/lmb.c
+MBRUN_SRC = runtime/mbrun.c runtime/mbrepl.c
+EDIT_LIB = -ledit
 HDRS     = $(wildcard runtime/*.h)
 
 # Debian packages the build and the tests need (see README, "Dependencies").
 # graphviz is optional for users (mbrun --graph=svg); the tests check that
 # path too, so `make test` installs it.
-DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev lua-busted valgrind \
-           lua-cjson lua-mediator
-TEST_PKGS = graphviz
+DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev libedit-dev lua-busted \
+           valgrind lua-cjson lua-mediator
+TEST_PKGS = graphviz tmux
 
 B  = build
 BA = build/asan
@@ -60,8 +62,8 @@ $(B) $(BA) $(BT):
 $(B)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(B)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(LIBS)
 
-$(B)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(B)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(LUA_LIB) $(LIBS)
+$(B)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(B)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(LIBS)
 
 $(B)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(B)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
@@ -70,15 +72,15 @@ $(B)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(B)
 $(BA)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BA)
 	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(LIBS)
 
-$(BA)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(LUA_LIB) $(LIBS)
+$(BA)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BA)
+	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(LIBS)
 
 $(BA)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BA)
 	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
 
 # the threaded code under ThreadSanitizer: mbrun runs the worker scenarios
-$(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(HDRS) | $(BT)
-	$(CC) -O1 -g -fsanitize=thread $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) runtime/mbrun.c $(LUA_LIB) $(LIBS)
+$(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BT)
+	$(CC) -O1 -g -fsanitize=thread $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(LIBS)
 
 tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \

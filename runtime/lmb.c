@@ -18,8 +18,9 @@
 #include <ev.h>
 #include <lauxlib.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <lualib.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,8 @@ typedef struct mbL_timer mbL_timer;
 
 struct mbL_runtime {
   mb_runtime *rt;
+  mbL_output_fn out; /* set before any service runs, then only read */
+  void *out_ud;
   pthread_mutex_t lock; /* guards states and next_load */
   mbL_state *states;
   atomic_int failures;
@@ -253,6 +256,35 @@ static const char *task_what(mbL_task *t, char *buf, size_t n) {
 
 static void task_run(mbL_task *t, int nargs);
 
+/* ---- output: print and failure reports ------------------------------------- */
+
+void mbL_runtime_output(mbL_runtime *R, mbL_output_fn fn, void *ud) {
+  R->out = fn;
+  R->out_ud = ud;
+}
+
+static void output(mbL_runtime *R, int stream, const char *text, size_t len) {
+  if (R->out) {
+    R->out(R->out_ud, stream, text, len);
+    return;
+  }
+  FILE *f = stream == 2 ? stderr : stdout;
+  fwrite(text, 1, len, f);
+  fflush(f);
+}
+
+/* Writes a report of something that failed, as one line on stream 2. */
+static void report(mbL_runtime *R, const char *fmt, ...) {
+  char buf[4096];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof buf) n = (int)sizeof buf - 1;
+  output(R, 2, buf, (size_t)n);
+}
+
 static void task_end(mbL_task *t, int status) {
   mbL_state *S = t->S;
   if (status == LUA_OK) {
@@ -266,8 +298,7 @@ static void task_end(mbL_task *t, int status) {
     msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
   char what[300];
   luaL_traceback(co, co, msg, 0);
-  fprintf(stderr, "mb: %s failed: %s\n", task_what(t, what, sizeof what), lua_tostring(co, -1));
-  fflush(stderr);
+  report(S->R, "mb: %s failed: %s\n", task_what(t, what, sizeof what), lua_tostring(co, -1));
   if (t->d) {
     char err[1024];
     snprintf(err, sizeof err, "failed: %s", msg);
@@ -1277,8 +1308,7 @@ static int l_print(lua_State *L) {
   luaL_pushresult(&b);
   size_t len;
   const char *line = lua_tolstring(L, -1, &len);
-  fwrite(line, 1, len, stdout);
-  fflush(stdout);
+  output(lua_touserdata(L, lua_upvalueindex(1)), 1, line, len);
   return 0;
 }
 
@@ -1297,7 +1327,8 @@ static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key)
   S->group_key = group_key;
   state_link(R, S);
   luaL_openlibs(S->L);
-  lua_pushcfunction(S->L, l_print);
+  lua_pushlightuserdata(S->L, R); /* outlives every state */
+  lua_pushcclosure(S->L, l_print, 1);
   lua_setglobal(S->L, "print");
   open_module(S->L, S);
   lua_pop(S->L, 1);
@@ -1360,11 +1391,11 @@ static void start_task(void *arg) {
   }
   S = state_new(q->R, q->svc, q->group_key);
   if (!S) {
-    fprintf(stderr, "mb: cannot start %s: out of memory\n", q->path);
+    report(q->R, "mb: cannot start %s: out of memory\n", q->path);
     atomic_fetch_add(&q->R->failures, 1);
     mb_service_free(q->svc);
   } else if (load_script(S->L, q->path) != LUA_OK) {
-    fprintf(stderr, "mb: cannot load %s\n", lua_tostring(S->L, -1));
+    report(q->R, "mb: cannot load %s\n", lua_tostring(S->L, -1));
     atomic_fetch_add(&q->R->failures, 1);
     state_stop(S);
   } else {

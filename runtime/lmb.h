@@ -31,4 +31,11 @@ int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, ch
 /* Scripts, timers, spawned tasks or event callbacks that raised so far. */
 int mbL_runtime_failures(const mbL_runtime *R);
 
+/* Where the services' output goes: print (stream 1) and the reports of
+ * scripts and listeners that failed (stream 2). fn gets one whole line (or
+ * report) per call, from any worker's thread. Set it before loading any
+ * service; NULL (the default) writes to stdout and stderr. */
+typedef void (*mbL_output_fn)(void *ud, int stream, const char *text, size_t len);
+void mbL_runtime_output(mbL_runtime *R, mbL_output_fn fn, void *ud);
+
 #endif

@@ -19,21 +19,32 @@
 #include <unistd.h>
 
 #include "lmb.h"
+#include "mbrepl.h"
 #include "mb_value.h"
+
+/* The REPL, when one is open: trace lines go above its prompt. */
+static mbrepl *repl;
+
+/* The REPL's own traffic (mb/repl) is left out of what mbrun shows. */
+static int hidden(const char *dest) { return !strncmp(dest, "mb/repl", 7); }
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: mbrun [options] SCENARIO.lua [ARGS...]\n"
           "       mbrun -c CONFIG.lua [options] [SCENARIO.lua [ARGS...]]\n"
+          "       mbrun [options]           (the REPL)\n"
           "\n"
           "Runs SCENARIO.lua as the first service of a message bus, then runs the bus\n"
           "until the scenario has returned and every message has been delivered.\n"
-          "The script gets ARGS as `...` and the bus as the global `mb`.\n"
+          "The script gets ARGS as `...` and the bus as the global `mb`. Without a\n"
+          "scenario or configuration, or with -i, it opens the REPL: Lua and\n"
+          "commands (.help) typed while the bus runs.\n"
           "\n"
           "options:\n"
           "  -c FILE          a configuration file: workers, destinations, services and\n"
           "                   listener scripts (see README); without a scenario, the\n"
           "                   configured services run until SIGINT or SIGTERM\n"
+          "  -i               open the REPL after starting the scenario/configuration\n"
           "  -w N             worker threads, each with its own event loop\n"
           "                   (default: the number of cores)\n"
           "  --trace          one line per hop on stderr: time, message id, destination,\n"
@@ -85,7 +96,7 @@ static const char *duration(double s, char *buf, size_t cap) {
 static void visit(void *ud, const char *name) {
   summary *s = ud;
   mb_stats st;
-  if (mb_dest_stats(s->rt, name, &st)) return;
+  if (hidden(name) || mb_dest_stats(s->rt, name, &st)) return;
   if (st.failed) note(s->failed_at, sizeof s->failed_at, name, st.failed);
   if (st.dropped) note(s->dropped_at, sizeof s->dropped_at, name, st.dropped);
   if (st.pending) note(s->pending_at, sizeof s->pending_at, name, st.pending);
@@ -133,6 +144,7 @@ static void short_name(const char *name, char *out, size_t cap) {
 static void trace_hop(void *ud, const mb_hop *h) {
   static const char *const kinds[] = {"ok", "failed", "dropped", "timeout", "reply", "rejected"};
   mb_buf *b = ud;
+  if (hidden(h->dest)) return;
   char id[24], from[64], to[64], dur[16], head[512];
   mb_id_format(h->id, id);
   short_name(h->from, from, sizeof from);
@@ -157,7 +169,11 @@ static void trace_hop(void *ud, const mb_hop *h) {
     mb_buf_add(b, h->error, strlen(h->error));
     mb_buf_add(b, ")", 1);
   }
-  if (mb_buf_add(b, "\n", 1) == 0) fwrite(b->p, 1, b->len, stderr);
+  if (mb_buf_add(b, "\n", 1)) return;
+  if (repl)
+    mbrepl_write(repl, 2, (const char *)b->p, b->len);
+  else
+    fwrite(b->p, 1, b->len, stderr);
 }
 
 /* ---- --graph ------------------------------------------------------------------- */
@@ -200,12 +216,13 @@ static void dot_svc(FILE *f, const char *service) {
 static void graph_dest(void *ud, const char *name) {
   graph *g = ud;
   mb_stats st;
-  if (mb_dest_stats(g->rt, name, &st) == MB_OK) dot_dest(g->out, name, st.type);
+  if (!hidden(name) && mb_dest_stats(g->rt, name, &st) == MB_OK) dot_dest(g->out, name, st.type);
 }
 
 /* Under the runtime's lock: copy, call nothing. */
 static void graph_copy(void *ud, const mb_edge *e) {
   graph *g = ud;
+  if (hidden(e->dest)) return;
   if (g->n == g->cap) {
     size_t cap = g->cap ? g->cap * 2 : 32;
     mb_edge *v = realloc(g->v, cap * sizeof *v);
@@ -424,6 +441,7 @@ static void on_signal(struct ev_loop *loop, ev_io *w, int revents) {
   shutdown_ctl *c = w->data;
   struct signalfd_siginfo si;
   while (read(c->fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    if (si.ssi_signo == SIGINT && mbrepl_interrupt(repl)) continue; /* the REPL's Ctrl-C */
     if (!c->signals++) c->signo = (int)si.ssi_signo;
     if (c->draining) {
       fprintf(stderr, "mbrun: %s again: stopping now\n", signame((int)si.ssi_signo));
@@ -474,6 +492,17 @@ static void drain(shutdown_ctl *c, double grace) {
     fprintf(stderr, "mbrun: the grace period of %g s is over\n", grace);
 }
 
+typedef struct tracing {
+  mb_runtime *rt;
+  mb_buf buf;
+} tracing;
+
+/* .trace on|off in the REPL */
+static void set_trace(void *ud, int on) {
+  tracing *t = ud;
+  mb_runtime_trace(t->rt, on ? trace_hop : NULL, &t->buf);
+}
+
 static int parse_seconds(const char *s, double *out) {
   char *end;
   double v = s ? strtod(s, &end) : -1;
@@ -483,7 +512,7 @@ static int parse_seconds(const char *s, double *out) {
 }
 
 int main(int argc, char **argv) {
-  int i = 1, stats = 0, trace = 0, graph_fmt = 0; /* 1 dot, 2 svg */
+  int i = 1, stats = 0, trace = 0, graph_fmt = 0, interactive = 0; /* graph: 1 dot, 2 svg */
   long workers = 0;
   double grace = 5;
   const char *config = NULL, *graph_out = NULL;
@@ -499,6 +528,8 @@ int main(int argc, char **argv) {
       stats = 1;
     } else if (!strcmp(a, "--trace")) {
       trace = 1;
+    } else if (!strcmp(a, "-i")) {
+      interactive = 1;
     } else if (!strcmp(a, "--graph") || !strcmp(a, "--graph=dot")) {
       graph_fmt = 1;
     } else if (!strcmp(a, "--graph=svg")) {
@@ -541,10 +572,7 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (i >= argc && !config) {
-    fprintf(stderr, "mbrun: no scenario given (see mbrun --help)\n");
-    return 2;
-  }
+  if (i >= argc && !config) interactive = 1; /* nothing to run: the REPL */
   if (graph_out && !graph_fmt) graph_fmt = 1;
   if (graph_fmt == 2 && !have_dot()) {
     fprintf(stderr, "mbrun: --graph=svg needs Graphviz's dot program (Debian package graphviz); "
@@ -552,11 +580,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   char err[1024], luadir[PATH_MAX];
+  if ((config || interactive) && find_lua_dir(luadir, sizeof luadir)) {
+    fprintf(stderr, "mbrun: cannot find mb/config.lua (set MB_LUA_DIR to the lua/ folder)\n");
+    return 2;
+  }
   if (config) {
-    if (find_lua_dir(luadir, sizeof luadir)) {
-      fprintf(stderr, "mbrun: cannot find mb/config.lua (set MB_LUA_DIR to the lua/ folder)\n");
-      return 2;
-    }
     if (access(config, R_OK)) {
       fprintf(stderr, "mbrun: cannot open %s\n", config);
       return 2;
@@ -592,8 +620,14 @@ int main(int argc, char **argv) {
     return 1;
   }
   mb_runtime *rt = mbL_runtime_core(R);
-  mb_buf trace_buf = {0};
-  if (trace) mb_runtime_trace(rt, trace_hop, &trace_buf);
+  tracing tr = {rt, {0}};
+  if (trace) set_trace(&tr, 1);
+  if (interactive && !(repl = mbrepl_new(R, isatty(0) && isatty(1), set_trace, &tr))) {
+    fprintf(stderr, "mbrun: out of memory\n");
+    mbL_runtime_free(R);
+    close(ctl.fd);
+    return 1;
+  }
   mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY : 0) | (graph_fmt ? MB_OBSERVE_GRAPH : 0));
   struct ev_loop *loop = mb_runtime_loop(rt);
   ctl.rt = rt;
@@ -602,7 +636,7 @@ int main(int argc, char **argv) {
   ev_io_start(loop, &ctl.sig);
   ev_unref(loop); /* listening for signals alone does not keep the bus running */
 
-  int rc_load;
+  int rc_load = 0;
   if (config) {
     /* boot.lua: config path, lua dir, scenario or "", the scenario's args */
     char boot[PATH_MAX + 32];
@@ -619,9 +653,10 @@ int main(int argc, char **argv) {
     for (int k = 1; k < n; k++) args[2 + k] = argv[i + k];
     rc_load = mbL_runtime_load(R, boot, n > 0 ? n + 2 : 3, args, err, sizeof err);
     free(args);
-  } else {
+  } else if (i < argc) {
     rc_load = mbL_runtime_load(R, argv[i], argc - i - 1, argv + i + 1, err, sizeof err);
   }
+  if (!rc_load && repl) rc_load = mbrepl_start(repl, luadir, err, sizeof err);
   int rc = 0;
   if (rc_load) {
     fprintf(stderr, "mbrun: %s\n", err);
@@ -634,6 +669,7 @@ int main(int argc, char **argv) {
     if (serve) mb_runtime_hold(rt, -1);
     if (stopped) drain(&ctl, grace);
   }
+  mbrepl_close(repl);
   ev_ref(loop);
   ev_io_stop(loop, &ctl.sig);
 
@@ -678,7 +714,9 @@ int main(int argc, char **argv) {
   }
   if (graph_fmt && emit_graph(rt, graph_fmt == 2, graph_out)) rc = rc ? rc : 1;
   mbL_runtime_free(R);
-  mb_buf_free(&trace_buf);
+  mbrepl_free(repl);
+  repl = NULL;
+  mb_buf_free(&tr.buf);
   close(ctl.fd);
   return rc;
 }
