@@ -1,9 +1,11 @@
 /*
  * test_core.c — tests of the mb core through its C API (mb.h, mb_value.h):
  * the value encoding, JSON, destinations, the three delivery types, groups,
- * error codes and back-pressure, requests, stats, dead letters, events and
- * object lifetimes. The loop is driven with mb_runtime_run(rt, 0); each test
- * runs in a process of its own (check.h) and frees its runtime at the end.
+ * error codes and back-pressure, requests, stats, dead letters, events,
+ * object lifetimes, values shown to people (mb_value_show), and observing
+ * the bus: the tracer, latency, the graph and the graceful drain. The loop
+ * is driven with mb_runtime_run(rt, 0); each test runs in a process of its
+ * own (check.h) and frees its runtime at the end.
  *
  *   make build/test_core && ./build/test_core
  *   make build/asan/test_core && ASAN_OPTIONS=detect_leaks=1 ./build/asan/test_core
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mb.h"
 
@@ -2437,6 +2440,1164 @@ static void test_free_busy_runtime(void) {
   mb_runtime_free(fresh);
 }
 
+/* ---- showing values (mb_show.c) ------------------------------------------ */
+
+/* mb_value_show of what b holds (b is emptied for the next value), as a C
+ * string; "<rc N>" in front when it did not return 0. */
+static const char *show_max(mb_buf *b, size_t max) {
+  static char s[2048];
+  mb_buf o = {0};
+  int rc = mb_value_show(b->p, b->len, &o, max);
+  int n = snprintf(s, sizeof s, "%s%.*s", rc ? "<rc -1>" : "", (int)o.len,
+                   o.p ? (const char *)o.p : "");
+  if (n >= 0 && (size_t)n < sizeof s && strlen(s) != (size_t)n)
+    snprintf(s, sizeof s, "<NUL inside>");
+  mb_buf_free(&o);
+  b->len = 0;
+  return s;
+}
+
+static const char *show(mb_buf *b) { return show_max(b, 0); }
+
+static const char *show_float_(double v) {
+  mb_buf b = {0};
+  mb_enc_float(&b, v);
+  const char *s = show(&b);
+  mb_buf_free(&b);
+  return s;
+}
+
+static const char *show_str_(const char *p, size_t len) {
+  mb_buf b = {0};
+  mb_enc_str(&b, p, len);
+  const char *s = show(&b);
+  mb_buf_free(&b);
+  return s;
+}
+
+static void test_show_scalars(void) {
+  mb_buf b = {0};
+  mb_enc_nil(&b);
+  CHECK_STR(show(&b), "nil");
+  mb_enc_bool(&b, 1);
+  CHECK_STR(show(&b), "true");
+  mb_enc_bool(&b, 0);
+  CHECK_STR(show(&b), "false");
+  mb_enc_int(&b, 0);
+  CHECK_STR(show(&b), "0");
+  mb_enc_int(&b, -42);
+  CHECK_STR(show(&b), "-42");
+  mb_enc_int(&b, INT64_MAX);
+  CHECK_STR(show(&b), "9223372036854775807");
+  mb_enc_int(&b, INT64_MIN);
+  CHECK_STR(show(&b), "-9223372036854775808");
+
+  /* a float always reads as one: 3.0 is not the integer 3 */
+  CHECK_STR(show_float_(3.0), "3.0");
+  CHECK_STR(show_float_(-3.0), "-3.0");
+  CHECK_STR(show_float_(0.0), "0.0");
+  CHECK_STR(show_float_(-0.0), "-0.0");
+  CHECK_STR(show_float_(0.1), "0.1");
+  CHECK_STR(show_float_(-2.5), "-2.5");
+  CHECK_STR(show_float_(123456789012.0), "123456789012.0");
+  CHECK_STR(show_float_(1e100), "1e+100");
+  CHECK_STR(show_float_(1.5e-7), "1.5e-07");
+  CHECK_STR(show_float_(HUGE_VAL), "math.huge");
+  CHECK_STR(show_float_(-HUGE_VAL), "-math.huge");
+  CHECK_STR(show_float_(NAN), "0/0");
+  /* what %.15g would round is shown with every digit it needs */
+  const char *third = show_float_(1.0 / 3);
+  CHECK(strtod(third, NULL) == 1.0 / 3);
+  CHECK(strchr(third, '.') != NULL);
+  CHECK(strtod(show_float_(0.1 + 0.2), NULL) == 0.1 + 0.2);
+  CHECK(strcmp(show_float_(0.1 + 0.2), "0.3") != 0);
+  CHECK(strtod(show_float_(1e300), NULL) == 1e300);
+
+  /* strings: quoted, with quotes, backslashes and control bytes escaped */
+  CHECK_STR(show_str_("", 0), "\"\"");
+  CHECK_STR(show_str_("plain text", 10), "\"plain text\"");
+  CHECK_STR(show_str_("say \"hi\"", 8), "\"say \\\"hi\\\"\"");
+  CHECK_STR(show_str_("a\\b", 3), "\"a\\\\b\"");
+  CHECK_STR(show_str_("line1\nline2", 11), "\"line1\\nline2\"");
+  CHECK_STR(show_str_("a\tb\rc", 5), "\"a\\9b\\13c\"");
+  CHECK_STR(show_str_("nul\0end", 7), "\"nul\\0end\"");
+  CHECK_STR(show_str_("\x1b[0m\x7f", 5), "\"\\27[0m\\127\"");
+  CHECK_STR(show_str_("caf\xc3\xa9", 5), "\"caf\xc3\xa9\""); /* UTF-8 passes */
+  /* one line, whatever the string holds */
+  CHECK(strchr(show_str_("a\nb\r\nc", 6), '\n') == NULL);
+  mb_buf_free(&b);
+}
+
+static void test_show_tables(void) {
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  mb_enc_table_end(&b, t, 0, 0);
+  CHECK_STR(show(&b), "{}");
+
+  t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "two", 3);
+  mb_enc_bool(&b, 1);
+  mb_enc_float(&b, 4.0);
+  mb_enc_table_end(&b, t, 4, 0);
+  CHECK_STR(show(&b), "{1, \"two\", true, 4.0}");
+
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "id", 2);
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "kind", 4);
+  mb_enc_str(&b, "order", 5);
+  mb_enc_table_end(&b, t, 0, 2);
+  CHECK_STR(show(&b), "{id=1, kind=\"order\"}");
+
+  /* the array part first, then the pairs */
+  t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 10);
+  mb_enc_int(&b, 20);
+  mb_enc_str(&b, "n", 1);
+  mb_enc_int(&b, 2);
+  mb_enc_table_end(&b, t, 2, 1);
+  CHECK_STR(show(&b), "{10, 20, n=2}");
+
+  /* nested */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "a", 1);
+  long ta = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "b", 1);
+  long tb = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_int(&b, 2);
+  mb_enc_table_end(&b, tb, 2, 0);
+  mb_enc_table_end(&b, ta, 0, 1);
+  mb_enc_str(&b, "c", 1);
+  long tc = mb_enc_table_begin(&b);
+  mb_enc_table_end(&b, tc, 0, 0);
+  mb_enc_str(&b, "d", 1);
+  long td = mb_enc_table_begin(&b);
+  long te = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "x", 1);
+  mb_enc_table_end(&b, te, 1, 0);
+  mb_enc_nil(&b);
+  mb_enc_table_end(&b, td, 2, 0);
+  mb_enc_table_end(&b, t, 0, 3);
+  CHECK_STR(show(&b), "{a={b={1, 2}}, c={}, d={{\"x\"}, nil}}");
+
+  /* keys that are not names go in brackets */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "a b", 3);
+  mb_enc_int(&b, 1);
+  mb_enc_int(&b, 3);
+  mb_enc_str(&b, "x", 1);
+  mb_enc_str(&b, "1x", 2);
+  mb_enc_int(&b, 2);
+  mb_enc_str(&b, "", 0);
+  mb_enc_int(&b, 3);
+  mb_enc_str(&b, "k\"q", 3);
+  mb_enc_int(&b, 4);
+  mb_enc_int(&b, -7);
+  mb_enc_bool(&b, 0);
+  mb_enc_float(&b, 1.5);
+  mb_enc_bool(&b, 1);
+  mb_enc_bool(&b, 1);
+  mb_enc_int(&b, 5);
+  mb_enc_str(&b, "_ok9", 4);
+  mb_enc_int(&b, 6);
+  mb_enc_str(&b, "dotted.key", 10);
+  mb_enc_int(&b, 7);
+  mb_enc_table_end(&b, t, 0, 10);
+  CHECK_STR(show(&b), "{[\"a b\"]=1, [3]=\"x\", [\"1x\"]=2, [\"\"]=3, [\"k\\\"q\"]=4, [-7]=false, "
+                      "[1.5]=true, [true]=5, _ok9=6, [\"dotted.key\"]=7}");
+  mb_buf_free(&b);
+}
+
+static void test_show_secrets(void) {
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "user", 4);
+  mb_enc_str(&b, "ann", 3);
+  mb_enc_str(&b, "password", 8);
+  mb_enc_str(&b, "hunter2", 7);
+  mb_enc_str(&b, "apiToken", 8);
+  mb_enc_str(&b, "tk-123", 6);
+  mb_enc_str(&b, "Client_SECRET", 13);
+  mb_enc_int(&b, 987654);
+  mb_enc_str(&b, "tokens", 6); /* a whole subtable under a secret key */
+  long ts = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "t-one", 5);
+  mb_enc_str(&b, "t-two", 5);
+  mb_enc_str(&b, "inner", 5);
+  mb_enc_str(&b, "t-three", 7);
+  mb_enc_table_end(&b, ts, 2, 1);
+  mb_enc_str(&b, "nested", 6);
+  long tn = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "PassWord", 8);
+  long tp = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "deep", 4);
+  mb_enc_str(&b, "d-val", 5);
+  mb_enc_table_end(&b, tp, 0, 1);
+  mb_enc_str(&b, "host", 4);
+  mb_enc_str(&b, "db1", 3);
+  mb_enc_table_end(&b, tn, 0, 2);
+  mb_enc_str(&b, "my token", 8);
+  mb_enc_str(&b, "spaced", 6);
+  mb_enc_str(&b, "count", 5);
+  mb_enc_int(&b, 3);
+  mb_enc_table_end(&b, t, 0, 8);
+  const char *s = show(&b);
+  CHECK_STR(s, "{user=\"ann\", password=\"********\", apiToken=\"********\", "
+               "Client_SECRET=\"********\", tokens=\"********\", "
+               "nested={PassWord=\"********\", host=\"db1\"}, [\"my token\"]=\"********\", "
+               "count=3}");
+  const char *leaks[] = {"hunter2", "tk-123", "987654", "t-one", "t-two", "t-three", "d-val",
+                         "deep", "spaced"};
+  for (size_t i = 0; i < sizeof leaks / sizeof *leaks; i++)
+    if (!CHECK(strstr(s, leaks[i]) == NULL)) fprintf(stderr, "    \"%s\" shown\n", leaks[i]);
+
+  /* in an array a secret-looking string is only a value */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "password", 8);
+  mb_enc_table_end(&b, t, 1, 0);
+  CHECK_STR(show(&b), "{\"password\"}");
+  /* the value is checked although it is masked: a broken one is malformed */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "secret", 6);
+  uint8_t bad[] = {MB_V_STR, 50, 0, 0, 0, 'x'};
+  mb_buf_add(&b, bad, sizeof bad);
+  mb_enc_table_end(&b, t, 0, 1);
+  CHECK_STR(show(&b), "<malformed value>");
+
+  const char *yes[] = {"password", "PASSWORD", "user_password", "apiToken", "TOKEN", "token",
+                       "x-secret-y", "SeCrEt", "db.Password.old", "refresh_token", "secrets"};
+  for (size_t i = 0; i < sizeof yes / sizeof *yes; i++)
+    if (!CHECK_INT(mb_key_is_secret(yes[i], strlen(yes[i])), 1))
+      fprintf(stderr, "    %s\n", yes[i]);
+  const char *no[] = {"", "passwd", "pass", "pwd", "tok", "toke", "secre", "user", "tokn",
+                      "id", "se cret", "pass_word"};
+  for (size_t i = 0; i < sizeof no / sizeof *no; i++)
+    if (!CHECK_INT(mb_key_is_secret(no[i], strlen(no[i])), 0)) fprintf(stderr, "    %s\n", no[i]);
+  /* only len bytes count */
+  CHECK_INT(mb_key_is_secret("passwordX", 7), 0);
+  CHECK_INT(mb_key_is_secret("tokenizer", 5), 1);
+  CHECK_INT(mb_key_is_secret("my_token", 7), 0);
+  CHECK_INT(mb_key_is_secret("xx\0token", 8), 1);
+  mb_buf_free(&b);
+}
+
+static void enc_ints(mb_buf *b, int n) {
+  long t = mb_enc_table_begin(b);
+  for (int i = 0; i < n; i++) mb_enc_int(b, i);
+  mb_enc_table_end(b, t, (uint32_t)n, 0);
+}
+
+static void test_show_max(void) {
+  mb_buf b = {0};
+  enc_ints(&b, 10);
+  CHECK_STR(show_max(&b, 0), "{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}");
+  enc_ints(&b, 10);
+  CHECK_STR(show_max(&b, 30), "{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}"); /* exactly fits */
+  enc_ints(&b, 10);
+  CHECK_STR(show_max(&b, 29), "{0, 1, 2, 3, 4, 5, 6, 7, 8, 9...");
+  enc_ints(&b, 10);
+  CHECK_STR(show_max(&b, 10), "{0, 1, 2, ...");
+  enc_ints(&b, 10);
+  CHECK_STR(show_max(&b, 1), "{...");
+  char x[100];
+  memset(x, 'x', sizeof x);
+  mb_enc_str(&b, x, sizeof x);
+  CHECK_STR(show_max(&b, 20), "\"xxxxxxxxxxxxxxxxxxx...");
+  /* never more than max plus the "..." */
+  for (size_t max = 1; max < 40; max++) {
+    enc_ints(&b, 10);
+    const char *s = show_max(&b, max);
+    size_t n = strlen(s);
+    if (!CHECK(n <= max + 3 && (n == 30 || (n >= 3 && strcmp(s + n - 3, "...") == 0))))
+      fprintf(stderr, "    max %zu: %s\n", max, s);
+  }
+  /* a cut value is still read to its end: malformed after the cut shows */
+  long t = mb_enc_table_begin(&b);
+  for (int i = 0; i < 5; i++) mb_enc_int(&b, i);
+  mb_enc_table_end(&b, t, 6, 0); /* says 6, holds 5 */
+  CHECK_STR(show_max(&b, 5), "<malformed value>");
+
+  /* it appends: max counts what it adds, not what was there */
+  mb_buf out = {0};
+  mb_buf_add(&out, "msg: ", 5);
+  enc_ints(&b, 10);
+  CHECK_INT(mb_value_show(b.p, b.len, &out, 10), 0);
+  CHECK_MEM(out.p, out.len, "msg: {0, 1, 2, ...", 18);
+  b.len = 0;
+  mb_buf_free(&out);
+  mb_buf_free(&b);
+}
+
+static void check_malformed(const uint8_t *p, size_t len, int line) {
+  mb_buf out = {0};
+  mb_buf_add(&out, "before|", 7);
+  int rc = mb_value_show(p, len, &out, 0);
+  int ok = CHECK_INT(rc, 0);
+  ok &= CHECK_MEM(out.p, out.len, "before|<malformed value>", 24);
+  if (!ok) fprintf(stderr, "    (case at line %d: %.*s)\n", line, (int)out.len, (char *)out.p);
+  mb_buf_free(&out);
+}
+
+static void test_show_malformed(void) {
+  uint8_t trunc_int[] = {MB_V_INT, 1, 2, 3};
+  check_malformed(trunc_int, sizeof trunc_int, __LINE__);
+  uint8_t trunc_float[] = {MB_V_FLOAT, 0, 0};
+  check_malformed(trunc_float, sizeof trunc_float, __LINE__);
+  uint8_t bad_tag[] = {99};
+  check_malformed(bad_tag, sizeof bad_tag, __LINE__);
+  check_malformed(bad_tag, 0, __LINE__); /* nothing at all */
+  uint8_t long_str[] = {MB_V_STR, 9, 0, 0, 0, 'a', 'b'};
+  check_malformed(long_str, sizeof long_str, __LINE__);
+  uint8_t short_len[] = {MB_V_STR, 9, 0};
+  check_malformed(short_len, sizeof short_len, __LINE__);
+  uint8_t short_table[] = {MB_V_TABLE, 1, 0, 0, 0, 0};
+  check_malformed(short_table, sizeof short_table, __LINE__);
+
+  /* shown in part before the fault: the part is taken back */
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "two", 3);
+  mb_enc_str(&b, "k", 1);
+  mb_enc_table_end(&b, t, 2, 1); /* the value of k is missing */
+  check_malformed(b.p, b.len, __LINE__);
+  b.len = 0;
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "k", 1);
+  mb_enc_int(&b, 1);
+  mb_buf_add(&b, bad_tag, 1);
+  mb_enc_int(&b, 2);
+  mb_enc_table_end(&b, t, 0, 2); /* a key with an unknown tag */
+  check_malformed(b.p, b.len, __LINE__);
+  b.len = 0;
+  /* nested deeper than MB_MAX_DEPTH */
+  enc_nested(&b, MB_MAX_DEPTH + 1);
+  check_malformed(b.p, b.len, __LINE__);
+  b.len = 0;
+  enc_nested(&b, MB_MAX_DEPTH - 1);
+  const char *s = show(&b);
+  CHECK(strncmp(s, "{{{{", 4) == 0 && strstr(s, "{1}") != NULL);
+  /* a good value after a bad one shows in full again */
+  mb_enc_int(&b, 5);
+  CHECK_STR(show(&b), "5");
+  mb_buf_free(&b);
+}
+
+/* ---- observing: the tracer (mb_observe.c) ------------------------------- */
+
+#define NONE "(none)"
+
+typedef struct thop {
+  mb_hop_kind kind;
+  double at, duration;
+  uint64_t id;
+  char dest[64], from[32], to[32], error[200];
+  int has_msg;
+  int64_t val; /* the message's payload as an integer (INT64_MIN: none) */
+} thop;
+
+typedef struct tracer {
+  int n;
+  thop h[48];
+} tracer;
+
+static void tracer_fn(void *ud, const mb_hop *h) {
+  tracer *t = ud;
+  if (t->n >= 48) {
+    t->n++;
+    return;
+  }
+  thop *o = &t->h[t->n++];
+  o->kind = h->kind;
+  o->at = h->at;
+  o->duration = h->duration;
+  o->id = h->id;
+  snprintf(o->dest, sizeof o->dest, "%s", h->dest ? h->dest : NONE);
+  snprintf(o->from, sizeof o->from, "%s", h->from ? h->from : NONE);
+  snprintf(o->to, sizeof o->to, "%s", h->to ? h->to : NONE);
+  snprintf(o->error, sizeof o->error, "%s", h->error ? h->error : NONE);
+  o->has_msg = h->msg != NULL;
+  o->val = h->msg ? payload_int(h->msg) : INT64_MIN;
+}
+
+/* Hop i of t: kind, id, destination, from, to and error (NONE: NULL). */
+static void check_hop(int line, const tracer *t, int i, mb_hop_kind kind, uint64_t id,
+                      const char *dest, const char *from, const char *to, const char *error) {
+  if (!CHECK(i < t->n && i < 48)) {
+    fprintf(stderr, "    (no hop %d: %d hops; checked at line %d)\n", i, t->n, line);
+    return;
+  }
+  const thop *h = &t->h[i];
+  int ok = CHECK_INT(h->kind, kind);
+  ok &= CHECK(h->id == id);
+  ok &= CHECK_STR(h->dest, dest);
+  ok &= CHECK_STR(h->from, from);
+  ok &= CHECK_STR(h->to, to);
+  ok &= CHECK_STR(h->error, error);
+  ok &= CHECK(h->duration >= 0);
+  if (!ok) fprintf(stderr, "    (hop %d, checked at line %d)\n", i, line);
+}
+#define CHECK_HOP(t, i, kind, id, dest, from, to, error) \
+  check_hop(__LINE__, t, i, kind, id, dest, from, to, error)
+
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* at: since the runtime was made, never decreasing; durations not negative */
+static void check_times(const tracer *t, double t_before_new) {
+  double limit = mono_now() - t_before_new;
+  int n = t->n < 48 ? t->n : 48;
+  for (int i = 0; i < n; i++) {
+    int ok = CHECK(t->h[i].at >= 0 && t->h[i].at <= limit);
+    ok &= CHECK(t->h[i].duration >= 0 && t->h[i].duration <= limit);
+    if (i) ok &= CHECK(t->h[i].at >= t->h[i - 1].at);
+    if (!ok)
+      fprintf(stderr, "    hop %d: at %.9f (before: %.9f), duration %.9f, limit %.9f\n", i,
+              t->h[i].at, i ? t->h[i - 1].at : 0.0, t->h[i].duration, limit);
+  }
+  if (n > 1) CHECK(t->h[n - 1].at > t->h[0].at);
+}
+
+static void test_trace_hops(void) {
+  double t_new = mono_now();
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *snd = mb_service_new(rt, "sender", 0), *wrk = mb_service_new(rt, "worker", 0);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+  CHECK_INT(mb_dest_declare(rt, "t/ok", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "t/fail", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "t/drop", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "t/none", NULL), MB_OK);
+  CHECK_INT(declare(rt, "t/full", MB_PARALLEL, 1, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(declare(rt, "t/sync", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis ok, fail, drop, full, sync;
+  CHECK_INT(lis_listen(&ok, wrk, "t/ok", 0, L_OK, "OK"), MB_OK);
+  CHECK_INT(lis_listen(&fail, wrk, "t/fail", 0, L_FAIL, "F"), MB_OK);
+  CHECK_INT(lis_listen(&drop, wrk, "t/drop", 0, L_OK, "D"), MB_OK);
+  CHECK_INT(lis_listen(&full, wrk, "t/full", 0, L_OK, "Q"), MB_OK);
+  CHECK_INT(lis_listen(&sync, wrk, "t/sync", 0, L_OK, "S"), MB_OK);
+  CHECK_INT(tr.n, 0); /* declaring and listening are not hops */
+
+  /* ok */
+  mb_msg *m = msg_int(1);
+  uint64_t id1 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/ok", m, NULL, NULL), MB_OK);
+  CHECK_INT(tr.n, 0); /* queued: no hop yet */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 1);
+  CHECK_HOP(&tr, 0, MB_HOP_OK, id1, "t/ok", "sender", "worker", NONE);
+  CHECK(tr.h[0].has_msg && tr.h[0].val == 1);
+
+  /* failed */
+  m = msg_int(2);
+  uint64_t id2 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/fail", m, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 2);
+  CHECK_HOP(&tr, 1, MB_HOP_FAILED, id2, "t/fail", "sender", "worker", "failed: boom");
+  CHECK(tr.h[1].has_msg && tr.h[1].val == 2);
+
+  /* dropped: the only listener closed between send and dispatch */
+  m = msg_int(3);
+  uint64_t id3 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/drop", m, NULL, NULL), MB_OK);
+  mb_listener_close(drop.l);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(drop.calls, 0);
+  CHECK_INT(tr.n, 3);
+  CHECK_INT(tr.h[2].kind, MB_HOP_DROPPED);
+  CHECK(tr.h[2].id == id3);
+  CHECK_STR(tr.h[2].dest, "t/drop");
+  CHECK_STR(tr.h[2].from, "sender");
+  CHECK_STR(tr.h[2].to, NONE); /* no listener took it */
+  CHECK(strncmp(tr.h[2].error, "dropped: ", 9) == 0);
+  CHECK_INT(stats_of(rt, "t/drop").dropped, 1);
+
+  /* rejected: nobody listens; the hop comes with the refusal */
+  m = msg_int(4);
+  uint64_t id4 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/none", m, NULL, NULL), MB_ENOLISTENERS);
+  CHECK_INT(tr.n, 4);
+  CHECK_HOP(&tr, 3, MB_HOP_REJECTED, id4, "t/none", "sender", NONE,
+            "no_listeners: nobody listens there");
+  CHECK(tr.h[3].has_msg && tr.h[3].val == 4);
+  CHECK(tr.h[3].duration == 0);
+
+  /* rejected: queue_full (max_queue 1, reject) */
+  m = msg_int(5);
+  uint64_t id5 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/full", m, NULL, NULL), MB_OK);
+  m = msg_int(6);
+  uint64_t id6 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/full", m, NULL, NULL), MB_EFULL);
+  CHECK_INT(tr.n, 5);
+  CHECK_HOP(&tr, 4, MB_HOP_REJECTED, id6, "t/full", "sender", NONE,
+            "queue_full: its queue is full (max_queue)");
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 6);
+  CHECK_HOP(&tr, 5, MB_HOP_OK, id5, "t/full", "sender", "worker", NONE);
+
+  /* rejected: no such destination (send and request) */
+  m = msg_int(7);
+  uint64_t id7 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/missing", m, NULL, NULL), MB_ENODEST);
+  CHECK_INT(tr.n, 7);
+  CHECK_HOP(&tr, 6, MB_HOP_REJECTED, id7, "t/missing", "sender", NONE,
+            "no_destination: no such destination");
+  reqres rr = {0};
+  mb_request *r = NULL;
+  m = msg_int(8);
+  uint64_t id8 = mb_msg_id(m);
+  CHECK_INT(mb_request_start(snd, "t/nowhere", m, 1.0, 0, req_cb, &rr, &r), MB_ENODEST);
+  CHECK_INT(tr.n, 8);
+  CHECK_HOP(&tr, 7, MB_HOP_REJECTED, id8, "t/nowhere", "sender", NONE,
+            "no_destination: no such destination");
+  m = msg_int(9);
+  uint64_t id9 = mb_msg_id(m);
+  CHECK_INT(mb_request_start(snd, "t/none", m, 1.0, 0, req_cb, &rr, &r), MB_ENOLISTENERS);
+  CHECK_INT(tr.n, 9);
+  CHECK_HOP(&tr, 8, MB_HOP_REJECTED, id9, "t/none", "sender", NONE,
+            "no_listeners: nobody listens there");
+
+  /* a synchronous destination: the hop before mb_send returns */
+  m = msg_int(10);
+  uint64_t id10 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/sync", m, NULL, NULL), MB_OK);
+  CHECK_INT(tr.n, 10);
+  CHECK_HOP(&tr, 9, MB_HOP_OK, id10, "t/sync", "sender", "worker", NONE);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 10);
+  CHECK_INT(rr.calls, 0);
+  check_times(&tr, t_new);
+
+  /* tracing off: no more hops, of any kind */
+  mb_runtime_trace(rt, NULL, NULL);
+  CHECK_INT(mb_send(snd, "t/ok", msg_int(11), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(snd, "t/fail", msg_int(12), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(snd, "t/none", msg_int(13), NULL, NULL), MB_ENOLISTENERS);
+  CHECK_INT(mb_send(snd, "t/missing", msg_int(14), NULL, NULL), MB_ENODEST);
+  CHECK_INT(mb_send(snd, "t/sync", msg_int(15), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(ok.calls, 2);
+  CHECK_INT(fail.calls, 2);
+  CHECK_INT(tr.n, 10);
+
+  /* and on again, with another tracer */
+  tracer tr2 = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr2);
+  m = msg_int(16);
+  uint64_t id16 = mb_msg_id(m);
+  CHECK_INT(mb_send(snd, "t/ok", m, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 10);
+  CHECK_INT(tr2.n, 1);
+  CHECK_HOP(&tr2, 0, MB_HOP_OK, id16, "t/ok", "sender", "worker", NONE);
+  CHECK(tr2.h[0].at >= tr.h[9].at);
+  mb_runtime_trace(rt, NULL, NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* A request that gets no reply in time: a timeout hop from the requester,
+ * then the late delivery's own hop. */
+static void test_trace_timeout(void) {
+  double t_new = mono_now();
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *asker = mb_service_new(rt, "asker", 0), *slow = mb_service_new(rt, "slowpoke", 0);
+  CHECK_INT(mb_dest_declare(rt, "slow", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, slow, "slow", 0, L_HOLD, "H"), MB_OK);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  mb_msg *m = msg_int(1);
+  uint64_t id = mb_msg_id(m);
+  double t0 = mono_now();
+  CHECK_INT(mb_request_start(asker, "slow", m, 0.05, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  double took = mono_now() - t0;
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.status[0], MB_ETIMEOUT);
+  CHECK_INT(h.nheld, 1);
+  CHECK_INT(tr.n, 1);
+  CHECK_HOP(&tr, 0, MB_HOP_TIMEOUT, id, "slow", "asker", NONE,
+            "timeout: no reply from slow within 0.05 s");
+  CHECK_STR(tr.h[0].error, rr.error[0]); /* what the requester got */
+  CHECK_INT(tr.h[0].has_msg, 0);
+  CHECK(tr.h[0].duration >= 0.05 - 1e-6 && tr.h[0].duration <= took);
+
+  lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 2);
+  CHECK_HOP(&tr, 1, MB_HOP_OK, id, "slow", "asker", "slowpoke", NONE);
+  CHECK(tr.h[1].duration >= tr.h[0].duration);
+
+  /* request_all: one timeout hop for the request */
+  CHECK_INT(mb_dest_declare(rt, "slow2", NULL), MB_OK);
+  lis h2, h3;
+  CHECK_INT(lis_listen(&h2, slow, "slow2", 0, L_HOLD, "H2"), MB_OK);
+  CHECK_INT(lis_listen(&h3, slow, "slow2", 0, L_REPLY, "H3"), MB_OK);
+  reqres ra = {0};
+  m = msg_int(2);
+  uint64_t id2 = mb_msg_id(m);
+  CHECK_INT(mb_request_start(asker, "slow2", m, 0.03, 1, req_cb, &ra, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(ra.calls, 1);
+  CHECK_INT(ra.n, 2);
+  /* a reply (H3), its delivery's ok, then the timeout for H2's group */
+  CHECK_INT(tr.n, 5);
+  CHECK_HOP(&tr, 2, MB_HOP_REPLY, id2, "slow2", "slowpoke", "asker", NONE);
+  CHECK_HOP(&tr, 3, MB_HOP_OK, id2, "slow2", "asker", "slowpoke", NONE);
+  CHECK_HOP(&tr, 4, MB_HOP_TIMEOUT, id2, "slow2", "asker", NONE,
+            "timeout: no answer from slow2 within 0.03 s");
+  lis_finish(&h2, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 6);
+  CHECK_HOP(&tr, 5, MB_HOP_OK, id2, "slow2", "asker", "slowpoke", NONE);
+  check_times(&tr, t_new);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* Replies: a reply hop from the replier to the requester, before the
+ * request's delivery ends; with reply_to, the reply's own delivery. */
+static void test_trace_reply(void) {
+  double t_new = mono_now();
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *asker = mb_service_new(rt, "asker", 0), *calc = mb_service_new(rt, "calculator", 0);
+  CHECK_INT(mb_dest_declare(rt, "calc", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "answers", NULL), MB_OK);
+  lis a, back;
+  CHECK_INT(lis_listen(&a, calc, "calc", 0, L_REPLY, "A"), MB_OK);
+  a.reply_add = 1;
+  CHECK_INT(lis_listen(&back, asker, "answers", 0, L_OK, "BACK"), MB_OK);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+
+  reqres rr = {0};
+  mb_request *r = NULL;
+  mb_msg *m = msg_int(4);
+  uint64_t id = mb_msg_id(m);
+  CHECK_INT(mb_request_start(asker, "calc", m, 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.reply[0], 41);
+  CHECK_INT(tr.n, 2);
+  CHECK_HOP(&tr, 0, MB_HOP_REPLY, id, "calc", "calculator", "asker", NONE);
+  CHECK(tr.h[0].has_msg && tr.h[0].val == 41); /* the reply, not the request */
+  CHECK_HOP(&tr, 1, MB_HOP_OK, id, "calc", "asker", "calculator", NONE);
+  CHECK(tr.h[1].val == 4);
+
+  /* reply_to: the reply hop names that destination; nobody waits */
+  m = msg_int_to(5, "answers");
+  uint64_t id5 = mb_msg_id(m);
+  CHECK_INT(mb_send(asker, "calc", m, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(back.calls, 1);
+  CHECK_INT(back.seen[0], 51);
+  CHECK_INT(tr.n, 5);
+  CHECK_HOP(&tr, 2, MB_HOP_REPLY, id5, "answers", "calculator", NONE, NONE);
+  CHECK(tr.h[2].val == 51);
+  CHECK_HOP(&tr, 3, MB_HOP_OK, id5, "calc", "asker", "calculator", NONE);
+  CHECK_HOP(&tr, 4, MB_HOP_OK, back.ids[0], "answers", "calculator", "asker", NONE);
+  CHECK(back.ids[0] != id5);
+  CHECK(tr.h[4].val == 51);
+  check_times(&tr, t_new);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* ---- observing: latency ----------------------------------------------------- */
+
+/* A listener that finishes payloads divisible by slow_every after `delay`
+ * seconds (an ev timer), the others at once; it notes when each finished. */
+#define LATN 200
+
+typedef struct lat_lis {
+  mb_runtime *rt;
+  double delay;
+  int slow_every;
+  int calls;
+  double done_at[LATN];
+} lat_lis;
+
+typedef struct lat_one {
+  ev_timer t;
+  lat_lis *owner;
+  mb_delivery *d;
+  int64_t v;
+} lat_one;
+
+static void lat_finish(lat_lis *l, mb_delivery *d, int64_t v) {
+  mb_delivery_done(d, MB_OK, NULL);
+  if (v >= 0 && v < LATN) l->done_at[v] = mono_now(); /* after: an upper bound */
+}
+
+static void lat_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  lat_one *o = t->data;
+  lat_finish(o->owner, o->d, o->v);
+  free(o);
+}
+
+static void lat_fn(void *ud, mb_delivery *d) {
+  lat_lis *l = ud;
+  int64_t v = payload_int(mb_delivery_msg(d));
+  l->calls++;
+  if (v % l->slow_every) {
+    lat_finish(l, d, v);
+    return;
+  }
+  lat_one *o = calloc(1, sizeof *o);
+  if (!o) abort();
+  o->owner = l;
+  o->d = d;
+  o->v = v;
+  struct ev_loop *loop = mb_runtime_loop(l->rt);
+  ev_now_update(loop); /* the delay counts from now, not from the loop's last turn */
+  ev_timer_init(&o->t, lat_timer_cb, l->delay, 0);
+  o->t.data = o;
+  ev_timer_start(loop, &o->t);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Sends 0..LATN-1 to dest (each timed from just before the send) and runs;
+ * checks mb_stats' latency against the bounds the test can know: every
+ * delivery took at least 0 (delay for the slow ones) and at most what the
+ * test measured around it; p99 is the 99th percentile within 1/16. */
+static void lat_round(mb_runtime *rt, mb_service *svc, const char *dest, double delay,
+                      int slow_every, mb_stats *st_out) {
+  lat_lis l = {rt, delay, slow_every, 0, {0}};
+  int err = MB_OK;
+  mb_listener *li = mb_listen(svc, dest, 0, lat_fn, NULL, &l, &err);
+  if (!CHECK(li != NULL)) return;
+  static double sent_at[LATN], lat[LATN];
+  for (int v = 0; v < LATN; v++) {
+    sent_at[v] = mono_now();
+    CHECK_INT(mb_send(svc, dest, msg_int(v), NULL, NULL), MB_OK);
+  }
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(l.calls, LATN);
+  double sum = 0, lo_sum = 0;
+  int nslow = 0;
+  for (int v = 0; v < LATN; v++) {
+    lat[v] = l.done_at[v] - sent_at[v];
+    sum += lat[v];
+    if (v % slow_every == 0) {
+      nslow++;
+      lo_sum += delay;
+    }
+  }
+  qsort(lat, LATN, sizeof *lat, cmp_double);
+  size_t rank = (LATN * 99 + 99) / 100; /* the 198th of 200 */
+  mb_stats st = stats_of(rt, dest);
+  CHECK_INT(st.delivered, LATN);
+  /* the mean: between the known lower bound and what was measured */
+  CHECK(st.latency_mean > 0);
+  CHECK(st.latency_mean >= lo_sum / LATN);
+  CHECK(st.latency_mean <= sum / LATN + 1e-9);
+  /* p99: the 198th latency, rounded up by at most 1/16; never above the max */
+  if (nslow >= LATN - (int)rank + 1) CHECK(st.latency_p99 >= delay);
+  if (!CHECK(st.latency_p99 <= lat[rank - 1] * 17 / 16 + 1e-9))
+    fprintf(stderr, "    p99 %.9f, measured 198th %.9f\n", st.latency_p99, lat[rank - 1]);
+  CHECK(st.latency_p99 <= lat[LATN - 1] + 1e-9);
+  CHECK(st.latency_p99 > 0);
+  mb_listener_close(li);
+  *st_out = st;
+}
+
+static void test_latency(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "lat", 0);
+  CHECK_INT(mb_dest_declare(rt, "lat/a", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "lat/b", NULL), MB_OK);
+  mb_runtime_observe(rt, MB_OBSERVE_LATENCY);
+  mb_stats st = stats_of(rt, "lat/a");
+  CHECK(st.latency_mean == 0 && st.latency_p99 == 0); /* none timed yet */
+
+  /* 4 of 200 take 20 ms: the 198th is one of them */
+  lat_round(rt, svc, "lat/a", 0.02, 50, &st);
+  CHECK(st.latency_p99 >= 0.02);
+  CHECK(st.latency_mean >= 4 * 0.02 / LATN);
+  /* 1 of 200 takes 100 ms: the 198th is a quick one, p99 is far below */
+  lat_round(rt, svc, "lat/b", 0.1, LATN, &st);
+  CHECK(st.latency_p99 < 0.05);
+  CHECK(st.latency_mean >= 0.1 / LATN);
+
+  /* failed deliveries are timed too; dropped ones are not */
+  CHECK_INT(mb_dest_declare(rt, "lat/f", NULL), MB_OK);
+  lis f;
+  CHECK_INT(lis_listen(&f, svc, "lat/f", 0, L_FAIL, "F"), MB_OK);
+  for (int i = 0; i < 3; i++) CHECK_INT(mb_send(svc, "lat/f", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  st = stats_of(rt, "lat/f");
+  CHECK_INT(st.failed, 3);
+  CHECK(st.latency_mean > 0 && st.latency_p99 > 0);
+  CHECK_INT(mb_dest_declare(rt, "lat/d", NULL), MB_OK);
+  lis d;
+  CHECK_INT(lis_listen(&d, svc, "lat/d", 0, L_OK, "D"), MB_OK);
+  CHECK_INT(mb_send(svc, "lat/d", msg_int(1), NULL, NULL), MB_OK);
+  mb_listener_close(d.l);
+  CHECK_INT(run(rt), 0);
+  st = stats_of(rt, "lat/d");
+  CHECK_INT(st.dropped, 1);
+  CHECK(st.latency_mean == 0 && st.latency_p99 == 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+
+  /* not observed: both stay 0 */
+  rt = mb_runtime_new(NULL);
+  svc = mb_service_new(rt, "lat", 0);
+  CHECK_INT(mb_dest_declare(rt, "lat/off", NULL), MB_OK);
+  lat_lis l = {rt, 0.005, 2, 0, {0}};
+  int err = MB_OK;
+  CHECK(mb_listen(svc, "lat/off", 0, lat_fn, NULL, &l, &err) != NULL);
+  for (int v = 0; v < 10; v++) CHECK_INT(mb_send(svc, "lat/off", msg_int(v), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(l.calls, 10);
+  st = stats_of(rt, "lat/off");
+  CHECK_INT(st.delivered, 10);
+  CHECK(st.latency_mean == 0);
+  CHECK(st.latency_p99 == 0);
+  /* the graph or a tracer alone does not time deliveries into the stats */
+  mb_runtime_observe(rt, MB_OBSERVE_GRAPH);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+  for (int v = 1; v < 4; v += 2) CHECK_INT(mb_send(svc, "lat/off", msg_int(v), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 2);
+  st = stats_of(rt, "lat/off");
+  CHECK_INT(st.delivered, 12);
+  CHECK(st.latency_mean == 0 && st.latency_p99 == 0);
+  mb_runtime_trace(rt, NULL, NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* ---- observing: the graph ------------------------------------------------------ */
+
+typedef struct edges {
+  int n;
+  char e[32][96];
+} edges;
+
+static void edge_fn(void *ud, const mb_edge *e) {
+  edges *g = ud;
+  if (g->n < 32)
+    snprintf(g->e[g->n], sizeof g->e[0], "%s %s %s type=%d", e->service,
+             e->listens ? "listens at" : "sends to", e->dest, (int)e->type);
+  g->n++;
+}
+
+static edges graph_of(mb_runtime *rt) {
+  edges g;
+  memset(&g, 0, sizeof g);
+  mb_graph_each(rt, edge_fn, &g);
+  return g;
+}
+
+/* g holds exactly the edges in want (each once). */
+static void check_edges(int line, const edges *g, const char *const *want, int n) {
+  int ok = CHECK_INT(g->n, n);
+  for (int i = 0; i < n; i++) {
+    int seen = 0;
+    for (int j = 0; j < g->n && j < 32; j++) seen += strcmp(g->e[j], want[i]) == 0;
+    if (!CHECK_INT(seen, 1)) {
+      ok = 0;
+      fprintf(stderr, "    edge \"%s\"\n", want[i]);
+    }
+  }
+  if (!ok) {
+    fprintf(stderr, "    (checked at line %d) the graph:\n", line);
+    for (int j = 0; j < g->n && j < 32; j++) fprintf(stderr, "      %s\n", g->e[j]);
+  }
+}
+
+static void test_graph(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_runtime_observe(rt, MB_OBSERVE_GRAPH);
+  mb_service *alpha = mb_service_new(rt, "alpha", 0), *beta = mb_service_new(rt, "beta", 0);
+  CHECK_INT(declare(rt, "g/par", MB_PARALLEL, 0, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(declare(rt, "g/ser", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  CHECK_INT(declare(rt, "g/sync", MB_SYNCHRONOUS, 0, MB_FULL_REJECT, 0), MB_OK);
+  edges g = graph_of(rt);
+  CHECK_INT(g.n, 0);
+  lis b1, b2, b3, a1;
+  CHECK_INT(lis_listen(&b1, beta, "g/par", 0, L_OK, "B1"), MB_OK);
+  CHECK_INT(lis_listen(&b2, beta, "g/par", 5, L_OK, "B2"), MB_OK); /* same pair: one edge */
+  CHECK_INT(lis_listen(&b3, beta, "g/ser", 0, L_OK, "B3"), MB_OK);
+  CHECK_INT(lis_listen(&a1, alpha, "g/sync", 0, L_OK, "A1"), MB_OK);
+  g = graph_of(rt);
+  const char *listens[] = {"beta listens at g/par type=0", "beta listens at g/ser type=1",
+                           "alpha listens at g/sync type=2"};
+  check_edges(__LINE__, &g, listens, 3);
+
+  for (int i = 0; i < 10; i++) CHECK_INT(mb_send(alpha, "g/par", msg_int(i), NULL, NULL), MB_OK);
+  for (int i = 0; i < 3; i++) CHECK_INT(mb_send(alpha, "g/ser", msg_int(i), NULL, NULL), MB_OK);
+  for (int i = 0; i < 5; i++) CHECK_INT(mb_send(beta, "g/sync", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(b1.calls + b2.calls, 20);
+  for (int i = 0; i < 10; i++) CHECK_INT(mb_send(alpha, "g/par", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  const char *all[] = {"beta listens at g/par type=0",  "beta listens at g/ser type=1",
+                       "alpha listens at g/sync type=2", "alpha sends to g/par type=0",
+                       "alpha sends to g/ser type=1",    "beta sends to g/sync type=2"};
+  g = graph_of(rt);
+  check_edges(__LINE__, &g, all, 6);
+
+  /* a destination removed since keeps its edges */
+  CHECK_INT(mb_dest_remove(rt, "g/ser"), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_exists(rt, "g/ser"), 0);
+  CHECK_INT(b3.closed_calls, 1);
+  g = graph_of(rt);
+  check_edges(__LINE__, &g, all, 6);
+
+  /* a new pair adds one edge; a service gone keeps its edges */
+  lis a2;
+  CHECK_INT(lis_listen(&a2, alpha, "g/par", 0, L_OK, "A2"), MB_OK);
+  CHECK_INT(mb_send(beta, "g/par", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  mb_service_free(beta);
+  CHECK_INT(mb_send(alpha, "g/par", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  const char *more[] = {"beta listens at g/par type=0",  "beta listens at g/ser type=1",
+                        "alpha listens at g/sync type=2", "alpha sends to g/par type=0",
+                        "alpha sends to g/ser type=1",    "beta sends to g/sync type=2",
+                        "alpha listens at g/par type=0",  "beta sends to g/par type=0"};
+  g = graph_of(rt);
+  check_edges(__LINE__, &g, more, 8);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+
+  /* without MB_OBSERVE_GRAPH (latency alone, or nothing): no edges */
+  for (int round = 0; round < 2; round++) {
+    rt = mb_runtime_new(NULL);
+    if (round) mb_runtime_observe(rt, MB_OBSERVE_LATENCY);
+    mb_service *s = mb_service_new(rt, "solo", 0);
+    CHECK_INT(mb_dest_declare(rt, "g/x", NULL), MB_OK);
+    lis x;
+    CHECK_INT(lis_listen(&x, s, "g/x", 0, L_OK, "X"), MB_OK);
+    CHECK_INT(mb_send(s, "g/x", msg_int(1), NULL, NULL), MB_OK);
+    CHECK_INT(run(rt), 0);
+    CHECK_INT(x.calls, 1);
+    g = graph_of(rt);
+    CHECK_INT(g.n, 0);
+    check_quiet(rt);
+    mb_runtime_free(rt);
+  }
+}
+
+/* ---- graceful shutdown: mb_runtime_drain, mb_runtime_in_flight ---------------- */
+
+/* Turns the loop without blocking until *count reaches n. */
+static void run_until_n(mb_runtime *rt, const int *count, int n) {
+  for (int i = 0; i < 1000 && *count < n; i++) ev_run(mb_runtime_loop(rt), EVRUN_NOWAIT);
+}
+
+static mb_delivery *held_with(lis *l, int64_t v) {
+  for (int i = 0; i < l->nheld; i++) {
+    mb_delivery *d = l->held[(l->hhead + i) % MAXN];
+    if (payload_int(mb_delivery_msg(d)) == v) return d;
+  }
+  return NULL;
+}
+
+static void test_drain(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *app = mb_service_new(rt, "app", 0), *wrk = mb_service_new(rt, "wrk", 0);
+  CHECK_INT(mb_dest_declare(rt, "job", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "answers", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "mb/dead-letters", NULL), MB_OK);
+  lis h, back, dl;
+  CHECK_INT(lis_listen(&h, wrk, "job", 0, L_HOLD, "H"), MB_OK);
+  CHECK_INT(lis_listen(&back, app, "answers", 0, L_OK, "BACK"), MB_OK);
+  CHECK_INT(lis_listen(&dl, app, "mb/dead-letters", 0, L_OK, "DL"), MB_OK);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+
+  /* before the drain: two plain messages, one with reply_to, a request */
+  CHECK_INT(mb_send(app, "job", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(app, "job", msg_int(2), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(app, "job", msg_int_to(3, "answers"), NULL, NULL), MB_OK);
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(app, "job", msg_int(4), 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  run_until_n(rt, &h.nheld, 4); /* run() would wait for the request */
+  CHECK_INT(h.nheld, 4);
+  CHECK_INT(mb_runtime_in_flight(rt), 5); /* 4 deliveries running + 1 request */
+
+  mb_runtime_drain(rt);
+  CHECK_INT(mb_runtime_in_flight(rt), 5);
+  mb_stats before = stats_of(rt, "job");
+  int nhops = tr.n;
+
+  /* a plain send is refused, counted, traced */
+  mb_msg *m = msg_int(5);
+  uint64_t id5 = mb_msg_id(m);
+  CHECK_INT(mb_send(app, "job", m, NULL, NULL), MB_ESHUTDOWN);
+  CHECK_STR(mb_strerror(MB_ESHUTDOWN), "closed");
+  mb_stats st = stats_of(rt, "job");
+  CHECK_INT(st.rejected, before.rejected + 1);
+  CHECK_INT(st.sent, before.sent);
+  CHECK_INT(tr.n, nhops + 1);
+  CHECK_HOP(&tr, nhops, MB_HOP_REJECTED, id5, "job", "app", NONE,
+            "closed: shutting down, no new messages");
+  /* so is a new request, without its callback */
+  reqres rr2 = {0};
+  mb_request *r2 = (mb_request *)&rr2;
+  CHECK_INT(mb_request_start(app, "job", msg_int(6), 5.0, 0, req_cb, &rr2, &r2), MB_ESHUTDOWN);
+  CHECK(r2 == NULL);
+  CHECK_INT(stats_of(rt, "job").rejected, before.rejected + 2);
+  /* and a send to another destination, from any service */
+  CHECK_INT(mb_send(wrk, "answers", msg_int(7), NULL, NULL), MB_ESHUTDOWN);
+  CHECK_INT(stats_of(rt, "answers").rejected, 1);
+  /* the codes that came before still win */
+  CHECK_INT(mb_send(app, "nowhere", msg_int(8), NULL, NULL), MB_ENODEST);
+  CHECK_INT(mb_runtime_in_flight(rt), 5);
+
+  /* a follow-up (sent while handling a delivery) is taken */
+  m = msg_int(9);
+  mb_msg_follow_up(m);
+  CHECK_INT(mb_send(wrk, "job", m, NULL, NULL), MB_OK);
+  CHECK_INT(stats_of(rt, "job").sent, before.sent + 1);
+  CHECK(mb_runtime_in_flight(rt) >= 6);
+  run_until_n(rt, &h.nheld, 5);
+  CHECK_INT(h.nheld, 5);
+  CHECK_INT(mb_runtime_in_flight(rt), 6);
+
+  /* replies still go: to the waiting requester, and to a reply_to */
+  mb_delivery *d4 = held_with(&h, 4), *d3 = held_with(&h, 3);
+  CHECK(d4 != NULL && d3 != NULL);
+  if (d4) CHECK_INT(mb_reply(wrk, mb_delivery_msg(d4), mb_delivery_group(d4), msg_int(40)), MB_OK);
+  if (d3) CHECK_INT(mb_reply(wrk, mb_delivery_msg(d3), mb_delivery_group(d3), msg_int(30)), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.status[0], MB_OK);
+  CHECK_INT(rr.reply[0], 40);
+  CHECK_INT(back.calls, 1);
+  CHECK_INT(back.seen[0], 30);
+  CHECK_INT(mb_runtime_in_flight(rt), 5); /* the request is over */
+
+  /* the others finish one by one; the last fails: a dead letter still goes */
+  mb_delivery *d1 = held_with(&h, 1), *rest[5];
+  int nrest = 0;
+  for (int i = 0; i < h.nheld; i++) {
+    mb_delivery *d = h.held[(h.hhead + i) % MAXN];
+    if (d != d1 && nrest < 5) rest[nrest++] = d;
+  }
+  h.nheld = 0;
+  CHECK(d1 != NULL);
+  CHECK_INT(nrest, 4);
+  for (int i = 0; i < nrest; i++) {
+    mb_delivery_done(rest[i], MB_OK, NULL);
+    CHECK_INT(mb_runtime_in_flight(rt), (size_t)(4 - i));
+  }
+  if (d1) mb_delivery_done(d1, MB_EFAILED, "failed: late");
+  CHECK(mb_runtime_in_flight(rt) >= 1); /* the dead letter */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(dl.calls, 1);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+  st = stats_of(rt, "job");
+  CHECK_INT(st.delivered, 4);
+  CHECK_INT(st.failed, 1);
+  CHECK_INT(st.sent, 5);
+  CHECK_INT(rr2.calls, 0);
+
+  /* still draining: nothing new */
+  CHECK_INT(mb_send(app, "job", msg_int(10), NULL, NULL), MB_ESHUTDOWN);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+  mb_runtime_trace(rt, NULL, NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+static void nop_send_cb(void *ud, int status) {
+  (void)ud;
+  (void)status;
+}
+
+/* mb_runtime_in_flight: nonzero while anything is queued, blocked, running
+ * or waiting; exact for running deliveries and waiting requests; 0 once
+ * all is done. (Exact counts of queued work: see the report of the
+ * in_flight overcount; they are not asserted here.) */
+static void test_in_flight(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "if", 0);
+  CHECK_INT(mb_dest_declare(rt, "if/par", NULL), MB_OK);
+  lis p;
+  CHECK_INT(lis_listen(&p, svc, "if/par", 0, L_HOLD, "P"), MB_OK);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+  CHECK_INT(mb_send(svc, "if/par", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "if/par", msg_int(2), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "if/par", msg_int(3), NULL, NULL), MB_OK);
+  CHECK_INT(stats_of(rt, "if/par").pending, 3);
+  CHECK(mb_runtime_in_flight(rt) >= 3); /* queued */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(p.nheld, 3);
+  CHECK_INT(mb_runtime_in_flight(rt), 3); /* running */
+  for (int left = 2; lis_finish(&p, MB_OK, NULL); left--) CHECK_INT(mb_runtime_in_flight(rt), left);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+
+  /* serial: one running, one queued */
+  CHECK_INT(declare(rt, "if/ser", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis s;
+  CHECK_INT(lis_listen(&s, svc, "if/ser", 0, L_HOLD, "S"), MB_OK);
+  CHECK_INT(mb_send(svc, "if/ser", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "if/ser", msg_int(2), NULL, NULL), MB_OK);
+  CHECK(mb_runtime_in_flight(rt) >= 2);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(s.nheld, 1);
+  CHECK(mb_runtime_in_flight(rt) >= 2);
+  lis_finish(&s, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(s.nheld, 1);
+  CHECK(mb_runtime_in_flight(rt) >= 1);
+  lis_finish(&s, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+
+  /* a blocked sender (max_queue 1, block) */
+  CHECK_INT(declare(rt, "if/blk", MB_PARALLEL, 1, MB_FULL_BLOCK, 0), MB_OK);
+  lis b;
+  CHECK_INT(lis_listen(&b, svc, "if/blk", 0, L_OK, "B"), MB_OK);
+  CHECK_INT(mb_send(svc, "if/blk", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "if/blk", msg_int(2), nop_send_cb, NULL), MB_PENDING);
+  CHECK(mb_runtime_in_flight(rt) >= 2);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(b.calls, 2);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+
+  /* a request: its delivery and the wait, then only the wait */
+  reqres rr = {0};
+  mb_request *r = NULL;
+  CHECK_INT(mb_request_start(svc, "if/par", msg_int(7), 5.0, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK(mb_runtime_in_flight(rt) >= 2);
+  run_until(rt, &p.nheld);
+  CHECK_INT(p.nheld, 1);
+  CHECK_INT(mb_runtime_in_flight(rt), 2);
+  lis_finish(&p, MB_OK, NULL);
+  CHECK_INT(mb_runtime_in_flight(rt), 1);
+  mb_request_cancel(r);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 int main(void) {
   RUN(test_value_roundtrip);
   RUN(test_value_check_rejects);
@@ -2481,5 +3642,17 @@ int main(void) {
   RUN(test_message_json_in_listener);
   RUN(test_runtime_and_services);
   RUN(test_free_busy_runtime);
+  RUN(test_show_scalars);
+  RUN(test_show_tables);
+  RUN(test_show_secrets);
+  RUN(test_show_max);
+  RUN(test_show_malformed);
+  RUN(test_trace_hops);
+  RUN(test_trace_timeout);
+  RUN(test_trace_reply);
+  RUN(test_latency);
+  RUN(test_graph);
+  RUN(test_drain);
+  RUN(test_in_flight);
   return check_summary();
 }
