@@ -1,0 +1,348 @@
+-- The Lua side of the REPL (SPEC section 4): a service of its own that
+-- evaluates what the user types and runs the dot-commands. mbrun's front
+-- end (terminal, history, completion, Ctrl-C) declares the destination
+-- "mb/repl" and loads this script with the folder of the Lua modules:
+--
+--   mb.load(luadir .. "/mb/repl.lua", {name = "repl", args = {luadir}})
+--
+-- It then sends one request per line, and the reply says what to do next:
+--   {line = "text"}  -> {status = "ok" | "error" | "more" | "quit"}
+--                       or {status = "trace", on = true | false}
+--   {cancel = true}  -> {status = "ok"}  (unfinished input forgotten)
+-- "more": the input so far is an unfinished Lua chunk; the next line
+-- continues it. Everything shown goes out through print (one write per
+-- line, which the front end places above the prompt); an error is one line.
+--
+-- Lua input works as in lua.c: `return <input>` first, so expressions show
+-- their values, else the input as a statement; input is unfinished when the
+-- syntax error ends in <eof>. Code runs in this service's globals (so `mb`
+-- is there, and globals persist between lines) inside the handler's
+-- coroutine, so mb.request and mb.sleep just work.
+--
+-- Owns: the unfinished input, the listeners of .listen, the services of
+-- .load. Tested by spec/repl_lua_spec.lua (driven by spec/repl/driver.lua).
+
+local luadir = ...
+package.path = luadir .. "/?.lua;" .. package.path
+local pretty = require("mb.pretty").pretty
+
+-- the REPL's own references, safe from what the user does to the globals
+local G = _G
+local mb, print, load, xpcall, pcall, tostring, type, select = mb, print, load, xpcall, pcall, tostring,
+  type, select
+local tonumber, ipairs, next, getmetatable, assert = tonumber, ipairs, next, getmetatable, assert
+local math, table = math, table
+
+local DEFAULT_TIMEOUT = 5
+
+local pending = nil -- the unfinished Lua input, lines joined by "\n"
+local listeners = {} -- destination -> listener handle, for .listen
+local services = {} -- handles of the .load-ed services, kept for the session
+
+local OK, ERROR, MORE = {status = "ok"}, {status = "error"}, {status = "more"}
+
+local function fail(fmt, ...)
+  print("error: " .. fmt:format(...))
+  return ERROR
+end
+
+-- ---- Lua input ---------------------------------------------------------------
+
+-- lua.c's msghandler, without the traceback: the message, one line.
+local function message(e)
+  if type(e) == "string" then return e end
+  local mt = getmetatable(e)
+  if type(mt) == "table" and mt.__tostring then return tostring(e) end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+local function incomplete(err)
+  return err:sub(-5) == "<eof>"
+end
+
+-- Compiles the input: the function, or nil and the syntax error, and
+-- whether the input is unfinished.
+local function compile(text)
+  local f, rerr = load("return " .. text, "=stdin", "t", G)
+  if f then return f end
+  local err
+  f, err = load(text, "=stdin", "t", G)
+  if f then return f end
+  -- an unfinished expression ("{1,") counts too, not only statements
+  return nil, err, incomplete(err) or incomplete(rerr)
+end
+
+local function show(...)
+  local n = select("#", ...)
+  if n == 0 then return end
+  local out = {}
+  for i = 1, n do
+    local v = select(i, ...)
+    -- as lua.c does, a string on its own prints raw
+    out[i] = type(v) == "string" and v or pretty(v)
+  end
+  print(table.concat(out, "\t"))
+end
+
+local function finish(ok, ...)
+  if not ok then
+    print((...))
+    return ERROR
+  end
+  show(...)
+  return OK
+end
+
+local function lua_input(line)
+  local text = pending and (pending .. "\n" .. line) or line
+  local f, err, more = compile(text)
+  if not f then
+    if more then
+      pending = text
+      return MORE
+    end
+    pending = nil
+    print(err)
+    return ERROR
+  end
+  pending = nil -- before running: the code may wait, and other lines come
+  return finish(xpcall(f, message))
+end
+
+-- ---- payloads ------------------------------------------------------------------
+
+-- Whether text is a payload: a Lua expression (the function to evaluate)
+-- or JSON (the function returns the decoded value); or nil and the error.
+local function payload_of(text)
+  local f, err = load("return " .. text, "=payload", "t", G)
+  if f then return f end
+  local ok, v = pcall(mb.json.decode, text)
+  if ok then return function() return v end end
+  return nil, err
+end
+
+-- The payload's value, or nil and the error line printed.
+local function evaluate(f)
+  local ok, v = xpcall(f, message)
+  if not ok then return nil, fail("%s", v) end
+  return true, v
+end
+
+-- ---- commands ------------------------------------------------------------------
+
+local commands, order = {}, {}
+
+local function command(name, usage, help, fn)
+  commands[name] = {usage = usage, help = help, fn = fn}
+  order[#order + 1] = name
+end
+
+local function usage(name)
+  return fail("usage: %s", commands[name].usage)
+end
+
+-- "DEST rest" -> "DEST", "rest" (rest trimmed, maybe "")
+local function word(s)
+  local w, rest = s:match("^(%S+)%s*(.-)%s*$")
+  return w, rest or ""
+end
+
+-- A listed message on one line: [DEST] #ID PAYLOAD, then values and
+-- reply_to / response_id when set.
+local function listed(msg)
+  local one = {width = math.huge}
+  local out = {"[", msg.destination, "] #", msg.id, " ", pretty(msg.payload, one)}
+  if msg.values and next(msg.values) ~= nil then out[#out + 1] = "  values=" .. pretty(msg.values, one) end
+  if msg.reply_to then out[#out + 1] = "  reply_to=" .. msg.reply_to end
+  if msg.response_id then out[#out + 1] = "  response_id=" .. msg.response_id end
+  return table.concat(out)
+end
+
+-- Runs mb.<fn>(...) for a command: its results, or nil and the error line
+-- printed (a raised error and a nil, err return alike).
+local function call(fn, ...)
+  local r = table.pack(pcall(fn, ...))
+  if not r[1] then return nil, fail("%s", message(r[2])) end
+  if r[2] == nil and type(r[3]) == "string" then return nil, fail("%s", r[3]) end
+  return table.unpack(r, 2, r.n)
+end
+
+command(".send", ".send DEST PAYLOAD", "send PAYLOAD (Lua expression or JSON) to DEST", function(args)
+  local dest, text = word(args)
+  if not dest or text == "" then return usage(".send") end
+  local f, err = payload_of(text)
+  if not f then return fail("PAYLOAD is neither a Lua expression nor JSON: %s", err) end
+  local ok, v = evaluate(f)
+  if not ok then return v end
+  local id, e = call(mb.send, dest, v)
+  if not id then return e end
+  print("sent " .. id)
+  return OK
+end)
+
+command(".request", ".request DEST PAYLOAD [TIMEOUT]",
+  "send PAYLOAD to DEST and print the reply (TIMEOUT seconds, default " .. DEFAULT_TIMEOUT .. ")",
+  function(args)
+    local dest, text = word(args)
+    if not dest or text == "" then return usage(".request") end
+    local timeout = DEFAULT_TIMEOUT
+    local f, err = payload_of(text)
+    if not f then
+      -- a trailing number is the timeout, when what comes before it parses
+      local head, last = text:match("^(.-)%s+(%S+)$")
+      local t = last and tonumber(last)
+      local g = t and payload_of(head)
+      if not g then return fail("PAYLOAD is neither a Lua expression nor JSON: %s", err) end
+      f, timeout = g, t
+    end
+    local ok, v = evaluate(f)
+    if not ok then return v end
+    local reply, e = call(mb.request, dest, v, {timeout = timeout})
+    if reply == nil and e == ERROR then return ERROR end
+    print(pretty(reply))
+    return OK
+  end)
+
+command(".listen", ".listen DEST", "print every message that arrives at DEST", function(args)
+  local dest, extra = word(args)
+  if not dest or extra ~= "" then return usage(".listen") end
+  if listeners[dest] then return fail("already listening at '%s'", dest) end
+  local l, e = call(mb.listen, dest, function(msg) print(listed(msg)) end)
+  if not l then return e end
+  listeners[dest] = l
+  print("listening at " .. dest)
+  return OK
+end)
+
+command(".unlisten", ".unlisten DEST", "stop printing the messages of DEST", function(args)
+  local dest, extra = word(args)
+  if not dest or extra ~= "" then return usage(".unlisten") end
+  local l = listeners[dest]
+  if not l then return fail("not listening at '%s'", dest) end
+  listeners[dest] = nil
+  l:close()
+  print("stopped listening at " .. dest)
+  return OK
+end)
+
+-- names padded to one width, so the columns line up
+local function padded(names)
+  local w = 0
+  for _, n in ipairs(names) do w = math.max(w, #n) end
+  return function(n) return n .. (" "):rep(w - #n) end
+end
+
+command(".dests", ".dests", "list the destinations: type, listeners, pending messages", function(args)
+  if args ~= "" then return usage(".dests") end
+  local names = mb.destinations()
+  local all, pad = mb.stats(), padded(names)
+  for _, n in ipairs(names) do
+    local s = all[n]
+    if s then -- (removed meanwhile otherwise)
+      print(("%s  %-11s  listeners=%d  pending=%d"):format(pad(n), s.type, s.listeners, s.pending))
+    end
+  end
+  return OK
+end)
+
+local COUNTS = {"sent", "rejected", "delivered", "failed", "dropped", "pending", "in_flight",
+                "replies", "timeouts"}
+
+command(".stats", ".stats [DEST]", "statistics of DEST, or one line per destination", function(args)
+  local dest, extra = word(args)
+  if extra ~= "" then return usage(".stats") end
+  if dest then
+    local s, e = call(mb.stats, dest)
+    if not s then return e end
+    print(pretty(s))
+    return OK
+  end
+  local names = mb.destinations()
+  local all, pad = mb.stats(), padded(names)
+  for _, n in ipairs(names) do
+    local s = all[n]
+    if s then
+      local out = {pad(n)}
+      for _, k in ipairs(COUNTS) do out[#out + 1] = ("%s=%d"):format(k, s[k]) end
+      print(table.concat(out, "  "))
+    end
+  end
+  return OK
+end)
+
+command(".load", ".load SCRIPT [N] [ARG]",
+  "run SCRIPT as a service (N instances; ARG, a Lua expression or JSON, is its argument)",
+  function(args)
+    local path, rest = word(args)
+    if not path then return usage(".load") end
+    local n = 1
+    local count, after = word(rest)
+    if count and math.type(tonumber(count)) == "integer" then n, rest = tonumber(count), after end
+    if n < 1 then return fail("N must be a whole number, 1 or more") end
+    local opts = {instances = n}
+    if rest ~= "" then
+      local f, err = payload_of(rest)
+      if not f then return fail("ARG is neither a Lua expression nor JSON: %s", err) end
+      local ok, v = evaluate(f)
+      if not ok then return v end
+      opts.args = {v}
+    end
+    local h, e = call(mb.load, path, opts)
+    if not h then return e end
+    services[#services + 1] = h
+    print(("loaded %s (%d instance%s)"):format(path, n, n == 1 and "" or "s"))
+    return OK
+  end)
+
+command(".trace", ".trace on|off", "print one line per hop of every message (or stop)", function(args)
+  if args == "on" then return {status = "trace", on = true} end
+  if args == "off" then return {status = "trace", on = false} end
+  return usage(".trace")
+end)
+
+command(".help", ".help", "this list", function()
+  local pad = padded((function()
+    local u = {}
+    for i, name in ipairs(order) do u[i] = commands[name].usage end
+    return u
+  end)())
+  for _, name in ipairs(order) do
+    local c = commands[name]
+    print(pad(c.usage) .. "  " .. c.help)
+  end
+  print("Anything else is Lua: expressions print their values; `mb` is the bus.")
+  return OK
+end)
+
+command(".quit", ".quit", "leave (what is pending is delivered first)", function()
+  return {status = "quit"}
+end)
+
+local function run_command(line)
+  local name, args = line:match("^(%.%S*)%s*(.-)%s*$")
+  local c = commands[name]
+  if not c then return fail("unknown command '%s' (.help lists the commands)", name) end
+  return c.fn(args)
+end
+
+-- ---- the handler -----------------------------------------------------------------
+
+local function handle(msg)
+  local p = msg.payload
+  if type(p) ~= "table" then return ERROR end
+  if p.cancel then
+    pending = nil
+    return OK
+  end
+  local line = p.line
+  if type(line) ~= "string" then return ERROR end
+  if not pending then
+    if line:match("^%s*$") then return OK end
+    -- commands only at the start of an input (inside a long string a line
+    -- may well start with a dot), and a dot before a digit is a number
+    if line:match("^%s*%.[^%d]") then return run_command((line:gsub("^%s+", ""))) end
+  end
+  return lua_input(line)
+end
+
+assert(mb.listen("mb/repl", handle))
