@@ -1521,11 +1521,13 @@ static int l_load(lua_State *L) {
   if (!lua_isnil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
     check_keys(L, 2, keys, "mb.load");
-    int nt = lua_getfield(L, 2, "name"); /* the table keeps the string alive */
+    int nt = lua_getfield(L, 2, "name");
     if (nt != LUA_TNIL && (nt != LUA_TSTRING || lua_rawlen(L, -1) == 0))
       return luaL_error(L, "mb.load: option 'name' must be a non-empty string");
     if (nt == LUA_TSTRING) name = lua_tostring(L, -1);
-    lua_pop(L, 1);
+    /* kept alive by the registry until the next load, whatever the table's
+     * metamethods do meanwhile (the stack slots below are spoken for) */
+    lua_setfield(L, LUA_REGISTRYINDEX, "mb.load name");
     instances = opt_positive(L, 2, "instances", "mb.load");
     if (!instances) instances = 1;
     if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
@@ -1536,7 +1538,7 @@ static int l_load(lua_State *L) {
   }
   /* a missing file or a syntax error is the caller's: raise here */
   if (load_script(L, path) != LUA_OK)
-    return luaL_error(L, "mb.load: cannot load %s", lua_tostring(L, -1));
+    return luaL_error(L, "mb.load: %s", lua_tostring(L, -1));
   lua_pop(L, 1);
   /* args cross into the new states as encoded values */
   char err[700];

@@ -68,6 +68,7 @@ struct mb_runtime {
   mb_worker *workers;
   int nworkers;
   atomic_long busy; /* tasks, pending messages, open deliveries, timers */
+  atomic_long holds; /* the part of busy that is users' holds (timers...) */
   atomic_int stopping;
   size_t max_message_size;
   uint64_t next_group;
@@ -180,7 +181,7 @@ struct mb_dest {
   int pumping; /* mb_dest_pump is on the stack */
   mb_stats st;
   int in_ready; /* a pump task is queued */
-  uint32_t *lat_hist; /* MB_OBSERVE_LATENCY: deliveries per latency bucket */
+  uint64_t *lat_hist; /* MB_OBSERVE_LATENCY: deliveries per latency bucket */
   uint64_t lat_n, lat_max; /* lat_max in ns */
   double lat_sum; /* seconds */
 };
@@ -273,8 +274,9 @@ void mb_obs_listen(mb_runtime *rt, const mb_service *svc, const mb_dest *d);
 /* A delivery ended: latency, and a hop (to: the listener's service). */
 void mb_obs_outcome(mb_dest *d, const mb_msg *m, const mb_service *to, int status,
                     const char *error);
+/* why: NULL for the usual reason of code. */
 void mb_obs_rejected(mb_runtime *rt, const char *dest, const mb_service *from, const mb_msg *m,
-                     int code);
+                     int code, const char *why);
 void mb_obs_timeout(mb_request *r, const char *error);
 void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
                   const mb_request *r, const mb_msg *reply, uint64_t request_id);

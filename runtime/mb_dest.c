@@ -641,7 +641,7 @@ static void admit_blocked(mb_dest *d, int status) {
       d->st.sent++;
     else {
       d->st.rejected++;
-      mb_obs_rejected(d->rt, d->name, b->from, b->m, rc);
+      mb_obs_rejected(d->rt, d->name, b->from, b->m, rc, NULL);
       mb_msg_unref(b->m);
     }
     blocked_end(d, b, rc);
@@ -772,7 +772,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
                     : MB_OK;
   if (refused) {
     d->st.rejected++;
-    mb_obs_rejected(d->rt, d->name, from, m, refused);
+    mb_obs_rejected(d->rt, d->name, from, m, refused, NULL);
     mb_msg_unref(m);
     return refused;
   }
@@ -801,7 +801,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     }
     if (d->qlen >= d->opts.max_queue) {
       d->st.rejected++;
-      mb_obs_rejected(d->rt, d->name, from, m, MB_EFULL);
+      mb_obs_rejected(d->rt, d->name, from, m, MB_EFULL, NULL);
       mb_msg_unref(m);
       return MB_EFULL;
     }
@@ -821,7 +821,7 @@ int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
   int rc = d ? mb_send_msg(from, d, m, done, ud, &inl) : MB_ENODEST;
-  if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST);
+  if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
   mb_unlock(rt);
   if (!d) mb_msg_unref(m);
   mb_run_inline(&inl);

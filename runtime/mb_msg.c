@@ -30,6 +30,8 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
   m->id = atomic_fetch_add(&mb_next_msg_id, 1);
   m->response_id = 0;
   m->dest = NULL;
+  m->from = 0;
+  m->t_sent = 0;
   m->plen = (uint32_t)plen;
   m->vlen = (uint32_t)vlen;
   m->rlen = reply_to ? (uint32_t)rlen + 1 : 0; /* 0: no reply_to */

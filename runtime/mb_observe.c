@@ -178,9 +178,9 @@ void mb_obs_outcome(mb_dest *d, const mb_msg *m, const mb_service *to, int statu
 }
 
 void mb_obs_rejected(mb_runtime *rt, const char *dest, const mb_service *from, const mb_msg *m,
-                     int code) {
+                     int code, const char *why) {
   if (!(rt->obs & MB_OBS_TRACE)) return;
-  const char *why = code == MB_ENODEST        ? "no such destination"
+  if (!why) why = code == MB_ENODEST        ? "no such destination"
                     : code == MB_ENOLISTENERS ? "nobody listens there"
                     : code == MB_EFULL        ? "its queue is full (max_queue)"
                     : code == MB_ESHUTDOWN    ? "shutting down, no new messages"
@@ -227,10 +227,20 @@ size_t mb_runtime_in_flight(mb_runtime *rt) {
   for (size_t i = 0; i < rt->dests.cap; i++) {
     const mb_dest *d = rt->dests.e[i].v;
     if (!d) continue;
-    n += d->qlen + d->st.in_flight + (d->cur != NULL) + (size_t)d->in_ready;
+    n += d->qlen + d->st.in_flight;
     for (const mb_blocked *b = d->bhead; b; b = b->next) n++;
   }
   n += rt->requests.len;
   mb_unlock(rt);
-  return n;
+  if (n) return n;
+  /* Nothing at the destinations; but tasks may be queued that finish work
+   * (a reply on its way to a waiting script, a send's completion): they
+   * count in busy, and so do users' holds (timers), which are not work.
+   * Read holds around busy until they agree (see mb_runtime_hold). */
+  for (;;) {
+    long h1 = atomic_load(&rt->holds);
+    long b = atomic_load(&rt->busy);
+    long h2 = atomic_load(&rt->holds);
+    if (h1 == h2) return b > h1 ? (size_t)(b - h1) : 0;
+  }
 }

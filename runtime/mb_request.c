@@ -207,7 +207,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
   if (!d || mb_map_put(&rt->requests, id_hash(m->id), r)) {
-    if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST);
+    if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
     mb_unlock(rt);
     free(r);
     mb_msg_unref(m);
@@ -288,17 +288,24 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
   int answered = 0, rc;
   if (d) d->st.replies++;
   reply->response_id = id;
-  mb_obs_reply(rt, reply_to ? reply_to : d ? d->name : dest, from, r, reply, id);
   if (r && !reply->dest) {
     reply->dest = d;
     atomic_fetch_add(&d->refs, 1);
     answered = answer(r, group, from, MB_OK, reply, NULL) == 0;
   }
+  if (answered || reply_to)
+    mb_obs_reply(rt, reply_to ? reply_to : d ? d->name : dest, from, r, reply, id);
+  else /* too late, or nobody asked: the reply goes nowhere */
+    mb_obs_rejected(rt, d ? d->name : dest ? dest : "-", from, reply, MB_ECLOSED,
+                    "the request has its answer already, or ended");
   if (reply_to) {
     mb_msg *c = mb_msg_copy(reply);
     mb_dest *to = mb_dest_find(rt, reply_to);
     rc = !c ? MB_ENOMEM : to ? mb_send_msg(from, to, c, done, ud, &inl) : MB_ENODEST;
-    if (c && !to) mb_msg_unref(c);
+    if (c && !to) {
+      mb_obs_rejected(rt, reply_to, from, c, MB_ENODEST, NULL);
+      mb_msg_unref(c);
+    }
   } else {
     rc = answered ? MB_OK : MB_ECLOSED;
   }

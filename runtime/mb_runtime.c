@@ -55,7 +55,18 @@ void mb_busy(mb_runtime *rt, long delta) {
   if (now == 0) ev_async_send(rt->workers[0].loop, &rt->workers[0].async);
 }
 
-void mb_runtime_hold(mb_runtime *rt, int delta) { mb_busy(rt, delta); }
+/* Holds count in busy and in holds: busy first when one starts, holds first
+ * when one ends, so that mb_runtime_in_flight's busy - holds never reads
+ * less than the work truly in flight. */
+void mb_runtime_hold(mb_runtime *rt, int delta) {
+  if (delta > 0) {
+    mb_busy(rt, delta);
+    atomic_fetch_add(&rt->holds, delta);
+  } else {
+    atomic_fetch_add(&rt->holds, delta);
+    mb_busy(rt, delta);
+  }
+}
 long mb_runtime_busy(mb_runtime *rt) { return atomic_load(&rt->busy); }
 
 /* ---- task queues ----------------------------------------------------------- */

@@ -7,6 +7,7 @@
  * (show_*), spec/trace_spec.lua.
  */
 #include <ctype.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +65,7 @@ static int show_string(shower *s, const char *p, size_t len) {
     } else if (c == '\n') {
       rc = put(s, "\\n", 2);
     } else if (c < 32 || c == 127) {
-      snprintf(esc, sizeof esc, "\\%d", c);
+      snprintf(esc, sizeof esc, "\\%03d", c); /* unambiguous before a digit */
       rc = puts_(s, esc);
     } else {
       rc = put(s, (const char *)&p[i], 1);
@@ -76,17 +77,24 @@ static int show_string(shower *s, const char *p, size_t len) {
 static int show_float(shower *s, double v) {
   char buf[40];
   if (v != v) return puts_(s, "0/0");
-  if (v > 1e308 || v < -1e308) return puts_(s, v > 0 ? "math.huge" : "-math.huge");
+  if (isinf(v)) return puts_(s, v > 0 ? "math.huge" : "-math.huge");
   snprintf(buf, sizeof buf, "%.15g", v);
   if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
   if (!strpbrk(buf, ".en")) strcat(buf, ".0");
   return puts_(s, buf);
 }
 
+/* A key that can be written bare (key=...): a Lua name, not a keyword. */
 static int is_name(const char *p, size_t len) {
+  static const char *const keywords[] = {
+      "and",  "break", "do",  "else", "elseif", "end",    "false", "for",  "function", "goto", "if",
+      "in",   "local", "nil", "not",  "or",     "repeat", "return", "then", "true",     "until",
+      "while", NULL};
   if (!len || isdigit((unsigned char)p[0])) return 0;
   for (size_t i = 0; i < len; i++)
     if (!isalnum((unsigned char)p[i]) && p[i] != '_') return 0;
+  for (size_t k = 0; keywords[k]; k++)
+    if (strlen(keywords[k]) == len && !memcmp(keywords[k], p, len)) return 0;
   return 1;
 }
 
@@ -127,7 +135,8 @@ static int show_table(shower *s, const mb_item *t, int depth) {
 static int show_value(shower *s, int depth) {
   mb_item it;
   char buf[40];
-  if (depth > MB_MAX_DEPTH || mb_read(&s->r, &it)) return -1;
+  /* the 64th table's items sit at level 65: only tables count */
+  if (mb_read(&s->r, &it) || (it.tag == MB_V_TABLE && depth > MB_MAX_DEPTH)) return -1;
   switch (it.tag) {
   case MB_V_NIL: return puts_(s, "nil");
   case MB_V_FALSE: return puts_(s, "false");

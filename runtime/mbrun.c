@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "lmb.h"
@@ -313,33 +315,43 @@ static int emit_graph(mb_runtime *rt, int svg, const char *out_path) {
     int rc = write_dot(f, rt);
     return (out_path ? fclose(f) : fflush(f)) || rc ? 1 : 0;
   }
-  char cmd[PATH_MAX + 64];
-  fflush(stdout);
-  if (out_path) {
-    /* quote the path for the shell: '...' with ' written as '\'' */
-    size_t n = (size_t)snprintf(cmd, sizeof cmd, "dot -Tsvg -o '");
-    for (const char *p = out_path; *p && n + 8 < sizeof cmd; p++) {
-      if (*p == '\'') {
-        memcpy(cmd + n, "'\\''", 4);
-        n += 4;
-      } else {
-        cmd[n++] = *p;
-      }
-    }
-    snprintf(cmd + n, sizeof cmd - n, "'");
-  } else {
-    snprintf(cmd, sizeof cmd, "dot -Tsvg");
-  }
-  FILE *p = popen(cmd, "w");
-  if (!p) {
+  /* dot reads the DOT text from a pipe; no shell, so any file name works */
+  int fds[2];
+  if (pipe(fds)) {
     fprintf(stderr, "mbrun: cannot run dot: %s\n", strerror(errno));
     return 1;
   }
-  int bad = write_dot(p, rt);
-  int rc = pclose(p);
-  if (bad) return 1;
-  if (rc) fprintf(stderr, "mbrun: dot -Tsvg failed (status %d)\n", rc);
-  return rc ? 1 : 0;
+  fflush(stdout);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, fds[0], 0);
+  posix_spawn_file_actions_addclose(&fa, fds[0]);
+  posix_spawn_file_actions_addclose(&fa, fds[1]);
+  char *args[] = {"dot", "-Tsvg", out_path ? "-o" : NULL, (char *)out_path, NULL};
+  pid_t pid;
+  extern char **environ;
+  int err = posix_spawnp(&pid, "dot", &fa, NULL, args, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  close(fds[0]);
+  if (err) {
+    close(fds[1]);
+    fprintf(stderr, "mbrun: cannot run dot: %s\n", strerror(err));
+    return 1;
+  }
+  FILE *p = fdopen(fds[1], "w");
+  int bad = p ? write_dot(p, rt) : 1;
+  if (p)
+    bad |= fclose(p) != 0;
+  else
+    close(fds[1]);
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st)) {
+    fprintf(stderr, "mbrun: dot -Tsvg failed (status %d)\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+    return 1;
+  }
+  return bad;
 }
 
 static int have_dot(void) { return system("command -v dot >/dev/null 2>&1") == 0; }
@@ -418,62 +430,101 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
 
 /* ---- signals and the grace period ----------------------------------------------- */
 
-/* SIGINT and SIGTERM are blocked in every thread (the workers inherit the
- * mask) and read from a signalfd on worker 0's loop, so that a signal never
- * kills the process half-way, whichever thread the kernel picks. */
+/* SIGINT and SIGTERM are caught by a handler that only counts them and
+ * wakes worker 0's loop (ev_async_send is async-signal-safe); the loop
+ * decides what they mean. Nothing is blocked, so the programs that scripts
+ * start get the default dispositions back at exec. If a signal comes while
+ * an earlier one is still unanswered — the loop is stuck in a long handler
+ * — the handler exits the process at once: Ctrl-C twice always works. */
 typedef struct shutdown {
   mb_runtime *rt;
-  ev_io sig;
+  ev_async sig;
   ev_timer check, grace;
-  int signals;   /* how many arrived */
+  int signals;   /* how many the loop took (not counting the REPL's Ctrl-C) */
   int signo;     /* the first */
   int draining;  /* the grace period runs */
+  int finished;  /* the grace period's work is done, or it ran out */
   int expired;   /* it ran out */
-  int now;       /* a second signal: stop at once */
-  int fd;
+  int now;       /* a signal during the grace period: stop at once */
+  int quiet;     /* consecutive checks that found nothing in flight */
 } shutdown_ctl;
+
+static atomic_int sig_unanswered, sig_last;
+static struct ev_loop *sig_loop;
+static ev_async *sig_async;
+
+static void on_sig(int sig) {
+  atomic_store(&sig_last, sig);
+  if (atomic_fetch_add(&sig_unanswered, 1) >= 1) {
+    static const char msg[] = "\nmbrun: another signal, and the bus did not answer the "
+                              "last one: exiting at once\n";
+    ssize_t n = write(2, msg, sizeof msg - 1);
+    (void)n;
+    _exit(128 + sig);
+  }
+  ev_async_send(sig_loop, sig_async);
+}
+
+static void catch_signals(int on) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on ? on_sig : SIG_DFL;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
 
 static const char *signame(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
 
-static void on_signal(struct ev_loop *loop, ev_io *w, int revents) {
+static void on_signal(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop;
   (void)revents;
   shutdown_ctl *c = w->data;
-  struct signalfd_siginfo si;
-  while (read(c->fd, &si, sizeof si) == (ssize_t)sizeof si) {
-    if (si.ssi_signo == SIGINT && mbrepl_interrupt(repl)) continue; /* the REPL's Ctrl-C */
-    if (!c->signals++) c->signo = (int)si.ssi_signo;
-    if (c->draining) {
-      fprintf(stderr, "mbrun: %s again: stopping now\n", signame((int)si.ssi_signo));
-      c->now = 1;
-    }
-    mb_runtime_stop(c->rt);
+  int n = atomic_exchange(&sig_unanswered, 0), sig = atomic_load(&sig_last);
+  if (!n) return;
+  if (sig == SIGINT && mbrepl_interrupt(repl)) return; /* the REPL's Ctrl-C */
+  if (!c->signals++) c->signo = sig;
+  if (c->draining) {
+    fprintf(stderr, "mbrun: %s during the grace period: stopping now\n", signame(sig));
+    c->now = c->finished = 1;
   }
+  mb_runtime_stop(c->rt);
 }
 
 static void on_check(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   shutdown_ctl *c = t->data;
-  if (mb_runtime_in_flight(c->rt) == 0) mb_runtime_stop(c->rt);
+  /* twice in a row, 5 ms apart: a task between two threads is seen */
+  c->quiet = mb_runtime_in_flight(c->rt) == 0 ? c->quiet + 1 : 0;
+  if (c->quiet >= 2) {
+    c->finished = 1;
+    mb_runtime_stop(c->rt);
+  }
 }
 
 static void on_grace(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)loop;
   (void)revents;
   shutdown_ctl *c = t->data;
-  c->expired = 1;
+  c->expired = c->finished = 1;
   mb_runtime_stop(c->rt);
 }
 
 /* After a signal or mb.stop(): no new work comes in, and what is in flight
- * gets `grace` seconds to finish. */
+ * gets `grace` seconds to finish. Another mb.stop() meanwhile changes
+ * nothing; a signal ends it at once. */
 static void drain(shutdown_ctl *c, double grace) {
   mb_runtime *rt = c->rt;
   struct ev_loop *loop = mb_runtime_loop(rt);
   mb_runtime_drain(rt);
   size_t n = mb_runtime_in_flight(rt);
-  if (!n || grace <= 0 || c->now) return;
+  if (!n) {
+    if (c->signals) fprintf(stderr, "mbrun: %s: nothing in flight; stopping\n", signame(c->signo));
+    return;
+  }
+  if (grace <= 0) return;
   if (c->signals)
     fprintf(stderr,
             "mbrun: %s: taking no new messages; finishing the %zu in flight (for up to %g s; "
@@ -485,7 +536,8 @@ static void drain(shutdown_ctl *c, double grace) {
   c->check.data = c->grace.data = c;
   ev_timer_start(loop, &c->check);
   ev_timer_start(loop, &c->grace);
-  mb_runtime_run(rt, 0);
+  while (!c->finished)
+    if (!mb_runtime_run(rt, 0)) break; /* idle: nothing left at all */
   ev_timer_stop(loop, &c->check);
   ev_timer_stop(loop, &c->grace);
   if (c->expired && !c->now)
@@ -599,24 +651,11 @@ int main(int argc, char **argv) {
   if (!workers) workers = sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
 
-  /* before any worker thread exists, so that they all inherit it */
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   shutdown_ctl ctl;
   memset(&ctl, 0, sizeof ctl);
-  ctl.fd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
-  if (ctl.fd < 0) {
-    fprintf(stderr, "mbrun: signalfd: %s\n", strerror(errno));
-    return 1;
-  }
-
   mbL_runtime *R = mbL_runtime_new((int)workers);
   if (!R) {
     fprintf(stderr, "mbrun: out of memory\n");
-    close(ctl.fd);
     return 1;
   }
   mb_runtime *rt = mbL_runtime_core(R);
@@ -625,16 +664,18 @@ int main(int argc, char **argv) {
   if (interactive && !(repl = mbrepl_new(R, isatty(0) && isatty(1), set_trace, &tr))) {
     fprintf(stderr, "mbrun: out of memory\n");
     mbL_runtime_free(R);
-    close(ctl.fd);
     return 1;
   }
   mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY : 0) | (graph_fmt ? MB_OBSERVE_GRAPH : 0));
   struct ev_loop *loop = mb_runtime_loop(rt);
   ctl.rt = rt;
-  ev_io_init(&ctl.sig, on_signal, ctl.fd, EV_READ);
+  ev_async_init(&ctl.sig, on_signal);
   ctl.sig.data = &ctl;
-  ev_io_start(loop, &ctl.sig);
+  ev_async_start(loop, &ctl.sig);
   ev_unref(loop); /* listening for signals alone does not keep the bus running */
+  sig_loop = loop;
+  sig_async = &ctl.sig;
+  catch_signals(1);
 
   int rc_load = 0;
   if (config) {
@@ -670,8 +711,9 @@ int main(int argc, char **argv) {
     if (stopped) drain(&ctl, grace);
   }
   mbrepl_close(repl);
+  catch_signals(0); /* from here on, a signal ends mbrun as usual */
   ev_ref(loop);
-  ev_io_stop(loop, &ctl.sig);
+  ev_async_stop(loop, &ctl.sig);
 
   summary s;
   memset(&s, 0, sizeof s);
@@ -717,6 +759,5 @@ int main(int argc, char **argv) {
   mbrepl_free(repl);
   repl = NULL;
   mb_buf_free(&tr.buf);
-  close(ctl.fd);
   return rc;
 }

@@ -414,7 +414,7 @@ describe("the REPL service (lua/mb/repl.lua)", function()
       {".load " .. ECHO .. " {a=", "error",
         {"error: ARG is neither a Lua expression nor JSON: payload:1: unexpected symbol near <eof>"}},
       {".load no/such/script.lua", "error",
-        {"error: mb.load: cannot load cannot open no/such/script.lua: No such file or directory"}},
+        {"error: mb.load: cannot open no/such/script.lua: No such file or directory"}},
     })
   end)
 

@@ -279,7 +279,7 @@ describe("mbrun on SIGINT and SIGTERM", function()
   it("stops at once on a second signal", function()
     local out, err, code = interrupt(slow, {"INT", "INT"}, 0.1)
     assert.are.equal(1, code, err .. out)
-    assert.matches("SIGINT again: stopping now", err)
+    assert.matches("SIGINT during the grace period: stopping now", err)
     assert.matches("left pending, undelivered %(work: %d+%)", err)
   end)
 

@@ -3639,6 +3639,112 @@ static void test_in_flight(void) {
   mb_runtime_free(rt);
 }
 
+
+/* ==== Regressions: bugs a review found in mb_show.c, mb_request.c and mb_observe.c ==== */
+
+/* Regression 1 (mb_show.c): a value mb_value_check accepts, 64 tables deep with a
+ * scalar inside, shows as "<malformed value>": show_value() counts the depth
+ * of every item, scalars included, so the innermost table's contents are
+ * at depth 65. */
+static void test_bug_show_depth_64(void) {
+  mb_buf b = {0};
+  enc_nested(&b, MB_MAX_DEPTH);
+  CHECK_INT(mb_value_check(b.p, b.len), 0);
+  const char *s = show(&b);
+  CHECK(strcmp(s, "<malformed value>") != 0);
+  CHECK(strstr(s, "{1}") != NULL);
+  mb_buf_free(&b);
+}
+
+/* Regression 2 (mb_show.c): finite floats above 1e308 (up to DBL_MAX, 1.797e308)
+ * show as math.huge: show_float tests v > 1e308 instead of isinf(v). */
+static void test_bug_show_big_finite_float(void) {
+  CHECK_STR(show_float_(1.5e308), "1.5e+308");
+  CHECK(strtod(show_float_(1.7976931348623157e308), NULL) == 1.7976931348623157e308);
+}
+
+/* Regression 3 (mb_show.c): a control byte followed by a digit reads back as
+ * another byte: "\x01" "2" shows as "\12" (a form feed in Lua). Lua's %q
+ * writes "\0012" there. */
+static void test_bug_show_escape_before_digit(void) {
+  CHECK_STR(show_str_("\x01" "2", 2), "\"\\0012\"");
+  CHECK_STR(show_str_("\t9", 2), "\"\\0099\"");
+}
+
+/* Regression 4 (mb_show.c): a key that is a Lua reserved word is shown bare
+ * ({end=1}), which is not a Lua table constructor; it needs ["end"]=1. */
+static void test_bug_show_reserved_word_key(void) {
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "end", 3);
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "nil", 3);
+  mb_enc_int(&b, 2);
+  mb_enc_table_end(&b, t, 0, 2);
+  CHECK_STR(show(&b), "{[\"end\"]=1, [\"nil\"]=2}");
+  mb_buf_free(&b);
+}
+
+/* Regression 5 (mb_request.c): a reply to a reply_to destination that does not
+ * exist gives no rejected hop (mb_send and mb_request_start do give one):
+ * mb_reply_id's "to ? mb_send_msg(...) : MB_ENODEST" misses
+ * mb_obs_rejected. */
+static void test_bug_trace_reply_to_missing(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "calc", 0);
+  CHECK_INT(mb_dest_declare(rt, "calc", NULL), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "calc", 0, L_REPLY, "A"), MB_OK);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+  CHECK_INT(mb_send(svc, "calc", msg_int_to(1, "nowhere"), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.reply_rc[0], MB_ENODEST);
+  int rejected = 0;
+  for (int i = 0; i < tr.n && i < 48; i++)
+    if (tr.h[i].kind == MB_HOP_REJECTED && !strcmp(tr.h[i].dest, "nowhere") &&
+        !strcmp(tr.h[i].error, "no_destination: no such destination"))
+      rejected++;
+  CHECK_INT(rejected, 1);
+  mb_runtime_trace(rt, NULL, NULL);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
+/* Regression 6 (mb_observe.c): mb_runtime_in_flight overcounts. It adds
+ * d->in_ready (a pump task queued: not a message) and, on a serial
+ * destination, d->cur as well as its running delivery (one message, counted
+ * twice). 3 queued messages count 4; one running + one queued on a serial
+ * destination count 3. mbrun prints this number ("finishing the N in
+ * flight"). */
+static void test_bug_in_flight_exact(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "if", 0);
+  CHECK_INT(mb_dest_declare(rt, "if/par", NULL), MB_OK);
+  lis p;
+  CHECK_INT(lis_listen(&p, svc, "if/par", 0, L_HOLD, "P"), MB_OK);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(svc, "if/par", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(mb_runtime_in_flight(rt), 3); /* 3 queued; returns 4 */
+  CHECK_INT(run(rt), 0);
+  while (lis_finish(&p, MB_OK, NULL)) continue;
+  CHECK_INT(declare(rt, "if/ser", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis s;
+  CHECK_INT(lis_listen(&s, svc, "if/ser", 0, L_HOLD, "S"), MB_OK);
+  CHECK_INT(mb_send(svc, "if/ser", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "if/ser", msg_int(2), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(s.nheld, 1);
+  CHECK_INT(mb_runtime_in_flight(rt), 2); /* 1 running + 1 queued; returns 3 */
+  lis_finish(&s, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_runtime_in_flight(rt), 1); /* 1 running; returns 2 */
+  lis_finish(&s, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 int main(void) {
   RUN(test_value_roundtrip);
   RUN(test_value_check_rejects);
@@ -3695,5 +3801,11 @@ int main(void) {
   RUN(test_graph);
   RUN(test_drain);
   RUN(test_in_flight);
+  RUN(test_bug_show_depth_64);
+  RUN(test_bug_show_big_finite_float);
+  RUN(test_bug_show_escape_before_digit);
+  RUN(test_bug_show_reserved_word_key);
+  RUN(test_bug_trace_reply_to_missing);
+  RUN(test_bug_in_flight_exact);
   return check_summary();
 }

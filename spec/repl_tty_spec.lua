@@ -1,0 +1,165 @@
+-- The REPL in a real terminal: mbrun runs in a tmux pane (a pseudo-
+-- terminal), the spec types with send-keys and reads the screen with
+-- capture-pane. Shows that output arriving while a line is half typed is
+-- printed above the prompt and leaves the line intact, tab completion of a
+-- destination name, history recalled after a restart, and Ctrl-C.
+--
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl_tty_spec.lua
+--
+-- Run from the project root; MBRUN names the mbrun to test. Needs tmux
+-- (`make test` installs it).
+
+local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+
+local function sh(cmdline)
+  local p = assert(io.popen(cmdline .. " 2>&1"))
+  local out = p:read("a")
+  p:close()
+  return out
+end
+
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local CWD = sh("pwd"):gsub("%s+$", "")
+-- a tmux server of our own; the ASan run's LD_PRELOAD stays out of it
+local SOCKET = ("mbspec%d_%d"):format(os.time(), math.random(1, 1e6))
+local function tmux(args) return sh("env -u LD_PRELOAD tmux -L " .. SOCKET .. " " .. args) end
+
+-- The screen, each line without trailing blanks, without the empty rows
+-- below the last line written.
+local function screen()
+  local text = tmux("capture-pane -p -t repl"):gsub("[ \t]+\n", "\n"):gsub("\n+$", "")
+  return text
+end
+
+-- Polls the screen until pattern (a Lua pattern) shows, for up to 10 s
+-- (the sanitizer builds are slow); returns the screen.
+local function wait_for(pattern)
+  local text
+  for _ = 1, 200 do
+    text = screen()
+    if text:find(pattern) then return text end
+    sh("sleep 0.05")
+  end
+  error(("timed out waiting for %q on the screen:\n%s"):format(pattern, text), 2)
+end
+
+local function keys(...)
+  local args = {}
+  for i, k in ipairs {...} do args[i] = quote(k) end
+  tmux("send-keys -t repl " .. table.concat(args, " "))
+end
+
+-- The non-empty lines of the screen.
+local function lines(text)
+  local t = {}
+  for l in text:gmatch("[^\n]*") do
+    if l:match("%S") then t[#t + 1] = l end
+  end
+  return t
+end
+
+describe("the REPL on a terminal", function()
+  local state -- XDG_STATE_HOME of the session: the history lives there
+
+  local function start()
+    local cmd = ("cd %s && XDG_STATE_HOME=%s %s -w 2; echo EXITED $?; sleep 60"):format(
+      quote(CWD), quote(state), MBRUN)
+    tmux("new-session -d -s repl -x 120 -y 40 " .. quote(cmd))
+    wait_for("mb>$")
+  end
+
+  local function stop()
+    keys("C-d")
+    wait_for("EXITED %d+")
+    local code = tonumber(screen():match("EXITED (%d+)"))
+    tmux("kill-session -t repl")
+    return code
+  end
+
+  before_each(function()
+    state = os.tmpname()
+    os.remove(state)
+    assert(os.execute("mkdir -p " .. quote(state)))
+  end)
+
+  after_each(function()
+    tmux("kill-server")
+    os.execute("rm -rf " .. quote(state))
+  end)
+
+  it("prints a message above the prompt while a line is half typed, and keeps the line", function()
+    start()
+    keys('mb.destination("news")', "Enter")
+    wait_for("true")
+    keys('mb.listen("news", function(m) print("news: " .. m.payload) end)', "Enter")
+    wait_for("\nmb>$")
+    -- a timer sends in 0.5 s; meanwhile the user is typing
+    keys('mb.after(0.5, function() mb.send("news", "hello") end)', "Enter")
+    wait_for("\nmb>$")
+    keys("x = 'half typed")
+    local text = wait_for("news: hello")
+    local l = lines(text)
+    assert.are.equal("news: hello", l[#l - 1], text)
+    assert.are.equal("mb> x = 'half typed", l[#l], text)
+    -- the line is still there to finish and run
+    keys(" line'", "Enter")
+    wait_for("\nmb>$")
+    keys("x", "Enter")
+    text = wait_for("half typed line\nmb>$")
+    assert.matches("mb> x = 'half typed line'\n", text)
+    assert.are.equal(0, stop())
+  end)
+
+  it("completes commands and destination names with Tab", function()
+    start()
+    keys('mb.destination("jungle/orders/new")', "Enter")
+    wait_for("true")
+    keys(".sen", "Tab")
+    wait_for("mb> %.send$")
+    keys("jungle/ord", "Tab")
+    local text = wait_for("mb> %.send jungle/orders/new")
+    assert.matches("mb> %.send jungle/orders/new", text)
+    keys("C-u")
+    assert.are.equal(0, stop())
+  end)
+
+  it("recalls the history of an earlier session", function()
+    start()
+    keys("remembered = 6 * 7", "Enter")
+    wait_for("\nmb>$")
+    assert.are.equal(0, stop())
+    local f = assert(io.open(state .. "/mb_history"))
+    local saved = f:read("a")
+    f:close()
+    assert.matches("remembered", saved)
+    start()
+    keys("Up")
+    wait_for("mb> remembered = 6 %* 7")
+    keys("Enter")
+    wait_for("\nmb>$")
+    keys("remembered", "Enter")
+    wait_for("\n42\nmb>$")
+    assert.are.equal(0, stop())
+  end)
+
+  it("cancels the line being typed, or the wait for a running one, on Ctrl-C", function()
+    start()
+    keys("this is not run")
+    wait_for("mb> this is not run$")
+    keys("C-c")
+    wait_for("this is not run%^C\nmb>$")
+    keys("function f()", "Enter")
+    wait_for(">>$")
+    keys("C-c") -- forgets the unfinished function
+    wait_for("\nmb>$")
+    keys("mb.sleep(30)", "Enter")
+    sh("sleep 0.2")
+    keys("C-c")
+    wait_for("no longer waiting for that line")
+    keys("1 + 1", "Enter")
+    local text = wait_for("\n2\nmb>$")
+    assert.not_matches("this is not run\n", text)
+    assert.are.equal(0, stop())
+  end)
+end)
