@@ -40,6 +40,7 @@ struct mbL_runtime {
   pthread_mutex_t lock; /* guards states and next_load */
   mbL_state *states;
   atomic_int failures;
+  atomic_int bodies; /* script bodies started and not yet ended */
   uint64_t next_load;
 };
 
@@ -199,6 +200,7 @@ static mbL_task *task_new(mbL_state *S, int kind) {
     t->ref = ref(S, S->L);
   }
   t->kind = kind;
+  if (kind == T_SCRIPT) atomic_fetch_add(&S->R->bodies, 1);
   t->waiting = 0;
   t->d = NULL;
   t->listener = NULL;
@@ -222,6 +224,7 @@ static void task_unlink(mbL_task *t) {
 
 static void task_free(mbL_task *t, int reusable) {
   mbL_state *S = t->S;
+  if (t->kind == T_SCRIPT) atomic_fetch_sub(&S->R->bodies, 1);
   task_unlink(t);
   if (reusable && S->npool < POOL_MAX) {
     lua_settop(t->co, 0);
@@ -1820,6 +1823,8 @@ void mbL_runtime_free(mbL_runtime *R) {
 }
 
 mb_runtime *mbL_runtime_core(mbL_runtime *R) { return R->rt; }
+int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
+
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 
 int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,

@@ -28,6 +28,9 @@ mb_runtime *mbL_runtime_core(mbL_runtime *R);
 int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
                      size_t errlen);
 
+/* Script bodies (scenario, services) that started and have not ended. */
+int mbL_runtime_bodies(mbL_runtime *R);
+
 /* Scripts, timers, spawned tasks or event callbacks that raised so far. */
 int mbL_runtime_failures(const mbL_runtime *R);
 

@@ -443,12 +443,15 @@ static void begin_reading(mbrepl *r) {
   }
 }
 
-/* Reading starts once the REPL service listens at mb/repl. */
+/* Reading starts once the REPL service listens at mb/repl and the scenario
+ * (or the configuration's services) ran: once every script body has ended,
+ * or after 2 s if one goes on (a body that loops forever). */
 static void on_ready_check(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)revents;
   mbrepl *r = t->data;
   mb_stats st;
-  if (mb_dest_stats(r->rt, REPL_DEST, &st) == MB_OK && st.listeners > 0) {
+  int started = ev_now(loop) - r->ready_since > 2 || mbL_runtime_bodies(r->R) == 0;
+  if (started && mb_dest_stats(r->rt, REPL_DEST, &st) == MB_OK && st.listeners > 0) {
     ev_timer_stop(loop, t);
     begin_reading(r);
   } else if (ev_now(loop) - r->ready_since > 10 || mbL_runtime_failures(r->R)) {

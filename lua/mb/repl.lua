@@ -232,9 +232,19 @@ local function padded(names)
   return function(n) return n .. (" "):rep(w - #n) end
 end
 
+-- The destinations to show: all but the REPL's own (mb/repl, which mbrun
+-- hides from --trace, --stats and --graph too).
+local function user_destinations()
+  local names = {}
+  for _, n in ipairs(mb.destinations()) do
+    if n:sub(1, 7) ~= "mb/repl" then names[#names + 1] = n end
+  end
+  return names
+end
+
 command(".dests", ".dests", "list the destinations: type, listeners, pending messages", function(args)
   if args ~= "" then return usage(".dests") end
-  local names = mb.destinations()
+  local names = user_destinations()
   local all, pad = mb.stats(), padded(names)
   for _, n in ipairs(names) do
     local s = all[n]
@@ -257,7 +267,7 @@ command(".stats", ".stats [DEST]", "statistics of DEST, or one line per destinat
     print(pretty(s))
     return OK
   end
-  local names = mb.destinations()
+  local names = user_destinations()
   local all, pad = mb.stats(), padded(names)
   for _, n in ipairs(names) do
     local s = all[n]

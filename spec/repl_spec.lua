@@ -1,0 +1,191 @@
+-- The REPL driven through a pipe, as scripts and tests drive it: mbrun
+-- reads stdin line by line, prints results with no prompt and no escape
+-- codes, and exits at the end of input once pending work is done. Every
+-- command, its errors, multi-line input, -i after a scenario and -c with -i.
+-- (spec/repl_lua_spec.lua tests lua/mb/repl.lua in more detail;
+-- spec/repl_tty_spec.lua the terminal.)
+--
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl_spec.lua
+--
+-- Run from the project root; MBRUN names the mbrun to test.
+
+local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- Pipes `lines` into mbrun with args; returns stdout lines, stderr text and
+-- the exit status.
+local function repl(lines, args)
+  local input = write(os.tmpname(), table.concat(lines, "\n") .. "\n")
+  local err = os.tmpname()
+  local p = assert(io.popen(("%s %s < %s 2> %s; echo EXIT:$?"):format(MBRUN, args or "-w 2", input,
+    err)))
+  local out = p:read("a")
+  p:close()
+  local f = assert(io.open(err))
+  local errout = f:read("a")
+  f:close()
+  os.remove(input)
+  os.remove(err)
+  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
+  out = out:gsub("EXIT:%d+%s*$", "")
+  local t = {}
+  for l in out:gmatch("([^\n]*)\n") do t[#t + 1] = l end
+  return t, errout, code, out
+end
+
+describe("the REPL on a pipe", function()
+  it("evaluates Lua, keeps globals, continues unfinished input, and prints no prompt", function()
+    local out, err, code, raw = repl({
+      "x = 6",
+      "x * 7",
+      "function twice(n)",
+      "  return n * 2",
+      "end",
+      "twice(x), 'two', nil",
+      "{b = 2, a = {1, 2}, db_password = 'pw'}",
+      "undefined_fn()",
+      "for i = 1,",
+    })
+    assert.are.equal(0, code, err)
+    assert.are.same({
+      "42",
+      "12\ttwo\tnil",
+      '{a = {1, 2}, b = 2, db_password = "********"}',
+      "stdin:1: attempt to call a nil value (global 'undefined_fn')",
+    }, out)
+    assert.not_matches("mb>", raw)
+    assert.not_matches("\27", raw) -- no escape codes
+    assert.are.equal("", err)
+  end)
+
+  it("sends, requests, listens and unlistens with .commands", function()
+    local out, err, code = repl({
+      'mb.destination("shop/orders")',
+      ".load scripts/echo.lua {destination = 'shop/orders'}",
+      ".request shop/orders {item = 'swing', token = 't'}",
+      '.request shop/orders {"item": "json", "n": [1, 2]} 2',
+      'mb.destination("shop/news")',
+      ".listen shop/news",
+      ".send shop/news {headline = 'slides on sale'}",
+      "mb.sleep(0.1)",
+      ".unlisten shop/news",
+    })
+    assert.are.equal(0, code, err)
+    assert.are.equal("true", out[1])
+    assert.are.equal("loaded scripts/echo.lua (1 instance)", out[2])
+    assert.are.equal('{item = "swing", token = "********"}', out[3])
+    assert.are.equal('{item = "json", n = {1, 2}}', out[4])
+    assert.are.equal("listening at shop/news", out[6])
+    assert.matches("^sent %x+$", out[7])
+    assert.matches('^%[shop/news%] #%x+ {headline = "slides on sale"}$', out[8])
+    assert.are.equal("stopped listening at shop/news", out[9])
+  end)
+
+  it("prints one clear line for each mistake and goes on", function()
+    local out, err, code = repl({
+      ".bogus",
+      ".send",
+      ".send nowhere 1",
+      ".send shop/x {{{",
+      'mb.destination("quiet")',
+      ".request quiet 1",
+      'mb.listen("quiet", function() mb.sleep(1) end)',
+      ".request quiet 1 0.1",
+      ".unlisten quiet",
+      ".listen nowhere",
+      ".load no/such/script.lua",
+      ".stats nowhere",
+      ".trace maybe",
+      "1 + 1",
+    })
+    assert.are.same({
+      "error: unknown command '.bogus' (.help lists the commands)",
+      "error: usage: .send DEST PAYLOAD",
+      "error: no_destination: no destination 'nowhere'",
+      "error: PAYLOAD is neither a Lua expression nor JSON: payload:1: unexpected symbol near <eof>",
+      "true",
+      "error: no_listeners: destination 'quiet' has no listeners",
+      "<mb.Listener>",
+      "error: timeout: no reply from quiet within 0.1 s",
+      "error: not listening at 'quiet'",
+    }, {table.unpack(out, 1, 9)})
+    assert.matches("^error: ", out[10])
+    assert.matches("^error: mb.load: cannot open no/such/script.lua", out[11])
+    assert.are.equal("error: no_destination: no destination 'nowhere'", out[12])
+    assert.matches("^error: usage: .trace on|off", out[13])
+    assert.are.equal("2", out[14]) -- still going
+    assert.are.equal(0, code, err)
+  end)
+
+  it("lists destinations and statistics, and traces on demand", function()
+    local out, err, code = repl({
+      'mb.destination("a/serial", {type = "serial"})',
+      'mb.listen("a/serial", function() end)',
+      ".dests",
+      ".trace on",
+      'mb.send("a/serial", {password = "hunter2"})',
+      "mb.sleep(0.05)",
+      ".trace off",
+      ".stats a/serial",
+      ".stats",
+    })
+    assert.are.equal(0, code, err)
+    assert.are.equal("a/serial  serial       listeners=1  pending=0", out[3])
+    assert.are.equal("trace on", out[4])
+    assert.matches("^trace +[%d.]+  %x+  a/serial  repl %-> repl  ok  %S+  {password=\"%*+\"}", err)
+    assert.not_matches("hunter2", err)
+    assert.not_matches("mb/repl", err) -- the REPL's own traffic is not traced
+    assert.are.equal("trace off", out[6])
+    assert.are.equal("{", out[7])
+    local text = table.concat(out, "\n")
+    assert.matches("\n  delivered = 1,\n", text)
+    assert.matches("\na/serial  sent=1  rejected=0  delivered=1", text)
+  end)
+
+  it("shows .help, leaves on .quit, and delivers what is pending at the end of input", function()
+    local out, err, code = repl({
+      ".help",
+      'mb.destination("slow", {type = "serial"})',
+      'mb.listen("slow", function(m) mb.sleep(0.05) print("done " .. m.payload) end)',
+      "for i = 1, 5 do mb.send('slow', i) end",
+      ".quit",
+      "print('not read')",
+    })
+    assert.are.equal(0, code, err)
+    local text = table.concat(out, "\n")
+    for _, cmd in ipairs {".send", ".request", ".listen", ".unlisten", ".dests", ".stats", ".load",
+                          ".trace", ".help", ".quit"} do
+      assert.matches("\n?%" .. cmd .. " ", text)
+    end
+    for i = 1, 5 do assert.matches("done " .. i, text) end
+    assert.not_matches("not read", text)
+  end)
+
+  it("opens after a scenario with -i, and next to a configuration with -c and -i", function()
+    local dir = os.tmpname()
+    os.remove(dir)
+    os.execute("mkdir -p " .. dir)
+    local scenario = write(dir .. "/scenario.lua", [[
+      mb.destination("prices", {type = "synchronous"})
+      mb.listen("prices", function(m) return m.payload.qty * 2.5 end)
+      print("scenario ran")
+    ]])
+    local out, err, code = repl({".request prices {qty = 4}"}, "-w 1 -i " .. scenario)
+    assert.are.equal(0, code, err)
+    assert.are.same({"scenario ran", "10.0"}, out)
+    write(dir .. "/double.lua", "return function(m) return m.payload * 2 end\n")
+    local config = write(dir .. "/config.lua", [[
+      return {destinations = {double = {}}, listeners = {["double.lua"] = {"double"}}}
+    ]])
+    out, err, code = repl({".request double 21", ".dests"}, "-w 2 -i -c " .. config)
+    os.execute("rm -rf " .. dir)
+    assert.are.equal(0, code, err)
+    assert.are.same({"42", "double  parallel     listeners=1  pending=0"}, out)
+  end)
+end)
