@@ -59,4 +59,39 @@ function helper.assert_contains(s, ...)
   end
 end
 
+-- ---- for the specs that run mbrun as a subprocess ----
+
+-- Writes text to path; returns path.
+function helper.write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+  return path
+end
+
+-- A new empty folder (remove it with helper.remove_tree).
+function helper.tmpdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(os.execute("mkdir -p '" .. dir .. "'"))
+  return dir
+end
+
+function helper.remove_tree(dir) os.execute("rm -rf '" .. dir .. "'") end
+
+-- Runs a shell command line; returns its stdout, its stderr and its exit
+-- status.
+function helper.run(cmdline)
+  local err = os.tmpname()
+  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. err .. "; echo EXIT:$?"))
+  local out = p:read("a")
+  p:close()
+  local f = assert(io.open(err))
+  local errout = f:read("a")
+  f:close()
+  os.remove(err)
+  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
+  return (out:gsub("EXIT:%d+%s*$", "")), errout, code
+end
+
 return helper

@@ -11,32 +11,18 @@
 
 local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
-end
+local helper = require "spec.helper"
+local write = helper.write
 
 -- Pipes `lines` into mbrun with args; returns stdout lines, stderr text and
 -- the exit status.
 local function repl(lines, args)
   local input = write(os.tmpname(), table.concat(lines, "\n") .. "\n")
-  local err = os.tmpname()
-  local p = assert(io.popen(("%s %s < %s 2> %s; echo EXIT:$?"):format(MBRUN, args or "-w 2", input,
-    err)))
-  local out = p:read("a")
-  p:close()
-  local f = assert(io.open(err))
-  local errout = f:read("a")
-  f:close()
+  local out, err, code = helper.run(("%s %s < %s"):format(MBRUN, args or "-w 2", input))
   os.remove(input)
-  os.remove(err)
-  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
-  out = out:gsub("EXIT:%d+%s*$", "")
   local t = {}
   for l in out:gmatch("([^\n]*)\n") do t[#t + 1] = l end
-  return t, errout, code, out
+  return t, err, code, out
 end
 
 describe("the REPL on a pipe", function()
@@ -168,9 +154,7 @@ describe("the REPL on a pipe", function()
   end)
 
   it("opens after a scenario with -i, and next to a configuration with -c and -i", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. dir)
+    local dir = helper.tmpdir()
     local scenario = write(dir .. "/scenario.lua", [[
       mb.destination("prices", {type = "synchronous"})
       mb.listen("prices", function(m) return m.payload.qty * 2.5 end)
@@ -184,7 +168,7 @@ describe("the REPL on a pipe", function()
       return {destinations = {double = {}}, listeners = {["double.lua"] = {"double"}}}
     ]])
     out, err, code = repl({".request double 21", ".dests"}, "-w 2 -i -c " .. config)
-    os.execute("rm -rf " .. dir)
+    helper.remove_tree(dir)
     assert.are.equal(0, code, err)
     assert.are.same({"42", "double  parallel     listeners=1  pending=0"}, out)
   end)

@@ -11,19 +11,8 @@
 local MBRUN = "env -u LD_PRELOAD " .. (os.getenv("MBRUN") or "build/mbrun")
 local JUNGLE = "-c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua"
 
--- Runs a shell command line; returns stdout, stderr and the exit status.
-local function sh(cmdline)
-  local err = os.tmpname()
-  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. err .. "; echo EXIT:$?"))
-  local out = p:read("a")
-  p:close()
-  local f = assert(io.open(err))
-  local errout = f:read("a")
-  f:close()
-  os.remove(err)
-  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
-  return out:gsub("EXIT:%d+%s*$", ""), errout, code
-end
+local helper = require "spec.helper"
+local sh, write = helper.run, helper.write
 
 local function lines_of(text, pattern)
   local found = {}
@@ -31,13 +20,6 @@ local function lines_of(text, pattern)
     if not pattern or line:match(pattern) then found[#found + 1] = line end
   end
   return found
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-  return path
 end
 
 describe("mbrun --trace", function()
@@ -70,9 +52,7 @@ describe("mbrun --trace", function()
   end)
 
   it("masks values under password, secret and token keys, at any depth", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. dir)
+    local dir = helper.tmpdir()
     local path = write(dir .. "/login.lua", [[
       mb.destination("login")
       mb.listen("login", function(m) return {session_token = "t-123", user = m.payload.user} end)
@@ -80,7 +60,7 @@ describe("mbrun --trace", function()
                                  nested = {apiSecret = "s3", deeper = {Token = {1, 2}}}}).user)
     ]])
     local out, err, code = sh(MBRUN .. " --trace " .. path)
-    os.execute("rm -rf " .. dir)
+    helper.remove_tree(dir)
     assert.are.equal(0, code, err)
     assert.matches("ann", out)
     assert.matches("login  login %-> login  ok", err)
@@ -284,9 +264,7 @@ describe("mbrun on SIGINT and SIGTERM", function()
   end)
 
   it("serves a configuration until SIGTERM, then exits 0", function()
-    local dir = os.tmpname()
-    os.remove(dir)
-    os.execute("mkdir -p " .. dir)
+    local dir = helper.tmpdir()
     write(dir .. "/echo.lua", "return function(m) return m.payload end\n")
     write(dir .. "/conf.lua", [[
       return {destinations = {echo = {}}, listeners = {["echo.lua"] = {"echo"}},
@@ -299,7 +277,7 @@ describe("mbrun on SIGINT and SIGTERM", function()
       end)
     ]])
     local out, err, code = interrupt("--trace -c " .. dir .. "/conf.lua", {"TERM"}, 0.1)
-    os.execute("rm -rf " .. dir)
+    helper.remove_tree(dir)
     assert.are.equal(0, code, err .. out)
     assert.matches("echo  pinger %-> echo  ok", err)
   end)
