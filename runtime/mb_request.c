@@ -297,7 +297,7 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
     mb_obs_reply(rt, reply_to ? reply_to : d ? d->name : dest, from, r, reply, id);
   else /* too late, or nobody asked: the reply goes nowhere */
     mb_obs_rejected(rt, d ? d->name : dest ? dest : "-", from, reply, MB_ECLOSED,
-                    "the request has its answer already, or ended");
+                    "nobody waits for this reply (no request open for it, no reply_to)");
   if (reply_to) {
     mb_msg *c = mb_msg_copy(reply);
     mb_dest *to = mb_dest_find(rt, reply_to);
