@@ -284,7 +284,10 @@ static void report(mbL_runtime *R, const char *fmt, ...) {
   int n = vsnprintf(buf, sizeof buf, fmt, ap);
   va_end(ap);
   if (n < 0) return;
-  if ((size_t)n >= sizeof buf) n = (int)sizeof buf - 1;
+  if ((size_t)n >= sizeof buf) { /* cut: still one whole line */
+    memcpy(buf + sizeof buf - 5, "...\n", 5);
+    n = (int)sizeof buf - 1;
+  }
   output(R, 2, buf, (size_t)n);
 }
 

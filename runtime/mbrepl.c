@@ -21,10 +21,13 @@
 #include <ev.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -42,6 +45,9 @@ struct mbrepl {
   int tty;
   atomic_int queueing; /* output goes through the queue (terminal, open) */
   int open;            /* started, and the user has not left */
+  int reading;         /* the prompt was offered: Ctrl-C is the REPL's */
+  int closed;          /* mbrepl_close ran */
+  int failures0;       /* mbL_runtime_failures when it started */
   int held;            /* holds the bus busy */
   int shown;           /* the prompt (and the line being typed) is on screen */
   int running;         /* a line runs in the REPL service */
@@ -51,10 +57,12 @@ struct mbrepl {
   ev_io in;
   ev_async wake;  /* output was queued */
   ev_timer ready; /* waits for the REPL service to listen */
+  ev_signal winch, cont; /* terminal resized; back from Ctrl-Z */
   double ready_since;
   pthread_mutex_t out_lock;
   mb_buf out; /* queued output: records of stream (1 byte), length (size_t), text */
-  mb_buf pending_in; /* piped: bytes read that are not a whole line yet */
+  mb_buf pending_in; /* piped: bytes read, from `taken` on not run yet */
+  size_t taken, scanned; /* piped: consumed; searched for a newline */
   char history[PATH_MAX];
   mbrepl_trace_fn trace;
   void *trace_ud;
@@ -75,16 +83,20 @@ static void write_out(int stream, const char *text, size_t len) {
 }
 
 void mbrepl_write(mbrepl *r, int stream, const char *text, size_t len) {
-  if (!atomic_load(&r->queueing)) {
+  unsigned char s = (unsigned char)stream;
+  pthread_mutex_lock(&r->out_lock);
+  int queued = atomic_load(&r->queueing), bad = 0;
+  if (queued) {
+    size_t at = r->out.len;
+    bad = mb_buf_add(&r->out, &s, 1) || mb_buf_add(&r->out, &len, sizeof len) ||
+          mb_buf_add(&r->out, text, len);
+    if (bad) r->out.len = at; /* no half record */
+  }
+  pthread_mutex_unlock(&r->out_lock);
+  if (!queued || bad) { /* straight out (out of memory: out of turn, but out) */
     write_out(stream, text, len);
     return;
   }
-  unsigned char s = (unsigned char)stream;
-  pthread_mutex_lock(&r->out_lock);
-  int bad = mb_buf_add(&r->out, &s, 1) || mb_buf_add(&r->out, &len, sizeof len) ||
-            mb_buf_add(&r->out, text, len);
-  pthread_mutex_unlock(&r->out_lock);
-  if (bad) write_out(stream, text, len); /* out of memory: out of turn, but out */
   ev_async_send(r->loop, &r->wake);
 }
 
@@ -106,7 +118,15 @@ static void flush_output(mbrepl *r) {
     return;
   }
   if (r->shown) {
-    fputs("\r\033[K", stdout);
+    /* back to the prompt's first row (the line may wrap), and wipe below */
+    int rows = 0, cols = 0;
+    rl_get_screen_size(&rows, &cols);
+    size_t at = strlen(r->more ? PROMPT_MORE : PROMPT) + (size_t)(rl_point > 0 ? rl_point : 0);
+    size_t up = cols > 0 ? at / (size_t)cols : 0;
+    if (up)
+      printf("\r\033[%zuA\033[J", up);
+    else
+      fputs("\r\033[J", stdout);
     fflush(stdout);
   }
   for (size_t at = 0; at < q.len;) {
@@ -137,9 +157,11 @@ static void say(mbrepl *r, const char *text) {
 /* The user left: deliver what is pending (mbrun drains), then exit. */
 static void leave(mbrepl *r) {
   if (!r->open) return;
-  r->open = 0;
-  if (r->tty && r->shown) {
+  r->open = r->reading = 0;
+  if (r->tty && r->shown) { /* ended from outside: keep the line, end it */
     rl_callback_handler_remove();
+    fputs("\n", stdout);
+    fflush(stdout);
     r->shown = 0;
   }
   ev_io_stop(r->loop, &r->in);
@@ -272,11 +294,35 @@ static void on_tty_input(struct ev_loop *loop, ev_io *w, int revents) {
   (void)loop;
   (void)revents;
   mbrepl *r = w->data;
+  int avail = 0;
+  if (ioctl(0, FIONREAD, &avail) != 0 || avail == 0) { /* readable, nothing: hung up */
+    say(r, "\n");
+    leave(r);
+    return;
+  }
   if (r->shown) rl_callback_read_char();
 }
 
+static void on_winch(struct ev_loop *loop, ev_signal *w, int revents) {
+  (void)loop;
+  (void)revents;
+  mbrepl *r = w->data;
+  if (r->shown) rl_resize_terminal();
+}
+
+/* Back in the foreground after Ctrl-Z: the terminal modes again. */
+static void on_cont(struct ev_loop *loop, ev_signal *w, int revents) {
+  (void)loop;
+  (void)revents;
+  mbrepl *r = w->data;
+  if (!r->shown) return;
+  rl_deprep_terminal();
+  rl_prep_terminal(1);
+  rl_forced_update_display();
+}
+
 int mbrepl_interrupt(mbrepl *r) {
-  if (!r || !r->open || !r->tty) return 0;
+  if (!r || !r->reading || !r->tty) return 0;
   if (r->running) {
     /* stop waiting; the line's code goes on in its service, and what it
      * prints later still appears */
@@ -316,7 +362,7 @@ static names candidates;
 
 static void add_name(void *ud, const char *name) {
   names *c = ud;
-  if (!strncmp(name, REPL_DEST, strlen(REPL_DEST))) return; /* the REPL's own */
+  if (!strcmp(name, REPL_DEST)) return; /* the REPL's own */
   if (c->n == c->cap) {
     size_t cap = c->cap ? c->cap * 2 : 32;
     char **v = realloc(c->v, cap * sizeof *v);
@@ -349,6 +395,7 @@ static char **complete(const char *text, int start, int end) {
   (void)end;
   mbrepl *r = the_repl;
   rl_attempted_completion_over = 1; /* no file names unless asked for */
+  rl_completion_append_character = ' ';
   clear_candidates();
   const char *line = rl_line_buffer;
   while (*line == ' ') line++;
@@ -365,7 +412,7 @@ static char **complete(const char *text, int start, int end) {
   while (arg && *arg == ' ') arg++;
   if (!arg || (int)(arg - rl_line_buffer) != start) return NULL;
   if (cmdlen == 5 && !strncmp(line, ".load", 5)) {
-    rl_attempted_completion_over = 0;
+    rl_completion_append_character = '\0'; /* a folder goes on with / */
     return rl_completion_matches(text, rl_filename_completion_function);
   }
   static const char *const with_dest[] = {".send", ".request", ".listen", ".unlisten", ".stats",
@@ -380,36 +427,47 @@ static char **complete(const char *text, int start, int end) {
 
 /* ---- piped input --------------------------------------------------------------------- */
 
-/* Runs the next whole line read, if no line runs; leaves at the end. */
+/* Runs the next whole line read, if no line runs; leaves at the end. While
+ * a line runs with another whole line waiting, stdin is not read further:
+ * the input waits in the pipe, not in memory. */
 static void next_piped_line(mbrepl *r) {
+  mb_buf *in = &r->pending_in;
   while (r->open && !r->running) {
-    uint8_t *nl = r->pending_in.len ? memchr(r->pending_in.p, '\n', r->pending_in.len) : NULL;
-    size_t len = nl ? (size_t)(nl - r->pending_in.p) : r->pending_in.len;
+    uint8_t *nl = NULL;
+    if (r->scanned < in->len) {
+      nl = memchr(in->p + r->scanned, '\n', in->len - r->scanned);
+      r->scanned = nl ? (size_t)(nl - in->p) : in->len;
+    }
+    size_t len = (nl ? (size_t)(nl - in->p) : in->len) - r->taken;
     if (!nl && !(r->eof && len)) {
-      if (r->eof) leave(r); /* everything ran: what is pending gets delivered */
+      if (r->taken) { /* keep the partial line only */
+        memmove(in->p, in->p + r->taken, in->len - r->taken);
+        in->len -= r->taken;
+        r->scanned -= r->taken;
+        r->taken = 0;
+      }
+      if (r->eof) {
+        if (r->more) say(r, "error: the input ended inside an unfinished Lua chunk\n");
+        leave(r); /* everything ran: what is pending gets delivered */
+      } else if (!ev_is_active(&r->in)) {
+        ev_io_start(r->loop, &r->in);
+      }
       return;
     }
-    size_t used = nl ? len + 1 : len;
-    if (len && r->pending_in.p[len - 1] == '\r') len--;
-    char *line = malloc(len + 1);
-    if (!line) {
-      say(r, "error: out of memory\n");
-      leave(r);
-      return;
-    }
-    memcpy(line, r->pending_in.p, len);
-    line[len] = 0;
-    memmove(r->pending_in.p, r->pending_in.p + used, r->pending_in.len - used);
-    r->pending_in.len -= used;
+    const char *line = (const char *)in->p + r->taken;
+    r->taken += len + (nl ? 1 : 0);
+    r->scanned = r->taken;
+    if (len && line[len - 1] == '\r') len--;
     send_line(r, line, len, 1);
-    free(line);
   }
+  if (r->running && ev_is_active(&r->in) && memchr(in->p + r->scanned, '\n', in->len - r->scanned))
+    ev_io_stop(r->loop, &r->in); /* a whole line waits already */
 }
 
 static void on_piped_input(struct ev_loop *loop, ev_io *w, int revents) {
   (void)revents;
   mbrepl *r = w->data;
-  char buf[4096];
+  char buf[65536];
   ssize_t n = read(0, buf, sizeof buf);
   if (n < 0 && (errno == EINTR || errno == EAGAIN)) return;
   if (n <= 0) {
@@ -428,16 +486,21 @@ static void on_piped_input(struct ev_loop *loop, ev_io *w, int revents) {
 static void history_path(mbrepl *r) {
   const char *state = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
   r->history[0] = 0;
-  if (state && *state)
+  if (state && *state) {
+    mkdir(state, 0700); /* may exist already; a failure shows when saving */
     snprintf(r->history, sizeof r->history, "%s/mb_history", state);
+  }
   else if (home && *home)
     snprintf(r->history, sizeof r->history, "%s/.mb_history", home);
 }
 
 static void begin_reading(mbrepl *r) {
+  r->reading = 1;
   if (r->tty) {
     say(r, "mb " MB_VERSION " REPL: Lua, or .help for the commands; Ctrl-D leaves\n");
     show_prompt(r);
+  } else if (r->eof) {
+    next_piped_line(r); /* stdin was closed: leave */
   } else {
     ev_io_start(r->loop, &r->in);
   }
@@ -454,7 +517,8 @@ static void on_ready_check(struct ev_loop *loop, ev_timer *t, int revents) {
   if (started && mb_dest_stats(r->rt, REPL_DEST, &st) == MB_OK && st.listeners > 0) {
     ev_timer_stop(loop, t);
     begin_reading(r);
-  } else if (ev_now(loop) - r->ready_since > 10 || mbL_runtime_failures(r->R)) {
+  } else if (ev_now(loop) - r->ready_since > 10 ||
+             (mbL_runtime_failures(r->R) > r->failures0 && mbL_runtime_bodies(r->R) == 0)) {
     ev_timer_stop(loop, t);
     say(r, "error: the REPL service did not start (see above)\n");
     leave(r);
@@ -494,14 +558,26 @@ int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen) {
   char path[PATH_MAX + 32];
   snprintf(path, sizeof path, "%s/mb/repl.lua", luadir);
   char *args[] = {(char *)luadir};
+  r->failures0 = mbL_runtime_failures(r->R);
   if (mbL_runtime_load(r->R, path, 1, args, err, errlen)) return -1;
   the_repl = r;
   r->open = 1;
   mb_runtime_hold(r->rt, 1);
   r->held = 1;
   if (r->tty) {
+    pthread_mutex_lock(&r->out_lock);
     atomic_store(&r->queueing, 1);
+    pthread_mutex_unlock(&r->out_lock);
     rl_readline_name = "mb";
+    rl_catch_signals = 0; /* mbrun and the loop see to signals, not libedit */
+    rl_catch_sigwinch = 0;
+    ev_signal_init(&r->winch, on_winch, SIGWINCH);
+    ev_signal_init(&r->cont, on_cont, SIGCONT);
+    r->winch.data = r->cont.data = r;
+    ev_signal_start(r->loop, &r->winch);
+    ev_signal_start(r->loop, &r->cont);
+    ev_unref(r->loop);
+    ev_unref(r->loop);
     rl_attempted_completion_function = complete;
     history_path(r);
     using_history();
@@ -520,17 +596,27 @@ int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen) {
 }
 
 void mbrepl_close(mbrepl *r) {
-  if (!r) return;
+  if (!r || r->closed) return;
+  r->closed = 1;
   leave(r);
   ev_timer_stop(r->loop, &r->ready);
-  flush_output(r);
-  atomic_store(&r->queueing, 0);
-  flush_output(r); /* what came in between */
+  if (ev_is_active(&r->winch)) {
+    ev_ref(r->loop);
+    ev_ref(r->loop);
+    ev_signal_stop(r->loop, &r->winch);
+    ev_signal_stop(r->loop, &r->cont);
+  }
+  pthread_mutex_lock(&r->out_lock);
+  atomic_store(&r->queueing, 0); /* from now on straight out */
+  pthread_mutex_unlock(&r->out_lock);
+  flush_output(r); /* what was queued before */
   ev_ref(r->loop);
   ev_async_stop(r->loop, &r->wake);
   if (r->tty && r->history[0]) {
-    if (write_history(r->history) != 0)
-      fprintf(stderr, "mbrun: cannot save the REPL history to %s\n", r->history);
+    int e = write_history(r->history);
+    if (e != 0)
+      fprintf(stderr, "mbrun: cannot save the REPL history to %s: %s\n", r->history,
+              strerror(e > 0 ? e : errno));
   }
   clear_candidates();
 }

@@ -6,6 +6,7 @@
  * or 2 (usage). Tests: spec/mbrun_spec.lua.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ev.h>
 #include <lauxlib.h>
 #include <limits.h>
@@ -28,7 +29,7 @@
 static mbrepl *repl;
 
 /* The REPL's own traffic (mb/repl) is left out of what mbrun shows. */
-static int hidden(const char *dest) { return !strncmp(dest, "mb/repl", 7); }
+static int hidden(const char *dest) { return repl && !strcmp(dest, "mb/repl"); }
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -473,9 +474,15 @@ static void catch_signals(int on) {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
+  struct sigaction hup;
+  sigaction(SIGHUP, NULL, &hup);
+  if (hup.sa_handler != SIG_IGN) /* under nohup it stays ignored */
+    sigaction(SIGHUP, &sa, NULL); /* the terminal went away: as SIGTERM */
 }
 
-static const char *signame(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+static const char *signame(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM";
+}
 
 static void on_signal(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop;
@@ -564,6 +571,10 @@ static int parse_seconds(const char *s, double *out) {
 }
 
 int main(int argc, char **argv) {
+  /* a closed stdin/stdout/stderr would be taken by the next file opened
+   * (libev's own): keep them taken, by /dev/null */
+  for (int fd = 0; fd < 3; fd++)
+    if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd ? O_WRONLY : O_RDONLY) != fd) return 2;
   int i = 1, stats = 0, trace = 0, graph_fmt = 0, interactive = 0; /* graph: 1 dot, 2 svg */
   long workers = 0;
   double grace = 5;
@@ -708,6 +719,7 @@ int main(int argc, char **argv) {
     if (serve) mb_runtime_hold(rt, 1);
     int stopped = mb_runtime_run(rt, 0);
     if (serve) mb_runtime_hold(rt, -1);
+    mbrepl_close(repl); /* whoever ended the run, the REPL is over */
     if (stopped) drain(&ctl, grace);
   }
   mbrepl_close(repl);

@@ -44,6 +44,7 @@ describe("the REPL on a pipe", function()
       "12\ttwo\tnil",
       '{a = {1, 2}, b = 2, db_password = "********"}',
       "stdin:1: attempt to call a nil value (global 'undefined_fn')",
+      "error: the input ended inside an unfinished Lua chunk",
     }, out)
     assert.not_matches("mb>", raw)
     assert.not_matches("\27", raw) -- no escape codes
@@ -151,6 +152,26 @@ describe("the REPL on a pipe", function()
     end
     for i = 1, 5 do assert.matches("done " .. i, text) end
     assert.not_matches("not read", text)
+  end)
+
+  it("leaves at once when stdin is closed or empty", function()
+    for _, redirect in ipairs {"<&-", "< /dev/null"} do
+      local out, err, code = helper.run(MBRUN .. " -w 1 " .. redirect)
+      assert.are.equal(0, code, err)
+      assert.are.equal("", out)
+    end
+  end)
+
+  it("hides only its own mb/repl, not a user's destination that starts the same", function()
+    local out, err, code = repl({
+      'mb.destination("mb/replay")',
+      'mb.listen("mb/replay", function() end)',
+      ".dests",
+    }, "-w 1 --stats")
+    assert.are.equal(0, code, err)
+    assert.are.equal("mb/replay  parallel     listeners=1  pending=0", out[3])
+    assert.matches("\nmb/replay +parallel", err)
+    assert.not_matches("\nmb/repl ", err)
   end)
 
   it("opens after a scenario with -i, and next to a configuration with -c and -i", function()

@@ -237,7 +237,7 @@ end
 local function user_destinations()
   local names = {}
   for _, n in ipairs(mb.destinations()) do
-    if n:sub(1, 7) ~= "mb/repl" then names[#names + 1] = n end
+    if n ~= "mb/repl" then names[#names + 1] = n end
   end
   return names
 end
