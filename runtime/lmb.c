@@ -85,6 +85,7 @@ typedef struct mbL_listener {
   mbL_state *S;
   mb_listener *l;
   int fn_ref, self_ref;
+  int dest_ref; /* the destination's name as a Lua string */
   int json;
   char dest[256];
 } mbL_listener;
@@ -907,8 +908,9 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     return 2;
   }
   if (w->ans[0].status == MB_OK) {
+    /* decoded once: the reply payload is also the reply message's */
     push_payload(L, w->ans[0].reply);
-    mbL_push_msg(L, w->ans[0].reply);
+    mbL_push_msg(L, w->ans[0].reply, 0, -1);
   } else {
     lua_pushnil(L);
     lua_pushstring(L, w->ans[0].error ? w->ans[0].error : "failed");
@@ -925,9 +927,11 @@ static int request_all_k(lua_State *L, int status, lua_KContext ctx) {
     lua_createtable(L, 0, 2);
     if (w->ans[i].status == MB_OK) {
       push_payload(L, w->ans[i].reply);
-      lua_setfield(L, -2, "payload");
-      mbL_push_msg(L, w->ans[i].reply);
-      lua_setfield(L, -2, "msg");
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "payload");
+      mbL_push_msg(L, w->ans[i].reply, 0, -1); /* the same payload table */
+      lua_setfield(L, -3, "msg");
+      lua_pop(L, 1);
     } else {
       lua_pushstring(L, w->ans[i].error ? w->ans[i].error : "failed");
       lua_setfield(L, -2, "error");
@@ -1047,7 +1051,9 @@ static int handler_body(lua_State *L) {
       return luaL_error(L, "cannot give the message as JSON: %s", err);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    mbL_push_msg(L, m);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->dest_ref);
+    mbL_push_msg(L, m, -1, 0);
+    lua_remove(L, -2);
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
@@ -1097,7 +1103,7 @@ static int l_listen(lua_State *L) {
   }
   mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
-  ls->fn_ref = ls->self_ref = LUA_NOREF;
+  ls->fn_ref = ls->self_ref = ls->dest_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Listener");
   ls->S = S;
   ls->json = json;
@@ -1107,6 +1113,8 @@ static int l_listen(lua_State *L) {
   if (!ls->l) return fail_rc(L, err, dest, S);
   lua_pushvalue(L, 2);
   ls->fn_ref = ref(S, L);
+  lua_pushvalue(L, 1);
+  ls->dest_ref = ref(S, L);
   lua_pushvalue(L, -1);
   ls->self_ref = ref(S, L);
   S->nlisteners++;
@@ -1119,6 +1127,7 @@ static void listener_close(mbL_listener *ls, lua_State *L) {
   ls->l = NULL;
   ls->S->nlisteners--;
   unref(ls->S, L, &ls->fn_ref);
+  unref(ls->S, L, &ls->dest_ref);
   unref(ls->S, L, &ls->self_ref);
 }
 
@@ -1129,6 +1138,7 @@ static void on_listener_closed(void *ud) {
   ls->l = NULL;
   S->nlisteners--;
   unref(S, S->L, &ls->fn_ref);
+  unref(S, S->L, &ls->dest_ref);
   unref(S, S->L, &ls->self_ref);
 }
 

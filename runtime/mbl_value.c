@@ -235,34 +235,45 @@ void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
   decode(L, &r);
 }
 
-void mbL_push_msg(lua_State *L, const mb_msg *m) {
+void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx) {
   char id[17];
   size_t len;
   const uint8_t *p;
-  lua_createtable(L, 0, 6);
-  p = mb_msg_payload(m, &len);
-  mbL_decode(L, p, len);
+  const char *rt = mb_msg_reply_to(m);
+  uint64_t rid = mb_msg_response_id(m);
+  const char *dest = mb_msg_destination(m);
+  if (dest_idx) dest_idx = lua_absindex(L, dest_idx);
+  if (payload_idx) payload_idx = lua_absindex(L, payload_idx);
+  /* sized exactly: destination, payload, values, id, and what is set */
+  lua_createtable(L, 0, 3 + (dest != NULL) + (rt != NULL) + (rid != 0));
+  if (payload_idx) {
+    lua_pushvalue(L, payload_idx);
+  } else {
+    p = mb_msg_payload(m, &len);
+    mbL_decode(L, p, len);
+  }
   lua_setfield(L, -2, "payload");
   p = mb_msg_values(m, &len);
   if (len)
     mbL_decode(L, p, len);
   else
-    lua_newtable(L);
+    lua_createtable(L, 0, 0);
   lua_setfield(L, -2, "values");
-  const char *dest = mb_msg_destination(m);
   if (dest) {
-    lua_pushstring(L, dest);
+    if (dest_idx)
+      lua_pushvalue(L, dest_idx);
+    else
+      lua_pushstring(L, dest);
     lua_setfield(L, -2, "destination");
   }
   lua_pushlstring(L, id, mb_id_format(mb_msg_id(m), id));
   lua_setfield(L, -2, "id");
-  const char *rt = mb_msg_reply_to(m);
   if (rt) {
     lua_pushstring(L, rt);
     lua_setfield(L, -2, "reply_to");
   }
-  if (mb_msg_response_id(m)) {
-    lua_pushlstring(L, id, mb_id_format(mb_msg_response_id(m), id));
+  if (rid) {
+    lua_pushlstring(L, id, mb_id_format(rid, id));
     lua_setfield(L, -2, "response_id");
   }
 }

@@ -22,7 +22,10 @@ int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, c
 void mbL_decode(lua_State *L, const uint8_t *p, size_t len);
 
 /* Pushes a fresh message table: destination, payload, values, id, and
- * reply_to / response_id when set. */
-void mbL_push_msg(lua_State *L, const mb_msg *m);
+ * reply_to / response_id when set. dest_idx (0: none) is a stack slot
+ * holding the destination's name as a string (saves interning it again);
+ * payload_idx (0: none) a slot holding the payload already decoded, used as
+ * is. */
+void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx);
 
 #endif
