@@ -113,6 +113,7 @@ struct mbL_state {
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
+  int body_ref; /* handler_body as a closure with the message keys (registry) */
   mbL_state *next, *prev;
 };
 
@@ -1080,7 +1081,7 @@ static void on_delivery(void *ud, mb_delivery *d) {
   t->d = d;
   t->listener = ls;
   lua_State *co = t->co;
-  lua_pushcfunction(co, handler_body);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, S->body_ref);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
   lua_pushlightuserdata(co, t);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
@@ -1776,9 +1777,15 @@ static void open_module(lua_State *L, mbL_state *S) {
   lua_setmetatable(L, -2);
   S->groups = luaL_ref(L, LUA_REGISTRYINDEX);
 
+  lua_pushlightuserdata(L, S);
+  mbL_push_keys(L);
+  lua_pushcclosure(L, handler_body, 1 + MBL_NKEYS);
+  S->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
   lua_newtable(L);
   lua_pushlightuserdata(L, S);
-  luaL_setfuncs(L, funcs, 1);
+  mbL_push_keys(L);
+  luaL_setfuncs(L, funcs, 1 + MBL_NKEYS);
   lua_newtable(L);
   lua_pushlightuserdata(L, S);
   luaL_setfuncs(L, json_f, 1);

@@ -244,36 +244,49 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx) 
   const char *dest = mb_msg_destination(m);
   if (dest_idx) dest_idx = lua_absindex(L, dest_idx);
   if (payload_idx) payload_idx = lua_absindex(L, payload_idx);
-  /* sized exactly: destination, payload, values, id, and what is set */
+  /* sized exactly: destination, payload, values, id, and what is set; the
+   * keys come from the calling closure's upvalues (already interned) */
   lua_createtable(L, 0, 3 + (dest != NULL) + (rt != NULL) + (rid != 0));
+  lua_pushvalue(L, MBL_KEY(MBL_K_PAYLOAD));
   if (payload_idx) {
     lua_pushvalue(L, payload_idx);
   } else {
     p = mb_msg_payload(m, &len);
     mbL_decode(L, p, len);
   }
-  lua_setfield(L, -2, "payload");
+  lua_rawset(L, -3);
+  lua_pushvalue(L, MBL_KEY(MBL_K_VALUES));
   p = mb_msg_values(m, &len);
   if (len)
     mbL_decode(L, p, len);
   else
     lua_createtable(L, 0, 0);
-  lua_setfield(L, -2, "values");
+  lua_rawset(L, -3);
   if (dest) {
+    lua_pushvalue(L, MBL_KEY(MBL_K_DESTINATION));
     if (dest_idx)
       lua_pushvalue(L, dest_idx);
     else
       lua_pushstring(L, dest);
-    lua_setfield(L, -2, "destination");
+    lua_rawset(L, -3);
   }
+  lua_pushvalue(L, MBL_KEY(MBL_K_ID));
   lua_pushlstring(L, id, mb_id_format(mb_msg_id(m), id));
-  lua_setfield(L, -2, "id");
+  lua_rawset(L, -3);
   if (rt) {
+    lua_pushvalue(L, MBL_KEY(MBL_K_REPLY_TO));
     lua_pushstring(L, rt);
-    lua_setfield(L, -2, "reply_to");
+    lua_rawset(L, -3);
   }
   if (rid) {
+    lua_pushvalue(L, MBL_KEY(MBL_K_RESPONSE_ID));
     lua_pushlstring(L, id, mb_id_format(rid, id));
-    lua_setfield(L, -2, "response_id");
+    lua_rawset(L, -3);
   }
+}
+
+void mbL_push_keys(lua_State *L) {
+  static const char *const names[MBL_NKEYS] = {"payload",  "values",   "destination",
+                                                 "id", "reply_to", "response_id"};
+  for (int i = 0; i < MBL_NKEYS; i++) lua_pushstring(L, names[i]);
 }
