@@ -106,7 +106,8 @@ struct mbL_state {
   mbL_task *pool;
   int npool;
   mbL_task *live;
-  mbL_waiter *waiters, *spare;
+  mbL_waiter *waiters, *spare; /* spare: a short free list (nspare) */
+  int nspare;
   mbL_timer *timers;
   int depth; /* resumes of this state on the C stack */
   int stopping;
@@ -338,9 +339,10 @@ static void task_run(mbL_task *t, int nargs) {
 
 static mbL_waiter *waiter_new(mbL_state *S) {
   mbL_waiter *w = S->spare;
-  if (w)
-    S->spare = NULL;
-  else if (!(w = calloc(1, sizeof *w)))
+  if (w) {
+    S->spare = w->next;
+    S->nspare--;
+  } else if (!(w = calloc(1, sizeof *w)))
     return NULL;
   memset(w, 0, sizeof *w);
   w->S = S;
@@ -368,8 +370,10 @@ static void waiter_free(mbL_waiter *w) {
     ev_timer_stop(mb_service_loop(S->svc), &w->timer);
     mb_runtime_hold(core(S), -1);
   }
-  if (!S->spare) {
+  if (S->nspare < 8) { /* a request and the reply its handler sends: two at once */
+    w->next = S->spare;
     S->spare = w;
+    S->nspare++;
     return;
   }
   free(w);
@@ -1266,7 +1270,11 @@ static void state_release(mbL_state *S) {
   /* drops open deliveries, cancels requests; no callbacks after this */
   mb_service_free(S->svc);
   S->svc = NULL;
-  free(S->spare);
+  while (S->spare) {
+    mbL_waiter *w = S->spare;
+    S->spare = w->next;
+    free(w);
+  }
   while (S->live) {
     mbL_task *t = S->live;
     S->live = t->next;
