@@ -1045,8 +1045,8 @@ static int handler_k(lua_State *L, int status, lua_KContext ctx) {
 /* The body of a handler's coroutine: fn, task. Builds the message inside
  * the coroutine so that every error is caught by its resume. */
 static int handler_body(lua_State *L) {
+  /* 1: the handler, 2: the task, 3: the listener handle, kept */
   mbL_task *t = lua_touserdata(L, 2);
-  lua_remove(L, 2); /* 1: the handler, 2: the listener handle, kept */
   const mb_msg *m = mb_delivery_msg(t->d);
   if (t->listener->json) {
     char err[700];
@@ -1054,11 +1054,12 @@ static int handler_body(lua_State *L) {
     S->buf.len = 0;
     if (mb_msg_to_json(m, &S->buf, err, sizeof err))
       return luaL_error(L, "cannot give the message as JSON: %s", err);
+    lua_pushvalue(L, 1);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->dest_ref);
-    mbL_push_msg(L, m, -1, 0);
-    lua_remove(L, -2);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->dest_ref); /* 4 */
+    lua_pushvalue(L, 1);
+    mbL_push_msg(L, m, 4, 0);
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
@@ -1067,8 +1068,7 @@ static int handler_body(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  lua_pushvalue(L, 1);
-  lua_insert(L, -2); /* handler, message */
+  /* handler, message */
   lua_callk(L, 1, 1, (lua_KContext)t, handler_k);
   return handler_k(L, LUA_OK, (lua_KContext)t);
 }
