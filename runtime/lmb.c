@@ -85,6 +85,7 @@ typedef struct mbL_listener {
   mbL_state *S;
   mb_listener *l;
   int fn_ref, self_ref;
+  int dest_ref; /* the destination's name as a Lua string */
   int json;
   char dest[256];
 } mbL_listener;
@@ -105,13 +106,15 @@ struct mbL_state {
   mbL_task *pool;
   int npool;
   mbL_task *live;
-  mbL_waiter *waiters, *spare;
+  mbL_waiter *waiters, *spare; /* spare: a short free list (nspare) */
+  int nspare;
   mbL_timer *timers;
   int depth; /* resumes of this state on the C stack */
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
+  int body_ref; /* handler_body as a closure with the message keys (registry) */
   mbL_state *next, *prev;
 };
 
@@ -339,9 +342,10 @@ static void task_run(mbL_task *t, int nargs) {
 
 static mbL_waiter *waiter_new(mbL_state *S) {
   mbL_waiter *w = S->spare;
-  if (w)
-    S->spare = NULL;
-  else if (!(w = calloc(1, sizeof *w)))
+  if (w) {
+    S->spare = w->next;
+    S->nspare--;
+  } else if (!(w = calloc(1, sizeof *w)))
     return NULL;
   memset(w, 0, sizeof *w);
   w->S = S;
@@ -369,8 +373,10 @@ static void waiter_free(mbL_waiter *w) {
     ev_timer_stop(mb_service_loop(S->svc), &w->timer);
     mb_runtime_hold(core(S), -1);
   }
-  if (!S->spare) {
+  if (S->nspare < 8) { /* a request and the reply its handler sends: two at once */
+    w->next = S->spare;
     S->spare = w;
+    S->nspare++;
     return;
   }
   free(w);
@@ -910,8 +916,9 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
     return 2;
   }
   if (w->ans[0].status == MB_OK) {
+    /* decoded once: the reply payload is also the reply message's */
     push_payload(L, w->ans[0].reply);
-    mbL_push_msg(L, w->ans[0].reply);
+    mbL_push_msg(L, w->ans[0].reply, 0, -1);
   } else {
     lua_pushnil(L);
     lua_pushstring(L, w->ans[0].error ? w->ans[0].error : "failed");
@@ -928,9 +935,11 @@ static int request_all_k(lua_State *L, int status, lua_KContext ctx) {
     lua_createtable(L, 0, 2);
     if (w->ans[i].status == MB_OK) {
       push_payload(L, w->ans[i].reply);
-      lua_setfield(L, -2, "payload");
-      mbL_push_msg(L, w->ans[i].reply);
-      lua_setfield(L, -2, "msg");
+      lua_pushvalue(L, -1);
+      lua_setfield(L, -3, "payload");
+      mbL_push_msg(L, w->ans[i].reply, 0, -1); /* the same payload table */
+      lua_setfield(L, -3, "msg");
+      lua_pop(L, 1);
     } else {
       lua_pushstring(L, w->ans[i].error ? w->ans[i].error : "failed");
       lua_setfield(L, -2, "error");
@@ -1039,8 +1048,8 @@ static int handler_k(lua_State *L, int status, lua_KContext ctx) {
 /* The body of a handler's coroutine: fn, task. Builds the message inside
  * the coroutine so that every error is caught by its resume. */
 static int handler_body(lua_State *L) {
+  /* 1: the handler, 2: the task, 3: the listener handle, kept */
   mbL_task *t = lua_touserdata(L, 2);
-  lua_remove(L, 2); /* 1: the handler, 2: the listener handle, kept */
   const mb_msg *m = mb_delivery_msg(t->d);
   if (t->listener->json) {
     char err[700];
@@ -1048,9 +1057,12 @@ static int handler_body(lua_State *L) {
     S->buf.len = 0;
     if (mb_msg_to_json(m, &S->buf, err, sizeof err))
       return luaL_error(L, "cannot give the message as JSON: %s", err);
+    lua_pushvalue(L, 1);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    mbL_push_msg(L, m);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->dest_ref); /* 4 */
+    lua_pushvalue(L, 1);
+    mbL_push_msg(L, m, 4, 0);
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
@@ -1059,8 +1071,7 @@ static int handler_body(lua_State *L) {
       lua_pop(L, 1);
     }
   }
-  lua_pushvalue(L, 1);
-  lua_insert(L, -2); /* handler, message */
+  /* handler, message */
   lua_callk(L, 1, 1, (lua_KContext)t, handler_k);
   return handler_k(L, LUA_OK, (lua_KContext)t);
 }
@@ -1077,7 +1088,7 @@ static void on_delivery(void *ud, mb_delivery *d) {
   t->d = d;
   t->listener = ls;
   lua_State *co = t->co;
-  lua_pushcfunction(co, handler_body);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, S->body_ref);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
   lua_pushlightuserdata(co, t);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
@@ -1100,7 +1111,7 @@ static int l_listen(lua_State *L) {
   }
   mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
   memset(ls, 0, sizeof *ls);
-  ls->fn_ref = ls->self_ref = LUA_NOREF;
+  ls->fn_ref = ls->self_ref = ls->dest_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Listener");
   ls->S = S;
   ls->json = json;
@@ -1110,6 +1121,8 @@ static int l_listen(lua_State *L) {
   if (!ls->l) return fail_rc(L, err, dest, S);
   lua_pushvalue(L, 2);
   ls->fn_ref = ref(S, L);
+  lua_pushvalue(L, 1);
+  ls->dest_ref = ref(S, L);
   lua_pushvalue(L, -1);
   ls->self_ref = ref(S, L);
   S->nlisteners++;
@@ -1122,6 +1135,7 @@ static void listener_close(mbL_listener *ls, lua_State *L) {
   ls->l = NULL;
   ls->S->nlisteners--;
   unref(ls->S, L, &ls->fn_ref);
+  unref(ls->S, L, &ls->dest_ref);
   unref(ls->S, L, &ls->self_ref);
 }
 
@@ -1132,6 +1146,7 @@ static void on_listener_closed(void *ud) {
   ls->l = NULL;
   S->nlisteners--;
   unref(S, S->L, &ls->fn_ref);
+  unref(S, S->L, &ls->dest_ref);
   unref(S, S->L, &ls->self_ref);
 }
 
@@ -1258,7 +1273,11 @@ static void state_release(mbL_state *S) {
   /* drops open deliveries, cancels requests; no callbacks after this */
   mb_service_free(S->svc);
   S->svc = NULL;
-  free(S->spare);
+  while (S->spare) {
+    mbL_waiter *w = S->spare;
+    S->spare = w->next;
+    free(w);
+  }
   while (S->live) {
     mbL_task *t = S->live;
     S->live = t->next;
@@ -1769,9 +1788,15 @@ static void open_module(lua_State *L, mbL_state *S) {
   lua_setmetatable(L, -2);
   S->groups = luaL_ref(L, LUA_REGISTRYINDEX);
 
+  lua_pushlightuserdata(L, S);
+  mbL_push_keys(L);
+  lua_pushcclosure(L, handler_body, 1 + MBL_NKEYS);
+  S->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
   lua_newtable(L);
   lua_pushlightuserdata(L, S);
-  luaL_setfuncs(L, funcs, 1);
+  mbL_push_keys(L);
+  luaL_setfuncs(L, funcs, 1 + MBL_NKEYS);
   lua_newtable(L);
   lua_pushlightuserdata(L, S);
   luaL_setfuncs(L, json_f, 1);

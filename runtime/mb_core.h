@@ -80,6 +80,8 @@ struct mb_runtime {
   mb_counts counts;
   mb_delivery *free_deliveries;
   size_t nfree_deliveries;
+  mb_request *free_requests; /* a short free list (nfree_requests) */
+  size_t nfree_requests;
   ev_timer run_timer;
   /* observing (mb_observe.c), all under lock */
   unsigned obs; /* MB_OBSERVE_* | MB_OBS_TRACE: 0 keeps the hot path bare */

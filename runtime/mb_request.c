@@ -33,8 +33,15 @@ static void request_free(mb_request *r) {
   }
   free(r->slots);
   mb_dest_unref(r->dest);
-  r->svc->rt->counts.requests--;
+  mb_runtime *rt = r->svc->rt;
+  rt->counts.requests--;
   mb_service_unref(r->svc);
+  if (rt->nfree_requests < 64) { /* one in flight per coroutine: reused at once */
+    r->next = rt->free_requests;
+    rt->free_requests = r;
+    rt->nfree_requests++;
+    return;
+  }
   free(r);
 }
 
@@ -199,12 +206,17 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   mb_runtime *rt = from->rt;
   mb_inline inl = {0};
   *out = NULL;
-  mb_request *r = calloc(1, sizeof *r);
-  if (!r) {
+  mb_lock(rt);
+  mb_request *r = rt->free_requests;
+  if (r) {
+    rt->free_requests = r->next;
+    rt->nfree_requests--;
+    memset(r, 0, sizeof *r);
+  } else if (!(r = calloc(1, sizeof *r))) {
+    mb_unlock(rt);
     mb_msg_unref(m);
     return MB_ENOMEM;
   }
-  mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
   if (!d || mb_map_put(&rt->requests, id_hash(m->id), r)) {
     if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);

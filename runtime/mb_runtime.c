@@ -271,6 +271,11 @@ void mb_runtime_free(mb_runtime *rt) {
   mb_dest_free_all(rt);
   mb_obs_free(rt);
   mb_unlock(rt);
+  while (rt->free_requests) {
+    mb_request *r = rt->free_requests;
+    rt->free_requests = r->next;
+    free(r);
+  }
   while (rt->free_deliveries) {
     mb_delivery *d = rt->free_deliveries;
     rt->free_deliveries = d->next;

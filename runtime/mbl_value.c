@@ -61,21 +61,50 @@ static void prepend_key(encoder *e, int kidx) {
   }
 }
 
-static int encode(encoder *e, int idx, int depth);
+static int encode_t(encoder *e, int idx, int t, int depth);
 
-static int encode_key(encoder *e, int kidx) {
+/* Writes a number (integer or float) at idx; the buffer has room. */
+static inline void put_number(lua_State *L, mb_buf *b, int idx) {
+  uint8_t *p = b->p + b->len;
+  if (lua_isinteger(L, idx)) {
+    int64_t v = (int64_t)lua_tointeger(L, idx);
+    p[0] = MB_V_INT;
+    memcpy(p + 1, &v, 8);
+  } else {
+    double v = (double)lua_tonumber(L, idx);
+    p[0] = MB_V_FLOAT;
+    memcpy(p + 1, &v, 8);
+  }
+  b->len += 9;
+}
+
+static inline int put_str(mb_buf *b, const char *s, size_t len) {
+  if (len > UINT32_MAX || mb_buf_reserve(b, 5 + len)) return -1;
+  uint8_t *p = b->p + b->len;
+  uint32_t n = (uint32_t)len;
+  p[0] = MB_V_STR;
+  memcpy(p + 1, &n, 4);
+  memcpy(p + 5, s, len);
+  b->len += 5 + len;
+  return 0;
+}
+
+/* The key at kidx, of Lua type t. */
+static int encode_key(encoder *e, int kidx, int t) {
   lua_State *L = e->L;
-  switch (lua_type(L, kidx)) {
+  mb_buf *b = e->b;
+  switch (t) {
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, kidx, &len);
-    return mb_enc_str(e->b, s, len) ? fail(e, "out of memory") : 0;
+    return put_str(b, s, len) ? fail(e, "out of memory") : 0;
   }
   case LUA_TNUMBER:
-    if (lua_isinteger(L, kidx)) return mb_enc_int(e->b, lua_tointeger(L, kidx));
-    return mb_enc_float(e->b, lua_tonumber(L, kidx));
+    if (mb_buf_reserve(b, 9)) return -1;
+    put_number(L, b, kidx);
+    return 0;
   case LUA_TBOOLEAN:
-    return mb_enc_bool(e->b, lua_toboolean(L, kidx));
+    return mb_enc_bool(b, lua_toboolean(L, kidx));
   default:
     snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table with a %s key",
              luaL_typename(L, kidx));
@@ -97,63 +126,66 @@ static int encode_table(encoder *e, int idx, int depth) {
   e->open[depth] = self;
   long at = mb_enc_table_begin(e->b);
   if (at < 0) return fail(e, "out of memory");
+  int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
   /* the array part: 1..n while every key is present */
   lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
   for (lua_Integer i = 1; i <= n; i++) {
-    if (lua_rawgeti(L, idx, i) == LUA_TNIL) {
-      lua_pop(L, 1);
+    int t = lua_rawgeti(L, idx, i);
+    if (t == LUA_TNIL) {
+      lua_settop(L, top);
       break;
     }
-    if (encode(e, lua_gettop(L), depth + 1)) {
+    if (encode_t(e, top + 1, t, depth + 1)) {
       mb_path_prepend_intkey(&e->path, (long long)i);
-      lua_pop(L, 1);
+      lua_settop(L, top);
       return -1;
     }
-    lua_pop(L, 1);
+    lua_settop(L, top);
     narr = i;
   }
   uint32_t nhash = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    int k = lua_gettop(L) - 1;
-    if (lua_isinteger(L, k)) {
+    int k = top + 1;
+    int kt = lua_type(L, k);
+    if (kt == LUA_TNUMBER && narr && lua_isinteger(L, k)) {
       lua_Integer ik = lua_tointeger(L, k);
       if (ik >= 1 && ik <= narr) {
-        lua_pop(L, 1);
+        lua_settop(L, k);
         continue;
       }
     }
-    if (encode_key(e, k) || encode(e, k + 1, depth + 1)) {
+    if (encode_key(e, k, kt) || encode_t(e, k + 1, lua_type(L, k + 1), depth + 1)) {
       prepend_key(e, k);
-      lua_pop(L, 2);
+      lua_settop(L, top);
       return -1;
     }
     nhash++;
-    lua_pop(L, 1);
+    lua_settop(L, k);
   }
   mb_enc_table_end(e->b, at, (uint32_t)narr, nhash);
   return 0;
 }
 
-static int encode(encoder *e, int idx, int depth) {
+/* The value at idx, of Lua type t. */
+static int encode_t(encoder *e, int idx, int t, int depth) {
   lua_State *L = e->L;
-  int rc = 0;
-  switch (lua_type(L, idx)) {
+  mb_buf *b = e->b;
+  switch (t) {
   case LUA_TNIL:
-    rc = mb_enc_nil(e->b);
-    break;
   case LUA_TBOOLEAN:
-    rc = mb_enc_bool(e->b, lua_toboolean(L, idx));
+    if (mb_buf_reserve(b, 1)) return fail(e, "out of memory");
+    b->p[b->len++] = t == LUA_TNIL ? MB_V_NIL : lua_toboolean(L, idx) ? MB_V_TRUE : MB_V_FALSE;
     break;
   case LUA_TNUMBER:
-    rc = lua_isinteger(L, idx) ? mb_enc_int(e->b, lua_tointeger(L, idx))
-                               : mb_enc_float(e->b, lua_tonumber(L, idx));
+    if (mb_buf_reserve(b, 9)) return fail(e, "out of memory");
+    put_number(L, b, idx);
     break;
   case LUA_TSTRING: {
     size_t len;
     const char *s = lua_tolstring(L, idx, &len);
     if (len > e->max) return too_big(e);
-    rc = mb_enc_str(e->b, s, len);
+    if (put_str(b, s, len)) return fail(e, "out of memory");
     break;
   }
   case LUA_TTABLE:
@@ -161,12 +193,15 @@ static int encode(encoder *e, int idx, int depth) {
     break;
   default:
     snprintf(e->whybuf, sizeof e->whybuf, "cannot send a %s",
-             lua_type(L, idx) == LUA_TTHREAD ? "coroutine" : luaL_typename(L, idx));
+             t == LUA_TTHREAD ? "coroutine" : luaL_typename(L, idx));
     return fail(e, e->whybuf);
   }
-  if (rc) return fail(e, "out of memory");
-  if (e->b->len > e->max) return too_big(e);
+  if (b->len > e->max) return too_big(e);
   return 0;
+}
+
+static int encode(encoder *e, int idx, int depth) {
+  return encode_t(e, idx, lua_type(e->L, idx), depth);
 }
 
 int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
@@ -235,34 +270,58 @@ void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
   decode(L, &r);
 }
 
-void mbL_push_msg(lua_State *L, const mb_msg *m) {
+void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx) {
   char id[17];
   size_t len;
   const uint8_t *p;
-  lua_createtable(L, 0, 6);
-  p = mb_msg_payload(m, &len);
-  mbL_decode(L, p, len);
-  lua_setfield(L, -2, "payload");
+  const char *rt = mb_msg_reply_to(m);
+  uint64_t rid = mb_msg_response_id(m);
+  const char *dest = mb_msg_destination(m);
+  if (dest_idx) dest_idx = lua_absindex(L, dest_idx);
+  if (payload_idx) payload_idx = lua_absindex(L, payload_idx);
+  /* sized exactly: destination, payload, values, id, and what is set; the
+   * keys come from the calling closure's upvalues (already interned) */
+  lua_createtable(L, 0, 3 + (dest != NULL) + (rt != NULL) + (rid != 0));
+  lua_pushvalue(L, MBL_KEY(MBL_K_PAYLOAD));
+  if (payload_idx) {
+    lua_pushvalue(L, payload_idx);
+  } else {
+    p = mb_msg_payload(m, &len);
+    mbL_decode(L, p, len);
+  }
+  lua_rawset(L, -3);
+  lua_pushvalue(L, MBL_KEY(MBL_K_VALUES));
   p = mb_msg_values(m, &len);
   if (len)
     mbL_decode(L, p, len);
   else
-    lua_newtable(L);
-  lua_setfield(L, -2, "values");
-  const char *dest = mb_msg_destination(m);
+    lua_createtable(L, 0, 0);
+  lua_rawset(L, -3);
   if (dest) {
-    lua_pushstring(L, dest);
-    lua_setfield(L, -2, "destination");
+    lua_pushvalue(L, MBL_KEY(MBL_K_DESTINATION));
+    if (dest_idx)
+      lua_pushvalue(L, dest_idx);
+    else
+      lua_pushstring(L, dest);
+    lua_rawset(L, -3);
   }
+  lua_pushvalue(L, MBL_KEY(MBL_K_ID));
   lua_pushlstring(L, id, mb_id_format(mb_msg_id(m), id));
-  lua_setfield(L, -2, "id");
-  const char *rt = mb_msg_reply_to(m);
+  lua_rawset(L, -3);
   if (rt) {
+    lua_pushvalue(L, MBL_KEY(MBL_K_REPLY_TO));
     lua_pushstring(L, rt);
-    lua_setfield(L, -2, "reply_to");
+    lua_rawset(L, -3);
   }
-  if (mb_msg_response_id(m)) {
-    lua_pushlstring(L, id, mb_id_format(mb_msg_response_id(m), id));
-    lua_setfield(L, -2, "response_id");
+  if (rid) {
+    lua_pushvalue(L, MBL_KEY(MBL_K_RESPONSE_ID));
+    lua_pushlstring(L, id, mb_id_format(rid, id));
+    lua_rawset(L, -3);
   }
+}
+
+void mbL_push_keys(lua_State *L) {
+  static const char *const names[MBL_NKEYS] = {"payload",  "values",   "destination",
+                                                 "id", "reply_to", "response_id"};
+  for (int i = 0; i < MBL_NKEYS; i++) lua_pushstring(L, names[i]);
 }

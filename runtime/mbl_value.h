@@ -21,8 +21,19 @@ int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, c
  * call it where a Lua error is caught (a coroutine or a protected call). */
 void mbL_decode(lua_State *L, const uint8_t *p, size_t len);
 
+/* The message tables' keys, as upvalues 2..7 of the C closures that call
+ * mbL_push_msg (upvalue 1 is the module's state): mbL_push_keys pushes them
+ * in this order. */
+enum { MBL_K_PAYLOAD, MBL_K_VALUES, MBL_K_DESTINATION, MBL_K_ID, MBL_K_REPLY_TO,
+       MBL_K_RESPONSE_ID, MBL_NKEYS };
+#define MBL_KEY(k) lua_upvalueindex(2 + (k))
+void mbL_push_keys(lua_State *L);
+
 /* Pushes a fresh message table: destination, payload, values, id, and
- * reply_to / response_id when set. */
-void mbL_push_msg(lua_State *L, const mb_msg *m);
+ * reply_to / response_id when set. dest_idx (0: none) is a stack slot
+ * holding the destination's name as a string (saves interning it again);
+ * payload_idx (0: none) a slot holding the payload already decoded, used as
+ * is. Call it from a C closure with the upvalues above. */
+void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx);
 
 #endif
