@@ -190,17 +190,51 @@ static int fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
 
 /* ---- coroutines ------------------------------------------------------------ */
 
+/* A new coroutine, anchored in the registry: pushes it and its ref. */
+static int new_thread_p(lua_State *L) {
+  mbL_state *S = lua_touserdata(L, 1);
+  lua_State *co = lua_newthread(L);
+  int r = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->nrefs++;
+  lua_pushlightuserdata(L, co);
+  lua_pushinteger(L, r);
+  return 2;
+}
+
+/* A task from the pool, or a new one. NULL when out of memory. Called from
+ * libev callbacks too, where no Lua runs in S: there the Lua allocation is
+ * a protected call, so that running out of memory returns NULL instead of
+ * raising into the loop. Inside running Lua code an error reaches that
+ * code's own protection. */
 static mbL_task *task_new(mbL_state *S, int kind) {
   mbL_task *t = S->pool;
   if (t) {
     S->pool = t->next;
     S->npool--;
   } else {
-    t = calloc(1, sizeof *t);
-    if (!t) return NULL;
+    lua_State *co;
+    int r;
+    if (S->current) {
+      co = lua_newthread(S->L);
+      r = ref(S, S->L);
+    } else {
+      lua_pushcfunction(S->L, new_thread_p);
+      lua_pushlightuserdata(S->L, S);
+      if (lua_pcall(S->L, 1, 2, 0) != LUA_OK) {
+        lua_pop(S->L, 1);
+        return NULL;
+      }
+      co = lua_touserdata(S->L, -2);
+      r = (int)lua_tointeger(S->L, -1);
+      lua_pop(S->L, 2);
+    }
+    if (!(t = calloc(1, sizeof *t))) {
+      unref(S, S->L, &r);
+      return NULL;
+    }
     t->S = S;
-    t->co = lua_newthread(S->L);
-    t->ref = ref(S, S->L);
+    t->co = co;
+    t->ref = r;
   }
   t->kind = kind;
   if (kind == T_SCRIPT) atomic_fetch_add(&S->R->bodies, 1);
@@ -443,7 +477,12 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   /* held for the whole call: the callback may stop its own timer and go on */
   mb_runtime_hold(rt, 1);
   mbL_task *t = task_new(S, T_TIMER);
-  if (t) lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
+  if (t) {
+    lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
+  } else {
+    report(S->R, "mb: timer callback not run: out of memory\n");
+    atomic_fetch_add(&S->R->failures, 1);
+  }
   if (!ev_is_active(&tm->w)) timer_release(tm, S->L); /* a one-shot timer is done */
   if (t) task_run(t, 0);
   mb_runtime_hold(rt, -1);
@@ -697,27 +736,48 @@ static int l_stats(lua_State *L) {
 static const char *const EVENTS[] = {"destination_added", "destination_removed",
                                      "listener_added", "listener_removed", NULL};
 
+/* Pushes an event's callback arguments: the destination and the info table
+ * (a protected call: it allocates). */
+static int event_args_p(lua_State *L) {
+  const mb_event *ev = lua_touserdata(L, 1);
+  lua_pushstring(L, ev->destination);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, TYPES[ev->type]);
+  lua_setfield(L, -2, "type");
+  lua_pushinteger(L, (lua_Integer)ev->listeners);
+  lua_setfield(L, -2, "listeners");
+  int k = 0;
+  while (!(ev->kind & (1u << k))) k++;
+  lua_pushstring(L, EVENTS[k]);
+  lua_setfield(L, -2, "event");
+  if (ev->service) {
+    lua_pushstring(L, ev->service);
+    lua_setfield(L, -2, "service");
+  }
+  return 2;
+}
+
 static void on_event(void *ud, const mb_event *ev) {
   mbL_sub *s = ud;
   mbL_state *S = s->S;
   mbL_task *t = task_new(S, T_EVENT);
-  if (!t) return;
-  lua_State *co = t->co;
-  lua_rawgeti(co, LUA_REGISTRYINDEX, s->fn_ref);
-  lua_pushstring(co, ev->destination);
-  lua_createtable(co, 0, 4);
-  lua_pushstring(co, TYPES[ev->type]);
-  lua_setfield(co, -2, "type");
-  lua_pushinteger(co, (lua_Integer)ev->listeners);
-  lua_setfield(co, -2, "listeners");
-  int k = 0;
-  while (!(ev->kind & (1u << k))) k++;
-  lua_pushstring(co, EVENTS[k]);
-  lua_setfield(co, -2, "event");
-  if (ev->service) {
-    lua_pushstring(co, ev->service);
-    lua_setfield(co, -2, "service");
+  if (!t) {
+    report(S->R, "mb: event callback for '%s' not run: out of memory\n", ev->destination);
+    atomic_fetch_add(&S->R->failures, 1);
+    return;
   }
+  lua_State *co = t->co;
+  lua_pushcfunction(co, event_args_p);
+  lua_pushlightuserdata(co, (void *)ev);
+  if (lua_pcall(co, 1, 2, 0) != LUA_OK) {
+    report(S->R, "mb: event callback for '%s' not run: out of memory\n", ev->destination);
+    atomic_fetch_add(&S->R->failures, 1);
+    lua_settop(co, 0);
+    task_free(t, 1);
+    return;
+  }
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->fn_ref);
+  lua_insert(co, -3); /* fn, destination, info */
   task_run(t, 2);
 }
 
