@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "mb_value.h"
@@ -66,7 +67,25 @@ struct mbrepl {
   char history[PATH_MAX];
   mbrepl_trace_fn trace;
   void *trace_ud;
+  struct termios tio; /* the terminal as it was: given back when leaving */
+  int have_tio;
 };
+
+/* While a line runs the prompt is away and the terminal is ours: keys typed
+ * meanwhile are not echoed (libedit shows them at the next prompt) and are
+ * kept for it; Ctrl-C still signals. */
+static void quiet_terminal(mbrepl *r) {
+  if (!r->have_tio) return;
+  struct termios t = r->tio;
+  t.c_lflag &= ~(tcflag_t)(ECHO | ICANON);
+  t.c_cc[VMIN] = 1;
+  t.c_cc[VTIME] = 0;
+  tcsetattr(0, TCSANOW, &t);
+}
+
+static void restore_terminal(mbrepl *r) {
+  if (r->have_tio) tcsetattr(0, TCSANOW, &r->tio);
+}
 
 /* libedit's line handler has no user pointer: the one REPL of the process */
 static mbrepl *the_repl;
@@ -165,6 +184,7 @@ static void leave(mbrepl *r) {
     r->shown = 0;
   }
   ev_io_stop(r->loop, &r->in);
+  if (r->tty) restore_terminal(r);
   if (r->held) {
     mb_runtime_hold(r->rt, -1);
     r->held = 0;
@@ -272,6 +292,7 @@ static void on_tty_line(char *line) {
   r->shown = 0;
   rl_callback_handler_remove();
   ev_io_stop(r->loop, &r->in);
+  if (line) quiet_terminal(r);
   if (!line) { /* Ctrl-D */
     say(r, "\n");
     leave(r);
@@ -568,6 +589,7 @@ int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen) {
     pthread_mutex_lock(&r->out_lock);
     atomic_store(&r->queueing, 1);
     pthread_mutex_unlock(&r->out_lock);
+    r->have_tio = tcgetattr(0, &r->tio) == 0;
     rl_readline_name = "mb";
     rl_catch_signals = 0; /* mbrun and the loop see to signals, not libedit */
     rl_catch_sigwinch = 0;
