@@ -221,7 +221,7 @@ describe("mbrun on SIGINT and SIGTERM", function()
   end
 
   it("takes no new messages on SIGINT and delivers every pending one", function()
-    local out, err, code = interrupt(slow, {"INT"}, 0.1)
+    local out, err, code = interrupt("--stats " .. slow, {"INT"}, 0.1)
     assert.are.equal(0, code, err .. out)
     assert.matches("mbrun: SIGINT: taking no new messages; finishing the %d+ in flight", err)
     assert.matches("handled 20 %(20%)", out) -- all delivered, in order
@@ -233,6 +233,9 @@ describe("mbrun on SIGINT and SIGTERM", function()
     assert.are.equal(20, n)
     assert.matches("ticker: closed: shutting down, 'ticks' takes no new messages", out)
     assert.not_matches("left pending", err)
+    -- and counted: 20 sent, 20 delivered, none failed, dropped or refused
+    assert.matches("\nwork +serial +1 +20 +20 +0 +0 +0 ", err)
+    assert.matches("\nticks +parallel +1 +%d+ +%d+ +0 +0 +[1-9]%d* ", err) -- the refused ticks
   end)
 
   it("does the same on SIGTERM", function()
