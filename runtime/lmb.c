@@ -1270,11 +1270,8 @@ static int l_json_encode(lua_State *L) {
   mbL_state *S = state_of(L);
   char err[700];
   luaL_checkany(L, 1);
-  S->vbuf.len = 0;
-  if (mbL_encode(L, 1, &S->vbuf, (size_t)-1 / 2, "value", err, sizeof err))
-    return luaL_error(L, "mb.json.encode: %s", err);
   S->buf.len = 0;
-  if (mb_json_encode(S->vbuf.p, S->vbuf.len, "value", &S->buf, err, sizeof err))
+  if (mbL_json_encode(L, 1, &S->buf, "value", err, sizeof err))
     return luaL_error(L, "mb.json.encode: %s", err);
   lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   return 1;

@@ -1,9 +1,11 @@
 /*
- * mb_json.c — JSON <-> mb value encoding, on yajl's streaming parser and
- * generator (Debian libyajl-dev). The parser hands numbers over as raw text,
- * so integers that fit in 64 bits stay integers and everything else becomes a
- * float; floats are written with the fewest digits that read back exactly,
- * always with a '.' or an exponent. Owns only transient yajl handles.
+ * mb_json.c — JSON <-> mb value encoding. Decoding runs on yajl's streaming
+ * parser (Debian libyajl-dev), which hands numbers over as raw text, so
+ * integers that fit in 64 bits stay integers and everything else becomes a
+ * float. Encoding writes the text itself, with the writers the Lua binding's
+ * one-pass encoder (mbl_value.c) shares, byte for byte what yajl's generator
+ * wrote before: floats with the fewest digits that read back exactly, always
+ * with a '.' or an exponent. Owns only transient yajl parser handles.
  * Tests: spec/c/test_core.c, spec/json_spec.lua.
  */
 #include <errno.h>
@@ -11,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 #include "mb_value.h"
@@ -164,18 +165,134 @@ int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, cha
   return 0;
 }
 
-/* ---- encoding --------------------------------------------------------- */
+/* ---- text writers ------------------------------------------------------- */
 
-typedef struct encoder {
-  yajl_gen g;
-  mb_reader r;
-  mb_path path;
-  const char *why;
-} encoder;
+/* What yajl's generator wrote for each byte of a string (yajl_string_encode,
+ * solidus not escaped): 0 as is, 'u' as \u00XX, else a backslash and that
+ * letter. Bytes from 0x7f up, UTF-8 or not, go out as they are. */
+static const char str_escape[256] = {
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'b', 't', 'n', 'u', 'f', 'r', 'u', 'u',
+    'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u', 'u',
+    0,   0,   '"', 0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,
+    0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   0,   '\\',
+};
+
+int mb_json_put_str(mb_buf *b, const char *s, size_t len) {
+  /* room for the plain case; each escape makes room for the rest again */
+  if (mb_buf_reserve(b, len + 2)) return -1;
+  uint8_t *p = b->p + b->len;
+  *p++ = '"';
+  const unsigned char *u = (const unsigned char *)s;
+  size_t i = 0;
+  while (i < len) {
+    size_t run = i;
+    while (run < len && !str_escape[u[run]]) run++;
+    memcpy(p, u + i, run - i);
+    p += run - i;
+    if (run == len) break;
+    b->len = (size_t)(p - b->p);
+    if (mb_buf_reserve(b, 6 + (len - run - 1) + 1)) return -1;
+    p = b->p + b->len;
+    char c = str_escape[u[run]];
+    *p++ = '\\';
+    if (c == 'u') {
+      static const char hex[] = "0123456789ABCDEF";
+      *p++ = 'u';
+      *p++ = '0';
+      *p++ = '0';
+      *p++ = hex[u[run] >> 4];
+      *p++ = hex[u[run] & 15];
+    } else {
+      *p++ = c;
+    }
+    i = run + 1;
+  }
+  *p++ = '"';
+  b->len = (size_t)(p - b->p);
+  return 0;
+}
+
+/* The decimal digits of v, written backwards ending at end; returns the start. */
+static char *int_digits(int64_t v, char *end) {
+  uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+  do {
+    *--end = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (v < 0) *--end = '-';
+  return end;
+}
+
+int mb_json_put_int(mb_buf *b, int64_t v, int quoted) {
+  char tmp[24];
+  char *s = int_digits(v, tmp + sizeof tmp);
+  size_t n = (size_t)(tmp + sizeof tmp - s);
+  if (mb_buf_reserve(b, n + 2)) return -1;
+  uint8_t *p = b->p + b->len;
+  if (quoted) *p++ = '"';
+  memcpy(p, s, n);
+  p += n;
+  if (quoted) *p++ = '"';
+  b->len = (size_t)(p - b->p);
+  return 0;
+}
+
+static const double tens[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,
+                              1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19};
+
+/* The common case of format_float without printf: v > 0 that reads back
+ * from m / 10^d for an integer m < 10^15 and v in [1e-4, 1e15). Such a
+ * decimal is within half an ulp of v, closer than the step between 15-digit
+ * decimals there, so it is what "%.15g" prints (fixed notation in that
+ * range, trailing zeros dropped), and it reads back. The division checks it:
+ * m and 10^d are exact doubles, and the quotient is rounded once, as strtod
+ * rounds. Returns the length written to buf, or 0 when v is not such a case. */
+static int short_decimal(double v, char *buf) {
+  if (!(v >= 1e-4 && v < 1e15)) return 0;
+  for (int d = 0; d < (int)(sizeof tens / sizeof tens[0]); d++) {
+    double scaled = v * tens[d];
+    if (scaled >= 1e15) return 0;
+    uint64_t m = (uint64_t)(scaled + 0.5);
+    if ((double)m / tens[d] != v) continue;
+    char tmp[24], *end = tmp + sizeof tmp;
+    for (; d > 0 && m % 10 == 0; d--) m /= 10;
+    const char *p = int_digits((int64_t)m, end);
+    int digits = (int)(end - p), n = 0;
+    if (d == 0) {
+      memcpy(buf, p, (size_t)digits);
+      memcpy(buf + digits, ".0", 2);
+      return digits + 2;
+    }
+    if (digits > d) { /* 12.75 */
+      memcpy(buf, p, (size_t)(digits - d));
+      n = digits - d;
+      buf[n++] = '.';
+      memcpy(buf + n, p + digits - d, (size_t)d);
+      return n + d;
+    }
+    buf[n++] = '0'; /* 0.0125 */
+    buf[n++] = '.';
+    for (int z = digits; z < d; z++) buf[n++] = '0';
+    memcpy(buf + n, p, (size_t)digits);
+    return n + digits;
+  }
+  return 0;
+}
 
 /* The shortest "%.Ng" that reads back as the same double. */
 static int format_float(double v, char *buf, size_t cap) {
-  int n = 0;
+  if (v == 0) {
+    int neg = signbit(v) != 0;
+    memcpy(buf, "-0.0" + !neg, 4);
+    return 3 + neg;
+  }
+  int n = short_decimal(v < 0 ? -v : v, buf + (v < 0));
+  if (n) {
+    if (v < 0) buf[0] = '-';
+    return n + (v < 0);
+  }
   for (int prec = 15; prec <= 17; prec++) {
     n = snprintf(buf, cap, "%.*g", prec, v);
     if (strtod(buf, NULL) == v) break;
@@ -187,23 +304,41 @@ static int format_float(double v, char *buf, size_t cap) {
   return n;
 }
 
+int mb_json_put_float(mb_buf *b, double v) {
+  char buf[64];
+  int n = format_float(v, buf, sizeof buf);
+  return mb_buf_add(b, buf, (size_t)n);
+}
+
+/* ---- encoding --------------------------------------------------------- */
+
+typedef struct encoder {
+  mb_buf *out;
+  mb_reader r;
+  mb_path path;
+  const char *why;
+} encoder;
+
 static int encode_value(encoder *e, int depth);
 
-static int gen_ok(encoder *e, yajl_gen_status st) {
-  if (st == yajl_gen_status_ok) return 0;
-  e->why = "cannot generate JSON";
+static int put(encoder *e, const char *s, size_t n) {
+  if (mb_buf_add(e->out, s, n) == 0) return 0;
+  e->why = "out of memory";
+  return -1;
+}
+
+static int put_ok(encoder *e, int rc) {
+  if (rc == 0) return 0;
+  e->why = "out of memory";
   return -1;
 }
 
 static int encode_key(encoder *e, const mb_item *k) {
-  char buf[64];
-  int n;
   switch (k->tag) {
   case MB_V_STR:
-    return gen_ok(e, yajl_gen_string(e->g, (const unsigned char *)k->v.str.s, k->v.str.len));
+    return put_ok(e, mb_json_put_str(e->out, k->v.str.s, k->v.str.len));
   case MB_V_INT:
-    n = snprintf(buf, sizeof buf, "%lld", (long long)k->v.i);
-    return gen_ok(e, yajl_gen_string(e->g, (const unsigned char *)buf, (size_t)n));
+    return put_ok(e, mb_json_put_int(e->out, k->v.i, 1));
   case MB_V_FLOAT:
     e->why = "cannot encode a float key in JSON";
     return -1;
@@ -233,24 +368,25 @@ static void prepend_key(encoder *e, const mb_item *k) {
 
 static int encode_table(encoder *e, const mb_item *t, int depth) {
   uint32_t narr = t->v.t.narr, nhash = t->v.t.nhash;
-  if (depth >= 1024) {
-    e->why = "nested too deep";
+  /* the limit of the yajl generator this once was (its 128th open container
+   * failed); values from Lua never come near it (MB_MAX_DEPTH) */
+  if (depth >= 127) {
+    e->why = "cannot generate JSON";
     return -1;
   }
   if (nhash == 0 && narr > 0) {
-    if (gen_ok(e, yajl_gen_array_open(e->g))) return -1;
+    if (put(e, "[", 1)) return -1;
     for (uint32_t i = 0; i < narr; i++) {
-      if (encode_value(e, depth + 1)) {
+      if ((i && put(e, ",", 1)) || encode_value(e, depth + 1)) {
         mb_path_prepend_intkey(&e->path, (long long)i + 1);
         return -1;
       }
     }
-    return gen_ok(e, yajl_gen_array_close(e->g));
+    return put(e, "]", 1);
   }
-  if (gen_ok(e, yajl_gen_map_open(e->g))) return -1;
+  if (put(e, "{", 1)) return -1;
+  int first = 1;
   for (uint32_t i = 0; i < narr; i++) {
-    char buf[16];
-    int n = snprintf(buf, sizeof buf, "%u", i + 1);
     const uint8_t *at = e->r.p;
     mb_item v;
     if (mb_read(&e->r, &v)) {
@@ -259,11 +395,12 @@ static int encode_table(encoder *e, const mb_item *t, int depth) {
     }
     if (v.tag == MB_V_NIL) continue; /* a hole: no key */
     e->r.p = at;
-    if (gen_ok(e, yajl_gen_string(e->g, (const unsigned char *)buf, (size_t)n)) ||
-        encode_value(e, depth + 1)) {
+    if ((!first && put(e, ",", 1)) || put_ok(e, mb_json_put_int(e->out, (int64_t)i + 1, 1)) ||
+        put(e, ":", 1) || encode_value(e, depth + 1)) {
       mb_path_prepend_intkey(&e->path, (long long)i + 1);
       return -1;
     }
+    first = 0;
   }
   for (uint32_t i = 0; i < nhash; i++) {
     mb_item k;
@@ -275,41 +412,39 @@ static int encode_table(encoder *e, const mb_item *t, int depth) {
       e->why = "cannot encode a table key in JSON";
       return -1;
     }
-    if (encode_key(e, &k) || encode_value(e, depth + 1)) {
+    if ((!first && put(e, ",", 1)) || encode_key(e, &k) || put(e, ":", 1) ||
+        encode_value(e, depth + 1)) {
       prepend_key(e, &k);
       return -1;
     }
+    first = 0;
   }
-  return gen_ok(e, yajl_gen_map_close(e->g));
+  return put(e, "}", 1);
 }
 
 static int encode_value(encoder *e, int depth) {
   mb_item it;
-  char buf[64];
   if (mb_read(&e->r, &it)) {
     e->why = "corrupt value";
     return -1;
   }
   switch (it.tag) {
   case MB_V_NIL:
-    return gen_ok(e, yajl_gen_null(e->g));
+    return put(e, "null", 4);
   case MB_V_FALSE:
+    return put(e, "false", 5);
   case MB_V_TRUE:
-    return gen_ok(e, yajl_gen_bool(e->g, it.tag == MB_V_TRUE));
-  case MB_V_INT: {
-    int n = snprintf(buf, sizeof buf, "%lld", (long long)it.v.i);
-    return gen_ok(e, yajl_gen_number(e->g, buf, (size_t)n));
-  }
-  case MB_V_FLOAT: {
+    return put(e, "true", 4);
+  case MB_V_INT:
+    return put_ok(e, mb_json_put_int(e->out, it.v.i, 0));
+  case MB_V_FLOAT:
     if (!isfinite(it.v.f)) {
-      e->why = isnan(it.v.f) ? "cannot encode NaN in JSON" : "cannot encode infinity in JSON";
+      e->why = mb_json_float_problem(it.v.f);
       return -1;
     }
-    int n = format_float(it.v.f, buf, sizeof buf);
-    return gen_ok(e, yajl_gen_number(e->g, buf, (size_t)n));
-  }
+    return put_ok(e, mb_json_put_float(e->out, it.v.f));
   case MB_V_STR:
-    return gen_ok(e, yajl_gen_string(e->g, (const unsigned char *)it.v.str.s, it.v.str.len));
+    return put_ok(e, mb_json_put_str(e->out, it.v.str.s, it.v.str.len));
   case MB_V_TABLE:
     return encode_table(e, &it, depth);
   }
@@ -317,29 +452,23 @@ static int encode_value(encoder *e, int depth) {
   return -1;
 }
 
+const char *mb_json_float_problem(double v) {
+  if (isnan(v)) return "cannot encode NaN in JSON";
+  if (isinf(v)) return "cannot encode infinity in JSON";
+  return NULL;
+}
+
 int mb_json_encode(const void *p, size_t len, const char *root, mb_buf *out, char *err,
                    size_t errlen) {
   encoder e;
+  e.out = out;
   e.r.p = p;
   e.r.end = (const uint8_t *)p + len;
   e.why = NULL;
   mb_path_init(&e.path);
-  e.g = yajl_gen_alloc(NULL);
-  if (!e.g) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  int rc = encode_value(&e, 0);
-  if (rc == 0) {
-    const unsigned char *text;
-    size_t n;
-    yajl_gen_get_buf(e.g, &text, &n);
-    if (mb_buf_add(out, text, n)) {
-      e.why = "out of memory";
-      rc = -1;
-    }
-  }
-  if (rc) snprintf(err, errlen, "%s%s: %s", root, e.path.buf, e.why ? e.why : "error");
-  yajl_gen_free(e.g);
-  return rc;
+  size_t start = out->len;
+  if (encode_value(&e, 0) == 0) return 0;
+  out->len = start;
+  snprintf(err, errlen, "%s%s: %s", root, e.path.buf, e.why ? e.why : "error");
+  return -1;
 }

@@ -12,7 +12,8 @@
  * Tables nest up to MB_MAX_DEPTH levels (the outermost table is depth 1).
  *
  * Also here: mb_buf, the growable byte buffer the writers append to, and the
- * JSON conversions (mb_json.c), built on yajl.
+ * JSON conversions (mb_json.c): yajl's parser, and JSON text writers shared
+ * with the Lua binding.
  *
  * Tests: spec/c/test_core.c, spec/json_spec.lua, spec/values_spec.lua.
  */
@@ -105,6 +106,21 @@ int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, cha
  * -1 with err set. */
 int mb_json_encode(const void *p, size_t len, const char *root, mb_buf *out, char *err,
                    size_t errlen);
+
+/* The JSON text writers both encoders share (mb_json_encode here, and the
+ * Lua binding's one-pass mbL_json_encode), so the two write the same text.
+ * Each appends to b and returns 0, or -1 when out of memory.
+ * mb_json_put_str: s quoted, with '"', '\\' and bytes below 0x20 escaped
+ * (\n, \t... or \u00XX); other bytes as they are, valid UTF-8 or not.
+ * mb_json_put_int: v in decimal, within quotes when quoted (an object key).
+ * mb_json_put_float: a finite v with the fewest digits that read back
+ * exactly, always with a '.' or an exponent ("3.0", "1e+300"). */
+int mb_json_put_str(mb_buf *b, const char *s, size_t len);
+int mb_json_put_int(mb_buf *b, int64_t v, int quoted);
+int mb_json_put_float(mb_buf *b, double v);
+/* Why v cannot be written as JSON ("cannot encode NaN in JSON"), or NULL
+ * when it is finite. */
+const char *mb_json_float_problem(double v);
 
 /* mb_show.c: the value on one line for people, as a Lua constructor
  * ({id=1, kind="order"}), appended to out. Values under a key containing

@@ -2,7 +2,10 @@
  * mbl_value.c — Lua values <-> mb value encoding. The encoder walks a Lua
  * value once, writing straight into the caller's buffer; tables are written
  * as an array part (keys 1..n while they are all present) and a hash part.
- * Tests: spec/values_spec.lua.
+ * mb.json.encode's encoder walks a Lua value the same way but writes JSON
+ * text straight away, with mb_json.c's writers (one pass instead of encoding
+ * first and converting the bytes).
+ * Tests: spec/values_spec.lua, spec/json_spec.lua.
  */
 #include "mbl_value.h"
 
@@ -16,6 +19,7 @@ typedef struct encoder {
   size_t max;
   mb_path path;
   const char *why;
+  int json_only; /* why is a JSON limit, not something mbL_encode refuses */
   char whybuf[128];
   const void *open[MB_MAX_DEPTH + 1]; /* the tables being written */
 } encoder;
@@ -59,6 +63,34 @@ static void prepend_key(encoder *e, int kidx) {
     mb_path_prepend(&e->path, seg, (size_t)n);
   }
   }
+}
+
+/* Enters the table at idx, at depth: not too deep, not one being written. */
+static int open_table(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  const void *self = lua_topointer(L, idx);
+  if (depth >= MB_MAX_DEPTH) {
+    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table nested deeper than %d levels",
+             MB_MAX_DEPTH);
+    return fail(e, e->whybuf);
+  }
+  for (int i = 0; i < depth; i++)
+    if (e->open[i] == self) return fail(e, "cannot send a cyclic table (it contains itself)");
+  if (!lua_checkstack(L, 4)) return fail(e, "out of Lua stack");
+  e->open[depth] = self;
+  return 0;
+}
+
+static int bad_key(encoder *e, int kidx) {
+  snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table with a %s key",
+           luaL_typename(e->L, kidx));
+  return fail(e, e->whybuf);
+}
+
+static int bad_value(encoder *e, int idx, int t) {
+  snprintf(e->whybuf, sizeof e->whybuf, "cannot send a %s",
+           t == LUA_TTHREAD ? "coroutine" : luaL_typename(e->L, idx));
+  return fail(e, e->whybuf);
 }
 
 static int encode_t(encoder *e, int idx, int t, int depth);
@@ -106,24 +138,13 @@ static int encode_key(encoder *e, int kidx, int t) {
   case LUA_TBOOLEAN:
     return mb_enc_bool(b, lua_toboolean(L, kidx));
   default:
-    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table with a %s key",
-             luaL_typename(L, kidx));
-    return fail(e, e->whybuf);
+    return bad_key(e, kidx);
   }
 }
 
 static int encode_table(encoder *e, int idx, int depth) {
   lua_State *L = e->L;
-  const void *self = lua_topointer(L, idx);
-  if (depth >= MB_MAX_DEPTH) {
-    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table nested deeper than %d levels",
-             MB_MAX_DEPTH);
-    return fail(e, e->whybuf);
-  }
-  for (int i = 0; i < depth; i++)
-    if (e->open[i] == self) return fail(e, "cannot send a cyclic table (it contains itself)");
-  if (!lua_checkstack(L, 4)) return fail(e, "out of Lua stack");
-  e->open[depth] = self;
+  if (open_table(e, idx, depth)) return -1;
   long at = mb_enc_table_begin(e->b);
   if (at < 0) return fail(e, "out of memory");
   int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
@@ -192,9 +213,7 @@ static int encode_t(encoder *e, int idx, int t, int depth) {
     if (encode_table(e, idx, depth)) return -1;
     break;
   default:
-    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a %s",
-             t == LUA_TTHREAD ? "coroutine" : luaL_typename(L, idx));
-    return fail(e, e->whybuf);
+    return bad_value(e, idx, t);
   }
   if (b->len > e->max) return too_big(e);
   return 0;
@@ -211,11 +230,187 @@ int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, c
   e.b = b;
   e.max = max;
   e.why = NULL;
+  e.json_only = 0;
   mb_path_init(&e.path);
   size_t start = b->len;
   idx = lua_absindex(L, idx);
   if (encode(&e, idx, 0) == 0) return 0;
   b->len = start;
+  snprintf(err, errlen, "%s%s: %s", root, e.path.buf, e.why);
+  return -1;
+}
+
+/* ---- JSON in one pass --------------------------------------------------- */
+
+/* The text is what mb_json_encode makes of mbL_encode's bytes: the same
+ * walk (the array part 1..n while present, then lua_next for the rest), the
+ * same checks, and the writers of mb_json.c. */
+
+static int json_value(encoder *e, int idx, int t, int depth);
+
+static int json_limit(encoder *e, const char *why) {
+  e->json_only = 1;
+  return fail(e, why);
+}
+
+static inline int put_byte(encoder *e, char c) {
+  mb_buf *b = e->b;
+  if (mb_buf_reserve(b, 1)) return fail(e, "out of memory");
+  b->p[b->len++] = (uint8_t)c;
+  return 0;
+}
+
+static inline int put_text(encoder *e, const char *s, size_t n) {
+  return mb_buf_add(e->b, s, n) ? fail(e, "out of memory") : 0;
+}
+
+static inline int put_int(encoder *e, int64_t v, int quoted) {
+  return mb_json_put_int(e->b, v, quoted) ? fail(e, "out of memory") : 0;
+}
+
+/* An object key: a string, or an integer written as one. */
+static int json_key(encoder *e, int kidx, int t) {
+  lua_State *L = e->L;
+  switch (t) {
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, kidx, &len);
+    return mb_json_put_str(e->b, s, len) ? fail(e, "out of memory") : 0;
+  }
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, kidx)) return put_int(e, (int64_t)lua_tointeger(L, kidx), 1);
+    return json_limit(e, "cannot encode a float key in JSON");
+  case LUA_TBOOLEAN:
+    return json_limit(e, "cannot encode a boolean key in JSON");
+  default:
+    return bad_key(e, kidx);
+  }
+}
+
+/* The array part 1..narr again, as the first members of an object, over
+ * the array the table was first taken for (from its start in the buffer). */
+static int json_members(encoder *e, int idx, size_t start, lua_Integer narr, int depth) {
+  lua_State *L = e->L;
+  int top = lua_gettop(L);
+  e->b->len = start;
+  for (lua_Integer i = 1; i <= narr; i++) {
+    int t = lua_rawgeti(L, idx, i);
+    if (put_byte(e, i == 1 ? '{' : ',') || put_int(e, (int64_t)i, 1) || put_byte(e, ':') ||
+        json_value(e, top + 1, t, depth + 1)) {
+      mb_path_prepend_intkey(&e->path, (long long)i);
+      lua_settop(L, top);
+      return -1;
+    }
+    lua_settop(L, top);
+  }
+  return 0;
+}
+
+static int json_table(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  if (open_table(e, idx, depth)) return -1;
+  size_t start = e->b->len;
+  int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
+  /* taken for an array while the keys are 1..n */
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
+  for (lua_Integer i = 1; i <= n; i++) {
+    int t = lua_rawgeti(L, idx, i);
+    if (t == LUA_TNIL) {
+      lua_settop(L, top);
+      break;
+    }
+    if (put_byte(e, i == 1 ? '[' : ',') || json_value(e, top + 1, t, depth + 1)) {
+      mb_path_prepend_intkey(&e->path, (long long)i);
+      lua_settop(L, top);
+      return -1;
+    }
+    lua_settop(L, top);
+    narr = i;
+  }
+  /* any other key makes it an object */
+  int object = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int k = top + 1;
+    int kt = lua_type(L, k);
+    if (kt == LUA_TNUMBER && narr && lua_isinteger(L, k)) {
+      lua_Integer ik = lua_tointeger(L, k);
+      if (ik >= 1 && ik <= narr) {
+        lua_settop(L, k);
+        continue;
+      }
+    }
+    if (!object && narr && json_members(e, idx, start, narr, depth)) {
+      lua_settop(L, top);
+      return -1;
+    }
+    if (put_byte(e, object || narr ? ',' : '{') || json_key(e, k, kt) || put_byte(e, ':') ||
+        json_value(e, k + 1, lua_type(L, k + 1), depth + 1)) {
+      prepend_key(e, k);
+      lua_settop(L, top);
+      return -1;
+    }
+    object = 1;
+    lua_settop(L, k);
+  }
+  if (object) return put_byte(e, '}');
+  if (narr) return put_byte(e, ']');
+  return put_text(e, "{}", 2);
+}
+
+/* The value at idx, of Lua type t. */
+static int json_value(encoder *e, int idx, int t, int depth) {
+  lua_State *L = e->L;
+  switch (t) {
+  case LUA_TNIL:
+    return put_text(e, "null", 4);
+  case LUA_TBOOLEAN:
+    return lua_toboolean(L, idx) ? put_text(e, "true", 4) : put_text(e, "false", 5);
+  case LUA_TNUMBER: {
+    int rc;
+    if (lua_isinteger(L, idx)) {
+      rc = mb_json_put_int(e->b, (int64_t)lua_tointeger(L, idx), 0);
+    } else {
+      double v = (double)lua_tonumber(L, idx);
+      const char *why = mb_json_float_problem(v);
+      if (why) return json_limit(e, why);
+      rc = mb_json_put_float(e->b, v);
+    }
+    return rc ? fail(e, "out of memory") : 0;
+  }
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    return mb_json_put_str(e->b, s, len) ? fail(e, "out of memory") : 0;
+  }
+  case LUA_TTABLE:
+    return json_table(e, idx, depth);
+  default:
+    return bad_value(e, idx, t);
+  }
+}
+
+int mbL_json_encode(lua_State *L, int idx, mb_buf *b, const char *root, char *err,
+                    size_t errlen) {
+  encoder e;
+  e.L = L;
+  e.b = b;
+  e.max = (size_t)-1 / 2;
+  e.why = NULL;
+  e.json_only = 0;
+  mb_path_init(&e.path);
+  size_t start = b->len;
+  idx = lua_absindex(L, idx);
+  if (json_value(&e, idx, lua_type(L, idx), 0) == 0) return 0;
+  b->len = start;
+  if (e.json_only) {
+    /* what cannot be sent at all is reported first, wherever it is, as
+     * when the text was made from the encoded value */
+    mb_buf tmp = {0};
+    int unsendable = mbL_encode(L, idx, &tmp, e.max, root, err, errlen);
+    mb_buf_free(&tmp);
+    if (unsendable) return -1;
+  }
   snprintf(err, errlen, "%s%s: %s", root, e.path.buf, e.why);
   return -1;
 }

@@ -17,6 +17,13 @@
 int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
                size_t errlen);
 
+/* Appends the value at idx to b as JSON text, in one pass: the same text,
+ * and the same errors, as mb_json_encode of what mbL_encode writes (no size
+ * limit). Never raises; on error returns -1, leaves b as it was and writes
+ * "<root><path>: <reason>" into err. */
+int mbL_json_encode(lua_State *L, int idx, mb_buf *b, const char *root, char *err,
+                    size_t errlen);
+
 /* Pushes the value encoded at [p, p+len). May raise only on memory errors;
  * call it where a Lua error is caught (a coroutine or a protected call). */
 void mbL_decode(lua_State *L, const uint8_t *p, size_t len);

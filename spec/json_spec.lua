@@ -108,6 +108,21 @@ describe("mb.json", function()
       assert.are.equal(-math.huge, 1 / back.neg)
     end)
 
+    it("writes floats with the fewest digits of %.15g..%.17g that read back", function()
+      local cases = {
+        {-0.0, "-0.0"}, {0.0, "0.0"}, {0.1, "0.1"}, {0.3, "0.3"}, {1 / 3, "0.3333333333333333"},
+        {100.0, "100.0"}, {1e14, "100000000000000.0"}, {1e15, "1e+15"}, {1e21, "1e+21"},
+        {1e300, "1e+300"}, {0.0001, "0.0001"}, {1e-5, "1e-05"}, {-0.0025, "-0.0025"},
+        {2^53, "9007199254740992.0"}, {2^63, "9.223372036854776e+18"}, {123.456, "123.456"},
+        {999999999999999.9, "999999999999999.9"}, {5e-324, "4.94065645841247e-324"},
+        {251.75, "251.75"}, {-7.0, "-7.0"},
+      }
+      for _, c in ipairs(cases) do
+        assert.are.equal(c[2], encode(c[1]), ("%.17g"):format(c[1]))
+        assert.are.equal("[" .. c[2] .. "]", encode({c[1]}))
+      end
+    end)
+
     it("round-trips floats exactly", function()
       for _, f in ipairs({0.1, 1 / 3, -2 / 3, 1e300, -1e-300, 5e-324, 2^53, 2^63, 1e15 + 0.5,
                           math.pi, 123456.789, 1.7976931348623157e308}) do
@@ -198,6 +213,12 @@ describe("mb.json", function()
       assert.are.equal(s, decode(text))
     end)
 
+    it("writes every other byte as it is: '/', DEL, UTF-8 and invalid UTF-8", function()
+      assert.are.equal('"\\u0000\\u0001\\b\\t\\n\\u000B\\f\\r\\u001B\\u001F /\127\128\255\195\169\\"\\\\"',
+        encode("\0\1\8\9\10\11\12\13\27\31 /\127\128\255\195\169\"\\"))
+      assert.are.equal('{"\\u001F/\255":"\\t"}', encode({["\31/\255"] = "\t"}))
+    end)
+
     it("round-trips UTF-8 text and escapes in keys", function()
       local v = {["clé"] = "valeur é😀", ['a"b'] = "q", ["new\nline"] = "\t"}
       assert.are.same(v, decode(encode(v)))
@@ -229,6 +250,11 @@ describe("mb.json", function()
       assert.are.equal('{"2":"b"}', encode({[2] = "b"}))
       local big = decode(encode({[math.maxinteger] = 1}))
       assert.are.equal(1, big[tostring(math.maxinteger)])
+    end)
+
+    it("writes the array part first, then the other keys", function()
+      assert.are.equal('{"1":"a","2":"b","x":1}', encode({"a", "b", x = 1}))
+      assert.are.equal('[{},[{}],{"k":[1,2.5,"s",true]}]', encode({{}, {{}}, {k = {1, 2.5, "s", true}}}))
     end)
 
     it("decodes null as an absent value", function()
@@ -268,6 +294,18 @@ describe("mb.json", function()
       local cyc = {}
       cyc.me = cyc
       assert_contains(error_of(encode, cyc), "value.me", "cyclic")
+    end)
+
+    it("names what cannot be sent at all before what JSON cannot express", function()
+      -- whichever key comes first: the value could not even be sent
+      assert.are.equal("mb.json.encode: value.f: cannot send a function",
+        error_of(encode, {[true] = 1, f = print}):match("mb%.json%.encode: .*"))
+      assert.are.equal("mb.json.encode: value[1].x: cannot send a userdata",
+        error_of(encode, {[1.5] = 1, {x = io.stdout}}):match("mb%.json%.encode: .*"))
+      assert.are.equal("mb.json.encode: value[4]: cannot send a function",
+        error_of(encode, {1, 2, 0 / 0, print}):match("mb%.json%.encode: .*"))
+      assert.are.equal("mb.json.encode: value.x.y[2.5]: cannot encode a float key in JSON",
+        error_of(encode, {x = {y = {[2.5] = 1}}}):match("mb%.json%.encode: .*"))
     end)
   end)
 
