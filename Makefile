@@ -85,6 +85,11 @@ $(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BT)
 tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
 	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers_spec.lua
+	TSAN_OPTIONS=halt_on_error=1 $(BT)/mbrun -w 4 --trace --stats --graph $(DEMO) \
+	  > /dev/null 2> $(BT)/demo.err || { grep -v '^trace ' $(BT)/demo.err; exit 1; }
+	TSAN_OPTIONS=halt_on_error=1 $(BT)/mbrun -w 4 < spec/tsan/repl_input.txt \
+	  > /dev/null 2> $(BT)/repl.err || { grep -v '^trace ' $(BT)/repl.err; exit 1; }
+	@echo "tsan: trace, stats, graph and the REPL's output path ran clean"
 
 DEMO = -c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua
 
