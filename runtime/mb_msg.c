@@ -20,24 +20,26 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
     plen = 1;
   }
   if (!values) vlen = 0;
-  size_t rlen = reply_to ? strlen(reply_to) : 0;
-  if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 255) return NULL;
-  mb_msg *m = malloc(sizeof *m + plen + vlen + rlen + 1);
+  size_t rlen = reply_to ? strlen(reply_to) + 1 : 0; /* with its NUL */
+  if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 256) return NULL;
+  int observed = atomic_load_explicit(&mb_observers, memory_order_relaxed) > 0;
+  size_t extra = observed ? sizeof(mb_msg_obs) : 0;
+  mb_msg *m = malloc(sizeof *m + plen + vlen + rlen + extra);
   if (!m) return NULL;
   atomic_fetch_add(&mb_live_msgs, 1);
   atomic_init(&m->refs, 1);
-  m->flags = 0;
+  m->flags = observed ? MB_MSG_OBSERVED : 0;
+  m->spare = 0;
   m->id = atomic_fetch_add(&mb_next_msg_id, 1);
   m->response_id = 0;
   m->dest = NULL;
-  m->from = 0;
-  m->t_sent = 0;
   m->plen = (uint32_t)plen;
   m->vlen = (uint32_t)vlen;
-  m->rlen = reply_to ? (uint32_t)rlen + 1 : 0; /* 0: no reply_to */
+  m->rlen = (uint16_t)rlen;
   memcpy(m->data, payload, plen);
   if (vlen) memcpy(m->data + plen, values, vlen);
-  if (reply_to) memcpy(m->data + plen + vlen, reply_to, rlen + 1);
+  if (reply_to) memcpy(m->data + plen + vlen, reply_to, rlen);
+  if (observed) memset(m->data + plen + vlen + rlen, 0, sizeof(mb_msg_obs));
   return m;
 }
 

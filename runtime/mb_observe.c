@@ -17,6 +17,25 @@
 
 #include "mb_core.h"
 
+atomic_int mb_observers;
+
+/* Counts this runtime among the observers while anything is observed. */
+static void count_observer(mb_runtime *rt, unsigned before) {
+  if (!before && rt->obs) atomic_fetch_add(&mb_observers, 1);
+  if (before && !rt->obs) atomic_fetch_sub(&mb_observers, 1);
+}
+
+/* The observation data after a message's data, if it has room for it. */
+static int obs_get(const mb_msg *m, mb_msg_obs *o) {
+  if (!(m->flags & MB_MSG_OBSERVED)) return 0;
+  memcpy(o, m->data + m->plen + m->vlen + m->rlen, sizeof *o);
+  return 1;
+}
+
+static void obs_put(mb_msg *m, const mb_msg_obs *o) {
+  if (m->flags & MB_MSG_OBSERVED) memcpy(m->data + m->plen + m->vlen + m->rlen, o, sizeof *o);
+}
+
 uint64_t mb_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -28,14 +47,18 @@ void mb_runtime_trace(mb_runtime *rt, mb_trace_fn fn, void *ud) {
   if (!rt->t0) rt->t0 = mb_now_ns();
   rt->trace_fn = fn;
   rt->trace_ud = ud;
+  unsigned before = rt->obs;
   rt->obs = fn ? rt->obs | MB_OBS_TRACE : rt->obs & ~MB_OBS_TRACE;
+  count_observer(rt, before);
   mb_unlock(rt);
 }
 
 void mb_runtime_observe(mb_runtime *rt, unsigned flags) {
   mb_lock(rt);
   if (!rt->t0) rt->t0 = mb_now_ns();
+  unsigned before = rt->obs;
   rt->obs |= flags & (MB_OBSERVE_LATENCY | MB_OBSERVE_GRAPH);
+  count_observer(rt, before);
   mb_unlock(rt);
 }
 
@@ -155,8 +178,8 @@ void mb_obs_dest_stats(const mb_dest *d, mb_stats *out) {
 
 void mb_obs_sent(mb_runtime *rt, const mb_service *from, mb_dest *d, mb_msg *m) {
   if (!rt->obs) return;
-  m->from = from ? from->id : 0;
-  if (timed(rt)) m->t_sent = mb_now_ns();
+  mb_msg_obs o = {from ? from->id : 0, timed(rt) ? mb_now_ns() : 0};
+  obs_put(m, &o);
   note_edge(rt, 0, from, d);
 }
 
@@ -168,11 +191,13 @@ void mb_obs_outcome(mb_dest *d, const mb_msg *m, const mb_service *to, int statu
                     const char *error) {
   mb_runtime *rt = d->rt;
   if (!rt->obs) return;
-  uint64_t ns = m->t_sent ? mb_now_ns() - m->t_sent : 0;
-  if ((rt->obs & MB_OBSERVE_LATENCY) && m->t_sent && status != MB_EDROPPED) lat_record(d, ns);
+  mb_msg_obs o = {0, 0};
+  obs_get(m, &o);
+  uint64_t ns = o.t_sent ? mb_now_ns() - o.t_sent : 0;
+  if ((rt->obs & MB_OBSERVE_LATENCY) && o.t_sent && status != MB_EDROPPED) lat_record(d, ns);
   if (!(rt->obs & MB_OBS_TRACE)) return;
   mb_hop h = {status == MB_OK ? MB_HOP_OK : status == MB_EDROPPED ? MB_HOP_DROPPED : MB_HOP_FAILED,
-              0, (double)ns / 1e9, m->id, d->name, service_name(rt, m->from),
+              0, (double)ns / 1e9, m->id, d->name, service_name(rt, o.from),
               to ? to->name : NULL, m, status == MB_OK ? NULL : error};
   hop(rt, &h);
 }
@@ -209,6 +234,8 @@ void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
 }
 
 void mb_obs_free(mb_runtime *rt) {
+  if (rt->obs) atomic_fetch_sub(&mb_observers, 1);
+  rt->obs = 0;
   for (size_t i = 0; i < rt->edges.cap; i++) free(rt->edges.e[i].v);
   mb_map_free(&rt->edges);
 }

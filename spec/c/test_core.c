@@ -2904,6 +2904,40 @@ static void check_times(const tracer *t, double t_before_new) {
   if (n > 1) CHECK(t->h[n - 1].at > t->h[0].at);
 }
 
+/* Only messages made while the bus is observed carry their sender and send
+ * time (16 bytes more; the others do without): one made before tracing starts
+ * shows neither; one made after shows both. */
+static void test_trace_message_made_before(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *snd = mb_service_new(rt, "sender", 0), *wrk = mb_service_new(rt, "worker", 0);
+  CHECK_INT(mb_dest_declare(rt, "t/x", NULL), MB_OK);
+  lis l;
+  CHECK_INT(lis_listen(&l, wrk, "t/x", 0, L_OK, "X"), MB_OK);
+  mb_msg *early = msg_int(1);
+  tracer tr = {0};
+  mb_runtime_trace(rt, tracer_fn, &tr);
+  mb_msg *late = msg_int(2);
+  CHECK_INT(mb_send(snd, "t/x", early, NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(snd, "t/x", late, NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(tr.n, 2);
+  int e = tr.h[0].val == 1 ? 0 : 1;
+  CHECK_STR(tr.h[e].from, NONE);
+  CHECK(tr.h[e].duration == 0);
+  CHECK_STR(tr.h[e].to, "worker");
+  CHECK_STR(tr.h[1 - e].from, "sender");
+  CHECK(tr.h[1 - e].duration > 0);
+  /* latency: only timed deliveries count */
+  mb_runtime_observe(rt, MB_OBSERVE_LATENCY);
+  CHECK_INT(mb_send(snd, "t/x", msg_int(3), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK(stats_of(rt, "t/x").latency_mean > 0);
+  mb_runtime_trace(rt, NULL, NULL);
+  mb_service_free(snd);
+  mb_service_free(wrk);
+  mb_runtime_free(rt);
+}
+
 static void test_trace_hops(void) {
   double t_new = mono_now();
   mb_runtime *rt = mb_runtime_new(NULL);
@@ -3795,6 +3829,7 @@ int main(void) {
   RUN(test_show_max);
   RUN(test_show_malformed);
   RUN(test_trace_hops);
+  RUN(test_trace_message_made_before);
   RUN(test_trace_timeout);
   RUN(test_trace_reply);
   RUN(test_latency);
