@@ -68,10 +68,18 @@ typedef struct mb_worker {
   struct ev_loop *loop;
   ev_idle idle;    /* active while local tasks wait */
   ev_async async;  /* another thread posted, or the runtime changed state */
+  ev_prepare prepare; /* the loop may block next: spin briefly, then sleep */
+  ev_check check;     /* the loop is awake again */
   mb_taskq local;  /* touched by this worker's thread only */
   pthread_mutex_t inbox_lock;
   mb_taskq inbox;  /* where other threads post */
   int quit;        /* under inbox_lock: finish the queue, then exit */
+  /* the wake-up handshake (mb_runtime.c, header comment): */
+  atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
+  atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
+  unsigned long worked; /* tasks run; this worker's thread only */
+  unsigned long worked_seen;
+  uint64_t last_work;   /* mb_now_ns() when worked last changed, seen by prepare */
   pthread_t thread;
   int has_thread;
   size_t services; /* bound to it, for placement; under rt->lock */
@@ -81,6 +89,8 @@ struct mb_runtime {
   pthread_mutex_t lock;
   mb_worker *workers;
   int nworkers;
+  int max_spinners; /* workers that may spin at once (cores - 1, at least 1) */
+  atomic_int spinners;
   atomic_long busy; /* tasks, pending messages, open deliveries, timers */
   atomic_long holds; /* the part of busy that is users' holds (timers...) */
   atomic_int stopping;

@@ -7,12 +7,63 @@
  * real queue). Also services, destination events, run/stop and the busy
  * count that tells when the whole bus is idle. Owns the workers, every
  * service and (through mb_dest.c) every destination.
+ *
+ * Waking a worker: a sleeping loop costs the poster an eventfd write and
+ * the receiver a kernel wake-up, ~60 us on a small VM, which dominated
+ * request/reply across workers. So a worker that ran tasks within the last
+ * SPIN_RECENT_NS spins before it sleeps, and posters skip ev_async_send
+ * while it is awake:
+ *  - w->pending (atomic) is set by a poster, under inbox_lock, when the
+ *    inbox goes non-empty, and cleared, under inbox_lock, by inbox_drain
+ *    (async_cb and the prepare watcher), which takes the whole inbox.
+ *    worker_kick (stop, quit, the bus going idle, out of memory) sets it
+ *    too and always calls ev_async_send.
+ *  - An ev_prepare watcher runs when the loop may block next. Unless the
+ *    idle watcher is active (local tasks: no block), and if tasks ran
+ *    recently, it polls pending for up to SPIN_NS (at most one spinner per
+ *    core, rt->max_spinners, so workers beyond the cores sleep as before).
+ *    Then it stores sleeping = 1 and loads pending once more: if set, it
+ *    drains the inbox, which starts the idle watcher, so the loop polls
+ *    without blocking. An ev_check watcher (the loop polled) clears
+ *    sleeping.
+ *  - A poster pushes, sets pending (seq_cst), unlocks, loads sleeping
+ *    (seq_cst) and calls ev_async_send only when it is set. Dekker: the
+ *    receiver stores sleeping then loads pending, the poster stores pending
+ *    then loads sleeping, so at least one sees the other and no wake-up is
+ *    lost. A poster that finds pending already set does nothing more: the
+ *    one that set it answers for the wake-up, and the drain that clears it
+ *    takes both tasks. sleeping starts at 1, and any loop run, nested
+ *    (mb_runtime_step from a Lua waiter) or worker 0's between steps,
+ *    passes the prepare watcher before it can block.
+ * Both watchers are unref'd: worker 0's ev_ref/ev_unref dance in
+ * mb_runtime_step and its count of active watchers see only the async
+ * watcher, as before. An idle bus spins at most once, SPIN_NS after its
+ * last task. With spinning the two sides of a hand-off really run at once,
+ * so rt->lock and the inboxes are adaptive mutexes (spin before futex).
  * Tests: spec/c/test_core.c, spec/workers_spec.lua.
  */
+#define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mb_core.h"
+
+/* Spinning before sleep (see above): how long a worker polls its inbox
+ * before it blocks, and how recently it must have run a task to spin. */
+#ifndef SPIN_NS
+#define SPIN_NS 50000u
+#endif
+#define SPIN_RECENT_NS 1000000u
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield")
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 const char *mb_strerror(int code) {
   switch (code) {
@@ -39,6 +90,22 @@ uint64_t mb_hash_str(const char *s, size_t len) {
   return h;
 }
 
+/* The runtime's locks guard short sections and, with workers spinning
+ * rather than sleeping, are often taken on another core at the same time:
+ * spin a little in pthread_mutex_lock before sleeping in the kernel
+ * (glibc's adaptive mutex), where available. */
+static void mb_mutex_init(pthread_mutex_t *m) {
+#ifdef PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+  pthread_mutex_init(m, &a);
+  pthread_mutexattr_destroy(&a);
+#else
+  pthread_mutex_init(m, NULL);
+#endif
+}
+
 static _Thread_local mb_worker *self;
 
 mb_worker *mb_self(void) { return self; }
@@ -50,9 +117,11 @@ mb_worker *mb_self(void) { return self; }
  * Messages in a queue and deliveries in progress need not count: whatever
  * will move them on is one of those. When the count drops to zero, worker
  * 0 wakes up to see whether its mb_runtime_run is over. */
+static void worker_kick(mb_worker *w);
+
 void mb_busy(mb_runtime *rt, long delta) {
   long now = atomic_fetch_add(&rt->busy, delta) + delta;
-  if (now == 0) ev_async_send(rt->workers[0].loop, &rt->workers[0].async);
+  if (now == 0) worker_kick(&rt->workers[0]);
 }
 
 /* Holds count in busy and in holds: busy first when one starts, holds first
@@ -107,6 +176,7 @@ static void run_task(mb_runtime *rt, mb_task t) {
 static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   (void)revents;
   mb_worker *w = iw->data;
+  w->worked++;
   for (size_t n = 0; n < BATCH && w->local.len; n++) run_task(w->rt, q_pop(&w->local));
   if (w->local.len) return;
   ev_idle_stop(loop, &w->idle);
@@ -117,9 +187,9 @@ static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   if (quit) ev_break(loop, EVBREAK_ALL); /* asked to finish: finished */
 }
 
-static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
-  (void)revents;
-  mb_worker *w = a->data;
+/* Moves the inbox to the local queue (starting the idle watcher); returns
+ * quit. */
+static int inbox_drain(struct ev_loop *loop, mb_worker *w) {
   pthread_mutex_lock(&w->inbox_lock);
   int failed = 0;
   while (w->inbox.len && !failed) {
@@ -131,10 +201,69 @@ static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
     q_pop(&w->inbox);
   }
   int quit = w->quit;
+  /* all that was posted before this point is ours now (a kick's own
+   * ev_async_send still wakes us for it) */
+  atomic_store_explicit(&w->pending, w->inbox.len != 0, memory_order_relaxed);
   pthread_mutex_unlock(&w->inbox_lock);
   if (w->local.len && !ev_is_active(&w->idle)) ev_idle_start(loop, &w->idle);
-  if (failed) ev_async_send(loop, &w->async);
+  if (failed) worker_kick(w);
+  return quit;
+}
+
+static void async_cb(struct ev_loop *loop, ev_async *a, int revents) {
+  (void)revents;
+  mb_worker *w = a->data;
+  int quit = inbox_drain(loop, w);
   if (quit && !w->local.len && w->index != 0) ev_break(loop, EVBREAK_ALL);
+}
+
+/* Wakes w whatever it is doing (stop, quit, idle bus, out of memory): the
+ * flag cuts a spin short, ev_async_send wakes a sleeper. */
+static void worker_kick(mb_worker *w) {
+  atomic_store(&w->pending, 1);
+  ev_async_send(w->loop, &w->async);
+}
+
+/* The loop is about to block (ev_prepare). Unless local tasks wait (then it
+ * will not block), and if this worker ran tasks within SPIN_RECENT_NS,
+ * poll the pending flag for up to SPIN_NS; then announce the sleep and look
+ * once more. Whatever arrived is drained here, which starts the idle
+ * watcher, so the loop polls without blocking and runs it. */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
+  (void)revents;
+  mb_worker *w = p->data;
+  if (ev_is_active(&w->idle)) return;
+  if (SPIN_NS > 0 && !atomic_load_explicit(&w->pending, memory_order_relaxed)) {
+    uint64_t now = mb_now_ns();
+    if (w->worked != w->worked_seen) {
+      w->worked_seen = w->worked;
+      w->last_work = now;
+    }
+    mb_runtime *rt = w->rt;
+    if (now - w->last_work < SPIN_RECENT_NS &&
+        atomic_fetch_add_explicit(&rt->spinners, 1, memory_order_relaxed) < rt->max_spinners) {
+      uint64_t end = now + SPIN_NS;
+      for (unsigned i = 1; !atomic_load_explicit(&w->pending, memory_order_relaxed); i++) {
+        cpu_relax();
+        if (!(i & 15) && mb_now_ns() >= end) break;
+      }
+      atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
+    } else if (now - w->last_work < SPIN_RECENT_NS) {
+      atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
+    }
+  }
+  /* Dekker with mb_worker_post: store sleeping, then load pending; the
+   * poster stores pending, then loads sleeping. One of us sees the other. */
+  atomic_store(&w->sleeping, 1);
+  if (atomic_load(&w->pending)) inbox_drain(loop, w);
+}
+
+/* The loop polled (ev_check): posters need not wake it until it next
+ * announces a sleep. */
+static void check_cb(struct ev_loop *loop, ev_check *c, int revents) {
+  (void)loop, (void)revents;
+  mb_worker *w = c->data;
+  atomic_store_explicit(&w->sleeping, 0, memory_order_relaxed);
 }
 
 int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg) {
@@ -147,10 +276,16 @@ int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg) {
     return MB_OK;
   }
   pthread_mutex_lock(&w->inbox_lock);
-  int rc = q_push(&w->inbox, t);
+  int rc = q_push(&w->inbox, t), wake = 0;
+  /* pending already set: whoever set it answers for the wake-up, and the
+   * drain that clears it (under this lock) takes our task too */
+  if (!rc && !atomic_load_explicit(&w->pending, memory_order_relaxed)) {
+    atomic_store(&w->pending, 1);
+    wake = 1;
+  }
   pthread_mutex_unlock(&w->inbox_lock);
   if (rc) goto fail;
-  ev_async_send(w->loop, &w->async);
+  if (wake && atomic_load(&w->sleeping)) ev_async_send(w->loop, &w->async);
   return MB_OK;
 fail:
   if (svc) mb_service_unref(svc);
@@ -165,12 +300,22 @@ static int worker_init(mb_runtime *rt, mb_worker *w, int index) {
   w->index = index;
   w->loop = ev_loop_new(EVFLAG_AUTO);
   if (!w->loop) return -1;
-  pthread_mutex_init(&w->inbox_lock, NULL);
+  mb_mutex_init(&w->inbox_lock);
   ev_idle_init(&w->idle, idle_cb);
   w->idle.data = w;
   ev_async_init(&w->async, async_cb);
   w->async.data = w;
   ev_async_start(w->loop, &w->async);
+  atomic_init(&w->pending, 0);
+  atomic_init(&w->sleeping, 1);
+  ev_prepare_init(&w->prepare, prepare_cb);
+  w->prepare.data = w;
+  ev_prepare_start(w->loop, &w->prepare);
+  ev_check_init(&w->check, check_cb);
+  w->check.data = w;
+  ev_check_start(w->loop, &w->check);
+  ev_unref(w->loop); /* neither keeps the loop alive */
+  ev_unref(w->loop);
   /* worker 0's loop belongs to the caller between runs: our watcher must
    * not keep it alive (mb_runtime_step takes the reference back) */
   if (index == 0) ev_unref(w->loop);
@@ -202,8 +347,11 @@ mb_runtime *mb_runtime_new(const mb_config *cfg) {
     free(rt);
     return NULL;
   }
-  pthread_mutex_init(&rt->lock, NULL);
+  mb_mutex_init(&rt->lock);
   rt->t0 = mb_now_ns();
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  rt->max_spinners = cores > 1 ? (int)cores : 1;
+  atomic_init(&rt->spinners, 0);
   for (int i = 0; i < n; i++) {
     if (worker_init(rt, &rt->workers[i], i)) break;
     rt->nworkers = i + 1;
@@ -237,7 +385,7 @@ void mb_runtime_join(mb_runtime *rt) {
     pthread_mutex_lock(&w->inbox_lock);
     w->quit = 1;
     pthread_mutex_unlock(&w->inbox_lock);
-    ev_async_send(w->loop, &w->async);
+    worker_kick(w);
   }
   for (int i = 1; i < rt->nworkers; i++) {
     mb_worker *w = &rt->workers[i];
@@ -293,6 +441,10 @@ void mb_runtime_free(mb_runtime *rt) {
     ev_idle_stop(w->loop, &w->idle);
     if (i == 0) ev_ref(w->loop); /* libev: ref before stopping an unref'd watcher */
     ev_async_stop(w->loop, &w->async);
+    ev_ref(w->loop);
+    ev_prepare_stop(w->loop, &w->prepare);
+    ev_ref(w->loop);
+    ev_check_stop(w->loop, &w->check);
     ev_loop_destroy(w->loop);
     free(w->local.v);
     free(w->inbox.v);
@@ -347,7 +499,7 @@ int mb_runtime_run(mb_runtime *rt, double timeout) {
 
 void mb_runtime_stop(mb_runtime *rt) {
   atomic_store(&rt->stopping, 1);
-  ev_async_send(rt->workers[0].loop, &rt->workers[0].async);
+  worker_kick(&rt->workers[0]);
 }
 
 void mb_runtime_counts(const mb_runtime *rt, mb_counts *out) {
