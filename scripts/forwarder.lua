@@ -17,7 +17,7 @@
 -- The wait is an mb.sleep inside the handler, so the delivery at `from`
 -- ends only once the message is forwarded: on a serial `from` the messages
 -- are forwarded one after another, each `delay` after the previous one; on
--- a parallel `from` up to its concurrency (default 64) wait at once, in no
+-- a parallel `from` up to its concurrency (default 64 per worker) wait at once, in no
 -- guaranteed order, and the throughput is at most concurrency / delay
 -- messages per second. A `to` with on_full = "block" makes the forwarder wait for
 -- room.
