@@ -69,6 +69,14 @@ function helper.write(path, text)
   return path
 end
 
+-- The whole content of the file at path.
+function helper.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
 -- A new empty folder (remove it with helper.remove_tree).
 function helper.tmpdir()
   local dir = os.tmpname()

@@ -17,6 +17,9 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- Runs a shell command (in a clean environment); returns its stdout, its
 -- stderr and its exit code.
 local errfile = os.tmpname()
+local helper = require "spec.helper"
+local write, read = helper.write, helper.read
+
 local function sh(cmd)
   local p = io.popen(CLEAN_ENV .. "sh -c " .. q(cmd) .. " 2>" .. q(errfile) .. "; echo \"EXIT:$?\"")
   local out = p:read("a")
@@ -36,18 +39,7 @@ local function ok(cmd)
   return out, err
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
 
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 local function have(prog)
   local _, _, code = sh("command -v " .. prog .. " >/dev/null")

@@ -9,23 +9,14 @@ local pretty = require("mb.pretty").pretty
 local masks = require("mb.pretty").masks
 
 local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local helper = require "spec.helper"
+local write_file, read_file = helper.write, helper.read
 local SPEC_DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local LUADIR = SPEC_DIR .. "/../lua"
 local DRIVER = SPEC_DIR .. "/repl/driver.lua"
 local ECHO = SPEC_DIR .. "/../scripts/echo.lua"
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
 
-local function read_file(path)
-  local f = assert(io.open(path))
-  local s = f:read("a")
-  f:close()
-  return s
-end
 
 -- Runs the lines through the REPL; returns the steps (one per line: the
 -- status and the lines printed before it), the lines printed after the

@@ -4,6 +4,7 @@
 -- in this process with mb.load.
 local mb = require "mb"
 local helper = require "spec.helper"
+local write_file = helper.write
 
 local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
@@ -18,11 +19,6 @@ local function tmpfile(suffix)
   return path .. (suffix or "")
 end
 
-local function write_file(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
 
 local function read_lines(path)
   local lines = {}
