@@ -125,8 +125,12 @@ test: test-deps all
 # Benchmarks: each scenario against its baseline, alternately; a table on
 # stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).
 BENCH_OUT ?= $(B)/bench.json
-bench: deps all
+bench: deps all $(B)/mb_limit.so
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
+
+# benchmark 1c's floor: a C ring buffer with no bus around it
+$(B)/mb_limit.so: bench/c/limit.c | $(B)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(CPPFLAGS) $< -o $@
 
 # ---- make install / make uninstall ---------------------------------------
 # PREFIX (default /usr/local) is where the files will live; DESTDIR is

@@ -415,7 +415,11 @@ local meta = {
 local started = now()
 local results = {}
 for _, b in ipairs(benches) do
-  results[#results + 1] = b.kind == "probe" and run_probe(b) or run_pair(b)
+  if b.skip then
+    io.stderr:write(string.format("benchmark %s skipped: %s\n", b.id, b.skip))
+  else
+    results[#results + 1] = b.kind == "probe" and run_probe(b) or run_pair(b)
+  end
 end
 meta.total_s = now() - started
 

@@ -12,6 +12,7 @@
 -- path (send, queue, dispatch, listener) is in each measurement.
 local mb = require "mb"
 local QueueBus = require "queuebus"
+local SpecBus = require "specbus"
 local Corpc = require "corpc"
 local Mediator = require "mediator"
 local cjson = require "cjson"
@@ -136,6 +137,71 @@ do
     unit = "msg",
     goal = 1.3,
     scenario = same_worker_async("bench/one", "mb (parallel dest)"),
+    baseline = {
+      label = "Lua queue bus",
+      setup = function()
+        bus:destination("bench/one")
+        bus:listen("bench/one", fns[1])
+      end,
+      run = function(n)
+        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
+                   "bench/one", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 1s. benchmark 1 against a plain-Lua bus that keeps SPEC.md's promises
+-- about a message (own copy, values, string id), which the queue bus skips
+do
+  local fns, totals = counting_listeners(1)
+  local bus = SpecBus.new()
+  list[#list + 1] = {
+    id = "1s",
+    title = "async send, Lua bus with mb's message",
+    unit = "msg",
+    scenario = same_worker_async("bench/one-s", "mb (parallel dest)"),
+    baseline = {
+      label = "Lua bus, own copies",
+      setup = function()
+        bus:destination("bench/one")
+        bus:listen("bench/one", fns[1])
+      end,
+      run = function(n)
+        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
+                   "bench/one", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 1c. the floor: a C ring buffer that gives the listener mb's message
+-- (bench/c/limit.c, built by make bench) against the queue bus. Its ratio is
+-- the most any bus keeping SPEC.md's message could reach on benchmark 1.
+do
+  local ok, limit = pcall(require, "mb_limit")
+  local fns, totals = counting_listeners(1)
+  local bus = QueueBus.new()
+  list[#list + 1] = {
+    id = "1c",
+    title = "floor: C ring, mb's message",
+    unit = "msg",
+    skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
+    scenario = {
+      label = "C ring buffer (no bus)",
+      run = function(n)
+        batch_send(function(_, p) return limit.send(p) end, function() limit.run(fns[1]) end,
+                   "bench/limit", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
     baseline = {
       label = "Lua queue bus",
       setup = function()

@@ -1,0 +1,83 @@
+/*
+ * bench/c/limit.c — benchmark 1c: the floor under any bus that keeps
+ * SPEC.md's promises about a message, in C, with nothing of a bus around
+ * it. send(payload) takes the snapshot a listener will own (a fresh table
+ * with the payload's fields) and returns a 16-hex-digit id; run(fn) calls fn
+ * once per queued message with {destination, payload, values = {}, id}.
+ * No encoding, no statistics, no coroutine, no lock, one destination: what
+ * is left is the Lua objects the message must have, and the calls.
+ *
+ * Built by `make bench` as build/mb_limit.so (require "mb_limit").
+ */
+#include <lauxlib.h>
+#include <lua.h>
+
+enum { K_PAYLOAD = 1, K_DESTINATION, K_VALUES, K_ID, K_DEST_NAME, K_QUEUE, NUP };
+
+static unsigned long long next_id;
+static lua_Integer head = 1, tail;
+
+static void push_id(lua_State *L, unsigned long long v) {
+  char b[16];
+  for (int i = 15; i >= 0; i--, v >>= 4) b[i] = "0123456789abcdef"[v & 15];
+  lua_pushlstring(L, b, sizeof b);
+}
+
+static int l_send(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
+  lua_createtable(L, 0, 4);                    /* 3: the snapshot */
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, 3);
+  }
+  lua_rawseti(L, 2, ++tail);
+  push_id(L, ++next_id);
+  return 1;
+}
+
+static int l_run(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
+  unsigned long long first = next_id - (unsigned long long)(tail - head);
+  while (head <= tail) {
+    lua_pushvalue(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, lua_upvalueindex(K_PAYLOAD));
+    lua_rawgeti(L, 2, head);
+    lua_rawset(L, -3);
+    lua_pushnil(L);
+    lua_rawseti(L, 2, head);
+    lua_pushvalue(L, lua_upvalueindex(K_DESTINATION));
+    lua_pushvalue(L, lua_upvalueindex(K_DEST_NAME));
+    lua_rawset(L, -3);
+    lua_pushvalue(L, lua_upvalueindex(K_VALUES));
+    lua_createtable(L, 0, 0);
+    lua_rawset(L, -3);
+    lua_pushvalue(L, lua_upvalueindex(K_ID));
+    push_id(L, first++);
+    lua_rawset(L, -3);
+    head++;
+    lua_call(L, 1, 0);
+  }
+  head = 1;
+  tail = 0;
+  return 0;
+}
+
+int luaopen_mb_limit(lua_State *L) {
+  static const luaL_Reg fns[] = {{"send", l_send}, {"run", l_run}, {NULL, NULL}};
+  luaL_newlibtable(L, fns);
+  lua_pushliteral(L, "payload");
+  lua_pushliteral(L, "destination");
+  lua_pushliteral(L, "values");
+  lua_pushliteral(L, "id");
+  lua_pushliteral(L, "bench/limit");
+  lua_newtable(L);
+  luaL_setfuncs(L, fns, NUP - 1);
+  return 1;
+}
