@@ -331,7 +331,7 @@ static void report(mbL_runtime *R, const char *fmt, ...) {
 static void task_end(mbL_task *t, int status) {
   mbL_state *S = t->S;
   if (status == LUA_OK) {
-    if (t->d) mb_delivery_done(t->d, MB_OK, NULL);
+    if (t->d) mb_delivery_done_soon(t->d, MB_OK, NULL);
     task_free(t, 1);
     return;
   }
@@ -718,6 +718,7 @@ static void add_stats(void *ud, const char *name) {
 
 static int l_stats(lua_State *L) {
   mbL_state *S = state_of(L);
+  mb_service_settle(S->svc); /* this service's finished deliveries count */
   if (lua_isnoneornil(L, 1)) {
     lua_newtable(L);
     mb_dest_each(core(S), add_stats, L);
@@ -1766,6 +1767,7 @@ static int l_worker(lua_State *L) {
 static int l_counts(lua_State *L) {
   mbL_state *S = state_of(L);
   mb_counts c;
+  mb_service_settle(S->svc);
   mb_runtime_counts(core(S), &c);
   lua_createtable(L, 0, 12);
 #define F(name, v)                      \

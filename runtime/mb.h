@@ -321,6 +321,15 @@ uint64_t mb_delivery_group(const mb_delivery *d);
 /* Ends a delivery: status MB_OK, MB_EFAILED (error: what went wrong) or
  * MB_EDROPPED. Frees d; do not touch it afterwards. */
 void mb_delivery_done(mb_delivery *d, int status, const char *error);
+/* The same, but a delivery that ended well (MB_OK, not of a synchronous
+ * send, nothing observing) is settled a little later, with the others of
+ * this turn of the loop, by a task of the listener's service: a listener on
+ * another worker than its senders then takes the runtime's lock once per
+ * batch. Statistics and counts show it in flight until then. Call it on the
+ * service's worker, from the loop; elsewhere it is mb_delivery_done. */
+void mb_delivery_done_soon(mb_delivery *d, int status, const char *error);
+/* Settles the deliveries mb_delivery_done_soon left (on svc's worker). */
+void mb_service_settle(mb_service *svc);
 
 /* ---- sending ---------------------------------------------------------- */
 

@@ -9,6 +9,10 @@
  * of a send or request, an event) is posted as a task to the worker that
  * owns its service and runs there, unlocked. Message and destination
  * reference counts are atomic because they are dropped outside the lock.
+ * Two things are read without it: a listener's `closed` flag (atomic, by
+ * run_delivery) and rt->obs (relaxed, by mb_delivery_done_soon); and a
+ * service's list of deliveries finished but not yet settled belongs to the
+ * service's own worker thread.
  */
 #ifndef MB_CORE_H
 #define MB_CORE_H
@@ -128,6 +132,11 @@ struct mb_service {
   mb_listener *listeners;
   mb_request *requests;
   mb_delivery *open; /* deliveries given to its listeners, not yet done */
+  /* deliveries its listeners finished well, to be settled in one locked
+   * pass (mb_delivery_done_soon); touched by its own worker, or under
+   * rt->lock once the service is being freed */
+  mb_delivery *done_head, *done_tail;
+  int done_posted; /* the settling task is queued */
   struct mb_sync *syncs; /* its synchronous sends still waiting */
   mb_service *next, *prev;
 };
@@ -147,7 +156,7 @@ struct mb_listener {
   mb_listener_fn fn;
   mb_closed_fn on_closed;
   void *ud;
-  int closed;
+  atomic_int closed; /* set under rt->lock; run_delivery reads it without */
   int owner_closed; /* its owner closed it: on_closed is not needed */
   int refs; /* the registration + open deliveries + a pending on_closed */
   size_t inflight; /* its open deliveries: members with fewer go first */
@@ -172,6 +181,7 @@ struct mb_delivery {
   mb_sync *sync;
   int inline_pending; /* in an mb_inline list: run_delivery will see to it */
   mb_delivery *next, *prev; /* in svc->open, or the free list */
+  mb_delivery *done_next;   /* in svc->done_head */
 };
 
 typedef struct mb_blocked {
@@ -271,6 +281,8 @@ void mb_dest_free_all(mb_runtime *rt);
 void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc);
 void mb_dest_forget_syncs(mb_service *svc);
 void mb_delivery_finish(mb_delivery *dv, int status, const char *error);
+/* Settles what mb_delivery_done_soon left for svc. */
+void mb_delivery_settle_locked(mb_service *svc);
 void mb_listener_close_locked(mb_listener *l);
 /* Sends m (takes it) to d. For a synchronous destination, deliveries to
  * listeners of the calling thread's worker are left in *inl (run them after

@@ -474,6 +474,12 @@ static void run_delivery(void *arg) {
   mb_delivery *dv = arg;
   mb_listener *l = dv->l;
   mb_runtime *rt = l->svc->rt;
+  /* posted and still open: no lock (a close racing with this is the same
+   * race as a close just after the handler started) */
+  if (!dv->inline_pending && !atomic_load_explicit(&l->closed, memory_order_acquire)) {
+    l->fn(l->ud, dv);
+    return;
+  }
   mb_lock(rt);
   dv->inline_pending = 0;
   if (l->closed) {
@@ -573,9 +579,58 @@ void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   mb_dest_unref(d);
 }
 
-void mb_delivery_done(mb_delivery *dv, int status, const char *error) {
-  mb_runtime *rt = dv->l->svc->rt;
+void mb_delivery_settle_locked(mb_service *svc) {
+  mb_delivery *dv = svc->done_head;
+  svc->done_head = svc->done_tail = NULL;
+  while (dv) {
+    mb_delivery *next = dv->done_next;
+    mb_delivery_finish(dv, MB_OK, NULL);
+    dv = next;
+  }
+}
+
+static void settle_task(void *arg) {
+  mb_service *svc = arg;
+  mb_runtime *rt = svc->rt;
   mb_lock(rt);
+  svc->done_posted = 0;
+  mb_delivery_settle_locked(svc);
+  mb_unlock(rt);
+}
+
+void mb_delivery_done_soon(mb_delivery *dv, int status, const char *error) {
+  mb_service *svc = dv->l->svc;
+  if (status != MB_OK || dv->sync || svc->w != mb_self() ||
+      __atomic_load_n(&svc->rt->obs, __ATOMIC_RELAXED)) {
+    mb_delivery_done(dv, status, error);
+    return;
+  }
+  dv->done_next = NULL;
+  if (svc->done_tail)
+    svc->done_tail->done_next = dv;
+  else
+    svc->done_head = dv;
+  svc->done_tail = dv;
+  if (svc->done_posted) return;
+  if (mb_worker_post(svc->w, svc, settle_task, svc) == MB_OK)
+    svc->done_posted = 1;
+  else /* out of memory for the task: settle now */
+    mb_service_settle(svc);
+}
+
+void mb_service_settle(mb_service *svc) {
+  if (!svc->done_head || svc->w != mb_self()) return;
+  mb_lock(svc->rt);
+  mb_delivery_settle_locked(svc);
+  mb_unlock(svc->rt);
+}
+
+void mb_delivery_done(mb_delivery *dv, int status, const char *error) {
+  mb_service *svc = dv->l->svc;
+  mb_runtime *rt = svc->rt;
+  int own = svc->w == mb_self();
+  mb_lock(rt);
+  if (own && svc->done_head) mb_delivery_settle_locked(svc); /* in order */
   mb_delivery_finish(dv, status, error);
   mb_unlock(rt);
 }

@@ -48,7 +48,8 @@ void mb_runtime_trace(mb_runtime *rt, mb_trace_fn fn, void *ud) {
   rt->trace_fn = fn;
   rt->trace_ud = ud;
   unsigned before = rt->obs;
-  rt->obs = fn ? rt->obs | MB_OBS_TRACE : rt->obs & ~MB_OBS_TRACE;
+  __atomic_store_n(&rt->obs, fn ? rt->obs | MB_OBS_TRACE : rt->obs & ~MB_OBS_TRACE,
+                   __ATOMIC_RELAXED); /* mb_delivery_done reads it unlocked */
   count_observer(rt, before);
   mb_unlock(rt);
 }
@@ -57,7 +58,8 @@ void mb_runtime_observe(mb_runtime *rt, unsigned flags) {
   mb_lock(rt);
   if (!rt->t0) rt->t0 = mb_now_ns();
   unsigned before = rt->obs;
-  rt->obs |= flags & (MB_OBSERVE_LATENCY | MB_OBSERVE_GRAPH);
+  __atomic_store_n(&rt->obs, rt->obs | (flags & (MB_OBSERVE_LATENCY | MB_OBSERVE_GRAPH)),
+                   __ATOMIC_RELAXED);
   count_observer(rt, before);
   mb_unlock(rt);
 }
@@ -235,7 +237,7 @@ void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
 
 void mb_obs_free(mb_runtime *rt) {
   if (rt->obs) atomic_fetch_sub(&mb_observers, 1);
-  rt->obs = 0;
+  __atomic_store_n(&rt->obs, 0u, __ATOMIC_RELAXED);
   for (size_t i = 0; i < rt->edges.cap; i++) free(rt->edges.e[i].v);
   mb_map_free(&rt->edges);
 }

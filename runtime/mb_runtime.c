@@ -554,6 +554,7 @@ void mb_service_free(mb_service *svc) {
   mb_dest_forget_syncs(svc); /* first: dropping deliveries may end them */
   mb_request_cancel_all(svc);
   mb_dest_cancel_blocked(rt, svc);
+  mb_delivery_settle_locked(svc); /* its listeners finished these well */
   while (svc->listeners) mb_listener_close_locked(svc->listeners);
   /* those an mb_send still holds to run inline are dropped when it runs
    * them (their listener is closed now) */

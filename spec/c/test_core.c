@@ -104,7 +104,8 @@ enum {
   L_TIMER,    /* finishes MB_OK from a 2 ms timer */
   L_POST,     /* finishes MB_OK from a task posted with mb_service_post */
   L_REPLY,    /* replies payload * 10 + reply_add, then finishes MB_OK */
-  L_CAPTURE   /* keeps a copy of the payload, finishes MB_OK */
+  L_CAPTURE,  /* keeps a copy of the payload, finishes MB_OK */
+  L_SOON      /* finishes with mb_delivery_done_soon(MB_OK) inline */
 };
 
 #define MAXN 64
@@ -168,6 +169,10 @@ static void lis_fn(void *ud, mb_delivery *d) {
   case L_OK:
     if (l->log) log_add(l->log, "%s%lld ", l->name, (long long)v);
     mb_delivery_done(d, MB_OK, NULL);
+    break;
+  case L_SOON:
+    if (l->log) log_add(l->log, "%s%lld ", l->name, (long long)v);
+    mb_delivery_done_soon(d, MB_OK, NULL);
     break;
   case L_FAIL:
     mb_delivery_done(d, MB_EFAILED, "failed: boom");
@@ -253,6 +258,16 @@ static int lis_finish(lis *l, int status, const char *error) {
   l->nheld--;
   if (l->log) log_add(l->log, "%s%lld> ", l->name, (long long)payload_int(mb_delivery_msg(d)));
   mb_delivery_done(d, status, error);
+  return 1;
+}
+
+/* lis_finish with mb_delivery_done_soon. */
+static int lis_finish_soon(lis *l, int status, const char *error) {
+  if (!l->nheld) return 0;
+  mb_delivery *d = l->held[l->hhead % MAXN];
+  l->hhead = (l->hhead + 1) % MAXN;
+  l->nheld--;
+  mb_delivery_done_soon(d, status, error);
   return 1;
 }
 
@@ -3599,6 +3614,73 @@ static void test_drain(void) {
   mb_runtime_free(rt);
 }
 
+/* mb_delivery_done_soon: a delivery that ended well is settled by a task
+ * of its service (or mb_service_settle, or the service's end), in order;
+ * failures and synchronous sends are settled at once. */
+static void test_done_soon(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "soon", 0);
+  tlog lg = {""};
+  CHECK_INT(declare(rt, "soon/ser", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  lis a;
+  CHECK_INT(lis_listen(&a, svc, "soon/ser", 0, L_SOON, "A"), MB_OK);
+  a.log = &lg;
+  for (int i = 1; i <= 5; i++) CHECK_INT(mb_send(svc, "soon/ser", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(lg.s, "A1 A2 A3 A4 A5 ");
+  mb_stats st = stats_of(rt, "soon/ser");
+  CHECK_INT(st.delivered, 5);
+  CHECK_INT(st.in_flight + st.pending, 0);
+
+  /* finished from the loop's thread outside a task: in flight until settled */
+  CHECK_INT(mb_dest_declare(rt, "soon/par", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "soon/par", 0, L_HOLD, "H"), MB_OK);
+  for (int i = 1; i <= 4; i++) CHECK_INT(mb_send(svc, "soon/par", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 4);
+  CHECK(lis_finish_soon(&h, MB_OK, NULL));
+  CHECK(lis_finish_soon(&h, MB_OK, NULL));
+  st = stats_of(rt, "soon/par");
+  CHECK_INT(st.in_flight, 4);
+  CHECK_INT(st.delivered, 0);
+  mb_service_settle(svc);
+  st = stats_of(rt, "soon/par");
+  CHECK_INT(st.in_flight, 2);
+  CHECK_INT(st.delivered, 2);
+  /* a failure is settled at once, and after what was left before it */
+  CHECK(lis_finish_soon(&h, MB_OK, NULL));
+  CHECK(lis_finish_soon(&h, MB_EFAILED, "failed: late"));
+  st = stats_of(rt, "soon/par");
+  CHECK_INT(st.delivered, 3);
+  CHECK_INT(st.failed, 1);
+  CHECK_INT(st.in_flight, 0);
+
+  /* settled by the task the loop runs */
+  CHECK_INT(mb_send(svc, "soon/par", msg_int(5), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK(lis_finish_soon(&h, MB_OK, NULL));
+  CHECK_INT(stats_of(rt, "soon/par").in_flight, 1);
+  CHECK_INT(run(rt), 0);
+  st = stats_of(rt, "soon/par");
+  CHECK_INT(st.delivered, 4);
+  CHECK_INT(st.in_flight, 0);
+  CHECK_INT(mb_runtime_in_flight(rt), 0);
+
+  /* the service ends with one left unsettled: delivered, not dropped */
+  CHECK_INT(mb_send(svc, "soon/par", msg_int(6), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK(lis_finish_soon(&h, MB_OK, NULL));
+  mb_service_free(svc);
+  st = stats_of(rt, "soon/par");
+  CHECK_INT(st.delivered, 5);
+  CHECK_INT(st.dropped, 0);
+  CHECK_INT(st.in_flight, 0);
+  CHECK_INT(run(rt), 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 static void nop_send_cb(void *ud, int status) {
   (void)ud;
   (void)status;
@@ -3781,6 +3863,7 @@ static void test_bug_in_flight_exact(void) {
 
 int main(void) {
   RUN(test_value_roundtrip);
+  RUN(test_done_soon);
   RUN(test_value_check_rejects);
   RUN(test_value_depth);
   RUN(test_value_paths);
