@@ -111,7 +111,8 @@ struct mb_runtime {
   mb_request *free_requests; /* a short free list (nfree_requests) */
   size_t nfree_requests;
   ev_timer run_timer;
-  /* observing (mb_observe.c), all under lock */
+  /* observing (mb_observe.c), under lock (obs is also read unlocked by
+   * mb_delivery_done_soon, and written with __atomic_store_n) */
   unsigned obs; /* MB_OBSERVE_* | MB_OBS_TRACE: 0 keeps the hot path bare */
   mb_trace_fn trace_fn;
   void *trace_ud;

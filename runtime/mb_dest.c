@@ -619,7 +619,7 @@ void mb_delivery_done_soon(mb_delivery *dv, int status, const char *error) {
 }
 
 void mb_service_settle(mb_service *svc) {
-  if (!svc->done_head || svc->w != mb_self()) return;
+  if (svc->w != mb_self() || !svc->done_head) return;
   mb_lock(svc->rt);
   mb_delivery_settle_locked(svc);
   mb_unlock(svc->rt);

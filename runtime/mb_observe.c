@@ -49,7 +49,7 @@ void mb_runtime_trace(mb_runtime *rt, mb_trace_fn fn, void *ud) {
   rt->trace_ud = ud;
   unsigned before = rt->obs;
   __atomic_store_n(&rt->obs, fn ? rt->obs | MB_OBS_TRACE : rt->obs & ~MB_OBS_TRACE,
-                   __ATOMIC_RELAXED); /* mb_delivery_done reads it unlocked */
+                   __ATOMIC_RELAXED); /* mb_delivery_done_soon reads it unlocked */
   count_observer(rt, before);
   mb_unlock(rt);
 }
