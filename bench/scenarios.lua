@@ -76,6 +76,23 @@ local function counting_listeners(nl)
   end
 end
 
+-- The queue bus side of benchmarks 1 and 1c: bus delivers to fns[1].
+local function queue_bus_side(bus, fns, totals)
+  return {
+    label = "Lua queue bus",
+    setup = function()
+      bus:destination("bench/one")
+      bus:listen("bench/one", fns[1])
+    end,
+    run = function(n)
+      batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
+                 "bench/one", n)
+      return summary(totals())
+    end,
+    expect = function(n) return summary(n, sum_to(n)) end,
+  }
+end
+
 local list = {}
 
 -- The mb side of benchmark 1 at destination dest (benchmark 4 measures
@@ -137,19 +154,7 @@ do
     unit = "msg",
     goal = 1.3,
     scenario = same_worker_async("bench/one", "mb (parallel dest)"),
-    baseline = {
-      label = "Lua queue bus",
-      setup = function()
-        bus:destination("bench/one")
-        bus:listen("bench/one", fns[1])
-      end,
-      run = function(n)
-        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
-                   "bench/one", n)
-        return summary(totals())
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = queue_bus_side(bus, fns, totals),
   }
 end
 
@@ -202,19 +207,7 @@ do
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = {
-      label = "Lua queue bus",
-      setup = function()
-        bus:destination("bench/one")
-        bus:listen("bench/one", fns[1])
-      end,
-      run = function(n)
-        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
-                   "bench/one", n)
-        return summary(totals())
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = queue_bus_side(bus, fns, totals),
   }
 end
 
