@@ -76,10 +76,11 @@ local function counting_listeners(nl)
   end
 end
 
--- The queue bus side of benchmarks 1 and 1c: bus delivers to fns[1].
-local function queue_bus_side(bus, fns, totals)
+-- A plain-Lua bus side (the queue bus of 1 and 1c, the bus of 1s): bus
+-- delivers to fns[1].
+local function lua_bus_side(bus, fns, totals, label)
   return {
-    label = "Lua queue bus",
+    label = label or "Lua queue bus",
     setup = function()
       bus:destination("bench/one")
       bus:listen("bench/one", fns[1])
@@ -154,7 +155,7 @@ do
     unit = "msg",
     goal = 1.3,
     scenario = same_worker_async("bench/one", "mb (parallel dest)"),
-    baseline = queue_bus_side(bus, fns, totals),
+    baseline = lua_bus_side(bus, fns, totals),
   }
 end
 
@@ -169,19 +170,7 @@ do
     title = "async send, Lua bus with mb's message",
     unit = "msg",
     scenario = same_worker_async("bench/one-s", "mb (parallel dest)"),
-    baseline = {
-      label = "Lua bus, own copies",
-      setup = function()
-        bus:destination("bench/one")
-        bus:listen("bench/one", fns[1])
-      end,
-      run = function(n)
-        batch_send(function(d, p) return bus:send(d, p) end, function() bus:run() end,
-                   "bench/one", n)
-        return summary(totals())
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = lua_bus_side(bus, fns, totals, "Lua bus, own copies"),
   }
 end
 
@@ -207,7 +196,7 @@ do
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = queue_bus_side(bus, fns, totals),
+    baseline = lua_bus_side(bus, fns, totals),
   }
 end
 

@@ -5,23 +5,14 @@
 -- `destination`, `payload`, `values` (always a table) and `id`, a unique
 -- string of 16 hex digits as mb's. What it still leaves out: checking that
 -- a payload can be sent, statistics, isolation between services, workers.
-local SpecBus = {}
+-- It is the queue bus (new, destination, listen) with its own send and run.
+local QueueBus = require "queuebus"
+local SpecBus = setmetatable({}, {__index = QueueBus})
 SpecBus.__index = SpecBus
 
 local format = string.format
 
-function SpecBus.new()
-  return setmetatable({listeners = {}, q = {}, head = 1, tail = 0, next_id = 0}, SpecBus)
-end
-
-function SpecBus:destination(name)
-  self.listeners[name] = self.listeners[name] or {}
-end
-
-function SpecBus:listen(name, fn)
-  local ls = assert(self.listeners[name], "no destination")
-  ls[#ls + 1] = fn
-end
+function SpecBus.new() return setmetatable(QueueBus.new(), SpecBus) end
 
 local function copy(v)
   if type(v) ~= "table" then return v end
