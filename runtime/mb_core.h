@@ -75,6 +75,7 @@ typedef struct mb_worker {
   ev_prepare prepare; /* the loop may block next: spin briefly, then sleep */
   ev_check check;     /* the loop is awake again */
   mb_taskq local;  /* touched by this worker's thread only */
+  int local_held;  /* this thread only: one unit of rt->busy covers local */
   pthread_mutex_t inbox_lock;
   mb_taskq inbox;  /* where other threads post */
   int quit;        /* under inbox_lock: finish the queue, then exit */

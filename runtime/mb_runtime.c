@@ -167,18 +167,35 @@ static mb_task q_pop(mb_taskq *q) {
  * and I/O. */
 #define BATCH 1024
 
-static void run_task(mb_runtime *rt, mb_task t) {
+/* The local queue holds one unit of busy however long it is (taken by
+ * the first task in, given back when it is empty), so a worker running
+ * its own tasks does not touch the shared counter per task. */
+static void local_hold(mb_worker *w) {
+  if (!w->local_held) {
+    w->local_held = 1;
+    mb_busy(w->rt, 1);
+  }
+}
+
+static void local_release(mb_worker *w) {
+  if (w->local_held && !w->local.len) {
+    w->local_held = 0;
+    mb_busy(w->rt, -1);
+  }
+}
+
+static void run_task(mb_task t) {
   if (!t.svc || !atomic_load(&t.svc->dead)) t.fn(t.arg);
   if (t.svc) mb_service_unref(t.svc);
-  mb_busy(rt, -1);
 }
 
 static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   (void)revents;
   mb_worker *w = iw->data;
   w->worked++;
-  for (size_t n = 0; n < BATCH && w->local.len; n++) run_task(w->rt, q_pop(&w->local));
+  for (size_t n = 0; n < BATCH && w->local.len; n++) run_task(q_pop(&w->local));
   if (w->local.len) return;
+  local_release(w);
   ev_idle_stop(loop, &w->idle);
   if (w->index == 0) return;
   pthread_mutex_lock(&w->inbox_lock);
@@ -192,6 +209,8 @@ static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
 static int inbox_drain(struct ev_loop *loop, mb_worker *w) {
   pthread_mutex_lock(&w->inbox_lock);
   int failed = 0;
+  long moved = 0;
+  if (w->inbox.len) local_hold(w); /* before the posters' units go */
   while (w->inbox.len && !failed) {
     mb_task t = w->inbox.v[w->inbox.head];
     if (q_push(&w->local, t)) {
@@ -199,12 +218,15 @@ static int inbox_drain(struct ev_loop *loop, mb_worker *w) {
       break;
     }
     q_pop(&w->inbox);
+    moved++;
   }
   int quit = w->quit;
   /* all that was posted before this point is ours now (a kick's own
    * ev_async_send still wakes us for it) */
   atomic_store_explicit(&w->pending, w->inbox.len != 0, memory_order_relaxed);
   pthread_mutex_unlock(&w->inbox_lock);
+  if (moved) mb_busy(w->rt, -moved); /* the local hold covers them now */
+  local_release(w);                  /* nothing moved and nothing local */
   if (w->local.len && !ev_is_active(&w->idle)) ev_idle_start(loop, &w->idle);
   if (failed) worker_kick(w);
   return quit;
@@ -269,12 +291,17 @@ static void check_cb(struct ev_loop *loop, ev_check *c, int revents) {
 int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg) {
   mb_task t = {fn, arg, svc};
   if (svc) atomic_fetch_add(&svc->refs, 1);
-  mb_busy(w->rt, 1);
   if (w == self) {
-    if (q_push(&w->local, t)) goto fail;
+    local_hold(w);
+    if (q_push(&w->local, t)) {
+      local_release(w);
+      if (svc) mb_service_unref(svc);
+      return MB_ENOMEM;
+    }
     if (!ev_is_active(&w->idle)) ev_idle_start(w->loop, &w->idle);
     return MB_OK;
   }
+  mb_busy(w->rt, 1);
   pthread_mutex_lock(&w->inbox_lock);
   int rc = q_push(&w->inbox, t), wake = 0;
   /* pending already set: whoever set it answers for the wake-up, and the
