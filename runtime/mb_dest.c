@@ -58,6 +58,12 @@ void mb_dest_unref(mb_dest *d) {
 
 static void dest_ref(mb_dest *d) { atomic_fetch_add(&d->refs, 1); }
 
+/* Field by field: the struct has padding, which memcmp would compare. */
+static int same_opts(const mb_dest_opts *a, const mb_dest_opts *b) {
+  return a->type == b->type && a->max_queue == b->max_queue && a->on_full == b->on_full &&
+         a->concurrency == b->concurrency;
+}
+
 static void normalize(mb_runtime *rt, mb_dest_opts *o) {
   if (!o->max_queue) o->max_queue = 65536;
   if (!o->concurrency) o->concurrency = 64 * (size_t)rt->nworkers;
@@ -76,7 +82,7 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
   int rc = MB_OK;
   if (d) {
     rc = d->state != MB_DEST_OPEN                      ? MB_ECLOSED
-         : memcmp(&d->opts, &o, sizeof o) == 0 ? MB_OK
+         : same_opts(&d->opts, &o)             ? MB_OK
                                                        : MB_EEXISTS;
     mb_unlock(rt);
     return rc;
