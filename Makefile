@@ -15,7 +15,11 @@ CFLAGS  ?= -O2 -g
 WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CPPFLAGS += -I/usr/include/lua5.4 -Iruntime
 LUA_LIB = -llua5.4
-LIBS    = -lev -lyajl -lm
+LIBS    = -lev -lyajl -lmimalloc -lm
+# the sanitizer and valgrind builds allocate with the C library's malloc
+# (runtime/mb_alloc.h), so that the tools see every block
+TOOL_LIBS = -lev -lyajl -lm
+LIBC_MALLOC = -DMB_LIBC_MALLOC
 
 CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c runtime/mb_observe.c runtime/mb_show.c \
            runtime/mb_runtime.c runtime/mb_dest.c runtime/mb_request.c
@@ -27,13 +31,14 @@ HDRS     = $(wildcard runtime/*.h)
 # Debian packages the build and the tests need (see README, "Dependencies").
 # graphviz is optional for users (mbrun --graph=svg); the tests check that
 # path too, so `make test` installs it.
-DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev libedit-dev lua-busted \
+DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev libedit-dev libmimalloc-dev lua-busted \
            valgrind lua-cjson lua-mediator
 TEST_PKGS = graphviz tmux
 
 B  = build
 BA = build/asan
 BT = build/tsan
+BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 .PHONY: all deps test-deps install-pkgs run test spec asan-spec tsan valgrind clean c-tests bench
@@ -56,7 +61,7 @@ install-pkgs:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(B) $(BA) $(BT):
+$(B) $(BA) $(BT) $(BV):
 	mkdir -p $@
 
 $(B)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(B)
@@ -70,17 +75,21 @@ $(B)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(B)
 
 # the same, instrumented
 $(BA)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(LIBS)
+	$(CC) -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(TOOL_LIBS)
 
 $(BA)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(LIBS)
+	$(CC) -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
 
 $(BA)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
+	$(CC) -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(TOOL_LIBS)
 
 # the threaded code under ThreadSanitizer: mbrun runs the worker scenarios
 $(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BT)
-	$(CC) -O1 -g -fsanitize=thread $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(LIBS)
+	$(CC) -O1 -g -fsanitize=thread $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
+
+# mbrun as built, but with the C library's malloc, for valgrind
+$(BV)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BV)
+	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
 
 tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
@@ -110,9 +119,9 @@ asan-spec: $(BA)/mb.so $(BA)/mbrun $(BA)/test_core
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LUA_CPATH='$(BA)/?.so;;' MBRUN=$(BA)/mbrun $(BUSTED)
 
-valgrind: $(B)/mbrun
+valgrind: $(BV)/mbrun
 	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-	  --show-leak-kinds=definite,indirect,possible -q $(B)/mbrun $(DEMO) > /dev/null
+	  --show-leak-kinds=definite,indirect,possible -q $(BV)/mbrun $(DEMO) > /dev/null
 
 test: test-deps all
 	$(MAKE) c-tests

@@ -14,6 +14,7 @@
  * Tests: the busted specs in spec/, spec/mbrun_spec.lua for mbrun.
  */
 #include "lmb.h"
+#include "mb_alloc.h"
 
 #include <ev.h>
 #include <lauxlib.h>
@@ -1362,10 +1363,10 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   (void)osize;
   if (nsize == 0) {
-    free(ptr);
+    mb_free(ptr);
     return NULL;
   }
-  return realloc(ptr, nsize);
+  return mb_realloc(ptr, nsize);
 }
 
 static int l_panic(lua_State *L) {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mb_alloc.h"
 #include "mb_core.h"
 
 atomic_uint_fast64_t mb_next_msg_id = 1;
@@ -24,7 +25,7 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
   if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 256) return NULL;
   int observed = atomic_load_explicit(&mb_observers, memory_order_relaxed) > 0;
   size_t extra = observed ? sizeof(mb_msg_obs) : 0;
-  mb_msg *m = malloc(sizeof *m + plen + vlen + rlen + extra);
+  mb_msg *m = mb_malloc(sizeof *m + plen + vlen + rlen + extra);
   if (!m) return NULL;
   atomic_fetch_add(&mb_live_msgs, 1);
   atomic_init(&m->refs, 1);
@@ -58,7 +59,7 @@ void mb_msg_unref(mb_msg *m) {
   if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
   if (m->dest) mb_dest_unref(m->dest);
   atomic_fetch_sub(&mb_live_msgs, 1);
-  free(m);
+  mb_free(m);
 }
 
 uint64_t mb_msg_id(const mb_msg *m) { return m->id; }
