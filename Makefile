@@ -3,7 +3,7 @@
 #   make run     install what is missing, build, run the Jungle Gyms demo
 #   make test    install what is missing, build, run every test: C tests,
 #                busted specs, the same under ASan+UBSan, the threaded specs
-#                under TSan, the demo under valgrind
+#                under TSan, the C tests, the specs and the demo under valgrind
 #   make bench   the benchmarks (bench/README.md)
 #   make         build build/mb.so (the Lua module) and build/mbrun
 #
@@ -87,9 +87,15 @@ $(BA)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BA)
 $(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BT)
 	$(CC) -O1 -g -fsanitize=thread $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
 
-# mbrun as built, but with the C library's malloc, for valgrind
+# as built, but with the C library's malloc, for valgrind
 $(BV)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BV)
 	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
+
+$(BV)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BV)
+	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(TOOL_LIBS)
+
+$(BV)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BV)
+	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(TOOL_LIBS)
 
 tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
@@ -119,9 +125,14 @@ asan-spec: $(BA)/mb.so $(BA)/mbrun $(BA)/test_core
 	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  LUA_CPATH='$(BA)/?.so;;' MBRUN=$(BA)/mbrun $(BUSTED)
 
-valgrind: $(BV)/mbrun
-	valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
-	  --show-leak-kinds=definite,indirect,possible -q $(BV)/mbrun $(DEMO) > /dev/null
+# memcheck sees what the sanitizers do not: reads of uninitialised memory
+VALGRIND = valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect,possible \
+	  --show-leak-kinds=definite,indirect,possible -q
+
+valgrind: $(BV)/mbrun $(BV)/mb.so $(BV)/test_core
+	$(VALGRIND) $(BV)/test_core
+	LUA_CPATH='$(BV)/?.so;;' MBRUN=$(BV)/mbrun $(VALGRIND) $(BUSTED)
+	$(VALGRIND) $(BV)/mbrun $(DEMO) > /dev/null
 
 test: test-deps all
 	$(MAKE) c-tests
