@@ -98,11 +98,33 @@ end
 
 local now, clock = mb.now, os.clock
 
+-- Peak RSS: VmHWM from /proc/self/status, in bytes (nil where there is
+-- none); reset_peak() brings it down to the current RSS (Linux:
+-- /proc/self/clear_refs, 5) and says whether it could.
+local function read_peak()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local kb = f:read("a"):match("VmHWM:%s*(%d+)")
+  f:close()
+  return kb and tonumber(kb) * 1024
+end
+
+local function reset_peak()
+  local f = io.open("/proc/self/clear_refs", "w")
+  if not f then return false end
+  local ok = f:write("5")
+  return f:close() and ok ~= nil
+end
+
 -- A side that runs in a child process returns, as run's third value, the
--- {wall, cpu} seconds the child measured of its own work (its start-up and
--- loading are not the benchmark); those replace the runner's clocks.
+-- {wall, cpu, peak} the child measured of its own work (its start-up and
+-- loading are not the benchmark; peak is its VmHWM); those replace the
+-- runner's clocks and peak RSS. Returns wall and cpu seconds and the peak
+-- RSS in bytes: the runner's own process during this run for a side that
+-- runs in it (nil when it cannot be reset).
 local function measure(b, side, n)
   collectgarbage("collect")
+  local can_peak = reset_peak()
   local t0, c0 = now(), clock()
   local ok, got, aux, timed = pcall(side.run, n)
   local t1, c1 = now(), clock()
@@ -112,8 +134,12 @@ local function measure(b, side, n)
     die("WRONG RESULT in benchmark %s (%s), %s, n = %d\n  got:  %s\n  want: %s", b.id, b.title,
         side.label, n, tostring(got), tostring(want))
   end
-  if timed then return timed.wall, timed.cpu end
-  return t1 - t0, c1 - c0
+  local peak = can_peak and read_peak() or nil
+  if timed then
+    if timed.wall then return timed.wall, timed.cpu, timed.peak end
+    peak = timed.peak
+  end
+  return t1 - t0, c1 - c0, peak
 end
 
 local function two_digits(n) -- rounds to two significant digits
@@ -161,15 +187,15 @@ local function run_pair(b)
   local na, nb = calibrate(b, A), calibrate(b, B)
   measure(b, A, na) -- the full-size warm-up round
   measure(b, B, nb)
-  local ra = {ns = {}, wall = {}, cpu = {}}
-  local rb = {ns = {}, wall = {}, cpu = {}}
+  local ra = {ns = {}, wall = {}, cpu = {}, peak = {}}
+  local rb = {ns = {}, wall = {}, cpu = {}, peak = {}}
   local ratios = {}
   local rounds = b.rounds or opts.rounds
   for r = 1, rounds do
-    local wa, ca = measure(b, A, na)
-    local wb, cb = measure(b, B, nb)
-    ra.wall[r], ra.cpu[r], ra.ns[r] = wa, ca, wa / na * 1e9
-    rb.wall[r], rb.cpu[r], rb.ns[r] = wb, cb, wb / nb * 1e9
+    local wa, ca, pa = measure(b, A, na)
+    local wb, cb, pb = measure(b, B, nb)
+    ra.wall[r], ra.cpu[r], ra.ns[r], ra.peak[r] = wa, ca, wa / na * 1e9, pa
+    rb.wall[r], rb.cpu[r], rb.ns[r], rb.peak[r] = wb, cb, wb / nb * 1e9, pb
     ratios[r] = rb.ns[r] / ra.ns[r]
     io.stderr:write(".")
     io.stderr:flush()
@@ -189,7 +215,12 @@ local function run_pair(b)
       where = side.where, -- a child's services: role@worker, as it last reported
       ns_per_unit = ns,
       units_per_s = {median = 1e9 / ns.median, min = 1e9 / ns.max, max = 1e9 / ns.min},
-      samples = {ns_per_unit = rs.ns, wall_s = rs.wall, cpu_s = rs.cpu},
+      -- VmHWM over each measurement: of the side's own process (a child),
+      -- or of the runner's, which it shares with the other in-process sides
+      peak_rss = #rs.peak == #rs.ns and stats(rs.peak) or nil,
+      process = side.child and "child" or "runner",
+      samples = {ns_per_unit = rs.ns, wall_s = rs.wall, cpu_s = rs.cpu,
+                 peak_rss = #rs.peak == #rs.ns and rs.peak or nil},
     }
   end
   local ratio = stats(ratios)
@@ -309,10 +340,12 @@ local function table_text(results, meta)
   line("%s, mb %s, %s, %s cores, commit %s", meta.lua, meta.mb, meta.host.cpu, meta.host.cores,
        meta.commit)
   line("ratio = baseline ns / mb ns, per round (> 1: mb is faster); median (min-max)")
+  line("peak RSS = VmHWM during the measurements, median; * = the runner's own process, shared by")
+  line("the in-process sides (reset before each measurement), else the side's own child process")
   line("")
-  line("%-4s %-33s %14s %25s   %-19s %s", "id", "benchmark / side", "rate", "time/unit (min-max)",
-       "ratio (min-max)", "goal")
-  line("%s", string.rep("-", 112))
+  line("%-4s %-33s %14s %25s %9s   %-19s %s", "id", "benchmark / side", "rate",
+       "time/unit (min-max)", "peak RSS", "ratio (min-max)", "goal")
+  line("%s", string.rep("-", 122))
   for _, r in ipairs(results) do
     local rounds = r.rounds ~= meta.settings.rounds and string.format(" (%d rounds)", r.rounds)
                    or ""
@@ -330,13 +363,15 @@ local function table_text(results, meta)
     else
       for _, which in ipairs {"scenario", "baseline"} do
         local s = r[which]
-        local cells = string.format("     %-32s %11s/s %25s", s.label,
+        local peak = s.peak_rss and bytes(s.peak_rss.median) .. (s.process == "runner" and "*" or " ")
+                     or "-"
+        local cells = string.format("     %-32s %11s/s %25s %9s", s.label,
                                     rate(s.units_per_s.median) .. r.unit,
                                     time_cells(s.ns_per_unit.median, s.ns_per_unit.min,
-                                               s.ns_per_unit.max))
+                                               s.ns_per_unit.max), peak)
         if which == "scenario" then
           local ratio = string.format("%.2fx (%.2f-%.2f)", r.ratio.median, r.ratio.min, r.ratio.max)
-          line("%-80s   %-19s %s", cells, ratio, goal_text(r))
+          line("%-90s   %-19s %s", cells, ratio, goal_text(r))
         else
           line("%s", cells)
         end

@@ -6,6 +6,8 @@
 -- what it saw (counts, sums of ids, bytes); the runner aborts when it is not
 -- exactly expect(n). Only run(n) is timed. setup() runs once, before the
 -- warm-up; finish(), when present, checks the bus accounting after the rounds.
+-- child = true marks a side that runs in its own process (its peak RSS is
+-- its own, not the runner's).
 --
 -- Batched sends: an async sender sends BATCH messages then lets the bus
 -- deliver them (mb.run() / bus:run()), so queues stay short and the whole
@@ -290,8 +292,9 @@ end
 -- spawns `lua5.4 bench/worker_bench.lua SCENARIO WORKERS COUNT [ARG]`,
 -- which times its own work (not its start-up) and prints
 --   RESULT n=... seconds=... cpu=... [name=value ...] check=TEXT
--- run(n) returns the check, nothing, and {wall, cpu} from the child, which
--- the runner uses instead of its own clock.
+-- run(n) returns the check, nothing, and {wall, cpu, peak} from the child
+-- (peak: its VmHWM), which the runner uses instead of its own clock and
+-- its own peak RSS.
 
 -- the interpreter running us (arg[-1] for `lua5.4 bench/run.lua`)
 local LUA = "lua5.4"
@@ -331,11 +334,11 @@ end
 -- A side run by a child with this many workers; the check it must print
 -- is expect(n) .. " " .. placement ("apart" across workers, "together" on one).
 local function child_side(label, scenario, workers, expect, extra, n0)
-  local side = {label = label, n0 = n0}
+  local side = {label = label, n0 = n0, child = true}
   side.run = function(n)
     local r = child(scenario, workers, n, type(extra) == "function" and extra() or extra)
     side.where = r.where
-    return r.check, nil, {wall = r.seconds, cpu = r.cpu}
+    return r.check, nil, {wall = r.seconds, cpu = r.cpu, peak = r.peak_rss}
   end
   side.expect = function(n) return expect(n) .. " " .. (workers >= 2 and "apart" or "together") end
   return side
@@ -689,21 +692,30 @@ end
 --     both and shown in the note (exec /bin/true).
 do
   local empty = DIR .. "/empty.lua"
-  local function spawn_side(label, cmd)
-    return {
-      label = label,
-      run = function(n)
-        local ok = 0
-        for _ = 1, n do
-          local done, how, code = os.execute(cmd)
-          if not done then error(string.format("`%s` ended (%s %s)", cmd, how, code)) end
-          ok = ok + 1
-        end
-        return string.format("ok=%d", ok)
-      end,
-      expect = function(n) return string.format("ok=%d", n) end,
-    }
+  -- peak_cmd runs the same program on bench/peak.lua, which prints its
+  -- VmHWM as it ends: the side's peak RSS (not timed)
+  local function spawn_side(label, cmd, peak_cmd)
+    local side = {label = label, child = true}
+    side.run = function(n)
+      local ok = 0
+      for _ = 1, n do
+        local done, how, code = os.execute(cmd)
+        if not done then error(string.format("`%s` ended (%s %s)", cmd, how, code)) end
+        ok = ok + 1
+      end
+      return string.format("ok=%d", ok), nil, side.peak and {peak = side.peak}
+    end
+    side.expect = function(n) return string.format("ok=%d", n) end
+    side.setup = function()
+      local p = assert(io.popen(peak_cmd))
+      local out = p:read("a")
+      p:close()
+      side.peak = tonumber(out:match("VmHWM=(%d+)"))
+      if not side.peak then error(string.format("`%s` printed no VmHWM: %s", peak_cmd, out)) end
+    end
+    return side
   end
+  local peak = DIR .. "/peak.lua"
   local b = {
     id = "10",
     title = "start-up: mbrun, empty scenario",
@@ -712,14 +724,18 @@ do
     rounds = 50,
     goal_ns = 5e6,
     scenario = spawn_side("build/mbrun (default -w: cores)",
-                          "exec " .. quote(MBRUN) .. " " .. quote(empty) .. " </dev/null"),
+                          "exec " .. quote(MBRUN) .. " " .. quote(empty) .. " </dev/null",
+                          quote(MBRUN) .. " " .. quote(peak) .. " </dev/null"),
     baseline = spawn_side("lua5.4 (no mb)",
-                          "exec " .. quote(LUA) .. " " .. quote(empty) .. " </dev/null"),
+                          "exec " .. quote(LUA) .. " " .. quote(empty) .. " </dev/null",
+                          quote(LUA) .. " " .. quote(peak) .. " </dev/null"),
   }
+  local peak_setup = b.scenario.setup
   b.scenario.setup = function()
     local f = io.open(MBRUN)
     if not f then error("no " .. MBRUN .. " (make all; or set MBRUN)") end
     f:close()
+    peak_setup()
     local xs = {}
     for i = 1, 21 do
       local t0 = mb.now()

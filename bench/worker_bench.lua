@@ -13,8 +13,9 @@
 --   mem-lua COUNT messages queued in the plain-Lua queue bus (9, reference)
 --
 -- It prints one line on stdout,
---   RESULT n=COUNT seconds=S cpu=S [name=value ...] check=TEXT
--- seconds: the wall time of the measured work only (not start-up, loading
+--   RESULT n=COUNT seconds=S cpu=S name=value ... check=TEXT
+-- (the names in order; peak_rss, the child's VmHWM in bytes, always among
+-- them). seconds: the wall time of the measured work only (not start-up, loading
 -- or the warm-up pass), taken with mb.now() by the services themselves;
 -- cpu: os.clock() over the same span (all threads of the process); check:
 -- what the run saw (counts, sums, where services ran), which the runner
@@ -41,9 +42,19 @@ local function fail(fmt, ...)
   os.exit(1)
 end
 
+-- VmHWM: the most this process has had resident, in bytes
+local function peak()
+  local f = assert(io.open("/proc/self/status"))
+  local kb = f:read("a"):match("VmHWM:%s*(%d+)")
+  f:close()
+  return tonumber(kb) * 1024
+end
+
 local function result(seconds, cpu, check, more)
+  more = more or {}
+  more.peak_rss = more.peak_rss or peak()
   local extras = {}
-  for k, v in pairs(more or {}) do extras[#extras + 1] = k .. "=" .. tostring(v) end
+  for k, v in pairs(more) do extras[#extras + 1] = k .. "=" .. tostring(v) end
   table.sort(extras)
   io.stdout:write(string.format("RESULT n=%d seconds=%.9f cpu=%.6f %scheck=%s\n", n, seconds, cpu,
                                 #extras > 0 and table.concat(extras, " ") .. " " or "", check))
@@ -218,12 +229,6 @@ elseif scenario == "mem" or scenario == "mem-lua" then
     f:close()
     return tonumber(resident) * page
   end
-  local function peak() -- VmHWM, bytes
-    local f = assert(io.open("/proc/self/status"))
-    local kb = f:read("a"):match("VmHWM:%s*(%d+)")
-    f:close()
-    return tonumber(kb) * 1024
-  end
   local t0, c0 = mb.now(), os.clock()
   local payload = {id = 0, kind = "order", amount = 12.5} -- one table, sent n times
 
@@ -244,7 +249,23 @@ elseif scenario == "mem" or scenario == "mem-lua" then
     os.exit(0)
   end
 
-  -- 1. n messages pending at a serial destination whose listener waits in
+  -- Nothing big is freed before or during a measurement: an allocator
+  -- hands freed pages back to the system some time later (mimalloc after a
+  -- delay), which would shrink the RSS in the middle of the next one.
+
+  -- 1. idle services: nservices loads of a script with one listener; they
+  --    stay loaded until the end
+  assert(mb.destination("wb/idle"))
+  local r2 = rss()
+  local handles = {}
+  for i = 1, nservices do handles[i] = mb.load(W .. "idle.lua") end
+  mb.run()
+  local r3 = rss()
+  assert(mb.send("wb/idle", true)) -- one delivery to each: they are alive
+  mb.run()
+  clean("wb/idle", nservices)
+
+  -- 2. n messages pending at a serial destination whose listener waits in
   --    its first delivery (message 0) until released
   assert(mb.destination("wb/mem", {type = "serial", max_queue = n + 16}))
   local count, sum, release = 0, 0, false
@@ -273,20 +294,9 @@ elseif scenario == "mem" or scenario == "mem-lua" then
   release = true
   mb.run()
   clean("wb/mem", n + 1)
-  local check = string.format("count=%d sum=%d", count, sum)
-
-  -- 2. idle services: nservices loads of a script with one listener
-  assert(mb.destination("wb/idle"))
-  local r2 = rss()
-  local handles = {}
-  for i = 1, nservices do handles[i] = mb.load(W .. "idle.lua") end
-  mb.run()
-  local r3 = rss()
-  assert(mb.send("wb/idle", true)) -- one delivery to each: they are alive
-  mb.run()
-  clean("wb/idle", nservices)
   for i = 1, nservices do handles[i]:stop() end
-  check = check .. string.format(" services=%d", mb.stats("wb/idle").delivered)
+  local check = string.format("count=%d sum=%d services=%d", count, sum,
+                              mb.stats("wb/idle").delivered)
   result(mb.now() - t0, os.clock() - c0, check,
          {queued_bytes = r1 - r0, services_bytes = r3 - r2, peak_rss = peak()})
 
