@@ -239,9 +239,11 @@ void mb_graph_each(mb_runtime *rt, void (*fn)(void *ud, const mb_edge *e), void 
  * mb_msg_follow_up (sent while handling a delivery) still go. */
 void mb_runtime_drain(mb_runtime *rt);
 /* Messages queued, blocked senders, deliveries running and requests
- * waiting, over every destination; when there are none, the tasks still
- * queued that finish such work (a reply on its way, a send's completion).
- * 0 when nothing is left to finish; users' holds (timers) do not count. */
+ * waiting, over every destination; when there are none, a count that is
+ * not 0 while tasks that finish such work (a reply on its way, a send's
+ * completion) are queued or running: one per task posted across workers,
+ * one per worker for all of its own. 0 when nothing is left to finish;
+ * users' holds (timers) do not count. */
 size_t mb_runtime_in_flight(mb_runtime *rt);
 
 /* ---- events (Liferay's destination event listeners) ------------------- */

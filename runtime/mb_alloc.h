@@ -7,6 +7,12 @@
  * worker than the one that made it. Built with -DMB_LIBC_MALLOC (the
  * sanitizer and valgrind builds) it is the C library's malloc, so those
  * tools see every block.
+ *
+ * Debian's libmimalloc.so also exports malloc and free: a program linked
+ * with it (mbrun, a C program using libmb.a through pkg-config) allocates
+ * everything with mimalloc. mb.so loaded by lua5.4 comes after the C
+ * library, so there only these macros reach mimalloc. Either way each block
+ * is freed by the allocator that made it.
  */
 #ifndef MB_ALLOC_H
 #define MB_ALLOC_H

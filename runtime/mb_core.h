@@ -76,6 +76,8 @@ typedef struct mb_worker {
   ev_check check;     /* the loop is awake again */
   mb_taskq local;  /* touched by this worker's thread only */
   int local_held;  /* this thread only: one unit of rt->busy covers local */
+  int running;     /* this thread only: idle_cb is running tasks (nested
+                      loops inside one may run idle_cb again) */
   pthread_mutex_t inbox_lock;
   mb_taskq inbox;  /* where other threads post */
   int quit;        /* under inbox_lock: finish the queue, then exit */

@@ -168,8 +168,12 @@ static mb_task q_pop(mb_taskq *q) {
 #define BATCH 1024
 
 /* The local queue holds one unit of busy however long it is (taken by
- * the first task in, given back when it is empty), so a worker running
- * its own tasks does not touch the shared counter per task. */
+ * the first task in, given back when it is empty and no task of it is
+ * running), so a worker running its own tasks does not touch the shared
+ * counter per task. A running task is still work: it may send more. One
+ * that waits where it cannot yield drives a nested loop (mb_runtime_step),
+ * whose idle_cb empties the queue under it; the hold stays until the
+ * outermost idle_cb is done. */
 static void local_hold(mb_worker *w) {
   if (!w->local_held) {
     w->local_held = 1;
@@ -178,7 +182,7 @@ static void local_hold(mb_worker *w) {
 }
 
 static void local_release(mb_worker *w) {
-  if (w->local_held && !w->local.len) {
+  if (w->local_held && !w->local.len && !w->running) {
     w->local_held = 0;
     mb_busy(w->rt, -1);
   }
@@ -193,7 +197,9 @@ static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   (void)revents;
   mb_worker *w = iw->data;
   w->worked++;
+  w->running++;
   for (size_t n = 0; n < BATCH && w->local.len; n++) run_task(q_pop(&w->local));
+  w->running--;
   if (w->local.len) return;
   local_release(w);
   ev_idle_stop(loop, &w->idle);

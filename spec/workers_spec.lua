@@ -60,6 +60,15 @@ describe("worker threads", function()
     assert.are.equal(1, code, out)
   end)
 
+  it("stay busy while a handler on another worker waits where it cannot yield", function()
+    -- its wait drives a nested loop that empties its worker's queue; the
+    -- handler still runs and sends afterwards, so mb.run() must wait for it
+    local p = io.popen([[LUA_CPATH="$LUA_CPATH" lua5.4 spec/workers/nested_wait.lua 2>&1]])
+    local out = p:read("a")
+    p:close()
+    assert.matches("early 0 of 20", out)
+  end)
+
   it("run a plain Lua program on several workers with mb.setup", function()
     local p = io.popen([[LUA_CPATH="$LUA_CPATH" lua5.4 -e '
       local mb = require "mb"
