@@ -203,6 +203,40 @@ do
 end
 
 ---------------------------------------------------------------------------
+-- 1p. below the floor: the same C ring buffer, but the listener gets its
+-- payload's snapshot alone (no message table, values or id): the most any
+-- bus that gives each listener its own copy could reach on benchmark 1,
+-- whatever its message looks like
+do
+  local ok, limit = pcall(require, "mb_limit")
+  local count, sum = 0, 0
+  local function on_payload(p)
+    sum = sum + p.id
+    count = count + 1
+  end
+  local fns, totals = counting_listeners(1)
+  local bus = QueueBus.new()
+  list[#list + 1] = {
+    id = "1p",
+    title = "floor: C ring, payload copy only",
+    unit = "msg",
+    skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
+    scenario = {
+      label = "C ring buffer, payload only",
+      run = function(n)
+        batch_send(function(_, p) return limit.send(p) end,
+                   function() limit.run_payloads(on_payload) end, "bench/limit", n)
+        local c, s = count, sum
+        count, sum = 0, 0
+        return summary(c, s)
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+    baseline = lua_bus_side(bus, fns, totals),
+  }
+end
+
+---------------------------------------------------------------------------
 -- 2. synchronous destination: send -> listener, returns after delivery
 do
   local fns, totals = counting_listeners(1)

@@ -3,7 +3,8 @@
  * SPEC.md's promises about a message, in C, with nothing of a bus around
  * it. send(payload) takes the snapshot a listener will own (a fresh table
  * with the payload's fields) and returns a 16-hex-digit id; run(fn) calls fn
- * once per queued message with {destination, payload, values = {}, id}.
+ * once per queued message with {destination, payload, values = {}, id};
+ * run_payloads(fn) calls it with the snapshot alone.
  * No encoding, no statistics, no coroutine, no lock, one destination: what
  * is left is the Lua objects the message must have, and the calls.
  *
@@ -69,8 +70,28 @@ static int l_run(lua_State *L) {
   return 0;
 }
 
+/* run_payloads(fn): as run, but fn gets the payload's snapshot alone, the
+ * least a listener with its own copy could be given (benchmark 1p). */
+static int l_run_payloads(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
+  while (head <= tail) {
+    lua_pushvalue(L, 1);
+    lua_rawgeti(L, 2, head);
+    lua_pushnil(L);
+    lua_rawseti(L, 2, head);
+    head++;
+    lua_call(L, 1, 0);
+  }
+  head = 1;
+  tail = 0;
+  return 0;
+}
+
 int luaopen_mb_limit(lua_State *L) {
-  static const luaL_Reg fns[] = {{"send", l_send}, {"run", l_run}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {
+      {"send", l_send}, {"run", l_run}, {"run_payloads", l_run_payloads}, {NULL, NULL}};
   luaL_newlibtable(L, fns);
   lua_pushliteral(L, "payload");
   lua_pushliteral(L, "destination");
