@@ -176,64 +176,57 @@ do
   }
 end
 
----------------------------------------------------------------------------
--- 1c. the floor: a C ring buffer that gives the listener mb's message
--- (bench/c/limit.c, built by make bench) against the queue bus. Its ratio is
--- the most any bus keeping SPEC.md's message could reach on benchmark 1.
-do
+-- 1c and 1p: a C ring buffer with no bus (bench/c/limit.c, built by make
+-- bench) that delivers with limit[deliver] to fn, whose count and sum
+-- totals() gives and resets; against the queue bus.
+local function c_ring_pair(id, title, label, deliver, fn, totals)
   local ok, limit = pcall(require, "mb_limit")
-  local fns, totals = counting_listeners(1)
-  local bus = QueueBus.new()
-  list[#list + 1] = {
-    id = "1c",
-    title = "floor: C ring, mb's message",
+  local fns, bus_totals = counting_listeners(1)
+  return {
+    id = id,
+    title = title,
     unit = "msg",
     skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
     scenario = {
-      label = "C ring buffer (no bus)",
+      label = label,
       run = function(n)
-        batch_send(function(_, p) return limit.send(p) end, function() limit.run(fns[1]) end,
+        batch_send(function(_, p) return limit.send(p) end, function() limit[deliver](fn) end,
                    "bench/limit", n)
         return summary(totals())
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = lua_bus_side(bus, fns, totals),
+    baseline = lua_bus_side(QueueBus.new(), fns, bus_totals),
   }
 end
 
 ---------------------------------------------------------------------------
--- 1p. below the floor: the same C ring buffer, but the listener gets its
--- payload's snapshot alone (no message table, values or id): the most any
--- bus that gives each listener its own copy could reach on benchmark 1,
--- whatever its message looks like
+-- 1c. the floor: the C ring buffer gives the listener mb's message. Its
+-- ratio is the most any bus keeping SPEC.md's message could reach on
+-- benchmark 1.
 do
-  local ok, limit = pcall(require, "mb_limit")
+  local fns, totals = counting_listeners(1)
+  list[#list + 1] = c_ring_pair("1c", "floor: C ring, mb's message", "C ring buffer (no bus)",
+                                "run", fns[1], totals)
+end
+
+---------------------------------------------------------------------------
+-- 1p. below the floor: the listener gets its payload's snapshot alone (no
+-- message table, values or id): the most any bus that gives each listener
+-- its own copy could reach on benchmark 1, whatever its message looks like
+do
   local count, sum = 0, 0
   local function on_payload(p)
     sum = sum + p.id
     count = count + 1
   end
-  local fns, totals = counting_listeners(1)
-  local bus = QueueBus.new()
-  list[#list + 1] = {
-    id = "1p",
-    title = "floor: C ring, payload copy only",
-    unit = "msg",
-    skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
-    scenario = {
-      label = "C ring buffer, payload only",
-      run = function(n)
-        batch_send(function(_, p) return limit.send(p) end,
-                   function() limit.run_payloads(on_payload) end, "bench/limit", n)
-        local c, s = count, sum
-        count, sum = 0, 0
-        return summary(c, s)
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
-    baseline = lua_bus_side(bus, fns, totals),
-  }
+  local function totals()
+    local c, s = count, sum
+    count, sum = 0, 0
+    return c, s
+  end
+  list[#list + 1] = c_ring_pair("1p", "floor: C ring, payload copy only",
+                                "C ring buffer, payload only", "run_payloads", on_payload, totals)
 end
 
 ---------------------------------------------------------------------------
