@@ -1,6 +1,7 @@
 # mb — a Lua-scriptable message bus runtime.
 #
 #   make run     install what is missing, build, run the Jungle Gyms demo
+#   make check   the quick round (under a minute): build, C tests, busted specs
 #   make test    install what is missing, build, run every test: C tests,
 #                busted specs, the same under ASan+UBSan, the threaded specs
 #                under TSan, the C tests, the specs and the demo under valgrind
@@ -13,20 +14,24 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
-CPPFLAGS += -I/usr/include/lua5.4 -Iruntime
-LUA_LIB = -llua5.4
-LIBS    = -lev -lyajl -lmimalloc -lm
+# libraries that ship a .pc file come through pkg-config; libev and
+# mimalloc ship none
+PC_LIBS  = lua5.4 yajl libedit
+CPPFLAGS += -Iruntime $(shell pkg-config --cflags $(PC_LIBS) 2>/dev/null)
+LUA_LIB  = $(shell pkg-config --libs lua5.4 2>/dev/null)
+EDIT_LIB = $(shell pkg-config --libs libedit 2>/dev/null)
+YAJL_LIB = $(shell pkg-config --libs yajl 2>/dev/null)
+LIBS    = -lev $(YAJL_LIB) -lmimalloc -lpthread -lm
 # the sanitizer and valgrind builds allocate with the C library's malloc
 # (runtime/mb_alloc.h), so that the tools see every block
-TOOL_LIBS = -lev -lyajl -lm
+TOOL_LIBS = -lev $(YAJL_LIB) -lpthread -lm
 LIBC_MALLOC = -DMB_LIBC_MALLOC
 
 CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c runtime/mb_observe.c runtime/mb_show.c \
            runtime/mb_runtime.c runtime/mb_dest.c runtime/mb_request.c
 LUA_SRC  = runtime/mbl_value.c runtime/lmb.c
 MBRUN_SRC = runtime/mbrun.c runtime/mbrepl.c
-EDIT_LIB = -ledit
-HDRS     = $(wildcard runtime/*.h)
+TEST_SRC = spec/c/test_core.c
 
 # Debian packages the build and the tests need (see README, "Dependencies").
 # graphviz is optional for users (mbrun --graph=svg); the tests check that
@@ -41,7 +46,7 @@ BT = build/tsan
 BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps test-deps install-pkgs run test spec asan-spec tsan valgrind clean c-tests bench
+.PHONY: all deps test-deps install-pkgs run test check spec asan-spec tsan valgrind clean c-tests bench
 .PHONY: install uninstall
 
 all: $(B)/mb.so $(B)/mbrun
@@ -61,41 +66,31 @@ install-pkgs:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
-$(B) $(BA) $(BT) $(BV):
-	mkdir -p $@
+# ---- build flavours --------------------------------------------------------
+# Each flavour compiles every source once into DIR/obj/ (position-independent,
+# so the same objects make mb.so, mbrun and test_core) with a dependency file
+# beside each object, and links DIR/mb.so, DIR/mbrun and DIR/test_core.
+#   $(call flavour,DIR,CFLAGS,LIBS)
+objs = $(patsubst %.c,$(1)/obj/%.o,$(2))
+define flavour
+$(1)/obj/%.o: %.c
+	@mkdir -p $$(@D)
+	$$(CC) $(2) $$(WARN) $$(CPPFLAGS) -fPIC -MMD -MP -c -o $$@ $$<
+$(1)/mb.so: $$(call objs,$(1),$$(CORE_SRC) $$(LUA_SRC))
+	$$(CC) $(2) -shared -o $$@ $$^ $(3)
+$(1)/mbrun: $$(call objs,$(1),$$(CORE_SRC) $$(LUA_SRC) $$(MBRUN_SRC))
+	$$(CC) $(2) -o $$@ $$^ $$(LUA_LIB) $$(EDIT_LIB) $(3)
+$(1)/test_core: $$(call objs,$(1),$$(CORE_SRC) $$(TEST_SRC))
+	$$(CC) $(2) -o $$@ $$^ $(3)
+-include $$(wildcard $(1)/obj/*/*.d $(1)/obj/*/*/*.d)
+endef
 
-$(B)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(B)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(LIBS)
-
-$(B)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(B)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(LIBS)
-
-$(B)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(B)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(LIBS)
-
-# the same, instrumented
-$(BA)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(TOOL_LIBS)
-
-$(BA)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
-
-$(BA)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BA)
-	$(CC) -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(TOOL_LIBS)
-
+$(eval $(call flavour,$(B),$(CFLAGS),$(LIBS)))
+$(eval $(call flavour,$(BA),-O1 -g $(SAN) $(LIBC_MALLOC),$(SAN) $(TOOL_LIBS)))
 # the threaded code under ThreadSanitizer: mbrun runs the worker scenarios
-$(BT)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BT)
-	$(CC) -O1 -g -fsanitize=thread $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
-
+$(eval $(call flavour,$(BT),-O1 -g -fsanitize=thread $(LIBC_MALLOC),-fsanitize=thread $(TOOL_LIBS)))
 # as built, but with the C library's malloc, for valgrind
-$(BV)/mbrun: $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(HDRS) | $(BV)
-	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) $(LUA_SRC) $(MBRUN_SRC) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
-
-$(BV)/mb.so: $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BV)
-	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -fPIC -shared -o $@ $(CORE_SRC) $(LUA_SRC) $(TOOL_LIBS)
-
-$(BV)/test_core: $(CORE_SRC) spec/c/test_core.c spec/c/check.h $(HDRS) | $(BV)
-	$(CC) $(CFLAGS) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -o $@ $(CORE_SRC) spec/c/test_core.c $(TOOL_LIBS)
+$(eval $(call flavour,$(BV),$(CFLAGS) $(LIBC_MALLOC),$(TOOL_LIBS)))
 
 tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
@@ -134,6 +129,12 @@ valgrind: $(BV)/mbrun $(BV)/mb.so $(BV)/test_core
 	LUA_CPATH='$(BV)/?.so;;' MBRUN=$(BV)/mbrun $(VALGRIND) $(BUSTED)
 	$(VALGRIND) $(BV)/mbrun $(DEMO) > /dev/null
 
+# the quick round: the normal build, the C tests and the specs
+check: deps all
+	$(MAKE) c-tests
+	$(MAKE) spec
+	@echo "make check: passed (make test runs the sanitizer and valgrind rounds too)"
+
 test: test-deps all
 	$(MAKE) c-tests
 	$(MAKE) spec
@@ -149,7 +150,8 @@ bench: deps all $(B)/mb_limit.so
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
 
 # benchmark 1c's floor: a C ring buffer with no bus around it
-$(B)/mb_limit.so: bench/c/limit.c | $(B)
+$(B)/mb_limit.so: bench/c/limit.c
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(CPPFLAGS) $< -o $@
 
 # ---- make install / make uninstall ---------------------------------------
@@ -175,14 +177,9 @@ SCRIPTS    = $(wildcard scripts/*.lua) scripts/README.md
 SCRIPT_LIB = $(wildcard scripts/lib/*.lua)
 
 # the core alone (no Lua) as a static library for C programs: libmb.a
-CORE_OBJ = $(CORE_SRC:runtime/%.c=$(B)/core/%.o)
-$(B)/core:
-	mkdir -p $@
-$(B)/core/%.o: runtime/%.c $(HDRS) | $(B)/core
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -fPIC -c -o $@ $<
-$(B)/libmb.a: $(CORE_OBJ)
+$(B)/libmb.a: $(call objs,$(B),$(CORE_SRC))
 	rm -f $@
-	$(AR) rcs $@ $(CORE_OBJ)
+	$(AR) rcs $@ $^
 
 install: all $(B)/libmb.a
 	install -D -m 755 $(B)/mbrun $(DESTDIR)$(BINDIR)/mbrun
