@@ -7,9 +7,6 @@
 #                under TSan, the C tests, the specs and the demo under valgrind
 #   make bench   the benchmarks (bench/README.md)
 #   make         build build/mb.so (the Lua module) and build/mbrun
-#
-# Layers, as in Lua's own makefile: the core (mb_*.c, no Lua), the Lua
-# binding (mbl_value.c, lmb.c), the program (mbrun.c).
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -17,20 +14,23 @@ WARN    = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 # libraries that ship a .pc file come through pkg-config; libev and
 # mimalloc ship none
 PC_LIBS  = lua5.4 yajl libedit
-CPPFLAGS += -Iruntime $(shell pkg-config --cflags $(PC_LIBS) 2>/dev/null)
+CPPFLAGS += -Iruntime -Iruntime/core -Iruntime/lua -Iruntime/cli $(shell pkg-config --cflags $(PC_LIBS) 2>/dev/null)
 LUA_LIB  = $(shell pkg-config --libs lua5.4 2>/dev/null)
 EDIT_LIB = $(shell pkg-config --libs libedit 2>/dev/null)
 YAJL_LIB = $(shell pkg-config --libs yajl 2>/dev/null)
 LIBS    = -lev $(YAJL_LIB) -lmimalloc -lpthread -lm
 # the sanitizer and valgrind builds allocate with the C library's malloc
-# (runtime/mb_alloc.h), so that the tools see every block
+# (runtime/core/mb_alloc.h), so that the tools see every block
 TOOL_LIBS = -lev $(YAJL_LIB) -lpthread -lm
 LIBC_MALLOC = -DMB_LIBC_MALLOC
 
-CORE_SRC = runtime/mb_value.c runtime/mb_json.c runtime/mb_map.c runtime/mb_msg.c runtime/mb_observe.c runtime/mb_show.c \
-           runtime/mb_runtime.c runtime/mb_dest.c runtime/mb_request.c
-LUA_SRC  = runtime/mbl_value.c runtime/lmb.c
-MBRUN_SRC = runtime/mbrun.c runtime/mbrepl.c
+# The layers, as in Lua's own makefile: the core (runtime/core, no Lua;
+# runtime/mb.h is its face), the Lua binding (runtime/lua), the program
+# (runtime/cli: mbrun and the REPL's terminal side).
+CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_msg.c mb_observe.c mb_show.c \
+           mb_runtime.c mb_dest.c mb_request.c)
+LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c lmb.c)
+MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrepl.c)
 TEST_SRC = spec/c/test_core.c
 
 # Debian packages the build and the tests need (see README, "Dependencies").
