@@ -20,6 +20,7 @@
 #include <lauxlib.h>
 #include <pthread.h>
 #include <lualib.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -187,6 +188,40 @@ static int fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
     lua_pushfstring(L, "%s: at destination '%s'", mb_strerror(rc), dest);
   }
   return 2;
+}
+
+/* ---- numbers of seconds ------------------------------------------------------ */
+
+enum {
+  SECS_ZERO = 1,    /* 0 is allowed (sleep, after) */
+  SECS_NO_LIMIT = 2 /* math.huge means "no limit" (timeouts) */
+};
+
+/* The number of seconds at idx, for fn's `what` (SPEC section 7, "Numbers
+ * of seconds"): raises for what is not a number, NaN, a negative number,
+ * zero unless SECS_ZERO, and infinity unless SECS_NO_LIMIT (then returns
+ * HUGE_VAL: callers start no timer). The one check every sleep, timer and
+ * timeout goes through, so that no NaN or infinity reaches libev. */
+static double check_seconds(lua_State *L, int idx, const char *fn, const char *what,
+                            unsigned flags) {
+  int isnum = 0;
+  lua_Number s = lua_tonumberx(L, idx, &isnum);
+  if (isnum && s == s && s < HUGE_VAL && (s > 0 || (s == 0 && (flags & SECS_ZERO))))
+    return s;
+  if (isnum && s == HUGE_VAL && (flags & SECS_NO_LIMIT)) return HUGE_VAL;
+  char got[64];
+  if (!isnum)
+    snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
+  else if (s != s)
+    snprintf(got, sizeof got, "NaN");
+  else if (s == HUGE_VAL || s == -HUGE_VAL)
+    snprintf(got, sizeof got, "%smath.huge", s < 0 ? "-" : "");
+  else
+    snprintf(got, sizeof got, LUA_NUMBER_FMT, s);
+  const char *want = (flags & SECS_NO_LIMIT) ? "a positive number of seconds, or math.huge for no limit"
+                     : (flags & SECS_ZERO)   ? "a finite number, zero or more"
+                                             : "a positive, finite number";
+  return luaL_error(L, "%s: %s must be %s (not %s)", fn, what, want, got);
 }
 
 /* ---- coroutines ------------------------------------------------------------ */
@@ -491,11 +526,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 static int timer_start(lua_State *L, int repeat) {
   mbL_state *S = state_of(L);
-  lua_Number s = luaL_checknumber(L, 1);
+  double s = check_seconds(L, 1, repeat ? "mb.every" : "mb.after", "seconds",
+                           repeat ? 0 : SECS_ZERO);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (s < 0 || (repeat && s <= 0))
-    return luaL_error(L, "mb.%s: seconds must be %s", repeat ? "every" : "after",
-                      repeat ? "positive" : "zero or more");
   mbL_timer *tm = lua_newuserdatauv(L, sizeof *tm, 0);
   memset(tm, 0, sizeof *tm);
   luaL_setmetatable(L, "mb.Timer");
@@ -554,8 +587,7 @@ static void sleep_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 
 static int l_sleep(lua_State *L) {
   mbL_state *S = state_of(L);
-  lua_Number s = luaL_checknumber(L, 1);
-  if (s < 0) return luaL_error(L, "mb.sleep: seconds must be zero or more");
+  double s = check_seconds(L, 1, "mb.sleep", "seconds", SECS_ZERO);
   mbL_waiter *w = waiter_new(S);
   if (!w) return luaL_error(L, "mb.sleep: out of memory");
   ev_timer_init(&w->timer, sleep_cb, s, 0);
@@ -851,11 +883,8 @@ static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, con
     o->has_values = 1;
   }
   lua_pop(L, 1);
-  if (request && lua_getfield(L, idx, "timeout") != LUA_TNIL) {
-    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-      luaL_error(L, "%s: option 'timeout' must be a positive number of seconds", fn);
-    o->timeout = lua_tonumber(L, -1);
-  }
+  if (request && lua_getfield(L, idx, "timeout") != LUA_TNIL)
+    o->timeout = check_seconds(L, -1, fn, "option 'timeout'", SECS_NO_LIMIT);
   if (request) lua_pop(L, 1);
 }
 
@@ -1693,6 +1722,49 @@ static int l_load(lua_State *L) {
 
 /* ---- the loop ------------------------------------------------------------------------- */
 
+typedef struct stuck_sum {
+  mb_runtime *rt;
+  size_t in_flight, pending;
+  luaL_Buffer *where;
+  int n;
+} stuck_sum;
+
+static void add_stuck(void *ud, const char *name) {
+  stuck_sum *s = ud;
+  mb_stats st;
+  if (mb_dest_stats(s->rt, name, &st) || !(st.in_flight || st.pending)) return;
+  s->in_flight += st.in_flight;
+  s->pending += st.pending;
+  if (s->n++ < 8) {
+    luaL_addstring(s->where, s->n > 1 ? ", '" : "'");
+    luaL_addstring(s->where, name);
+    luaL_addchar(s->where, '\'');
+  } else if (s->n == 9) {
+    luaL_addstring(s->where, ", ...");
+  }
+}
+
+/* When deliveries are in flight or messages pending, pushes "stuck: N
+ * deliveries in flight, M pending ... (at 'a', 'b'; ...)" and returns 1;
+ * else pushes nothing and returns 0. */
+static int push_stuck(lua_State *L, mbL_state *S) {
+  luaL_Buffer where;
+  stuck_sum s = {core(S), 0, 0, &where, 0};
+  luaL_buffinit(L, &where);
+  mb_dest_each(core(S), add_stuck, &s);
+  luaL_pushresult(&where);
+  if (!s.in_flight && !s.pending) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushfstring(L, "stuck: %d deliver%s in flight, %d pending, and nothing can move them on "
+                     "(at %s; a listener waiting for room in its own full queue?)",
+                  (int)s.in_flight, s.in_flight == 1 ? "y" : "ies", (int)s.pending,
+                  lua_tostring(L, -1));
+  lua_remove(L, -2);
+  return 1;
+}
+
 static int l_run(lua_State *L) {
   static const char *const keys[] = {"timeout", NULL};
   mbL_state *S = state_of(L);
@@ -1703,14 +1775,17 @@ static int l_run(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, keys, "mb.run");
-    if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-      if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-        return luaL_error(L, "mb.run: option 'timeout' must be a positive number of seconds");
-      timeout = lua_tonumber(L, -1);
-    }
+    if (lua_getfield(L, 1, "timeout") != LUA_TNIL)
+      timeout = check_seconds(L, -1, "mb.run", "option 'timeout'", SECS_NO_LIMIT);
   }
-  int stopped = mb_runtime_run(core(S), timeout);
-  lua_pushboolean(L, !stopped);
+  int stopped = mb_runtime_run(core(S), timeout); /* HUGE_VAL: unbounded */
+  lua_pushboolean(L, 0);
+  if (stopped) return 1;
+  /* idle: nothing can happen any more; every delivery here is a Lua
+   * handler's, so one still in flight (or a message still pending) is
+   * stuck for good */
+  if (push_stuck(L, S)) return 2;
+  lua_pushboolean(L, 1);
   return 1;
 }
 

@@ -43,6 +43,7 @@
  * Tests: spec/c/test_core.c, spec/workers_spec.lua.
  */
 #define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -498,6 +499,15 @@ static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   mb_runtime_stop(t->data);
 }
 
+/* rt->run_state: the runs in progress count in steps of RUN_ONE, and
+ * RUN_STOP asks them to end. One atomic word, so that a stop is either
+ * seen by the run in progress or, when none is, dropped: never left over
+ * for the next run. */
+#define RUN_STOP 1
+#define RUN_ONE 2
+
+static int stop_asked(mb_runtime *rt) { return atomic_load(&rt->run_state) & RUN_STOP; }
+
 int mb_runtime_step(mb_runtime *rt, const int *done) {
   mb_worker *w = self;
   if (!w || w->rt != rt) w = &rt->workers[0];
@@ -507,23 +517,39 @@ int mb_runtime_step(mb_runtime *rt, const int *done) {
    * (timers of C users count) besides the async watcher */
   int active = ev_run(loop, EVRUN_NOWAIT) - 1;
   int more = atomic_load(&rt->busy) > 0 || active > 0;
-  if (more && !atomic_load(&rt->stopping) && !(done && *done)) ev_run(loop, EVRUN_ONCE);
+  if (more && !stop_asked(rt) && !(done && *done)) ev_run(loop, EVRUN_ONCE);
   if (w->index == 0) ev_unref(loop);
   return more;
 }
 
+void mb_runtime_running(mb_runtime *rt, int delta) {
+  int v = atomic_load(&rt->run_state), next;
+  do {
+    next = v + delta * RUN_ONE;
+    if (next < RUN_ONE) next = 0; /* the last run is over: so is its stop */
+  } while (!atomic_compare_exchange_weak(&rt->run_state, &v, next));
+}
+
 int mb_runtime_run(mb_runtime *rt, double timeout) {
   struct ev_loop *loop = rt->workers[0].loop;
-  if (timeout > 0) {
+  int bounded = timeout > 0 && isfinite(timeout); /* NaN, 0 and infinity: unbounded */
+  mb_runtime_running(rt, 1);
+  if (bounded) {
     ev_timer_init(&rt->run_timer, run_timeout_cb, timeout, 0);
     rt->run_timer.data = rt;
     ev_timer_start(loop, &rt->run_timer);
     ev_unref(loop); /* the bound alone does not keep the bus running */
   }
-  while (!atomic_load(&rt->stopping) && mb_runtime_step(rt, NULL)) {
+  while (!stop_asked(rt) && mb_runtime_step(rt, NULL)) {
   }
-  int stopped = atomic_exchange(&rt->stopping, 0);
-  if (timeout > 0 && ev_is_active(&rt->run_timer)) {
+  /* the stop (if any) was for this run: taken with it, in one step */
+  int v = atomic_load(&rt->run_state), next;
+  do {
+    next = (v - RUN_ONE) & ~RUN_STOP;
+    if (next < RUN_ONE) next = 0;
+  } while (!atomic_compare_exchange_weak(&rt->run_state, &v, next));
+  int stopped = (v & RUN_STOP) != 0;
+  if (bounded && ev_is_active(&rt->run_timer)) {
     ev_ref(loop);
     ev_timer_stop(loop, &rt->run_timer);
   }
@@ -531,8 +557,12 @@ int mb_runtime_run(mb_runtime *rt, double timeout) {
 }
 
 void mb_runtime_stop(mb_runtime *rt) {
-  atomic_store(&rt->stopping, 1);
-  worker_kick(&rt->workers[0]);
+  int v = atomic_load(&rt->run_state);
+  while (v >= RUN_ONE && !(v & RUN_STOP))
+    if (atomic_compare_exchange_weak(&rt->run_state, &v, v | RUN_STOP)) {
+      worker_kick(&rt->workers[0]);
+      return;
+    }
 }
 
 void mb_runtime_counts(const mb_runtime *rt, mb_counts *out) {

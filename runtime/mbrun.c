@@ -670,6 +670,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   mb_runtime *rt = mbL_runtime_core(R);
+  /* the whole program is one run: an mb.stop() in the scenario's body, before
+   * the loop starts, still ends it */
+  mb_runtime_running(rt, 1);
   tracing tr = {rt, {0}};
   if (trace) set_trace(&tr, 1);
   if (interactive && !(repl = mbrepl_new(R, isatty(0) && isatty(1), set_trace, &tr))) {

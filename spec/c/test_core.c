@@ -2399,11 +2399,25 @@ static void test_runtime_and_services(void) {
   ev_timer_stop(mb_runtime_loop(rt), &never);
   CHECK_INT(run(rt), 0);
 
+  /* a stop with no run in progress is dropped, not kept for the next run */
+  mb_runtime_stop(rt);
+  CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "t t t ");
+  /* ...unless a run is marked as in progress across runs (mbrun) */
+  mb_runtime_running(rt, 1);
+  mb_runtime_stop(rt);
+  CHECK_INT(run(rt), 1); /* it ends at once, and takes the stop with it */
+  CHECK_INT(run(rt), 0);
+  mb_runtime_running(rt, -1);
+  mb_runtime_stop(rt);
+  CHECK_INT(run(rt), 0);
+
   /* a bound that is not reached: idle, 0 */
   CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
   t0 = ev_time();
   CHECK_INT(mb_runtime_run(rt, 5.0), 0);
-  CHECK_STR(log.s, "t t t ");
+  CHECK_STR(log.s, "t t t t ");
   /* and the loop is balanced afterwards: an empty run still ends at once */
   CHECK_INT(mb_runtime_run(rt, 0.05), 0);
   CHECK_INT(run(rt), 0);
