@@ -16,11 +16,13 @@
 #include "lmb.h"
 #include "mb_alloc.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
 #include <pthread.h>
 #include <lualib.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -44,6 +46,10 @@ struct mbL_runtime {
   atomic_int failures;
   atomic_int bodies; /* script bodies started and not yet ended */
   uint64_t next_load;
+  /* mbL_runtime_abort: every call, running or to come, is aborted */
+  _Atomic(const char *) abort_why;
+  void (*on_stop)(void *ud); /* mb.stop() was called (mbrun) */
+  void *on_stop_ud;
 };
 
 enum { T_HANDLER = 1, T_SCRIPT, T_TIMER, T_SPAWN, T_EVENT };
@@ -112,6 +118,13 @@ struct mbL_state {
   int nspare;
   mbL_timer *timers;
   int depth; /* resumes of this state on the C stack */
+  /* aborting (mbL_state_abort); read by other threads and by the abort
+   * signal's handler on this state's own thread */
+  atomic_int active;                 /* depth, for other threads to read */
+  atomic_uint_fast64_t calls;        /* outermost calls started so far */
+  atomic_uint_fast64_t abort_call;   /* the call to abort (0: none) */
+  _Atomic(const char *) abort_why;   /* ...and why */
+  _Atomic(lua_State *) running_co;   /* the coroutine running now, if any */
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
@@ -390,22 +403,125 @@ static void task_end(mbL_task *t, int status) {
 
 static void task_again(void *arg) { task_run(arg, 0); }
 
+/* ---- aborting code that does not return ------------------------------------------
+ *
+ * A call (a handler, a timer callback, a script body's stretch between two
+ * waits, with whatever it runs inline) is aborted by a hook that raises
+ * "reason" at the next Lua instruction, so that it fails as if it had
+ * raised that error. A hook may only be set from the thread that runs the
+ * coroutine, or from a signal handler on that thread (as lua.c's Ctrl-C
+ * does): so the aborter records what to abort and sends the worker's thread
+ * ABORT_SIGNAL, whose handler sets the hook on the coroutine running there.
+ * When that call returns into another one of the same thread (an inline
+ * delivery, a spawned function), the hook is set there too, until the
+ * outermost call is over. Lua code that runs in C (a blocking read, a
+ * coroutine of the script's own) is not reached: the caller needs a bound
+ * of its own (mbrun exits without joining that worker). Used by mbrun after
+ * the grace period (mbL_runtime_abort); made for a per-service cpu limit
+ * too (mbL_state_abort from a watchdog). */
+
+#define ABORT_SIGNAL SIGURG /* ignored by default: harmless if it arrives late */
+
+static _Thread_local mbL_state *tl_running; /* innermost state running on this thread */
+
+/* Why the call running in S must be aborted; NULL when it need not be. On
+ * S's thread. */
+static const char *abort_reason(mbL_state *S) {
+  const char *why = atomic_load(&S->R->abort_why);
+  if (why) return why;
+  uint_fast64_t c = atomic_load(&S->abort_call);
+  if (c && S->depth > 0 && c == atomic_load(&S->calls)) return atomic_load(&S->abort_why);
+  return NULL;
+}
+
+static void abort_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mbL_state *S = tl_running;
+  const char *why = S ? abort_reason(S) : NULL;
+  if (!why) { /* the call it was meant for is over */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  /* the hook stays: a pcall in the aborted code does not swallow it for good */
+  lua_pushstring(L, why);
+  lua_error(L);
+}
+
+static void arm_abort(lua_State *co) {
+  lua_sethook(co, abort_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* ABORT_SIGNAL, on the thread to abort: only atomics and lua_sethook. */
+static void abort_signal(int sig) {
+  (void)sig;
+  int saved = errno;
+  mbL_state *S = tl_running;
+  if (S && abort_reason(S)) {
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) arm_abort(co);
+  }
+  errno = saved;
+}
+
+static void abort_signal_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = abort_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(ABORT_SIGNAL, &sa, NULL);
+}
+
+/* Aborts the call running in S now, if any (not one that starts later),
+ * with the error reason (a string that outlives S). From any thread.
+ * Returns 1 when a call was running, else 0. */
+static int mbL_state_abort(mbL_state *S, const char *reason) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (!atomic_load(&S->active)) return 0;
+  pthread_once(&once, abort_signal_install);
+  atomic_store(&S->abort_why, reason);
+  atomic_store(&S->abort_call, atomic_load(&S->calls));
+  if (tl_running == S) { /* from inside the call itself (C it called) */
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) arm_abort(co);
+  } else {
+    mb_service_signal(S->svc, ABORT_SIGNAL);
+  }
+  return 1;
+}
+
 static void task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
+  mbL_state *outer = tl_running;
   int nres;
   S->current = t;
-  S->depth++;
+  if (S->depth++ == 0) atomic_fetch_add(&S->calls, 1);
+  atomic_store(&S->active, S->depth);
+  atomic_store(&S->running_co, t->co);
+  tl_running = S; /* after running_co: the signal's handler reads both */
+  atomic_signal_fence(memory_order_seq_cst);
+  if (abort_reason(S)) arm_abort(t->co); /* mbL_runtime_abort: at once */
   int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
+  atomic_store(&S->running_co, prev ? prev->co : NULL);
+  tl_running = outer;
+  atomic_signal_fence(memory_order_seq_cst);
+  if (lua_gethook(t->co) == abort_hook) lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
   S->depth--;
   S->current = prev;
   if (st == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* a bare coroutine.yield(): let the others run, then go on */
     if (!t->waiting) mb_service_post(S->svc, task_again, t);
-    return;
+  } else {
+    task_end(t, st);
   }
-  task_end(t, st);
+  atomic_store(&S->active, S->depth); /* after task_end: its outcome is counted */
+  /* an abort goes on in the call this one returns to */
+  if (outer && abort_reason(outer)) {
+    lua_State *co = atomic_load(&outer->running_co);
+    if (co) arm_abort(co);
+  }
 }
 
 /* ---- waiting ---------------------------------------------------------------- */
@@ -477,9 +593,11 @@ static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
       return lua_yieldk(L, 0, (lua_KContext)w, k);
     }
     while (!w->done) {
-      if (!mb_runtime_step(core(S), &w->done) && !w->done) {
+      const char *why = abort_reason(S); /* the signal cut the loop's wait short */
+      if (why || (!mb_runtime_step(core(S), &w->done) && !w->done)) {
         if (w->req) mb_request_cancel(w->req);
         waiter_free(w);
+        if (why) return luaL_error(L, "%s", why);
         return luaL_error(L, "mb: this wait can never end (nothing left that could end it)");
       }
     }
@@ -1170,10 +1288,13 @@ static int handler_body(lua_State *L) {
 static void on_delivery(void *ud, mb_delivery *d) {
   mbL_listener *ls = ud;
   mbL_state *S = ls->S;
-  mbL_task *t = S->stopping ? NULL : task_new(S, T_HANDLER);
+  const char *aborted = atomic_load(&S->R->abort_why); /* shutting down: none starts */
+  mbL_task *t = S->stopping || aborted ? NULL : task_new(S, T_HANDLER);
   if (!t) {
-    mb_delivery_done(d, S->stopping ? MB_EDROPPED : MB_EFAILED,
-                     S->stopping ? "dropped: service stopping" : "failed: out of memory");
+    mb_delivery_done(d, S->stopping || aborted ? MB_EDROPPED : MB_EFAILED,
+                     aborted     ? "dropped: shutting down"
+                     : S->stopping ? "dropped: service stopping"
+                                   : "failed: out of memory");
     return;
   }
   t->d = d;
@@ -1790,7 +1911,9 @@ static int l_run(lua_State *L) {
 }
 
 static int l_stop(lua_State *L) {
-  mb_runtime_stop(core(state_of(L)));
+  mbL_state *S = state_of(L);
+  mb_runtime_stop(core(S));
+  if (S->R->on_stop) S->R->on_stop(S->R->on_stop_ud);
   return 0;
 }
 
@@ -1986,6 +2109,28 @@ void mbL_runtime_free(mbL_runtime *R) {
 }
 
 mb_runtime *mbL_runtime_core(mbL_runtime *R) { return R->rt; }
+
+void mbL_runtime_on_stop(mbL_runtime *R, void (*fn)(void *ud), void *ud) {
+  R->on_stop = fn;
+  R->on_stop_ud = ud;
+}
+
+int mbL_runtime_abort(mbL_runtime *R, const char *reason) {
+  atomic_store(&R->abort_why, reason); /* first: a call starting now sees it */
+  int n = 0;
+  pthread_mutex_lock(&R->lock); /* no state is freed meanwhile */
+  for (mbL_state *S = R->states; S; S = S->next) n += mbL_state_abort(S, reason);
+  pthread_mutex_unlock(&R->lock);
+  return n;
+}
+
+int mbL_runtime_busy(mbL_runtime *R) {
+  int n = 0;
+  pthread_mutex_lock(&R->lock);
+  for (mbL_state *S = R->states; S; S = S->next) n += atomic_load(&S->active) > 0;
+  pthread_mutex_unlock(&R->lock);
+  return n;
+}
 int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }

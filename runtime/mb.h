@@ -131,6 +131,10 @@ void mb_service_free(mb_service *svc);
 const char *mb_service_name(const mb_service *svc);
 uint64_t mb_service_id(const mb_service *svc);
 int mb_service_worker(const mb_service *svc);
+/* Sends signal sig to the thread of svc's worker (for interrupting code
+ * that does not return: lmb.c's abort). From any thread, while the runtime
+ * lives. MB_OK, or MB_EINVAL. */
+int mb_service_signal(const mb_service *svc, int sig);
 struct ev_loop *mb_service_loop(const mb_service *svc);
 /* The live service with this id, with a reference the caller drops with
  * mb_service_unref (the memory stays valid; it may die meanwhile); NULL. */

@@ -45,6 +45,7 @@
 #define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -395,6 +396,7 @@ mb_runtime *mb_runtime_new(const mb_config *cfg) {
     return NULL;
   }
   self = &rt->workers[0];
+  rt->workers[0].thread = pthread_self(); /* not ours to join: has_thread stays 0 */
   for (int i = 1; i < n; i++) {
     mb_worker *w = &rt->workers[i];
     if (pthread_create(&w->thread, NULL, worker_main, w) == 0) w->has_thread = 1;
@@ -647,6 +649,10 @@ const char *mb_service_name(const mb_service *svc) { return svc->name; }
 uint64_t mb_service_id(const mb_service *svc) { return svc->id; }
 struct ev_loop *mb_service_loop(const mb_service *svc) { return svc->w->loop; }
 int mb_service_worker(const mb_service *svc) { return svc->w->index; }
+
+int mb_service_signal(const mb_service *svc, int sig) {
+  return pthread_kill(svc->w->thread, sig) ? MB_EINVAL : MB_OK;
+}
 
 int mb_service_post(mb_service *svc, mb_task_fn fn, void *arg) {
   return mb_worker_post(svc->w, svc, fn, arg);
