@@ -544,8 +544,8 @@ static void *watchdog_main(void *arg) {
   if (watchdog_sleep(soon < end ? soon : end)) return NULL;
   if (atomic_load(&sig_unanswered)) {
     snprintf(line, sizeof line,
-             "mbrun: %s: a handler on worker 0 has not returned; it is aborted when the grace "
-             "period of %g s is over\n",
+             "mbrun: %s: a handler on worker 0 has not returned yet; what still runs when the "
+             "grace period of %g s is over is aborted\n",
              atomic_load(&sig_last) == SIGINT ? "SIGINT" : atomic_load(&sig_last) == SIGHUP
                                                              ? "SIGHUP"
                                                              : "SIGTERM",
@@ -774,7 +774,8 @@ int main(int argc, char **argv) {
       graph_out = argv[++i];
     } else if (!strcmp(a, "--grace")) {
       if (parse_seconds(i + 1 < argc ? argv[i + 1] : NULL, &grace)) {
-        fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more\n");
+        fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more (at most 1000000; "
+                        "not NaN or infinity)\n");
         return 2;
       }
       i++;

@@ -50,6 +50,11 @@ describe("mbrun", function()
     out, code = mbrun("--grace soon x.lua")
     assert.are.equal(2, code)
     assert.matches("%-%-grace needs a number of seconds, 0 or more", out)
+    for _, bad in ipairs({"nan", "-nan", "-1", "inf", "-inf", "1e400"}) do -- SPEC 7: numbers of seconds
+      out, code = mbrun("--grace " .. bad .. " x.lua")
+      assert.are.equal(2, code, bad)
+      assert.matches("%-%-grace needs a number of seconds, 0 or more", out)
+    end
     out, code = mbrun("/nonexistent/scenario.lua")
     assert.are.equal(2, code)
     assert.matches("cannot open /nonexistent/scenario.lua", out)

@@ -108,8 +108,8 @@ describe("mbrun with a handler that never returns", function()
   it("on SIGTERM with one worker: the signal is answered, the handler aborted", function()
     local out, code, ms = shutdown("-w 1 --grace 1 " .. dir .. "/spin_here.lua", "spinning", "TERM")
     assert_aborted(out, code, ms, 0)
-    helper.assert_contains(out, "mbrun: SIGTERM: a handler on worker 0 has not returned; "
-      .. "it is aborted when the grace period of 1 s is over")
+    helper.assert_contains(out, "mbrun: SIGTERM: a handler on worker 0 has not returned yet; "
+      .. "what still runs when the grace period of 1 s is over is aborted")
   end)
 
   it("on SIGTERM with the handler on worker 1", function()
