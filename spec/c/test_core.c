@@ -1419,6 +1419,10 @@ static void test_request_reply(void) {
             MB_ENOLISTENERS);
   CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), 1.0, 1, req_cb, &none, &r),
             MB_ENOLISTENERS);
+  /* a timeout that is no number of seconds: refused, never given to libev */
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), NAN, 0, req_cb, &none, &r), MB_EINVAL);
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), 0, 0, req_cb, &none, &r), MB_EINVAL);
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), -1, 1, req_cb, &none, &r), MB_EINVAL);
   CHECK_INT(run(rt), 0);
   CHECK(ev_time() - t0 < 0.5);
   CHECK_INT(none.calls, 0);
