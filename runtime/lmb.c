@@ -231,9 +231,10 @@ static double check_seconds(lua_State *L, int idx, const char *fn, const char *w
     snprintf(got, sizeof got, "%smath.huge", s < 0 ? "-" : "");
   else
     snprintf(got, sizeof got, LUA_NUMBER_FMT, s);
-  const char *want = (flags & SECS_NO_LIMIT) ? "a positive number of seconds, or math.huge for no limit"
-                     : (flags & SECS_ZERO)   ? "a finite number, zero or more"
-                                             : "a positive, finite number";
+  const char *want = (flags & SECS_NO_LIMIT)
+                         ? "a positive number of seconds, or math.huge for no limit"
+                     : (flags & SECS_ZERO) ? "a finite number, zero or more"
+                                           : "a positive, finite number";
   return luaL_error(L, "%s: %s must be %s (not %s)", fn, what, want, got);
 }
 

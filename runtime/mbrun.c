@@ -579,7 +579,6 @@ static void watchdog_start(mbL_runtime *R, double grace) {
            grace);
   if (sem_init(&wd.wake, 0, 0)) return;
   mbL_runtime_on_stop(R, on_stop_called, NULL);
-  /* signals go to the other threads (its own mask is inherited by none) */
   wd.started = pthread_create(&wd.thread, NULL, watchdog_main, NULL) == 0;
 }
 
@@ -596,16 +595,17 @@ static void watchdog_stop(void) {
 }
 
 /* After the loop: Lua calls still running on any worker (a timer callback,
- * or a handler cut short) get what is left of the grace period, then are
- * aborted and get ABORT_WAIT to end. Returns how many services still run
- * one (stuck in C: mbrun must not join them). */
-static int abort_running(mbL_runtime *R) {
+ * or a handler cut short) get what is left of the grace period (none when
+ * a second signal said `now`), then are aborted and get ABORT_WAIT to end.
+ * Returns how many services still run one (stuck in C: mbrun must not join
+ * them). */
+static int abort_running(mbL_runtime *R, int now) {
   struct timespec tick = {0, 2000000};
   long long t0 = atomic_load(&wd.t0);
   if (!t0 || !mbL_runtime_busy(R)) return 0; /* no shutdown: the bus went idle */
-  long long end = t0 + (long long)(wd.grace * 1e9);
+  long long end = now ? 0 : t0 + (long long)(wd.grace * 1e9);
   while (mono_ns() < end && mbL_runtime_busy(R)) nanosleep(&tick, NULL);
-  if (!mbL_runtime_abort(R, wd.why)) return 0;
+  if (!mbL_runtime_abort(R, now ? "aborted: shutting down (a second signal)" : wd.why)) return 0;
   for (int i = 0; i < (int)(ABORT_WAIT / 0.002) && mbL_runtime_busy(R); i++) nanosleep(&tick, NULL);
   return mbL_runtime_busy(R);
 }
@@ -680,6 +680,7 @@ static void on_grace(struct ev_loop *loop, ev_timer *t, int revents) {
  * gets `grace` seconds to finish. Another mb.stop() meanwhile changes
  * nothing; a signal ends it at once. */
 static void drain(shutdown_ctl *c, double grace) {
+  shutdown_begins(); /* if a signal or mb.stop() has not started its clock yet */
   mb_runtime *rt = c->rt;
   struct ev_loop *loop = mb_runtime_loop(rt);
   mb_runtime_drain(rt);
@@ -691,7 +692,6 @@ static void drain(shutdown_ctl *c, double grace) {
   if (grace <= 0) return;
   /* the grace period ends `grace` after the shutdown started, even if the
    * loop was stuck in a handler until now */
-  shutdown_begins();
   double left = grace - (double)(mono_ns() - atomic_load(&wd.t0)) / 1e9;
   if (left <= 0) {
     if (!atomic_exchange(&wd.said_over, 1))
@@ -894,7 +894,7 @@ int main(int argc, char **argv) {
     if (stopped) drain(&ctl, grace);
   }
   watchdog_stop(); /* the loop is back: from here on main bounds the rest */
-  int stuck = abort_running(R);
+  int stuck = abort_running(R, ctl.now);
   mbrepl_close(repl);
   catch_signals(0); /* from here on, a signal ends mbrun as usual */
   ev_ref(loop);

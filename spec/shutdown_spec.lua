@@ -14,10 +14,19 @@ local GRACE = 1
 local BOUND_MS = (GRACE + 1.5) * 1000 -- the grace period, then SPEC's 1 s, and some slack
 
 -- Starts mbrun with args, waits (at most 5 s) until its output shows
--- `ready`, sends the signal (if any), and waits for the exit. Returns the
--- output (stdout and stderr), the exit code, and the milliseconds from
--- `ready` to the exit.
+-- `ready`, sends the signal (if any; a list: each 0.2 s after the other),
+-- and waits for the exit. Returns the output (stdout and stderr), the exit
+-- code, and the milliseconds from `ready` (or the last signal) to the exit.
 local function shutdown(args, ready, signal)
+  if type(signal) == "table" then
+    local kills = {}
+    for i, sig in ipairs(signal) do
+      kills[i] = (i > 1 and "sleep 0.2; t=$(date +%s%N); " or "") .. "kill -" .. sig .. " $pid"
+    end
+    signal = table.concat(kills, "; ")
+  elseif signal then
+    signal = "kill -" .. signal .. " $pid"
+  end
   local out = os.tmpname()
   local p = io.popen(([[
 %s %s > %s 2>&1 & pid=$!
@@ -31,7 +40,7 @@ kill $killer 2> /dev/null
 cat %s
 echo "ELAPSED:$(( (e - t) / 1000000 ))"
 echo "EXIT:$st"
-]]):format(MBRUN, args, out, ready, out, signal and ("kill -" .. signal .. " $pid") or "", out))
+]]):format(MBRUN, args, out, ready, out, signal or "", out))
   local text = p:read("a")
   p:close()
   os.remove(out)
@@ -137,6 +146,16 @@ describe("mbrun with a handler that never returns", function()
       local out, code, ms = shutdown("-w " .. w .. " --grace 1 " .. dir .. "/spin_here.lua stop", "spinning")
       assert_aborted(out, code, ms, 0)
     end
+  end)
+
+  it("aborts it at once on a second signal", function()
+    local out, code, ms = shutdown("-w 2 --grace 5 " .. dir .. "/spin_there.lua", "spinning",
+      {"TERM", "TERM"})
+    assert.are.equal(1, code, out)
+    assert.is_true(ms < 1000, ms .. " ms after the second signal\n" .. out)
+    helper.assert_contains(out, "mbrun: SIGTERM during the grace period: stopping now",
+      "mb: listener at 'spin' failed: aborted: shutting down (a second signal)",
+      "mbrun: 1 delivery failed (spin: 1)")
   end)
 
   it("aborts a timer callback that never returns once the grace period is over", function()
