@@ -563,8 +563,8 @@ static void *watchdog_main(void *arg) {
   pthread_mutex_lock(&wd.lock); /* main cannot finish meanwhile */
   if (!wd.loop_done) {
     snprintf(line, sizeof line,
-             "mbrun: a handler on worker 0 did not stop when aborted (stuck outside Lua "
-             "code?): exiting without waiting for it\n");
+             "mbrun: a handler on worker 0 did not stop when aborted (blocked in C, or "
+             "running in a coroutine of its own?): exiting without waiting for it\n");
     say(line);
     _exit(1);
   }
@@ -941,8 +941,8 @@ int main(int argc, char **argv) {
   }
   if (graph_fmt && emit_graph(rt, graph_fmt == 2, graph_out)) rc = rc ? rc : 1;
   if (stuck) {
-    fprintf(stderr, "mbrun: %d handler%s did not stop when aborted (stuck outside Lua code?): "
-                    "exiting without waiting for %s\n",
+    fprintf(stderr, "mbrun: %d handler%s did not stop when aborted (blocked in C, or running in "
+                    "a coroutine of its own?): exiting without waiting for %s\n",
             stuck, stuck > 1 ? "s" : "", stuck > 1 ? "them" : "it");
     fflush(stdout);
     _exit(rc ? rc : 1);

@@ -97,6 +97,17 @@ describe("mbrun with a handler that never returns", function()
       end)
       mb.send("spin", 1)
     ]])
+    helper.write(dir .. "/inner_service.lua", [[
+      mb.listen("spin", function()
+        print("spinning in a coroutine on worker " .. mb.worker())
+        coroutine.wrap(function() while true do end end)()
+      end)
+    ]])
+    helper.write(dir .. "/inner_there.lua", [[
+      mb.destination("spin")
+      mb.load("]] .. dir .. [[/inner_service.lua")
+      mb.send("spin", 1)
+    ]])
     helper.write(dir .. "/timer_service.lua", [[
       mb.after(0.05, function() print("timer spinning on worker " .. mb.worker()) while true do end end)
     ]])
@@ -172,8 +183,16 @@ describe("mbrun with a handler that never returns", function()
     assert.are.equal(1, code, out)
     assert.is_true(ms < BOUND_MS, ms .. " ms\n" .. out)
     helper.assert_contains(out, "mbrun: 1 delivery was still running, cut short (spin: 1)",
-      "mbrun: 1 handler did not stop when aborted (stuck outside Lua code?): "
+      "mbrun: 1 handler did not stop when aborted (blocked in C, or running in a coroutine of "
+        .. "its own?): "
         .. "exiting without waiting for it")
+  end)
+
+  it("exits without waiting for a handler spinning in a coroutine of its own", function()
+    local out, code, ms = shutdown("-w 2 --grace 1 " .. dir .. "/inner_there.lua", "spinning", "TERM")
+    assert.are.equal(1, code, out)
+    assert.is_true(ms < BOUND_MS, ms .. " ms\n" .. out)
+    helper.assert_contains(out, "mbrun: 1 handler did not stop when aborted")
   end)
 
   it("exits without waiting for a handler stuck outside Lua code on worker 0", function()
@@ -181,6 +200,6 @@ describe("mbrun with a handler that never returns", function()
     assert.are.equal(1, code, out)
     assert.is_true(ms < BOUND_MS, ms .. " ms\n" .. out)
     helper.assert_contains(out, "mbrun: a handler on worker 0 did not stop when aborted "
-      .. "(stuck outside Lua code?): exiting without waiting for it")
+      .. "(blocked in C, or running in a coroutine of its own?): exiting without waiting for it")
   end)
 end)
