@@ -125,6 +125,21 @@ describe("mbrun", function()
     assert.matches("nil\tclosed: shutting down, 'slow' takes no new messages", out)
   end)
 
+  it("ends the run on an mb.stop in the scenario's body, before the loop starts", function()
+    -- under mbrun the whole program is one run: this stop is not "no run in progress"
+    local path = script([[
+      mb.destination("d")
+      mb.listen("d", function(m) print("got " .. m.payload) end)
+      mb.send("d", 1)
+      mb.stop()
+      mb.after(5, function() print("not stopped") mb.stop() end) -- would keep it going
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(0, code, out)
+    assert.matches("got 1", out)
+    assert.not_matches("not stopped", out)
+  end)
+
   it("exits 1 and counts what was left pending after mb.stop with --grace 0", function()
     local path = script([[
       mb.destination("slow", {type = "serial"})
