@@ -83,12 +83,21 @@ struct ev_loop *mb_runtime_loop(mb_runtime *rt);
 size_t mb_runtime_max_message_size(const mb_runtime *rt);
 
 /* Runs worker 0's loop until the whole bus is idle (no task queued, no
- * pending message, open delivery, waiting request or held timer on any
- * worker) or mb_runtime_stop. Returns 1 when stopped, 0 when idle. From
- * worker 0's thread. */
+ * waiting request or held timer on any worker), mb_runtime_stop or timeout
+ * seconds (0, NaN or infinity: no bound). Returns 1 when stopped, 0 when
+ * idle. Idle is not empty: pending messages and open deliveries may be left
+ * that only their listeners can move on (a C listener finishing later, or
+ * none: a Lua listener waiting for room in its own full queue). From worker
+ * 0's thread. */
 int mb_runtime_run(mb_runtime *rt, double timeout);
-/* From any thread. */
+/* From any thread: makes the run in progress return MB_RUN_STOPPED. With
+ * no run in progress it does nothing (a later run is not affected). */
 void mb_runtime_stop(mb_runtime *rt);
+/* Marks a run as in progress (+1) or over (-1) across several
+ * mb_runtime_run calls, for a program whose whole life is one run (mbrun):
+ * a stop made while marked, even between two mb_runtime_run calls, makes
+ * the next one return at once. */
+void mb_runtime_running(mb_runtime *rt, int delta);
 
 /* For a caller that waits for *done to become nonzero: runs what is ready
  * on the calling worker's loop, then, unless *done, waits for the next
@@ -122,6 +131,10 @@ void mb_service_free(mb_service *svc);
 const char *mb_service_name(const mb_service *svc);
 uint64_t mb_service_id(const mb_service *svc);
 int mb_service_worker(const mb_service *svc);
+/* Sends signal sig to the thread of svc's worker (for interrupting code
+ * that does not return: lmb.c's abort). From any thread, while the runtime
+ * lives. MB_OK, or MB_EINVAL. */
+int mb_service_signal(const mb_service *svc, int sig);
 struct ev_loop *mb_service_loop(const mb_service *svc);
 /* The live service with this id, with a reference the caller drops with
  * mb_service_unref (the memory stays valid; it may die meanwhile); NULL. */
@@ -358,7 +371,8 @@ typedef struct mb_answer {
 typedef void (*mb_request_fn)(void *ud, const mb_answer *answers, size_t n);
 
 /* Sends m (takes it) as a request to dest and waits up to timeout seconds
- * for the first reply (all = 0) or one answer per listener group (all = 1).
+ * (> 0; infinity: no limit; NaN, 0 or less: MB_EINVAL) for the first reply
+ * (all = 0) or one answer per listener group (all = 1).
  * Returns MB_PENDING (fn will be called from the loop, never inline; *out is
  * set so the request can be cancelled until then), or a negative code at
  * once (fn is not called). */

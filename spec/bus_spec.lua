@@ -665,6 +665,73 @@ describe("tasks and time", function()
     assert.is_true(mb.run())
   end)
 
+  it("ignore mb.stop when no run is in progress", function()
+    mb.destination("d")
+    local n = 0
+    mb.listen("d", function() n = n + 1 end)
+    mb.stop() -- no run: nothing to stop, and nothing kept for the next run
+    mb.send("d", 1)
+    assert.is_true(mb.run({timeout = 5}))
+    assert.are.equal(1, n)
+  end)
+
+  it("say when mb.run is stuck: work left that nothing can move on", function()
+    local h = mb.load("spec/workers/stuck_self.lua")
+    mb.send("stuck", 0)
+    local t0 = mb.now()
+    local ok, why = mb.run({timeout = 5})
+    assert.is_true(mb.now() - t0 < 2, "it knew at once, not at the timeout")
+    assert.is_false(ok)
+    assert.are.equal("stuck: 1 delivery in flight, 1 pending, and nothing can move them on "
+      .. "(at 'stuck'; a listener waiting for room in its own full queue?)", why)
+    local s = mb.stats("stuck")
+    assert.are.equal(1, s.in_flight)
+    assert.are.equal(1, s.pending)
+    h:stop() -- drops the delivery and the blocked send
+    assert.is_true(mb.run({timeout = 5}))
+    helper.assert_invariant("stuck")
+  end)
+
+  it("refuse NaN, negative and infinite seconds, with math.huge only for timeouts", function()
+    mb.destination("d")
+    mb.listen("d", function(m) return m.payload end)
+    local function f() end
+    helper.assert_contains(helper.error_of(mb.every, 0 / 0, f),
+      "mb.every: seconds must be a positive, finite number (not NaN)")
+    helper.assert_contains(helper.error_of(mb.every, 0, f), "(not 0)")
+    helper.assert_contains(helper.error_of(mb.every, math.huge, f), "(not math.huge)")
+    helper.assert_contains(helper.error_of(mb.after, 0 / 0, f),
+      "mb.after: seconds must be a finite number, zero or more (not NaN)")
+    helper.assert_contains(helper.error_of(mb.after, -1, f), "(not -1)")
+    helper.assert_contains(helper.error_of(mb.after, math.huge, f), "(not math.huge)")
+    helper.assert_contains(helper.error_of(mb.sleep, 0 / 0),
+      "mb.sleep: seconds must be a finite number, zero or more (not NaN)")
+    helper.assert_contains(helper.error_of(mb.sleep, -0.5), "(not -0.5)")
+    helper.assert_contains(helper.error_of(mb.sleep, math.huge), "(not math.huge)")
+    helper.assert_contains(helper.error_of(mb.sleep, "soon"), "(not a string)")
+    for _, call in ipairs({
+      function(o) return mb.request("d", 1, o) end,
+      function(o) return mb.request_all("d", 1, o) end,
+      function(o) return mb.run(o) end,
+    }) do
+      for _, bad in ipairs({0 / 0, -1, 0, -math.huge}) do
+        helper.assert_contains(helper.error_of(call, {timeout = bad}),
+          "option 'timeout' must be a positive number of seconds, or math.huge for no limit")
+      end
+    end
+    -- zero is a number of seconds for sleep and after
+    local fired = false
+    mb.after(0, function() fired = true end)
+    mb.spawn(function() mb.sleep(0) end)
+    assert.is_true(mb.run({timeout = 5}))
+    assert.is_true(fired)
+    -- math.huge: no limit
+    assert.are.equal(1, mb.request("d", 1, {timeout = math.huge}))
+    assert.are.equal(1, #mb.request_all("d", 1, {timeout = math.huge}))
+    mb.after(0.01, f)
+    assert.is_true(mb.run({timeout = math.huge}))
+  end)
+
   it("pass arguments to spawned functions", function()
     local got
     mb.spawn(function(a, b) mb.sleep(0) got = a + b end, 2, 3)

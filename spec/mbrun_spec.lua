@@ -50,6 +50,11 @@ describe("mbrun", function()
     out, code = mbrun("--grace soon x.lua")
     assert.are.equal(2, code)
     assert.matches("%-%-grace needs a number of seconds, 0 or more", out)
+    for _, bad in ipairs({"nan", "-nan", "-1", "inf", "-inf", "1e400"}) do -- SPEC 7: numbers of seconds
+      out, code = mbrun("--grace " .. bad .. " x.lua")
+      assert.are.equal(2, code, bad)
+      assert.matches("%-%-grace needs a number of seconds, 0 or more", out)
+    end
     out, code = mbrun("/nonexistent/scenario.lua")
     assert.are.equal(2, code)
     assert.matches("cannot open /nonexistent/scenario.lua", out)
@@ -118,6 +123,21 @@ describe("mbrun", function()
     assert.matches("handled 5", out)
     assert.not_matches("handled 6", out)
     assert.matches("nil\tclosed: shutting down, 'slow' takes no new messages", out)
+  end)
+
+  it("ends the run on an mb.stop in the scenario's body, before the loop starts", function()
+    -- under mbrun the whole program is one run: this stop is not "no run in progress"
+    local path = script([[
+      mb.destination("d")
+      mb.listen("d", function(m) print("got " .. m.payload) end)
+      mb.send("d", 1)
+      mb.stop()
+      mb.after(5, function() print("not stopped") mb.stop() end) -- would keep it going
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(0, code, out)
+    assert.matches("got 1", out)
+    assert.not_matches("not stopped", out)
   end)
 
   it("exits 1 and counts what was left pending after mb.stop with --grace 0", function()

@@ -396,6 +396,13 @@ describe("the REPL service (lua/mb/repl.lua)", function()
       {".request t/e 3", "ok", {"3"}},
       {'.request t/e [1, {"a": 2, "password": "p"}] 1', "ok", {'{1, {a = 2, password = "********"}}'}},
       {".request t/e nil", "ok", {"nil"}},
+      -- the TIMEOUT is the last word, and must be positive
+      {".request t/e 1 -1", "error",
+        {"error: TIMEOUT (the last word) must be a positive number of seconds, not -1"}},
+      {".request t/e {n = 1} 0", "error",
+        {"error: TIMEOUT (the last word) must be a positive number of seconds, not 0"}},
+      {".request t/e 1 - 1", "ok", {"0"}},
+      {".request t/e 1 1e999", "ok", {"1"}}, -- math.huge: no limit
       {".request nowhere 1", "error", {"error: no_destination: no destination 'nowhere'"}},
       {'mb.destination("t/e2")', "ok", {"true"}},
       {".load " .. ECHO .. ' 2 {"destination": "t/e2"}', "ok", {"loaded " .. ECHO .. " (2 instances)"}},

@@ -186,14 +186,20 @@ command(".request", ".request DEST PAYLOAD [TIMEOUT]",
     local dest, text = word(args)
     if not dest or text == "" then return usage(".request") end
     local timeout = DEFAULT_TIMEOUT
-    local f, err = payload_of(text)
-    if not f then
-      -- a trailing number is the timeout, when what comes before it parses
-      local head, last = text:match("^(.-)%s+(%S+)$")
-      local t = last and tonumber(last)
-      local g = t and payload_of(head)
-      if not g then return fail("PAYLOAD is neither a Lua expression nor JSON: %s", err) end
-      f, timeout = g, t
+    -- the last word is the TIMEOUT when it is a number and what comes before
+    -- it is a payload ("1 -1" is 1 with a timeout of -1, not the payload 0)
+    local head, last = text:match("^(.-)%s+(%S+)$")
+    local t = last and tonumber(last)
+    local f = t and payload_of(head)
+    if f then
+      if not (t > 0) then
+        return fail("TIMEOUT (the last word) must be a positive number of seconds, not %s", last)
+      end
+      timeout = t
+    else
+      local err
+      f, err = payload_of(text)
+      if not f then return fail("PAYLOAD is neither a Lua expression nor JSON: %s", err) end
     end
     local ok, v = evaluate(f)
     if not ok then return v end

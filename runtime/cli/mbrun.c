@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <lualib.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <spawn.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lmb.h"
@@ -454,7 +456,162 @@ static atomic_int sig_unanswered, sig_last;
 static struct ev_loop *sig_loop;
 static ev_async *sig_async;
 
+/* ---- the watchdog: a bound on shutting down ---------------------------------------
+ *
+ * A shutdown starts at the first SIGINT/SIGTERM/SIGHUP, mb.stop() or the
+ * loop's own drain, whichever comes first, and its grace period ends at a
+ * fixed time from then, whatever worker 0 is doing. Normally the loop sees
+ * to it (drain), then aborts what still runs on any worker (finish). When
+ * worker 0 itself is stuck in a handler the loop cannot: this thread then
+ * aborts the Lua calls running at the end of the grace period, and if the
+ * loop has still not come back WATCHDOG_SLACK later (code stuck in C), it
+ * ends the process. It only waits on a semaphore (which a signal handler may
+ * post) until a shutdown starts. */
+#define WATCHDOG_SLACK 0.8 /* after the grace period: the abort's bound */
+#define ABORT_WAIT 0.5     /* how long main gives aborted calls to end */
+
+static struct watchdog {
+  pthread_t thread;
+  int started;
+  sem_t wake;           /* posted by the signal handler, mb.stop() and main */
+  atomic_llong t0;      /* CLOCK_MONOTONIC ns when the shutdown started; 0: not yet */
+  pthread_mutex_t lock; /* guards loop_done; held while the watchdog aborts */
+  int loop_done;        /* main has left the loop and sees to the rest */
+  mbL_runtime *R;
+  double grace;
+  char why[128]; /* the aborted calls' error, set before the thread starts */
+  atomic_int said_over; /* "the grace period is over" was said */
+} wd = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* The grace period's clock starts (if it has not yet). Async-signal-safe. */
+static void shutdown_begins(void) {
+  long long zero = 0;
+  atomic_compare_exchange_strong(&wd.t0, &zero, mono_ns());
+  if (wd.started) sem_post(&wd.wake);
+}
+
+static void on_stop_called(void *ud) {
+  (void)ud;
+  shutdown_begins();
+}
+
+static int loop_done(void) {
+  pthread_mutex_lock(&wd.lock);
+  int done = wd.loop_done;
+  pthread_mutex_unlock(&wd.lock);
+  return done;
+}
+
+/* Sleeps until the monotonic time `at` (ns); 1 early when main has left
+ * the loop. */
+static int watchdog_sleep(long long at) {
+  while (!loop_done()) {
+    long long now = mono_ns();
+    if (now >= at) return 0;
+    /* sem_timedwait takes the wall clock: wait for the same interval */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long rt = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec + (at - now);
+    ts.tv_sec = (time_t)(rt / 1000000000LL);
+    ts.tv_nsec = (long)(rt % 1000000000LL);
+    sem_timedwait(&wd.wake, &ts);
+  }
+  return 1;
+}
+
+static void say(const char *text) { /* even while a stuck thread holds stdio's locks */
+  ssize_t n = write(2, text, strlen(text));
+  (void)n;
+}
+
+static void *watchdog_main(void *arg) {
+  (void)arg;
+  long long t0;
+  while (!(t0 = atomic_load(&wd.t0))) {
+    if (loop_done()) return NULL;
+    sem_wait(&wd.wake);
+  }
+  long long end = t0 + (long long)(wd.grace * 1e9);
+  char line[256];
+  /* a signal the loop has not taken a moment later: say why nothing happens */
+  long long soon = t0 + 250000000LL;
+  if (watchdog_sleep(soon < end ? soon : end)) return NULL;
+  if (atomic_load(&sig_unanswered)) {
+    snprintf(line, sizeof line,
+             "mbrun: %s: a handler on worker 0 has not returned yet; what still runs when the "
+             "grace period of %g s is over is aborted\n",
+             atomic_load(&sig_last) == SIGINT ? "SIGINT" : atomic_load(&sig_last) == SIGHUP
+                                                             ? "SIGHUP"
+                                                             : "SIGTERM",
+             wd.grace);
+    say(line);
+  }
+  if (watchdog_sleep(end)) return NULL;
+  pthread_mutex_lock(&wd.lock);
+  if (!wd.loop_done && mbL_runtime_abort(wd.R, wd.why) && !atomic_exchange(&wd.said_over, 1)) {
+    snprintf(line, sizeof line, "mbrun: the grace period of %g s is over\n", wd.grace);
+    say(line); /* the loop is stuck: the watchdog aborts for it, and says so */
+  }
+  pthread_mutex_unlock(&wd.lock);
+  if (watchdog_sleep(mono_ns() + (long long)(WATCHDOG_SLACK * 1e9))) return NULL;
+  pthread_mutex_lock(&wd.lock); /* main cannot finish meanwhile */
+  if (!wd.loop_done) {
+    snprintf(line, sizeof line,
+             "mbrun: a handler on worker 0 did not stop when aborted (blocked in C, or "
+             "running in a coroutine of its own?): exiting without waiting for it\n");
+    say(line);
+    _exit(1);
+  }
+  pthread_mutex_unlock(&wd.lock);
+  return NULL;
+}
+
+static void watchdog_start(mbL_runtime *R, double grace) {
+  wd.R = R;
+  wd.grace = grace;
+  snprintf(wd.why, sizeof wd.why, "aborted: shutting down (the grace period of %g s is over)",
+           grace);
+  if (sem_init(&wd.wake, 0, 0)) return;
+  mbL_runtime_on_stop(R, on_stop_called, NULL);
+  wd.started = pthread_create(&wd.thread, NULL, watchdog_main, NULL) == 0;
+}
+
+/* Main is back from the loop: the watchdog is not needed any more. */
+static void watchdog_stop(void) {
+  pthread_mutex_lock(&wd.lock);
+  wd.loop_done = 1;
+  pthread_mutex_unlock(&wd.lock);
+  if (!wd.started) return;
+  sem_post(&wd.wake);
+  pthread_join(wd.thread, NULL);
+  wd.started = 0;
+  sem_destroy(&wd.wake);
+}
+
+/* After the loop: Lua calls still running on any worker (a timer callback,
+ * or a handler cut short) get what is left of the grace period (none when
+ * a second signal said `now`), then are aborted and get ABORT_WAIT to end.
+ * Returns how many services still run one (stuck in C: mbrun must not join
+ * them). */
+static int abort_running(mbL_runtime *R, int now) {
+  struct timespec tick = {0, 2000000};
+  long long t0 = atomic_load(&wd.t0);
+  if (!t0 || !mbL_runtime_busy(R)) return 0; /* no shutdown: the bus went idle */
+  long long end = now ? 0 : t0 + (long long)(wd.grace * 1e9);
+  while (mono_ns() < end && mbL_runtime_busy(R)) nanosleep(&tick, NULL);
+  if (!mbL_runtime_abort(R, now ? "aborted: shutting down (a second signal)" : wd.why)) return 0;
+  for (int i = 0; i < (int)(ABORT_WAIT / 0.002) && mbL_runtime_busy(R); i++) nanosleep(&tick, NULL);
+  return mbL_runtime_busy(R);
+}
+
 static void on_sig(int sig) {
+  if (sig != SIGINT || !repl) shutdown_begins(); /* the REPL's Ctrl-C is its own */
   atomic_store(&sig_last, sig);
   if (atomic_fetch_add(&sig_unanswered, 1) >= 1) {
     static const char msg[] = "\nmbrun: another signal, and the bus did not answer the "
@@ -523,6 +680,7 @@ static void on_grace(struct ev_loop *loop, ev_timer *t, int revents) {
  * gets `grace` seconds to finish. Another mb.stop() meanwhile changes
  * nothing; a signal ends it at once. */
 static void drain(shutdown_ctl *c, double grace) {
+  shutdown_begins(); /* if a signal or mb.stop() has not started its clock yet */
   mb_runtime *rt = c->rt;
   struct ev_loop *loop = mb_runtime_loop(rt);
   mb_runtime_drain(rt);
@@ -532,6 +690,14 @@ static void drain(shutdown_ctl *c, double grace) {
     return;
   }
   if (grace <= 0) return;
+  /* the grace period ends `grace` after the shutdown started, even if the
+   * loop was stuck in a handler until now */
+  double left = grace - (double)(mono_ns() - atomic_load(&wd.t0)) / 1e9;
+  if (left <= 0) {
+    if (!atomic_exchange(&wd.said_over, 1))
+      fprintf(stderr, "mbrun: the grace period of %g s is over\n", grace);
+    return;
+  }
   if (c->signals)
     fprintf(stderr,
             "mbrun: %s: taking no new messages; finishing the %zu in flight (for up to %g s; "
@@ -539,7 +705,7 @@ static void drain(shutdown_ctl *c, double grace) {
             signame(c->signo), n, grace);
   c->draining = 1;
   ev_timer_init(&c->check, on_check, 0.005, 0.005);
-  ev_timer_init(&c->grace, on_grace, grace, 0);
+  ev_timer_init(&c->grace, on_grace, left, 0);
   c->check.data = c->grace.data = c;
   ev_timer_start(loop, &c->check);
   ev_timer_start(loop, &c->grace);
@@ -547,7 +713,7 @@ static void drain(shutdown_ctl *c, double grace) {
     if (!mb_runtime_run(rt, 0)) break; /* idle: nothing left at all */
   ev_timer_stop(loop, &c->check);
   ev_timer_stop(loop, &c->grace);
-  if (c->expired && !c->now)
+  if (c->expired && !c->now && !atomic_exchange(&wd.said_over, 1))
     fprintf(stderr, "mbrun: the grace period of %g s is over\n", grace);
 }
 
@@ -608,7 +774,8 @@ int main(int argc, char **argv) {
       graph_out = argv[++i];
     } else if (!strcmp(a, "--grace")) {
       if (parse_seconds(i + 1 < argc ? argv[i + 1] : NULL, &grace)) {
-        fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more\n");
+        fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more (at most 1000000; "
+                        "not NaN or infinity)\n");
         return 2;
       }
       i++;
@@ -670,6 +837,9 @@ int main(int argc, char **argv) {
     return 1;
   }
   mb_runtime *rt = mbL_runtime_core(R);
+  /* the whole program is one run: an mb.stop() in the scenario's body, before
+   * the loop starts, still ends it */
+  mb_runtime_running(rt, 1);
   tracing tr = {rt, {0}};
   if (trace) set_trace(&tr, 1);
   if (interactive && !(repl = mbrepl_new(R, isatty(0) && isatty(1), set_trace, &tr))) {
@@ -686,6 +856,7 @@ int main(int argc, char **argv) {
   ev_unref(loop); /* listening for signals alone does not keep the bus running */
   sig_loop = loop;
   sig_async = &ctl.sig;
+  watchdog_start(R, grace);
   catch_signals(1);
 
   int rc_load = 0;
@@ -722,6 +893,8 @@ int main(int argc, char **argv) {
     mbrepl_close(repl); /* whoever ended the run, the REPL is over */
     if (stopped) drain(&ctl, grace);
   }
+  watchdog_stop(); /* the loop is back: from here on main bounds the rest */
+  int stuck = abort_running(R, ctl.now);
   mbrepl_close(repl);
   catch_signals(0); /* from here on, a signal ends mbrun as usual */
   ev_ref(loop);
@@ -767,6 +940,13 @@ int main(int argc, char **argv) {
     rc = rc ? rc : 1;
   }
   if (graph_fmt && emit_graph(rt, graph_fmt == 2, graph_out)) rc = rc ? rc : 1;
+  if (stuck) {
+    fprintf(stderr, "mbrun: %d handler%s did not stop when aborted (blocked in C, or running in "
+                    "a coroutine of its own?): exiting without waiting for %s\n",
+            stuck, stuck > 1 ? "s" : "", stuck > 1 ? "them" : "it");
+    fflush(stdout);
+    _exit(rc ? rc : 1);
+  }
   mbL_runtime_free(R);
   mbrepl_free(repl);
   repl = NULL;

@@ -100,7 +100,9 @@ struct mb_runtime {
   atomic_int spinners;
   atomic_long busy; /* tasks, pending messages, open deliveries, timers */
   atomic_long holds; /* the part of busy that is users' holds (timers...) */
-  atomic_int stopping;
+  /* runs in progress (mb_runtime_run, mb_runtime_running) times 2, plus
+   * RUN_STOP when mb_runtime_stop asked the current one to end */
+  atomic_int run_state;
   size_t max_message_size;
   uint64_t next_group;
   uint64_t next_service;

@@ -8,6 +8,7 @@
  * the request's timer and its callback belong to the requester's worker,
  * where a finish task ends it. Tests: spec/c/test_core.c, spec/bus_spec.lua.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,6 +207,10 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   mb_runtime *rt = from->rt;
   mb_inline inl = {0};
   *out = NULL;
+  if (!(timeout > 0)) { /* NaN, 0 or negative: it would never (or at once) expire */
+    mb_msg_unref(m);
+    return MB_EINVAL;
+  }
   mb_lock(rt);
   mb_request *r = rt->free_requests;
   if (r) {
@@ -244,7 +249,7 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   ev_timer_init(&r->timer, timeout_cb, timeout, 0);
   r->timer.data = r;
   ev_now_update(from->w->loop); /* a stale loop clock would cut the timeout short */
-  ev_timer_start(from->w->loop, &r->timer);
+  if (isfinite(timeout)) ev_timer_start(from->w->loop, &r->timer); /* infinity: no limit */
   m->flags |= MB_MSG_REQUEST;
   int block = d->opts.type != MB_SYNCHRONOUS;
   if (block) r->refs++; /* while the send may wait in a full queue */

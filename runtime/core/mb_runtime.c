@@ -43,7 +43,9 @@
  * Tests: spec/c/test_core.c, spec/workers_spec.lua.
  */
 #define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
+#include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -394,6 +396,7 @@ mb_runtime *mb_runtime_new(const mb_config *cfg) {
     return NULL;
   }
   self = &rt->workers[0];
+  rt->workers[0].thread = pthread_self(); /* not ours to join: has_thread stays 0 */
   for (int i = 1; i < n; i++) {
     mb_worker *w = &rt->workers[i];
     if (pthread_create(&w->thread, NULL, worker_main, w) == 0) w->has_thread = 1;
@@ -498,6 +501,15 @@ static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   mb_runtime_stop(t->data);
 }
 
+/* rt->run_state: the runs in progress count in steps of RUN_ONE, and
+ * RUN_STOP asks them to end. One atomic word, so that a stop is either
+ * seen by the run in progress or, when none is, dropped: never left over
+ * for the next run. */
+#define RUN_STOP 1
+#define RUN_ONE 2
+
+static int stop_asked(mb_runtime *rt) { return atomic_load(&rt->run_state) & RUN_STOP; }
+
 int mb_runtime_step(mb_runtime *rt, const int *done) {
   mb_worker *w = self;
   if (!w || w->rt != rt) w = &rt->workers[0];
@@ -507,23 +519,39 @@ int mb_runtime_step(mb_runtime *rt, const int *done) {
    * (timers of C users count) besides the async watcher */
   int active = ev_run(loop, EVRUN_NOWAIT) - 1;
   int more = atomic_load(&rt->busy) > 0 || active > 0;
-  if (more && !atomic_load(&rt->stopping) && !(done && *done)) ev_run(loop, EVRUN_ONCE);
+  if (more && !stop_asked(rt) && !(done && *done)) ev_run(loop, EVRUN_ONCE);
   if (w->index == 0) ev_unref(loop);
   return more;
 }
 
+void mb_runtime_running(mb_runtime *rt, int delta) {
+  int v = atomic_load(&rt->run_state), next;
+  do {
+    next = v + delta * RUN_ONE;
+    if (next < RUN_ONE) next = 0; /* the last run is over: so is its stop */
+  } while (!atomic_compare_exchange_weak(&rt->run_state, &v, next));
+}
+
 int mb_runtime_run(mb_runtime *rt, double timeout) {
   struct ev_loop *loop = rt->workers[0].loop;
-  if (timeout > 0) {
+  int bounded = timeout > 0 && isfinite(timeout); /* NaN, 0 and infinity: unbounded */
+  mb_runtime_running(rt, 1);
+  if (bounded) {
     ev_timer_init(&rt->run_timer, run_timeout_cb, timeout, 0);
     rt->run_timer.data = rt;
     ev_timer_start(loop, &rt->run_timer);
     ev_unref(loop); /* the bound alone does not keep the bus running */
   }
-  while (!atomic_load(&rt->stopping) && mb_runtime_step(rt, NULL)) {
+  while (!stop_asked(rt) && mb_runtime_step(rt, NULL)) {
   }
-  int stopped = atomic_exchange(&rt->stopping, 0);
-  if (timeout > 0 && ev_is_active(&rt->run_timer)) {
+  /* the stop (if any) was for this run: taken with it, in one step */
+  int v = atomic_load(&rt->run_state), next;
+  do {
+    next = (v - RUN_ONE) & ~RUN_STOP;
+    if (next < RUN_ONE) next = 0;
+  } while (!atomic_compare_exchange_weak(&rt->run_state, &v, next));
+  int stopped = (v & RUN_STOP) != 0;
+  if (bounded && ev_is_active(&rt->run_timer)) {
     ev_ref(loop);
     ev_timer_stop(loop, &rt->run_timer);
   }
@@ -531,8 +559,12 @@ int mb_runtime_run(mb_runtime *rt, double timeout) {
 }
 
 void mb_runtime_stop(mb_runtime *rt) {
-  atomic_store(&rt->stopping, 1);
-  worker_kick(&rt->workers[0]);
+  int v = atomic_load(&rt->run_state);
+  while (v >= RUN_ONE && !(v & RUN_STOP))
+    if (atomic_compare_exchange_weak(&rt->run_state, &v, v | RUN_STOP)) {
+      worker_kick(&rt->workers[0]);
+      return;
+    }
 }
 
 void mb_runtime_counts(const mb_runtime *rt, mb_counts *out) {
@@ -617,6 +649,10 @@ const char *mb_service_name(const mb_service *svc) { return svc->name; }
 uint64_t mb_service_id(const mb_service *svc) { return svc->id; }
 struct ev_loop *mb_service_loop(const mb_service *svc) { return svc->w->loop; }
 int mb_service_worker(const mb_service *svc) { return svc->w->index; }
+
+int mb_service_signal(const mb_service *svc, int sig) {
+  return pthread_kill(svc->w->thread, sig) ? MB_EINVAL : MB_OK;
+}
 
 int mb_service_post(mb_service *svc, mb_task_fn fn, void *arg) {
   return mb_worker_post(svc->w, svc, fn, arg);

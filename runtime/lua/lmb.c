@@ -16,10 +16,13 @@
 #include "lmb.h"
 #include "mb_alloc.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
 #include <pthread.h>
 #include <lualib.h>
+#include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -43,6 +46,10 @@ struct mbL_runtime {
   atomic_int failures;
   atomic_int bodies; /* script bodies started and not yet ended */
   uint64_t next_load;
+  /* mbL_runtime_abort: every call, running or to come, is aborted */
+  _Atomic(const char *) abort_why;
+  void (*on_stop)(void *ud); /* mb.stop() was called (mbrun) */
+  void *on_stop_ud;
 };
 
 enum { T_HANDLER = 1, T_SCRIPT, T_TIMER, T_SPAWN, T_EVENT };
@@ -111,6 +118,13 @@ struct mbL_state {
   int nspare;
   mbL_timer *timers;
   int depth; /* resumes of this state on the C stack */
+  /* aborting (mbL_state_abort); read by other threads and by the abort
+   * signal's handler on this state's own thread */
+  atomic_int active;                 /* depth, for other threads to read */
+  atomic_uint_fast64_t calls;        /* outermost calls started so far */
+  atomic_uint_fast64_t abort_call;   /* the call to abort (0: none) */
+  _Atomic(const char *) abort_why;   /* ...and why */
+  _Atomic(lua_State *) running_co;   /* the coroutine running now, if any */
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
@@ -187,6 +201,41 @@ static int fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
     lua_pushfstring(L, "%s: at destination '%s'", mb_strerror(rc), dest);
   }
   return 2;
+}
+
+/* ---- numbers of seconds ------------------------------------------------------ */
+
+enum {
+  SECS_ZERO = 1,    /* 0 is allowed (sleep, after) */
+  SECS_NO_LIMIT = 2 /* math.huge means "no limit" (timeouts) */
+};
+
+/* The number of seconds at idx, for fn's `what` (SPEC section 7, "Numbers
+ * of seconds"): raises for what is not a number, NaN, a negative number,
+ * zero unless SECS_ZERO, and infinity unless SECS_NO_LIMIT (then returns
+ * HUGE_VAL: callers start no timer). The one check every sleep, timer and
+ * timeout goes through, so that no NaN or infinity reaches libev. */
+static double check_seconds(lua_State *L, int idx, const char *fn, const char *what,
+                            unsigned flags) {
+  int isnum = 0;
+  lua_Number s = lua_tonumberx(L, idx, &isnum);
+  if (isnum && s == s && s < HUGE_VAL && (s > 0 || (s == 0 && (flags & SECS_ZERO))))
+    return s;
+  if (isnum && s == HUGE_VAL && (flags & SECS_NO_LIMIT)) return HUGE_VAL;
+  char got[64];
+  if (!isnum)
+    snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
+  else if (s != s)
+    snprintf(got, sizeof got, "NaN");
+  else if (s == HUGE_VAL || s == -HUGE_VAL)
+    snprintf(got, sizeof got, "%smath.huge", s < 0 ? "-" : "");
+  else
+    snprintf(got, sizeof got, LUA_NUMBER_FMT, s);
+  const char *want = (flags & SECS_NO_LIMIT)
+                         ? "a positive number of seconds, or math.huge for no limit"
+                     : (flags & SECS_ZERO) ? "a finite number, zero or more"
+                                           : "a positive, finite number";
+  return luaL_error(L, "%s: %s must be %s (not %s)", fn, what, want, got);
 }
 
 /* ---- coroutines ------------------------------------------------------------ */
@@ -355,22 +404,125 @@ static void task_end(mbL_task *t, int status) {
 
 static void task_again(void *arg) { task_run(arg, 0); }
 
+/* ---- aborting code that does not return ------------------------------------------
+ *
+ * A call (a handler, a timer callback, a script body's stretch between two
+ * waits, with whatever it runs inline) is aborted by a hook that raises
+ * "reason" at the next Lua instruction, so that it fails as if it had
+ * raised that error. A hook may only be set from the thread that runs the
+ * coroutine, or from a signal handler on that thread (as lua.c's Ctrl-C
+ * does): so the aborter records what to abort and sends the worker's thread
+ * ABORT_SIGNAL, whose handler sets the hook on the coroutine running there.
+ * When that call returns into another one of the same thread (an inline
+ * delivery, a spawned function), the hook is set there too, until the
+ * outermost call is over. Lua code that runs in C (a blocking read, a
+ * coroutine of the script's own) is not reached: the caller needs a bound
+ * of its own (mbrun exits without joining that worker). Used by mbrun after
+ * the grace period (mbL_runtime_abort); made for a per-service cpu limit
+ * too (mbL_state_abort from a watchdog). */
+
+#define ABORT_SIGNAL SIGURG /* ignored by default: harmless if it arrives late */
+
+static _Thread_local mbL_state *tl_running; /* innermost state running on this thread */
+
+/* Why the call running in S must be aborted; NULL when it need not be. On
+ * S's thread. */
+static const char *abort_reason(mbL_state *S) {
+  const char *why = atomic_load(&S->R->abort_why);
+  if (why) return why;
+  uint_fast64_t c = atomic_load(&S->abort_call);
+  if (c && S->depth > 0 && c == atomic_load(&S->calls)) return atomic_load(&S->abort_why);
+  return NULL;
+}
+
+static void abort_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mbL_state *S = tl_running;
+  const char *why = S ? abort_reason(S) : NULL;
+  if (!why) { /* the call it was meant for is over */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  /* the hook stays: a pcall in the aborted code does not swallow it for good */
+  lua_pushstring(L, why);
+  lua_error(L);
+}
+
+static void arm_abort(lua_State *co) {
+  lua_sethook(co, abort_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* ABORT_SIGNAL, on the thread to abort: only atomics and lua_sethook. */
+static void abort_signal(int sig) {
+  (void)sig;
+  int saved = errno;
+  mbL_state *S = tl_running;
+  if (S && abort_reason(S)) {
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) arm_abort(co);
+  }
+  errno = saved;
+}
+
+static void abort_signal_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = abort_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(ABORT_SIGNAL, &sa, NULL);
+}
+
+/* Aborts the call running in S now, if any (not one that starts later),
+ * with the error reason (a string that outlives S). From any thread.
+ * Returns 1 when a call was running, else 0. */
+static int mbL_state_abort(mbL_state *S, const char *reason) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (!atomic_load(&S->active)) return 0;
+  pthread_once(&once, abort_signal_install);
+  atomic_store(&S->abort_why, reason);
+  atomic_store(&S->abort_call, atomic_load(&S->calls));
+  if (tl_running == S) { /* from inside the call itself (C it called) */
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) arm_abort(co);
+  } else {
+    mb_service_signal(S->svc, ABORT_SIGNAL);
+  }
+  return 1;
+}
+
 static void task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
+  mbL_state *outer = tl_running;
   int nres;
   S->current = t;
-  S->depth++;
+  if (S->depth++ == 0) atomic_fetch_add(&S->calls, 1);
+  atomic_store(&S->active, S->depth);
+  atomic_store(&S->running_co, t->co);
+  tl_running = S; /* after running_co: the signal's handler reads both */
+  atomic_signal_fence(memory_order_seq_cst);
+  if (abort_reason(S)) arm_abort(t->co); /* mbL_runtime_abort: at once */
   int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
+  atomic_store(&S->running_co, prev ? prev->co : NULL);
+  tl_running = outer;
+  atomic_signal_fence(memory_order_seq_cst);
+  if (lua_gethook(t->co) == abort_hook) lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
   S->depth--;
   S->current = prev;
   if (st == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* a bare coroutine.yield(): let the others run, then go on */
     if (!t->waiting) mb_service_post(S->svc, task_again, t);
-    return;
+  } else {
+    task_end(t, st);
   }
-  task_end(t, st);
+  atomic_store(&S->active, S->depth); /* after task_end: its outcome is counted */
+  /* an abort goes on in the call this one returns to */
+  if (outer && abort_reason(outer)) {
+    lua_State *co = atomic_load(&outer->running_co);
+    if (co) arm_abort(co);
+  }
 }
 
 /* ---- waiting ---------------------------------------------------------------- */
@@ -442,9 +594,11 @@ static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
       return lua_yieldk(L, 0, (lua_KContext)w, k);
     }
     while (!w->done) {
-      if (!mb_runtime_step(core(S), &w->done) && !w->done) {
+      const char *why = abort_reason(S); /* the signal cut the loop's wait short */
+      if (why || (!mb_runtime_step(core(S), &w->done) && !w->done)) {
         if (w->req) mb_request_cancel(w->req);
         waiter_free(w);
+        if (why) return luaL_error(L, "%s", why);
         return luaL_error(L, "mb: this wait can never end (nothing left that could end it)");
       }
     }
@@ -491,11 +645,9 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
 
 static int timer_start(lua_State *L, int repeat) {
   mbL_state *S = state_of(L);
-  lua_Number s = luaL_checknumber(L, 1);
+  double s = check_seconds(L, 1, repeat ? "mb.every" : "mb.after", "seconds",
+                           repeat ? 0 : SECS_ZERO);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  if (s < 0 || (repeat && s <= 0))
-    return luaL_error(L, "mb.%s: seconds must be %s", repeat ? "every" : "after",
-                      repeat ? "positive" : "zero or more");
   mbL_timer *tm = lua_newuserdatauv(L, sizeof *tm, 0);
   memset(tm, 0, sizeof *tm);
   luaL_setmetatable(L, "mb.Timer");
@@ -554,8 +706,7 @@ static void sleep_cb(struct ev_loop *loop, ev_timer *t, int revents) {
 
 static int l_sleep(lua_State *L) {
   mbL_state *S = state_of(L);
-  lua_Number s = luaL_checknumber(L, 1);
-  if (s < 0) return luaL_error(L, "mb.sleep: seconds must be zero or more");
+  double s = check_seconds(L, 1, "mb.sleep", "seconds", SECS_ZERO);
   mbL_waiter *w = waiter_new(S);
   if (!w) return luaL_error(L, "mb.sleep: out of memory");
   ev_timer_init(&w->timer, sleep_cb, s, 0);
@@ -851,11 +1002,8 @@ static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, con
     o->has_values = 1;
   }
   lua_pop(L, 1);
-  if (request && lua_getfield(L, idx, "timeout") != LUA_TNIL) {
-    if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-      luaL_error(L, "%s: option 'timeout' must be a positive number of seconds", fn);
-    o->timeout = lua_tonumber(L, -1);
-  }
+  if (request && lua_getfield(L, idx, "timeout") != LUA_TNIL)
+    o->timeout = check_seconds(L, -1, fn, "option 'timeout'", SECS_NO_LIMIT);
   if (request) lua_pop(L, 1);
 }
 
@@ -1141,10 +1289,13 @@ static int handler_body(lua_State *L) {
 static void on_delivery(void *ud, mb_delivery *d) {
   mbL_listener *ls = ud;
   mbL_state *S = ls->S;
-  mbL_task *t = S->stopping ? NULL : task_new(S, T_HANDLER);
+  const char *aborted = atomic_load(&S->R->abort_why); /* shutting down: none starts */
+  mbL_task *t = S->stopping || aborted ? NULL : task_new(S, T_HANDLER);
   if (!t) {
-    mb_delivery_done(d, S->stopping ? MB_EDROPPED : MB_EFAILED,
-                     S->stopping ? "dropped: service stopping" : "failed: out of memory");
+    mb_delivery_done(d, S->stopping || aborted ? MB_EDROPPED : MB_EFAILED,
+                     aborted     ? "dropped: shutting down"
+                     : S->stopping ? "dropped: service stopping"
+                                   : "failed: out of memory");
     return;
   }
   t->d = d;
@@ -1693,6 +1844,49 @@ static int l_load(lua_State *L) {
 
 /* ---- the loop ------------------------------------------------------------------------- */
 
+typedef struct stuck_sum {
+  mb_runtime *rt;
+  size_t in_flight, pending;
+  luaL_Buffer *where;
+  int n;
+} stuck_sum;
+
+static void add_stuck(void *ud, const char *name) {
+  stuck_sum *s = ud;
+  mb_stats st;
+  if (mb_dest_stats(s->rt, name, &st) || !(st.in_flight || st.pending)) return;
+  s->in_flight += st.in_flight;
+  s->pending += st.pending;
+  if (s->n++ < 8) {
+    luaL_addstring(s->where, s->n > 1 ? ", '" : "'");
+    luaL_addstring(s->where, name);
+    luaL_addchar(s->where, '\'');
+  } else if (s->n == 9) {
+    luaL_addstring(s->where, ", ...");
+  }
+}
+
+/* When deliveries are in flight or messages pending, pushes "stuck: N
+ * deliveries in flight, M pending ... (at 'a', 'b'; ...)" and returns 1;
+ * else pushes nothing and returns 0. */
+static int push_stuck(lua_State *L, mbL_state *S) {
+  luaL_Buffer where;
+  stuck_sum s = {core(S), 0, 0, &where, 0};
+  luaL_buffinit(L, &where);
+  mb_dest_each(core(S), add_stuck, &s);
+  luaL_pushresult(&where);
+  if (!s.in_flight && !s.pending) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  lua_pushfstring(L, "stuck: %d deliver%s in flight, %d pending, and nothing can move them on "
+                     "(at %s; a listener waiting for room in its own full queue?)",
+                  (int)s.in_flight, s.in_flight == 1 ? "y" : "ies", (int)s.pending,
+                  lua_tostring(L, -1));
+  lua_remove(L, -2);
+  return 1;
+}
+
 static int l_run(lua_State *L) {
   static const char *const keys[] = {"timeout", NULL};
   mbL_state *S = state_of(L);
@@ -1703,19 +1897,24 @@ static int l_run(lua_State *L) {
   if (!lua_isnoneornil(L, 1)) {
     luaL_checktype(L, 1, LUA_TTABLE);
     check_keys(L, 1, keys, "mb.run");
-    if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-      if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-        return luaL_error(L, "mb.run: option 'timeout' must be a positive number of seconds");
-      timeout = lua_tonumber(L, -1);
-    }
+    if (lua_getfield(L, 1, "timeout") != LUA_TNIL)
+      timeout = check_seconds(L, -1, "mb.run", "option 'timeout'", SECS_NO_LIMIT);
   }
-  int stopped = mb_runtime_run(core(S), timeout);
-  lua_pushboolean(L, !stopped);
+  int stopped = mb_runtime_run(core(S), timeout); /* HUGE_VAL: unbounded */
+  lua_pushboolean(L, 0);
+  if (stopped) return 1;
+  /* idle: nothing can happen any more; every delivery here is a Lua
+   * handler's, so one still in flight (or a message still pending) is
+   * stuck for good */
+  if (push_stuck(L, S)) return 2;
+  lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_stop(lua_State *L) {
-  mb_runtime_stop(core(state_of(L)));
+  mbL_state *S = state_of(L);
+  mb_runtime_stop(core(S));
+  if (S->R->on_stop) S->R->on_stop(S->R->on_stop_ud);
   return 0;
 }
 
@@ -1911,6 +2110,28 @@ void mbL_runtime_free(mbL_runtime *R) {
 }
 
 mb_runtime *mbL_runtime_core(mbL_runtime *R) { return R->rt; }
+
+void mbL_runtime_on_stop(mbL_runtime *R, void (*fn)(void *ud), void *ud) {
+  R->on_stop = fn;
+  R->on_stop_ud = ud;
+}
+
+int mbL_runtime_abort(mbL_runtime *R, const char *reason) {
+  atomic_store(&R->abort_why, reason); /* first: a call starting now sees it */
+  int n = 0;
+  pthread_mutex_lock(&R->lock); /* no state is freed meanwhile */
+  for (mbL_state *S = R->states; S; S = S->next) n += mbL_state_abort(S, reason);
+  pthread_mutex_unlock(&R->lock);
+  return n;
+}
+
+int mbL_runtime_busy(mbL_runtime *R) {
+  int n = 0;
+  pthread_mutex_lock(&R->lock);
+  for (mbL_state *S = R->states; S; S = S->next) n += atomic_load(&S->active) > 0;
+  pthread_mutex_unlock(&R->lock);
+  return n;
+}
 int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }

@@ -34,6 +34,22 @@ int mbL_runtime_bodies(mbL_runtime *R);
 /* Scripts, timers, spawned tasks or event callbacks that raised so far. */
 int mbL_runtime_failures(const mbL_runtime *R);
 
+/* Calls fn(ud), on the caller's thread, whenever a script calls mb.stop()
+ * (mbrun: the grace period starts even if worker 0 is busy). Set it before
+ * loading any service. */
+void mbL_runtime_on_stop(mbL_runtime *R, void (*fn)(void *ud), void *ud);
+
+/* From any thread: aborts the Lua calls running now in every service (a
+ * handler, a timer callback, a script body), which fail with the error
+ * reason (a string that outlives R), and every call that would start from
+ * now on: deliveries are dropped, other calls fail at their first
+ * instruction. Code stuck in C (a blocking read) is not reached. Returns
+ * the number of services that were running a call. For shutting down. */
+int mbL_runtime_abort(mbL_runtime *R, const char *reason);
+
+/* Services running a Lua call now (any thread). */
+int mbL_runtime_busy(mbL_runtime *R);
+
 /* Where the services' output goes: print (stream 1) and the reports of
  * scripts and listeners that failed (stream 2). fn gets one whole line (or
  * report) per call, from any worker's thread. Set it before loading any

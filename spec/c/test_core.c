@@ -1419,6 +1419,10 @@ static void test_request_reply(void) {
             MB_ENOLISTENERS);
   CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), 1.0, 1, req_cb, &none, &r),
             MB_ENOLISTENERS);
+  /* a timeout that is no number of seconds: refused, never given to libev */
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), NAN, 0, req_cb, &none, &r), MB_EINVAL);
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), 0, 0, req_cb, &none, &r), MB_EINVAL);
+  CHECK_INT(mb_request_start(svc, "nobody", msg_int(1), -1, 1, req_cb, &none, &r), MB_EINVAL);
   CHECK_INT(run(rt), 0);
   CHECK(ev_time() - t0 < 0.5);
   CHECK_INT(none.calls, 0);
@@ -2399,11 +2403,25 @@ static void test_runtime_and_services(void) {
   ev_timer_stop(mb_runtime_loop(rt), &never);
   CHECK_INT(run(rt), 0);
 
+  /* a stop with no run in progress is dropped, not kept for the next run */
+  mb_runtime_stop(rt);
+  CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_STR(log.s, "t t t ");
+  /* ...unless a run is marked as in progress across runs (mbrun) */
+  mb_runtime_running(rt, 1);
+  mb_runtime_stop(rt);
+  CHECK_INT(run(rt), 1); /* it ends at once, and takes the stop with it */
+  CHECK_INT(run(rt), 0);
+  mb_runtime_running(rt, -1);
+  mb_runtime_stop(rt);
+  CHECK_INT(run(rt), 0);
+
   /* a bound that is not reached: idle, 0 */
   CHECK_INT(mb_service_post(s1, count_task, &log), MB_OK);
   t0 = ev_time();
   CHECK_INT(mb_runtime_run(rt, 5.0), 0);
-  CHECK_STR(log.s, "t t t ");
+  CHECK_STR(log.s, "t t t t ");
   /* and the loop is balanced afterwards: an empty run still ends at once */
   CHECK_INT(mb_runtime_run(rt, 0.05), 0);
   CHECK_INT(run(rt), 0);
