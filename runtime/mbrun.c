@@ -63,8 +63,9 @@ static void usage(FILE *f) {
           "  -h, --help       show this help\n"
           "  --version        show the version\n"
           "\n"
-          "exit status: 0 success; 1 the scenario raised, a delivery failed or was\n"
-          "dropped, or messages were left pending; 2 usage or configuration error.\n");
+          "exit status: 0 success; 1 the scenario or a configured service raised, a\n"
+          "delivery failed or was dropped, or messages were left pending; 2 usage or\n"
+          "configuration error (also a configured listener script that fails to start).\n");
 }
 
 /* ---- the summary and --stats ------------------------------------------------ */
