@@ -747,3 +747,77 @@ describe("tasks and time", function()
     assert.are.equal(1, n)
   end)
 end)
+
+-- issue 12, items 8, 10 and 13
+describe("mb.load of a script that raises while starting", function()
+  local dir, base
+  before_each(function()
+    dir = helper.tmpdir()
+    base = mb._counts().services
+  end)
+  after_each(function()
+    helper.remove_tree(dir)
+    helper.assert_clean()
+  end)
+
+  it("returns nil and failed: <error>, and stops the instances already started", function()
+    mb.destination("lf/x")
+    local path = helper.write(dir .. "/second_refuses.lua", [[
+      mb.listen("lf/x", function() end)
+      mb.every(0.01, function() end)
+      if mb.stats("lf/x").listeners == 2 then error("the second instance refuses") end
+    ]])
+    local h, err = mb.load(path, {instances = 3})
+    assert.is_nil(h)
+    assert.are.equal("failed: " .. path .. ":3: the second instance refuses", err)
+    assert.are.equal(0, mb.stats("lf/x").listeners) -- the first one's listener went with it
+    assert.are.equal(base, mb._counts().services) -- the third one never started
+    assert.is_true(mb.run({timeout = 1})) -- no timer of theirs is left to keep the bus busy
+  end)
+
+  it("shows an error object through its __tostring", function()
+    local path = helper.write(dir .. "/object.lua", [[
+      error(setmetatable({}, {__tostring = function() return "an object that explains itself" end}))
+    ]])
+    assert.are.same({nil, "failed: an object that explains itself"}, {mb.load(path)})
+    assert.are.equal(base, mb._counts().services)
+  end)
+
+  it("keeps the handle of a script that raises only after its first wait", function()
+    local path = helper.write(dir .. "/later.lua", "mb.sleep(0)\nerror('later')\n")
+    local h = mb.load(path)
+    assert.are.equal("mb.Service", getmetatable(h).__name)
+    mb.run()
+    h:stop()
+    assert.are.equal(base, mb._counts().services)
+  end)
+end)
+
+describe("a handler that raises", function()
+  after_each(helper.assert_clean)
+
+  it("has its to-be-closed variables closed", function()
+    mb.destination("tbc")
+    local closed = {}
+    mb.listen("tbc", function(m)
+      local x <close> = setmetatable({}, {__close = function(_, e) closed[#closed + 1] = tostring(e) end})
+      error("handler boom " .. m.payload, 0)
+    end)
+    mb.send("tbc", 1)
+    assert.are.same({nil, "failed: handler boom 2"}, {mb.request("tbc", 2)})
+    mb.run()
+    assert.are.same({"handler boom 1", "handler boom 2"}, closed)
+    assert.are.equal(2, mb.stats("tbc").failed)
+  end)
+
+  it("fails a request with its error object's __tostring text", function()
+    mb.destination("obj")
+    mb.listen("obj", function()
+      error(setmetatable({}, {__tostring = function() return "told through __tostring" end}))
+    end)
+    assert.are.same({nil, "failed: told through __tostring"}, {mb.request("obj", 1)})
+    mb.destination("plain")
+    mb.listen("plain", function() error({}) end)
+    assert.are.same({nil, "failed: (error object is a table value)"}, {mb.request("plain", 1)})
+  end)
+end)

@@ -36,6 +36,7 @@ mb.listen("shop/orders", function(msg)
 end)
 ]])
 write("nothing.lua", "local x = 1\n")
+write("raises.lua", "local x = 1\nerror('no handler today')\n")
 write("good.lua", [[
 return {
   workers = 3,
@@ -103,12 +104,29 @@ describe("mbrun -c", function()
       "bad11.lua: listeners%[\"prices.lua\"%]%[1%]: no destination 'shop/x'"},
     {"a listener script that returns nothing usable",
       "return {destinations = {x = {}}, listeners = {['nothing.lua'] = {'x'}}}",
-      "bad12.lua: listener .*nothing.lua: must return its handler %(a function%) or a table"},
+      "bad12.lua: listeners%[\"nothing.lua\"%]: failed: %S*/nothing.lua: must return its handler %(a function%) or a table"},
     {"a handler table without the mapped destination",
       "return {destinations = {x = {}}, listeners = {['handlers.lua'] = {'x'}}}",
-      "bad13.lua: listener .*handlers.lua: returns a table of handlers without one for 'x'"},
+      "bad13.lua: listeners%[\"handlers.lua\"%]: failed: %S*/handlers.lua: returns a table of handlers without one for 'x'"},
     {"services that are not a list", "return {services = {main = {script = 'orders.lua'}}}",
       "bad14.lua: services: must be a list %(found key 'main'%)"},
+    -- issue 12, item 9
+    {"a hole in the services list", "return {services = {{script = 'orders.lua'}, nil, {script = 'nope.lua'}}}",
+      "bad15.lua: services%[2%]: missing: the list has a hole %(nil%) before its entry 3"},
+    {"a hole in a listener's destinations, before an undeclared one",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', nil, 'undeclared'}}}",
+      "bad16.lua: listeners%[\"prices.lua\"%]%[2%]: missing: the list has a hole %(nil%) before its entry 3"},
+    {"concurrency on a serial destination", "return {destinations = {x = {type = 'serial', concurrency = 4}}}",
+      "bad17.lua: destinations.x.concurrency: only for parallel destinations %(this one is serial%)"},
+    {"a listener script that raises while starting",
+      "return {destinations = {x = {}}, listeners = {['raises.lua'] = {'x'}}}",
+      "bad18.lua: listeners%[\"raises.lua\"%]: failed: %S*/raises.lua:2: no handler today"},
+    {"an error raised with the base functions it offers",
+      "return {workers = assert(tonumber(os.getenv('MB_NO_SUCH_VARIABLE')), 'set MB_NO_SUCH_VARIABLE')}",
+      "bad19.lua: raised an error: %S*bad19.lua:1: set MB_NO_SUCH_VARIABLE"},
+    {"an error object with __tostring",
+      "error(setmetatable({}, {__tostring = function() return 'told through __tostring' end}))",
+      "bad20.lua: raised an error: told through __tostring\n$"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
@@ -116,7 +134,71 @@ describe("mbrun -c", function()
       local out, code = mbrun("-c " .. path .. " " .. scenario)
       assert.are.equal(2, code, out)
       assert.matches("^mbrun: %S-" .. m[3], out) -- the path, then what is wrong
+      assert.are.equal(1, select(2, out:gsub("\n", "")), "one line: " .. out)
       assert.is_nil(out:find("scenario", 1, true), "nothing may start: " .. out)
     end)
   end
+
+  -- issue 12, items 9 and 15
+  describe("starts in one pass", function()
+    it("runs each listener script once", function()
+      write("loud.lua", "print('loud.lua runs')\nreturn function(msg) return msg.payload end\n")
+      local cfg = write("once.lua", "return {destinations = {x = {}}, listeners = {['loud.lua'] = {'x'}}}")
+      local s = write("once_scenario.lua", "print('reply ' .. mb.request('x', 7))\n")
+      local out, code = mbrun("-w 2 -c " .. cfg .. " " .. s)
+      assert.are.equal(0, code, out)
+      assert.are.equal(1, select(2, out:gsub("loud.lua runs", "")), out)
+      assert.matches("reply 7", out)
+    end)
+
+    it("offers the safe base functions to the configuration file", function()
+      local cfg = write("base.lua", [[
+        local names = {}
+        for _, n in ipairs {"a", "b"} do names[#names + 1] = n end
+        local dests = {}
+        for _, n in pairs(names) do dests[string.format("q/%s", n)] = {max_queue = math.max(1, select("#", 1, 2))} end
+        assert(type(os.getenv("PATH")) == "string" and tostring(1) == "1" and tonumber("2") == 2)
+        assert(math.random == nil and print == nil and io == nil and require == nil, "not data")
+        if not next(dests) then error("no destinations") end
+        return {destinations = dests}
+      ]])
+      local s = write("base_scenario.lua", "print(table.concat(mb.destinations(), ' '))\n")
+      local out, code = mbrun("-c " .. cfg .. " " .. s)
+      assert.are.equal(0, code, out)
+      assert.matches("q/a q/b", out)
+    end)
+
+    local services = [[
+      return {destinations = {t = {}},
+              services = {{script = "ticker.lua", instances = 2}, {script = "refuses.lua", instances = 3}}}
+    ]]
+    write("ticker.lua", "mb.listen('t', function() end)\nmb.every(0.01, function() end)\nprint('ticker up')\n")
+    write("refuses.lua", "mb.listen('t', function() end)\nerror('this service refuses to start')\n")
+
+    it("exits 1 when a service fails to start, after stopping what started, before the scenario", function()
+      local cfg = write("refusing.lua", services)
+      local out, code = mbrun("-w 3 -c " .. cfg .. " " .. scenario)
+      assert.are.equal(1, code, out)
+      assert.matches("mbrun: %S*refusing.lua: services%[2%]: failed: %S*/refuses.lua:2: this service refuses to start\n",
+        out)
+      assert.are.equal(2, select(2, out:gsub("ticker up", "")), out) -- it started, then stopped
+      assert.is_nil(out:find("scenario", 1, true), out)
+    end)
+
+    it("exits 1 when a service fails to start and there is no scenario", function()
+      local cfg = write("refusing2.lua", services)
+      local out, code = mbrun("-w 3 -c " .. cfg)
+      assert.are.equal(1, code, out) -- (124: it kept running)
+      assert.matches("services%[2%]: failed: %S*/refuses.lua:2: this service refuses to start", out)
+    end)
+
+    it("exits 2 for a configuration file or scenario that is a folder", function()
+      local out, code = mbrun("-c " .. dir .. " " .. scenario)
+      assert.are.equal(2, code, out)
+      assert.matches("^mbrun: %S+ is a folder; give the path of a configuration file", out)
+      out, code = mbrun("-c " .. dir .. "/good.lua " .. dir)
+      assert.are.equal(2, code, out)
+      assert.matches("^mbrun: %S+ is a folder; give the path of a Lua script", out)
+    end)
+  end)
 end)

@@ -11,8 +11,8 @@ end
 
 -- Runs mbrun with the arguments; returns its output (stdout and stderr)
 -- and its exit code.
-local function mbrun(args)
-  local p = io.popen(MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
+local function mbrun(args, timeout)
+  local p = io.popen((timeout and "timeout " .. timeout .. " " or "") .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
   local out = p:read("a")
   p:close()
   local code = tonumber(out:match("EXIT:(%d+)%s*$"))
@@ -217,5 +217,62 @@ describe("mbrun", function()
     assert.are.equal(0, code)
     assert.matches("first up", out)
     assert.matches("after stop\tnil\tno_listeners: ", out)
+  end)
+end)
+
+-- issue 12, items 8, 10 and 15
+describe("mbrun, when scripts fail", function()
+  local files = {}
+  local function script(text)
+    local path = tmpscript(text)
+    files[#files + 1] = path
+    return path
+  end
+  after_each(function()
+    for _, f in ipairs(files) do os.remove(f) end
+    files = {}
+  end)
+
+  it("exits 2 when the scenario is a folder", function()
+    local out, code = mbrun("/tmp")
+    assert.are.equal(2, code, out)
+    assert.are.equal("mbrun: /tmp is a folder; give the path of a Lua script\n", out)
+  end)
+
+  it("gets nil, failed: from mb.load when an instance on another worker raises while starting", function()
+    -- the instances go to workers 1 and 2 (fewest services first); those on
+    -- worker 2 refuse; the others' timers would keep mbrun running forever
+    local bad = script([[
+      mb.listen("t/x", function() end)
+      mb.every(0.01, function() end)
+      if mb.worker() == 2 then error("refused on worker 2") end
+    ]])
+    local path = script(string.format([[
+      mb.destination("t/x")
+      print("result", mb.load(%q, {instances = 4}))
+      print("listeners", mb.stats("t/x").listeners)
+    ]], bad))
+    local out, code = mbrun("-w 3 " .. path, 60)
+    assert.are.equal(0, code, out) -- nothing reported or counted: the scenario was told
+    assert.are.equal("result\tnil\tfailed: " .. bad .. ":3: refused on worker 2\nlisteners\t0\n", out)
+  end)
+
+  it("shows error objects through __tostring and names the handler's file:line", function()
+    local path = script([[
+      mb.destination("e")
+      mb.listen("e", function() error(setmetatable({}, {__tostring = function() return "told via __tostring" end})) end)
+      mb.destination("j")
+      mb.listen("j",
+        function(text) print(text) end, {format = "json"})
+      mb.send("e", 1)
+      mb.send("j", {[true] = "a boolean key has no JSON form"})
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(1, code, out)
+    assert.matches("mb: listener at 'e' failed: told via __tostring\nstack traceback:\n", out)
+    assert.is_nil(out:find("error object is a table value", 1, true), out)
+    assert.matches("mb: listener at 'j' failed: cannot give the message as JSON: [^\n]*\nstack traceback:\n\t"
+      .. path:gsub("%p", "%%%0") .. ":5: in the listener's handler\n", out)
+    assert.is_nil(out:find("[C]: in ?", 1, true), out)
   end)
 end)

@@ -193,4 +193,24 @@ describe("the REPL on a pipe", function()
     assert.are.equal(0, code, err)
     assert.are.same({"42", "double  parallel     listeners=1  pending=0"}, out)
   end)
+
+  -- issue 12, item 8
+  it("says in one line that a .load failed, and goes on with exit status 0", function()
+    local dir = helper.tmpdir()
+    local bad = write(dir .. "/refuses.lua", [[
+      mb.listen("svc/x", function() end)
+      mb.every(0.01, function() end)
+      error("this service refuses to start")
+    ]])
+    local out, err, code = repl({
+      'mb.destination("svc/x")',
+      ".load " .. bad .. " 2",
+      'mb.stats("svc/x").listeners',
+      "1 + 1",
+    }, "-w 3")
+    helper.remove_tree(dir)
+    assert.are.equal(0, code, err)
+    assert.are.same({"true", "error: failed: " .. bad .. ":3: this service refuses to start", "0", "2"}, out)
+    assert.are.equal("", err)
+  end)
 end)

@@ -39,26 +39,82 @@ local function readable(path)
   return f ~= nil
 end
 
+-- An error object as people read it (SPEC section 7): through its
+-- __tostring when it has one.
+local function error_text(e)
+  if type(e) == "string" or type(e) == "number" then return tostring(e) end
+  local mt = getmetatable(e)
+  if type(mt) == "table" and mt.__tostring then
+    local ok, text = pcall(tostring, e)
+    if ok then return text end
+  end
+  return ("(error object is a %s value)"):format(type(e))
+end
+
+-- A copy of a library table: what a configuration does to it stays there.
+local function copy(t, leave_out)
+  local c = {}
+  for k, v in pairs(t) do
+    if not (leave_out and leave_out[k]) then c[k] = v end
+  end
+  return c
+end
+
+-- What a configuration file sees (documented in README, "Configuration"):
+-- the pure parts of the base library and copies of string, table, math
+-- (without random: mbrun reads the file twice, before starting anything and
+-- when starting, and both times it must give the same table) and utf8, and
+-- os.getenv. No print, io, require or load: a configuration is data.
+local function environment()
+  return {
+    assert = assert, error = error, ipairs = ipairs, next = next, pairs = pairs, pcall = pcall,
+    select = select, tonumber = tonumber, tostring = tostring, type = type,
+    rawequal = rawequal, rawget = rawget, rawlen = rawlen, getmetatable = getmetatable,
+    setmetatable = setmetatable,
+    string = copy(string), table = copy(table), utf8 = copy(utf8),
+    math = copy(math, {random = true, randomseed = true}),
+    os = {getenv = os.getenv},
+  }
+end
+
 -- Reads the file at path. Returns the checked configuration, with absolute
--- script paths and declared destinations as a sorted list, or nil and an
--- error message "FILE: key.path: what is wrong".
+-- script paths and declared destinations as a sorted list, each entry with
+-- its key path (at), or nil and an error message "FILE: key.path: what is
+-- wrong".
 function M.load(path)
   local dir = path:match("^(.*)/[^/]*$") or "."
   local function resolve(p)
     if p:sub(1, 1) == "/" then return p end
     return dir .. "/" .. p
   end
-  -- a configuration is data: it sees only the pure parts of the libraries
-  local env = {string = string, math = math, table = table, utf8 = utf8, os = {getenv = os.getenv},
-               pairs = pairs, ipairs = ipairs, tostring = tostring, tonumber = tonumber,
-               select = select, type = type}
-  local chunk, err = loadfile(path, "t", env)
+  local chunk, err = loadfile(path, "t", environment())
   if not chunk then return nil, err end
   local ok, cfg = pcall(chunk)
-  if not ok then return nil, ("%s: raised an error: %s"):format(path, tostring(cfg)) end
+  if not ok then return nil, ("%s: raised an error: %s"):format(path, error_text(cfg)) end
   local problem
   local function bad(fmt, ...)
     problem = problem or (path .. ": " .. fmt:format(...))
+  end
+  -- The length of list t (at: its key path), or nil after reporting what
+  -- makes it no list: a key other than 1, 2, ..., or a hole (nil) before
+  -- the last entry, which would silently drop what follows it.
+  local function list_length(t, at, entry)
+    local n = 0
+    for k in pairs(t) do
+      if math.type(k) ~= "integer" or k < 1 then
+        bad("%s: must be a list (found key '%s')", at, tostring(k))
+        return nil
+      end
+      if k > n then n = k end
+    end
+    for i = 1, n do
+      if t[i] == nil then
+        bad("%s[%d]: missing: the list has a hole (nil) before its entry %d; " ..
+          "each entry must be %s", at, i, n, entry)
+        return nil
+      end
+    end
+    return n
   end
   if type(cfg) ~= "table" then
     return nil, ("%s: must return a table (workers, destinations, services, listeners), " ..
@@ -100,15 +156,19 @@ function M.load(path)
             bad("%s.%s: must be a positive integer, not %s", at, k, tostring(opts[k]))
           end
         end
+        if opts.concurrency ~= nil and (opts.type or "parallel") ~= "parallel" then
+          bad("%s.concurrency: only for parallel destinations (this one is %s)", at, tostring(opts.type))
+        end
         declared[name] = true
-        out.destinations[#out.destinations + 1] = {name = name, opts = opts}
+        out.destinations[#out.destinations + 1] = {name = name, opts = opts, at = at}
       end
     end
   end
   if cfg.services ~= nil and type(cfg.services) ~= "table" then
     bad("services: must be a list of {script = path, instances = N, args = {...}}")
   elseif cfg.services then
-    for i, svc in ipairs(cfg.services) do
+    for i = 1, list_length(cfg.services, "services", "a table {script = path, ...}") or 0 do
+      local svc = cfg.services[i]
       local at = ("services[%d]"):format(i)
       if type(svc) ~= "table" then
         bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
@@ -130,14 +190,9 @@ function M.load(path)
               type(svc.name) == "string" and "an empty string" or "a " .. type(svc.name))
         end
         if type(svc.script) == "string" then
-          out.services[#out.services + 1] = {script = resolve(svc.script),
+          out.services[#out.services + 1] = {script = resolve(svc.script), at = at,
                                              instances = svc.instances, args = svc.args, name = svc.name}
         end
-      end
-    end
-    for k in pairs(cfg.services) do
-      if math.type(k) ~= "integer" or k < 1 or k > #cfg.services then
-        bad("services: must be a list (found key '%s')", tostring(k))
       end
     end
   end
@@ -151,15 +206,16 @@ function M.load(path)
         bad("listeners: keys must be script paths, not a %s", type(script))
       elseif not readable(resolve(script)) then
         bad("%s: cannot read %s", at, resolve(script))
-      elseif type(dests) ~= "table" or #dests == 0 then
+      elseif type(dests) ~= "table" or next(dests) == nil then
         bad("%s: must be a list of destination names", at)
       else
-        for i, d in ipairs(dests) do
+        for i = 1, list_length(dests, at, "a destination name") or 0 do
+          local d = dests[i]
           if not declared[d] then
             bad("%s[%d]: no destination '%s' among the configured destinations", at, i, tostring(d))
           end
         end
-        out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests}
+        out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests, at = at}
       end
     end
   end

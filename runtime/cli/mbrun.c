@@ -19,6 +19,7 @@
 #include <string.h>
 #include <spawn.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,8 +65,9 @@ static void usage(FILE *f) {
           "  -h, --help       show this help\n"
           "  --version        show the version\n"
           "\n"
-          "exit status: 0 success; 1 the scenario raised, a delivery failed or was\n"
-          "dropped, or messages were left pending; 2 usage or configuration error.\n");
+          "exit status: 0 success; 1 the scenario or a configured service raised, a\n"
+          "delivery failed or was dropped, or messages were left pending; 2 usage or\n"
+          "configuration error (also a configured listener script that fails to start).\n");
 }
 
 /* ---- the summary and --stats ------------------------------------------------ */
@@ -388,23 +390,15 @@ static int find_lua_dir(char *out, size_t cap) {
 }
 
 /* Checks the configuration file in a Lua state of its own, before anything
- * starts: its keys and values, and what each listener script returns.
- * Returns its `workers` (0 when absent), or -1 with the message in err. */
+ * starts: its keys and values (mb.config). Listener scripts are not run
+ * here: boot.lua runs each once, when it starts it, and stops mbrun with
+ * exit code 2 if one fails. Returns its `workers` (0 when absent), or -1
+ * with the message in err. */
 static const char CHECK_CONFIG[] =
     "local path, luadir = ...\n"
     "package.path = luadir .. '/?.lua;' .. package.path\n"
-    "local config = require 'mb.config'\n"
-    "local cfg, err = config.load(path)\n"
+    "local cfg, err = require('mb.config').load(path)\n"
     "if not cfg then error(err, 0) end\n"
-    "for _, d in ipairs(cfg.destinations) do mb.destination(d.name, d.opts) end\n"
-    "for _, l in ipairs(cfg.listeners) do\n"
-    "  local ok, result = pcall(dofile, l.script)\n"
-    "  if not ok then error(path .. ': listener ' .. tostring(result), 0) end\n"
-    "  for _, d in ipairs(l.destinations) do\n"
-    "    local h, why = config.handler_for(result, l.script, d)\n"
-    "    if not h then error(path .. ': listener ' .. why, 0) end\n"
-    "  end\n"
-    "end\n"
     "return cfg.workers or 0\n";
 
 static long check_config(const char *path, const char *luadir, char *err, size_t errlen) {
@@ -414,8 +408,6 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
     return -1;
   }
   luaL_openlibs(L);
-  luaL_requiref(L, "mb", luaopen_mb, 1); /* a bus of its own, thrown away */
-  lua_pop(L, 1);
   long workers = -1;
   if (luaL_loadbuffer(L, CHECK_CONFIG, sizeof CHECK_CONFIG - 1, "=config check") == LUA_OK) {
     lua_pushstring(L, path);
@@ -429,6 +421,55 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
   }
   lua_close(L);
   return workers;
+}
+
+/* A file mbrun is given (the scenario, the configuration) must be one it
+ * can read: else a usage error, before anything starts. */
+static int check_file(const char *path, const char *what) {
+  struct stat st;
+  if (stat(path, &st) || access(path, R_OK)) {
+    fprintf(stderr, "mbrun: cannot open %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  if (S_ISDIR(st.st_mode)) {
+    fprintf(stderr, "mbrun: %s is a folder; give the path of %s\n", path, what);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- starting: the configuration, then the scenario ------------------------------- */
+
+typedef struct starting {
+  mbL_runtime *R;
+  const char *scenario; /* NULL: none */
+  int nargs;
+  char **args;
+  int running; /* mb_runtime_run has begun */
+  int code;    /* the exit code when starting failed; 0: it did not */
+  char why[1024]; /* what to say then ("": said already) */
+} starting;
+
+/* Loads the scenario, if any; on failure sets the exit code by the kind of
+ * failure: a file that cannot be read is a usage error. */
+static void start_scenario(starting *s) {
+  if (!s->scenario) return;
+  int rc = mbL_runtime_load(s->R, s->scenario, s->nargs, s->args, s->why, sizeof s->why);
+  if (rc) s->code = rc == MBL_LOAD_FILE ? 2 : 1;
+}
+
+/* boot.lua has ended (worker 0): it returned nothing when the configuration
+ * started, then the scenario starts; else its exit code and why, and the
+ * run, if it has begun, stops. */
+static void booted(void *ud, int code, const char *message) {
+  starting *s = ud;
+  if (code) {
+    s->code = code;
+    snprintf(s->why, sizeof s->why, "%s", message ? message : "");
+  } else {
+    start_scenario(s);
+  }
+  if (s->code && s->running) mb_runtime_stop(mbL_runtime_core(s->R));
 }
 
 /* ---- signals and the grace period ----------------------------------------------- */
@@ -814,11 +855,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mbrun: cannot find mb/config.lua (set MB_LUA_DIR to the lua/ folder)\n");
     return 2;
   }
+  if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
-    if (access(config, R_OK)) {
-      fprintf(stderr, "mbrun: cannot open %s\n", config);
-      return 2;
-    }
+    if (check_file(config, "a configuration file (Lua returning a table)")) return 2;
     long w = check_config(config, luadir, err, sizeof err);
     if (w < 0) {
       fprintf(stderr, "mbrun: %s\n", err);
@@ -859,42 +898,40 @@ int main(int argc, char **argv) {
   watchdog_start(R, grace);
   catch_signals(1);
 
-  int rc_load = 0;
+  starting st = {R, NULL, 0, NULL, 0, 0, ""};
+  if (i < argc) {
+    st.scenario = argv[i];
+    st.nargs = argc - i - 1;
+    st.args = argv + i + 1;
+  }
   if (config) {
-    /* boot.lua: config path, lua dir, scenario or "", the scenario's args */
+    /* boot.lua: config path, lua dir; the scenario once it has returned */
     char boot[PATH_MAX + 32];
     snprintf(boot, sizeof boot, "%s/mb/boot.lua", luadir);
-    int n = argc - i;
-    char **args = calloc((size_t)(n + 3), sizeof *args);
-    if (!args) {
-      mbL_runtime_free(R);
-      return 1;
-    }
-    args[0] = (char *)config;
-    args[1] = luadir;
-    args[2] = i < argc ? argv[i] : "";
-    for (int k = 1; k < n; k++) args[2 + k] = argv[i + k];
-    rc_load = mbL_runtime_load(R, boot, n > 0 ? n + 2 : 3, args, err, sizeof err);
-    free(args);
-  } else if (i < argc) {
-    rc_load = mbL_runtime_load(R, argv[i], argc - i - 1, argv + i + 1, err, sizeof err);
-  }
-  if (!rc_load && repl) rc_load = mbrepl_start(repl, luadir, err, sizeof err);
-  int rc = 0;
-  if (rc_load) {
-    fprintf(stderr, "mbrun: %s\n", err);
-    rc = strncmp(err, "cannot open", 11) == 0 ? 2 : 1;
+    char *args[] = {(char *)config, luadir};
+    if (mbL_runtime_boot(R, boot, 2, args, booted, &st, st.why, sizeof st.why)) st.code = 1;
   } else {
+    start_scenario(&st);
+  }
+  if (!st.code && repl && mbrepl_start(repl, luadir, st.why, sizeof st.why)) st.code = 1;
+  int rc = 0;
+  if (!st.code) {
     /* without a scenario the configured services run until a signal */
     int serve = config && i >= argc;
     if (serve) mb_runtime_hold(rt, 1);
+    st.running = 1;
     int stopped = mb_runtime_run(rt, 0);
+    st.running = 0;
     if (serve) mb_runtime_hold(rt, -1);
     mbrepl_close(repl); /* whoever ended the run, the REPL is over */
     if (stopped) drain(&ctl, grace);
   }
   watchdog_stop(); /* the loop is back: from here on main bounds the rest */
   int stuck = abort_running(R, ctl.now);
+  if (st.code) {
+    if (st.why[0]) fprintf(stderr, "mbrun: %s\n", st.why);
+    rc = st.code;
+  }
   mbrepl_close(repl);
   catch_signals(0); /* from here on, a signal ends mbrun as usual */
   ev_ref(loop);

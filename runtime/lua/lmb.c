@@ -79,6 +79,8 @@ struct mbL_waiter {
   mb_request *req;
   size_t n;
   mbL_answer *ans;
+  int failed;  /* mb.load: an instance failed to start */
+  char *error; /* why (malloc'd; NULL when out of memory) */
   mbL_waiter *next, *prev;
 };
 
@@ -130,6 +132,10 @@ struct mbL_state {
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
   int body_ref; /* handler_body as a closure with the message keys (registry) */
+  int starting; /* its body runs for the first time, for mb.load: a failure is its */
+  char *start_error; /* what the body raised while starting (malloc'd) */
+  mbL_end_fn on_end; /* mbL_runtime_boot: told how the body ended */
+  void *end_ud;
   mbL_state *next, *prev;
 };
 
@@ -378,28 +384,120 @@ static void report(mbL_runtime *R, const char *fmt, ...) {
   output(R, 2, buf, (size_t)n);
 }
 
+/* luaL_tolstring as a protected call: a __tostring may raise. */
+static int tostring_p(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Pushes onto L the text of the error object at the top of co (a dead
+ * coroutine: calls are made on L, the state's main thread) and returns it:
+ * a string or a number as it is, an object through its __tostring, anything
+ * else as "(error object is a T value)" (SPEC section 7, as lua.c). */
+static const char *error_text(lua_State *L, lua_State *co) {
+  int type = lua_type(co, -1);
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  if (type == LUA_TSTRING || type == LUA_TNUMBER) return lua_tostring(L, -1);
+  if (luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushcfunction(L, tostring_p);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) return lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return lua_pushfstring(L, "(error object is a %s value; its __tostring raised)",
+                           lua_typename(L, type));
+  }
+  lua_pop(L, 1);
+  return lua_pushfstring(L, "(error object is a %s value)", lua_typename(L, type));
+}
+
+/* Pushes onto L the traceback of t's coroutine as it was when it raised.
+ * A handler's coroutine starts in mb's own C function (handler_body): its
+ * "[C]: in ?" frame is left out, and when the error came from that function
+ * itself (the message could not be given to the handler as JSON, or what
+ * the handler returned could not be sent as the reply) the handler's own
+ * file:line stands in, so that the report always names the script. */
+static void push_traceback(lua_State *L, mbL_task *t) {
+  static const char bottom[] = "\n\t[C]: in ?";
+  lua_State *co = t->co;
+  luaL_traceback(L, co, NULL, 0);
+  if (t->kind != T_HANDLER) return;
+  size_t len, blen = sizeof bottom - 1;
+  const char *tb = lua_tolstring(L, -1, &len);
+  if (len >= blen && !memcmp(tb + len - blen, bottom, blen)) len -= blen;
+  lua_pushlstring(L, tb, len);
+  lua_remove(L, -2);
+  lua_Debug ar;
+  if (lua_getstack(co, 1, &ar)) return; /* the handler ran and raised */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->fn_ref); /* nil once closed */
+  if (lua_isfunction(L, -1) && lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) {
+    lua_pushfstring(L, "\n\t%s:%d: in the listener's handler", ar.short_src, ar.linedefined);
+    lua_concat(L, 2);
+  } else if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+  }
+}
+
+/* A task's coroutine returned (status LUA_OK) or raised. This is the one
+ * place where every task ends: deliveries are finished, failures reported
+ * and counted, and a failed coroutine's pending to-be-closed variables are
+ * closed (lua_resetthread: Debian's Lua is 5.4.4). */
 static void task_end(mbL_task *t, int status) {
   mbL_state *S = t->S;
+  lua_State *co = t->co, *L = S->L;
+  mbL_end_fn end = t->kind == T_SCRIPT ? S->on_end : NULL;
+  char what[300], said[1024] = "";
+  int code = 0;
+  if (end) S->on_end = NULL; /* once */
   if (status == LUA_OK) {
     if (t->d) mb_delivery_done_soon(t->d, MB_OK, NULL);
+    /* mbrun's boot script returns nothing, or an exit code and why */
+    if (end && lua_gettop(co) >= 1 && lua_isinteger(co, 1)) {
+      code = (int)lua_tointeger(co, 1);
+      if (lua_type(co, 2) == LUA_TSTRING) snprintf(said, sizeof said, "%s", lua_tostring(co, 2));
+    }
     task_free(t, 1);
+    if (end) end(S->end_ud, code, said);
     return;
   }
-  lua_State *co = t->co;
-  const char *msg = lua_tostring(co, -1);
-  if (!msg)
-    msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
-  char what[300];
-  luaL_traceback(co, co, msg, 0);
-  report(S->R, "mb: %s failed: %s\n", task_what(t, what, sizeof what), lua_tostring(co, -1));
-  if (t->d) {
-    char err[1024];
-    snprintf(err, sizeof err, "failed: %s", msg);
-    mb_delivery_done(t->d, MB_EFAILED, err);
-  } else {
-    atomic_fetch_add(&S->R->failures, 1);
+  int top = lua_gettop(L), room = lua_checkstack(L, 10) && lua_checkstack(co, 2);
+  const char *msg = "(no memory left to tell the error)", *tb = NULL;
+  if (room) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1); /* the error object, at top + 1 */
+    msg = error_text(L, co);
+    push_traceback(L, t);
+    tb = lua_tostring(L, -1);
   }
+  task_what(t, what, sizeof what);
+  /* closed before anyone learns of the failure, as an unwinding call would;
+   * the error object is then another one if a __close raised */
+  if (lua_resetthread(co) != LUA_OK && room) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    if (!lua_rawequal(L, -1, top + 1))
+      report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what,
+             error_text(L, co));
+  }
+  if (t->kind == T_SCRIPT && S->starting) {
+    /* mb.load tells its caller instead */
+    free(S->start_error);
+    S->start_error = strdup(msg); /* NULL when out of memory */
+    S->starting = 2;
+  } else {
+    report(S->R, "mb: %s failed: %s%s%s\n", what, msg, tb ? "\n" : "", tb ? tb : "");
+    if (t->d) {
+      char err[1024];
+      snprintf(err, sizeof err, "failed: %s", msg);
+      mb_delivery_done(t->d, MB_EFAILED, err);
+    } else {
+      atomic_fetch_add(&S->R->failures, 1);
+    }
+  }
+  lua_settop(L, top);
   task_free(t, 0);
+  if (end) end(S->end_ud, 1, NULL);
 }
 
 static void task_again(void *arg) { task_run(arg, 0); }
@@ -556,6 +654,7 @@ static void waiter_free(mbL_waiter *w) {
     free(w->ans[i].error);
   }
   free(w->ans);
+  free(w->error);
   if (ev_is_active(&w->timer)) {
     ev_timer_stop(mb_service_loop(S->svc), &w->timer);
     mb_runtime_hold(core(S), -1);
@@ -1478,6 +1577,7 @@ static void state_release(mbL_state *S) {
       free(w->ans[i].error);
     }
     free(w->ans);
+    free(w->error);
     free(w);
   }
   /* drops open deliveries, cancels requests; no callbacks after this */
@@ -1500,6 +1600,8 @@ static void state_release(mbL_state *S) {
   }
   mb_buf_free(&S->buf);
   mb_buf_free(&S->vbuf);
+  free(S->start_error);
+  S->start_error = NULL;
 }
 
 static void state_stop(mbL_state *S) {
@@ -1576,16 +1678,17 @@ static int load_script(lua_State *L, const char *path) {
 }
 
 /* Starts S's script body: the chunk is at the top of S->L, nargs values
- * above it. */
-static void start_body(mbL_state *S, int nargs) {
+ * above it. Returns 0 once the body has run until it first waited or ended,
+ * -1 when out of memory (nothing ran). */
+static int start_body(mbL_state *S, int nargs) {
   mbL_task *t = task_new(S, T_SCRIPT);
   if (!t) {
     lua_pop(S->L, nargs + 1);
-    atomic_fetch_add(&S->R->failures, 1);
-    return;
+    return -1;
   }
   lua_xmove(S->L, t->co, nargs + 1);
   task_run(t, nargs);
+  return 0;
 }
 
 /* One of several things a waiter counts down in w->status has happened. */
@@ -1601,7 +1704,7 @@ static int countdown_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* What a new instance needs to start on its worker. */
+/* What a new instance needs to start on its worker, and how it went. */
 typedef struct start_req {
   mbL_runtime *R;
   mb_service *svc;
@@ -1609,46 +1712,85 @@ typedef struct start_req {
   mbL_waiter *w;
   uint64_t group_key;
   int nargs;
+  int failed;  /* it did not start: error says why (NULL: out of memory) */
+  char *error; /* malloc'd */
   size_t alen;
   char *args; /* encoded list, alen bytes */
   char path[];
 } start_req;
 
-static void start_task(void *arg) {
-  start_req *q = arg;
-  mbL_state *S = NULL;
-  if (!mb_service_alive(q->svc)) { /* the runtime went away first */
-    free(q->args);
-    if (q->asker) mb_service_unref(q->asker);
-    mb_service_unref(q->svc);
-    free(q);
-    return;
-  }
-  S = state_new(q->R, q->svc, q->group_key);
-  if (!S) {
-    report(q->R, "mb: cannot start %s: out of memory\n", q->path);
-    atomic_fetch_add(&q->R->failures, 1);
-    mb_service_free(q->svc);
-  } else if (load_script(S->L, q->path) != LUA_OK) {
-    report(q->R, "mb: cannot load %s\n", lua_tostring(S->L, -1));
-    atomic_fetch_add(&q->R->failures, 1);
-    state_stop(S);
-  } else {
-    if (q->nargs) {
-      mbL_decode(S->L, (const uint8_t *)q->args, q->alen);
-      for (int a = 1; a <= q->nargs; a++) lua_rawgeti(S->L, -a, a);
-      lua_remove(S->L, -q->nargs - 1);
-    }
-    start_body(S, q->nargs);
-  }
-  /* the body ran until it first waited or ended: the loader goes on */
-  if (q->asker) {
-    mb_service_post(q->asker, stop_done, q->w);
-    mb_service_unref(q->asker);
-  }
+static void start_req_free(start_req *q) {
+  if (q->asker) mb_service_unref(q->asker);
   mb_service_unref(q->svc); /* the request's reference */
+  free(q->error);
   free(q->args);
   free(q);
+}
+
+static void start_failed(start_req *q, const char *why) {
+  q->failed = 1;
+  q->error = why ? strdup(why) : NULL;
+}
+
+/* Starts one instance of an mb.load, on the instance's worker: a new Lua
+ * state runs the body until it first waits or ends. When the instance
+ * cannot start, or its body raised before that, it is stopped at once —
+ * what it registered goes with it — and q->failed says so. */
+static void start_instance(start_req *q) {
+  if (!mb_service_alive(q->svc)) { /* the runtime went away first */
+    start_failed(q, "the runtime is closing");
+    return;
+  }
+  mbL_state *S = state_new(q->R, q->svc, q->group_key);
+  if (!S) {
+    mb_service_free(q->svc);
+    start_failed(q, NULL);
+    return;
+  }
+  if (load_script(S->L, q->path) != LUA_OK) { /* the file changed since mb.load read it */
+    start_failed(q, lua_tostring(S->L, -1));
+    state_stop(S);
+    return;
+  }
+  if (q->nargs) {
+    mbL_decode(S->L, (const uint8_t *)q->args, q->alen);
+    for (int a = 1; a <= q->nargs; a++) lua_rawgeti(S->L, -a, a);
+    lua_remove(S->L, -q->nargs - 1);
+  }
+  S->starting = 1;
+  if (start_body(S, q->nargs)) {
+    start_failed(q, NULL);
+  } else if (S->starting == 2) { /* the body raised: task_end kept the message */
+    q->failed = 1;
+    q->error = S->start_error;
+    S->start_error = NULL;
+  }
+  S->starting = 0;
+  if (q->failed) state_stop(S); /* its body is off the stack: depth 0 */
+}
+
+/* On the loader's worker: an instance started elsewhere has started (or
+ * failed to). The loader's waiter went with its state if that stopped. */
+static void load_done(void *arg) {
+  start_req *q = arg;
+  mbL_waiter *w = q->w;
+  if (mb_service_alive(q->asker)) {
+    if (q->failed && !w->failed) {
+      w->failed = 1;
+      w->error = q->error;
+      q->error = NULL;
+    }
+    stop_done(w);
+  }
+  start_req_free(q);
+}
+
+/* Posted to the instance's worker. */
+static void start_task(void *arg) {
+  start_req *q = arg;
+  start_instance(q);
+  /* the body ran until it first waited or ended: the loader goes on */
+  mb_service_post_always(q->asker, load_done, q);
 }
 
 typedef struct mbL_handle {
@@ -1704,11 +1846,11 @@ static mbL_state *caller_state(lua_State *L) {
   return S;
 }
 
-/* handle:stop(): returns once every instance has stopped (one that is the
- * caller itself stops when the caller's current work is done). */
-static int service_stop(lua_State *L) {
-  mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
-  mbL_state *me = caller_state(L);
+/* Stops every instance of h, for `me`: those on me's worker at once (or,
+ * when on the stack, as soon as their current work is done), the others on
+ * their workers. Returns a waiter that counts those down, or NULL when
+ * there are none. Raises when out of memory. */
+static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
   mbL_waiter *w = NULL;
   for (size_t i = 0; i < h->n; i++) {
     mb_service *svc = h->ids[i] ? mb_service_find(core(me), h->ids[i]) : NULL;
@@ -1720,7 +1862,8 @@ static int service_stop(lua_State *L) {
       if (!q || !w) {
         free(q);
         mb_service_unref(svc);
-        return luaL_error(L, "stop: out of memory");
+        luaL_error(L, "stop: out of memory");
+        return NULL;
       }
       q->R = h->R;
       q->svc = svc; /* keeps the reference */
@@ -1741,9 +1884,49 @@ static int service_stop(lua_State *L) {
       state_stop(S);
     }
   }
+  return w;
+}
+
+/* handle:stop(): returns once every instance has stopped (one that is the
+ * caller itself stops when the caller's current work is done). */
+static int service_stop(lua_State *L) {
+  mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
+  mbL_waiter *w = stop_instances(L, h, caller_state(L));
   if (!w) return 0;
   lua_settop(L, 4);
   return wait_for(L, w, countdown_k);
+}
+
+static int load_failed_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (ctx) waiter_free((mbL_waiter *)ctx);
+  lua_settop(L, 5); /* "failed: ..." */
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* The end of mb.load, the handle at 4: returned, or when an instance
+ * failed to start, the others stopped and nil, "failed: <error>" (SPEC
+ * section 2). Takes error (malloc'd). */
+static int load_finish(lua_State *L, int failed, char *error) {
+  lua_settop(L, 4);
+  if (!failed) return 1;
+  lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
+  free(error);
+  mbL_waiter *w = stop_instances(L, lua_touserdata(L, 4), state_of(L));
+  if (w) return wait_for(L, w, load_failed_k);
+  return load_failed_k(L, LUA_OK, 0);
+}
+
+static int load_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  int failed = w->failed;
+  char *error = w->error;
+  w->error = NULL;
+  waiter_free(w);
+  return load_finish(L, failed, error);
 }
 
 static int l_load(lua_State *L) {
@@ -1796,24 +1979,29 @@ static int l_load(lua_State *L) {
   }
   size_t plen = strlen(path);
   mbL_waiter *w = NULL;
+  int failed = 0; /* an instance started here failed: start no more */
+  char *error = NULL;
   /* a copy of its own: an instance started inline may reuse S->vbuf */
   size_t alen = S->vbuf.len;
   char *encoded = nargs ? lua_newuserdatauv(L, alen, 0) : NULL;
   if (encoded) memcpy(encoded, S->vbuf.p, alen); /* at 5, above the handle at 4 */
-  for (lua_Integer i = 0; i < instances; i++) {
-    start_req *q = malloc(sizeof *q + plen + 1);
+  for (lua_Integer i = 0; i < instances && !failed; i++) {
+    start_req *q = calloc(1, sizeof *q + plen + 1);
     char *args = nargs ? malloc(alen) : NULL;
     mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), name, -1) : NULL;
     if (!svc) {
       free(q);
       free(args);
+      if (w) { /* some are starting elsewhere: they are stopped once started */
+        failed = 1;
+        break;
+      }
+      free(error);
       return luaL_error(L, "mb.load: out of memory");
     }
     q->R = R;
     q->svc = svc;
     mb_service_ref(svc); /* held by the request until it ran */
-    q->asker = NULL;
-    q->w = NULL;
     q->group_key = key;
     q->nargs = nargs;
     q->alen = alen;
@@ -1822,13 +2010,14 @@ static int l_load(lua_State *L) {
     memcpy(q->path, path, plen + 1);
     h->ids[h->n++] = mb_service_id(svc);
     /* on this worker it starts now, as a call; elsewhere on its own thread,
-     * and mb.load returns once it has started there too */
-    if (mb_service_worker(svc) == mb_service_worker(S->svc)) {
-      start_task(q);
-      continue;
-    }
-    if (!w && !(w = waiter_new(S))) {
-      start_task(q); /* out of memory for waiting: start it here instead */
+     * and mb.load returns once it has started there too (or out of memory
+     * for waiting: here too) */
+    if (mb_service_worker(svc) == mb_service_worker(S->svc) || (!w && !(w = waiter_new(S)))) {
+      start_instance(q);
+      failed = q->failed;
+      error = q->error;
+      q->error = NULL;
+      start_req_free(q);
       continue;
     }
     q->asker = S->svc;
@@ -1837,9 +2026,14 @@ static int l_load(lua_State *L) {
     w->status++;
     mb_service_post_always(svc, start_task, q);
   }
-  lua_settop(L, 4); /* the handle */
-  if (!w) return 1;
-  return wait_for(L, w, countdown_k);
+  if (!w) return load_finish(L, failed, error);
+  if (failed && !w->failed) {
+    w->failed = 1;
+    w->error = error;
+  } else {
+    free(error);
+  }
+  return wait_for(L, w, load_k);
 }
 
 /* ---- the loop ------------------------------------------------------------------------- */
@@ -2136,24 +2330,36 @@ int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 
-int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
-                     size_t errlen) {
+int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mbL_end_fn done,
+                     void *ud, char *err, size_t errlen) {
   mb_service *svc = mb_service_new(R->rt, path, 0);
   mbL_state *S = svc ? state_new(R, svc, 0) : NULL;
   if (!S) {
     if (svc) mb_service_free(svc);
     snprintf(err, errlen, "out of memory");
-    return -1;
+    return MBL_LOAD_FAILED;
   }
-  if (load_script(S->L, path) != LUA_OK) {
+  int st = load_script(S->L, path);
+  if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(S->L, -1));
     state_stop(S);
-    return -1;
+    return st == LUA_ERRFILE ? MBL_LOAD_FILE : MBL_LOAD_FAILED;
   }
   luaL_checkstack(S->L, argc, "too many arguments");
   for (int i = 0; i < argc; i++) lua_pushstring(S->L, argv[i]);
-  start_body(S, argc);
+  S->on_end = done;
+  S->end_ud = ud;
+  if (start_body(S, argc)) {
+    snprintf(err, errlen, "cannot start %s: out of memory", path);
+    state_stop(S);
+    return MBL_LOAD_FAILED;
+  }
   return 0;
+}
+
+int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
+                     size_t errlen) {
+  return mbL_runtime_boot(R, path, argc, argv, NULL, NULL, err, errlen);
 }
 
 /* The runtime of a plain Lua program goes when its Lua state closes. */

@@ -22,11 +22,28 @@ mbL_runtime *mbL_runtime_new(int workers);
 void mbL_runtime_free(mbL_runtime *R);
 mb_runtime *mbL_runtime_core(mbL_runtime *R);
 
-/* Loads the script at path as a new service (its own Lua state) and starts
- * its body with the strings args as `...`. Returns 0, or -1 with a message
- * in err (missing file, syntax error). */
+/* What mbL_runtime_load returns when it cannot start the script: */
+enum {
+  MBL_LOAD_FILE = -2, /* the file cannot be opened or read (mbrun: a usage error) */
+  MBL_LOAD_FAILED = -1 /* a syntax error, or out of memory */
+};
+
+/* Loads the script at path as a new service (its own Lua state) on worker
+ * 0 and starts its body with the strings args as `...`. Returns 0, or
+ * MBL_LOAD_FILE or MBL_LOAD_FAILED with a message in err. What the body
+ * raises is reported as for any script (stream 2, counted in
+ * mbL_runtime_failures). */
 int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
                      size_t errlen);
+
+/* mbL_runtime_load, and once the body has ended (maybe before this
+ * returns, maybe later from the loop, on worker 0) done(ud, code, message)
+ * is called once: code 0 and "" when the body returned nothing, code N and
+ * its message when it returned N and a message (mbrun's boot script), 1 and
+ * NULL when it raised (reported already). Not called when this fails. */
+typedef void (*mbL_end_fn)(void *ud, int code, const char *message);
+int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mbL_end_fn done,
+                     void *ud, char *err, size_t errlen);
 
 /* Script bodies (scenario, services) that started and have not ended. */
 int mbL_runtime_bodies(mbL_runtime *R);
