@@ -420,7 +420,7 @@ static int short_decimal(double v, char *buf) {
 static int format_float(double v, char *buf, size_t cap) {
   if (v == 0) {
     int neg = signbit(v) != 0;
-    memcpy(buf, "-0.0" + !neg, 4);
+    memcpy(buf, &"-0.0"[!neg], 4);
     return 3 + neg;
   }
   int n = short_decimal(v < 0 ? -v : v, buf + (v < 0));

@@ -288,19 +288,16 @@ static int json_key(encoder *e, int kidx, int t) {
 }
 
 /* A string key at kidx of the table at idx that reads as an integer key the
- * table also has: the two would be one JSON object key. */
-static int json_collides(encoder *e, int idx, int kidx) {
+ * table also has: the two would be one JSON object key. Returns 1 and sets
+ * *n to that integer then. */
+static int json_collides(encoder *e, int idx, int kidx, int64_t *n) {
   lua_State *L = e->L;
   size_t len;
   const char *s = lua_tolstring(L, kidx, &len);
-  int64_t n;
-  if (!mb_json_int_key(s, len, &n)) return 0;
-  int present = lua_rawgeti(L, idx, (lua_Integer)n) != LUA_TNIL;
+  if (!mb_json_int_key(s, len, n)) return 0;
+  int present = lua_rawgeti(L, idx, (lua_Integer)*n) != LUA_TNIL;
   lua_pop(L, 1);
-  if (!present) return 0;
-  mb_json_collision(e->whybuf, sizeof e->whybuf, n);
-  json_limit(e, e->whybuf);
-  return 1;
+  return present;
 }
 
 /* Linear: whether the table is an array is known before anything of it is
@@ -342,7 +339,8 @@ static int json_table(encoder *e, int idx, int depth) {
     lua_settop(L, top);
   }
   if (!object) return put_byte(e, ']');
-  int first = narr == 0;
+  int first = narr == 0, collided = 0;
+  int64_t collision = 0, ik64;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int k = top + 1;
@@ -354,8 +352,13 @@ static int json_table(encoder *e, int idx, int depth) {
         continue;
       }
     }
-    if ((!first && put_byte(e, ',')) || json_key(e, k, kt) ||
-        (kt == LUA_TSTRING && json_collides(e, idx, k)) || put_byte(e, ':') ||
+    /* a collision is reported once the table is written, as mb_json_encode
+     * does (so another fault under a later key is named first, by both) */
+    if (!collided && kt == LUA_TSTRING && json_collides(e, idx, k, &ik64)) {
+      collided = 1;
+      collision = ik64;
+    }
+    if ((!first && put_byte(e, ',')) || json_key(e, k, kt) || put_byte(e, ':') ||
         json_value(e, k + 1, lua_type(L, k + 1), depth + 1)) {
       prepend_key(e, k);
       lua_settop(L, top);
@@ -363,6 +366,13 @@ static int json_table(encoder *e, int idx, int depth) {
     }
     first = 0;
     lua_settop(L, k);
+  }
+  if (collided) {
+    char seg[32];
+    int len = snprintf(seg, sizeof seg, "[\"%lld\"]", (long long)collision);
+    mb_path_prepend(&e->path, seg, (size_t)len);
+    mb_json_collision(e->whybuf, sizeof e->whybuf, collision);
+    return json_limit(e, e->whybuf);
   }
   return put_byte(e, '}');
 }
@@ -449,7 +459,11 @@ static void decode(lua_State *L, mb_reader *r) {
   case MB_V_TABLE: {
     luaL_checkstack(L, 4, "message nested too deep");
     uint32_t narr = it.v.t.narr, nhash = it.v.t.nhash;
-    lua_createtable(L, (int)(narr > 1u << 24 ? 0 : narr), (int)(nhash > 1u << 24 ? 0 : nhash));
+    /* sized ahead only as far as the bytes left can hold (each item takes
+     * one at least): a corrupt count must not allocate gigabytes */
+    size_t left = (size_t)(r->end - r->p);
+    lua_createtable(L, (int)(narr > left || narr > 1u << 24 ? 0 : narr),
+                    (int)(nhash > left || nhash > 1u << 24 ? 0 : nhash));
     for (uint32_t i = 1; i <= narr; i++) {
       decode(L, r);
       lua_rawseti(L, -2, (lua_Integer)i);
