@@ -18,6 +18,12 @@
 -- as <function>, <userdata> (or the name of their metatable, e.g.
 -- <mb.Listener>) and <thread>.
 --
+-- For data (tables of booleans, numbers and strings, no deeper than
+-- `depth`, no key that is masked) the text is a Lua expression that `load`
+-- reads back as an equal value, integers and floats apart (with `math` in
+-- scope, for math.huge and math.mininteger; NaN prints as 0/0).
+-- fuzz/fuzz_pretty.c checks this on random values.
+--
 -- Owns nothing and sets no globals; tested by spec/repl_lua_spec.lua.
 
 local M = {}
