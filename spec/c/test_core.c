@@ -511,6 +511,14 @@ static void test_value_paths(void) {
   mb_path_prepend_strkey(&p, "odd key", 7);
   mb_path_prepend_strkey(&p, "9lives", 6);
   CHECK_STR(p.buf, "[\"9lives\"][\"odd key\"]");
+  /* a NUL byte, quotes and control bytes are escaped, not the end of the
+   * key or a broken quote (issue 12, item 10) */
+  mb_path_init(&p);
+  mb_path_prepend_strkey(&p, "a\0b\"c\\\n", 7);
+  CHECK_STR(p.buf, "[\"a\\000b\\\"c\\\\\\010\"]");
+  mb_path_init(&p);
+  mb_path_prepend_strkey(&p, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 42);
+  CHECK_INT((int)strlen(p.buf), 2 + 40 * 4 + 3 + 2);
 }
 
 /* ---- JSON --------------------------------------------------------------- */
