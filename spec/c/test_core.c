@@ -2792,6 +2792,7 @@ static void test_show_tables(void) {
   mb_enc_int(&b, 2);
   mb_enc_table_end(&b, t, 0, 2);
   CHECK_STR(show(&b), "{[math.mininteger]=1, [1.5]=2}");
+  mb_buf_free(&b);
 }
 
 static void test_show_secrets(void) {
