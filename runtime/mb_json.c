@@ -452,7 +452,7 @@ typedef struct encoder {
   mb_reader r;
   mb_path path;
   const char *why;
-  char whybuf[128];
+  char whybuf[192];
 } encoder;
 
 static int encode_value(encoder *e, int depth);

@@ -20,7 +20,7 @@ typedef struct encoder {
   mb_path path;
   const char *why;
   int json_only; /* why is a JSON limit, not something mbL_encode refuses */
-  char whybuf[128];
+  char whybuf[192];
   const void *open[MB_MAX_DEPTH + 1]; /* the tables being written */
 } encoder;
 
