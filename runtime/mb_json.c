@@ -482,6 +482,9 @@ static int encode_key(encoder *e, const mb_item *k) {
   case MB_V_FALSE:
     e->why = "cannot encode a boolean key in JSON";
     return -1;
+  case MB_V_NIL:
+    e->why = "cannot encode a nil key in JSON";
+    return -1;
   default:
     e->why = "cannot encode this key in JSON";
     return -1;
@@ -497,7 +500,9 @@ static void prepend_key(encoder *e, const mb_item *k) {
     char seg[48];
     int n = snprintf(seg, sizeof seg, "[%.14g]", k->v.f);
     mb_path_prepend(&e->path, seg, (size_t)n);
-  } else
+  } else if (k->tag == MB_V_NIL) /* only through the C API */
+    mb_path_prepend(&e->path, "[nil]", 5);
+  else
     mb_path_prepend(&e->path, k->tag == MB_V_TRUE ? "[true]" : "[false]",
                     k->tag == MB_V_TRUE ? 6 : 7);
 }

@@ -816,6 +816,14 @@ static void test_json_tables(void) {
   CHECK_STR(out, "{\"1\":1,\"01\":0,\"+1\":1,\"1.0\":2,\" 1\":3,\"2\":4,\"-0\":5,"
                  "\"9223372036854775808\":6,\"7\":7}");
   mb_buf_free(&b);
+  /* a nil key (only the C API makes one) is named as such */
+  t = mb_enc_table_begin(&b);
+  mb_enc_nil(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_table_end(&b, t, 0, 1);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK_STR(err, "payload[nil]: cannot encode a nil key in JSON");
+  mb_buf_free(&b);
   int64_t n;
   CHECK(mb_json_int_key("-9223372036854775808", 20, &n) && n == INT64_MIN);
   CHECK(mb_json_int_key("9223372036854775807", 19, &n) && n == INT64_MAX);
