@@ -11,7 +11,7 @@
 #include "mb_value.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  char err[256];
+  char err[2048]; /* a path is up to 512 bytes */
   mb_buf v1 = {0}, t1 = {0}, v2 = {0}, t2 = {0};
   /* the depth a message payload may have, and mb.json.decode's */
   int depth = size && (data[0] & 1) ? 1000 : MB_MAX_DEPTH;

@@ -91,7 +91,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_pop(L, 1);
 
   /* the trace printer, on the value as it travels */
-  char err[512];
+  char err[2048];
   mb_buf b = {0}, out = {0};
   if (mbL_encode(L, v, &b, (size_t)-1 / 2, "payload", err, sizeof err) == 0) {
     if (mb_value_show(b.p, b.len, &out, 0)) abort();

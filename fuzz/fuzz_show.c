@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     abort();
   }
   mb_buf json = {0};
-  char err[256];
+  char err[2048]; /* a path is up to 512 bytes */
   if (mb_json_encode(data, size, "payload", &json, err, sizeof err) && json.len) abort();
   mb_buf_free(&json);
   mb_buf_free(&out);

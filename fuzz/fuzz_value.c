@@ -48,7 +48,7 @@ static void lua_values(input *in) {
   gen_value(L, in, 0, MB_MAX_DEPTH + 2, &g);
   int v = lua_gettop(L);
   int depth = value_depth(L, v);
-  char err[512], jerr1[512], jerr2[512];
+  char err[2048], jerr1[2048], jerr2[2048]; /* a path is up to 512 bytes */
   mb_buf b = {0}, j1 = {0}, j2 = {0};
   int rc = mbL_encode(L, v, &b, (size_t)-1 / 2, "payload", err, sizeof err);
   if (depth > MB_MAX_DEPTH) {
@@ -94,7 +94,7 @@ static void raw_bytes(const uint8_t *p, size_t len) {
     return;
   }
   if (!checked) return;
-  char err[512];
+  char err[2048];
   mb_buf b = {0};
   if (mbL_encode(L, -1, &b, (size_t)-1 / 2, "payload", err, sizeof err) == 0) {
     if (decode(b.p, b.len)) fail("re-encoded value does not decode", lua_tostring(L, -1));
