@@ -38,7 +38,7 @@ TEST_SRC = spec/c/test_core.c
 # path too, so `make test` installs it.
 DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev libedit-dev libmimalloc-dev lua-busted \
            valgrind lua-cjson lua-mediator
-TEST_PKGS = graphviz tmux
+TEST_PKGS = graphviz tmux clang libclang-rt-14-dev
 
 B  = build
 BA = build/asan
@@ -47,7 +47,7 @@ BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 .PHONY: all deps test-deps install-pkgs run test check spec asan-spec tsan valgrind clean c-tests bench
-.PHONY: install uninstall
+.PHONY: install uninstall fuzz fuzz-short
 
 all: $(B)/mb.so $(B)/mbrun
 
@@ -137,11 +137,54 @@ check: deps all
 
 test: test-deps all
 	$(MAKE) c-tests
+	$(MAKE) fuzz-short
 	$(MAKE) spec
 	$(MAKE) asan-spec
 	$(MAKE) tsan
 	$(MAKE) valgrind
 	@echo "make test: all suites passed"
+
+# ---- fuzzing (fuzz/README.md) ---------------------------------------------
+# libFuzzer harnesses built with Debian's clang, under ASan and UBSan. Each
+# starts from its committed seed corpus (fuzz/corpus/NAME) and keeps what it
+# finds in build/fuzz/corpus/NAME; a crash leaves build/fuzz/crash-NAME-*.
+# `make fuzz FUZZ_TIME=60` runs each for FUZZ_TIME seconds, one after the
+# other; `make fuzz-short` (part of `make test`) for FUZZ_SHORT seconds each.
+FUZZ_CC    = clang-14
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+             -fno-omit-frame-pointer $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -DMB_SRCDIR='"$(CURDIR)"'
+FUZZERS    = json value show pretty
+FUZZ_TIME ?= 60
+FUZZ_SHORT ?= 10
+BF = $(B)/fuzz
+HDRS = $(wildcard runtime/*.h runtime/*/*.h)
+
+$(BF):
+	mkdir -p $@
+
+$(BF)/json $(BF)/show: $(BF)/%: fuzz/fuzz_%.c $(CORE_SRC) $(HDRS) | $(BF)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(TOOL_LIBS)
+
+$(BF)/value $(BF)/pretty: $(BF)/%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(CORE_SRC) runtime/lua/mbl_value.c $(HDRS) | $(BF)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) runtime/lua/mbl_value.c $(LUA_LIB) $(TOOL_LIBS)
+
+# runs each harness for $(1) seconds on one core
+define run_fuzzers
+	@for f in $(FUZZERS); do \
+	  mkdir -p $(BF)/corpus/$$f; \
+	  echo "fuzz $$f: $(1) s"; \
+	  $(BF)/$$f -max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	    -artifact_prefix=$(BF)/crash-$$f- $(BF)/corpus/$$f fuzz/corpus/$$f \
+	    > $(BF)/$$f.log 2>&1 || { tail -50 $(BF)/$$f.log; exit 1; }; \
+	  grep -E '^stat::number_of_executed_units|DONE' $(BF)/$$f.log | tr '\n' ' '; echo; \
+	done
+endef
+
+fuzz: $(addprefix $(BF)/,$(FUZZERS))
+	$(call run_fuzzers,$(FUZZ_TIME))
+
+fuzz-short: $(addprefix $(BF)/,$(FUZZERS))
+	$(call run_fuzzers,$(FUZZ_SHORT))
 
 # Benchmarks: each scenario against its baseline, alternately; a table on
 # stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).

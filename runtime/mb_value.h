@@ -118,6 +118,12 @@ int mb_json_encode(const void *p, size_t len, const char *root, mb_buf *out, cha
 int mb_json_put_str(mb_buf *b, const char *s, size_t len);
 int mb_json_put_int(mb_buf *b, int64_t v, int quoted);
 int mb_json_put_float(mb_buf *b, double v);
+/* 1 when the string key s would be written as the same JSON object key as
+ * an integer key (the decimal form: "12", "-3"; not "012", "+1", "-0"),
+ * that integer in *n. Such a key beside that integer key in one table
+ * cannot be encoded: mb_json_collision writes the reason. */
+int mb_json_int_key(const char *s, size_t len, int64_t *n);
+void mb_json_collision(char *why, size_t cap, int64_t n);
 /* Why v cannot be written as JSON ("cannot encode NaN in JSON"), or NULL
  * when it is finite. */
 const char *mb_json_float_problem(double v);

@@ -153,6 +153,17 @@ describe("mb.json", function()
       assert.are.equal("integer", math.type(t[3]))
     end)
 
+    -- issue 12, item 7: not an infinity no encoder could write back
+    it("refuses numbers beyond the double range, naming their byte", function()
+      assert.are.equal("mb.json.decode: invalid JSON at byte 0: number 1e400 is out of range "
+        .. "(a JSON number must be within +-1.8e308)", error_of(decode, "1e400"):match("mb%.json.*"))
+      assert.are.equal(10, (bad_json_at('{"a": [1, -1E999]}')))
+      assert.are.equal(1, (bad_json_at("[2e308]")))
+      assert.are.equal(1.7976931348623157e308, decode("1.7976931348623157e308"))
+      assert.are.equal(0.0, decode("1e-400")) -- below the smallest double: zero
+      assert.are.equal("float", math.type(decode("1e-400")))
+    end)
+
     it("decodes numbers beyond 64 bits as floats", function()
       local cases = {
         {"123456789012345678901234", 1.2345678901234568e23},
@@ -183,6 +194,21 @@ describe("mb.json", function()
       assert.are.equal("f09f9880", hex(s))
       assert.are.equal("😀", s)
       assert.are.equal("x😀y", decode('"x\\ud83d\\ude00y"'))
+    end)
+
+    -- issue 12, item 7; SPEC 7 (JSON text)
+    it("decodes any surrogate escape that is not a pair to U+FFFD, keeping what follows", function()
+      local fffd = "\xef\xbf\xbd"
+      assert.are.equal(fffd .. "A", decode('"\\ud800\\u0041"'))
+      assert.are.equal(fffd .. "x", decode('"\\udc00x"'))
+      assert.are.equal("a" .. fffd, decode('"a\\uD800"'))
+      assert.are.equal(fffd .. fffd, decode('"\\udc00\\ud800"'))
+      assert.are.equal(fffd .. "\u{10000}", decode('"\\ud800\\ud800\\udc00"'))
+      assert.are.equal(fffd .. "\n", decode('"\\ud800\\n"'))
+      assert.are.equal("\u{10FFFF}", decode('"\\udbff\\udfff"'))
+      assert.are.equal("\\ud800", decode('"\\\\ud800"')) -- an escaped backslash
+      assert.are.same({["k" .. fffd .. "A"] = fffd}, decode('{"k\\ud800\\u0041": "\\udfff"}'))
+      assert.is_truthy(utf8.len(decode('["\\ud800", "\\udc00\\udc00"]')[2]))
     end)
 
     it("keeps \\u0000 inside a string", function()
@@ -287,6 +313,56 @@ describe("mb.json", function()
       assert_contains(error_of(encode, -math.huge), "infinity")
       assert_contains(error_of(encode, {x = {y = math.huge}}), "value.x.y", "infinity")
       assert_contains(error_of(encode, {1, 2, 0 / 0}), "value[3]", "NaN")
+    end)
+
+    -- issue 12, item 7; SPEC 7 (JSON text)
+    it("refuses keys that would be one JSON object key (1 and \"1\"), naming the path", function()
+      assert.are.equal('mb.json.encode: value["1"]: cannot encode the keys 1 and "1" in one JSON '
+        .. 'object (both are written as "1")',
+        error_of(encode, {[1] = "a", ["1"] = "b"}):match("mb%.json%.encode: .*"))
+      assert_contains(error_of(encode, {x = {"a", "b", ["2"] = "c"}}), 'value.x["2"]: cannot encode the keys 2 and "2"')
+      assert_contains(error_of(encode, {list = {{}, {[-5] = 1, ["-5"] = 2}}}), 'value.list[2]["-5"]')
+      assert_contains(error_of(encode, {[math.mininteger] = 1, [tostring(math.mininteger)] = 2}),
+        'value["-9223372036854775808"]: cannot encode the keys -9223372036854775808 and '
+        .. '"-9223372036854775808" in one JSON object (both are written as "-9223372036854775808")')
+      -- only the decimal form collides; a hole leaves its index free
+      assert.are.same({["01"] = 2, ["1.0"] = 3, [" 1"] = 4, ["+1"] = 5, ["-0"] = 6, ["3"] = 7, ["1"] = "a"},
+        decode(encode({"a", nil, ["01"] = 2, ["1.0"] = 3, [" 1"] = 4, ["+1"] = 5, ["-0"] = 6, ["3"] = 7})))
+      assert.are.same({["2"] = "b", ["1"] = "a"}, decode(encode({"a", nil, ["2"] = "b"})))
+    end)
+
+    it("fails a format = \"json\" delivery of colliding keys, without calling the handler", function()
+      assert(mb.destination("json/collide"))
+      local calls = 0
+      mb.listen("json/collide", function() calls = calls + 1 end, {format = "json"})
+      assert(mb.send("json/collide", {[1] = "a", ["1"] = "b"}))
+      mb.run()
+      assert.are.equal(0, calls)
+      assert.are.equal(1, mb.stats("json/collide").failed)
+    end)
+
+    -- issue 12, item 6: a table with an array part and another key was
+    -- written again at every level (4x per 2 levels); a JSON array with a
+    -- null decodes to such a table. 64 levels run in a child process with a
+    -- generous bound (linear: well under a millisecond; before: never).
+    it("encodes 64 levels of tables with an array part and another key, in linear time", function()
+      local script = os.tmpname()
+      helper.write(script, [[
+        local mb = require "mb"
+        local text = string.rep("[1,null,", 63) .. "[1,null,0]" .. string.rep("]", 63)
+        local a = mb.json.encode(mb.json.decode(text))
+        local t = "end"
+        for i = 1, 64 do t = {t, i, k = i} end
+        io.write(a, "\n", mb.json.encode(t), "\n")
+      ]])
+      local out, err, code = helper.run("timeout 60 lua5.4 " .. script)
+      os.remove(script)
+      assert.are.equal(0, code, "did not finish within 60 s: " .. err)
+      local a, b = out:match("^(.-)\n(.-)\n$")
+      assert.are.equal(string.rep('{"1":1,"3":', 64) .. "0" .. string.rep("}", 64), a)
+      local want = '"end"'
+      for i = 1, 64 do want = '{"1":' .. want .. ',"2":' .. i .. ',"k":' .. i .. "}" end
+      assert.are.equal(want, b)
     end)
 
     it("refuses what cannot be sent at all", function()
@@ -589,6 +665,17 @@ describe("JSON messages", function()
       assert.is_true(pos == 4 or pos == 5, err)
       err = error_of(mb.send, "json/in", '{"k": "abc', {format = "json"})
       assert_contains(err, "invalid JSON at byte")
+      mb.run()
+      assert.are.equal(0, calls)
+      assert.are.equal(0, mb.stats("json/in").sent)
+    end)
+
+    it("raises on a number beyond the double range, and sends nothing", function()
+      assert(mb.destination("json/in"))
+      local calls = 0
+      listen("json/in", function() calls = calls + 1 end)
+      local err = error_of(mb.send, "json/in", '{"big": 1e400}', {format = "json"})
+      assert_contains(err, "invalid JSON at byte 8: number 1e400 is out of range")
       mb.run()
       assert.are.equal(0, calls)
       assert.are.equal(0, mb.stats("json/in").sent)

@@ -97,6 +97,65 @@ describe("mbrun --trace", function()
     assert.matches("quiet  %S+ %-> %-  timeout  %S+  %(timeout: no reply from quiet within 0.05 s%)", err)
     assert.matches("nil\tqueue_full", out)
   end)
+
+  -- issue 12, item 10: the payload shown is a Lua constructor Lua reads back
+  -- as the same value: math.mininteger stays an integer, a NUL byte is
+  -- escaped, not the end of the string
+  it("shows payloads as Lua reads them back: math.mininteger, NUL bytes, any key", function()
+    local path = write(os.tmpname() .. ".lua", [[
+      mb.destination("show")
+      mb.listen("show", function() end)
+      mb.send("show", {math.mininteger, math.maxinteger, -0.0, "a\0b\0", [2.5] = "x\0",
+                       [true] = 1, ["\0k"] = 2, ["end"] = 3, [-7] = 4})
+    ]])
+    local _, err, code = sh(MBRUN .. " -w 1 --trace " .. path)
+    os.remove(path)
+    assert.are.equal(0, code, err)
+    local shown = err:match("show  %S+ %-> %S+  ok  %S+  (%b{})")
+    assert.truthy(shown, err)
+    assert.matches("math%.mininteger", shown)
+    local v = assert(load("return " .. shown, "=shown", "t", {math = math}))()
+    assert.are.equal("integer", math.type(v[1]))
+    assert.is_true(v[1] == math.mininteger)
+    assert.are.equal(math.maxinteger, v[2])
+    assert.are.equal("float", math.type(v[3]))
+    assert.are.equal(-math.huge, 1 / v[3])
+    assert.are.equal("a\0b\0", v[4])
+    assert.are.equal("x\0", v[2.5])
+    assert.are.same({1, 2, 3, 4}, {v[true], v["\0k"], v["end"], v[-7]})
+  end)
+end)
+
+-- The REPL's printer (lua/mb/pretty.lua) promises the same for data: text
+-- that `load` reads back as an equal value, type-exact (issue 12, item 10;
+-- fuzz/fuzz_pretty.c checks it on random values).
+describe("mb.pretty", function()
+  local pretty = dofile("lua/mb/pretty.lua").pretty
+  local function back(text) return assert(load("return " .. text, "=pretty", "t", {math = math}))() end
+
+  it("prints math.mininteger as an integer Lua reads back", function()
+    assert.are.equal("math.mininteger", pretty(math.mininteger))
+    assert.are.equal("integer", math.type(back(pretty(math.mininteger))))
+    assert.are.equal("-9223372036854775807", pretty(math.mininteger + 1))
+    assert.are.equal("{[math.mininteger] = math.mininteger}", pretty({[math.mininteger] = math.mininteger}))
+  end)
+
+  it("escapes NUL bytes in strings and keys", function()
+    assert.are.equal('"a\\000b"', pretty("a\0b"))
+    local v = {["k\0"] = "\0\0", "x\0y"}
+    assert.are.same(v, back(pretty(v)))
+  end)
+
+  it("prints data that reads back equal, on one line or many", function()
+    local v = {1, 2.0, -0.0, "s", true, {a = {b = {c = math.maxinteger}}},
+               [1.5] = false, ["end"] = 1e300, [math.huge] = -math.huge}
+    for _, width in ipairs({72, 10, math.huge}) do
+      local w = back(pretty(v, {width = width}))
+      assert.are.same(v, w)
+      assert.are.equal("float", math.type(w[2]))
+      assert.are.equal(-math.huge, 1 / w[3])
+    end
+  end)
 end)
 
 describe("mbrun --stats", function()

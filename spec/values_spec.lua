@@ -418,6 +418,12 @@ describe("sent values", function()
       refuses(print, "payload: cannot send a function")
     end)
 
+    -- issue 12, item 10: a key with a NUL byte is not cut at the NUL
+    it("names a key with a NUL byte, quotes or control bytes escaped", function()
+      refuses({["a\0b"] = {f = print}}, 'payload["a\\000b"].f: cannot send a function')
+      refuses({['say "hi"\n'] = print}, 'payload["say \\"hi\\"\\010"]: cannot send a function')
+    end)
+
     it("a coroutine", function()
       refuses({co = coroutine.create(print)}, "payload.co: cannot send a coroutine")
       refuses({list = {coroutine.running()}}, "payload.list[1]: cannot send a coroutine")

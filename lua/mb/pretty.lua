@@ -5,7 +5,8 @@
 --   --> {a = {1, 2.0}, b = 2, password = "********"}
 --
 -- Scalars print as Lua literals: strings quoted on one line (control
--- characters escaped), integers and floats apart (3 and 3.0). Tables print
+-- characters escaped, NUL too), integers and floats apart (3 and 3.0;
+-- math.mininteger, which has no numeral, as `math.mininteger`). Tables print
 -- nested with their keys sorted: the list part 1..n first, then the other
 -- numbers ascending, then strings, then any other key by type and tostring.
 -- A table prints on one line when that fits in `width` columns (72), else
@@ -16,6 +17,12 @@
 -- `mbrun --trace`), whatever it is. Functions, userdata and threads print
 -- as <function>, <userdata> (or the name of their metatable, e.g.
 -- <mb.Listener>) and <thread>.
+--
+-- For data (tables of booleans, numbers and strings, no deeper than
+-- `depth`, no key that is masked) the text is a Lua expression that `load`
+-- reads back as an equal value, integers and floats apart (with `math` in
+-- scope, for math.huge and math.mininteger; NaN prints as 0/0).
+-- fuzz/fuzz_pretty.c checks this on random values.
 --
 -- Owns nothing and sets no globals; tested by spec/repl_lua_spec.lua.
 
@@ -50,6 +57,9 @@ end
 
 -- n as a Lua numeral (or expression, for inf and nan); floats keep a dot.
 function M.number(n)
+  if n == math.mininteger and math.type(n) == "integer" then
+    return "math.mininteger" -- "-9223372036854775808" reads back as a float
+  end
   if math.type(n) == "integer" then return ("%d"):format(n) end
   if n ~= n then return "0/0" end
   if n == math.huge then return "math.huge" end

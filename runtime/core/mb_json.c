@@ -29,7 +29,12 @@ typedef struct decoder {
   mb_buf *out;
   int max_depth, depth;
   open_container stack[1024];
+  yajl_handle h;
+  const char *text; /* the JSON text being parsed, len bytes */
+  size_t len;
   const char *why; /* set when a callback stops the parse */
+  long why_at;     /* where what why names starts, or -1: where yajl stopped */
+  char whybuf[160];
 } decoder;
 
 static void count_value(decoder *d) {
@@ -56,6 +61,10 @@ static int on_bool(void *ctx, int v) {
   return value_done(d, mb_enc_bool(d->out, v));
 }
 
+/* Numbers: integers that fit in 64 bits stay integers, the rest become
+ * doubles; one beyond the double range (1e400) is an error, not infinity,
+ * which no encoder could write back (and a send would be accepted that no
+ * format = "json" listener could receive). */
 static int on_number(void *ctx, const char *s, size_t len) {
   decoder *d = ctx;
   char tmp[512];
@@ -71,12 +80,133 @@ static int on_number(void *ctx, const char *s, size_t len) {
     long long v = strtoll(tmp, &end, 10);
     if (errno == 0 && *end == 0) return value_done(d, mb_enc_int(d->out, v));
   }
-  return value_done(d, mb_enc_float(d->out, strtod(tmp, NULL)));
+  double v = strtod(tmp, NULL);
+  if (isinf(v)) {
+    /* the token lies in the text, or (when it ends the text) in yajl's
+     * buffer: then it is the text's last bytes */
+    if (s >= d->text && s < d->text + d->len)
+      d->why_at = (long)(s - d->text);
+    else
+      d->why_at = (long)(d->len >= len ? d->len - len : 0);
+    snprintf(d->whybuf, sizeof d->whybuf,
+             "number %.*s%s is out of range (a JSON number must be within +-1.8e308)",
+             (int)(len > 40 ? 40 : len), s, len > 40 ? "..." : "");
+    d->why = d->whybuf;
+    return 0;
+  }
+  return value_done(d, mb_enc_float(d->out, v));
+}
+
+static int hex4(const char *p) {
+  int v = 0;
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+    v = v * 16 + (c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c - 'A' + 10);
+  }
+  return v;
+}
+
+static size_t put_utf8(uint8_t *o, unsigned cp) {
+  if (cp < 0x80) {
+    o[0] = (uint8_t)cp;
+    return 1;
+  }
+  if (cp < 0x800) {
+    o[0] = (uint8_t)(0xC0 | cp >> 6);
+    o[1] = (uint8_t)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    o[0] = (uint8_t)(0xE0 | cp >> 12);
+    o[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+    o[2] = (uint8_t)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  o[0] = (uint8_t)(0xF0 | cp >> 18);
+  o[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+  o[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F));
+  o[3] = (uint8_t)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* The escapes of a string token's raw text (yajl checked them), written to
+ * o, which has room for n bytes (the text never grows). A \uD800-\uDBFF
+ * escape followed by a \uDC00-\uDFFF one is that one code point; any other
+ * surrogate escape is U+FFFD, and what follows it is kept (SPEC 7, JSON
+ * text). yajl's own decoding swallowed the next character and wrote '?'.
+ * Returns the length written. */
+static size_t unescape(const char *r, size_t n, uint8_t *o) {
+  size_t i = 0, w = 0;
+  while (i < n) {
+    if (r[i] != '\\' || i + 1 >= n) {
+      o[w++] = (uint8_t)r[i++];
+      continue;
+    }
+    char c = r[i + 1];
+    i += 2;
+    switch (c) {
+    case 'b': o[w++] = '\b'; break;
+    case 'f': o[w++] = '\f'; break;
+    case 'n': o[w++] = '\n'; break;
+    case 'r': o[w++] = '\r'; break;
+    case 't': o[w++] = '\t'; break;
+    case 'u': {
+      if (i + 4 > n) return w; /* not after yajl's check */
+      unsigned cp = (unsigned)hex4(r + i);
+      i += 4;
+      if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 <= n && r[i] == '\\' && r[i + 1] == 'u') {
+        unsigned lo = (unsigned)hex4(r + i + 2);
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+          cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+          i += 6;
+        }
+      }
+      if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
+      w += put_utf8(o + w, cp);
+      break;
+    }
+    default: o[w++] = (uint8_t)c; /* '"', '\\', '/' */
+    }
+  }
+  return w;
+}
+
+/* A string or key yajl has decoded to s/len. When the token has escapes,
+ * it is decoded again from its raw text: the token ends just before where
+ * yajl has read to, and starts at the first quote before that which no
+ * backslash escapes. */
+static int put_string(decoder *d, const unsigned char *s, size_t len) {
+  size_t end = yajl_get_bytes_consumed(d->h);
+  const char *t = d->text;
+  if (end >= 2 && end <= d->len && t[end - 1] == '"' &&
+      !((const char *)s >= t && (const char *)s < t + d->len)) {
+    size_t q = end - 1;
+    while (q > 0) {
+      q--;
+      if (t[q] != '"') continue;
+      size_t bs = 0;
+      while (bs < q && t[q - 1 - bs] == '\\') bs++;
+      if (bs % 2 == 0) break;
+    }
+    if (t[q] == '"' && q < end - 1) {
+      const char *raw = t + q + 1;
+      size_t n = end - 1 - (q + 1);
+      mb_buf *b = d->out;
+      if (n > UINT32_MAX || mb_buf_reserve(b, 5 + n)) return -1;
+      uint8_t *p = b->p + b->len;
+      uint32_t w = (uint32_t)unescape(raw, n, p + 5);
+      p[0] = MB_V_STR;
+      memcpy(p + 1, &w, 4);
+      b->len += 5 + w;
+      return 0;
+    }
+  }
+  return mb_enc_str(d->out, s, len);
 }
 
 static int on_string(void *ctx, const unsigned char *s, size_t len) {
   decoder *d = ctx;
-  return value_done(d, mb_enc_str(d->out, s, len));
+  return value_done(d, put_string(d, s, len));
 }
 
 static int open_table(decoder *d, int is_object) {
@@ -113,7 +243,7 @@ static int on_end_array(void *ctx) { return close_table(ctx); }
 
 static int on_map_key(void *ctx, const unsigned char *s, size_t len) {
   decoder *d = ctx;
-  if (mb_enc_str(d->out, s, len)) {
+  if (put_string(d, s, len)) {
     d->why = "out of memory";
     return 0;
   }
@@ -131,6 +261,9 @@ int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, cha
   d.out = out;
   d.depth = 0;
   d.why = NULL;
+  d.why_at = -1;
+  d.text = json;
+  d.len = len;
   d.max_depth = max_depth > 1024 ? 1024 : max_depth;
   size_t start = out->len;
   yajl_handle h = yajl_alloc(&decode_callbacks, NULL, &d);
@@ -138,6 +271,7 @@ int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, cha
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  d.h = h;
   yajl_config(h, yajl_dont_validate_strings, 1);
   yajl_status st = yajl_parse(h, (const unsigned char *)json, len);
   size_t at = yajl_get_bytes_consumed(h);
@@ -147,7 +281,8 @@ int mb_json_decode(const char *json, size_t len, int max_depth, mb_buf *out, cha
   }
   if (st != yajl_status_ok) {
     if (d.why) {
-      snprintf(err, errlen, "invalid JSON at byte %zu: %s", at, d.why);
+      snprintf(err, errlen, "invalid JSON at byte %zu: %s", d.why_at >= 0 ? (size_t)d.why_at : at,
+               d.why);
     } else {
       unsigned char *msg = yajl_get_error(h, 0, (const unsigned char *)json, len);
       /* yajl's text reads "parse error: ..." or "lexical error: ...\n" */
@@ -285,7 +420,7 @@ static int short_decimal(double v, char *buf) {
 static int format_float(double v, char *buf, size_t cap) {
   if (v == 0) {
     int neg = signbit(v) != 0;
-    memcpy(buf, "-0.0" + !neg, 4);
+    memcpy(buf, &"-0.0"[!neg], 4);
     return 3 + neg;
   }
   int n = short_decimal(v < 0 ? -v : v, buf + (v < 0));
@@ -317,6 +452,7 @@ typedef struct encoder {
   mb_reader r;
   mb_path path;
   const char *why;
+  char whybuf[192];
 } encoder;
 
 static int encode_value(encoder *e, int depth);
@@ -346,6 +482,9 @@ static int encode_key(encoder *e, const mb_item *k) {
   case MB_V_FALSE:
     e->why = "cannot encode a boolean key in JSON";
     return -1;
+  case MB_V_NIL:
+    e->why = "cannot encode a nil key in JSON";
+    return -1;
   default:
     e->why = "cannot encode this key in JSON";
     return -1;
@@ -361,9 +500,146 @@ static void prepend_key(encoder *e, const mb_item *k) {
     char seg[48];
     int n = snprintf(seg, sizeof seg, "[%.14g]", k->v.f);
     mb_path_prepend(&e->path, seg, (size_t)n);
-  } else
+  } else if (k->tag == MB_V_NIL) /* only through the C API */
+    mb_path_prepend(&e->path, "[nil]", 5);
+  else
     mb_path_prepend(&e->path, k->tag == MB_V_TRUE ? "[true]" : "[false]",
                     k->tag == MB_V_TRUE ? 6 : 7);
+}
+
+int mb_json_int_key(const char *s, size_t len, int64_t *n) {
+  size_t i = len && s[0] == '-';
+  if (len == i || len - i > 19 || s[i] < '0' || s[i] > '9' || (s[i] == '0' && (len > i + 1 || i)))
+    return 0;
+  uint64_t u = 0;
+  for (size_t j = i; j < len; j++) {
+    if (s[j] < '0' || s[j] > '9') return 0;
+    u = u * 10 + (uint64_t)(s[j] - '0'); /* at most 19 digits: no overflow */
+  }
+  if (u > (uint64_t)INT64_MAX + (i ? 1 : 0)) return 0;
+  *n = i ? (int64_t)(0 - u) : (int64_t)u;
+  return 1;
+}
+
+void mb_json_collision(char *why, size_t cap, int64_t n) {
+  snprintf(why, cap,
+           "cannot encode the keys %lld and \"%lld\" in one JSON object (both are written as "
+           "\"%lld\")",
+           (long long)n, (long long)n, (long long)n);
+}
+
+/* A growable list of integers, on the stack while it is short. */
+typedef struct ints {
+  int64_t *p;
+  size_t n, cap;
+  int64_t local[16];
+} ints;
+
+static void ints_init(ints *v) {
+  v->p = v->local;
+  v->n = 0;
+  v->cap = sizeof v->local / sizeof v->local[0];
+}
+
+static void ints_free(ints *v) {
+  if (v->p != v->local) free(v->p);
+}
+
+static int ints_push(ints *v, int64_t x) {
+  if (v->n == v->cap) {
+    size_t cap = v->cap * 2;
+    int64_t *p = malloc(cap * sizeof *p);
+    if (!p) return -1;
+    memcpy(p, v->p, v->n * sizeof *p);
+    ints_free(v);
+    v->p = p;
+    v->cap = cap;
+  }
+  v->p[v->n++] = x;
+  return 0;
+}
+
+static int cmp_int64(const void *a, const void *b) {
+  int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+  return (x > y) - (x < y);
+}
+
+static int ints_has(const ints *v, int64_t x) {
+  return v->n && bsearch(&x, v->p, v->n, sizeof x, cmp_int64) != NULL;
+}
+
+/* The keys of one object being written, to find a string key that reads as
+ * an integer key of the same object: the holes of its array part and its
+ * other integer keys, and the string keys that read as integers. */
+typedef struct keyset {
+  uint32_t narr;
+  ints holes, ikeys, skeys;
+} keyset;
+
+/* 0, or -1 with e->why and the path set when two keys collide. */
+static int check_keys(encoder *e, keyset *ks) {
+  if (!ks->skeys.n) return 0;
+  qsort(ks->ikeys.p, ks->ikeys.n, sizeof(int64_t), cmp_int64); /* holes come sorted */
+  for (size_t i = 0; i < ks->skeys.n; i++) {
+    int64_t n = ks->skeys.p[i];
+    if ((n >= 1 && n <= (int64_t)ks->narr && !ints_has(&ks->holes, n)) || ints_has(&ks->ikeys, n)) {
+      char seg[32];
+      mb_json_collision(e->whybuf, sizeof e->whybuf, n);
+      e->why = e->whybuf;
+      int len = snprintf(seg, sizeof seg, "[\"%lld\"]", (long long)n);
+      mb_path_prepend(&e->path, seg, (size_t)len);
+      return -1;
+    }
+  }
+  return 0;
+}
+
+static int encode_object(encoder *e, const mb_item *t, int depth, keyset *ks) {
+  uint32_t narr = t->v.t.narr, nhash = t->v.t.nhash;
+  if (put(e, "{", 1)) return -1;
+  int first = 1;
+  for (uint32_t i = 0; i < narr; i++) {
+    const uint8_t *at = e->r.p;
+    mb_item v;
+    if (mb_read(&e->r, &v)) {
+      e->why = "corrupt value";
+      return -1;
+    }
+    if (v.tag == MB_V_NIL) { /* a hole: no key */
+      if (ints_push(&ks->holes, (int64_t)i + 1)) return put_ok(e, -1);
+      continue;
+    }
+    e->r.p = at;
+    if ((!first && put(e, ",", 1)) || put_ok(e, mb_json_put_int(e->out, (int64_t)i + 1, 1)) ||
+        put(e, ":", 1) || encode_value(e, depth + 1)) {
+      mb_path_prepend_intkey(&e->path, (long long)i + 1);
+      return -1;
+    }
+    first = 0;
+  }
+  for (uint32_t i = 0; i < nhash; i++) {
+    mb_item k;
+    int64_t n;
+    if (mb_read(&e->r, &k)) {
+      e->why = "corrupt value";
+      return -1;
+    }
+    if (k.tag == MB_V_TABLE) {
+      e->why = "cannot encode a table key in JSON";
+      return -1;
+    }
+    if ((k.tag == MB_V_INT && ints_push(&ks->ikeys, k.v.i)) ||
+        (k.tag == MB_V_STR && mb_json_int_key(k.v.str.s, k.v.str.len, &n) &&
+         ints_push(&ks->skeys, n)))
+      return put_ok(e, -1);
+    if ((!first && put(e, ",", 1)) || encode_key(e, &k) || put(e, ":", 1) ||
+        encode_value(e, depth + 1)) {
+      prepend_key(e, &k);
+      return -1;
+    }
+    first = 0;
+  }
+  return check_keys(e, ks) || put(e, "}", 1);
 }
 
 static int encode_table(encoder *e, const mb_item *t, int depth) {
@@ -384,42 +660,16 @@ static int encode_table(encoder *e, const mb_item *t, int depth) {
     }
     return put(e, "]", 1);
   }
-  if (put(e, "{", 1)) return -1;
-  int first = 1;
-  for (uint32_t i = 0; i < narr; i++) {
-    const uint8_t *at = e->r.p;
-    mb_item v;
-    if (mb_read(&e->r, &v)) {
-      e->why = "corrupt value";
-      return -1;
-    }
-    if (v.tag == MB_V_NIL) continue; /* a hole: no key */
-    e->r.p = at;
-    if ((!first && put(e, ",", 1)) || put_ok(e, mb_json_put_int(e->out, (int64_t)i + 1, 1)) ||
-        put(e, ":", 1) || encode_value(e, depth + 1)) {
-      mb_path_prepend_intkey(&e->path, (long long)i + 1);
-      return -1;
-    }
-    first = 0;
-  }
-  for (uint32_t i = 0; i < nhash; i++) {
-    mb_item k;
-    if (mb_read(&e->r, &k)) {
-      e->why = "corrupt value";
-      return -1;
-    }
-    if (k.tag == MB_V_TABLE) {
-      e->why = "cannot encode a table key in JSON";
-      return -1;
-    }
-    if ((!first && put(e, ",", 1)) || encode_key(e, &k) || put(e, ":", 1) ||
-        encode_value(e, depth + 1)) {
-      prepend_key(e, &k);
-      return -1;
-    }
-    first = 0;
-  }
-  return put(e, "}", 1);
+  keyset ks;
+  ks.narr = narr;
+  ints_init(&ks.holes);
+  ints_init(&ks.ikeys);
+  ints_init(&ks.skeys);
+  int rc = encode_object(e, t, depth, &ks);
+  ints_free(&ks.holes);
+  ints_free(&ks.ikeys);
+  ints_free(&ks.skeys);
+  return rc;
 }
 
 static int encode_value(encoder *e, int depth) {

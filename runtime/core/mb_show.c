@@ -98,11 +98,25 @@ static int is_name(const char *p, size_t len) {
   return 1;
 }
 
-static int show_value(shower *s, int depth);
+/* An integer as Lua reads it back as one: math.mininteger has no numeral
+ * (-9223372036854775808 reads as a float). */
+static int show_int(shower *s, int64_t v) {
+  char buf[24];
+  if (v == INT64_MIN) return puts_(s, "math.mininteger");
+  snprintf(buf, sizeof buf, "%lld", (long long)v);
+  return puts_(s, buf);
+}
+
+static int show_item(shower *s, const mb_item *it, int depth);
+
+static int show_value(shower *s, int depth) {
+  mb_item it;
+  if (mb_read(&s->r, &it)) return -1;
+  return show_item(s, &it, depth);
+}
 
 static int show_table(shower *s, const mb_item *t, int depth) {
   int rc = put(s, "{", 1);
-  char buf[40];
   for (uint32_t i = 0; i < t->v.t.narr && !rc; i++) {
     if (i) rc = put(s, ", ", 2);
     rc = rc || show_value(s, depth + 1);
@@ -111,20 +125,15 @@ static int show_table(shower *s, const mb_item *t, int depth) {
     mb_item k;
     if (i || t->v.t.narr) rc = put(s, ", ", 2);
     if (rc || mb_read(&s->r, &k)) return -1;
-    int secret = 0;
     if (k.tag == MB_V_STR && is_name(k.v.str.s, k.v.str.len)) {
       rc = put(s, k.v.str.s, k.v.str.len);
     } else {
-      rc = put(s, "[", 1);
-      if (k.tag == MB_V_STR) rc = rc || show_string(s, k.v.str.s, k.v.str.len);
-      else if (k.tag == MB_V_INT) snprintf(buf, sizeof buf, "%lld", (long long)k.v.i), rc = rc || puts_(s, buf);
-      else if (k.tag == MB_V_FLOAT) rc = rc || show_float(s, k.v.f);
-      else rc = rc || puts_(s, k.tag == MB_V_TRUE ? "true" : "false");
-      rc = rc || put(s, "]", 1);
+      /* any key as Lua would write it: [1], ["a b"], [true], [{1, 2}];
+       * a nil key (possible only through the C API) as [nil] */
+      rc = put(s, "[", 1) || show_item(s, &k, depth + 1) || put(s, "]", 1);
     }
-    if (k.tag == MB_V_STR) secret = mb_key_is_secret(k.v.str.s, k.v.str.len);
     rc = rc || put(s, "=", 1);
-    if (secret)
+    if (k.tag == MB_V_STR && mb_key_is_secret(k.v.str.s, k.v.str.len))
       rc = rc || puts_(s, MASK) || mb_skip(&s->r);
     else
       rc = rc || show_value(s, depth + 1);
@@ -132,21 +141,17 @@ static int show_table(shower *s, const mb_item *t, int depth) {
   return rc || put(s, "}", 1);
 }
 
-static int show_value(shower *s, int depth) {
-  mb_item it;
-  char buf[40];
+static int show_item(shower *s, const mb_item *it, int depth) {
   /* the 64th table's items sit at level 65: only tables count */
-  if (mb_read(&s->r, &it) || (it.tag == MB_V_TABLE && depth > MB_MAX_DEPTH)) return -1;
-  switch (it.tag) {
+  if (it->tag == MB_V_TABLE && depth > MB_MAX_DEPTH) return -1;
+  switch (it->tag) {
   case MB_V_NIL: return puts_(s, "nil");
   case MB_V_FALSE: return puts_(s, "false");
   case MB_V_TRUE: return puts_(s, "true");
-  case MB_V_INT:
-    snprintf(buf, sizeof buf, "%lld", (long long)it.v.i);
-    return puts_(s, buf);
-  case MB_V_FLOAT: return show_float(s, it.v.f);
-  case MB_V_STR: return show_string(s, it.v.str.s, it.v.str.len);
-  case MB_V_TABLE: return show_table(s, &it, depth);
+  case MB_V_INT: return show_int(s, it->v.i);
+  case MB_V_FLOAT: return show_float(s, it->v.f);
+  case MB_V_STR: return show_string(s, it->v.str.s, it->v.str.len);
+  case MB_V_TABLE: return show_table(s, it, depth);
   }
   return -1;
 }

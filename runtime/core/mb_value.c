@@ -165,15 +165,38 @@ static int is_ident(const char *s, size_t len) {
   return 1;
 }
 
+/* ["odd key"]: the first 40 bytes, with '"', '\\' and control bytes
+ * escaped as Lua writes them (a NUL byte as \0, not the end of the key). */
 void mb_path_prepend_strkey(mb_path *p, const char *s, size_t len) {
-  char seg[80];
-  int n;
-  if (is_ident(s, len))
-    n = snprintf(seg, sizeof seg, ".%.*s", (int)len, s);
-  else
-    n = snprintf(seg, sizeof seg, "[\"%.*s%s\"]", (int)(len > 40 ? 40 : len), s,
-                 len > 40 ? "..." : "");
-  mb_path_prepend(p, seg, (size_t)n);
+  char seg[8 + 40 * 4];
+  size_t n = 0;
+  if (is_ident(s, len)) {
+    seg[n++] = '.';
+    memcpy(seg + n, s, len);
+    mb_path_prepend(p, seg, n + len);
+    return;
+  }
+  seg[n++] = '[';
+  seg[n++] = '"';
+  for (size_t i = 0; i < len && i < 40; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      seg[n++] = '\\';
+      seg[n++] = (char)c;
+    } else if (c < 32 || c == 127) {
+      /* three digits: a digit after it cannot join the escape */
+      n += (size_t)snprintf(seg + n, 5, "\\%03u", c);
+    } else {
+      seg[n++] = (char)c;
+    }
+  }
+  if (len > 40) {
+    memcpy(seg + n, "...", 3);
+    n += 3;
+  }
+  seg[n++] = '"';
+  seg[n++] = ']';
+  mb_path_prepend(p, seg, n);
 }
 
 void mb_path_prepend_intkey(mb_path *p, long long v) {

@@ -20,7 +20,7 @@ typedef struct encoder {
   mb_path path;
   const char *why;
   int json_only; /* why is a JSON limit, not something mbL_encode refuses */
-  char whybuf[128];
+  char whybuf[192];
   const void *open[MB_MAX_DEPTH + 1]; /* the tables being written */
 } encoder;
 
@@ -287,15 +287,50 @@ static int json_key(encoder *e, int kidx, int t) {
   }
 }
 
-/* The array part 1..narr again, as the first members of an object, over
- * the array the table was first taken for (from its start in the buffer). */
-static int json_members(encoder *e, int idx, size_t start, lua_Integer narr, int depth) {
+/* A string key at kidx of the table at idx that reads as an integer key the
+ * table also has: the two would be one JSON object key. Returns 1 and sets
+ * *n to that integer then. */
+static int json_collides(encoder *e, int idx, int kidx, int64_t *n) {
   lua_State *L = e->L;
-  int top = lua_gettop(L);
-  e->b->len = start;
+  size_t len;
+  const char *s = lua_tolstring(L, kidx, &len);
+  if (!mb_json_int_key(s, len, n)) return 0;
+  int present = lua_rawgeti(L, idx, (lua_Integer)*n) != LUA_TNIL;
+  lua_pop(L, 1);
+  return present;
+}
+
+/* Linear: whether the table is an array is known before anything of it is
+ * written (its keys are exactly 1..n), so no part is written twice. */
+static int json_table(encoder *e, int idx, int depth) {
+  lua_State *L = e->L;
+  if (open_table(e, idx, depth)) return -1;
+  int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
+  /* the array part: 1..narr while present */
+  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
+  while (narr < n) {
+    int t = lua_rawgeti(L, idx, narr + 1);
+    lua_pop(L, 1);
+    if (t == LUA_TNIL) break;
+    narr++;
+  }
+  /* any other key makes it an object */
+  int object = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (!(narr && lua_isinteger(L, top + 1) && lua_tointeger(L, top + 1) >= 1 &&
+          lua_tointeger(L, top + 1) <= narr)) {
+      object = 1;
+      lua_settop(L, top);
+      break;
+    }
+    lua_settop(L, top + 1);
+  }
+  if (!object && !narr) return put_text(e, "{}", 2);
+  if (put_byte(e, object ? '{' : '[')) return -1;
   for (lua_Integer i = 1; i <= narr; i++) {
     int t = lua_rawgeti(L, idx, i);
-    if (put_byte(e, i == 1 ? '{' : ',') || put_int(e, (int64_t)i, 1) || put_byte(e, ':') ||
+    if ((i > 1 && put_byte(e, ',')) || (object && (put_int(e, (int64_t)i, 1) || put_byte(e, ':'))) ||
         json_value(e, top + 1, t, depth + 1)) {
       mb_path_prepend_intkey(&e->path, (long long)i);
       lua_settop(L, top);
@@ -303,32 +338,9 @@ static int json_members(encoder *e, int idx, size_t start, lua_Integer narr, int
     }
     lua_settop(L, top);
   }
-  return 0;
-}
-
-static int json_table(encoder *e, int idx, int depth) {
-  lua_State *L = e->L;
-  if (open_table(e, idx, depth)) return -1;
-  size_t start = e->b->len;
-  int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
-  /* taken for an array while the keys are 1..n */
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
-  for (lua_Integer i = 1; i <= n; i++) {
-    int t = lua_rawgeti(L, idx, i);
-    if (t == LUA_TNIL) {
-      lua_settop(L, top);
-      break;
-    }
-    if (put_byte(e, i == 1 ? '[' : ',') || json_value(e, top + 1, t, depth + 1)) {
-      mb_path_prepend_intkey(&e->path, (long long)i);
-      lua_settop(L, top);
-      return -1;
-    }
-    lua_settop(L, top);
-    narr = i;
-  }
-  /* any other key makes it an object */
-  int object = 0;
+  if (!object) return put_byte(e, ']');
+  int first = narr == 0, collided = 0;
+  int64_t collision = 0, ik64;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     int k = top + 1;
@@ -340,22 +352,29 @@ static int json_table(encoder *e, int idx, int depth) {
         continue;
       }
     }
-    if (!object && narr && json_members(e, idx, start, narr, depth)) {
-      lua_settop(L, top);
-      return -1;
+    /* a collision is reported once the table is written, as mb_json_encode
+     * does (so another fault under a later key is named first, by both) */
+    if (!collided && kt == LUA_TSTRING && json_collides(e, idx, k, &ik64)) {
+      collided = 1;
+      collision = ik64;
     }
-    if (put_byte(e, object || narr ? ',' : '{') || json_key(e, k, kt) || put_byte(e, ':') ||
+    if ((!first && put_byte(e, ',')) || json_key(e, k, kt) || put_byte(e, ':') ||
         json_value(e, k + 1, lua_type(L, k + 1), depth + 1)) {
       prepend_key(e, k);
       lua_settop(L, top);
       return -1;
     }
-    object = 1;
+    first = 0;
     lua_settop(L, k);
   }
-  if (object) return put_byte(e, '}');
-  if (narr) return put_byte(e, ']');
-  return put_text(e, "{}", 2);
+  if (collided) {
+    char seg[32];
+    int len = snprintf(seg, sizeof seg, "[\"%lld\"]", (long long)collision);
+    mb_path_prepend(&e->path, seg, (size_t)len);
+    mb_json_collision(e->whybuf, sizeof e->whybuf, collision);
+    return json_limit(e, e->whybuf);
+  }
+  return put_byte(e, '}');
 }
 
 /* The value at idx, of Lua type t. */
@@ -440,7 +459,11 @@ static void decode(lua_State *L, mb_reader *r) {
   case MB_V_TABLE: {
     luaL_checkstack(L, 4, "message nested too deep");
     uint32_t narr = it.v.t.narr, nhash = it.v.t.nhash;
-    lua_createtable(L, (int)(narr > 1u << 24 ? 0 : narr), (int)(nhash > 1u << 24 ? 0 : nhash));
+    /* sized ahead only as far as the bytes left can hold (each item takes
+     * one at least): a corrupt count must not allocate gigabytes */
+    size_t left = (size_t)(r->end - r->p);
+    lua_createtable(L, (int)(narr > left || narr > 1u << 24 ? 0 : narr),
+                    (int)(nhash > left || nhash > 1u << 24 ? 0 : nhash));
     for (uint32_t i = 1; i <= narr; i++) {
       decode(L, r);
       lua_rawseti(L, -2, (lua_Integer)i);

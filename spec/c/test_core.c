@@ -511,6 +511,14 @@ static void test_value_paths(void) {
   mb_path_prepend_strkey(&p, "odd key", 7);
   mb_path_prepend_strkey(&p, "9lives", 6);
   CHECK_STR(p.buf, "[\"9lives\"][\"odd key\"]");
+  /* a NUL byte, quotes and control bytes are escaped, not the end of the
+   * key or a broken quote (issue 12, item 10) */
+  mb_path_init(&p);
+  mb_path_prepend_strkey(&p, "a\0b\"c\\\n", 7);
+  CHECK_STR(p.buf, "[\"a\\000b\\\"c\\\\\\010\"]");
+  mb_path_init(&p);
+  mb_path_prepend_strkey(&p, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 42);
+  CHECK_INT((int)strlen(p.buf), 2 + 40 * 4 + 3 + 2);
 }
 
 /* ---- JSON --------------------------------------------------------------- */
@@ -577,10 +585,22 @@ static void test_json_numbers(void) {
   CHECK(json_item("123456789012345678901234", &b, &it, err, sizeof err) == 0 &&
         it.tag == MB_V_FLOAT && it.v.f == 123456789012345678901234.0);
   mb_buf_free(&b);
-  CHECK(json_item("1e400", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && isinf(it.v.f));
-  /* ... which JSON cannot carry back */
-  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
-  CHECK(strstr(err, "payload") == err && strstr(err, "infinity") != NULL);
+  /* beyond the double range: an error at the number, not an infinity no
+   * encoder could write back (issue 12, item 7) */
+  CHECK_INT(json_item("1e400", &b, &it, err, sizeof err), -1);
+  CHECK_STR(err, "invalid JSON at byte 0: number 1e400 is out of range (a JSON number must be "
+                 "within +-1.8e308)");
+  CHECK_INT((int)b.len, 0);
+  CHECK_INT(json_item("[1, {\"a\": -1E999}]", &b, &it, err, sizeof err), -1);
+  CHECK(strncmp(err, "invalid JSON at byte 10: number -1E999 is out of range", 54) == 0);
+  CHECK_INT(json_item("[1e309]", &b, &it, err, sizeof err), -1);
+  CHECK(strncmp(err, "invalid JSON at byte 1: number 1e309 ", 37) == 0);
+  mb_buf_free(&b);
+  /* the largest double and an underflow to zero are fine */
+  CHECK(json_item("1.7976931348623157e308", &b, &it, err, sizeof err) == 0 &&
+        it.v.f == 1.7976931348623157e308);
+  mb_buf_free(&b);
+  CHECK(json_item("1e-400", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && it.v.f == 0);
   mb_buf_free(&b);
   CHECK(json_item("1e2", &b, &it, err, sizeof err) == 0 && it.tag == MB_V_FLOAT && it.v.f == 100.0);
   mb_buf_free(&b);
@@ -644,6 +664,37 @@ static void test_json_strings(void) {
 
   CHECK_STR(json_rt("\"\"", out, sizeof out), "\"\"");
   CHECK_STR(json_rt("{\"a b\":\"\\u0000\"}", out, sizeof out), "{\"a b\":\"\\u0000\"}");
+
+  /* surrogate escapes (SPEC 7, JSON text): a pair is one code point; any
+   * other is U+FFFD and what follows is kept (issue 12, item 7) */
+  static const struct {
+    const char *json, *utf8;
+  } sur[] = {
+      {"\"\\ud800\\u0041\"", "\xef\xbf\xbd" "A"},
+      {"\"\\udc00x\"", "\xef\xbf\xbdx"},
+      {"\"a\\ud800\"", "a\xef\xbf\xbd"},
+      {"\"\\uDBFF\\uDFFF\"", "\xf4\x8f\xbf\xbf"},
+      {"\"\\ud800\\ud800\\udc00\"", "\xef\xbf\xbd\xf0\x90\x80\x80"},
+      {"\"\\ud800\\n\"", "\xef\xbf\xbd\n"},
+      {"\"\\udc00\\ud800\"", "\xef\xbf\xbd\xef\xbf\xbd"},
+      {"\"\\\\ud800\"", "\\ud800"}, /* an escaped backslash, no escape */
+      {"\"\\\"\\ud83d\\ude00\\\"\"", "\"\xf0\x9f\x98\x80\""},
+  };
+  for (size_t i = 0; i < sizeof sur / sizeof sur[0]; i++) {
+    if (!CHECK(json_item(sur[i].json, &b, &it, err, sizeof err) == 0 && it.tag == MB_V_STR))
+      continue;
+    if (!CHECK_MEM(it.v.str.s, it.v.str.len, sur[i].utf8, strlen(sur[i].utf8)))
+      fprintf(stderr, "    (case %s)\n", sur[i].json);
+    mb_buf_free(&b);
+  }
+  /* ... in object keys too */
+  CHECK(json_item("{\"k\\ud800\\u0041\":1}", &b, &it, err, sizeof err) == 0 &&
+        it.tag == MB_V_TABLE && it.v.t.nhash == 1);
+  mb_reader kr = {b.p + 9, b.p + b.len};
+  mb_item key;
+  CHECK(mb_read(&kr, &key) == 0 && key.tag == MB_V_STR);
+  CHECK_MEM(key.v.str.s, key.v.str.len, "k\xef\xbf\xbd" "A", 5);
+  mb_buf_free(&b);
 }
 
 static void test_json_tables(void) {
@@ -723,6 +774,61 @@ static void test_json_tables(void) {
   CHECK(strncmp(err, "payload[2]", 10) == 0);
   CHECK(strstr(err, "boolean key") != NULL);
   mb_buf_free(&b);
+
+  /* keys that would be one JSON object key: an error naming the path, also
+   * when the integer key is in the array part or comes after the string
+   * (issue 12, item 7; SPEC 7, JSON text) */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "a", 1);
+  mb_enc_str(&b, "x", 1);
+  t2 = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "-3", 2);
+  mb_enc_int(&b, 1);
+  mb_enc_int(&b, -3);
+  mb_enc_int(&b, 2);
+  mb_enc_table_end(&b, t2, 0, 2);
+  mb_enc_table_end(&b, t, 1, 1);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK_STR(err, "payload.x[\"-3\"]: cannot encode the keys -3 and \"-3\" in one JSON object "
+                 "(both are written as \"-3\")");
+  mb_buf_free(&b);
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "a", 1);
+  mb_enc_str(&b, "1", 1);
+  mb_enc_str(&b, "b", 1);
+  mb_enc_table_end(&b, t, 1, 1);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK(strncmp(err, "payload[\"1\"]: cannot encode the keys 1 and \"1\"", 45) == 0);
+  mb_buf_free(&b);
+  /* no collision: "01", "+1", "1.0", " 1", a hole at 2, and other numbers */
+  t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_nil(&b);
+  static const char *const fine[] = {"01", "+1", "1.0", " 1", "2", "-0", "9223372036854775808"};
+  for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+    mb_enc_str(&b, fine[i], strlen(fine[i]));
+    mb_enc_int(&b, (int64_t)i);
+  }
+  mb_enc_int(&b, 7);
+  mb_enc_int(&b, 7);
+  mb_enc_table_end(&b, t, 2, 8);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), 0);
+  CHECK_STR(out, "{\"1\":1,\"01\":0,\"+1\":1,\"1.0\":2,\" 1\":3,\"2\":4,\"-0\":5,"
+                 "\"9223372036854775808\":6,\"7\":7}");
+  mb_buf_free(&b);
+  /* a nil key (only the C API makes one) is named as such */
+  t = mb_enc_table_begin(&b);
+  mb_enc_nil(&b);
+  mb_enc_int(&b, 1);
+  mb_enc_table_end(&b, t, 0, 1);
+  CHECK_INT(to_json(&b, out, sizeof out, err, sizeof err), -1);
+  CHECK_STR(err, "payload[nil]: cannot encode a nil key in JSON");
+  mb_buf_free(&b);
+  int64_t n;
+  CHECK(mb_json_int_key("-9223372036854775808", 20, &n) && n == INT64_MIN);
+  CHECK(mb_json_int_key("9223372036854775807", 19, &n) && n == INT64_MAX);
+  CHECK(!mb_json_int_key("-", 1, &n) && !mb_json_int_key("", 0, &n) &&
+        !mb_json_int_key("99999999999999999999", 20, &n));
 }
 
 /* The N of "invalid JSON at byte N: ..."; -1 when err does not read so. */
@@ -2550,8 +2656,11 @@ static void test_show_scalars(void) {
   CHECK_STR(show(&b), "-42");
   mb_enc_int(&b, INT64_MAX);
   CHECK_STR(show(&b), "9223372036854775807");
+  /* -9223372036854775808 would read back as a float (issue 12, item 10) */
   mb_enc_int(&b, INT64_MIN);
-  CHECK_STR(show(&b), "-9223372036854775808");
+  CHECK_STR(show(&b), "math.mininteger");
+  mb_enc_int(&b, INT64_MIN + 1);
+  CHECK_STR(show(&b), "-9223372036854775807");
 
   /* a float always reads as one: 3.0 is not the integer 3 */
   CHECK_STR(show_float_(3.0), "3.0");
@@ -2681,6 +2790,34 @@ static void test_show_tables(void) {
   mb_enc_table_end(&b, t, 0, 10);
   CHECK_STR(show(&b), "{[\"a b\"]=1, [3]=\"x\", [\"1x\"]=2, [\"\"]=3, [\"k\\\"q\"]=4, [-7]=false, "
                       "[1.5]=true, [true]=5, _ok9=6, [\"dotted.key\"]=7}");
+  mb_buf_free(&b);
+
+  /* keys the C API can build and Lua cannot read as names: a table key is
+   * shown in full and what follows it is still read right; a nil key as
+   * [nil] (issue 12, item 10) */
+  t = mb_enc_table_begin(&b);
+  tb = mb_enc_table_begin(&b); /* key {1, x="y"} */
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "x", 1);
+  mb_enc_str(&b, "y", 1);
+  mb_enc_table_end(&b, tb, 1, 1);
+  mb_enc_str(&b, "v", 1);
+  mb_enc_nil(&b); /* key nil */
+  mb_enc_int(&b, 2);
+  mb_enc_bool(&b, 0); /* key false */
+  mb_enc_int(&b, 3);
+  mb_enc_str(&b, "after", 5);
+  mb_enc_int(&b, 4);
+  mb_enc_table_end(&b, t, 0, 4);
+  CHECK_STR(show(&b), "{[{1, x=\"y\"}]=\"v\", [nil]=2, [false]=3, after=4}");
+  /* integer and float keys, math.mininteger among them */
+  t = mb_enc_table_begin(&b);
+  mb_enc_int(&b, INT64_MIN);
+  mb_enc_int(&b, 1);
+  mb_enc_float(&b, 1.5);
+  mb_enc_int(&b, 2);
+  mb_enc_table_end(&b, t, 0, 2);
+  CHECK_STR(show(&b), "{[math.mininteger]=1, [1.5]=2}");
   mb_buf_free(&b);
 }
 
