@@ -124,8 +124,8 @@ if scenario == "async" then
   assert(mb.destination("wb/reset"))
   assert(mb.destination("wb/go"))
   -- main runs on worker 0; the least loaded worker gets the next service
-  mb.load(W .. "listener.lua")
-  mb.load(W .. "sender.lua")
+  assert(mb.load(W .. "listener.lua"))
+  assert(mb.load(W .. "sender.lua"))
   local placement, where = check_apart("sender", "listener")
   local sent = 0
   local function pass(k)
@@ -151,8 +151,8 @@ elseif scenario == "rr" then
   listen_reports()
   assert(mb.destination("wb/rr"))
   assert(mb.destination("wb/go"))
-  mb.load(W .. "responder.lua")
-  mb.load(W .. "requester.lua")
+  assert(mb.load(W .. "responder.lua"))
+  assert(mb.load(W .. "requester.lua"))
   local placement, where = check_apart("requester", "responder")
   local asked = 0
   local function pass(m)
@@ -187,7 +187,7 @@ elseif scenario == "cpu" then
     sum = sum + p.id
     if p.r ~= want[p.id % 7] then bad = bad + 1 end
   end))
-  mb.load(W .. "cpu.lua", {instances = 2, args = {iters}})
+  assert(mb.load(W .. "cpu.lua", {instances = 2, args = {iters}}))
   mb.run()
   local w = hello.cpu or {}
   if #w ~= 2 then fail("%d instances said hello, want 2", #w) end
@@ -258,7 +258,7 @@ elseif scenario == "mem" or scenario == "mem-lua" then
   assert(mb.destination("wb/idle"))
   local r2 = rss()
   local handles = {}
-  for i = 1, nservices do handles[i] = mb.load(W .. "idle.lua") end
+  for i = 1, nservices do handles[i] = assert(mb.load(W .. "idle.lua")) end
   mb.run()
   local r3 = rss()
   assert(mb.send("wb/idle", true)) -- one delivery to each: they are alive

@@ -1,7 +1,7 @@
 -- counter.lua: counts the messages that arrive at one or more destinations
 -- (and sums a numeric payload field), and answers requests for the totals.
 --
---   mb.load("scripts/counter.lua", {args = {{destination = "shop/orders", field = "qty"}}})
+--   assert(mb.load("scripts/counter.lua", {args = {{destination = "shop/orders", field = "qty"}}}))
 --   ...
 --   local totals = mb.request("shop/orders/count")
 --   -- {count = 1000, sum = 2500, skipped = 0,

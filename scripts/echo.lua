@@ -1,7 +1,7 @@
 -- echo.lua: a responder that answers every message with the payload and
 -- the values it got, so mb.request (and reply_to call-backs) work against it.
 --
---   mb.load("scripts/echo.lua", {args = {{destination = "svc/echo", delay = 0.1}}})
+--   assert(mb.load("scripts/echo.lua", {args = {{destination = "svc/echo", delay = 0.1}}}))
 --   local payload, reply = mb.request("svc/echo", {n = 1}, {values = {k = "v"}})
 --   -- payload == {n = 1}, reply.values == {k = "v"}
 --

@@ -1,7 +1,7 @@
 -- forwarder.lua: a delay/forwarder. Takes every message that arrives at
 -- `from` and, `delay` seconds later, sends its payload and values to `to`.
 --
---   mb.load("scripts/forwarder.lua", {args = {{from = "shop/orders", to = "shop/audit", delay = 0.5}}})
+--   assert(mb.load("scripts/forwarder.lua", {args = {{from = "shop/orders", to = "shop/audit", delay = 0.5}}}))
 --
 -- Options (one table):
 --   from          destination to listen at (required; it must exist)

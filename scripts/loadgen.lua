@@ -2,8 +2,8 @@
 -- a destination at `rate` messages per second, then prints a summary line
 -- (and sends it to `report_to` when given) and ends.
 --
---   mb.load("scripts/loadgen.lua", {args = {{destination = "bench/in", count = 10000,
---                                             rate = 0, size = 100}}})
+--   assert(mb.load("scripts/loadgen.lua", {args = {{destination = "bench/in", count = 10000,
+--                                                     rate = 0, size = 100}}}))
 --
 -- Options (one table):
 --   destination   where to send (required)

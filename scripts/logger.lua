@@ -1,7 +1,7 @@
 -- logger.lua: prints every message that arrives at one or more
 -- destinations, one line per message, pretty and masked.
 --
---   mb.load("scripts/logger.lua", {args = {{destination = "shop/orders", prefix = "orders"}}})
+--   assert(mb.load("scripts/logger.lua", {args = {{destination = "shop/orders", prefix = "orders"}}}))
 --
 -- Options (one table):
 --   destination   name of a destination to listen at        } at least one;

@@ -2,7 +2,7 @@
 -- one or more destinations to a file, one JSON object per line, flushed
 -- line by line.
 --
---   mb.load("scripts/sink.lua", {args = {{destination = "shop/orders", path = "orders.jsonl"}}})
+--   assert(mb.load("scripts/sink.lua", {args = {{destination = "shop/orders", path = "orders.jsonl"}}}))
 --
 -- Options (one table):
 --   path          the file to write (required). Relative paths are taken

@@ -11,4 +11,4 @@ local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
 -- Procurement sends as well as listens, so it is a service of its own,
 -- loaded last: everybody it talks to is listening by now.
-mb.load(here .. "/procurement.lua")
+assert(mb.load(here .. "/procurement.lua"))

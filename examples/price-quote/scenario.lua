@@ -19,7 +19,7 @@ for _, a in ipairs {...} do
 end
 if raise then
   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-  mb.load(here .. "/quoter.lua", {args = {{name = "crashy", raise = "price list is corrupt"}}})
+  assert(mb.load(here .. "/quoter.lua", {args = {{name = "crashy", raise = "price list is corrupt"}}}))
 end
 
 local quoters = mb.stats(DEST).listeners -- one registration per quoter
