@@ -5,7 +5,7 @@
  *
  *   build/nats_raw [--url URL] --mode pubsub|rtt|inflight [-n N] [-k K]
  *                  [--size BYTES] [--design ev|ev-hop|threads|threads-asap]
- *                  [--adapter inline|mb] [--flush prepare|io]
+ *                  [--adapter inline|mb] [--flush prepare|io] [--asap yes|no]
  *
  *   pubsub    N messages of BYTES (64) from a publisher connection to a
  *             subscriber connection, the publisher at most 100,000 ahead;
@@ -30,7 +30,9 @@
  * With ev/ev-hop, --adapter inline (default) is a minimal single-thread
  * integration written here (the floor: no lock, no ev_async), --adapter mb
  * is runtime/cluster/mb_nats_ev.c; --flush io makes the inline one wait for
- * EV_WRITE before writing (what nats.c's libevent/libuv adapters do).
+ * EV_WRITE before writing (what nats.c's libevent/libuv adapters do);
+ * --asap no (with --adapter mb) turns SendAsap off: nats.c's 1 ms flusher
+ * thread then asks for write interest.
  * Without --url it starts a private nats-server (spec/c/nats_server.h).
  * Output: one JSON line on stdout.
  */
@@ -52,10 +54,11 @@ enum { M_PUBSUB, M_RTT, M_INFLIGHT };
 
 static struct {
   const char *url;
-  int mode, design, mb_adapter, flush_io;
+  int mode, design, mb_adapter, flush_io, no_asap;
   long n;
   int k, size;
-} cfg = {NULL, M_PUBSUB, D_EV, 0, 0, 1000000, 64, 64};
+} cfg = {NULL, M_PUBSUB, D_EV, 0, 0, 0, 1000000, 64, 64};
+static double pub_secs; /* time spent inside natsConnection_Publish calls (pubsub) */
 
 static double now(void) {
   struct timespec ts;
@@ -78,20 +81,22 @@ typedef struct inl {
   natsConnection *nc;
   ev_io io;
   ev_prepare prepare;
-  int fd, want_read, want_write, blocked;
+  int fd, want_read, want_write, blocked, io_events;
   atomic_int foreign; /* callbacks from another thread: this adapter cannot serve them */
   pthread_t thread;
   void (*hook)(void *);
   void *ud;
 } inl;
 
-static void inl_apply(inl *a) {
-  int ev = (a->want_read ? EV_READ : 0) | (a->want_write && (a->blocked || cfg.flush_io) ? EV_WRITE : 0);
+static void inl_apply(inl *a, int new_fd) {
+  int ev = a->fd < 0 ? 0 : (a->want_read ? EV_READ : 0) | (a->want_write && (a->blocked || cfg.flush_io) ? EV_WRITE : 0);
+  if (!new_fd && ev == a->io_events) return; /* touching it would re-register the fd */
   if (ev_is_active(&a->io)) ev_io_stop(a->loop, &a->io);
-  if (ev && a->fd >= 0) {
+  if (ev) {
     ev_io_set(&a->io, a->fd, ev);
     ev_io_start(a->loop, &a->io);
   }
+  a->io_events = ev;
 }
 
 static void inl_check(inl *a) {
@@ -106,7 +111,7 @@ static natsStatus inl_attach(void **ud, void *loop, natsConnection *nc, natsSock
   a->want_read = 1;
   a->want_write = a->blocked = 0;
   *ud = a;
-  inl_apply(a);
+  inl_apply(a, 1);
   return NATS_OK;
 }
 
@@ -114,7 +119,7 @@ static natsStatus inl_read(void *ud, bool add) {
   inl *a = ud;
   inl_check(a);
   a->want_read = add;
-  inl_apply(a);
+  inl_apply(a, 0);
   return NATS_OK;
 }
 
@@ -123,7 +128,7 @@ static natsStatus inl_write(void *ud, bool add) {
   inl_check(a);
   a->want_write = add;
   if (!add) a->blocked = 0;
-  if (!add || cfg.flush_io) inl_apply(a);
+  if (!add || cfg.flush_io) inl_apply(a, 0);
   return NATS_OK;
 }
 
@@ -132,7 +137,7 @@ static natsStatus inl_detach(void *ud) {
   inl_check(a);
   a->want_read = a->want_write = 0;
   a->fd = -1;
-  inl_apply(a);
+  inl_apply(a, 0);
   return NATS_OK;
 }
 
@@ -149,7 +154,7 @@ static void inl_prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
   natsConnection_ProcessWriteEvent(a->nc);
   if (a->want_write) {
     a->blocked = 1;
-    inl_apply(a);
+    inl_apply(a, 0);
   }
 }
 
@@ -247,6 +252,9 @@ static void side_connect(side *s) {
       st = natsOptions_SetEventLoop(o, &s->inl, inl_attach, inl_read, inl_write, inl_detach);
       if (st == NATS_OK) st = natsOptions_SetSendAsap(o, true);
     }
+    /* nats.c's 1 ms flusher thread instead: it asks for write interest
+     * from its own thread (needs --adapter mb) */
+    if (st == NATS_OK && cfg.no_asap) st = natsOptions_SetSendAsap(o, false);
     if (cfg.design == D_EV_HOP) {
       pthread_mutex_init(&s->q.mu, NULL);
       ev_async_init(&s->q.async, hop_drain);
@@ -370,8 +378,10 @@ static void pub_idle_cb(struct ev_loop *loop, ev_idle *w, int revents) {
     return;
   }
   if (c->sent == 0) c->t_first = now();
+  double t0 = now();
   for (int i = 0; i < 1000 && c->sent < cfg.n; i++, c->sent++)
     natsConnection_Publish(c->nc, "bench.data", c->payload, cfg.size);
+  pub_secs += now() - t0;
 }
 
 static void send_request(side *c) {
@@ -408,7 +418,7 @@ static const char *design_name(void) {
 static void usage(void) {
   fprintf(stderr, "usage: nats_raw [--url URL] --mode pubsub|rtt|inflight [-n N] [-k K] [--size B]\n"
                   "                [--design ev|ev-hop|threads|threads-asap] [--adapter inline|mb]\n"
-                  "                [--flush prepare|io]\n");
+                  "                [--flush prepare|io] [--asap yes|no]\n");
   exit(2);
 }
 
@@ -429,9 +439,14 @@ int main(int argc, char **argv) {
                  : !strcmp(v, "threads-asap") ? D_THREADS_ASAP : (usage(), 0);
     else if (!strcmp(a, "--adapter")) cfg.mb_adapter = !strcmp(v, "mb");
     else if (!strcmp(a, "--flush")) cfg.flush_io = !strcmp(v, "io");
+    else if (!strcmp(a, "--asap")) cfg.no_asap = !strcmp(v, "no");
     else usage();
   }
   if (cfg.n <= 0 || cfg.k <= 0 || cfg.size < 0 || cfg.size > 65536) usage();
+  if (cfg.no_asap && (cfg.design == D_THREADS || cfg.design == D_THREADS_ASAP || !cfg.mb_adapter)) {
+    fprintf(stderr, "nats_raw: --asap no is for --design ev/ev-hop with --adapter mb\n");
+    return 2;
+  }
   if (cfg.mode == M_RTT) cfg.k = 1;
   if (cfg.mode != M_PUBSUB && cfg.k > cfg.n) cfg.k = (int)cfg.n;
   if (!cfg.url) {
@@ -463,9 +478,12 @@ int main(int argc, char **argv) {
       ev_async_stop(c->loop, &cli_done_async);
     } else {
       c->t_first = now();
-      for (c->sent = 0; c->sent < cfg.n; c->sent++) {
+      for (c->sent = 0; c->sent < cfg.n;) {
         while (c->sent - atomic_load(&srv_side.received) >= 100000) nats_srv_sleep_ms(0);
-        natsConnection_Publish(c->nc, "bench.data", c->payload, cfg.size);
+        double t0 = now();
+        for (int i = 0; i < 1000 && c->sent < cfg.n; i++, c->sent++)
+          natsConnection_Publish(c->nc, "bench.data", c->payload, cfg.size);
+        pub_secs += now() - t0;
       }
       natsConnection_FlushTimeout(c->nc, 10000);
       while (atomic_load(&srv_side.received) < cfg.n) nats_srv_sleep_ms(1);
@@ -490,6 +508,7 @@ int main(int argc, char **argv) {
           if (s != NATS_OK) die("request", s);
           c->rtts[i] = now() - t0;
           natsMsg_Destroy(m);
+          atomic_fetch_add(&c->received, 1);
         }
         c->t_last = now();
       } else {
@@ -521,10 +540,12 @@ int main(int argc, char **argv) {
   side_close(c);
 
   printf("{\"mode\":\"%s\",\"design\":\"%s\",\"adapter\":\"%s\",\"flush\":\"%s\",\"n\":%ld,\"k\":%d,"
-         "\"size\":%d,\"done\":%ld,\"secs\":%.4f,\"rate\":%.0f",
+         "\"size\":%d,\"asap\":%s,\"done\":%ld,\"secs\":%.4f,\"rate\":%.0f",
          cfg.mode == M_PUBSUB ? "pubsub" : cfg.mode == M_RTT ? "rtt" : "inflight", design_name(),
          c->loop ? (cfg.mb_adapter ? "mb" : "inline") : "none", cfg.flush_io ? "io" : "prepare",
-         cfg.n, cfg.k, cfg.size, done, secs, done / secs);
+         cfg.n, cfg.k, cfg.size,
+         cfg.design == D_THREADS ? "false" : cfg.no_asap ? "false" : "true", done, secs, done / secs);
+  if (cfg.mode == M_PUBSUB) printf(",\"publish_ns\":%.1f", pub_secs / cfg.n * 1e9);
   if (c->rtts) {
     qsort(c->rtts, cfg.n, sizeof(double), cmp_d);
     printf(",\"rtt_ms_mean\":%.4f,\"rtt_ms_p50\":%.4f,\"rtt_ms_p99\":%.4f", secs / cfg.n * 1e3,
