@@ -34,7 +34,9 @@
  * --asap no (with --adapter mb) turns SendAsap off: nats.c's 1 ms flusher
  * thread then asks for write interest.
  * Without --url it starts a private nats-server (spec/c/nats_server.h).
- * Output: one JSON line on stdout.
+ * Output: one JSON line on stdout (cpu_us_per_msg: this process's CPU, both
+ * sides and nats.c's threads, per message or round trip; steadier than the
+ * rates on a busy machine).
  */
 #define _GNU_SOURCE
 #include <ev.h>
@@ -44,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "../../spec/c/nats_server.h"
@@ -59,6 +62,13 @@ static struct {
   int k, size;
 } cfg = {NULL, M_PUBSUB, D_EV, 0, 0, 0, 1000000, 64, 64};
 static double pub_secs; /* time spent inside natsConnection_Publish calls (pubsub) */
+
+/* CPU seconds (user + system) of this process, every thread */
+static double cpu_secs(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
 
 static double now(void) {
   struct timespec ts;
@@ -464,6 +474,7 @@ int main(int argc, char **argv) {
   side *c = &cli_side;
   memset(c->payload, 'x', sizeof c->payload);
   side_connect(c);
+  double cpu0 = cpu_secs();
   if (cfg.mode == M_PUBSUB) {
     if (c->loop) {
       ev_async_init(&cli_done_async, done_cb);
@@ -534,6 +545,7 @@ int main(int argc, char **argv) {
   if (srv_side.loop) ev_async_send(srv_side.loop, &srv_stop_async);
   atomic_store(&stop_srv, 1);
   pthread_join(st, NULL);
+  double cpu = cpu_secs() - cpu0;
   double secs = c->t_last - c->t_first;
   long done = cfg.mode == M_PUBSUB ? atomic_load(&srv_side.received) : atomic_load(&c->received);
   if (c->q.async.data) ev_async_stop(c->loop, &c->q.async);
@@ -545,6 +557,7 @@ int main(int argc, char **argv) {
          c->loop ? (cfg.mb_adapter ? "mb" : "inline") : "none", cfg.flush_io ? "io" : "prepare",
          cfg.n, cfg.k, cfg.size,
          cfg.design == D_THREADS ? "false" : cfg.no_asap ? "false" : "true", done, secs, done / secs);
+  printf(",\"cpu_us_per_msg\":%.3f", cpu / (done ? done : 1) * 1e6);
   if (cfg.mode == M_PUBSUB) printf(",\"publish_ns\":%.1f", pub_secs / cfg.n * 1e9);
   if (c->rtts) {
     qsort(c->rtts, cfg.n, sizeof(double), cmp_d);
