@@ -301,6 +301,41 @@ static void side_subscribe(side *s, const char *subject) {
   }
 }
 
+/* Runs the side's loop until the server has processed everything sent so
+ * far (a PING/PONG from a helper thread: a blocking call must not run on
+ * the loop's own thread), e.g. that a SUB is in place before traffic. */
+typedef struct flush_job {
+  side *s;
+  ev_async done;
+  natsStatus st;
+} flush_job;
+
+static void *flush_thread(void *ud) {
+  flush_job *j = ud;
+  j->st = natsConnection_FlushTimeout(j->s->nc, 5000);
+  ev_async_send(j->s->loop, &j->done);
+  return NULL;
+}
+
+static void flush_done_cb(struct ev_loop *loop, ev_async *w, int revents) { ev_break(loop, EVBREAK_ONE); }
+
+static void side_sync(side *s) {
+  if (!s->loop) {
+    natsStatus st = natsConnection_FlushTimeout(s->nc, 5000);
+    if (st != NATS_OK) die("flush", st);
+    return;
+  }
+  flush_job j = {s, {0}, NATS_OK};
+  ev_async_init(&j.done, flush_done_cb);
+  ev_async_start(s->loop, &j.done);
+  pthread_t t;
+  pthread_create(&t, NULL, flush_thread, &j);
+  ev_run(s->loop, 0);
+  pthread_join(t, NULL);
+  ev_async_stop(s->loop, &j.done);
+  if (j.st != NATS_OK) die("flush", j.st);
+}
+
 static void side_close(side *s) {
   natsSubscription_Destroy(s->sub);
   natsConnection_Close(s->nc);
@@ -344,12 +379,12 @@ static void *server_thread(void *ud) {
   if (s->loop) {
     ev_async_init(&srv_stop_async, srv_stop_cb);
     ev_async_start(s->loop, &srv_stop_async);
-    ev_run(s->loop, EVRUN_NOWAIT); /* the SUB leaves */
+    side_sync(s); /* the SUB is in place */
     atomic_store(&srv_ready, 1);
     ev_run(s->loop, 0);
     ev_async_stop(s->loop, &srv_stop_async);
   } else {
-    natsConnection_FlushTimeout(s->nc, 2000);
+    side_sync(s);
     atomic_store(&srv_ready, 1);
     while (!atomic_load(&stop_srv)) nats_srv_sleep_ms(5);
   }
@@ -425,6 +460,46 @@ static const char *design_name(void) {
   return names[cfg.design];
 }
 
+/* A run that has not ended after 60 s says where it stands and fails. */
+static void *watchdog(void *ud) {
+  for (int i = 0; i < 600; i++) {
+    nats_srv_sleep_ms(100);
+    if (atomic_load(&stop_srv)) return NULL;
+  }
+  fprintf(stderr, "nats_raw: no end after 60 s: sent %ld, subscriber got %ld, client got %ld\n",
+          cli_side.sent, atomic_load(&srv_side.received), atomic_load(&cli_side.received));
+  side *sides[2] = {&cli_side, &srv_side};
+  for (int i = 0; i < 2; i++) {
+    natsStatistics *ns = NULL;
+    uint64_t im = 0, ib = 0, om = 0, ob = 0, rc = 0;
+    if (natsStatistics_Create(&ns) == NATS_OK && natsConnection_GetStats(sides[i]->nc, ns) == NATS_OK)
+      natsStatistics_GetCounts(ns, &im, &ib, &om, &ob, &rc);
+    natsStatistics_Destroy(ns);
+    int64_t dropped = 0;
+    int pending = 0, pbytes = 0;
+    if (sides[i]->sub) {
+      natsSubscription_GetDropped(sides[i]->sub, &dropped);
+      natsSubscription_GetPending(sides[i]->sub, &pending, &pbytes);
+    }
+    fprintf(stderr, "  %s: status %d, in %llu msgs, out %llu msgs, reconnects %llu, dropped %lld,"
+            " pending in the subscription %d, buffered to send %d bytes\n",
+            i ? "server side" : "client side", (int)natsConnection_Status(sides[i]->nc),
+            (unsigned long long)im, (unsigned long long)om, (unsigned long long)rc, (long long)dropped,
+            pending, natsConnection_Buffered(sides[i]->nc));
+    if (sides[i]->ev) {
+      mb_nats_ev_stats st;
+      mb_nats_ev_get_stats(sides[i]->ev, &st);
+      fprintf(stderr, "    adapter: attaches %llu wakeups %llu remote %llu flushes %llu blocked %llu reads %llu;"
+              " want read %d write %d, write blocked %d, io events %d\n",
+              (unsigned long long)st.attaches, (unsigned long long)st.wakeups, (unsigned long long)st.remote,
+              (unsigned long long)st.flushes, (unsigned long long)st.blocked, (unsigned long long)st.reads,
+              st.want_read, st.want_write, st.write_blocked, st.io_events);
+    }
+  }
+  if (own.pid) nats_srv_cleanup(&own);
+  _exit(1);
+}
+
 static void usage(void) {
   fprintf(stderr, "usage: nats_raw [--url URL] --mode pubsub|rtt|inflight [-n N] [-k K] [--size B]\n"
                   "                [--design ev|ev-hop|threads|threads-asap] [--adapter inline|mb]\n"
@@ -467,7 +542,9 @@ int main(int argc, char **argv) {
     cfg.url = own.url;
   }
 
-  pthread_t st;
+  pthread_t st, wd;
+  pthread_create(&wd, NULL, watchdog, NULL);
+  pthread_detach(wd);
   pthread_create(&st, NULL, server_thread, NULL);
   while (!atomic_load(&srv_ready)) nats_srv_sleep_ms(1);
 
@@ -526,7 +603,7 @@ int main(int argc, char **argv) {
         char wild[80];
         snprintf(wild, sizeof wild, "%s.*", c->inbox);
         side_subscribe(c, wild);
-        natsConnection_FlushTimeout(c->nc, 2000);
+        side_sync(c);
         c->t_first = now();
         for (int i = 0; i < cfg.k; i++) send_request(c); /* the callbacks send the rest */
         while (atomic_load(&c->received) < cfg.n) nats_srv_sleep_ms(1);
@@ -535,8 +612,7 @@ int main(int argc, char **argv) {
       char wild[80];
       snprintf(wild, sizeof wild, "%s.*", c->inbox);
       side_subscribe(c, wild);
-      ev_run(c->loop, EVRUN_NOWAIT);
-      nats_srv_sleep_ms(20); /* the SUB reaches the server */
+      side_sync(c);
       c->t_first = now();
       for (int i = 0; i < cfg.k; i++) send_request(c);
       ev_run(c->loop, 0);

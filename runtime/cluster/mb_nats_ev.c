@@ -279,6 +279,10 @@ int mb_nats_ev_attached(mb_nats_ev *a) {
 void mb_nats_ev_get_stats(mb_nats_ev *a, mb_nats_ev_stats *st) {
   pthread_mutex_lock(&a->mu);
   *st = a->st;
+  st->want_read = a->want_read;
+  st->want_write = a->want_write;
+  st->write_blocked = a->write_blocked;
+  st->io_events = a->io_events;
   pthread_mutex_unlock(&a->mu);
 }
 

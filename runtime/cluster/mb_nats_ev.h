@@ -53,6 +53,8 @@ typedef struct mb_nats_ev_stats {
   uint64_t flushes;   /* optimistic writes from the prepare watcher */
   uint64_t blocked;   /* of them, how many left data behind (waited for EV_WRITE) */
   uint64_t reads;     /* read events processed */
+  /* the state now (for diagnosis) */
+  int want_read, want_write, write_blocked, io_events;
 } mb_nats_ev_stats;
 
 /* Creates an adapter on `loop`. Call it on the thread that runs the loop (it
