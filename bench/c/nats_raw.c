@@ -301,23 +301,26 @@ static void side_subscribe(side *s, const char *subject) {
   }
 }
 
-/* Runs the side's loop until the server has processed everything sent so
- * far (a PING/PONG from a helper thread: a blocking call must not run on
- * the loop's own thread), e.g. that a SUB is in place before traffic. */
-typedef struct flush_job {
-  side *s;
-  ev_async done;
-  natsStatus st;
-} flush_job;
+/* Runs the side's loop until the server has processed everything this
+ * connection sent so far (e.g. that its SUB is in place before traffic):
+ * a message to a private subject of its own, sent and received on the loop
+ * thread (a blocking Flush must not run there, and the inline adapter takes
+ * calls from its loop thread only). Bounded: 5 s. */
+typedef struct sync_job {
+  natsSubscription *sub;
+  int got;
+} sync_job;
 
-static void *flush_thread(void *ud) {
-  flush_job *j = ud;
-  j->st = natsConnection_FlushTimeout(j->s->nc, 5000);
-  ev_async_send(j->s->loop, &j->done);
-  return NULL;
+static void sync_poll_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  sync_job *j = w->data;
+  int msgs = 0, bytes = 0;
+  if (natsSubscription_GetPending(j->sub, &msgs, &bytes) == NATS_OK && msgs > 0) {
+    j->got = 1;
+    ev_break(loop, EVBREAK_ONE);
+  }
 }
 
-static void flush_done_cb(struct ev_loop *loop, ev_async *w, int revents) { ev_break(loop, EVBREAK_ONE); }
+static void sync_deadline_cb(struct ev_loop *loop, ev_timer *w, int revents) { ev_break(loop, EVBREAK_ONE); }
 
 static void side_sync(side *s) {
   if (!s->loop) {
@@ -325,15 +328,26 @@ static void side_sync(side *s) {
     if (st != NATS_OK) die("flush", st);
     return;
   }
-  flush_job j = {s, {0}, NATS_OK};
-  ev_async_init(&j.done, flush_done_cb);
-  ev_async_start(s->loop, &j.done);
-  pthread_t t;
-  pthread_create(&t, NULL, flush_thread, &j);
+  char subj[64];
+  natsInbox *inbox = NULL;
+  natsInbox_Create(&inbox);
+  snprintf(subj, sizeof subj, "%s", (const char *)inbox);
+  natsInbox_Destroy(inbox);
+  sync_job j = {NULL, 0};
+  natsStatus st = natsConnection_SubscribeSync(&j.sub, s->nc, subj);
+  if (st == NATS_OK) st = natsConnection_PublishString(s->nc, subj, "sync");
+  if (st != NATS_OK) die("sync", st);
+  ev_timer poll, deadline;
+  ev_timer_init(&poll, sync_poll_cb, 0.0005, 0.0005);
+  poll.data = &j;
+  ev_timer_init(&deadline, sync_deadline_cb, 5.0, 0);
+  ev_timer_start(s->loop, &poll);
+  ev_timer_start(s->loop, &deadline);
   ev_run(s->loop, 0);
-  pthread_join(t, NULL);
-  ev_async_stop(s->loop, &j.done);
-  if (j.st != NATS_OK) die("flush", j.st);
+  ev_timer_stop(s->loop, &poll);
+  ev_timer_stop(s->loop, &deadline);
+  natsSubscription_Destroy(j.sub);
+  if (!j.got) die("sync", NATS_TIMEOUT);
 }
 
 static void side_close(side *s) {
