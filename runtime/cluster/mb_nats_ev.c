@@ -12,13 +12,24 @@
  * libev. `busy` marks the loop thread inside nats.c's read/write processing;
  * a detach from another thread waits for it to clear (bounded by that call),
  * after which the loop thread never calls into that connection again.
+ *
+ * The ev_io watches a duplicate of nats.c's socket that the adapter owns and
+ * closes on the loop thread. nats.c closes its socket from whichever thread
+ * saw the error or closed the connection, right after asking to stop
+ * polling; had the watcher been on that fd, a change of the watcher applied
+ * just before (libev registers it with epoll_ctl at the start of its next
+ * turn) would meet a closed fd, which libev treats as a fatal error (seen in
+ * test_close_from_other_thread). The duplicate also keeps its number until
+ * the loop is done with it, so a reconnect's new socket never shares it.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include "cluster/mb_nats_ev.h"
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "mb.h"
 
@@ -35,7 +46,7 @@ struct mb_nats_ev {
   pthread_cond_t idle;  /* signalled when busy drops to 0 */
   /* wanted, under mu */
   natsConnection *nc;
-  int fd;
+  int fd;               /* our duplicate of the wanted socket, -1: none */
   unsigned gen;         /* bumped by each attach: a new socket, maybe the same number */
   int attached;
   int want_read, want_write;
@@ -44,8 +55,9 @@ struct mb_nats_ev {
   int waiters;          /* detaching threads waiting for busy == 0 */
   int holds_ref;        /* the loop is kept alive for the connection */
   mb_nats_ev_stats st;
-  /* applied, loop thread only */
+  /* applied, loop thread only (io_fd also read under mu by the callbacks) */
   unsigned io_gen;
+  int io_fd;            /* the duplicate the watcher is on; closed when replaced */
   int io_events;
 };
 
@@ -58,11 +70,14 @@ static void apply(mb_nats_ev *a) {
     if (a->want_read) events |= EV_READ;
     if (a->want_write && a->write_blocked) events |= EV_WRITE;
   }
-  if (events != a->io_events || (events && a->gen != a->io_gen)) {
+  if (events != a->io_events || a->gen != a->io_gen || a->fd != a->io_fd) {
     if (ev_is_active(&a->io)) ev_io_stop(a->loop, &a->io);
-    if (events) {
+    /* stopped, so libev registers nothing more on it: it may go */
+    if (a->io_fd >= 0 && a->io_fd != a->fd) close(a->io_fd);
+    a->io_fd = a->fd;
+    if (events && a->fd >= 0) {
       /* ev_io_set also tells libev the fd may be a new file with an old
-       * number (a reconnect), so it registers it again */
+       * number, so it registers it again */
       ev_io_set(&a->io, a->fd, events);
       ev_io_start(a->loop, &a->io);
     }
@@ -114,15 +129,26 @@ static void leave_locked(mb_nats_ev *a) {
 
 /* ---- nats.c's callbacks (any thread) -------------------------------------- */
 
+/* Forgets the wanted duplicate: closed now if the watcher never used it,
+ * else by apply() on the loop thread. mu held. */
+static void drop_fd(mb_nats_ev *a) {
+  if (a->fd >= 0 && a->fd != a->io_fd) close(a->fd);
+  a->fd = -1;
+}
+
 static natsStatus cb_attach(void **userData, void *loop, natsConnection *nc, natsSock fd) {
   mb_nats_ev *a = loop;
+  int mine = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+  if (mine < 0) return NATS_SYS_ERROR;
   pthread_mutex_lock(&a->mu);
   if (a->nc != NULL && a->nc != nc) { /* one connection per adapter */
     pthread_mutex_unlock(&a->mu);
+    close(mine);
     return NATS_ILLEGAL_STATE;
   }
   a->nc = nc;
-  a->fd = (int)fd;
+  drop_fd(a);
+  a->fd = mine;
   a->gen++;
   a->attached = 1;
   a->want_read = 1; /* attaching means polling for reads (nats.c never asks) */
@@ -158,6 +184,7 @@ static natsStatus cb_detach(void *userData) {
   pthread_mutex_lock(&a->mu);
   a->attached = 0;
   a->want_read = a->want_write = a->write_blocked = 0;
+  drop_fd(a);
   a->st.detaches++;
   if (!on_loop_thread(a)) {
     /* nats.c may free the connection once we return: let the loop thread
@@ -188,8 +215,10 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents) {
   if (revents & EV_READ) natsConnection_ProcessReadEvent(nc);
   pthread_mutex_lock(&a->mu);
   if (revents & EV_READ) a->st.reads++;
-  /* the read may have closed the connection (a detach on this thread) */
-  if ((revents & EV_WRITE) && a->attached) {
+  /* the read may have closed the connection (a detach on this thread); and
+   * nats.c takes a write of an empty buffer (send() == 0) for a closed
+   * socket, so only while it wants to write */
+  if ((revents & EV_WRITE) && a->attached && a->want_write) {
     pthread_mutex_unlock(&a->mu);
     natsConnection_ProcessWriteEvent(nc);
     pthread_mutex_lock(&a->mu);
@@ -243,7 +272,7 @@ mb_nats_ev *mb_nats_ev_new(struct ev_loop *loop) {
   }
   a->loop = loop;
   a->loop_thread = pthread_self();
-  a->fd = -1;
+  a->fd = a->io_fd = -1;
   ev_io_init(&a->io, io_cb, -1, 0);
   a->io.data = a;
   ev_async_init(&a->async, async_cb);
