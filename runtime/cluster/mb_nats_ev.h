@@ -19,12 +19,19 @@
  * what a loop turn publishes leaves in one send(), with no 1 ms flusher
  * thread and no extra loop turn.
  *
- * Reading: an ev_io calls natsConnection_ProcessReadEvent on the loop thread;
+ * Reading: an ev_io (on a duplicate of the socket that the adapter owns and
+ * closes on the loop thread, so that nats.c closing its fd from another
+ * thread never leaves libev with a closed fd) calls
+ * natsConnection_ProcessReadEvent on the loop thread;
  * messages of async subscriptions still go to nats.c's delivery threads, those
  * of sync subscriptions wait in the subscription: the read hook (set with
  * mb_nats_ev_set_read_hook) runs on the loop thread after every read and may
  * poll them (natsSubscription_GetPending, then natsSubscription_NextMsg with
  * timeout 0) with no thread hop.
+ *
+ * Blocking calls (natsConnection_Flush, _Request, _Drain, JetStream
+ * management) must not run on the loop thread: what they wait for only
+ * leaves when the loop turns (natsConnection_FlushTimeout there times out).
  *
  * Ownership: the caller owns the adapter and creates and frees it on the
  * loop's thread; one adapter serves one connection. Free it only after that
