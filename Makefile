@@ -37,7 +37,7 @@ TEST_SRC = spec/c/test_core.c
 # graphviz is optional for users (mbrun --graph=svg); the tests check that
 # path too, so `make test` installs it.
 DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev libedit-dev libmimalloc-dev lua-busted \
-           valgrind lua-cjson lua-mediator
+           valgrind lua-cjson lua-mediator libnats-dev nats-server
 TEST_PKGS = graphviz tmux clang libclang-rt-14-dev
 
 B  = build
@@ -47,7 +47,7 @@ BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 .PHONY: all deps test-deps install-pkgs run test check spec asan-spec tsan valgrind clean c-tests bench
-.PHONY: install uninstall fuzz fuzz-short
+.PHONY: install uninstall fuzz fuzz-short nats-tests nats-spec
 
 all: $(B)/mb.so $(B)/mbrun
 
@@ -91,6 +91,27 @@ $(eval $(call flavour,$(BA),-O1 -g $(SAN) $(LIBC_MALLOC),$(SAN) $(TOOL_LIBS)))
 $(eval $(call flavour,$(BT),-O1 -g -fsanitize=thread $(LIBC_MALLOC),-fsanitize=thread $(TOOL_LIBS)))
 # as built, but with the C library's malloc, for valgrind
 $(eval $(call flavour,$(BV),$(CFLAGS) $(LIBC_MALLOC),$(TOOL_LIBS)))
+
+# ---- NATS (SPEC §6): the libev adapter for nats.c, its tests, the baseline
+# benchmark. libnats ships a .pc file; kept apart from PC_LIBS so that the
+# rest builds without it.
+NATS_LIB    = $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
+NATS_EV_SRC = runtime/cluster/mb_nats_ev.c
+define nats_flavour
+$(1)/test_nats_ev: $$(call objs,$(1),$$(NATS_EV_SRC) spec/c/test_nats_ev.c)
+	$$(CC) $(2) -o $$@ $$^ $$(NATS_LIB) $(3)
+endef
+$(eval $(call nats_flavour,$(B),$(CFLAGS),$(LIBS)))
+$(eval $(call nats_flavour,$(BA),-O1 -g $(SAN) $(LIBC_MALLOC),$(SAN) $(TOOL_LIBS)))
+$(eval $(call nats_flavour,$(BT),-O1 -g -fsanitize=thread $(LIBC_MALLOC),-fsanitize=thread $(TOOL_LIBS)))
+
+# each build starts its own nats-server on a free loopback port (never the
+# system service); without nats-server they skip, with CI=true they fail
+nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev
+	$(B)/test_nats_ev
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_nats_ev
+	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_nats_ev
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun $(BUSTED)/nats_spec.lua
 
 tsan: $(BT)/mbrun $(B)/mb.so
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
@@ -142,6 +163,7 @@ test: test-deps all
 	$(MAKE) asan-spec
 	$(MAKE) tsan
 	$(MAKE) valgrind
+	$(MAKE) nats-tests
 	@echo "make test: all suites passed"
 
 # ---- fuzzing (fuzz/README.md) ---------------------------------------------
@@ -189,13 +211,20 @@ fuzz-short: $(addprefix $(BF)/,$(FUZZERS))
 # Benchmarks: each scenario against its baseline, alternately; a table on
 # stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).
 BENCH_OUT ?= $(B)/bench.json
-bench: deps all $(B)/mb_limit.so
+bench: deps all $(B)/mb_limit.so $(B)/nats_raw
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
 
 # benchmark 1c's floor: a C ring buffer with no bus around it
 $(B)/mb_limit.so: bench/c/limit.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(CPPFLAGS) $< -o $@
+
+# the NATS baselines (issue 14): plain libnats on a libev loop, with the
+# same loop integration inlined or through runtime/cluster/mb_nats_ev.c
+# (--adapter mb), and nats.c's own threads for comparison: build/nats_raw -h
+$(B)/nats_raw: bench/c/nats_raw.c $(NATS_EV_SRC) runtime/cluster/mb_nats_ev.h spec/c/nats_server.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ bench/c/nats_raw.c $(NATS_EV_SRC) $(NATS_LIB) -lev -lpthread -lm
 
 # ---- make install / make uninstall ---------------------------------------
 # PREFIX (default /usr/local) is where the files will live; DESTDIR is
