@@ -166,13 +166,47 @@ static mbL_state *state_of(lua_State *L) {
 static mb_runtime *core(mbL_state *S) { return S->R->rt; }
 
 /* Raises "fn: bad destination name 'x'..." for a name that cannot be one. */
+/* Pushes s as a quoted Lua string for an error message: its first 60
+ * bytes, NUL and control bytes escaped, so nothing is cut or garbled. */
+static void push_quoted(lua_State *L, const char *s, size_t len) {
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addchar(&b, '"');
+  size_t n = len > 60 ? 60 : len;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      luaL_addchar(&b, '\\');
+      luaL_addchar(&b, (char)c);
+    } else if (c == '\n') {
+      luaL_addstring(&b, "\\n");
+    } else if (c < 0x20 || c == 0x7f) {
+      char e[8];
+      snprintf(e, sizeof e, "\\%03u", c);
+      luaL_addstring(&b, e);
+    } else {
+      luaL_addchar(&b, (char)c);
+    }
+  }
+  if (n < len) {
+    char more[48];
+    snprintf(more, sizeof more, "...\" (%zu bytes)", len);
+    luaL_addstring(&b, more);
+  } else {
+    luaL_addchar(&b, '"');
+  }
+  luaL_pushresult(&b);
+}
+
 static const char *check_dest(lua_State *L, int idx, const char *fn) {
   size_t len;
   const char *name = luaL_checklstring(L, idx, &len);
-  if (!mb_dest_name_valid(name, len) || strlen(name) != len)
+  if (!mb_dest_name_valid(name, len) || strlen(name) != len) {
+    push_quoted(L, name, len);
     luaL_error(L,
-               "%s: invalid destination name '%s' (use 1-255 characters of A-Z a-z 0-9 _ . / : -)",
-               fn, name);
+               "%s: invalid destination name %s (use 1-255 characters of A-Z a-z 0-9 _ . / : -)",
+               fn, lua_tostring(L, -1));
+  }
   return name;
 }
 
