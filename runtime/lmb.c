@@ -72,6 +72,8 @@ struct mbL_waiter {
   mb_request *req;
   size_t n;
   mbL_answer *ans;
+  mb_delivery *dv;      /* a reply: the delivery it answers, if still open */
+  const char *reply_to; /* a reply: where it goes (NULL: nowhere) */
   mbL_waiter *next, *prev;
 };
 
@@ -1054,19 +1056,53 @@ static int json_decode_raw(lua_State *L) { return json_decode_into(L, lua_touser
 
 /* ---- listening ------------------------------------------------------------------------ */
 
+/* SPEC 7, "a reply that cannot be delivered": the reason goes to stderr,
+ * and the delivery being answered, while still open, ends failed (the core
+ * marked it already when the send failed at once; this marks it when a
+ * send that waited failed). */
+static void reply_undelivered(mbL_waiter *w, int rc) {
+  char err[400];
+  snprintf(err, sizeof err, "failed: reply to '%s' not delivered: %s", w->reply_to,
+           rc == MB_ENODEST        ? "no_destination: no such destination"
+           : rc == MB_ENOLISTENERS ? "no_listeners: it has no listeners"
+           : rc == MB_EFULL        ? "queue_full: its queue is full"
+           : rc == MB_ENOMEM       ? "out of memory"
+                                   : "closed: it takes no messages");
+  if (w->dv) {
+    mb_delivery_fail(w->dv, err);
+    const mb_msg *m = mb_delivery_msg(w->dv);
+    char id[17];
+    mb_id_format(mb_msg_id(m), id);
+    report(w->S->R, "mb: listener at '%s': %s; delivery of message %s counted as failed\n",
+           mb_msg_destination(m), err + 8, id);
+  } else {
+    report(w->S->R, "mb: %s\n", err + 8);
+  }
+}
+
 static int reply_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mbL_waiter *w = (mbL_waiter *)ctx;
   int rc = w->status;
+  if (rc < 0 && w->reply_to) reply_undelivered(w, rc);
   waiter_free(w);
   lua_pushinteger(L, rc);
   return 1;
 }
 
+/* The open delivery of message id that the running handler of S answers,
+ * or NULL. */
+static mb_delivery *answering(mbL_state *S, uint64_t id) {
+  mbL_task *t = S->current;
+  return t && t->kind == T_HANDLER && t->d && mb_msg_id(mb_delivery_msg(t->d)) == id ? t->d
+                                                                                      : NULL;
+}
+
 /* Replies with the payload at pidx (values table at vidx, or 0) to the
  * message id sent to dest with reply_to; waits while the reply_to send
  * waits. Leaves the MB_* result code on the stack; raises on a payload that
- * cannot be sent. */
+ * cannot be sent. A reply that cannot be delivered to reply_to fails the
+ * delivery being answered (reply_undelivered). */
 static int reply_with(lua_State *L, mbL_state *S, const char *dest, uint64_t id,
                       const char *reply_to, uint64_t group, int pidx, int vidx,
                       const char *fn, lua_KFunction k) {
@@ -1087,7 +1123,10 @@ static int reply_with(lua_State *L, mbL_state *S, const char *dest, uint64_t id,
     mb_msg_unref(reply);
     return luaL_error(L, "%s: out of memory", fn);
   }
-  int rc = mb_reply_id(S->svc, dest, id, reply_to, group, reply, send_done, w);
+  w->dv = answering(S, id);
+  w->reply_to = reply_to;
+  int rc = w->dv ? mb_delivery_reply(w->dv, reply, send_done, w)
+                 : mb_reply_id(S->svc, dest, id, reply_to, group, reply, send_done, w);
   if (rc == MB_PENDING) return wait_for(L, w, k);
   w->status = rc;
   return k(L, LUA_OK, (lua_KContext)w);
@@ -1220,7 +1259,7 @@ static int listener_close_l(lua_State *L) {
 static int l_reply_k(lua_State *L, int status, lua_KContext ctx) {
   reply_k(L, status, ctx);
   int rc = (int)lua_tointeger(L, -1);
-  if (rc == MB_ECLOSED) {
+  if (rc == MB_ECLOSED && lua_type(L, 5) != LUA_TSTRING) {
     lua_pushnil(L);
     lua_pushstring(L, "closed: nobody waits for a reply to this message (it has no reply_to, "
                       "and no requester is waiting for it any more)");
@@ -1258,7 +1297,11 @@ static int l_reply(lua_State *L) {
     return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
   const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
-  if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) reply_to = NULL;
+  if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) {
+    reply_to = NULL;
+    lua_pushnil(L);
+    lua_replace(L, 5);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->groups);
   lua_pushvalue(L, 1);
   lua_Integer group = lua_tointeger(L, (lua_rawget(L, -2), -1)); /* 0 when unknown */

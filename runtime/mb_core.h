@@ -184,6 +184,8 @@ struct mb_delivery {
   uint64_t group;
   mb_sync *sync;
   int inline_pending; /* in an mb_inline list: run_delivery will see to it */
+  int fail;           /* mb_delivery_fail: it ends failed, with fail_error */
+  char *fail_error;   /* NULL when the copy failed */
   mb_delivery *next, *prev; /* in svc->open, or the free list */
   mb_delivery *done_next;   /* in svc->done_head */
 };

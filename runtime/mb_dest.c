@@ -458,6 +458,8 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline
   }
   dv->sync = sync;
   dv->inline_pending = 0;
+  dv->fail = 0;
+  dv->fail_error = NULL;
   if (sync) sync->remaining++;
   mb_service *svc = l->svc;
   dv->prev = NULL;
@@ -552,6 +554,33 @@ void mb_dest_forget_syncs(mb_service *svc) {
 static void dest_ready(mb_dest *d);
 static void maybe_removed(mb_dest *d);
 
+void mb_delivery_fail(mb_delivery *dv, const char *error) {
+  mb_runtime *rt = dv->l->svc->rt;
+  mb_lock(rt);
+  if (!dv->fail) {
+    dv->fail = 1;
+    dv->fail_error = error ? strdup(error) : NULL;
+  }
+  mb_unlock(rt);
+}
+
+int mb_delivery_reply(mb_delivery *dv, mb_msg *reply, mb_send_fn done, void *ud) {
+  const mb_msg *m = dv->msg;
+  const char *reply_to = mb_msg_reply_to(m);
+  int rc = mb_reply_id(dv->l->svc, m->dest->name, m->id, reply_to, dv->group, reply, done, ud);
+  if (rc < 0 && rc != MB_PENDING && reply_to) {
+    char err[400];
+    snprintf(err, sizeof err, "failed: reply to '%s' not delivered: %s", reply_to,
+             rc == MB_ENODEST        ? "no_destination: no such destination"
+             : rc == MB_ENOLISTENERS ? "no_listeners: it has no listeners"
+             : rc == MB_EFULL        ? "queue_full: its queue is full"
+             : rc == MB_ENOMEM       ? "out of memory"
+                                     : "closed: it takes no messages");
+    mb_delivery_fail(dv, err);
+  }
+  return rc;
+}
+
 void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   mb_msg *m = dv->msg;
   mb_dest *d = m->dest;
@@ -567,7 +596,14 @@ void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   l->inflight--;
   rt->counts.deliveries--;
   dest_ref(d); /* outcome() may close listeners or remove destinations */
+  if (dv->fail && status != MB_EDROPPED) {
+    status = MB_EFAILED;
+    error = dv->fail_error ? dv->fail_error : "failed: out of memory";
+  }
   outcome(d, m, dv->group, svc, status, error);
+  free(dv->fail_error);
+  dv->fail_error = NULL;
+  dv->fail = 0;
   if (dv->sync) sync_release(dv->sync);
   if (d->opts.type == MB_SERIAL && d->cur == m && d->cur_running) {
     d->cur_running = 0;
