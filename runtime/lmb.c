@@ -84,19 +84,27 @@ struct mbL_timer {
   mbL_timer *next, *prev;
 };
 
+/* A listener handle (userdata "mb.Listener"; user values: 1 the handler,
+ * 2 the destination's name as a Lua string). One owner: while registered
+ * (l != NULL) its self_ref anchors it and it is in S->listeners; one release
+ * path, listener_release, whoever ends it (l:close(), the destination's
+ * removal, the state going away). */
 typedef struct mbL_listener {
   mbL_state *S;
   mb_listener *l;
-  int fn_ref, self_ref;
-  int dest_ref; /* the destination's name as a Lua string */
+  int self_ref;
   int json;
+  struct mbL_listener *next, *prev; /* in S->listeners */
   char dest[256];
 } mbL_listener;
 
+/* An event subscription (userdata "mb.Subscription"; user value 1: the
+ * callback), owned as a listener handle is (sub_release). */
 typedef struct mbL_sub {
   mbL_state *S;
   mb_subscription *sub;
-  int fn_ref, self_ref;
+  int self_ref;
+  struct mbL_sub *next, *prev; /* in S->subs */
 } mbL_sub;
 
 struct mbL_state {
@@ -112,6 +120,8 @@ struct mbL_state {
   mbL_waiter *waiters, *spare; /* spare: a short free list (nspare) */
   int nspare;
   mbL_timer *timers;
+  mbL_listener *listeners;
+  mbL_sub *subs;
   int depth; /* resumes of this state on the C stack */
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
@@ -124,6 +134,7 @@ struct mbL_state {
 #define POOL_MAX 64
 static const char STATE_KEY = 'S';
 static const char MODULE_KEY = 'M';
+static const char MAIN_STATE_KEY = 'P'; /* a plain program's mbL_state */
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -458,6 +469,7 @@ static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
 
 static void timer_release(mbL_timer *tm, lua_State *L) {
   mbL_state *S = tm->S;
+  if (!S) return; /* its state went away first (state_release) */
   ev_timer_stop(mb_service_loop(S->svc), &tm->w);
   if (tm->self_ref == LUA_NOREF) return;
   mb_runtime_hold(core(S), -1);
@@ -780,7 +792,9 @@ static void on_event(void *ud, const mb_event *ev) {
     task_free(t, 1);
     return;
   }
-  lua_rawgeti(co, LUA_REGISTRYINDEX, s->fn_ref);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->self_ref);
+  lua_getiuservalue(co, -1, 1);
+  lua_remove(co, -2);
   lua_insert(co, -3); /* fn, destination, info */
   task_run(t, 2);
 }
@@ -789,31 +803,48 @@ static int l_on(lua_State *L) {
   mbL_state *S = state_of(L);
   int kind = luaL_checkoption(L, 1, NULL, EVENTS);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  mbL_sub *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->S = S;
-  s->fn_ref = s->self_ref = LUA_NOREF;
-  s->sub = mb_subscribe(S->svc, 1u << kind, on_event, s);
-  if (!s->sub) return luaL_error(L, "mb.on: out of memory");
+  mbL_sub *s = lua_newuserdatauv(L, sizeof *s, 1);
+  memset(s, 0, sizeof *s);
+  s->self_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Subscription");
   lua_pushvalue(L, 2);
-  s->fn_ref = ref(S, L);
+  lua_setiuservalue(L, -2, 1);
+  /* anchored before the core knows it (luaL_ref may raise) */
   lua_pushvalue(L, -1);
   s->self_ref = ref(S, L);
+  s->sub = mb_subscribe(S->svc, 1u << kind, on_event, s);
+  if (!s->sub) {
+    unref(S, L, &s->self_ref);
+    return luaL_error(L, "mb.on: out of memory");
+  }
+  s->S = S;
+  s->next = S->subs;
+  if (S->subs) S->subs->prev = s;
+  S->subs = s;
   S->nsubs++;
   return 1;
 }
 
-static void sub_close(mbL_sub *s, lua_State *L) {
-  if (!s->sub) return;
-  mb_unsubscribe(s->sub);
+/* The one release path of a subscription handle. unsubscribe: tell the
+ * core (not when the state goes away: freeing the service ends it there);
+ * L: where to drop the anchor (NULL: the registry goes with the state). */
+static void sub_release(mbL_sub *s, int unsubscribe, lua_State *L) {
+  mbL_state *S = s->S;
+  if (!S) return;
+  if (unsubscribe) mb_unsubscribe(s->sub);
   s->sub = NULL;
-  s->S->nsubs--;
-  unref(s->S, L, &s->fn_ref);
-  unref(s->S, L, &s->self_ref);
+  s->S = NULL;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    S->subs = s->next;
+  if (s->next) s->next->prev = s->prev;
+  S->nsubs--;
+  if (L) unref(S, L, &s->self_ref);
 }
 
 static int sub_close_l(lua_State *L) {
-  sub_close(luaL_checkudata(L, 1, "mb.Subscription"), L);
+  sub_release(luaL_checkudata(L, 1, "mb.Subscription"), 1, L);
   return 0;
 }
 
@@ -1161,7 +1192,7 @@ static int handler_body(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->dest_ref); /* 4 */
+    lua_getiuservalue(L, 3, 2); /* 4: the destination's name */
     lua_pushvalue(L, 1);
     mbL_push_msg(L, m, 4, 0);
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
@@ -1190,9 +1221,10 @@ static void on_delivery(void *ud, mb_delivery *d) {
   t->listener = ls;
   lua_State *co = t->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, S->body_ref);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
-  lua_pushlightuserdata(co, t);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
+  lua_getiuservalue(co, -1, 1);
+  lua_pushlightuserdata(co, t);
+  lua_rotate(co, -3, -1); /* body, handler, task, handle */
   task_run(t, 3);
 }
 
@@ -1210,49 +1242,60 @@ static int l_listen(lua_State *L) {
     check_keys(L, 3, keys, "mb.listen");
     json = opt_enum(L, 3, "format", formats, 0, "mb.listen");
   }
-  mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 2);
   memset(ls, 0, sizeof *ls);
-  ls->fn_ref = ls->self_ref = ls->dest_ref = LUA_NOREF;
+  ls->self_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Listener");
-  ls->S = S;
   ls->json = json;
   snprintf(ls->dest, sizeof ls->dest, "%s", dest);
-  int err = 0;
-  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, on_listener_closed, ls, &err);
-  if (!ls->l) return fail_rc(L, err, dest, S);
   lua_pushvalue(L, 2);
-  ls->fn_ref = ref(S, L);
+  lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 1);
-  ls->dest_ref = ref(S, L);
+  lua_setiuservalue(L, -2, 2);
+  /* anchored before the core knows it (luaL_ref may raise) */
   lua_pushvalue(L, -1);
   ls->self_ref = ref(S, L);
+  int err = 0;
+  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, on_listener_closed, ls, &err);
+  if (!ls->l) {
+    unref(S, L, &ls->self_ref);
+    return fail_rc(L, err, dest, S);
+  }
+  ls->S = S;
+  ls->next = S->listeners;
+  if (S->listeners) S->listeners->prev = ls;
+  S->listeners = ls;
   S->nlisteners++;
   return 1;
 }
 
-static void listener_close(mbL_listener *ls, lua_State *L) {
-  if (!ls->l) return;
-  mb_listener_close(ls->l);
+/* The one release path of a listener handle. close: close the core
+ * listener (l:close(); not when the core closed it, nor when freeing the
+ * service closes it); L: where to drop the anchor (NULL: the registry goes
+ * with the state). */
+static void listener_release(mbL_listener *ls, int close, lua_State *L) {
+  mbL_state *S = ls->S;
+  if (!S) return;
+  if (close) mb_listener_close(ls->l);
   ls->l = NULL;
-  ls->S->nlisteners--;
-  unref(ls->S, L, &ls->fn_ref);
-  unref(ls->S, L, &ls->dest_ref);
-  unref(ls->S, L, &ls->self_ref);
+  ls->S = NULL;
+  if (ls->prev)
+    ls->prev->next = ls->next;
+  else
+    S->listeners = ls->next;
+  if (ls->next) ls->next->prev = ls->prev;
+  S->nlisteners--;
+  if (L) unref(S, L, &ls->self_ref);
 }
 
 /* The destination was removed: the core closes the listener itself. */
 static void on_listener_closed(void *ud) {
   mbL_listener *ls = ud;
-  mbL_state *S = ls->S;
-  ls->l = NULL;
-  S->nlisteners--;
-  unref(S, S->L, &ls->fn_ref);
-  unref(S, S->L, &ls->dest_ref);
-  unref(S, S->L, &ls->self_ref);
+  listener_release(ls, 0, ls->S->L);
 }
 
 static int listener_close_l(lua_State *L) {
-  listener_close(luaL_checkudata(L, 1, "mb.Listener"), L);
+  listener_release(luaL_checkudata(L, 1, "mb.Listener"), 1, L);
   return 0;
 }
 
@@ -1354,10 +1397,16 @@ static void state_release(mbL_state *S) {
   S->stopping = 1;
   state_unlink(S->R, S);
   struct ev_loop *loop = mb_service_loop(S->svc);
-  for (mbL_timer *tm = S->timers; tm; tm = tm->next) {
+  /* handles outlive S (finalizers may still close them while the Lua state
+   * closes): detached here, each becomes a no-op */
+  while (S->timers) {
+    mbL_timer *tm = S->timers;
+    S->timers = tm->next;
     ev_timer_stop(loop, &tm->w);
     mb_runtime_hold(rt, -1);
+    tm->S = NULL;
   }
+  S->ntimers = 0;
   while (S->waiters) {
     mbL_waiter *w = S->waiters;
     S->waiters = w->next;
@@ -1372,9 +1421,12 @@ static void state_release(mbL_state *S) {
     free(w->ans);
     free(w);
   }
-  /* drops open deliveries, cancels requests; no callbacks after this */
+  /* drops open deliveries, cancels requests, closes its listeners and
+   * subscriptions; no callbacks after this */
   mb_service_free(S->svc);
   S->svc = NULL;
+  while (S->listeners) listener_release(S->listeners, 0, NULL);
+  while (S->subs) sub_release(S->subs, 0, NULL);
   while (S->spare) {
     mbL_waiter *w = S->spare;
     S->spare = w->next;
@@ -1602,6 +1654,7 @@ static int service_stop(lua_State *L) {
   mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
   mbL_state *me = caller_state(L);
   mbL_waiter *w = NULL;
+  if (!me || !me->svc) return luaL_error(L, "mb: this service has stopped"); /* a __gc */
   for (size_t i = 0; i < h->n; i++) {
     mb_service *svc = h->ids[i] ? mb_service_find(core(me), h->ids[i]) : NULL;
     h->ids[i] = 0;
@@ -1943,10 +1996,8 @@ void mbL_runtime_free(mbL_runtime *R) {
     mbL_state *S = R->states;
     if (S->owns_L)
       state_stop(S);
-    else {
+    else /* a plain program's: Lua memory, its Lua state is closing */
       state_release(S);
-      free(S);
-    }
   }
   mb_runtime_free(R->rt);
   pthread_mutex_destroy(&R->lock);
@@ -1993,28 +2044,32 @@ int luaopen_mb(lua_State *L) {
     return 1;
   }
   lua_pop(L, 1);
+  /* the main thread: `require` may run in a coroutine, which can be
+   * collected while the module lives (issue 12, item 11) */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *main = lua_tothread(L, -1);
+  lua_pop(L, 1);
   mbL_runtime **p = lua_newuserdatauv(L, sizeof *p, 0);
   *p = NULL;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, runtime_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &runtime_gc); /* lives as long as L */
-  mbL_runtime *R = mbL_runtime_new(1);
-  if (!R) return luaL_error(L, "mb: out of memory");
-  mbL_state *S = calloc(1, sizeof *S);
-  S->svc = S ? mb_service_new(R->rt, "main", 0) : NULL;
-  if (!S || !S->svc) {
-    free(S);
-    mbL_runtime_free(R);
-    return luaL_error(L, "mb: out of memory");
-  }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &runtime_gc);
-  *(mbL_runtime **)lua_touserdata(L, -1) = R;
-  lua_pop(L, 1);
+  /* from here on what fails (raises) leaves R to runtime_gc */
+  if (!(*p = mbL_runtime_new(1))) return luaL_error(L, "mb: out of memory");
+  mbL_runtime *R = *p;
+  /* S is Lua memory, anchored until L closes: a finalizer that runs after
+   * runtime_gc still finds it, and that it stopped (S->svc is NULL) */
+  mbL_state *S = lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &MAIN_STATE_KEY);
   S->R = R;
-  S->L = L;
+  S->L = main;
+  if (!(S->svc = mb_service_new(R->rt, "main", 0))) return luaL_error(L, "mb: out of memory");
   state_link(R, S);
+  lua_pop(L, 1); /* p */
   open_module(L, S);
   return 1;
 }

@@ -8,6 +8,9 @@ local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
 describe("a reply that cannot be delivered", function()
   local letters, dl
+  -- a stop asked by an earlier spec with no run in progress is latched
+  -- until a run takes it (issue 12, item 5, fixed elsewhere)
+  setup(function() mb.run({timeout = 1}) end)
   before_each(function()
     letters = {}
     mb.destination("mb/dead-letters")
