@@ -215,11 +215,10 @@ static int new_thread_p(lua_State *L) {
   return 2;
 }
 
-/* A task from the pool, or a new one. NULL when out of memory. Called from
- * libev callbacks too, where no Lua runs in S: there the Lua allocation is
- * a protected call, so that running out of memory returns NULL instead of
- * raising into the loop. Inside running Lua code an error reaches that
- * code's own protection. */
+/* A task from the pool, or a new one. NULL when out of memory: the Lua
+ * allocation is a protected call on S->L, so that running out of memory
+ * returns NULL instead of raising (into the loop, or into S->L while one of
+ * its coroutines runs, past that coroutine's own protection). */
 static mbL_task *task_new(mbL_state *S, int kind) {
   mbL_task *t = S->pool;
   if (t) {
@@ -228,10 +227,8 @@ static mbL_task *task_new(mbL_state *S, int kind) {
   } else {
     lua_State *co;
     int r;
-    if (S->current) {
-      co = lua_newthread(S->L);
-      r = ref(S, S->L);
-    } else {
+    { /* always protected: S->L may not be the running thread, whose error
+       * handling an error raised in S->L would bypass */
       lua_pushcfunction(S->L, new_thread_p);
       lua_pushlightuserdata(S->L, S);
       if (lua_pcall(S->L, 1, 2, 0) != LUA_OK) {
@@ -1456,11 +1453,11 @@ static void state_stop(mbL_state *S) {
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
-  (void)osize;
   if (nsize == 0) {
     mb_free(ptr);
     return NULL;
   }
+  if (ptr && nsize <= osize) return mb_realloc_shrink(ptr, nsize); /* must not fail */
   return mb_realloc(ptr, nsize);
 }
 
@@ -1491,6 +1488,16 @@ static int l_print(lua_State *L) {
   return 0;
 }
 
+static int state_init_p(lua_State *L) {
+  mbL_state *S = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, S->R); /* outlives every state */
+  lua_pushcclosure(L, l_print, 1);
+  lua_setglobal(L, "print");
+  open_module(L, S);
+  return 0;
+}
+
 static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key) {
   mbL_state *S = calloc(1, sizeof *S);
   if (!S) return NULL;
@@ -1504,13 +1511,16 @@ static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key)
   S->R = R;
   S->owns_L = 1;
   S->group_key = group_key;
+  /* the libraries, print and the module allocate: a protected call */
+  lua_pushcfunction(S->L, state_init_p);
+  lua_pushlightuserdata(S->L, S);
+  if (lua_pcall(S->L, 1, 0, 0) != LUA_OK) {
+    S->svc = NULL; /* the caller's: finalizers see a stopped service */
+    lua_close(S->L);
+    free(S);
+    return NULL;
+  }
   state_link(R, S);
-  luaL_openlibs(S->L);
-  lua_pushlightuserdata(S->L, R); /* outlives every state */
-  lua_pushcclosure(S->L, l_print, 1);
-  lua_setglobal(S->L, "print");
-  open_module(S->L, S);
-  lua_pop(S->L, 1);
   return S;
 }
 
@@ -1558,6 +1568,22 @@ typedef struct start_req {
   char path[];
 } start_req;
 
+static int push_args_p(lua_State *L) {
+  start_req *q = lua_touserdata(L, 1);
+  mbL_decode(L, (const uint8_t *)q->args, q->alen);
+  for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
+  return q->nargs;
+}
+
+/* Pushes the script's arguments (decoding allocates: a protected call). */
+static int push_args(lua_State *L, start_req *q) {
+  lua_pushcfunction(L, push_args_p);
+  lua_pushlightuserdata(L, q);
+  int rc = lua_pcall(L, 1, q->nargs, 0);
+  if (rc != LUA_OK) lua_pop(L, 1);
+  return rc;
+}
+
 static void start_task(void *arg) {
   start_req *q = arg;
   mbL_state *S = NULL;
@@ -1577,12 +1603,11 @@ static void start_task(void *arg) {
     report(q->R, "mb: cannot load %s\n", lua_tostring(S->L, -1));
     atomic_fetch_add(&q->R->failures, 1);
     state_stop(S);
+  } else if (q->nargs && push_args(S->L, q) != LUA_OK) {
+    report(q->R, "mb: cannot start %s: out of memory\n", q->path);
+    atomic_fetch_add(&q->R->failures, 1);
+    state_stop(S);
   } else {
-    if (q->nargs) {
-      mbL_decode(S->L, (const uint8_t *)q->args, q->alen);
-      for (int a = 1; a <= q->nargs; a++) lua_rawgeti(S->L, -a, a);
-      lua_remove(S->L, -q->nargs - 1);
-    }
     start_body(S, q->nargs);
   }
   /* the body ran until it first waited or ended: the loader goes on */
