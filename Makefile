@@ -130,12 +130,19 @@ $(BF)/mb.so: $(FA_LIB_OBJ)
 	$(CC) $(SAN) -shared -o $@ $(FA_LIB_OBJ) $(TOOL_LIBS)
 $(BF)/mbrun: $(FA_LIB_OBJ) $(FA_PROG_OBJ)
 	$(CC) $(SAN) -o $@ $(FA_LIB_OBJ) $(FA_PROG_OBJ) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
+FA_CORE_OBJ = $(patsubst runtime/%.c,$(BF)/lib/%.o,$(CORE_SRC) runtime/mb_failalloc.c)
+$(BF)/test_failalloc: $(FA_CORE_OBJ) spec/c/test_failalloc.c spec/c/check.h
+	$(CC) $(FA_FLAGS) -o $@ spec/c/test_failalloc.c $(FA_CORE_OBJ) $(TOOL_LIBS)
 
 .PHONY: failalloc failalloc-quick
-failalloc: $(BF)/mb.so $(BF)/mbrun
-	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BF) --runs $(FAILALLOC_RUNS)
-failalloc-quick: $(BF)/mb.so $(BF)/mbrun
-	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BF) --runs 40
+failalloc: $(BF)/mb.so $(BF)/mbrun $(BF)/test_failalloc
+	ASAN_OPTIONS=detect_leaks=1 $(BF)/test_failalloc
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BF) --runs $(FAILALLOC_RUNS) --count 1
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BF) --runs $(FAILALLOC_RUNS) --count 3
+failalloc-quick: $(BF)/mb.so $(BF)/mbrun $(BF)/test_failalloc
+	ASAN_OPTIONS=detect_leaks=1 $(BF)/test_failalloc
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BF) --runs 60 --count 1
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BF) --runs 60 --count 3
 
 run: deps all
 	$(B)/mbrun $(DEMO)

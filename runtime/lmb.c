@@ -107,8 +107,18 @@ typedef struct mbL_sub {
   struct mbL_sub *next, *prev; /* in S->subs */
 } mbL_sub;
 
+/* A task to run again later on this thread, because posting it failed
+ * (post()); the timer is libev's memory, none of ours. */
+typedef struct mbL_retry {
+  ev_timer timer;
+  mb_runtime *rt;
+  mb_task_fn fn;
+  void *arg;
+} mbL_retry;
+
 struct mbL_state {
   mbL_runtime *R;
+  mbL_retry retry; /* deferred_stop's, when its post failed */
   mb_service *svc;
   lua_State *L;
   int owns_L;
@@ -339,6 +349,67 @@ static void report(mbL_runtime *R, const char *fmt, ...) {
   output(R, 2, buf, (size_t)n);
 }
 
+/* ---- posting: the one way the binding posts a task -------------------------- */
+
+static void retry_cb(struct ev_loop *loop, ev_timer *tm, int revents) {
+  (void)loop;
+  (void)revents;
+  mbL_retry *r = tm->data;
+  mb_runtime_hold(r->rt, -1);
+  r->fn(r->arg);
+}
+
+enum {
+  POST_ALWAYS = 1, /* run also once the service died (mb_service_post_always) */
+  POST_HERE = 2,   /* this thread is the service's worker */
+  POST_NOW = 4     /* here, fn may run at once instead */
+};
+
+/* Posts fn(arg) to svc's worker. Posting fails only when a task queue
+ * cannot grow, for want of memory; then the work is not lost:
+ *  - here (POST_HERE), fn runs at once (POST_NOW), or from `later`'s timer
+ *    on this loop in 1 ms (holding the bus busy meanwhile);
+ *  - on another worker's thread, the post is tried again while that worker
+ *    drains its queue (draining needs no memory), for up to 2 s.
+ * Returns MB_OK, or MB_ENOMEM (reported on stderr) when nothing worked: the
+ * caller then undoes what the task would have finished. fn never runs on
+ * the wrong worker's thread. */
+static int post(mbL_runtime *R, mb_service *svc, int flags, mb_task_fn fn, void *arg,
+                mbL_retry *later) {
+  for (int tries = 0;; tries++) {
+    int rc = flags & POST_ALWAYS ? mb_service_post_always(svc, fn, arg)
+                                 : mb_service_post(svc, fn, arg);
+    if (rc == MB_OK) return MB_OK;
+    if (flags & POST_HERE) break;
+    if (tries == 2000) {
+      report(R, "mb: out of memory: a task for service %s could not be queued\n",
+             mb_service_name(svc));
+      atomic_fetch_add(&R->failures, 1);
+      return MB_ENOMEM;
+    }
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  if (flags & POST_NOW) {
+    fn(arg);
+    return MB_OK;
+  }
+  if (later && !ev_is_active(&later->timer)) {
+    later->rt = R->rt;
+    later->fn = fn;
+    later->arg = arg;
+    ev_timer_init(&later->timer, retry_cb, 0.001, 0);
+    later->timer.data = later;
+    ev_timer_start(mb_service_loop(svc), &later->timer);
+    mb_runtime_hold(R->rt, 1);
+    return MB_OK;
+  }
+  report(R, "mb: out of memory: a task for service %s could not be queued\n",
+         mb_service_name(svc));
+  atomic_fetch_add(&R->failures, 1);
+  return MB_ENOMEM;
+}
+
 static void task_end(mbL_task *t, int status) {
   mbL_state *S = t->S;
   if (status == LUA_OK) {
@@ -377,7 +448,7 @@ static void task_run(mbL_task *t, int nargs) {
   if (st == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* a bare coroutine.yield(): let the others run, then go on */
-    if (!t->waiting) mb_service_post(S->svc, task_again, t);
+    if (!t->waiting) post(S->R, S->svc, POST_HERE | POST_NOW, task_again, t, NULL);
     return;
   }
   task_end(t, st);
@@ -436,7 +507,8 @@ static void waiter_resume(void *arg) {
 
 static void waiter_wake(mbL_waiter *w) {
   w->done = 1;
-  if (w->suspended) mb_service_post(w->S->svc, waiter_resume, w);
+  /* on S's worker: send, request and stop completions run there */
+  if (w->suspended) post(w->S->R, w->S->svc, POST_HERE | POST_NOW, waiter_resume, w, NULL);
 }
 
 /* Waits until w is done: yields when running in one of our coroutines,
@@ -1394,6 +1466,10 @@ static void state_release(mbL_state *S) {
   S->stopping = 1;
   state_unlink(S->R, S);
   struct ev_loop *loop = mb_service_loop(S->svc);
+  if (ev_is_active(&S->retry.timer)) {
+    ev_timer_stop(loop, &S->retry.timer);
+    mb_runtime_hold(rt, -1);
+  }
   /* handles outlive S (finalizers may still close them while the Lua state
    * closes): detached here, each becomes a no-op */
   while (S->timers) {
@@ -1612,7 +1688,7 @@ static void start_task(void *arg) {
   }
   /* the body ran until it first waited or ended: the loader goes on */
   if (q->asker) {
-    mb_service_post(q->asker, stop_done, q->w);
+    post(q->R, q->asker, 0, stop_done, q->w, NULL);
     mb_service_unref(q->asker);
   }
   mb_service_unref(q->svc); /* the request's reference */
@@ -1638,7 +1714,7 @@ static mbL_state *find_state(mbL_runtime *R, mb_service *svc) {
 static void deferred_stop(void *arg) {
   mbL_state *S = arg;
   if (S->depth > 0) { /* still on the stack: try again later */
-    mb_service_post(S->svc, deferred_stop, S);
+    post(S->R, S->svc, POST_HERE, deferred_stop, S, &S->retry);
     return;
   }
   state_stop(S);
@@ -1649,17 +1725,18 @@ typedef struct stop_req {
   mbL_runtime *R;
   mb_service *svc, *asker;
   mbL_waiter *w;
+  mbL_retry retry;
 } stop_req;
 
 static void stop_task(void *arg) {
   stop_req *q = arg;
   mbL_state *S = find_state(q->R, q->svc);
   if (S && S->depth > 0) { /* on the stack: again later */
-    mb_service_post_always(q->svc, stop_task, q);
+    post(q->R, q->svc, POST_ALWAYS | POST_HERE, stop_task, q, &q->retry);
     return;
   }
   if (S && !S->stopping) state_stop(S);
-  mb_service_post(q->asker, stop_done, q->w);
+  post(q->R, q->asker, 0, stop_done, q->w, NULL);
   mb_service_unref(q->svc);
   mb_service_unref(q->asker);
   free(q);
@@ -1690,15 +1767,22 @@ static int service_stop(lua_State *L) {
       if (!q || !w) {
         free(q);
         mb_service_unref(svc);
+        if (w && !w->status) waiter_free(w);
         return luaL_error(L, "stop: out of memory");
       }
+      memset(q, 0, sizeof *q);
       q->R = h->R;
       q->svc = svc; /* keeps the reference */
       q->asker = me->svc;
       mb_service_ref(me->svc);
       q->w = w;
       w->status++;
-      mb_service_post_always(svc, stop_task, q);
+      if (post(h->R, svc, POST_ALWAYS, stop_task, q, NULL) != MB_OK) {
+        w->status--; /* reported: that instance goes on */
+        mb_service_unref(q->asker);
+        mb_service_unref(svc);
+        free(q);
+      }
       continue;
     }
     mbL_state *S = find_state(h->R, svc);
@@ -1706,7 +1790,7 @@ static int service_stop(lua_State *L) {
     if (!S || S->stopping) continue;
     if (S->depth > 0 || S == me) {
       S->stopping = 1; /* new deliveries are dropped from now on */
-      mb_service_post(S->svc, deferred_stop, S);
+      post(S->R, S->svc, POST_HERE, deferred_stop, S, &S->retry);
     } else {
       state_stop(S);
     }
@@ -1765,7 +1849,10 @@ static int l_load(lua_State *L) {
     pthread_mutex_unlock(&R->lock);
   }
   size_t plen = strlen(path);
-  mbL_waiter *w = NULL;
+  /* taken first: without it an instance on another worker could not be
+   * waited for (and must not start on this thread instead) */
+  mbL_waiter *w = mb_runtime_workers(core(S)) > 1 ? waiter_new(S) : NULL;
+  if (!w && mb_runtime_workers(core(S)) > 1) return luaL_error(L, "mb.load: out of memory");
   /* a copy of its own: an instance started inline may reuse S->vbuf */
   size_t alen = S->vbuf.len;
   char *encoded = nargs ? lua_newuserdatauv(L, alen, 0) : NULL;
@@ -1777,6 +1864,7 @@ static int l_load(lua_State *L) {
     if (!svc) {
       free(q);
       free(args);
+      if (w && !w->status) waiter_free(w);
       return luaL_error(L, "mb.load: out of memory");
     }
     q->R = R;
@@ -1797,18 +1885,25 @@ static int l_load(lua_State *L) {
       start_task(q);
       continue;
     }
-    if (!w && !(w = waiter_new(S))) {
-      start_task(q); /* out of memory for waiting: start it here instead */
-      continue;
-    }
     q->asker = S->svc;
     q->w = w;
     mb_service_ref(S->svc);
     w->status++;
-    mb_service_post_always(svc, start_task, q);
+    if (post(R, svc, POST_ALWAYS, start_task, q, NULL) != MB_OK) {
+      w->status--; /* reported; this instance never starts */
+      mb_service_unref(S->svc);
+      mb_service_unref(svc);
+      mb_service_free(svc); /* new, nothing of it runs anywhere yet */
+      free(args);
+      free(q);
+    }
   }
   lua_settop(L, 4); /* the handle */
   if (!w) return 1;
+  if (!w->status) {
+    waiter_free(w);
+    return 1;
+  }
   return wait_for(L, w, countdown_k);
 }
 
@@ -2014,7 +2109,7 @@ void mbL_runtime_free(mbL_runtime *R) {
   pthread_mutex_lock(&R->lock);
   for (mbL_state *S = R->states; S; S = S->next)
     if (mb_service_worker(S->svc) != 0) /* skipped if it stops by itself first */
-      mb_service_post(S->svc, deferred_stop, S);
+      post(R, S->svc, 0, deferred_stop, S, NULL); /* failed: stopped below */
   pthread_mutex_unlock(&R->lock);
   mb_runtime_join(R->rt); /* they run those stops, then exit */
   while (R->states) {

@@ -221,10 +221,12 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
     mb_unlock(rt);
     return NULL;
   }
-  mb_group *g = NULL;
+  mb_group *g = NULL, *fresh = NULL;
   if (key)
     for (size_t i = 0; i < d->ngroups; i++)
       if (d->groups[i]->key == key) g = d->groups[i];
+  /* everything is allocated before anything is linked: a failure leaves no
+   * empty group behind (dispatch would pick a member of it) */
   mb_listener *l = calloc(1, sizeof *l);
   if (!l) goto nomem;
   if (!g) {
@@ -235,19 +237,21 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
       d->groups = gs;
       d->capgroups = cap;
     }
-    g = calloc(1, sizeof *g);
+    g = fresh = calloc(1, sizeof *g);
     if (!g) goto nomem;
-    g->id = ++rt->next_group;
-    g->key = key;
-    g->svc = svc;
-    d->groups[d->ngroups++] = g;
   }
   if (g->n == g->cap) {
     size_t cap = g->cap ? g->cap * 2 : 2;
     mb_listener **ms = realloc(g->members, cap * sizeof *ms);
-    if (!ms) goto nomem; /* g may stay empty: harmless, reused by key */
+    if (!ms) goto nomem;
     g->members = ms;
     g->cap = cap;
+  }
+  if (fresh) {
+    g->id = ++rt->next_group;
+    g->key = key;
+    g->svc = svc;
+    d->groups[d->ngroups++] = g;
   }
   g->members[g->n++] = l;
   l->svc = svc;
@@ -270,6 +274,8 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
   return l;
 nomem:
   mb_unlock(rt);
+  if (fresh) free(fresh->members);
+  free(fresh);
   free(l);
   *err = MB_ENOMEM;
   return NULL;
@@ -428,7 +434,8 @@ static void inline_add(mb_inline *inl, mb_delivery *dv) {
     mb_delivery **m = realloc(inl->more, cap * sizeof *m);
     if (!m) { /* out of memory: run it from the queue instead */
       dv->inline_pending = 0;
-      mb_worker_post(dv->l->svc->w, dv->l->svc, run_delivery, dv);
+      if (mb_worker_post(dv->l->svc->w, dv->l->svc, run_delivery, dv))
+        mb_delivery_finish(dv, MB_EFAILED, "failed: out of memory"); /* not lost */
       return;
     }
     inl->more = m;

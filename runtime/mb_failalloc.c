@@ -5,13 +5,16 @@
  *   MB_FAIL_AT=N      the Nth allocation fails (0 or unset: none)
  *   MB_FAIL_COUNT=k   allocations N..N+k-1 fail (default 1)
  *   MB_FAIL_REPORT=F  at exit, writes "allocations A\nfailed B\n" to F
- * Driven by tools/failalloc.lua. Not part of any other build.
+ * Driven by tools/failalloc.lua; C tests (spec/c/test_failalloc.c) arm it
+ * themselves with mb_failalloc_arm. Not part of any other build.
  */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 int mb_failalloc_next(void);
+void mb_failalloc_arm(long nth, long n);
+long mb_failalloc_count(void);
 
 static atomic_long count;
 static atomic_long failed;
@@ -42,3 +45,14 @@ __attribute__((destructor)) static void failalloc_report(void) {
   fprintf(f, "allocations %ld\nfailed %ld\n", atomic_load(&count), atomic_load(&failed));
   fclose(f);
 }
+
+/* For C tests: the nth allocation from now fails, and the n - 1 after it
+ * (nth 0: none fails). */
+void mb_failalloc_arm(long nth, long n) {
+  if (__atomic_load_n(&fail_at, __ATOMIC_ACQUIRE) < 0) read_env();
+  fail_count = n > 0 ? n : 1;
+  __atomic_store_n(&fail_at, nth > 0 ? atomic_load(&count) + nth : 0, __ATOMIC_RELEASE);
+}
+
+/* Allocations counted so far. */
+long mb_failalloc_count(void) { return atomic_load(&count); }

@@ -50,7 +50,9 @@ local cc = os.getenv("CC") or "cc"
 local preload = sh_capture(cc .. " -print-file-name=libasan.so"):gsub("%s+$", "") .. ":"
   .. sh_capture(cc .. " -print-file-name=libubsan.so"):gsub("%s+$", "")
 local SAN_ENV = "ASAN_OPTIONS=detect_leaks=1:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1"
-local LUA = ("%s LD_PRELOAD=%s LUA_CPATH='%s/?.so;;' lua5.4"):format(SAN_ENV, preload, opts.dir)
+-- mb.so preloaded as well: still mapped when LeakSanitizer reports at exit
+local LUA = ("%s LD_PRELOAD=%s:%s/mb.so LUA_CPATH='%s/?.so;;' lua5.4"):format(SAN_ENV, preload,
+  opts.dir, opts.dir)
 local MBRUN = SAN_ENV .. " " .. opts.dir .. "/mbrun"
 
 local scenarios = {
