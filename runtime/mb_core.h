@@ -245,6 +245,7 @@ struct mb_request {
   mb_request_fn fn;
   void *ud;
   int all, dispatched, finished, cancelled;
+  int finish_late; /* its finish task could not be posted: timeout_cb runs it */
   int refs; /* its own until its finish ran, and a blocked send's */
   double timeout;
   uint64_t t_start; /* mb_now_ns() at the start, when observed */

@@ -1003,7 +1003,10 @@ static void pump_task(void *arg) {
   mb_runtime *rt = d->rt;
   mb_lock(rt);
   d->in_ready = 0;
-  if (pump(d, 64)) dest_ready(d);
+  d->pumping = 1;
+  int more = pump(d, 64);
+  d->pumping = 0;
+  if (more) dest_ready(d);
   maybe_removed(d);
   mb_unlock(rt);
   mb_dest_unref(d); /* the task's */
@@ -1018,7 +1021,15 @@ static void dest_ready(mb_dest *d) {
   d->in_ready = 1;
   dest_ref(d);
   if (mb_worker_post(w, NULL, pump_task, d)) {
+    /* out of memory for the task: pump here, under the lock as pump_task
+     * would, so that no message waits for a pump that never comes (not when
+     * a pump is on the stack: it goes on by itself) */
     d->in_ready = 0;
+    if (!d->pumping) {
+      d->pumping = 1;
+      while (pump(d, 64)) continue;
+      d->pumping = 0;
+    }
     mb_dest_unref(d);
   }
 }

@@ -93,8 +93,67 @@ static void test_sync_send_out_of_memory(void) {
   }
 }
 
+typedef struct replier {
+  mb_service *svc;
+} replier;
+
+static void reply_fn(void *ud, mb_delivery *d) {
+  replier *r = ud;
+  mb_msg *reply = msg_int(42);
+  if (reply) mb_reply(r->svc, mb_delivery_msg(d), mb_delivery_group(d), reply);
+  mb_delivery_done(d, MB_OK, NULL);
+}
+
+typedef struct answer {
+  int calls, status;
+} answer;
+
+static void answer_fn(void *ud, const mb_answer *a, size_t n) {
+  answer *an = ud;
+  an->calls++;
+  an->status = n ? a[0].status : -999;
+}
+
+/* A request answered on another worker: when the task that tells the
+ * requester could not be posted (out of memory), the request was marked
+ * cancelled and its timer stopped from the answering thread (another
+ * loop's watcher), and the requester was never told. Now its own timer
+ * finishes it on its own worker, with the answer. */
+static void test_request_out_of_memory(void) {
+  for (long k = 1; k <= 30; k++) {
+    mb_config cfg = {2, 0};
+    mb_runtime *rt = mb_runtime_new(&cfg);
+    mb_service *me = mb_service_new(rt, "me", 0), *other = mb_service_new(rt, "other", 1);
+    CHECK_INT(mb_dest_declare(rt, "calc", NULL), MB_OK);
+    replier rp = {other};
+    int err = 0;
+    mb_listener *l = mb_listen(other, "calc", 0, reply_fn, NULL, &rp, &err);
+    CHECK(l != NULL);
+    answer an = {0, 0};
+    mb_request *req = NULL;
+    mb_msg *m = msg_int(k);
+    mb_failalloc_arm(k, 1);
+    int rc = mb_request_start(me, "calc", m, 0.3, 0, answer_fn, &an, &req);
+    CHECK_INT(mb_runtime_run(rt, 5), 0);
+    mb_failalloc_arm(0, 0);
+    if (rc == MB_PENDING) {
+      if (!CHECK_INT(an.calls, 1)) fprintf(stderr, "    with allocation %ld failing\n", k);
+    } else {
+      CHECK_INT(rc, MB_ENOMEM);
+    }
+    check_invariant(rt, "calc", k);
+    mb_counts c;
+    mb_runtime_counts(rt, &c);
+    CHECK_INT(c.requests, 0);
+    mb_service_free(me);
+    mb_service_free(other);
+    mb_runtime_free(rt);
+  }
+}
+
 int main(void) {
   RUN(test_listen_out_of_memory);
   RUN(test_sync_send_out_of_memory);
+  RUN(test_request_out_of_memory);
   return check_summary();
 }
