@@ -1494,12 +1494,13 @@ static void state_release(mbL_state *S) {
     free(w->ans);
     free(w);
   }
-  /* drops open deliveries, cancels requests, closes its listeners and
-   * subscriptions; no callbacks after this */
+  /* its handles' owner closes them (also one whose destination's removal
+   * could not tell it); the registry goes with the Lua state */
+  while (S->listeners) listener_release(S->listeners, 1, NULL);
+  while (S->subs) sub_release(S->subs, 1, NULL);
+  /* drops open deliveries, cancels requests; no callbacks after this */
   mb_service_free(S->svc);
   S->svc = NULL;
-  while (S->listeners) listener_release(S->listeners, 0, NULL);
-  while (S->subs) sub_release(S->subs, 0, NULL);
   while (S->spare) {
     mbL_waiter *w = S->spare;
     S->spare = w->next;

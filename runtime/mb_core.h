@@ -162,6 +162,8 @@ struct mb_listener {
   void *ud;
   atomic_int closed; /* set under rt->lock; run_delivery reads it without */
   int owner_closed; /* its owner closed it: on_closed is not needed */
+  int closed_lost;  /* on_closed could not be posted: the ref it held stays
+                       until its owner closes it (mb_listener_close) */
   int refs; /* the registration + open deliveries + a pending on_closed */
   size_t inflight; /* its open deliveries: members with fewer go first */
   mb_listener *next, *prev; /* in svc->listeners */

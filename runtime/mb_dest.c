@@ -168,7 +168,9 @@ static void finish_removal(mb_dest *d) {
       /* its owner hears of it on its own thread; l lives until then */
       if (l->on_closed) {
         l->refs++;
-        if (mb_worker_post(l->svc->w, NULL, closed_task, l)) l->refs--;
+        /* out of memory: the owner is not told, and its handle still
+         * points at l; l stays until the owner closes it */
+        if (mb_worker_post(l->svc->w, NULL, closed_task, l)) l->closed_lost = 1;
       }
       mb_listener_close_locked(l);
     } else { /* left empty by a failed registration */
@@ -303,8 +305,13 @@ static void closed_task(void *arg) {
 void mb_listener_close(mb_listener *l) {
   mb_runtime *rt = l->svc->rt;
   mb_lock(rt);
+  int lost = l->closed_lost; /* then l is closed already, and alive by that ref */
   l->owner_closed = 1;
-  mb_listener_close_locked(l);
+  mb_listener_close_locked(l); /* may free l */
+  if (lost) {
+    l->closed_lost = 0;
+    listener_unref(l);
+  }
   mb_unlock(rt);
 }
 

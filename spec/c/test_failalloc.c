@@ -151,9 +151,39 @@ static void test_request_out_of_memory(void) {
   }
 }
 
+typedef struct counts2 {
+  int calls, closed; /* calls first: ok_fn counts it */
+} counts2;
+
+static void closed_fn(void *ud) { ((counts2 *)ud)->closed++; }
+
+/* Removing a destination tells each listener's owner on its own thread;
+ * when that task could not be posted, the listener was freed all the same
+ * while its owner still held it: the owner's close read freed memory. */
+static void test_remove_destination_out_of_memory(void) {
+  for (long k = 1; k <= 6; k++) {
+    mb_runtime *rt = mb_runtime_new(NULL);
+    mb_service *svc = mb_service_new(rt, "s", 0);
+    CHECK_INT(mb_dest_declare(rt, "d", NULL), MB_OK);
+    counts2 n = {0, 0};
+    int err = 0;
+    mb_listener *l = mb_listen(svc, "d", 0, ok_fn, closed_fn, &n, &err);
+    CHECK(l != NULL);
+    mb_failalloc_arm(k, 1);
+    CHECK_INT(mb_dest_remove(rt, "d"), MB_OK);
+    mb_failalloc_arm(0, 0);
+    CHECK_INT(mb_runtime_run(rt, 2), 0);
+    if (!n.closed) mb_listener_close(l); /* not told: still its owner's */
+    CHECK_INT(mb_dest_exists(rt, "d"), 0);
+    mb_service_free(svc);
+    mb_runtime_free(rt);
+  }
+}
+
 int main(void) {
   RUN(test_listen_out_of_memory);
   RUN(test_sync_send_out_of_memory);
   RUN(test_request_out_of_memory);
+  RUN(test_remove_destination_out_of_memory);
   return check_summary();
 }
