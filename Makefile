@@ -2,8 +2,10 @@
 #
 #   make run     install what is missing, build, run the Jungle Gyms demo
 #   make test    install what is missing, build, run every test: C tests,
-#                busted specs, the same under ASan+UBSan, the threaded specs
-#                under TSan, the C tests, the specs and the demo under valgrind
+#                busted specs, the same under ASan+UBSan, a bounded walk of
+#                allocation failures (make failalloc: all of it), the
+#                threaded specs under TSan, the C tests, the specs and the
+#                demo under valgrind
 #   make bench   the benchmarks (bench/README.md)
 #   make         build build/mb.so (the Lua module) and build/mbrun
 #
@@ -174,6 +176,7 @@ test: test-deps all
 	$(MAKE) c-tests
 	$(MAKE) spec
 	$(MAKE) asan-spec
+	$(MAKE) failalloc-quick
 	$(MAKE) tsan
 	$(MAKE) valgrind
 	@echo "make test: all suites passed"

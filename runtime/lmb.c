@@ -1601,9 +1601,21 @@ static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key)
   return S;
 }
 
-/* Pushes the function that runs path; the error message on failure. */
+static int load_script_p(lua_State *L) {
+  lua_pushinteger(L, luaL_loadfilex(L, lua_touserdata(L, 1), "t"));
+  return 2;
+}
+
+/* Pushes the function that runs path; the error message on failure (a
+ * protected call: luaL_loadfilex raises when out of memory). Returns
+ * luaL_loadfilex's code. */
 static int load_script(lua_State *L, const char *path) {
-  return luaL_loadfilex(L, path, "t");
+  lua_pushcfunction(L, load_script_p);
+  lua_pushlightuserdata(L, (void *)path);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) return LUA_ERRMEM;
+  int rc = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return rc;
 }
 
 /* Starts S's script body: the chunk is at the top of S->L, nargs values

@@ -9,7 +9,7 @@ local ASAN = os.getenv("MB_ASAN_DIR") or "build/asan"
 
 local function sanitizer_env()
   local function lib(name)
-    local p = io.popen("${CC:-cc} -print-file-name=" .. name)
+    local p = io.popen("env -u LD_PRELOAD ${CC:-cc} -print-file-name=" .. name)
     local path = p:read("l")
     p:close()
     return path

@@ -47,8 +47,8 @@ local function sh_capture(cmd)
 end
 
 local cc = os.getenv("CC") or "cc"
-local preload = sh_capture(cc .. " -print-file-name=libasan.so"):gsub("%s+$", "") .. ":"
-  .. sh_capture(cc .. " -print-file-name=libubsan.so"):gsub("%s+$", "")
+local preload = sh_capture("env -u LD_PRELOAD " .. cc .. " -print-file-name=libasan.so"):gsub("%s+$", "") .. ":"
+  .. sh_capture("env -u LD_PRELOAD " .. cc .. " -print-file-name=libubsan.so"):gsub("%s+$", "")
 local SAN_ENV = "ASAN_OPTIONS=detect_leaks=1:exitcode=99 UBSAN_OPTIONS=print_stacktrace=1"
 -- mb.so preloaded as well: still mapped when LeakSanitizer reports at exit
 local LUA = ("%s LD_PRELOAD=%s:%s/mb.so LUA_CPATH='%s/?.so;;' lua5.4"):format(SAN_ENV, preload,
