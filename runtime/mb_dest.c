@@ -549,8 +549,10 @@ static void sync_release(mb_sync *s) {
   if (s->done && from) {
     s->from = from;
     mb_service_ref(from);
-    if (mb_worker_post(from->w, NULL, sync_done_task, s) == MB_OK) return;
-    mb_service_unref(from);
+    /* out of memory for the task: the sender is told all the same */
+    if (mb_worker_post(from->w, NULL, sync_done_task, s))
+      mb_worker_post_late(from->w, &s->late, sync_done_task, s);
+    return;
   }
   free(s);
 }
@@ -735,8 +737,10 @@ static void blocked_end(mb_dest *d, mb_blocked *b, int status) {
     b->done(b->ud, status);
   else if (b->done && b->from) {
     mb_service_ref(b->from);
-    if (mb_worker_post(b->from->w, NULL, blocked_done_task, b) == MB_OK) return;
-    mb_service_unref(b->from);
+    /* out of memory for the task: the sender is told all the same */
+    if (mb_worker_post(b->from->w, NULL, blocked_done_task, b))
+      mb_worker_post_late(b->from->w, &b->late, blocked_done_task, b);
+    return;
   }
   free(b);
 }

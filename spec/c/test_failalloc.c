@@ -180,10 +180,90 @@ static void test_remove_destination_out_of_memory(void) {
   }
 }
 
+typedef struct holder {
+  mb_delivery *held[8];
+  int n;
+} holder;
+
+static void hold_fn(void *ud, mb_delivery *d) {
+  holder *h = ud;
+  if (h->n < 8)
+    h->held[h->n++] = d;
+  else
+    mb_delivery_done(d, MB_OK, NULL);
+}
+
+static void noop(void *arg) { (void)arg; }
+
+typedef struct sent {
+  int calls, status;
+} sent;
+
+static void sent_fn(void *ud, int status) {
+  sent *s = ud;
+  s->calls++;
+  s->status = status;
+}
+
+/* A send that waited for room in a full "block" queue: when the task that
+ * tells its sender it was admitted could not be posted, the sender was
+ * never told (its coroutine waited for ever). The worker's task queue is
+ * filled first, so that the next post needs memory. */
+static void test_blocked_send_out_of_memory(void) {
+  for (long k = 1; k <= 6; k++) {
+    mb_runtime *rt = mb_runtime_new(NULL);
+    mb_service *svc = mb_service_new(rt, "s", 0);
+    mb_dest_opts o = {0};
+    o.max_queue = 2;
+    o.on_full = MB_FULL_BLOCK;
+    o.concurrency = 1;
+    CHECK_INT(mb_dest_declare(rt, "q", &o), MB_OK);
+    holder h = {{0}, 0};
+    int err = 0;
+    mb_listener *l = mb_listen(svc, "q", 0, hold_fn, NULL, &h, &err);
+    CHECK(l != NULL);
+    sent s = {0, 0};
+    CHECK_INT(mb_send(svc, "q", msg_int(1), sent_fn, &s), MB_OK);
+    CHECK_INT(mb_send(svc, "q", msg_int(2), sent_fn, &s), MB_OK);
+    CHECK_INT(mb_runtime_run(rt, 2), 0); /* 1 is held, 2 waits (concurrency 1) */
+    CHECK_INT(h.n, 1);
+    CHECK_INT(mb_send(svc, "q", msg_int(3), sent_fn, &s), MB_OK);
+    CHECK_INT(mb_send(svc, "q", msg_int(4), sent_fn, &s), MB_PENDING);
+    int once = 1;
+    mb_runtime_step(rt, &once); /* the pump task 3 queued runs: the queue is empty */
+    /* fill the worker's (empty) task queue, so that the next post needs
+     * memory: the post that made it grow left `posted` tasks in
+     * 2 * (posted - 1) places */
+    long before = mb_failalloc_count();
+    int posted = 0;
+    while (mb_failalloc_count() == before && posted < 100000) {
+      mb_service_post(svc, noop, NULL);
+      posted++;
+    }
+    for (int i = 0; i < posted - 2; i++) mb_service_post(svc, noop, NULL);
+    mb_failalloc_arm(k, 3);
+    mb_delivery_done(h.held[0], MB_OK, NULL); /* 2 goes, 4 is admitted */
+    mb_failalloc_arm(0, 0);
+    CHECK_INT(mb_runtime_run(rt, 2), 0);
+    if (!CHECK_INT(s.calls, 1)) fprintf(stderr, "    with allocation %ld failing\n", k);
+    for (int from = 1, rounds = 0; h.n > from && rounds < 10; from = 0, rounds++) {
+      int n = h.n;
+      h.n = 0;
+      for (int i = from; i < n; i++) mb_delivery_done(h.held[i], MB_OK, NULL);
+      CHECK_INT(mb_runtime_run(rt, 2), 0);
+    }
+    check_invariant(rt, "q", k);
+    mb_listener_close(l);
+    mb_service_free(svc);
+    mb_runtime_free(rt);
+  }
+}
+
 int main(void) {
   RUN(test_listen_out_of_memory);
   RUN(test_sync_send_out_of_memory);
   RUN(test_request_out_of_memory);
   RUN(test_remove_destination_out_of_memory);
+  RUN(test_blocked_send_out_of_memory);
   return check_summary();
 }
