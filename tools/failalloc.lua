@@ -53,7 +53,7 @@ local SAN_ENV = "ASAN_OPTIONS=detect_leaks=1:exitcode=99 UBSAN_OPTIONS=print_sta
 -- mb.so preloaded as well: still mapped when LeakSanitizer reports at exit
 local LUA = ("%s LD_PRELOAD=%s:%s/mb.so LUA_CPATH='%s/?.so;;' lua5.4"):format(SAN_ENV, preload,
   opts.dir, opts.dir)
-local MBRUN = SAN_ENV .. " " .. opts.dir .. "/mbrun"
+local MBRUN = SAN_ENV .. " MB_LUA_DIR=lua " .. opts.dir .. "/mbrun" -- lua/: wherever mbrun is
 
 local scenarios = {
   {name = "demo", cmd = MBRUN .. " -w 2 -c examples/jungle-gyms/config.lua "
