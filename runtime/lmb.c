@@ -2142,6 +2142,14 @@ int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 
+static int push_argv_p(lua_State *L) {
+  char **argv = lua_touserdata(L, 1);
+  int argc = (int)lua_tointeger(L, 2);
+  luaL_checkstack(L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  return argc;
+}
+
 int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, char *err,
                      size_t errlen) {
   mb_service *svc = mb_service_new(R->rt, path, 0);
@@ -2156,8 +2164,15 @@ int mbL_runtime_load(mbL_runtime *R, const char *path, int argc, char **argv, ch
     state_stop(S);
     return -1;
   }
-  luaL_checkstack(S->L, argc, "too many arguments");
-  for (int i = 0; i < argc; i++) lua_pushstring(S->L, argv[i]);
+  /* the arguments allocate: a protected call */
+  lua_pushcfunction(S->L, push_argv_p);
+  lua_pushlightuserdata(S->L, argv);
+  lua_pushinteger(S->L, argc);
+  if (lua_pcall(S->L, 2, argc, 0) != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(S->L, -1));
+    state_stop(S);
+    return -1;
+  }
   start_body(S, argc);
   return 0;
 }
