@@ -3,8 +3,10 @@
 #   make run     install what is missing, build, run the Jungle Gyms demo
 #   make check   the quick round (under a minute): build, C tests, busted specs
 #   make test    install what is missing, build, run every test: C tests,
-#                busted specs, the same under ASan+UBSan, the threaded specs
-#                under TSan, the C tests, the specs and the demo under valgrind
+#                busted specs, the same under ASan+UBSan, a bounded walk of
+#                allocation failures (make failalloc: all of it), the
+#                threaded specs under TSan, the C tests, the specs and the
+#                demo under valgrind
 #   make bench   the benchmarks (bench/README.md)
 #   make         build build/mb.so (the Lua module) and build/mbrun
 
@@ -124,6 +126,44 @@ tsan: $(BT)/mbrun $(B)/mb.so
 
 DEMO = -c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua
 
+# Allocation-failure injection (runtime/core/mb_alloc.h, runtime/core/mb_failalloc.c):
+# the core and the binding built with ASan+UBSan, every allocation of theirs
+# and of each Lua state counted, the Nth failing (MB_FAIL_AT=N).
+# tools/failalloc.lua walks N over every allocation of a few scenarios and
+# checks each run: no crash, no sanitizer report, no leak, an error reported
+# or success, the stats invariant. `make failalloc` walks every N;
+# FAILALLOC_RUNS bounds the runs per scenario (make test: about 2 minutes).
+BFA = build/failalloc
+FA_FLAGS = -O1 -g $(SAN) $(LIBC_MALLOC) $(WARN) $(CPPFLAGS)
+FA_LIB_OBJ = $(patsubst %.c,$(BFA)/lib/%.o,$(CORE_SRC) $(LUA_SRC) runtime/core/mb_failalloc.c)
+FA_CORE_OBJ = $(patsubst %.c,$(BFA)/lib/%.o,$(CORE_SRC) runtime/core/mb_failalloc.c)
+FA_PROG_OBJ = $(patsubst %.c,$(BFA)/prog/%.o,$(MBRUN_SRC))
+FAILALLOC_RUNS ?= 0
+# the core and the binding count their allocations; the program does not
+$(BFA)/lib/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(FA_FLAGS) -DMB_FAILALLOC -include runtime/core/mb_alloc.h -fPIC -MMD -MP -c -o $@ $<
+$(BFA)/prog/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(FA_FLAGS) -MMD -MP -c -o $@ $<
+-include $(wildcard $(BFA)/*/*/*/*.d $(BFA)/*/*/*/*/*.d)
+$(BFA)/mb.so: $(FA_LIB_OBJ)
+	$(CC) $(SAN) -shared -o $@ $(FA_LIB_OBJ) $(TOOL_LIBS)
+$(BFA)/mbrun: $(FA_LIB_OBJ) $(FA_PROG_OBJ)
+	$(CC) $(SAN) -o $@ $(FA_LIB_OBJ) $(FA_PROG_OBJ) $(LUA_LIB) $(EDIT_LIB) $(TOOL_LIBS)
+$(BFA)/test_failalloc: $(FA_CORE_OBJ) spec/c/test_failalloc.c spec/c/check.h
+	$(CC) $(FA_FLAGS) -o $@ spec/c/test_failalloc.c $(FA_CORE_OBJ) $(TOOL_LIBS)
+
+.PHONY: failalloc failalloc-quick
+failalloc: $(BFA)/mb.so $(BFA)/mbrun $(BFA)/test_failalloc
+	ASAN_OPTIONS=detect_leaks=1 $(BFA)/test_failalloc
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BFA) --runs $(FAILALLOC_RUNS) --count 1
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BFA) --runs $(FAILALLOC_RUNS) --count 3
+failalloc-quick: $(BFA)/mb.so $(BFA)/mbrun $(BFA)/test_failalloc
+	ASAN_OPTIONS=detect_leaks=1 $(BFA)/test_failalloc
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BFA) --runs 60 --count 1
+	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BFA) --runs 60 --count 3
+
 run: deps all
 	$(B)/mbrun $(DEMO)
 
@@ -161,6 +201,7 @@ test: test-deps all
 	$(MAKE) fuzz-short
 	$(MAKE) spec
 	$(MAKE) asan-spec
+	$(MAKE) failalloc-quick
 	$(MAKE) tsan
 	$(MAKE) valgrind
 	$(MAKE) nats-tests

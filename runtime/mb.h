@@ -345,6 +345,11 @@ void mb_delivery_done(mb_delivery *d, int status, const char *error);
 void mb_delivery_done_soon(mb_delivery *d, int status, const char *error);
 /* Settles the deliveries mb_delivery_done_soon left (on svc's worker). */
 void mb_service_settle(mb_service *svc);
+/* Marks the open delivery d to end as failed with error (copied; the first
+ * mark counts), whatever status mb_delivery_done later gives (a drop stays a
+ * drop). For an outcome of the listener's work that it learns of before it
+ * ends the delivery, such as its reply that could not be delivered. */
+void mb_delivery_fail(mb_delivery *d, const char *error);
 
 /* ---- sending ---------------------------------------------------------- */
 
@@ -396,5 +401,13 @@ int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply
  * "block" queue) and done is given, returns MB_PENDING and calls done once. */
 int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *reply_to,
                 uint64_t group, mb_msg *reply, mb_send_fn done, void *ud);
+
+/* The listener's reply (taken) to the message of its open delivery d, as
+ * mb_reply_id (SPEC 7, "a reply that cannot be delivered"): when the
+ * message has a reply_to and the reply cannot be sent there (no such
+ * destination, no listeners, closed, full, out of memory), d is marked
+ * failed (mb_delivery_fail) with "failed: reply to 'X' not delivered: ...".
+ * A send that returns MB_PENDING and later fails is the caller's to mark. */
+int mb_delivery_reply(mb_delivery *d, mb_msg *reply, mb_send_fn done, void *ud);
 
 #endif

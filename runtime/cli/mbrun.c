@@ -401,6 +401,12 @@ static const char CHECK_CONFIG[] =
     "if not cfg then error(err, 0) end\n"
     "return cfg.workers or 0\n";
 
+/* require "mb" as a protected call: luaopen_mb raises when out of memory */
+static int require_mb_p(lua_State *L) {
+  luaL_requiref(L, "mb", luaopen_mb, 1);
+  return 0;
+}
+
 static long check_config(const char *path, const char *luadir, char *err, size_t errlen) {
   lua_State *L = luaL_newstate();
   if (!L) {
@@ -409,7 +415,10 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
   }
   luaL_openlibs(L);
   long workers = -1;
-  if (luaL_loadbuffer(L, CHECK_CONFIG, sizeof CHECK_CONFIG - 1, "=config check") == LUA_OK) {
+  lua_pushcfunction(L, require_mb_p); /* a bus of its own, thrown away */
+  if (lua_pcall(L, 0, 0, 0) != LUA_OK)
+    snprintf(err, errlen, "%s", lua_tostring(L, -1));
+  else if (luaL_loadbuffer(L, CHECK_CONFIG, sizeof CHECK_CONFIG - 1, "=config check") == LUA_OK) {
     lua_pushstring(L, path);
     lua_pushstring(L, luadir);
     if (lua_pcall(L, 2, 1, 0) == LUA_OK)

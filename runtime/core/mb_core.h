@@ -61,6 +61,14 @@ typedef struct mb_task {
   mb_service *svc; /* holds a reference; the task is skipped once it died */
 } mb_task;
 
+/* A task that must run although posting it failed (out of memory): the
+ * node lives in what the task carries (mb_worker_post_late). */
+typedef struct mb_late {
+  mb_task_fn fn;
+  void *arg;
+  struct mb_late *next;
+} mb_late;
+
 typedef struct mb_taskq {
   mb_task *v;
   size_t head, len, cap;
@@ -81,6 +89,7 @@ typedef struct mb_worker {
   pthread_mutex_t inbox_lock;
   mb_taskq inbox;  /* where other threads post */
   int quit;        /* under inbox_lock: finish the queue, then exit */
+  mb_late *late;   /* under inbox_lock: mb_worker_post_late's, run by inbox_drain */
   /* the wake-up handshake (mb_runtime.c, header comment): */
   atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
   atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
@@ -164,12 +173,15 @@ struct mb_listener {
   void *ud;
   atomic_int closed; /* set under rt->lock; run_delivery reads it without */
   int owner_closed; /* its owner closed it: on_closed is not needed */
+  int closed_lost;  /* on_closed could not be posted: the ref it held stays
+                       until its owner closes it (mb_listener_close) */
   int refs; /* the registration + open deliveries + a pending on_closed */
   size_t inflight; /* its open deliveries: members with fewer go first */
   mb_listener *next, *prev; /* in svc->listeners */
 };
 
 typedef struct mb_sync {
+  mb_late late;     /* when posting sync_done_task failed */
   mb_service *from; /* NULL once the sender is gone */
   struct mb_sync *next, *prev; /* in from->syncs while someone waits */
   size_t remaining;
@@ -186,11 +198,14 @@ struct mb_delivery {
   uint64_t group;
   mb_sync *sync;
   int inline_pending; /* in an mb_inline list: run_delivery will see to it */
+  int fail;           /* mb_delivery_fail: it ends failed, with fail_error */
+  char *fail_error;   /* NULL when the copy failed */
   mb_delivery *next, *prev; /* in svc->open, or the free list */
   mb_delivery *done_next;   /* in svc->done_head */
 };
 
 typedef struct mb_blocked {
+  mb_late late; /* when posting blocked_done_task failed */
   mb_msg *m;
   mb_service *from;
   mb_send_fn done;
@@ -245,6 +260,7 @@ struct mb_request {
   mb_request_fn fn;
   void *ud;
   int all, dispatched, finished, cancelled;
+  int finish_late; /* its finish task could not be posted: timeout_cb runs it */
   int refs; /* its own until its finish ran, and a blocked send's */
   double timeout;
   uint64_t t_start; /* mb_now_ns() at the start, when observed */
@@ -273,6 +289,10 @@ mb_worker *mb_self(void);
 /* Posts fn(arg) to run on w (under no lock; svc may be NULL). Callable with
  * or without rt->lock held. */
 int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg);
+/* For a task that carries memory and must not be lost when mb_worker_post
+ * failed: node (inside what arg points to) links it to w's late list, which
+ * w runs on its own thread at its next wake-up. Never fails. */
+void mb_worker_post_late(mb_worker *w, mb_late *node, mb_task_fn fn, void *arg);
 void mb_busy(mb_runtime *rt, long delta);
 void mb_fire_event(mb_runtime *rt, mb_event_kind kind, mb_dest *d, mb_service *svc);
 uint64_t mb_hash_str(const char *s, size_t len);

@@ -168,7 +168,9 @@ static void finish_removal(mb_dest *d) {
       /* its owner hears of it on its own thread; l lives until then */
       if (l->on_closed) {
         l->refs++;
-        if (mb_worker_post(l->svc->w, NULL, closed_task, l)) l->refs--;
+        /* out of memory: the owner is not told, and its handle still
+         * points at l; l stays until the owner closes it */
+        if (mb_worker_post(l->svc->w, NULL, closed_task, l)) l->closed_lost = 1;
       }
       mb_listener_close_locked(l);
     } else { /* left empty by a failed registration */
@@ -221,10 +223,12 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
     mb_unlock(rt);
     return NULL;
   }
-  mb_group *g = NULL;
+  mb_group *g = NULL, *fresh = NULL;
   if (key)
     for (size_t i = 0; i < d->ngroups; i++)
       if (d->groups[i]->key == key) g = d->groups[i];
+  /* everything is allocated before anything is linked: a failure leaves no
+   * empty group behind (dispatch would pick a member of it) */
   mb_listener *l = calloc(1, sizeof *l);
   if (!l) goto nomem;
   if (!g) {
@@ -235,19 +239,21 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
       d->groups = gs;
       d->capgroups = cap;
     }
-    g = calloc(1, sizeof *g);
+    g = fresh = calloc(1, sizeof *g);
     if (!g) goto nomem;
-    g->id = ++rt->next_group;
-    g->key = key;
-    g->svc = svc;
-    d->groups[d->ngroups++] = g;
   }
   if (g->n == g->cap) {
     size_t cap = g->cap ? g->cap * 2 : 2;
     mb_listener **ms = realloc(g->members, cap * sizeof *ms);
-    if (!ms) goto nomem; /* g may stay empty: harmless, reused by key */
+    if (!ms) goto nomem;
     g->members = ms;
     g->cap = cap;
+  }
+  if (fresh) {
+    g->id = ++rt->next_group;
+    g->key = key;
+    g->svc = svc;
+    d->groups[d->ngroups++] = g;
   }
   g->members[g->n++] = l;
   l->svc = svc;
@@ -270,6 +276,8 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
   return l;
 nomem:
   mb_unlock(rt);
+  if (fresh) free(fresh->members);
+  free(fresh);
   free(l);
   *err = MB_ENOMEM;
   return NULL;
@@ -297,8 +305,13 @@ static void closed_task(void *arg) {
 void mb_listener_close(mb_listener *l) {
   mb_runtime *rt = l->svc->rt;
   mb_lock(rt);
+  int lost = l->closed_lost; /* then l is closed already, and alive by that ref */
   l->owner_closed = 1;
-  mb_listener_close_locked(l);
+  mb_listener_close_locked(l); /* may free l */
+  if (lost) {
+    l->closed_lost = 0;
+    listener_unref(l);
+  }
   mb_unlock(rt);
 }
 
@@ -428,7 +441,8 @@ static void inline_add(mb_inline *inl, mb_delivery *dv) {
     mb_delivery **m = realloc(inl->more, cap * sizeof *m);
     if (!m) { /* out of memory: run it from the queue instead */
       dv->inline_pending = 0;
-      mb_worker_post(dv->l->svc->w, dv->l->svc, run_delivery, dv);
+      if (mb_worker_post(dv->l->svc->w, dv->l->svc, run_delivery, dv))
+        mb_delivery_finish(dv, MB_EFAILED, "failed: out of memory"); /* not lost */
       return;
     }
     inl->more = m;
@@ -458,6 +472,8 @@ static void deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline
   }
   dv->sync = sync;
   dv->inline_pending = 0;
+  dv->fail = 0;
+  dv->fail_error = NULL;
   if (sync) sync->remaining++;
   mb_service *svc = l->svc;
   dv->prev = NULL;
@@ -533,8 +549,10 @@ static void sync_release(mb_sync *s) {
   if (s->done && from) {
     s->from = from;
     mb_service_ref(from);
-    if (mb_worker_post(from->w, NULL, sync_done_task, s) == MB_OK) return;
-    mb_service_unref(from);
+    /* out of memory for the task: the sender is told all the same */
+    if (mb_worker_post(from->w, NULL, sync_done_task, s))
+      mb_worker_post_late(from->w, &s->late, sync_done_task, s);
+    return;
   }
   free(s);
 }
@@ -552,6 +570,33 @@ void mb_dest_forget_syncs(mb_service *svc) {
 static void dest_ready(mb_dest *d);
 static void maybe_removed(mb_dest *d);
 
+void mb_delivery_fail(mb_delivery *dv, const char *error) {
+  mb_runtime *rt = dv->l->svc->rt;
+  mb_lock(rt);
+  if (!dv->fail) {
+    dv->fail = 1;
+    dv->fail_error = error ? strdup(error) : NULL;
+  }
+  mb_unlock(rt);
+}
+
+int mb_delivery_reply(mb_delivery *dv, mb_msg *reply, mb_send_fn done, void *ud) {
+  const mb_msg *m = dv->msg;
+  const char *reply_to = mb_msg_reply_to(m);
+  int rc = mb_reply_id(dv->l->svc, m->dest->name, m->id, reply_to, dv->group, reply, done, ud);
+  if (rc < 0 && rc != MB_PENDING && reply_to) {
+    char err[400];
+    snprintf(err, sizeof err, "failed: reply to '%s' not delivered: %s", reply_to,
+             rc == MB_ENODEST        ? "no_destination: no such destination"
+             : rc == MB_ENOLISTENERS ? "no_listeners: it has no listeners"
+             : rc == MB_EFULL        ? "queue_full: its queue is full"
+             : rc == MB_ENOMEM       ? "out of memory"
+                                     : "closed: it takes no messages");
+    mb_delivery_fail(dv, err);
+  }
+  return rc;
+}
+
 void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   mb_msg *m = dv->msg;
   mb_dest *d = m->dest;
@@ -567,7 +612,14 @@ void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   l->inflight--;
   rt->counts.deliveries--;
   dest_ref(d); /* outcome() may close listeners or remove destinations */
+  if (dv->fail && status != MB_EDROPPED) {
+    status = MB_EFAILED;
+    error = dv->fail_error ? dv->fail_error : "failed: out of memory";
+  }
   outcome(d, m, dv->group, svc, status, error);
+  free(dv->fail_error);
+  dv->fail_error = NULL;
+  dv->fail = 0;
   if (dv->sync) sync_release(dv->sync);
   if (d->opts.type == MB_SERIAL && d->cur == m && d->cur_running) {
     d->cur_running = 0;
@@ -685,8 +737,10 @@ static void blocked_end(mb_dest *d, mb_blocked *b, int status) {
     b->done(b->ud, status);
   else if (b->done && b->from) {
     mb_service_ref(b->from);
-    if (mb_worker_post(b->from->w, NULL, blocked_done_task, b) == MB_OK) return;
-    mb_service_unref(b->from);
+    /* out of memory for the task: the sender is told all the same */
+    if (mb_worker_post(b->from->w, NULL, blocked_done_task, b))
+      mb_worker_post_late(b->from->w, &b->late, blocked_done_task, b);
+    return;
   }
   free(b);
 }
@@ -960,7 +1014,10 @@ static void pump_task(void *arg) {
   mb_runtime *rt = d->rt;
   mb_lock(rt);
   d->in_ready = 0;
-  if (pump(d, 64)) dest_ready(d);
+  d->pumping = 1;
+  int more = pump(d, 64);
+  d->pumping = 0;
+  if (more) dest_ready(d);
   maybe_removed(d);
   mb_unlock(rt);
   mb_dest_unref(d); /* the task's */
@@ -975,7 +1032,15 @@ static void dest_ready(mb_dest *d) {
   d->in_ready = 1;
   dest_ref(d);
   if (mb_worker_post(w, NULL, pump_task, d)) {
+    /* out of memory for the task: pump here, under the lock as pump_task
+     * would, so that no message waits for a pump that never comes (not when
+     * a pump is on the stack: it goes on by itself) */
     d->in_ready = 0;
+    if (!d->pumping) {
+      d->pumping = 1;
+      while (pump(d, 64)) continue;
+      d->pumping = 0;
+    }
     mb_dest_unref(d);
   }
 }

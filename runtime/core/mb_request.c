@@ -50,17 +50,22 @@ static void request_release(mb_request *r) {
   if (--r->refs == 0) request_free(r);
 }
 
-/* Takes the request out of the runtime: no answer reaches it afterwards. */
-static void detach(mb_request *r) {
-  mb_runtime *rt = r->svc->rt;
-  r->finished = 1;
-  mb_map_del(&rt->requests, id_hash(r->id), req_eq, &r->id);
+static void unlink_request(mb_request *r) {
   mb_service *svc = r->svc;
   if (r->prev)
     r->prev->next = r->next;
   else
     svc->requests = r->next;
   if (r->next) r->next->prev = r->prev;
+  r->next = r->prev = NULL;
+}
+
+/* Takes the request out of the runtime: no answer reaches it afterwards. */
+static void detach(mb_request *r) {
+  mb_runtime *rt = r->svc->rt;
+  r->finished = 1;
+  mb_map_del(&rt->requests, id_hash(r->id), req_eq, &r->id);
+  unlink_request(r);
 }
 
 /* On the requester's worker: stops the timer, tells the requester. */
@@ -95,9 +100,15 @@ static void finish_task(void *arg) {
 static void complete(mb_request *r) {
   detach(r);
   if (mb_worker_post(r->svc->w, NULL, finish_task, r)) {
-    r->cancelled = 1; /* out of memory: nobody will be told */
-    ev_timer_stop(r->svc->w->loop, &r->timer);
-    request_release(r);
+    /* out of memory: this may be any worker's thread, and the timer is the
+     * requester's worker's. Its expiry (timeout_cb, there) finishes the
+     * request instead, with the answers kept; the bus stays busy until. */
+    r->finish_late = 1;
+    mb_service *svc = r->svc; /* still its service's: mb_request_cancel_all ends it */
+    r->next = svc->requests;
+    if (svc->requests) svc->requests->prev = r;
+    svc->requests = r;
+    return;
   }
   mb_busy(r->svc->rt, -1); /* after the post: the bus never looks idle between */
 }
@@ -173,7 +184,14 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   char err[320];
   mb_lock(rt);
   if (r->finished) { /* answered meanwhile: its finish task is queued */
+    int late = r->finish_late;
+    if (late) unlink_request(r);
+    r->finish_late = 0;
     mb_unlock(rt);
+    if (late) { /* or it could not be queued: finish it here */
+      finish_task(r);
+      mb_busy(rt, -1);
+    }
     return;
   }
   r->dest->st.timeouts++;
@@ -187,7 +205,14 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
         r->slots[i].error = strdup(err);
       }
   complete(r); /* with no answers when out of memory: still the wait ends */
+  int late = r->finish_late; /* the timer has fired: finish it here, now */
+  if (late) unlink_request(r);
+  r->finish_late = 0;
   mb_unlock(rt);
+  if (late) {
+    finish_task(r);
+    mb_busy(rt, -1);
+  }
 }
 
 /* A "block" queue admitted (or refused) the request's message. */

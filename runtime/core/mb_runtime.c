@@ -229,6 +229,8 @@ static int inbox_drain(struct ev_loop *loop, mb_worker *w) {
     moved++;
   }
   int quit = w->quit;
+  mb_late *late = w->late;
+  w->late = NULL;
   /* all that was posted before this point is ours now (a kick's own
    * ev_async_send still wakes us for it) */
   atomic_store_explicit(&w->pending, w->inbox.len != 0, memory_order_relaxed);
@@ -237,6 +239,12 @@ static int inbox_drain(struct ev_loop *loop, mb_worker *w) {
   local_release(w);                  /* nothing moved and nothing local */
   if (w->local.len && !ev_is_active(&w->idle)) ev_idle_start(loop, &w->idle);
   if (failed) worker_kick(w);
+  while (late) { /* tasks whose post failed: here, on their thread */
+    mb_late *n = late;
+    late = n->next;
+    n->fn(n->arg);
+    mb_busy(w->rt, -1);
+  }
   return quit;
 }
 
@@ -326,6 +334,17 @@ fail:
   if (svc) mb_service_unref(svc);
   mb_busy(w->rt, -1);
   return MB_ENOMEM;
+}
+
+void mb_worker_post_late(mb_worker *w, mb_late *node, mb_task_fn fn, void *arg) {
+  node->fn = fn;
+  node->arg = arg;
+  mb_busy(w->rt, 1);
+  pthread_mutex_lock(&w->inbox_lock);
+  node->next = w->late;
+  w->late = node;
+  pthread_mutex_unlock(&w->inbox_lock);
+  worker_kick(w);
 }
 
 /* ---- workers --------------------------------------------------------------- */
@@ -443,6 +462,13 @@ void mb_runtime_free(mb_runtime *rt) {
     for (int i = 0; i < rt->nworkers; i++) {
       mb_worker *w = &rt->workers[i];
       while (w->inbox.len) q_push(&w->local, q_pop(&w->inbox));
+      while (w->late) {
+        mb_late *n = w->late;
+        w->late = n->next;
+        n->fn(n->arg);
+        mb_busy(rt, -1);
+        again = 1;
+      }
       while (w->local.len) {
         mb_task t = q_pop(&w->local);
         if (!t.svc) t.fn(t.arg);

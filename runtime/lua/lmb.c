@@ -81,6 +81,8 @@ struct mbL_waiter {
   mbL_answer *ans;
   int failed;  /* mb.load: an instance failed to start */
   char *error; /* why (malloc'd; NULL when out of memory) */
+  mb_delivery *dv;      /* a reply: the delivery it answers, if still open */
+  const char *reply_to; /* a reply: where it goes (NULL: nowhere) */
   mbL_waiter *next, *prev;
 };
 
@@ -91,23 +93,41 @@ struct mbL_timer {
   mbL_timer *next, *prev;
 };
 
+/* A listener handle (userdata "mb.Listener"; user values: 1 the handler,
+ * 2 the destination's name as a Lua string). One owner: while registered
+ * (l != NULL) its self_ref anchors it and it is in S->listeners; one release
+ * path, listener_release, whoever ends it (l:close(), the destination's
+ * removal, the state going away). */
 typedef struct mbL_listener {
   mbL_state *S;
   mb_listener *l;
-  int fn_ref, self_ref;
-  int dest_ref; /* the destination's name as a Lua string */
+  int self_ref;
   int json;
+  struct mbL_listener *next, *prev; /* in S->listeners */
   char dest[256];
 } mbL_listener;
 
+/* An event subscription (userdata "mb.Subscription"; user value 1: the
+ * callback), owned as a listener handle is (sub_release). */
 typedef struct mbL_sub {
   mbL_state *S;
   mb_subscription *sub;
-  int fn_ref, self_ref;
+  int self_ref;
+  struct mbL_sub *next, *prev; /* in S->subs */
 } mbL_sub;
+
+/* A task to run again later on this thread, because posting it failed
+ * (post()); the timer is libev's memory, none of ours. */
+typedef struct mbL_retry {
+  ev_timer timer;
+  mb_runtime *rt;
+  mb_task_fn fn;
+  void *arg;
+} mbL_retry;
 
 struct mbL_state {
   mbL_runtime *R;
+  mbL_retry retry; /* deferred_stop's, when its post failed */
   mb_service *svc;
   lua_State *L;
   int owns_L;
@@ -119,6 +139,8 @@ struct mbL_state {
   mbL_waiter *waiters, *spare; /* spare: a short free list (nspare) */
   int nspare;
   mbL_timer *timers;
+  mbL_listener *listeners;
+  mbL_sub *subs;
   int depth; /* resumes of this state on the C stack */
   /* aborting (mbL_state_abort); read by other threads and by the abort
    * signal's handler on this state's own thread */
@@ -142,6 +164,7 @@ struct mbL_state {
 #define POOL_MAX 64
 static const char STATE_KEY = 'S';
 static const char MODULE_KEY = 'M';
+static const char MAIN_STATE_KEY = 'P'; /* a plain program's mbL_state */
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -291,11 +314,10 @@ static int new_thread_p(lua_State *L) {
   return 2;
 }
 
-/* A task from the pool, or a new one. NULL when out of memory. Called from
- * libev callbacks too, where no Lua runs in S: there the Lua allocation is
- * a protected call, so that running out of memory returns NULL instead of
- * raising into the loop. Inside running Lua code an error reaches that
- * code's own protection. */
+/* A task from the pool, or a new one. NULL when out of memory: the Lua
+ * allocation is a protected call on S->L, so that running out of memory
+ * returns NULL instead of raising (into the loop, or into S->L while one of
+ * its coroutines runs, past that coroutine's own protection). */
 static mbL_task *task_new(mbL_state *S, int kind) {
   mbL_task *t = S->pool;
   if (t) {
@@ -304,10 +326,8 @@ static mbL_task *task_new(mbL_state *S, int kind) {
   } else {
     lua_State *co;
     int r;
-    if (S->current) {
-      co = lua_newthread(S->L);
-      r = ref(S, S->L);
-    } else {
+    { /* always protected: S->L may not be the running thread, whose error
+       * handling an error raised in S->L would bypass */
       lua_pushcfunction(S->L, new_thread_p);
       lua_pushlightuserdata(S->L, S);
       if (lua_pcall(S->L, 1, 2, 0) != LUA_OK) {
@@ -418,6 +438,67 @@ static void report(mbL_runtime *R, const char *fmt, ...) {
   output(R, 2, buf, (size_t)n);
 }
 
+/* ---- posting: the one way the binding posts a task -------------------------- */
+
+static void retry_cb(struct ev_loop *loop, ev_timer *tm, int revents) {
+  (void)loop;
+  (void)revents;
+  mbL_retry *r = tm->data;
+  mb_runtime_hold(r->rt, -1);
+  r->fn(r->arg);
+}
+
+enum {
+  POST_ALWAYS = 1, /* run also once the service died (mb_service_post_always) */
+  POST_HERE = 2,   /* this thread is the service's worker */
+  POST_NOW = 4     /* here, fn may run at once instead */
+};
+
+/* Posts fn(arg) to svc's worker. Posting fails only when a task queue
+ * cannot grow, for want of memory; then the work is not lost:
+ *  - here (POST_HERE), fn runs at once (POST_NOW), or from `later`'s timer
+ *    on this loop in 1 ms (holding the bus busy meanwhile);
+ *  - on another worker's thread, the post is tried again while that worker
+ *    drains its queue (draining needs no memory), for up to 2 s.
+ * Returns MB_OK, or MB_ENOMEM (reported on stderr) when nothing worked: the
+ * caller then undoes what the task would have finished. fn never runs on
+ * the wrong worker's thread. */
+static int post(mbL_runtime *R, mb_service *svc, int flags, mb_task_fn fn, void *arg,
+                mbL_retry *later) {
+  for (int tries = 0;; tries++) {
+    int rc = flags & POST_ALWAYS ? mb_service_post_always(svc, fn, arg)
+                                 : mb_service_post(svc, fn, arg);
+    if (rc == MB_OK) return MB_OK;
+    if (flags & POST_HERE) break;
+    if (tries == 2000) {
+      report(R, "mb: out of memory: a task for service %s could not be queued\n",
+             mb_service_name(svc));
+      atomic_fetch_add(&R->failures, 1);
+      return MB_ENOMEM;
+    }
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  if (flags & POST_NOW) {
+    fn(arg);
+    return MB_OK;
+  }
+  if (later && !ev_is_active(&later->timer)) {
+    later->rt = R->rt;
+    later->fn = fn;
+    later->arg = arg;
+    ev_timer_init(&later->timer, retry_cb, 0.001, 0);
+    later->timer.data = later;
+    ev_timer_start(mb_service_loop(svc), &later->timer);
+    mb_runtime_hold(R->rt, 1);
+    return MB_OK;
+  }
+  report(R, "mb: out of memory: a task for service %s could not be queued\n",
+         mb_service_name(svc));
+  atomic_fetch_add(&R->failures, 1);
+  return MB_ENOMEM;
+}
+
 /* luaL_tolstring as a protected call: a __tostring may raise. */
 static int tostring_p(lua_State *L) {
   luaL_tolstring(L, 1, NULL);
@@ -464,7 +545,15 @@ static void push_traceback(lua_State *L, mbL_task *t) {
   lua_remove(L, -2);
   lua_Debug ar;
   if (lua_getstack(co, 1, &ar)) return; /* the handler ran and raised */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->fn_ref); /* nil once closed */
+  /* the handler: user value 1 of the listener handle, anchored by its
+   * self_ref while registered (nil once closed) */
+  if (t->listener->self_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->self_ref);
+    lua_getiuservalue(L, -1, 1);
+    lua_remove(L, -2);
+  } else {
+    lua_pushnil(L);
+  }
   if (lua_isfunction(L, -1) && lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) {
     lua_pushfstring(L, "\n\t%s:%d: in the listener's handler", ar.short_src, ar.linedefined);
     lua_concat(L, 2);
@@ -645,7 +734,7 @@ static void task_run(mbL_task *t, int nargs) {
   if (st == LUA_YIELD) {
     lua_pop(t->co, nres);
     /* a bare coroutine.yield(): let the others run, then go on */
-    if (!t->waiting) mb_service_post(S->svc, task_again, t);
+    if (!t->waiting) post(S->R, S->svc, POST_HERE | POST_NOW, task_again, t, NULL);
   } else {
     task_end(t, st);
   }
@@ -711,7 +800,8 @@ static void waiter_resume(void *arg) {
 
 static void waiter_wake(mbL_waiter *w) {
   w->done = 1;
-  if (w->suspended) mb_service_post(w->S->svc, waiter_resume, w);
+  /* on S's worker: send, request and stop completions run there */
+  if (w->suspended) post(w->S->R, w->S->svc, POST_HERE | POST_NOW, waiter_resume, w, NULL);
 }
 
 /* Waits until w is done: yields when running in one of our coroutines,
@@ -743,6 +833,7 @@ static int wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
 
 static void timer_release(mbL_timer *tm, lua_State *L) {
   mbL_state *S = tm->S;
+  if (!S) return; /* its state went away first (state_release) */
   ev_timer_stop(mb_service_loop(S->svc), &tm->w);
   if (tm->self_ref == LUA_NOREF) return;
   mb_runtime_hold(core(S), -1);
@@ -1062,7 +1153,9 @@ static void on_event(void *ud, const mb_event *ev) {
     task_free(t, 1);
     return;
   }
-  lua_rawgeti(co, LUA_REGISTRYINDEX, s->fn_ref);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, s->self_ref);
+  lua_getiuservalue(co, -1, 1);
+  lua_remove(co, -2);
   lua_insert(co, -3); /* fn, destination, info */
   task_run(t, 2);
 }
@@ -1071,31 +1164,48 @@ static int l_on(lua_State *L) {
   mbL_state *S = state_of(L);
   int kind = luaL_checkoption(L, 1, NULL, EVENTS);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  mbL_sub *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->S = S;
-  s->fn_ref = s->self_ref = LUA_NOREF;
-  s->sub = mb_subscribe(S->svc, 1u << kind, on_event, s);
-  if (!s->sub) return luaL_error(L, "mb.on: out of memory");
+  mbL_sub *s = lua_newuserdatauv(L, sizeof *s, 1);
+  memset(s, 0, sizeof *s);
+  s->self_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Subscription");
   lua_pushvalue(L, 2);
-  s->fn_ref = ref(S, L);
+  lua_setiuservalue(L, -2, 1);
+  /* anchored before the core knows it (luaL_ref may raise) */
   lua_pushvalue(L, -1);
   s->self_ref = ref(S, L);
+  s->sub = mb_subscribe(S->svc, 1u << kind, on_event, s);
+  if (!s->sub) {
+    unref(S, L, &s->self_ref);
+    return luaL_error(L, "mb.on: out of memory");
+  }
+  s->S = S;
+  s->next = S->subs;
+  if (S->subs) S->subs->prev = s;
+  S->subs = s;
   S->nsubs++;
   return 1;
 }
 
-static void sub_close(mbL_sub *s, lua_State *L) {
-  if (!s->sub) return;
-  mb_unsubscribe(s->sub);
+/* The one release path of a subscription handle. unsubscribe: tell the
+ * core (not when the state goes away: freeing the service ends it there);
+ * L: where to drop the anchor (NULL: the registry goes with the state). */
+static void sub_release(mbL_sub *s, int unsubscribe, lua_State *L) {
+  mbL_state *S = s->S;
+  if (!S) return;
+  if (unsubscribe) mb_unsubscribe(s->sub);
   s->sub = NULL;
-  s->S->nsubs--;
-  unref(s->S, L, &s->fn_ref);
-  unref(s->S, L, &s->self_ref);
+  s->S = NULL;
+  if (s->prev)
+    s->prev->next = s->next;
+  else
+    S->subs = s->next;
+  if (s->next) s->next->prev = s->prev;
+  S->nsubs--;
+  if (L) unref(S, L, &s->self_ref);
 }
 
 static int sub_close_l(lua_State *L) {
-  sub_close(luaL_checkudata(L, 1, "mb.Subscription"), L);
+  sub_release(luaL_checkudata(L, 1, "mb.Subscription"), 1, L);
   return 0;
 }
 
@@ -1335,19 +1445,53 @@ static int json_decode_raw(lua_State *L) { return json_decode_into(L, lua_touser
 
 /* ---- listening ------------------------------------------------------------------------ */
 
+/* SPEC 7, "a reply that cannot be delivered": the reason goes to stderr,
+ * and the delivery being answered, while still open, ends failed (the core
+ * marked it already when the send failed at once; this marks it when a
+ * send that waited failed). */
+static void reply_undelivered(mbL_waiter *w, int rc) {
+  char err[400];
+  snprintf(err, sizeof err, "failed: reply to '%s' not delivered: %s", w->reply_to,
+           rc == MB_ENODEST        ? "no_destination: no such destination"
+           : rc == MB_ENOLISTENERS ? "no_listeners: it has no listeners"
+           : rc == MB_EFULL        ? "queue_full: its queue is full"
+           : rc == MB_ENOMEM       ? "out of memory"
+                                   : "closed: it takes no messages");
+  if (w->dv) {
+    mb_delivery_fail(w->dv, err);
+    const mb_msg *m = mb_delivery_msg(w->dv);
+    char id[17];
+    mb_id_format(mb_msg_id(m), id);
+    report(w->S->R, "mb: listener at '%s': %s; delivery of message %s counted as failed\n",
+           mb_msg_destination(m), err + 8, id);
+  } else {
+    report(w->S->R, "mb: %s\n", err + 8);
+  }
+}
+
 static int reply_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mbL_waiter *w = (mbL_waiter *)ctx;
   int rc = w->status;
+  if (rc < 0 && w->reply_to) reply_undelivered(w, rc);
   waiter_free(w);
   lua_pushinteger(L, rc);
   return 1;
 }
 
+/* The open delivery of message id that the running handler of S answers,
+ * or NULL. */
+static mb_delivery *answering(mbL_state *S, uint64_t id) {
+  mbL_task *t = S->current;
+  return t && t->kind == T_HANDLER && t->d && mb_msg_id(mb_delivery_msg(t->d)) == id ? t->d
+                                                                                      : NULL;
+}
+
 /* Replies with the payload at pidx (values table at vidx, or 0) to the
  * message id sent to dest with reply_to; waits while the reply_to send
  * waits. Leaves the MB_* result code on the stack; raises on a payload that
- * cannot be sent. */
+ * cannot be sent. A reply that cannot be delivered to reply_to fails the
+ * delivery being answered (reply_undelivered). */
 static int reply_with(lua_State *L, mbL_state *S, const char *dest, uint64_t id,
                       const char *reply_to, uint64_t group, int pidx, int vidx,
                       const char *fn, lua_KFunction k) {
@@ -1368,7 +1512,10 @@ static int reply_with(lua_State *L, mbL_state *S, const char *dest, uint64_t id,
     mb_msg_unref(reply);
     return luaL_error(L, "%s: out of memory", fn);
   }
-  int rc = mb_reply_id(S->svc, dest, id, reply_to, group, reply, send_done, w);
+  w->dv = answering(S, id);
+  w->reply_to = reply_to;
+  int rc = w->dv ? mb_delivery_reply(w->dv, reply, send_done, w)
+                 : mb_reply_id(S->svc, dest, id, reply_to, group, reply, send_done, w);
   if (rc == MB_PENDING) return wait_for(L, w, k);
   w->status = rc;
   return k(L, LUA_OK, (lua_KContext)w);
@@ -1403,7 +1550,7 @@ static int handler_body(lua_State *L) {
     lua_pushvalue(L, 1);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->dest_ref); /* 4 */
+    lua_getiuservalue(L, 3, 2); /* 4: the destination's name */
     lua_pushvalue(L, 1);
     mbL_push_msg(L, m, 4, 0);
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
@@ -1435,9 +1582,10 @@ static void on_delivery(void *ud, mb_delivery *d) {
   t->listener = ls;
   lua_State *co = t->co;
   lua_rawgeti(co, LUA_REGISTRYINDEX, S->body_ref);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, ls->fn_ref);
-  lua_pushlightuserdata(co, t);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
+  lua_getiuservalue(co, -1, 1);
+  lua_pushlightuserdata(co, t);
+  lua_rotate(co, -3, -1); /* body, handler, task, handle */
   task_run(t, 3);
 }
 
@@ -1455,56 +1603,67 @@ static int l_listen(lua_State *L) {
     check_keys(L, 3, keys, "mb.listen");
     json = opt_enum(L, 3, "format", formats, 0, "mb.listen");
   }
-  mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 0);
+  mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 2);
   memset(ls, 0, sizeof *ls);
-  ls->fn_ref = ls->self_ref = ls->dest_ref = LUA_NOREF;
+  ls->self_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Listener");
-  ls->S = S;
   ls->json = json;
   snprintf(ls->dest, sizeof ls->dest, "%s", dest);
-  int err = 0;
-  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, on_listener_closed, ls, &err);
-  if (!ls->l) return fail_rc(L, err, dest, S);
   lua_pushvalue(L, 2);
-  ls->fn_ref = ref(S, L);
+  lua_setiuservalue(L, -2, 1);
   lua_pushvalue(L, 1);
-  ls->dest_ref = ref(S, L);
+  lua_setiuservalue(L, -2, 2);
+  /* anchored before the core knows it (luaL_ref may raise) */
   lua_pushvalue(L, -1);
   ls->self_ref = ref(S, L);
+  int err = 0;
+  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, on_listener_closed, ls, &err);
+  if (!ls->l) {
+    unref(S, L, &ls->self_ref);
+    return fail_rc(L, err, dest, S);
+  }
+  ls->S = S;
+  ls->next = S->listeners;
+  if (S->listeners) S->listeners->prev = ls;
+  S->listeners = ls;
   S->nlisteners++;
   return 1;
 }
 
-static void listener_close(mbL_listener *ls, lua_State *L) {
-  if (!ls->l) return;
-  mb_listener_close(ls->l);
+/* The one release path of a listener handle. close: close the core
+ * listener (l:close(); not when the core closed it, nor when freeing the
+ * service closes it); L: where to drop the anchor (NULL: the registry goes
+ * with the state). */
+static void listener_release(mbL_listener *ls, int close, lua_State *L) {
+  mbL_state *S = ls->S;
+  if (!S) return;
+  if (close) mb_listener_close(ls->l);
   ls->l = NULL;
-  ls->S->nlisteners--;
-  unref(ls->S, L, &ls->fn_ref);
-  unref(ls->S, L, &ls->dest_ref);
-  unref(ls->S, L, &ls->self_ref);
+  ls->S = NULL;
+  if (ls->prev)
+    ls->prev->next = ls->next;
+  else
+    S->listeners = ls->next;
+  if (ls->next) ls->next->prev = ls->prev;
+  S->nlisteners--;
+  if (L) unref(S, L, &ls->self_ref);
 }
 
 /* The destination was removed: the core closes the listener itself. */
 static void on_listener_closed(void *ud) {
   mbL_listener *ls = ud;
-  mbL_state *S = ls->S;
-  ls->l = NULL;
-  S->nlisteners--;
-  unref(S, S->L, &ls->fn_ref);
-  unref(S, S->L, &ls->dest_ref);
-  unref(S, S->L, &ls->self_ref);
+  listener_release(ls, 0, ls->S->L);
 }
 
 static int listener_close_l(lua_State *L) {
-  listener_close(luaL_checkudata(L, 1, "mb.Listener"), L);
+  listener_release(luaL_checkudata(L, 1, "mb.Listener"), 1, L);
   return 0;
 }
 
 static int l_reply_k(lua_State *L, int status, lua_KContext ctx) {
   reply_k(L, status, ctx);
   int rc = (int)lua_tointeger(L, -1);
-  if (rc == MB_ECLOSED) {
+  if (rc == MB_ECLOSED && lua_type(L, 5) != LUA_TSTRING) {
     lua_pushnil(L);
     lua_pushstring(L, "closed: nobody waits for a reply to this message (it has no reply_to, "
                       "and no requester is waiting for it any more)");
@@ -1542,7 +1701,11 @@ static int l_reply(lua_State *L) {
     return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
   const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
-  if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) reply_to = NULL;
+  if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) {
+    reply_to = NULL;
+    lua_pushnil(L);
+    lua_replace(L, 5);
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->groups);
   lua_pushvalue(L, 1);
   lua_Integer group = lua_tointeger(L, (lua_rawget(L, -2), -1)); /* 0 when unknown */
@@ -1595,10 +1758,20 @@ static void state_release(mbL_state *S) {
   S->stopping = 1;
   state_unlink(S->R, S);
   struct ev_loop *loop = mb_service_loop(S->svc);
-  for (mbL_timer *tm = S->timers; tm; tm = tm->next) {
-    ev_timer_stop(loop, &tm->w);
+  if (ev_is_active(&S->retry.timer)) {
+    ev_timer_stop(loop, &S->retry.timer);
     mb_runtime_hold(rt, -1);
   }
+  /* handles outlive S (finalizers may still close them while the Lua state
+   * closes): detached here, each becomes a no-op */
+  while (S->timers) {
+    mbL_timer *tm = S->timers;
+    S->timers = tm->next;
+    ev_timer_stop(loop, &tm->w);
+    mb_runtime_hold(rt, -1);
+    tm->S = NULL;
+  }
+  S->ntimers = 0;
   while (S->waiters) {
     mbL_waiter *w = S->waiters;
     S->waiters = w->next;
@@ -1614,6 +1787,10 @@ static void state_release(mbL_state *S) {
     free(w->error);
     free(w);
   }
+  /* its handles' owner closes them (also one whose destination's removal
+   * could not tell it); the registry goes with the Lua state */
+  while (S->listeners) listener_release(S->listeners, 1, NULL);
+  while (S->subs) sub_release(S->subs, 1, NULL);
   /* drops open deliveries, cancels requests; no callbacks after this */
   mb_service_free(S->svc);
   S->svc = NULL;
@@ -1648,11 +1825,11 @@ static void state_stop(mbL_state *S) {
 
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
-  (void)osize;
   if (nsize == 0) {
     mb_free(ptr);
     return NULL;
   }
+  if (ptr && nsize <= osize) return mb_realloc_shrink(ptr, nsize); /* must not fail */
   return mb_realloc(ptr, nsize);
 }
 
@@ -1683,6 +1860,16 @@ static int l_print(lua_State *L) {
   return 0;
 }
 
+static int state_init_p(lua_State *L) {
+  mbL_state *S = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, S->R); /* outlives every state */
+  lua_pushcclosure(L, l_print, 1);
+  lua_setglobal(L, "print");
+  open_module(L, S);
+  return 0;
+}
+
 static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key) {
   mbL_state *S = calloc(1, sizeof *S);
   if (!S) return NULL;
@@ -1696,19 +1883,34 @@ static mbL_state *state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key)
   S->R = R;
   S->owns_L = 1;
   S->group_key = group_key;
+  /* the libraries, print and the module allocate: a protected call */
+  lua_pushcfunction(S->L, state_init_p);
+  lua_pushlightuserdata(S->L, S);
+  if (lua_pcall(S->L, 1, 0, 0) != LUA_OK) {
+    S->svc = NULL; /* the caller's: finalizers see a stopped service */
+    lua_close(S->L);
+    free(S);
+    return NULL;
+  }
   state_link(R, S);
-  luaL_openlibs(S->L);
-  lua_pushlightuserdata(S->L, R); /* outlives every state */
-  lua_pushcclosure(S->L, l_print, 1);
-  lua_setglobal(S->L, "print");
-  open_module(S->L, S);
-  lua_pop(S->L, 1);
   return S;
 }
 
-/* Pushes the function that runs path; the error message on failure. */
+static int load_script_p(lua_State *L) {
+  lua_pushinteger(L, luaL_loadfilex(L, lua_touserdata(L, 1), "t"));
+  return 2;
+}
+
+/* Pushes the function that runs path; the error message on failure (a
+ * protected call: luaL_loadfilex raises when out of memory). Returns
+ * luaL_loadfilex's code. */
 static int load_script(lua_State *L, const char *path) {
-  return luaL_loadfilex(L, path, "t");
+  lua_pushcfunction(L, load_script_p);
+  lua_pushlightuserdata(L, (void *)path);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) return LUA_ERRMEM;
+  int rc = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return rc;
 }
 
 /* Starts S's script body: the chunk is at the top of S->L, nargs values
@@ -1753,6 +1955,22 @@ typedef struct start_req {
   char path[];
 } start_req;
 
+static int push_args_p(lua_State *L) {
+  start_req *q = lua_touserdata(L, 1);
+  mbL_decode(L, (const uint8_t *)q->args, q->alen);
+  for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
+  return q->nargs;
+}
+
+/* Pushes the script's arguments (decoding allocates: a protected call). */
+static int push_args(lua_State *L, start_req *q) {
+  lua_pushcfunction(L, push_args_p);
+  lua_pushlightuserdata(L, q);
+  int rc = lua_pcall(L, 1, q->nargs, 0);
+  if (rc != LUA_OK) lua_pop(L, 1);
+  return rc;
+}
+
 static void start_req_free(start_req *q) {
   if (q->asker) mb_service_unref(q->asker);
   mb_service_unref(q->svc); /* the request's reference */
@@ -1786,10 +2004,10 @@ static void start_instance(start_req *q) {
     state_stop(S);
     return;
   }
-  if (q->nargs) {
-    mbL_decode(S->L, (const uint8_t *)q->args, q->alen);
-    for (int a = 1; a <= q->nargs; a++) lua_rawgeti(S->L, -a, a);
-    lua_remove(S->L, -q->nargs - 1);
+  if (q->nargs && push_args(S->L, q) != LUA_OK) {
+    start_failed(q, NULL);
+    state_stop(S);
+    return;
   }
   S->starting = 1;
   if (start_body(S, q->nargs)) {
@@ -1824,7 +2042,7 @@ static void start_task(void *arg) {
   start_req *q = arg;
   start_instance(q);
   /* the body ran until it first waited or ended: the loader goes on */
-  mb_service_post_always(q->asker, load_done, q);
+  if (post(q->R, q->asker, POST_ALWAYS, load_done, q, NULL) != MB_OK) start_req_free(q);
 }
 
 typedef struct mbL_handle {
@@ -1845,7 +2063,7 @@ static mbL_state *find_state(mbL_runtime *R, mb_service *svc) {
 static void deferred_stop(void *arg) {
   mbL_state *S = arg;
   if (S->depth > 0) { /* still on the stack: try again later */
-    mb_service_post(S->svc, deferred_stop, S);
+    post(S->R, S->svc, POST_HERE, deferred_stop, S, &S->retry);
     return;
   }
   state_stop(S);
@@ -1856,17 +2074,18 @@ typedef struct stop_req {
   mbL_runtime *R;
   mb_service *svc, *asker;
   mbL_waiter *w;
+  mbL_retry retry;
 } stop_req;
 
 static void stop_task(void *arg) {
   stop_req *q = arg;
   mbL_state *S = find_state(q->R, q->svc);
   if (S && S->depth > 0) { /* on the stack: again later */
-    mb_service_post_always(q->svc, stop_task, q);
+    post(q->R, q->svc, POST_ALWAYS | POST_HERE, stop_task, q, &q->retry);
     return;
   }
   if (S && !S->stopping) state_stop(S);
-  mb_service_post(q->asker, stop_done, q->w);
+  post(q->R, q->asker, 0, stop_done, q->w, NULL);
   mb_service_unref(q->svc);
   mb_service_unref(q->asker);
   free(q);
@@ -1886,6 +2105,10 @@ static mbL_state *caller_state(lua_State *L) {
  * there are none. Raises when out of memory. */
 static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
   mbL_waiter *w = NULL;
+  if (!me || !me->svc) { /* a __gc after its service stopped */
+    luaL_error(L, "mb: this service has stopped");
+    return NULL;
+  }
   for (size_t i = 0; i < h->n; i++) {
     mb_service *svc = h->ids[i] ? mb_service_find(core(me), h->ids[i]) : NULL;
     h->ids[i] = 0;
@@ -1896,16 +2119,23 @@ static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
       if (!q || !w) {
         free(q);
         mb_service_unref(svc);
+        if (w && !w->status) waiter_free(w);
         luaL_error(L, "stop: out of memory");
         return NULL;
       }
+      memset(q, 0, sizeof *q);
       q->R = h->R;
       q->svc = svc; /* keeps the reference */
       q->asker = me->svc;
       mb_service_ref(me->svc);
       q->w = w;
       w->status++;
-      mb_service_post_always(svc, stop_task, q);
+      if (post(h->R, svc, POST_ALWAYS, stop_task, q, NULL) != MB_OK) {
+        w->status--; /* reported: that instance goes on */
+        mb_service_unref(q->asker);
+        mb_service_unref(svc);
+        free(q);
+      }
       continue;
     }
     mbL_state *S = find_state(h->R, svc);
@@ -1913,7 +2143,7 @@ static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
     if (!S || S->stopping) continue;
     if (S->depth > 0 || S == me) {
       S->stopping = 1; /* new deliveries are dropped from now on */
-      mb_service_post(S->svc, deferred_stop, S);
+      post(S->R, S->svc, POST_HERE, deferred_stop, S, &S->retry);
     } else {
       state_stop(S);
     }
@@ -2012,9 +2242,12 @@ static int l_load(lua_State *L) {
     pthread_mutex_unlock(&R->lock);
   }
   size_t plen = strlen(path);
-  mbL_waiter *w = NULL;
   int failed = 0; /* an instance started here failed: start no more */
   char *error = NULL;
+  /* taken first: without it an instance on another worker could not be
+   * waited for (and must not start on this thread instead) */
+  mbL_waiter *w = mb_runtime_workers(core(S)) > 1 ? waiter_new(S) : NULL;
+  if (!w && mb_runtime_workers(core(S)) > 1) return luaL_error(L, "mb.load: out of memory");
   /* a copy of its own: an instance started inline may reuse S->vbuf */
   size_t alen = S->vbuf.len;
   char *encoded = nargs ? lua_newuserdatauv(L, alen, 0) : NULL;
@@ -2026,10 +2259,11 @@ static int l_load(lua_State *L) {
     if (!svc) {
       free(q);
       free(args);
-      if (w) { /* some are starting elsewhere: they are stopped once started */
+      if (w && w->status) { /* some are starting elsewhere: they are stopped once started */
         failed = 1;
         break;
       }
+      if (w) waiter_free(w);
       free(error);
       return luaL_error(L, "mb.load: out of memory");
     }
@@ -2044,9 +2278,8 @@ static int l_load(lua_State *L) {
     memcpy(q->path, path, plen + 1);
     h->ids[h->n++] = mb_service_id(svc);
     /* on this worker it starts now, as a call; elsewhere on its own thread,
-     * and mb.load returns once it has started there too (or out of memory
-     * for waiting: here too) */
-    if (mb_service_worker(svc) == mb_service_worker(S->svc) || (!w && !(w = waiter_new(S)))) {
+     * and mb.load returns once it has started there too */
+    if (mb_service_worker(svc) == mb_service_worker(S->svc)) {
       start_instance(q);
       failed = q->failed;
       error = q->error;
@@ -2058,7 +2291,19 @@ static int l_load(lua_State *L) {
     q->w = w;
     mb_service_ref(S->svc);
     w->status++;
-    mb_service_post_always(svc, start_task, q);
+    if (post(R, svc, POST_ALWAYS, start_task, q, NULL) != MB_OK) {
+      w->status--; /* reported; this instance never starts */
+      failed = 1;
+      mb_service_unref(S->svc);
+      mb_service_unref(svc);
+      mb_service_free(svc); /* new, nothing of it runs anywhere yet */
+      free(args);
+      free(q);
+    }
+  }
+  if (w && !w->status) {
+    waiter_free(w);
+    w = NULL;
   }
   if (!w) return load_finish(L, failed, error);
   if (failed && !w->failed) {
@@ -2320,17 +2565,15 @@ void mbL_runtime_free(mbL_runtime *R) {
   pthread_mutex_lock(&R->lock);
   for (mbL_state *S = R->states; S; S = S->next)
     if (mb_service_worker(S->svc) != 0) /* skipped if it stops by itself first */
-      mb_service_post(S->svc, deferred_stop, S);
+      post(R, S->svc, 0, deferred_stop, S, NULL); /* failed: stopped below */
   pthread_mutex_unlock(&R->lock);
   mb_runtime_join(R->rt); /* they run those stops, then exit */
   while (R->states) {
     mbL_state *S = R->states;
     if (S->owns_L)
       state_stop(S);
-    else {
+    else /* a plain program's: Lua memory, its Lua state is closing */
       state_release(S);
-      free(S);
-    }
   }
   mb_runtime_free(R->rt);
   pthread_mutex_destroy(&R->lock);
@@ -2364,6 +2607,14 @@ int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 
+static int push_argv_p(lua_State *L) {
+  char **argv = lua_touserdata(L, 1);
+  int argc = (int)lua_tointeger(L, 2);
+  luaL_checkstack(L, argc, "too many arguments");
+  for (int i = 0; i < argc; i++) lua_pushstring(L, argv[i]);
+  return argc;
+}
+
 int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mbL_end_fn done,
                      void *ud, char *err, size_t errlen) {
   mb_service *svc = mb_service_new(R->rt, path, 0);
@@ -2379,8 +2630,15 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
     state_stop(S);
     return st == LUA_ERRFILE ? MBL_LOAD_FILE : MBL_LOAD_FAILED;
   }
-  luaL_checkstack(S->L, argc, "too many arguments");
-  for (int i = 0; i < argc; i++) lua_pushstring(S->L, argv[i]);
+  /* the arguments allocate: a protected call */
+  lua_pushcfunction(S->L, push_argv_p);
+  lua_pushlightuserdata(S->L, argv);
+  lua_pushinteger(S->L, argc);
+  if (lua_pcall(S->L, 2, argc, 0) != LUA_OK) {
+    snprintf(err, errlen, "%s", lua_tostring(S->L, -1));
+    state_stop(S);
+    return MBL_LOAD_FAILED;
+  }
   S->on_end = done;
   S->end_ud = ud;
   if (start_body(S, argc)) {
@@ -2411,28 +2669,32 @@ int luaopen_mb(lua_State *L) {
     return 1;
   }
   lua_pop(L, 1);
+  /* the main thread: `require` may run in a coroutine, which can be
+   * collected while the module lives (issue 12, item 11) */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *main = lua_tothread(L, -1);
+  lua_pop(L, 1);
   mbL_runtime **p = lua_newuserdatauv(L, sizeof *p, 0);
   *p = NULL;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, runtime_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &runtime_gc); /* lives as long as L */
-  mbL_runtime *R = mbL_runtime_new(1);
-  if (!R) return luaL_error(L, "mb: out of memory");
-  mbL_state *S = calloc(1, sizeof *S);
-  S->svc = S ? mb_service_new(R->rt, "main", 0) : NULL;
-  if (!S || !S->svc) {
-    free(S);
-    mbL_runtime_free(R);
-    return luaL_error(L, "mb: out of memory");
-  }
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &runtime_gc);
-  *(mbL_runtime **)lua_touserdata(L, -1) = R;
-  lua_pop(L, 1);
+  /* from here on what fails (raises) leaves R to runtime_gc */
+  if (!(*p = mbL_runtime_new(1))) return luaL_error(L, "mb: out of memory");
+  mbL_runtime *R = *p;
+  /* S is Lua memory, anchored until L closes: a finalizer that runs after
+   * runtime_gc still finds it, and that it stopped (S->svc is NULL) */
+  mbL_state *S = lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &MAIN_STATE_KEY);
   S->R = R;
-  S->L = L;
+  S->L = main;
+  if (!(S->svc = mb_service_new(R->rt, "main", 0))) return luaL_error(L, "mb: out of memory");
   state_link(R, S);
+  lua_pop(L, 1); /* p */
   open_module(L, S);
   return 1;
 }

@@ -4016,6 +4016,103 @@ static void test_bug_in_flight_exact(void) {
   mb_runtime_free(rt);
 }
 
+/* Issue 12, item 3 (SPEC 7, "a reply that cannot be delivered"): a
+ * listener's reply to a message whose reply_to does not exist or has no
+ * listeners used to vanish: the delivery counted `delivered`, no dead
+ * letter. With mb_delivery_reply the delivery ends failed, with the reason
+ * in the dead letter, whatever the listener then says. */
+typedef struct dreply {
+  mb_service *svc;
+  int rc[8], n;
+} dreply;
+
+static void dreply_fn(void *ud, mb_delivery *d) {
+  dreply *r = ud;
+  int rc = mb_delivery_reply(d, msg_int(payload_int(mb_delivery_msg(d)) * 10), NULL, NULL);
+  if (r->n < 8) r->rc[r->n++] = rc;
+  mb_delivery_done(d, MB_OK, NULL);
+}
+
+static void dfail_fn(void *ud, mb_delivery *d) {
+  (void)ud;
+  mb_delivery_fail(d, "failed: learnt later");
+  mb_delivery_fail(d, "failed: the second mark does not count");
+  mb_delivery_done(d, MB_OK, NULL);
+}
+
+static int dl_has(const lis *dl, int i, const char *text) {
+  size_t n = strlen(text);
+  if (i >= dl->calls || !dl->cap[i]) return 0;
+  for (size_t at = 0; at + n <= dl->caplen[i]; at++)
+    if (memcmp(dl->cap[i] + at, text, n) == 0) return 1;
+  return 0;
+}
+
+static void test_bug_reply_to_undeliverable(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rt", 0);
+  CHECK_INT(mb_dest_declare(rt, "mb/dead-letters", NULL), MB_OK);
+  lis dl, sink;
+  CHECK_INT(lis_listen(&dl, svc, "mb/dead-letters", 0, L_CAPTURE, "DL"), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "calc", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "empty", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "sink", NULL), MB_OK);
+  CHECK_INT(lis_listen(&sink, svc, "sink", 0, L_CAPTURE, "S"), MB_OK);
+  dreply r = {svc, {0}, 0};
+  int err = 0;
+  mb_listener *l = mb_listen(svc, "calc", 0, dreply_fn, NULL, &r, &err);
+  CHECK(l != NULL);
+  CHECK_INT(mb_send(svc, "calc", msg_int_to(1, "nowhere"), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r.rc[0], MB_ENODEST);
+  mb_stats st = stats_of(rt, "calc");
+  CHECK_INT(st.failed, 1); /* was delivered */
+  CHECK_INT(st.delivered, 0);
+  CHECK_INT(dl.calls, 1); /* was none */
+  CHECK(dl_has(&dl, 0, "failed: reply to 'nowhere' not delivered: no_destination"));
+  CHECK_INT(mb_send(svc, "calc", msg_int_to(2, "empty"), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r.rc[1], MB_ENOLISTENERS);
+  CHECK_INT(stats_of(rt, "calc").failed, 2);
+  CHECK(dl_has(&dl, 1, "failed: reply to 'empty' not delivered: no_listeners"));
+  /* a reply_to that takes it: delivered, as before */
+  CHECK_INT(mb_send(svc, "calc", msg_int_to(3, "sink"), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r.rc[2], MB_OK);
+  CHECK_INT(sink.calls, 1);
+  CHECK_INT(stats_of(rt, "calc").delivered, 1);
+  /* no reply_to and nobody waiting: nothing to deliver, nothing failed */
+  CHECK_INT(mb_send(svc, "calc", msg_int(4), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r.rc[3], MB_ECLOSED);
+  st = stats_of(rt, "calc");
+  CHECK_INT(st.delivered, 2);
+  CHECK_INT(st.failed, 2);
+  CHECK_INT(st.deliveries, st.delivered + st.failed + st.dropped);
+  CHECK_INT(dl.calls, 2);
+  mb_listener_close(l);
+
+  /* mb_delivery_fail: the first mark is the error; a waiting requester
+   * gets it */
+  CHECK_INT(mb_dest_declare(rt, "later", NULL), MB_OK);
+  l = mb_listen(svc, "later", 0, dfail_fn, NULL, NULL, &err);
+  CHECK(l != NULL);
+  reqres rr = {0};
+  mb_request *req;
+  CHECK_INT(mb_request_start(svc, "later", msg_int(5), 5, 0, req_cb, &rr, &req), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.status[0], MB_EFAILED);
+  CHECK_STR(rr.error[0], "failed: learnt later");
+  CHECK_INT(stats_of(rt, "later").failed, 1);
+  CHECK(dl_has(&dl, 2, "failed: learnt later"));
+  mb_listener_close(l);
+  lis_release(&dl);
+  lis_release(&sink);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 int main(void) {
   RUN(test_value_roundtrip);
   RUN(test_done_soon);
@@ -4080,5 +4177,6 @@ int main(void) {
   RUN(test_bug_show_reserved_word_key);
   RUN(test_bug_trace_reply_to_missing);
   RUN(test_bug_in_flight_exact);
+  RUN(test_bug_reply_to_undeliverable);
   return check_summary();
 }
