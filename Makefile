@@ -216,7 +216,7 @@ test: test-deps all
 FUZZ_CC    = clang-14
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
              -fno-omit-frame-pointer $(LIBC_MALLOC) $(WARN) $(CPPFLAGS) -DMB_SRCDIR='"$(CURDIR)"'
-FUZZERS    = json value show pretty
+FUZZERS    = json value show pretty config
 FUZZ_TIME ?= 60
 FUZZ_SHORT ?= 10
 BF = $(B)/fuzz
@@ -230,6 +230,9 @@ $(BF)/json $(BF)/show: $(BF)/%: fuzz/fuzz_%.c $(CORE_SRC) $(HDRS) | $(BF)
 
 $(BF)/value $(BF)/pretty: $(BF)/%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(CORE_SRC) runtime/lua/mbl_value.c $(HDRS) | $(BF)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) runtime/lua/mbl_value.c $(LUA_LIB) $(TOOL_LIBS)
+
+$(BF)/config: fuzz/fuzz_config.c | $(BF)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LUA_LIB)
 
 # runs each harness for $(1) seconds on one core
 define run_fuzzers

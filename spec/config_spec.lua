@@ -127,6 +127,14 @@ describe("mbrun -c", function()
     {"an error object with __tostring",
       "error(setmetatable({}, {__tostring = function() return 'told through __tostring' end}))",
       "bad20.lua: raised an error: told through __tostring\n$"},
+    -- found by fuzz/fuzz_config.c
+    {"a table whose metamethod raises while it is checked",
+      "return {destinations = {x = setmetatable({}, {__index = function() error('boom') end})}}",
+      "bad21.lua: raised an error while it was checked %(a metamethod of one of its tables%?%): " ..
+        "%S*bad21.lua:1: boom"},
+    {"a destination name with a newline, on one line",
+      "return {destinations = {['a\\nb'] = {}}}",
+      "bad22.lua: destinations%[\"a\\nb\"%]: invalid destination name"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()

@@ -23,7 +23,7 @@ local function is_count(v) return math.type(v) == "integer" and v > 0 end
 
 local function key_path(base, k)
   if type(k) == "string" and k:match("^[%a_][%w_]*$") then return base .. "." .. k end
-  return ("%s[%q]"):format(base, tostring(k))
+  return (("%s[%q]"):format(base, tostring(k)):gsub("\\\n", "\\n"))
 end
 
 local function sorted_keys(t)
@@ -77,11 +77,9 @@ local function environment()
   }
 end
 
--- Reads the file at path. Returns the checked configuration, with absolute
--- script paths and declared destinations as a sorted list, each entry with
--- its key path (at), or nil and an error message "FILE: key.path: what is
--- wrong".
-function M.load(path)
+-- The checks of M.load; may raise when a table of the configuration has
+-- metamethods that do.
+local function check(path)
   local dir = path:match("^(.*)/[^/]*$") or "."
   local function resolve(p)
     if p:sub(1, 1) == "/" then return p end
@@ -221,6 +219,21 @@ function M.load(path)
   end
   if problem then return nil, problem end
   return out
+end
+
+-- Reads the file at path. Returns the checked configuration, with absolute
+-- script paths and declared destinations as a sorted list, each entry with
+-- its key path (at), or nil and ONE line "FILE: key.path: what is wrong".
+-- It never raises: a metamethod of the configuration's own tables that
+-- raises while it is checked is reported like any other mistake.
+function M.load(path)
+  local ok, cfg, err = pcall(check, path)
+  if not ok then
+    cfg, err = nil, ("%s: raised an error while it was checked (a metamethod of one of its " ..
+      "tables?): %s"):format(path, error_text(cfg))
+  end
+  if not cfg then return nil, (tostring(err):gsub("\r?\n", "\\n")) end
+  return cfg
 end
 
 -- Checks what a listener script returns: a function, or a table with a
