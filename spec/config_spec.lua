@@ -135,6 +135,8 @@ describe("mbrun -c", function()
     {"a destination name with a newline, on one line",
       "return {destinations = {['a\\nb'] = {}}}",
       "bad22.lua: destinations%[\"a\\nb\"%]: invalid destination name"},
+    {"a precompiled chunk, naming the file", "\27Lua",
+      "bad23.lua: attempt to load a binary chunk %(mode is 't'%)"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()

@@ -86,7 +86,11 @@ local function check(path)
     return dir .. "/" .. p
   end
   local chunk, err = loadfile(path, "t", environment())
-  if not chunk then return nil, err end
+  if not chunk then
+    -- a precompiled chunk's error does not name the file
+    if err:sub(1, #path) ~= path then err = ("%s: %s"):format(path, err) end
+    return nil, err
+  end
   local ok, cfg = pcall(chunk)
   if not ok then return nil, ("%s: raised an error: %s"):format(path, error_text(cfg)) end
   local problem
