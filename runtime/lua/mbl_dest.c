@@ -43,15 +43,26 @@ static void push_quoted(lua_State *L, const char *s, size_t len) {
   luaL_pushresult(&b);
 }
 
-const char *mbL_check_dest(lua_State *L, int idx, const char *fn) {
+/* Whether the value at idx is a destination name; if not, pushes why. */
+static int name_ok(lua_State *L, int idx) {
   size_t len;
-  const char *name = luaL_checklstring(L, idx, &len);
-  if (!mb_dest_name_valid(name, len) || strlen(name) != len) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *name = lua_tolstring(L, idx, &len);
+    if (mb_dest_name_valid(name, len) && strlen(name) == len) return 1;
     push_quoted(L, name, len);
-    luaL_error(L,
-               "%s: invalid destination name %s (use 1-255 characters of A-Z a-z 0-9 _ . / : -)",
-               fn, lua_tostring(L, -1));
+  } else {
+    lua_pushfstring(L, "(a %s, not a string)", luaL_typename(L, idx));
   }
+  lua_pushfstring(L, "invalid destination name %s (use 1-255 characters of A-Z a-z 0-9 _ . / : -)",
+                  lua_tostring(L, -1));
+  lua_remove(L, -2);
+  return 0;
+}
+
+/* The destination name at idx; raises "fn: invalid destination name ...". */
+const char *mbL_check_dest(lua_State *L, int idx, const char *fn) {
+  const char *name = luaL_checkstring(L, idx);
+  if (!name_ok(L, idx)) luaL_error(L, "%s: %s", fn, lua_tostring(L, -1));
   return name;
 }
 
@@ -88,76 +99,137 @@ int mbL_fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
   return 2;
 }
 
-/* ---- destinations ------------------------------------------------------------- */
+/* ---- option tables: each check pushes why and returns -1, or returns 0;
+ * never raises but for memory; the mbL_ wrappers raise "fn: ..." ---------- */
 
-static const char *const TYPES[] = {"parallel", "serial", "synchronous", NULL};
-static const char *const ON_FULL[] = {"reject", "block", NULL};
-
-lua_Integer mbL_opt_positive(lua_State *L, int t, const char *key, const char *fn) {
-  lua_getfield(L, t, key);
-  lua_Integer v = 0;
-  if (!lua_isnil(L, -1)) {
-    if (!lua_isinteger(L, -1) || (v = lua_tointeger(L, -1)) <= 0)
-      luaL_error(L, "%s: option '%s' must be a positive integer", fn, key);
+/* The positive integer under key of table t (0: absent) in *v. */
+static int try_positive(lua_State *L, int t, const char *key, lua_Integer *v) {
+  *v = 0;
+  if (lua_getfield(L, t, key) != LUA_TNIL &&
+      (!lua_isinteger(L, -1) || (*v = lua_tointeger(L, -1)) <= 0)) {
+    int number = lua_type(L, -1) == LUA_TNUMBER;
+    const char *was = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "must be a positive integer, not %s%s%s", number ? "" : "'", was,
+                    number ? "" : "'");
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return -1;
   }
   lua_pop(L, 1);
-  return v;
+  return 0;
 }
 
-int mbL_opt_enum(lua_State *L, int t, const char *key, const char *const *names, int def,
-                    const char *fn) {
-  lua_getfield(L, t, key);
-  int v = def;
-  if (!lua_isnil(L, -1)) {
-    const char *s = lua_tostring(L, -1);
-    v = -1;
-    for (int i = 0; s && lua_type(L, -1) == LUA_TSTRING && names[i]; i++)
-      if (strcmp(s, names[i]) == 0) v = i;
-    if (v < 0) {
-      luaL_Buffer b;
-      luaL_buffinit(L, &b);
-      for (int i = 0; names[i]; i++) {
-        if (i) luaL_addstring(&b, ", ");
-        luaL_addchar(&b, '"');
-        luaL_addstring(&b, names[i]);
-        luaL_addchar(&b, '"');
-      }
-      luaL_pushresult(&b);
-      luaL_error(L, "%s: option '%s' must be one of %s", fn, key, lua_tostring(L, -1));
-    }
+/* The index in names of the string under key of table t (def: absent). */
+static int try_enum(lua_State *L, int t, const char *key, const char *const *names, int def,
+                    int *v) {
+  *v = def;
+  if (lua_getfield(L, t, key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return 0;
   }
+  *v = -1;
+  for (int i = 0; lua_type(L, -1) == LUA_TSTRING && names[i]; i++)
+    if (strcmp(lua_tostring(L, -1), names[i]) == 0) *v = i;
   lua_pop(L, 1);
-  return v;
+  if (*v >= 0) return 0;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  luaL_addstring(&b, "must be one of ");
+  for (int i = 0; names[i]; i++) {
+    if (i) luaL_addstring(&b, ", ");
+    luaL_addchar(&b, '"');
+    luaL_addstring(&b, names[i]);
+    luaL_addchar(&b, '"');
+  }
+  luaL_pushresult(&b);
+  return -1;
 }
 
-/* Raises for keys of table t that are not in allowed. */
-void mbL_check_keys(lua_State *L, int t, const char *const *allowed, const char *fn) {
+/* The first key of table t that is not in allowed, if any. */
+static int try_keys(lua_State *L, int t, const char *const *allowed) {
   lua_pushnil(L);
   while (lua_next(L, t)) {
     lua_pop(L, 1);
     int ok = 0;
     if (lua_type(L, -1) == LUA_TSTRING)
       for (int i = 0; allowed[i] && !ok; i++) ok = strcmp(lua_tostring(L, -1), allowed[i]) == 0;
-    if (!ok)
-      luaL_error(L, "%s: unknown option '%s'", fn, luaL_tolstring(L, -1, NULL));
+    if (!ok) {
+      lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL));
+      lua_replace(L, -3);
+      lua_pop(L, 1);
+      return -1;
+    }
   }
+  return 0;
+}
+
+lua_Integer mbL_opt_positive(lua_State *L, int t, const char *key, const char *fn) {
+  lua_Integer v;
+  if (try_positive(L, t, key, &v)) luaL_error(L, "%s: option '%s' %s", fn, key, lua_tostring(L, -1));
+  return v;
+}
+
+int mbL_opt_enum(lua_State *L, int t, const char *key, const char *const *names, int def,
+                 const char *fn) {
+  int v;
+  if (try_enum(L, t, key, names, def, &v))
+    luaL_error(L, "%s: option '%s' %s", fn, key, lua_tostring(L, -1));
+  return v;
+}
+
+/* Raises for keys of table t that are not in allowed. */
+void mbL_check_keys(lua_State *L, int t, const char *const *allowed, const char *fn) {
+  if (try_keys(L, t, allowed)) luaL_error(L, "%s: %s", fn, lua_tostring(L, -1));
+}
+
+/* ---- destinations ------------------------------------------------------------- */
+
+static const char *const TYPES[] = {"parallel", "serial", "synchronous", NULL};
+static const char *const ON_FULL[] = {"reject", "block", NULL};
+
+/* The one check of a destination's name (at nidx) and options (the table
+ * at oidx; 0: none), for mb.destination and for mbrun's configuration
+ * (mb._check_destination, used by lua/mb/config.lua). Never raises but for
+ * memory. Returns 0 with the options in *o, or -1 with why pushed and the
+ * option at fault in *key (NULL: the name, or an unknown option). */
+static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
+                             const char **key) {
+  static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", NULL};
+  int type = 0, on_full = 0;
+  lua_Integer max_queue = 0, concurrency = 0;
+  memset(o, 0, sizeof *o);
+  *key = NULL;
+  if (!name_ok(L, nidx)) return -1;
+  if (!oidx) return 0;
+  if (try_keys(L, oidx, keys)) return -1;
+  if (try_enum(L, oidx, *key = "type", TYPES, 0, &type) ||
+      try_enum(L, oidx, *key = "on_full", ON_FULL, 0, &on_full) ||
+      try_positive(L, oidx, *key = "max_queue", &max_queue) ||
+      try_positive(L, oidx, *key = "concurrency", &concurrency))
+    return -1;
+  if (concurrency && type != MB_PARALLEL) {
+    lua_pushfstring(L, "is only for parallel destinations (this one is %s)", TYPES[type]);
+    return -1;
+  }
+  *key = NULL;
+  o->type = (mb_dest_type)type;
+  o->on_full = (mb_full_policy)on_full;
+  o->max_queue = (size_t)max_queue;
+  o->concurrency = (size_t)concurrency;
+  return 0;
 }
 
 static int l_destination(lua_State *L) {
-  static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", NULL};
   mbL_state *S = state_of(L);
-  const char *name = mbL_check_dest(L, 1, "mb.destination");
-  mb_dest_opts o = {0};
-  if (!lua_isnoneornil(L, 2)) {
-    luaL_checktype(L, 2, LUA_TTABLE);
-    mbL_check_keys(L, 2, keys, "mb.destination");
-    o.type = (mb_dest_type)mbL_opt_enum(L, 2, "type", TYPES, 0, "mb.destination");
-    o.on_full = (mb_full_policy)mbL_opt_enum(L, 2, "on_full", ON_FULL, 0, "mb.destination");
-    o.max_queue = (size_t)mbL_opt_positive(L, 2, "max_queue", "mb.destination");
-    o.concurrency = (size_t)mbL_opt_positive(L, 2, "concurrency", "mb.destination");
-    if (o.concurrency && o.type != MB_PARALLEL)
-      return luaL_error(L, "mb.destination: option 'concurrency' is for parallel destinations");
+  mbL_check_dest(L, 1, "mb.destination");
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  mb_dest_opts o;
+  const char *key;
+  if (check_destination(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, &o, &key)) {
+    if (key) return luaL_error(L, "mb.destination: option '%s' %s", key, lua_tostring(L, -1));
+    return luaL_error(L, "mb.destination: %s", lua_tostring(L, -1));
   }
+  const char *name = lua_tostring(L, 1);
   int rc = mb_dest_declare(core(S), name, &o);
   if (rc == MB_ECLOSED) {
     lua_pushnil(L);
@@ -167,6 +239,27 @@ static int l_destination(lua_State *L) {
   if (rc < 0) return mbL_fail_rc(L, rc, name, S);
   lua_pushboolean(L, 1);
   return 1;
+}
+
+/* mb._check_destination(name, options) -> true, or false, the option at
+ * fault (nil: the name, or an unknown option) and why: the rules of
+ * mb.destination, for checking a configuration before anything runs. */
+static int l_check_destination(lua_State *L) {
+  lua_settop(L, 2);
+  mb_dest_opts o;
+  const char *key;
+  if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  if (check_destination(L, 1, lua_isnil(L, 2) ? 0 : 2, &o, &key) == 0) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  lua_pushboolean(L, 0);
+  if (key)
+    lua_pushstring(L, key);
+  else
+    lua_pushnil(L);
+  lua_rotate(L, -3, 2); /* false, key, why */
+  return 3;
 }
 
 static int l_remove_destination(lua_State *L) {
@@ -350,6 +443,7 @@ static int sub_close_l(lua_State *L) {
 
 const luaL_Reg mbL_dest_funcs[] = {
     {"destination", l_destination},
+    {"_check_destination", l_check_destination},
     {"remove_destination", l_remove_destination},
     {"has_destination", l_has_destination},
     {"destinations", l_destinations},
