@@ -17,7 +17,6 @@
 
 static const char MODULE_KEY = 'M';
 static const char MAIN_STATE_KEY = 'P'; /* a plain program's mbL_state */
-const char mbL_state_key = 'S';
 
 /* ---- the loop ------------------------------------------------------------------------- */
 
@@ -186,8 +185,9 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
   lua_pop(L, 1);
 }
 
-/* Builds the module table for S in L and leaves it on the stack. */
-void mbL_open_module(lua_State *L, mbL_state *S) {
+/* Builds the module table for S in L and leaves it on the stack (every
+ * state's, through R->open_module: mbl_service.c creates the states). */
+static void open_module(lua_State *L, mbL_state *S) {
   new_class(L, "mb.Listener", mbL_listener_methods);
   new_class(L, "mb.Timer", mbL_timer_methods);
   new_class(L, "mb.Subscription", mbL_sub_methods);
@@ -239,6 +239,7 @@ mbL_runtime *mbL_runtime_new(int workers) {
     return NULL;
   }
   pthread_mutex_init(&R->lock, NULL);
+  R->open_module = open_module;
   return R;
 }
 
@@ -378,6 +379,6 @@ int luaopen_mb(lua_State *L) {
   if (!(S->svc = mb_service_new(R->rt, "main", 0))) return luaL_error(L, "mb: out of memory");
   mbL_state_link(R, S);
   lua_pop(L, 1); /* p */
-  mbL_open_module(L, S);
+  open_module(L, S);
   return 1;
 }

@@ -370,16 +370,14 @@ static void on_event(void *ud, const mb_event *ev) {
   mbL_state *S = s->S;
   mbL_task *t = mbL_task_new(S, T_EVENT);
   if (!t) {
-    mbL_report(S->R, "mb: event callback for '%s' not run: out of memory\n", ev->destination);
-    atomic_fetch_add(&S->R->failures, 1);
+    mbL_failed(S->R, "mb: event callback for '%s' not run: out of memory\n", ev->destination);
     return;
   }
   lua_State *co = t->co;
   lua_pushcfunction(co, event_args_p);
   lua_pushlightuserdata(co, (void *)ev);
   if (lua_pcall(co, 1, 2, 0) != LUA_OK) {
-    mbL_report(S->R, "mb: event callback for '%s' not run: out of memory\n", ev->destination);
-    atomic_fetch_add(&S->R->failures, 1);
+    mbL_failed(S->R, "mb: event callback for '%s' not run: out of memory\n", ev->destination);
     lua_settop(co, 0);
     mbL_task_free(t, 1);
     return;

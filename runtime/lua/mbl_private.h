@@ -39,6 +39,8 @@ struct mbL_runtime {
   _Atomic(const char *) abort_why;
   void (*on_stop)(void *ud); /* mb.stop() was called (mbrun) */
   void *on_stop_ud;
+  /* builds a state's module table (lmb.c's, which sits above the states) */
+  void (*open_module)(lua_State *L, mbL_state *S);
 };
 
 enum { T_HANDLER = 1, T_SCRIPT, T_TIMER, T_SPAWN, T_EVENT };
@@ -151,7 +153,7 @@ struct mbL_state {
 };
 
 #define POOL_MAX 64
-/* the registry key of a state's mbL_state (light userdata) */
+/* the registry key of a state's mbL_state (light userdata; mbl_service.c) */
 extern const char mbL_state_key;
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -194,6 +196,9 @@ void mbL_task_run(mbL_task *t, int nargs);
 void mbL_output(mbL_runtime *R, int stream, const char *text, size_t len);
 /* Writes a report of something that failed, as one line on stream 2. */
 void mbL_report(mbL_runtime *R, const char *fmt, ...);
+/* mbL_report, and counted in mbL_runtime_failures: a failure that no
+ * delivery carries (a delivery's failure is counted by the core). */
+void mbL_failed(mbL_runtime *R, const char *fmt, ...);
 
 enum {
   POST_ALWAYS = 1, /* run also once the service died (mb_service_post_always) */
@@ -270,10 +275,5 @@ int mbL_load_script(lua_State *L, const char *path);
 /* Starts S's body (chunk and nargs values on S->L); -1 when out of memory. */
 int mbL_start_body(mbL_state *S, int nargs);
 extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[];
-
-/* ---- lmb.c --------------------------------------------------------------- */
-
-/* Builds the module table for S in L and leaves it on the stack. */
-void mbL_open_module(lua_State *L, mbL_state *S);
 
 #endif

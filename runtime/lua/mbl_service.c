@@ -12,6 +12,8 @@
 
 #include <stdio.h>
 
+const char mbL_state_key = 'S';
+
 /* ---- services ------------------------------------------------------------------------------ */
 
 
@@ -149,7 +151,7 @@ static int state_init_p(lua_State *L) {
   lua_pushlightuserdata(L, S->R); /* outlives every state */
   lua_pushcclosure(L, l_print, 1);
   lua_setglobal(L, "print");
-  mbL_open_module(L, S);
+  S->R->open_module(L, S);
   return 0;
 }
 

@@ -140,19 +140,32 @@ void mbL_output(mbL_runtime *R, int stream, const char *text, size_t len) {
   fflush(f);
 }
 
-/* Writes a report of something that failed, as one line on stream 2. */
-void mbL_report(mbL_runtime *R, const char *fmt, ...) {
+static void vreport(mbL_runtime *R, const char *fmt, va_list ap) {
   char buf[4096];
-  va_list ap;
-  va_start(ap, fmt);
   int n = vsnprintf(buf, sizeof buf, fmt, ap);
-  va_end(ap);
   if (n < 0) return;
   if ((size_t)n >= sizeof buf) { /* cut: still one whole line */
     memcpy(buf + sizeof buf - 5, "...\n", 5);
     n = (int)sizeof buf - 1;
   }
   mbL_output(R, 2, buf, (size_t)n);
+}
+
+/* Writes a report of something that failed, as one line on stream 2. */
+void mbL_report(mbL_runtime *R, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(R, fmt, ap);
+  va_end(ap);
+}
+
+/* A failure that no delivery carries: reported and counted, in one place. */
+void mbL_failed(mbL_runtime *R, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(R, fmt, ap);
+  va_end(ap);
+  atomic_fetch_add(&R->failures, 1);
 }
 
 /* ---- posting: the one way the binding posts a task -------------------------- */
@@ -182,9 +195,8 @@ int mbL_post(mbL_runtime *R, mb_service *svc, int flags, mb_task_fn fn, void *ar
     if (rc == MB_OK) return MB_OK;
     if (flags & POST_HERE) break;
     if (tries == 2000) {
-      mbL_report(R, "mb: out of memory: a task for service %s could not be queued\n",
-             mb_service_name(svc));
-      atomic_fetch_add(&R->failures, 1);
+      mbL_failed(R, "mb: out of memory: a task for service %s could not be queued\n",
+                 mb_service_name(svc));
       return MB_ENOMEM;
     }
     struct timespec ms = {0, 1000000};
@@ -204,9 +216,8 @@ int mbL_post(mbL_runtime *R, mb_service *svc, int flags, mb_task_fn fn, void *ar
     mb_runtime_hold(R->rt, 1);
     return MB_OK;
   }
-  mbL_report(R, "mb: out of memory: a task for service %s could not be queued\n",
-         mb_service_name(svc));
-  atomic_fetch_add(&R->failures, 1);
+  mbL_failed(R, "mb: out of memory: a task for service %s could not be queued\n",
+             mb_service_name(svc));
   return MB_ENOMEM;
 }
 

@@ -72,8 +72,7 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   if (t) {
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
   } else {
-    mbL_report(S->R, "mb: timer callback not run: out of memory\n");
-    atomic_fetch_add(&S->R->failures, 1);
+    mbL_failed(S->R, "mb: timer callback not run: out of memory\n");
   }
   if (!ev_is_active(&tm->w)) timer_release(tm, S->L); /* a one-shot timer is done */
   if (t) mbL_task_run(t, 0);
