@@ -31,7 +31,8 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # (runtime/cli: mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_msg.c mb_observe.c mb_show.c \
            mb_runtime.c mb_dest.c mb_request.c)
-LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c lmb.c)
+LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
+           mbl_service.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrepl.c)
 TEST_SRC = spec/c/test_core.c
 

@@ -1,7 +1,8 @@
 /*
- * fuzz_pretty.c — the printers on random Lua values (fuzz_lua.h): the REPL's
- * lua/mb/pretty.lua, and the trace printer (mb_show.c) on the value as
- * mbL_encode writes it. Neither may raise or crash. Where they promise to
+ * fuzz_pretty.c — the printer on random Lua values (fuzz_lua.h): as the REPL
+ * uses it (lua/mb/pretty.lua, its layout around mb_show.c's pieces through
+ * mb._show and mb._show_key), and as the trace uses it (mb_show.c on the
+ * value as mbL_encode writes it). Neither may raise or crash. Where they promise to
  * print data as Lua reads it back (pretty: tables of booleans, numbers and
  * strings no deeper than its depth, 10; show: any sendable value, printed
  * without a bound; both: no key naming a secret, which they mask), `load`
@@ -19,9 +20,20 @@
 
 static lua_State *L;
 
+/* The part of the `mb` module pretty.lua uses: the printer's functions. */
+static int open_mb_show(lua_State *S) {
+  lua_newtable(S);
+  luaL_setfuncs(S, mbL_show_funcs, 0);
+  return 1;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   L = luaL_newstate();
   luaL_openlibs(L);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, open_mb_show);
+  lua_setfield(L, -2, "mb");
+  lua_pop(L, 1);
   if (luaL_dofile(L, MB_SRCDIR "/lua/mb/pretty.lua")) {
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
     abort();

@@ -128,13 +128,27 @@ void mb_json_collision(char *why, size_t cap, int64_t n);
  * when it is finite. */
 const char *mb_json_float_problem(double v);
 
-/* mb_show.c: the value on one line for people, as a Lua constructor
- * ({id=1, kind="order"}), appended to out. Values under a key containing
- * "password", "secret" or "token" (any case) show as "********". Output
- * past max bytes (0: no bound) is cut with "...". A malformed value shows
- * as <malformed value>. Returns 0, or -1 when out of memory. */
+/* mb_show.c, the one value printer: the value on one line for people, as
+ * a Lua constructor ({id = 1, kind = "order"}), appended to out. Values
+ * under a key containing "password", "secret" or "token" (any case) show as
+ * "********". Output past max bytes (0: no bound) is cut with "...". A
+ * malformed value shows as <malformed value>. Returns 0, or -1 when out of
+ * memory. */
 int mb_value_show(const void *p, size_t len, mb_buf *out, size_t max);
-/* 1 when a key names a secret, as above. */
+/* 1 when a key names a secret, as above: the one list of secret words. */
 int mb_key_is_secret(const char *k, size_t len);
+/* The printer's pieces, for printers of other values (the REPL's): each
+ * appends to b the text mb_value_show gives that scalar, and returns 0, or
+ * -1 when out of memory. A string as a Lua literal on one line; an integer
+ * (math.mininteger for the one without a numeral); a float that reads back
+ * as the same float (3.0, math.huge, 0/0). */
+int mb_show_str(mb_buf *b, const char *s, size_t len);
+int mb_show_int(mb_buf *b, int64_t v);
+int mb_show_float(mb_buf *b, double v);
+/* 1 when a string key is shown bare (a Lua name, not a keyword). */
+int mb_show_is_name(const char *k, size_t len);
+/* What stands for a masked value, and between a key and its value. */
+#define MB_SHOW_MASK "\"********\""
+#define MB_SHOW_EQ " = "
 
 #endif

@@ -154,7 +154,7 @@ describe("make install", function()
     write(tmp .. "/bad.lua", [[return {destinations = {x = {type = "fast"}}}]])
     local _, err, code = sh("cd / && " .. q(mbrun) .. " -c " .. q(tmp .. "/bad.lua"))
     assert.are.equal(2, code)
-    assert.truthy(err:find("destinations.x.type: unknown destination type 'fast'", 1, true), err)
+    assert.truthy(err:find('destinations.x.type: must be one of "parallel", "serial", "synchronous"', 1, true), err)
   end)
 
   it("installs a Lua module that require \"mb\" loads and that delivers a message", function()

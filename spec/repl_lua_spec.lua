@@ -90,7 +90,7 @@ describe("mb.pretty", function()
 
   it("quotes strings on one line, control characters escaped", function()
     local s = pretty('a\nb\t"c"\\\0' .. "1\r\127")
-    assert.are.equal('"a\\nb\\t\\"c\\"\\\\\\0001\\r\\127"', s)
+    assert.are.equal('"a\\nb\\009\\"c\\"\\\\\\0001\\013\\127"', s)
     assert.is_nil(s:find("\n"))
     -- and it reads back as the same string
     assert.are.equal('a\nb\t"c"\\\0' .. "1\r\127", load("return " .. s)())

@@ -125,7 +125,7 @@ describe("the REPL on a pipe", function()
     assert.are.equal(0, code, err)
     assert.are.equal("a/serial  serial       listeners=1  pending=0", out[3])
     assert.are.equal("trace on", out[4])
-    assert.matches("^trace +[%d.]+  %x+  a/serial  repl %-> repl  ok  %S+  {password=\"%*+\"}", err)
+    assert.matches("^trace +[%d.]+  %x+  a/serial  repl %-> repl  ok  %S+  {password = \"%*+\"}", err)
     assert.not_matches("hunter2", err)
     assert.not_matches("mb/repl", err) -- the REPL's own traffic is not traced
     assert.are.equal("trace off", out[6])

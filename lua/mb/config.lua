@@ -7,17 +7,12 @@
 -- Relative paths resolve against the configuration file's folder. Every
 -- mistake is reported with the file and the key path, before anything runs.
 -- Used by mbrun (runtime/mbrun.c) and by its boot script (lua/mb/boot.lua).
+local mb = require "mb" -- its destination rules: mb._check_destination
+
 local M = {}
 
-local TYPES = {parallel = true, serial = true, synchronous = true}
-local ON_FULL = {reject = true, block = true}
 local TOP = {workers = true, destinations = true, services = true, listeners = true}
-local DEST_KEYS = {type = true, max_queue = true, on_full = true, concurrency = true}
 local SERVICE_KEYS = {script = true, instances = true, args = true, name = true}
-
-local function is_name(s)
-  return type(s) == "string" and #s >= 1 and #s <= 255 and s:match("^[A-Za-z0-9_./:-]+$") ~= nil
-end
 
 local function is_count(v) return math.type(v) == "integer" and v > 0 end
 
@@ -140,27 +135,13 @@ local function check(path)
     for _, name in ipairs(sorted_keys(cfg.destinations)) do
       local opts = cfg.destinations[name]
       local at = key_path("destinations", name)
-      if not is_name(name) then
-        bad("%s: invalid destination name (use 1-255 characters of A-Z a-z 0-9 _ . / : -)", at)
+      -- the rules of mb.destination itself, checked before anything runs
+      local ok, key, why = mb._check_destination(name, type(opts) == "table" and opts or nil)
+      if not ok then
+        bad("%s%s: %s", at, key and "." .. key or "", why)
       elseif type(opts) ~= "table" then
         bad("%s: must be a table of options, not a %s", at, type(opts))
       else
-        unknown_keys(opts, DEST_KEYS, at .. ": ", "unknown option", "type, max_queue, on_full, concurrency")
-        if opts.type ~= nil and not TYPES[opts.type] then
-          bad("%s.type: unknown destination type '%s' (parallel, serial, synchronous)", at,
-            tostring(opts.type))
-        end
-        if opts.on_full ~= nil and not ON_FULL[opts.on_full] then
-          bad("%s.on_full: must be \"reject\" or \"block\", not '%s'", at, tostring(opts.on_full))
-        end
-        for _, k in ipairs({"max_queue", "concurrency"}) do
-          if opts[k] ~= nil and not is_count(opts[k]) then
-            bad("%s.%s: must be a positive integer, not %s", at, k, tostring(opts[k]))
-          end
-        end
-        if opts.concurrency ~= nil and (opts.type or "parallel") ~= "parallel" then
-          bad("%s.concurrency: only for parallel destinations (this one is %s)", at, tostring(opts.type))
-        end
         declared[name] = true
         out.destinations[#out.destinations + 1] = {name = name, opts = opts, at = at}
       end

@@ -1,13 +1,17 @@
--- mb.pretty: Lua values as readable Lua-like text, for the REPL (and anyone
--- who wants it: `local pretty = require "mb.pretty".pretty`).
+-- mb.pretty: Lua values as readable Lua-like text, for the REPL and its
+-- `.listen` (and anyone who wants it: `local pretty = require "mb.pretty".pretty`).
+-- The layout of the one value printer: every scalar, key and mask is the
+-- text of runtime/core/mb_show.c (mb._show, mb._show_key), as --trace shows
+-- it; this adds what only Lua values have: sorting, cycles, width, depth,
+-- functions and userdata.
 --
 --   pretty({b = 2, a = {1, 2.0}, password = "x"})
 --   --> {a = {1, 2.0}, b = 2, password = "********"}
 --
 -- Scalars print as Lua literals: strings quoted on one line (control
--- characters escaped, NUL too), integers and floats apart (3 and 3.0;
--- math.mininteger, which has no numeral, as `math.mininteger`). Tables print
--- nested with their keys sorted: the list part 1..n first, then the other
+-- characters escaped: \n, else three decimal digits, NUL too), integers
+-- and floats apart (3 and 3.0; math.mininteger, which has no numeral, as
+-- `math.mininteger`). Tables print nested with their keys sorted: the list part 1..n first, then the other
 -- numbers ascending, then strings, then any other key by type and tostring.
 -- A table prints on one line when that fits in `width` columns (72), else
 -- one key per line, indented by two spaces. A table met again inside
@@ -28,52 +32,25 @@
 
 local M = {}
 
-local MASK = "\"********\""
-local HIDDEN = {"password", "secret", "token"}
+-- Scalars, keys and masks come from the one value printer (mb_show.c, as
+-- mbrun --trace shows values): mb._show and mb._show_key.
+local mb = require "mb"
+local show, show_key = mb._show, mb._show_key
 
--- Whether the value under key k is hidden.
+-- Whether the value under key k is hidden (its name contains "password",
+-- "secret" or "token", in any case: the printer's one list).
 function M.masks(k)
-  if type(k) ~= "string" then return false end
-  k = k:lower()
-  for _, m in ipairs(HIDDEN) do
-    if k:find(m, 1, true) then return true end
-  end
-  return false
+  return type(k) == "string" and select(2, show_key(k)) ~= nil
 end
-
-local ESC = {["\n"] = "\\n", ["\t"] = "\\t", ["\r"] = "\\r", ['"'] = '\\"', ["\\"] = "\\\\",
-             ["\a"] = "\\a", ["\b"] = "\\b", ["\f"] = "\\f", ["\v"] = "\\v"}
-for b = 0, 31 do
-  local c = string.char(b)
-  -- always three digits, so a digit after it cannot join the escape
-  ESC[c] = ESC[c] or ("\\%03d"):format(b)
-end
-ESC["\127"] = "\\127"
 
 -- s as a Lua string literal on one line.
 function M.quote(s)
-  return '"' .. s:gsub('[%c"\\]', ESC) .. '"'
+  return show(s)
 end
 
 -- n as a Lua numeral (or expression, for inf and nan); floats keep a dot.
 function M.number(n)
-  if n == math.mininteger and math.type(n) == "integer" then
-    return "math.mininteger" -- "-9223372036854775808" reads back as a float
-  end
-  if math.type(n) == "integer" then return ("%d"):format(n) end
-  if n ~= n then return "0/0" end
-  if n == math.huge then return "math.huge" end
-  if n == -math.huge then return "-math.huge" end
-  local s = ("%.14g"):format(n)
-  if tonumber(s) ~= n then s = ("%.17g"):format(n) end
-  if not s:find("[.eEn]") then s = s .. ".0" end
-  return s
-end
-
-local RESERVED = {}
-for w in ([[and break do else elseif end false for function goto if in local
-  nil not or repeat return then true until while]]):gmatch("%a+") do
-  RESERVED[w] = true
+  return show(n)
 end
 
 local function opaque(v)
@@ -86,11 +63,7 @@ local function opaque(v)
 end
 
 local function scalar(v)
-  local t = type(v)
-  if t == "string" then return M.quote(v) end
-  if t == "number" then return M.number(v) end
-  if t == "nil" or t == "boolean" then return tostring(v) end
-  return opaque(v)
+  return show(v) or opaque(v)
 end
 
 -- Key order: numbers, strings, then the rest by type name and tostring.
@@ -118,26 +91,25 @@ end
 
 local flat
 
--- The text of key k in a table constructor, with its " = ".
+-- The text of key k in a table constructor, with its " = ", and the mask
+-- when the value under k is hidden.
 local function key_text(k, P, level)
-  if type(k) == "string" and k:match("^[%a_][%w_]*$") and not RESERVED[k] then
-    return k .. " = "
-  end
   if type(k) == "table" then
     return "[" .. flat(k, P, level + 1, math.huge) .. "] = "
   end
-  return "[" .. scalar(k) .. "] = "
+  local text, mask = show_key(k)
+  return text or "[" .. opaque(k) .. "] = ", mask
 end
 
--- The items of t in order, each as a key text ("" in the list part) and the
--- value to print (the mask for hidden ones).
+-- The items of t in order, each as a key text ("" in the list part), the
+-- value to print, and the mask for hidden ones.
 local function items(t, P, level)
   local n, rest = layout(t)
   local list = {}
   for i = 1, n do list[i] = {"", t[i]} end
   for _, k in ipairs(rest) do
-    local masked = M.masks(k)
-    list[#list + 1] = {key_text(k, P, level), t[k], masked}
+    local text, mask = key_text(k, P, level)
+    list[#list + 1] = {text, t[k], mask}
   end
   return list
 end
@@ -159,7 +131,7 @@ function flat(v, P, level, budget)
     local parts, len = {}, 2
     for i, it in ipairs(items(v, P, level)) do
       len = len + #it[1] + (i > 1 and 2 or 0)
-      local vs = it[3] and MASK or flat(it[2], P, level + 1, budget - len)
+      local vs = it[3] or flat(it[2], P, level + 1, budget - len)
       len = len + (vs and #vs or math.huge)
       if len > budget then break end
       parts[i] = it[1] .. vs
@@ -183,7 +155,7 @@ local function render(v, P, level, col)
   local pad = P.indent:rep(level + 1)
   local lines = {}
   for i, it in ipairs(items(v, P, level)) do
-    lines[i] = pad .. it[1] .. (it[3] and MASK or render(it[2], P, level + 1, #pad + #it[1]))
+    lines[i] = pad .. it[1] .. (it[3] or render(it[2], P, level + 1, #pad + #it[1]))
   end
   P.open[v] = nil
   return "{\n" .. table.concat(lines, ",\n") .. "\n" .. P.indent:rep(level) .. "}"

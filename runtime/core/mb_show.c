@@ -1,7 +1,12 @@
 /*
- * mb_show.c — encoded values shown to people on one line, the way Lua
- * writes table constructors: {id=1, kind="order", password="********"}.
- * Used by mbrun's --trace; secrets are masked, long output is cut.
+ * mb_show.c — the one value printer: values shown to people the way Lua
+ * writes table constructors, {id = 1, kind = "order", password = "********"},
+ * with the one list of secret words (mb_key_is_secret). mb_value_show shows
+ * an encoded value on one line (mbrun's --trace; long output is cut); the
+ * pieces (mb_show_str, mb_show_int, mb_show_float, mb_show_is_name) serve
+ * the Lua values the REPL and `.listen` print (lua/mb/pretty.lua, through
+ * mb._show and mb._show_key in runtime/lua/mbl_value.c), so that every
+ * scalar, key and mask looks the same wherever it is printed.
  *
  * Owns nothing; appends to the caller's mb_buf. Tests: spec/c/test_core.c
  * (show_*), spec/trace_spec.lua.
@@ -14,7 +19,7 @@
 
 #include "mb_value.h"
 
-#define MASK "\"********\""
+#define MASK MB_SHOW_MASK
 
 typedef struct shower {
   mb_reader r;
@@ -53,39 +58,69 @@ int mb_key_is_secret(const char *k, size_t len) {
   return 0;
 }
 
+/* The text of byte c inside a quoted Lua string: c itself, a backslash
+ * escape for the quote, the backslash and a newline, and a three-digit
+ * decimal escape for other control bytes (unambiguous before a digit).
+ * Returns its length (1 to 4). */
+static size_t esc_char(unsigned char c, char out[8]) {
+  if (c == '"' || c == '\\') {
+    out[0] = '\\';
+    out[1] = (char)c;
+    return 2;
+  }
+  if (c == '\n') {
+    out[0] = '\\';
+    out[1] = 'n';
+    return 2;
+  }
+  if (c < 32 || c == 127) return (size_t)snprintf(out, 8, "\\%03d", c);
+  out[0] = (char)c;
+  return 1;
+}
+
 static int show_string(shower *s, const char *p, size_t len) {
   char esc[8];
   int rc = put(s, "\"", 1);
-  for (size_t i = 0; i < len && !rc && !s->cut; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '"' || c == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)c;
-      rc = put(s, esc, 2);
-    } else if (c == '\n') {
-      rc = put(s, "\\n", 2);
-    } else if (c < 32 || c == 127) {
-      snprintf(esc, sizeof esc, "\\%03d", c); /* unambiguous before a digit */
-      rc = puts_(s, esc);
-    } else {
-      rc = put(s, (const char *)&p[i], 1);
-    }
-  }
+  for (size_t i = 0; i < len && !rc && !s->cut; i++) rc = put(s, esc, esc_char((unsigned char)p[i], esc));
   return rc || put(s, "\"", 1);
+}
+
+int mb_show_str(mb_buf *b, const char *p, size_t len) {
+  char esc[8];
+  if (mb_buf_add(b, "\"", 1)) return -1;
+  for (size_t i = 0; i < len; i++)
+    if (mb_buf_add(b, esc, esc_char((unsigned char)p[i], esc))) return -1;
+  return mb_buf_add(b, "\"", 1);
+}
+
+/* v as Lua reads it back as the same float: a dot or exponent always
+ * (3.0), math.huge, -math.huge, 0/0 for NaN. */
+static void fmt_float(double v, char buf[40]) {
+  if (v != v) {
+    strcpy(buf, "0/0");
+  } else if (isinf(v)) {
+    strcpy(buf, v > 0 ? "math.huge" : "-math.huge");
+  } else {
+    snprintf(buf, 40, "%.15g", v);
+    if (strtod(buf, NULL) != v) snprintf(buf, 40, "%.17g", v);
+    if (!strpbrk(buf, ".en")) strcat(buf, ".0");
+  }
 }
 
 static int show_float(shower *s, double v) {
   char buf[40];
-  if (v != v) return puts_(s, "0/0");
-  if (isinf(v)) return puts_(s, v > 0 ? "math.huge" : "-math.huge");
-  snprintf(buf, sizeof buf, "%.15g", v);
-  if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);
-  if (!strpbrk(buf, ".en")) strcat(buf, ".0");
+  fmt_float(v, buf);
   return puts_(s, buf);
 }
 
+int mb_show_float(mb_buf *b, double v) {
+  char buf[40];
+  fmt_float(v, buf);
+  return mb_buf_add(b, buf, strlen(buf));
+}
+
 /* A key that can be written bare (key=...): a Lua name, not a keyword. */
-static int is_name(const char *p, size_t len) {
+int mb_show_is_name(const char *p, size_t len) {
   static const char *const keywords[] = {
       "and",  "break", "do",  "else", "elseif", "end",    "false", "for",  "function", "goto", "if",
       "in",   "local", "nil", "not",  "or",     "repeat", "return", "then", "true",     "until",
@@ -100,11 +135,23 @@ static int is_name(const char *p, size_t len) {
 
 /* An integer as Lua reads it back as one: math.mininteger has no numeral
  * (-9223372036854775808 reads as a float). */
+static void fmt_int(int64_t v, char buf[24]) {
+  if (v == INT64_MIN)
+    strcpy(buf, "math.mininteger");
+  else
+    snprintf(buf, 24, "%lld", (long long)v);
+}
+
 static int show_int(shower *s, int64_t v) {
   char buf[24];
-  if (v == INT64_MIN) return puts_(s, "math.mininteger");
-  snprintf(buf, sizeof buf, "%lld", (long long)v);
+  fmt_int(v, buf);
   return puts_(s, buf);
+}
+
+int mb_show_int(mb_buf *b, int64_t v) {
+  char buf[24];
+  fmt_int(v, buf);
+  return mb_buf_add(b, buf, strlen(buf));
 }
 
 static int show_item(shower *s, const mb_item *it, int depth);
@@ -125,14 +172,14 @@ static int show_table(shower *s, const mb_item *t, int depth) {
     mb_item k;
     if (i || t->v.t.narr) rc = put(s, ", ", 2);
     if (rc || mb_read(&s->r, &k)) return -1;
-    if (k.tag == MB_V_STR && is_name(k.v.str.s, k.v.str.len)) {
+    if (k.tag == MB_V_STR && mb_show_is_name(k.v.str.s, k.v.str.len)) {
       rc = put(s, k.v.str.s, k.v.str.len);
     } else {
       /* any key as Lua would write it: [1], ["a b"], [true], [{1, 2}];
        * a nil key (possible only through the C API) as [nil] */
       rc = put(s, "[", 1) || show_item(s, &k, depth + 1) || put(s, "]", 1);
     }
-    rc = rc || put(s, "=", 1);
+    rc = rc || put(s, MB_SHOW_EQ, strlen(MB_SHOW_EQ));
     if (k.tag == MB_V_STR && mb_key_is_secret(k.v.str.s, k.v.str.len))
       rc = rc || puts_(s, MASK) || mb_skip(&s->r);
     else

@@ -1,6 +1,7 @@
 /*
- * lmb.h — the `mb` Lua module (lmb.c) as seen by the mbrun program: a Lua
- * runtime is the core runtime plus the Lua states of its services.
+ * lmb.h — the `mb` Lua module (runtime/lua: lmb.c and the mbl_*.c files it
+ * gathers) as seen by the mbrun program: a Lua runtime is the core runtime
+ * plus the Lua states of its services.
  */
 #ifndef LMB_H
 #define LMB_H

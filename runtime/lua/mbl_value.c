@@ -543,3 +543,87 @@ void mbL_push_keys(lua_State *L) {
                                                  "id", "reply_to", "response_id"};
   for (int i = 0; i < MBL_NKEYS; i++) lua_pushstring(L, names[i]);
 }
+
+/* ---- the printer, for Lua values ----------------------------------------
+ * mb_show.c's pieces as Lua functions, so that the REPL and `.listen`
+ * (lua/mb/pretty.lua) print scalars, keys and masks as --trace does, with
+ * the one list of secret words. */
+
+/* A buffer boxed in a userdata: freed by its __gc if a Lua error (out of
+ * memory) comes between filling it and pushing its text. */
+static int box_gc(lua_State *L) {
+  mb_buf_free(lua_touserdata(L, 1));
+  return 0;
+}
+
+static mb_buf *box_new(lua_State *L) {
+  mb_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
+  memset(b, 0, sizeof *b);
+  if (luaL_newmetatable(L, "mb.ShowBuffer")) {
+    lua_pushcfunction(L, box_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  return b;
+}
+
+/* Appends the printer's text of the scalar at idx to b; 1 when it is one,
+ * 0 for other types (nothing appended). Raises when out of memory. */
+static int show_scalar(lua_State *L, int idx, mb_buf *b) {
+  int rc = 0;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL: rc = mb_buf_add(b, "nil", 3); break;
+  case LUA_TBOOLEAN:
+    rc = lua_toboolean(L, idx) ? mb_buf_add(b, "true", 4) : mb_buf_add(b, "false", 5);
+    break;
+  case LUA_TNUMBER:
+    rc = lua_isinteger(L, idx) ? mb_show_int(b, (int64_t)lua_tointeger(L, idx))
+                               : mb_show_float(b, (double)lua_tonumber(L, idx));
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    rc = mb_show_str(b, s, len);
+    break;
+  }
+  default: return 0;
+  }
+  if (rc) luaL_error(L, "out of memory");
+  return 1;
+}
+
+/* mb._show(v) -> the printer's text of a nil, boolean, number or string;
+ * nil for any other value. */
+static int l_show(lua_State *L) {
+  luaL_checkany(L, 1);
+  mb_buf *b = box_new(L);
+  if (!show_scalar(L, 1, b)) return 0;
+  lua_pushlstring(L, (const char *)b->p, b->len);
+  return 1;
+}
+
+/* mb._show_key(k) -> the text that stands before a value in a table
+ * constructor ("name = " or "[text] = ") for a scalar key (nil for a key of
+ * another type), and, when the value under k is a secret, the mask that
+ * stands for it. */
+static int l_show_key(lua_State *L) {
+  luaL_checkany(L, 1);
+  mb_buf *b = box_new(L);
+  size_t len = 0;
+  const char *k = lua_type(L, 1) == LUA_TSTRING ? lua_tolstring(L, 1, &len) : NULL;
+  if (k && mb_show_is_name(k, len)) {
+    lua_pushvalue(L, 1);
+  } else {
+    if (mb_buf_add(b, "[", 1)) return luaL_error(L, "out of memory");
+    if (!show_scalar(L, 1, b)) return 0;
+    if (mb_buf_add(b, "]", 1)) return luaL_error(L, "out of memory");
+    lua_pushlstring(L, (const char *)b->p, b->len);
+  }
+  lua_pushliteral(L, MB_SHOW_EQ);
+  lua_concat(L, 2);
+  if (!k || !mb_key_is_secret(k, len)) return 1;
+  lua_pushliteral(L, MB_SHOW_MASK);
+  return 2;
+}
+
+const luaL_Reg mbL_show_funcs[] = {{"_show", l_show}, {"_show_key", l_show_key}, {NULL, NULL}};

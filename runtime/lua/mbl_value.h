@@ -7,6 +7,7 @@
 #ifndef MBL_VALUE_H
 #define MBL_VALUE_H
 
+#include <lauxlib.h>
 #include <lua.h>
 
 #include "mb.h"
@@ -42,5 +43,10 @@ void mbL_push_keys(lua_State *L);
  * payload_idx (0: none) a slot holding the payload already decoded, used as
  * is. Call it from a C closure with the upvalues above. */
 void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx);
+
+/* mb._show and mb._show_key: the one value printer (mb_show.c) for Lua
+ * values, used by lua/mb/pretty.lua (the REPL, `.listen`). They use no
+ * upvalue: any state may register them (fuzz/fuzz_pretty.c does). */
+extern const luaL_Reg mbL_show_funcs[];
 
 #endif

@@ -2731,7 +2731,7 @@ static void test_show_tables(void) {
   mb_enc_str(&b, "kind", 4);
   mb_enc_str(&b, "order", 5);
   mb_enc_table_end(&b, t, 0, 2);
-  CHECK_STR(show(&b), "{id=1, kind=\"order\"}");
+  CHECK_STR(show(&b), "{id = 1, kind = \"order\"}");
 
   /* the array part first, then the pairs */
   t = mb_enc_table_begin(&b);
@@ -2740,7 +2740,7 @@ static void test_show_tables(void) {
   mb_enc_str(&b, "n", 1);
   mb_enc_int(&b, 2);
   mb_enc_table_end(&b, t, 2, 1);
-  CHECK_STR(show(&b), "{10, 20, n=2}");
+  CHECK_STR(show(&b), "{10, 20, n = 2}");
 
   /* nested */
   t = mb_enc_table_begin(&b);
@@ -2763,7 +2763,7 @@ static void test_show_tables(void) {
   mb_enc_nil(&b);
   mb_enc_table_end(&b, td, 2, 0);
   mb_enc_table_end(&b, t, 0, 3);
-  CHECK_STR(show(&b), "{a={b={1, 2}}, c={}, d={{\"x\"}, nil}}");
+  CHECK_STR(show(&b), "{a = {b = {1, 2}}, c = {}, d = {{\"x\"}, nil}}");
 
   /* keys that are not names go in brackets */
   t = mb_enc_table_begin(&b);
@@ -2788,8 +2788,8 @@ static void test_show_tables(void) {
   mb_enc_str(&b, "dotted.key", 10);
   mb_enc_int(&b, 7);
   mb_enc_table_end(&b, t, 0, 10);
-  CHECK_STR(show(&b), "{[\"a b\"]=1, [3]=\"x\", [\"1x\"]=2, [\"\"]=3, [\"k\\\"q\"]=4, [-7]=false, "
-                      "[1.5]=true, [true]=5, _ok9=6, [\"dotted.key\"]=7}");
+  CHECK_STR(show(&b), "{[\"a b\"] = 1, [3] = \"x\", [\"1x\"] = 2, [\"\"] = 3, [\"k\\\"q\"] = 4, [-7] = false, "
+                      "[1.5] = true, [true] = 5, _ok9 = 6, [\"dotted.key\"] = 7}");
   mb_buf_free(&b);
 
   /* keys the C API can build and Lua cannot read as names: a table key is
@@ -2809,7 +2809,7 @@ static void test_show_tables(void) {
   mb_enc_str(&b, "after", 5);
   mb_enc_int(&b, 4);
   mb_enc_table_end(&b, t, 0, 4);
-  CHECK_STR(show(&b), "{[{1, x=\"y\"}]=\"v\", [nil]=2, [false]=3, after=4}");
+  CHECK_STR(show(&b), "{[{1, x = \"y\"}] = \"v\", [nil] = 2, [false] = 3, after = 4}");
   /* integer and float keys, math.mininteger among them */
   t = mb_enc_table_begin(&b);
   mb_enc_int(&b, INT64_MIN);
@@ -2817,7 +2817,7 @@ static void test_show_tables(void) {
   mb_enc_float(&b, 1.5);
   mb_enc_int(&b, 2);
   mb_enc_table_end(&b, t, 0, 2);
-  CHECK_STR(show(&b), "{[math.mininteger]=1, [1.5]=2}");
+  CHECK_STR(show(&b), "{[math.mininteger] = 1, [1.5] = 2}");
   mb_buf_free(&b);
 }
 
@@ -2855,10 +2855,10 @@ static void test_show_secrets(void) {
   mb_enc_int(&b, 3);
   mb_enc_table_end(&b, t, 0, 8);
   const char *s = show(&b);
-  CHECK_STR(s, "{user=\"ann\", password=\"********\", apiToken=\"********\", "
-               "Client_SECRET=\"********\", tokens=\"********\", "
-               "nested={PassWord=\"********\", host=\"db1\"}, [\"my token\"]=\"********\", "
-               "count=3}");
+  CHECK_STR(s, "{user = \"ann\", password = \"********\", apiToken = \"********\", "
+               "Client_SECRET = \"********\", tokens = \"********\", "
+               "nested = {PassWord = \"********\", host = \"db1\"}, [\"my token\"] = \"********\", "
+               "count = 3}");
   const char *leaks[] = {"hunter2", "tk-123", "987654", "t-one", "t-two", "t-three", "d-val",
                          "deep", "spaced"};
   for (size_t i = 0; i < sizeof leaks / sizeof *leaks; i++)
@@ -3952,7 +3952,7 @@ static void test_bug_show_reserved_word_key(void) {
   mb_enc_str(&b, "nil", 3);
   mb_enc_int(&b, 2);
   mb_enc_table_end(&b, t, 0, 2);
-  CHECK_STR(show(&b), "{[\"end\"]=1, [\"nil\"]=2}");
+  CHECK_STR(show(&b), "{[\"end\"] = 1, [\"nil\"] = 2}");
   mb_buf_free(&b);
 }
 

@@ -1,0 +1,279 @@
+/*
+ * mbl_private.h — what the files of the `mb` module (runtime/lua) share,
+ * as luv's private.h: the binding's structures (a runtime, a state per
+ * service, tasks, waiters, timers, handles) and the helpers each concept
+ * file offers the others. Not installed; lmb.h is the module's face.
+ */
+#ifndef MBL_PRIVATE_H
+#define MBL_PRIVATE_H
+
+#include <ev.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lmb.h"
+#include "mb_alloc.h"
+#include "mbl_value.h"
+
+typedef struct mbL_state mbL_state;
+typedef struct mbL_task mbL_task;
+typedef struct mbL_waiter mbL_waiter;
+typedef struct mbL_timer mbL_timer;
+
+struct mbL_runtime {
+  mb_runtime *rt;
+  mbL_output_fn out; /* set before any service runs, then only read */
+  void *out_ud;
+  pthread_mutex_t lock; /* guards states and next_load */
+  mbL_state *states;
+  atomic_int failures;
+  atomic_int bodies; /* script bodies started and not yet ended */
+  uint64_t next_load;
+  /* mbL_runtime_abort: every call, running or to come, is aborted */
+  _Atomic(const char *) abort_why;
+  void (*on_stop)(void *ud); /* mb.stop() was called (mbrun) */
+  void *on_stop_ud;
+  /* builds a state's module table (lmb.c's, which sits above the states) */
+  void (*open_module)(lua_State *L, mbL_state *S);
+};
+
+enum { T_HANDLER = 1, T_SCRIPT, T_TIMER, T_SPAWN, T_EVENT };
+
+struct mbL_task {
+  mbL_state *S;
+  lua_State *co;
+  int ref;
+  int kind;
+  int waiting; /* a waiter will resume it */
+  mb_delivery *d;
+  struct mbL_listener *listener;
+  mbL_task *next, *prev;
+};
+
+typedef struct mbL_answer {
+  int status;
+  mb_msg *reply;
+  char *error;
+} mbL_answer;
+
+struct mbL_waiter {
+  mbL_state *S;
+  mbL_task *task;
+  int done, suspended, status;
+  ev_timer timer;
+  mb_request *req;
+  size_t n;
+  mbL_answer *ans;
+  int failed;  /* mb.load: an instance failed to start */
+  char *error; /* why (malloc'd; NULL when out of memory) */
+  mb_delivery *dv;      /* a reply: the delivery it answers, if still open */
+  const char *reply_to; /* a reply: where it goes (NULL: nowhere) */
+  mbL_waiter *next, *prev;
+};
+
+struct mbL_timer {
+  mbL_state *S;
+  ev_timer w;
+  int fn_ref, self_ref;
+  mbL_timer *next, *prev;
+};
+
+/* A listener handle (userdata "mb.Listener"; user values: 1 the handler,
+ * 2 the destination's name as a Lua string). One owner: while registered
+ * (l != NULL) its self_ref anchors it and it is in S->listeners; one release
+ * path, listener_release, whoever ends it (l:close(), the destination's
+ * removal, the state going away). */
+typedef struct mbL_listener {
+  mbL_state *S;
+  mb_listener *l;
+  int self_ref;
+  int json;
+  struct mbL_listener *next, *prev; /* in S->listeners */
+  char dest[256];
+} mbL_listener;
+
+/* An event subscription (userdata "mb.Subscription"; user value 1: the
+ * callback), owned as a listener handle is (sub_release). */
+typedef struct mbL_sub {
+  mbL_state *S;
+  mb_subscription *sub;
+  int self_ref;
+  struct mbL_sub *next, *prev; /* in S->subs */
+} mbL_sub;
+
+/* A task to run again later on this thread, because posting it failed
+ * (post()); the timer is libev's memory, none of ours. */
+typedef struct mbL_retry {
+  ev_timer timer;
+  mb_runtime *rt;
+  mb_task_fn fn;
+  void *arg;
+} mbL_retry;
+
+struct mbL_state {
+  mbL_runtime *R;
+  mbL_retry retry; /* deferred_stop's, when its post failed */
+  mb_service *svc;
+  lua_State *L;
+  int owns_L;
+  uint64_t group_key; /* the instances of one mb.load share it */
+  mbL_task *current;
+  mbL_task *pool;
+  int npool;
+  mbL_task *live;
+  mbL_waiter *waiters, *spare; /* spare: a short free list (nspare) */
+  int nspare;
+  mbL_timer *timers;
+  mbL_listener *listeners;
+  mbL_sub *subs;
+  int depth; /* resumes of this state on the C stack */
+  /* aborting (mbL_state_abort); read by other threads and by the abort
+   * signal's handler on this state's own thread */
+  atomic_int active;                 /* depth, for other threads to read */
+  atomic_uint_fast64_t calls;        /* outermost calls started so far */
+  atomic_uint_fast64_t abort_call;   /* the call to abort (0: none) */
+  _Atomic(const char *) abort_why;   /* ...and why */
+  _Atomic(lua_State *) running_co;   /* the coroutine running now, if any */
+  int stopping;
+  size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
+  mb_buf buf, vbuf;
+  int groups; /* weak table: message table of a request -> listener group */
+  int body_ref; /* handler_body as a closure with the message keys (registry) */
+  int starting; /* its body runs for the first time, for mb.load: a failure is its */
+  char *start_error; /* what the body raised while starting (malloc'd) */
+  mbL_end_fn on_end; /* mbL_runtime_boot: told how the body ended */
+  void *end_ud;
+  mbL_state *next, *prev;
+};
+
+#define POOL_MAX 64
+/* the registry key of a state's mbL_state (light userdata; mbl_service.c) */
+extern const char mbL_state_key;
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static inline int ref(mbL_state *S, lua_State *L) {
+  S->nrefs++;
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static inline void unref(mbL_state *S, lua_State *L, int *r) {
+  if (*r == LUA_NOREF) return;
+  luaL_unref(L, LUA_REGISTRYINDEX, *r);
+  *r = LUA_NOREF;
+  S->nrefs--;
+}
+
+/* The state of the module function running (upvalue 1); raises once the
+ * service has stopped. */
+static inline mbL_state *state_of(lua_State *L) {
+  mbL_state *S = lua_touserdata(L, lua_upvalueindex(1));
+  if (!S->svc) luaL_error(L, "mb: this service has stopped"); /* e.g. from a __gc */
+  return S;
+}
+
+static inline mb_runtime *core(mbL_state *S) { return S->R->rt; }
+
+/* ---- mbl_task.c: tasks, the one resume, the one post, waiting ------------ */
+
+/* A task of kind T_* from the pool, or a new one; NULL when out of memory
+ * (never raises). */
+mbL_task *mbL_task_new(mbL_state *S, int kind);
+/* Back to the pool (reusable) or freed. */
+void mbL_task_free(mbL_task *t, int reusable);
+/* Resumes t's coroutine with nargs values on it: the one resume. When it
+ * returns or raises, ends the task (reports, counts, finishes its
+ * delivery); a bare yield runs it again later. Never raises. */
+void mbL_task_run(mbL_task *t, int nargs);
+
+/* Writes text to the runtime's output (stream 1: print, 2: reports). */
+void mbL_output(mbL_runtime *R, int stream, const char *text, size_t len);
+/* Writes a report of something that failed, as one line on stream 2. */
+void mbL_report(mbL_runtime *R, const char *fmt, ...);
+/* mbL_report, and counted in mbL_runtime_failures: a failure that no
+ * delivery carries (a delivery's failure is counted by the core). */
+void mbL_failed(mbL_runtime *R, const char *fmt, ...);
+
+enum {
+  POST_ALWAYS = 1, /* run also once the service died (mb_service_post_always) */
+  POST_HERE = 2,   /* this thread is the service's worker */
+  POST_NOW = 4     /* here, fn may run at once instead */
+};
+/* Posts fn(arg) to svc's worker: the one post (mbl_task.c says what it
+ * does when posting fails). MB_OK or MB_ENOMEM (reported and counted). */
+int mbL_post(mbL_runtime *R, mb_service *svc, int flags, mb_task_fn fn, void *arg,
+             mbL_retry *later);
+
+/* Aborts the call running in S now (any thread); 1 when one was running. */
+int mbL_state_abort(mbL_state *S, const char *reason);
+
+/* A waiter of S; NULL when out of memory. */
+mbL_waiter *mbL_waiter_new(mbL_state *S);
+void mbL_waiter_free(mbL_waiter *w);
+/* w is done: its coroutine, if suspended, resumes (posted on S's worker). */
+void mbL_waiter_wake(mbL_waiter *w);
+/* Waits until w is done (yields, or runs the loop), then returns k(...).
+ * Raises when the wait can never end or the call is aborted. */
+int mbL_wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k);
+
+/* ---- mbl_time.c ---------------------------------------------------------- */
+
+enum {
+  SECS_ZERO = 1,    /* 0 is allowed (sleep, after) */
+  SECS_NO_LIMIT = 2 /* math.huge means "no limit" (timeouts) */
+};
+/* The number of seconds at idx for fn's `what`; raises when it is not one
+ * (SPEC section 7). HUGE_VAL for math.huge with SECS_NO_LIMIT. */
+double mbL_check_seconds(lua_State *L, int idx, const char *fn, const char *what,
+                         unsigned flags);
+extern const luaL_Reg mbL_time_funcs[], mbL_timer_methods[];
+
+/* ---- mbl_dest.c ---------------------------------------------------------- */
+
+/* The destination name at idx; raises "fn: invalid destination name ...". */
+const char *mbL_check_dest(lua_State *L, int idx, const char *fn);
+/* Pushes nil and "code: text" for the MB_* code rc at dest; returns 2. */
+int mbL_fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S);
+/* Option tables: raise "fn: unknown option" / "fn: option 'key' must ...". */
+void mbL_check_keys(lua_State *L, int t, const char *const *allowed, const char *fn);
+int mbL_opt_enum(lua_State *L, int t, const char *key, const char *const *names, int def,
+                 const char *fn);
+lua_Integer mbL_opt_positive(lua_State *L, int t, const char *key, const char *fn);
+/* The one release path of a subscription handle (L NULL: the registry goes
+ * with the state). */
+void mbL_sub_release(mbL_sub *s, int unsubscribe, lua_State *L);
+extern const luaL_Reg mbL_dest_funcs[], mbL_sub_methods[];
+
+/* ---- mbl_msg.c ----------------------------------------------------------- */
+
+/* The one release path of a listener handle. */
+void mbL_listener_release(mbL_listener *ls, int close, lua_State *L);
+/* The body of every handler's coroutine (a C closure with the message keys). */
+int mbL_handler_body(lua_State *L);
+extern const luaL_Reg mbL_msg_funcs[], mbL_listener_methods[], mbL_json_funcs[];
+
+/* ---- mbl_service.c ------------------------------------------------------- */
+
+/* A new state for the core service svc with its own Lua state; NULL when
+ * out of memory. */
+mbL_state *mbL_state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key);
+void mbL_state_link(mbL_runtime *R, mbL_state *S);
+/* Releases what S holds in the core and the loop (not its Lua state). */
+void mbL_state_release(mbL_state *S);
+/* Releases S, closes its Lua state (if its own) and frees it. */
+void mbL_state_stop(mbL_state *S);
+/* Stops S once it is off the stack (a task for S's worker). */
+void mbL_deferred_stop(void *arg);
+/* Pushes the function that runs path (or the error); luaL_loadfilex's code. */
+int mbL_load_script(lua_State *L, const char *path);
+/* Starts S's body (chunk and nargs values on S->L); -1 when out of memory. */
+int mbL_start_body(mbL_state *S, int nargs);
+extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[];
+
+#endif

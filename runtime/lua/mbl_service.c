@@ -1,0 +1,606 @@
+/*
+ * mbl_service.c — services in the `mb` module: a Lua state per service
+ * (created, released, stopped on its own worker), loading scripts, mb.load
+ * (instances started on their workers) and handle:stop().
+ *
+ * Owns: the mbL_state of each service and its Lua state, the service
+ * handles (userdata "mb.Service"). Uses tasks and waiters (mbl_task.c),
+ * the core's services. Tests: the busted specs in spec/ (load, stop),
+ * spec/mbrun_spec.lua.
+ */
+#include "mbl_private.h"
+
+#include <stdio.h>
+
+const char mbL_state_key = 'S';
+
+/* ---- services ------------------------------------------------------------------------------ */
+
+
+void mbL_state_link(mbL_runtime *R, mbL_state *S) {
+  pthread_mutex_lock(&R->lock);
+  S->next = R->states;
+  if (R->states) R->states->prev = S;
+  R->states = S;
+  pthread_mutex_unlock(&R->lock);
+}
+
+static void state_unlink(mbL_runtime *R, mbL_state *S) {
+  pthread_mutex_lock(&R->lock);
+  if (S->prev)
+    S->prev->next = S->next;
+  else
+    R->states = S->next;
+  if (S->next) S->next->prev = S->prev;
+  pthread_mutex_unlock(&R->lock);
+}
+
+/* Releases what S holds in the core and the loop, on S's worker. Its Lua
+ * state is left to the caller: closed for services, being closed for a
+ * program's own state. */
+void mbL_state_release(mbL_state *S) {
+  mb_runtime *rt = core(S);
+  S->stopping = 1;
+  state_unlink(S->R, S);
+  struct ev_loop *loop = mb_service_loop(S->svc);
+  if (ev_is_active(&S->retry.timer)) {
+    ev_timer_stop(loop, &S->retry.timer);
+    mb_runtime_hold(rt, -1);
+  }
+  /* handles outlive S (finalizers may still close them while the Lua state
+   * closes): detached here, each becomes a no-op */
+  while (S->timers) {
+    mbL_timer *tm = S->timers;
+    S->timers = tm->next;
+    ev_timer_stop(loop, &tm->w);
+    mb_runtime_hold(rt, -1);
+    tm->S = NULL;
+  }
+  S->ntimers = 0;
+  while (S->waiters) {
+    mbL_waiter *w = S->waiters;
+    S->waiters = w->next;
+    if (ev_is_active(&w->timer)) {
+      ev_timer_stop(loop, &w->timer);
+      mb_runtime_hold(rt, -1);
+    }
+    for (size_t i = 0; i < w->n; i++) {
+      mb_msg_unref(w->ans[i].reply);
+      free(w->ans[i].error);
+    }
+    free(w->ans);
+    free(w->error);
+    free(w);
+  }
+  /* its handles' owner closes them (also one whose destination's removal
+   * could not tell it); the registry goes with the Lua state */
+  while (S->listeners) mbL_listener_release(S->listeners, 1, NULL);
+  while (S->subs) mbL_sub_release(S->subs, 1, NULL);
+  /* drops open deliveries, cancels requests; no callbacks after this */
+  mb_service_free(S->svc);
+  S->svc = NULL;
+  while (S->spare) {
+    mbL_waiter *w = S->spare;
+    S->spare = w->next;
+    free(w);
+  }
+  while (S->live) {
+    mbL_task *t = S->live;
+    S->live = t->next;
+    free(t);
+  }
+  while (S->pool) {
+    mbL_task *t = S->pool;
+    S->pool = t->next;
+    free(t);
+  }
+  mb_buf_free(&S->buf);
+  mb_buf_free(&S->vbuf);
+  free(S->start_error);
+  S->start_error = NULL;
+}
+
+void mbL_state_stop(mbL_state *S) {
+  lua_State *L = S->L;
+  int owns = S->owns_L;
+  mbL_state_release(S);
+  if (owns) lua_close(L); /* finalizers still find S (and that it stopped) */
+  free(S);
+}
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud;
+  if (nsize == 0) {
+    mb_free(ptr);
+    return NULL;
+  }
+  if (ptr && nsize <= osize) return mb_realloc_shrink(ptr, nsize); /* must not fail */
+  return mb_realloc(ptr, nsize);
+}
+
+static int l_panic(lua_State *L) {
+  fprintf(stderr, "mb: unprotected Lua error: %s\n", lua_tostring(L, -1));
+  return 0;
+}
+
+/* A new Lua state for the core service svc (whose worker runs this), running
+ * nothing yet; NULL when out of memory. */
+/* print for service states: Lua's own, except that the line goes out in
+ * one write, so that lines printed by services on different workers at the
+ * same moment never run into each other. */
+static int l_print(lua_State *L) {
+  int n = lua_gettop(L);
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (int i = 1; i <= n; i++) {
+    if (i > 1) luaL_addchar(&b, '\t');
+    luaL_tolstring(L, i, NULL);
+    luaL_addvalue(&b);
+  }
+  luaL_addchar(&b, '\n');
+  luaL_pushresult(&b);
+  size_t len;
+  const char *line = lua_tolstring(L, -1, &len);
+  mbL_output(lua_touserdata(L, lua_upvalueindex(1)), 1, line, len);
+  return 0;
+}
+
+static int state_init_p(lua_State *L) {
+  mbL_state *S = lua_touserdata(L, 1);
+  luaL_openlibs(L);
+  lua_pushlightuserdata(L, S->R); /* outlives every state */
+  lua_pushcclosure(L, l_print, 1);
+  lua_setglobal(L, "print");
+  S->R->open_module(L, S);
+  return 0;
+}
+
+mbL_state *mbL_state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key) {
+  mbL_state *S = calloc(1, sizeof *S);
+  if (!S) return NULL;
+  S->L = lua_newstate(l_alloc, NULL);
+  if (!S->L) {
+    free(S);
+    return NULL;
+  }
+  lua_atpanic(S->L, l_panic);
+  S->svc = svc;
+  S->R = R;
+  S->owns_L = 1;
+  S->group_key = group_key;
+  /* the libraries, print and the module allocate: a protected call */
+  lua_pushcfunction(S->L, state_init_p);
+  lua_pushlightuserdata(S->L, S);
+  if (lua_pcall(S->L, 1, 0, 0) != LUA_OK) {
+    S->svc = NULL; /* the caller's: finalizers see a stopped service */
+    lua_close(S->L);
+    free(S);
+    return NULL;
+  }
+  mbL_state_link(R, S);
+  return S;
+}
+
+static int load_script_p(lua_State *L) {
+  lua_pushinteger(L, luaL_loadfilex(L, lua_touserdata(L, 1), "t"));
+  return 2;
+}
+
+/* Pushes the function that runs path; the error message on failure (a
+ * protected call: luaL_loadfilex raises when out of memory). Returns
+ * luaL_loadfilex's code. */
+int mbL_load_script(lua_State *L, const char *path) {
+  lua_pushcfunction(L, load_script_p);
+  lua_pushlightuserdata(L, (void *)path);
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) return LUA_ERRMEM;
+  int rc = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  return rc;
+}
+
+/* Starts S's script body: the chunk is at the top of S->L, nargs values
+ * above it. Returns 0 once the body has run until it first waited or ended,
+ * -1 when out of memory (nothing ran). */
+int mbL_start_body(mbL_state *S, int nargs) {
+  mbL_task *t = mbL_task_new(S, T_SCRIPT);
+  if (!t) {
+    lua_pop(S->L, nargs + 1);
+    return -1;
+  }
+  lua_xmove(S->L, t->co, nargs + 1);
+  mbL_task_run(t, nargs);
+  return 0;
+}
+
+/* One of several things a waiter counts down in w->status has happened. */
+static void stop_done(void *arg) {
+  mbL_waiter *w = arg;
+  if (--w->status == 0) mbL_waiter_wake(w);
+}
+
+static int countdown_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter_free((mbL_waiter *)ctx);
+  lua_settop(L, 4); /* the handle */
+  return 1;
+}
+
+/* What a new instance needs to start on its worker, and how it went. */
+typedef struct start_req {
+  mbL_runtime *R;
+  mb_service *svc;
+  mb_service *asker; /* told when the body has started (NULL: inline) */
+  mbL_waiter *w;
+  uint64_t group_key;
+  int nargs;
+  int failed;  /* it did not start: error says why (NULL: out of memory) */
+  char *error; /* malloc'd */
+  size_t alen;
+  char *args; /* encoded list, alen bytes */
+  char path[];
+} start_req;
+
+static int push_args_p(lua_State *L) {
+  start_req *q = lua_touserdata(L, 1);
+  mbL_decode(L, (const uint8_t *)q->args, q->alen);
+  for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
+  return q->nargs;
+}
+
+/* Pushes the script's arguments (decoding allocates: a protected call). */
+static int push_args(lua_State *L, start_req *q) {
+  lua_pushcfunction(L, push_args_p);
+  lua_pushlightuserdata(L, q);
+  int rc = lua_pcall(L, 1, q->nargs, 0);
+  if (rc != LUA_OK) lua_pop(L, 1);
+  return rc;
+}
+
+static void start_req_free(start_req *q) {
+  if (q->asker) mb_service_unref(q->asker);
+  mb_service_unref(q->svc); /* the request's reference */
+  free(q->error);
+  free(q->args);
+  free(q);
+}
+
+static void start_failed(start_req *q, const char *why) {
+  q->failed = 1;
+  q->error = why ? strdup(why) : NULL;
+}
+
+/* Starts one instance of an mb.load, on the instance's worker: a new Lua
+ * state runs the body until it first waits or ends. When the instance
+ * cannot start, or its body raised before that, it is stopped at once —
+ * what it registered goes with it — and q->failed says so. */
+static void start_instance(start_req *q) {
+  if (!mb_service_alive(q->svc)) { /* the runtime went away first */
+    start_failed(q, "the runtime is closing");
+    return;
+  }
+  mbL_state *S = mbL_state_new(q->R, q->svc, q->group_key);
+  if (!S) {
+    mb_service_free(q->svc);
+    start_failed(q, NULL);
+    return;
+  }
+  if (mbL_load_script(S->L, q->path) != LUA_OK) { /* the file changed since mb.load read it */
+    start_failed(q, lua_tostring(S->L, -1));
+    mbL_state_stop(S);
+    return;
+  }
+  if (q->nargs && push_args(S->L, q) != LUA_OK) {
+    start_failed(q, NULL);
+    mbL_state_stop(S);
+    return;
+  }
+  S->starting = 1;
+  if (mbL_start_body(S, q->nargs)) {
+    start_failed(q, NULL);
+  } else if (S->starting == 2) { /* the body raised: task_end kept the message */
+    q->failed = 1;
+    q->error = S->start_error;
+    S->start_error = NULL;
+  }
+  S->starting = 0;
+  if (q->failed) mbL_state_stop(S); /* its body is off the stack: depth 0 */
+}
+
+/* On the loader's worker: an instance started elsewhere has started (or
+ * failed to). The loader's waiter went with its state if that stopped. */
+static void load_done(void *arg) {
+  start_req *q = arg;
+  mbL_waiter *w = q->w;
+  if (mb_service_alive(q->asker)) {
+    if (q->failed && !w->failed) {
+      w->failed = 1;
+      w->error = q->error;
+      q->error = NULL;
+    }
+    stop_done(w);
+  }
+  start_req_free(q);
+}
+
+/* Posted to the instance's worker. */
+static void start_task(void *arg) {
+  start_req *q = arg;
+  start_instance(q);
+  /* the body ran until it first waited or ended: the loader goes on */
+  if (mbL_post(q->R, q->asker, POST_ALWAYS, load_done, q, NULL) != MB_OK) start_req_free(q);
+}
+
+typedef struct mbL_handle {
+  mbL_runtime *R;
+  size_t n;
+  uint64_t ids[];
+} mbL_handle;
+
+/* The state of a core service, if it has one yet (any thread). */
+static mbL_state *find_state(mbL_runtime *R, mb_service *svc) {
+  pthread_mutex_lock(&R->lock);
+  mbL_state *S = R->states;
+  while (S && S->svc != svc) S = S->next;
+  pthread_mutex_unlock(&R->lock);
+  return S;
+}
+
+void mbL_deferred_stop(void *arg) {
+  mbL_state *S = arg;
+  if (S->depth > 0) { /* still on the stack: try again later */
+    mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
+    return;
+  }
+  mbL_state_stop(S);
+}
+
+/* A stop asked from another worker: done there, then the asker is told. */
+typedef struct stop_req {
+  mbL_runtime *R;
+  mb_service *svc, *asker;
+  mbL_waiter *w;
+  mbL_retry retry;
+} stop_req;
+
+static void stop_task(void *arg) {
+  stop_req *q = arg;
+  mbL_state *S = find_state(q->R, q->svc);
+  if (S && S->depth > 0) { /* on the stack: again later */
+    mbL_post(q->R, q->svc, POST_ALWAYS | POST_HERE, stop_task, q, &q->retry);
+    return;
+  }
+  if (S && !S->stopping) mbL_state_stop(S);
+  mbL_post(q->R, q->asker, 0, stop_done, q->w, NULL);
+  mb_service_unref(q->svc);
+  mb_service_unref(q->asker);
+  free(q);
+}
+
+
+static mbL_state *caller_state(lua_State *L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mbL_state_key);
+  mbL_state *S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S;
+}
+
+/* Stops every instance of h, for `me`: those on me's worker at once (or,
+ * when on the stack, as soon as their current work is done), the others on
+ * their workers. Returns a waiter that counts those down, or NULL when
+ * there are none. Raises when out of memory. */
+static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
+  mbL_waiter *w = NULL;
+  if (!me || !me->svc) { /* a __gc after its service stopped */
+    luaL_error(L, "mb: this service has stopped");
+    return NULL;
+  }
+  for (size_t i = 0; i < h->n; i++) {
+    mb_service *svc = h->ids[i] ? mb_service_find(core(me), h->ids[i]) : NULL;
+    h->ids[i] = 0;
+    if (!svc) continue;
+    if (mb_service_worker(svc) != mb_service_worker(me->svc)) {
+      stop_req *q = malloc(sizeof *q);
+      if (!w) w = mbL_waiter_new(me);
+      if (!q || !w) {
+        free(q);
+        mb_service_unref(svc);
+        if (w && !w->status) mbL_waiter_free(w);
+        luaL_error(L, "stop: out of memory");
+        return NULL;
+      }
+      memset(q, 0, sizeof *q);
+      q->R = h->R;
+      q->svc = svc; /* keeps the reference */
+      q->asker = me->svc;
+      mb_service_ref(me->svc);
+      q->w = w;
+      w->status++;
+      if (mbL_post(h->R, svc, POST_ALWAYS, stop_task, q, NULL) != MB_OK) {
+        w->status--; /* reported: that instance goes on */
+        mb_service_unref(q->asker);
+        mb_service_unref(svc);
+        free(q);
+      }
+      continue;
+    }
+    mbL_state *S = find_state(h->R, svc);
+    mb_service_unref(svc);
+    if (!S || S->stopping) continue;
+    if (S->depth > 0 || S == me) {
+      S->stopping = 1; /* new deliveries are dropped from now on */
+      mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
+    } else {
+      mbL_state_stop(S);
+    }
+  }
+  return w;
+}
+
+/* handle:stop(): returns once every instance has stopped (one that is the
+ * caller itself stops when the caller's current work is done). */
+static int service_stop(lua_State *L) {
+  mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
+  mbL_waiter *w = stop_instances(L, h, caller_state(L));
+  if (!w) return 0;
+  lua_settop(L, 4);
+  return mbL_wait_for(L, w, countdown_k);
+}
+
+static int load_failed_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
+  lua_settop(L, 5); /* "failed: ..." */
+  lua_pushnil(L);
+  lua_insert(L, -2);
+  return 2;
+}
+
+/* The end of mb.load, the handle at 4: returned, or when an instance
+ * failed to start, the others stopped and nil, "failed: <error>" (SPEC
+ * section 2). Takes error (malloc'd). */
+static int load_finish(lua_State *L, int failed, char *error) {
+  lua_settop(L, 4);
+  if (!failed) return 1;
+  lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
+  free(error);
+  mbL_waiter *w = stop_instances(L, lua_touserdata(L, 4), state_of(L));
+  if (w) return mbL_wait_for(L, w, load_failed_k);
+  return load_failed_k(L, LUA_OK, 0);
+}
+
+static int load_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  int failed = w->failed;
+  char *error = w->error;
+  w->error = NULL;
+  mbL_waiter_free(w);
+  return load_finish(L, failed, error);
+}
+
+static int l_load(lua_State *L) {
+  static const char *const keys[] = {"instances", "args", "name", NULL};
+  mbL_state *S = state_of(L);
+  mbL_runtime *R = S->R;
+  const char *path = luaL_checkstring(L, 1), *name = path;
+  lua_Integer instances = 1;
+  lua_settop(L, 2);
+  if (!lua_isnil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    mbL_check_keys(L, 2, keys, "mb.load");
+    int nt = lua_getfield(L, 2, "name");
+    if (nt != LUA_TNIL && (nt != LUA_TSTRING || lua_rawlen(L, -1) == 0))
+      return luaL_error(L, "mb.load: option 'name' must be a non-empty string");
+    if (nt == LUA_TSTRING) name = lua_tostring(L, -1);
+    /* kept alive by the registry until the next load, whatever the table's
+     * metamethods do meanwhile (the stack slots below are spoken for) */
+    lua_setfield(L, LUA_REGISTRYINDEX, "mb.load name");
+    instances = mbL_opt_positive(L, 2, "instances", "mb.load");
+    if (!instances) instances = 1;
+    if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
+    int t = lua_getfield(L, 2, "args");
+    if (t != LUA_TNIL && t != LUA_TTABLE) return luaL_error(L, "mb.load: option 'args' must be a list");
+  } else {
+    lua_pushnil(L);
+  }
+  /* a missing file or a syntax error is the caller's: raise here */
+  if (mbL_load_script(L, path) != LUA_OK)
+    return luaL_error(L, "mb.load: %s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  /* args cross into the new states as encoded values */
+  char err[700];
+  S->vbuf.len = 0;
+  int nargs = 0;
+  if (!lua_isnil(L, 3)) {
+    nargs = (int)lua_rawlen(L, 3);
+    if (mbL_encode(L, 3, &S->vbuf, mb_runtime_max_message_size(core(S)), "args", err, sizeof err))
+      return luaL_error(L, "mb.load: %s", err);
+  }
+  mbL_handle *h = lua_newuserdatauv(L, sizeof *h + (size_t)instances * sizeof(uint64_t), 0);
+  h->R = R;
+  h->n = 0;
+  luaL_setmetatable(L, "mb.Service");
+  uint64_t key = 0;
+  if (instances > 1) {
+    pthread_mutex_lock(&R->lock);
+    key = ++R->next_load;
+    pthread_mutex_unlock(&R->lock);
+  }
+  size_t plen = strlen(path);
+  int failed = 0; /* an instance started here failed: start no more */
+  char *error = NULL;
+  /* taken first: without it an instance on another worker could not be
+   * waited for (and must not start on this thread instead) */
+  mbL_waiter *w = mb_runtime_workers(core(S)) > 1 ? mbL_waiter_new(S) : NULL;
+  if (!w && mb_runtime_workers(core(S)) > 1) return luaL_error(L, "mb.load: out of memory");
+  /* a copy of its own: an instance started inline may reuse S->vbuf */
+  size_t alen = S->vbuf.len;
+  char *encoded = nargs ? lua_newuserdatauv(L, alen, 0) : NULL;
+  if (encoded) memcpy(encoded, S->vbuf.p, alen); /* at 5, above the handle at 4 */
+  for (lua_Integer i = 0; i < instances && !failed; i++) {
+    start_req *q = calloc(1, sizeof *q + plen + 1);
+    char *args = nargs ? malloc(alen) : NULL;
+    mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), name, -1) : NULL;
+    if (!svc) {
+      free(q);
+      free(args);
+      if (w && w->status) { /* some are starting elsewhere: they are stopped once started */
+        failed = 1;
+        break;
+      }
+      if (w) mbL_waiter_free(w);
+      free(error);
+      return luaL_error(L, "mb.load: out of memory");
+    }
+    q->R = R;
+    q->svc = svc;
+    mb_service_ref(svc); /* held by the request until it ran */
+    q->group_key = key;
+    q->nargs = nargs;
+    q->alen = alen;
+    q->args = args;
+    if (args) memcpy(args, encoded, alen);
+    memcpy(q->path, path, plen + 1);
+    h->ids[h->n++] = mb_service_id(svc);
+    /* on this worker it starts now, as a call; elsewhere on its own thread,
+     * and mb.load returns once it has started there too */
+    if (mb_service_worker(svc) == mb_service_worker(S->svc)) {
+      start_instance(q);
+      failed = q->failed;
+      error = q->error;
+      q->error = NULL;
+      start_req_free(q);
+      continue;
+    }
+    q->asker = S->svc;
+    q->w = w;
+    mb_service_ref(S->svc);
+    w->status++;
+    if (mbL_post(R, svc, POST_ALWAYS, start_task, q, NULL) != MB_OK) {
+      w->status--; /* reported; this instance never starts */
+      failed = 1;
+      mb_service_unref(S->svc);
+      mb_service_unref(svc);
+      mb_service_free(svc); /* new, nothing of it runs anywhere yet */
+      free(args);
+      free(q);
+    }
+  }
+  if (w && !w->status) {
+    mbL_waiter_free(w);
+    w = NULL;
+  }
+  if (!w) return load_finish(L, failed, error);
+  if (failed && !w->failed) {
+    w->failed = 1;
+    w->error = error;
+  } else {
+    free(error);
+  }
+  return mbL_wait_for(L, w, load_k);
+}
+
+
+const luaL_Reg mbL_service_funcs[] = {{"load", l_load}, {NULL, NULL}};
+
+const luaL_Reg mbL_service_methods[] = {{"stop", service_stop}, {NULL, NULL}};

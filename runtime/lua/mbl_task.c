@@ -1,0 +1,552 @@
+/*
+ * mbl_task.c — the coroutines every script body, handler, timer and event
+ * callback runs in (tasks), and what goes with running them: the one resume
+ * (mbL_task_run: abort hooks, depth, calls), the one end (task_end:
+ * deliveries finished, the error's text through __tostring, the traceback,
+ * a failed coroutine's to-be-closed variables closed, failures reported and
+ * counted), the one post (mbL_post: what happens when posting fails),
+ * aborting calls that do not return, output, and waiting (by yielding, or
+ * by driving the loop where no coroutine of ours can yield).
+ *
+ * Owns: per state its tasks (live and pooled) and waiters. Uses the core's
+ * services and the loop. Tests: the busted specs in spec/ (failures,
+ * aborts, waits), spec/failalloc for the out-of-memory paths.
+ */
+#include "mbl_private.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <time.h>
+
+/* ---- coroutines ------------------------------------------------------------ */
+
+/* A new coroutine, anchored in the registry: pushes it and its ref. */
+static int new_thread_p(lua_State *L) {
+  mbL_state *S = lua_touserdata(L, 1);
+  lua_State *co = lua_newthread(L);
+  int r = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->nrefs++;
+  lua_pushlightuserdata(L, co);
+  lua_pushinteger(L, r);
+  return 2;
+}
+
+/* A task from the pool, or a new one. NULL when out of memory: the Lua
+ * allocation is a protected call on S->L, so that running out of memory
+ * returns NULL instead of raising (into the loop, or into S->L while one of
+ * its coroutines runs, past that coroutine's own protection). */
+mbL_task *mbL_task_new(mbL_state *S, int kind) {
+  mbL_task *t = S->pool;
+  if (t) {
+    S->pool = t->next;
+    S->npool--;
+  } else {
+    lua_State *co;
+    int r;
+    { /* always protected: S->L may not be the running thread, whose error
+       * handling an error raised in S->L would bypass */
+      lua_pushcfunction(S->L, new_thread_p);
+      lua_pushlightuserdata(S->L, S);
+      if (lua_pcall(S->L, 1, 2, 0) != LUA_OK) {
+        lua_pop(S->L, 1);
+        return NULL;
+      }
+      co = lua_touserdata(S->L, -2);
+      r = (int)lua_tointeger(S->L, -1);
+      lua_pop(S->L, 2);
+    }
+    if (!(t = calloc(1, sizeof *t))) {
+      unref(S, S->L, &r);
+      return NULL;
+    }
+    t->S = S;
+    t->co = co;
+    t->ref = r;
+  }
+  t->kind = kind;
+  if (kind == T_SCRIPT) atomic_fetch_add(&S->R->bodies, 1);
+  t->waiting = 0;
+  t->d = NULL;
+  t->listener = NULL;
+  t->prev = NULL;
+  t->next = S->live;
+  if (S->live) S->live->prev = t;
+  S->live = t;
+  S->ntasks++;
+  return t;
+}
+
+static void task_unlink(mbL_task *t) {
+  mbL_state *S = t->S;
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    S->live = t->next;
+  if (t->next) t->next->prev = t->prev;
+  S->ntasks--;
+}
+
+void mbL_task_free(mbL_task *t, int reusable) {
+  mbL_state *S = t->S;
+  if (t->kind == T_SCRIPT) atomic_fetch_sub(&S->R->bodies, 1);
+  task_unlink(t);
+  if (reusable && S->npool < POOL_MAX) {
+    lua_settop(t->co, 0);
+    t->next = S->pool;
+    S->pool = t;
+    S->npool++;
+    return;
+  }
+  unref(S, S->L, &t->ref);
+  free(t);
+}
+
+static const char *task_what(mbL_task *t, char *buf, size_t n) {
+  switch (t->kind) {
+  case T_HANDLER:
+    snprintf(buf, n, "listener at '%s'", t->listener->dest);
+    break;
+  case T_SCRIPT:
+    snprintf(buf, n, "script %s", mb_service_name(t->S->svc));
+    break;
+  case T_TIMER:
+    snprintf(buf, n, "timer callback");
+    break;
+  case T_EVENT:
+    snprintf(buf, n, "event callback");
+    break;
+  default:
+    snprintf(buf, n, "spawned function");
+  }
+  return buf;
+}
+
+
+/* ---- output: print and failure reports ------------------------------------- */
+
+void mbL_runtime_output(mbL_runtime *R, mbL_output_fn fn, void *ud) {
+  R->out = fn;
+  R->out_ud = ud;
+}
+
+void mbL_output(mbL_runtime *R, int stream, const char *text, size_t len) {
+  if (R->out) {
+    R->out(R->out_ud, stream, text, len);
+    return;
+  }
+  FILE *f = stream == 2 ? stderr : stdout;
+  fwrite(text, 1, len, f);
+  fflush(f);
+}
+
+static void vreport(mbL_runtime *R, const char *fmt, va_list ap) {
+  char buf[4096];
+  int n = vsnprintf(buf, sizeof buf, fmt, ap);
+  if (n < 0) return;
+  if ((size_t)n >= sizeof buf) { /* cut: still one whole line */
+    memcpy(buf + sizeof buf - 5, "...\n", 5);
+    n = (int)sizeof buf - 1;
+  }
+  mbL_output(R, 2, buf, (size_t)n);
+}
+
+/* Writes a report of something that failed, as one line on stream 2. */
+void mbL_report(mbL_runtime *R, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(R, fmt, ap);
+  va_end(ap);
+}
+
+/* A failure that no delivery carries: reported and counted, in one place. */
+void mbL_failed(mbL_runtime *R, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vreport(R, fmt, ap);
+  va_end(ap);
+  atomic_fetch_add(&R->failures, 1);
+}
+
+/* ---- posting: the one way the binding posts a task -------------------------- */
+
+static void retry_cb(struct ev_loop *loop, ev_timer *tm, int revents) {
+  (void)loop;
+  (void)revents;
+  mbL_retry *r = tm->data;
+  mb_runtime_hold(r->rt, -1);
+  r->fn(r->arg);
+}
+
+/* Posts fn(arg) to svc's worker. Posting fails only when a task queue
+ * cannot grow, for want of memory; then the work is not lost:
+ *  - here (POST_HERE), fn runs at once (POST_NOW), or from `later`'s timer
+ *    on this loop in 1 ms (holding the bus busy meanwhile);
+ *  - on another worker's thread, the post is tried again while that worker
+ *    drains its queue (draining needs no memory), for up to 2 s.
+ * Returns MB_OK, or MB_ENOMEM (reported on stderr) when nothing worked: the
+ * caller then undoes what the task would have finished. fn never runs on
+ * the wrong worker's thread. */
+int mbL_post(mbL_runtime *R, mb_service *svc, int flags, mb_task_fn fn, void *arg,
+                mbL_retry *later) {
+  for (int tries = 0;; tries++) {
+    int rc = flags & POST_ALWAYS ? mb_service_post_always(svc, fn, arg)
+                                 : mb_service_post(svc, fn, arg);
+    if (rc == MB_OK) return MB_OK;
+    if (flags & POST_HERE) break;
+    if (tries == 2000) {
+      mbL_failed(R, "mb: out of memory: a task for service %s could not be queued\n",
+                 mb_service_name(svc));
+      return MB_ENOMEM;
+    }
+    struct timespec ms = {0, 1000000};
+    nanosleep(&ms, NULL);
+  }
+  if (flags & POST_NOW) {
+    fn(arg);
+    return MB_OK;
+  }
+  if (later && !ev_is_active(&later->timer)) {
+    later->rt = R->rt;
+    later->fn = fn;
+    later->arg = arg;
+    ev_timer_init(&later->timer, retry_cb, 0.001, 0);
+    later->timer.data = later;
+    ev_timer_start(mb_service_loop(svc), &later->timer);
+    mb_runtime_hold(R->rt, 1);
+    return MB_OK;
+  }
+  mbL_failed(R, "mb: out of memory: a task for service %s could not be queued\n",
+             mb_service_name(svc));
+  return MB_ENOMEM;
+}
+
+/* luaL_tolstring as a protected call: a __tostring may raise. */
+static int tostring_p(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);
+  return 1;
+}
+
+/* Pushes onto L the text of the error object at the top of co (a dead
+ * coroutine: calls are made on L, the state's main thread) and returns it:
+ * a string or a number as it is, an object through its __tostring, anything
+ * else as "(error object is a T value)" (SPEC section 7, as lua.c). */
+static const char *error_text(lua_State *L, lua_State *co) {
+  int type = lua_type(co, -1);
+  lua_pushvalue(co, -1);
+  lua_xmove(co, L, 1);
+  if (type == LUA_TSTRING || type == LUA_TNUMBER) return lua_tostring(L, -1);
+  if (luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushcfunction(L, tostring_p);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) return lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return lua_pushfstring(L, "(error object is a %s value; its __tostring raised)",
+                           lua_typename(L, type));
+  }
+  lua_pop(L, 1);
+  return lua_pushfstring(L, "(error object is a %s value)", lua_typename(L, type));
+}
+
+/* Pushes onto L the traceback of t's coroutine as it was when it raised.
+ * A handler's coroutine starts in mb's own C function (mbL_handler_body): its
+ * "[C]: in ?" frame is left out, and when the error came from that function
+ * itself (the message could not be given to the handler as JSON, or what
+ * the handler returned could not be sent as the reply) the handler's own
+ * file:line stands in, so that the report always names the script. */
+static void push_traceback(lua_State *L, mbL_task *t) {
+  static const char bottom[] = "\n\t[C]: in ?";
+  lua_State *co = t->co;
+  luaL_traceback(L, co, NULL, 0);
+  if (t->kind != T_HANDLER) return;
+  size_t len, blen = sizeof bottom - 1;
+  const char *tb = lua_tolstring(L, -1, &len);
+  if (len >= blen && !memcmp(tb + len - blen, bottom, blen)) len -= blen;
+  lua_pushlstring(L, tb, len);
+  lua_remove(L, -2);
+  lua_Debug ar;
+  if (lua_getstack(co, 1, &ar)) return; /* the handler ran and raised */
+  /* the handler: user value 1 of the listener handle, anchored by its
+   * self_ref while registered (nil once closed) */
+  if (t->listener->self_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->listener->self_ref);
+    lua_getiuservalue(L, -1, 1);
+    lua_remove(L, -2);
+  } else {
+    lua_pushnil(L);
+  }
+  if (lua_isfunction(L, -1) && lua_getinfo(L, ">S", &ar) && ar.linedefined > 0) {
+    lua_pushfstring(L, "\n\t%s:%d: in the listener's handler", ar.short_src, ar.linedefined);
+    lua_concat(L, 2);
+  } else if (!lua_isfunction(L, -1)) {
+    lua_pop(L, 1);
+  }
+}
+
+/* A task's coroutine returned (status LUA_OK) or raised. This is the one
+ * place where every task ends: deliveries are finished, failures reported
+ * and counted, and a failed coroutine's pending to-be-closed variables are
+ * closed (lua_resetthread: Debian's Lua is 5.4.4). */
+static void task_end(mbL_task *t, int status) {
+  mbL_state *S = t->S;
+  lua_State *co = t->co, *L = S->L;
+  mbL_end_fn end = t->kind == T_SCRIPT ? S->on_end : NULL;
+  char what[300], said[1024] = "";
+  int code = 0;
+  if (end) S->on_end = NULL; /* once */
+  if (status == LUA_OK) {
+    if (t->d) mb_delivery_done_soon(t->d, MB_OK, NULL);
+    /* mbrun's boot script returns nothing, or an exit code and why */
+    if (end && lua_gettop(co) >= 1 && lua_isinteger(co, 1)) {
+      code = (int)lua_tointeger(co, 1);
+      if (lua_type(co, 2) == LUA_TSTRING) snprintf(said, sizeof said, "%s", lua_tostring(co, 2));
+    }
+    mbL_task_free(t, 1);
+    if (end) end(S->end_ud, code, said);
+    return;
+  }
+  int top = lua_gettop(L), room = lua_checkstack(L, 10) && lua_checkstack(co, 2);
+  const char *msg = "(no memory left to tell the error)", *tb = NULL;
+  if (room) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1); /* the error object, at top + 1 */
+    msg = error_text(L, co);
+    push_traceback(L, t);
+    tb = lua_tostring(L, -1);
+  }
+  task_what(t, what, sizeof what);
+  /* closed before anyone learns of the failure, as an unwinding call would;
+   * the error object is then another one if a __close raised */
+  if (lua_resetthread(co) != LUA_OK && room) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    if (!lua_rawequal(L, -1, top + 1))
+      mbL_report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what,
+             error_text(L, co));
+  }
+  if (t->kind == T_SCRIPT && S->starting) {
+    /* mb.load tells its caller instead */
+    free(S->start_error);
+    S->start_error = strdup(msg); /* NULL when out of memory */
+    S->starting = 2;
+  } else {
+    mbL_report(S->R, "mb: %s failed: %s%s%s\n", what, msg, tb ? "\n" : "", tb ? tb : "");
+    if (t->d) {
+      char err[1024];
+      snprintf(err, sizeof err, "failed: %s", msg);
+      mb_delivery_done(t->d, MB_EFAILED, err);
+    } else {
+      atomic_fetch_add(&S->R->failures, 1);
+    }
+  }
+  lua_settop(L, top);
+  mbL_task_free(t, 0);
+  if (end) end(S->end_ud, 1, NULL);
+}
+
+static void task_again(void *arg) { mbL_task_run(arg, 0); }
+
+/* ---- aborting code that does not return ------------------------------------------
+ *
+ * A call (a handler, a timer callback, a script body's stretch between two
+ * waits, with whatever it runs inline) is aborted by a hook that raises
+ * "reason" at the next Lua instruction, so that it fails as if it had
+ * raised that error. A hook may only be set from the thread that runs the
+ * coroutine, or from a signal handler on that thread (as lua.c's Ctrl-C
+ * does): so the aborter records what to abort and sends the worker's thread
+ * ABORT_SIGNAL, whose handler sets the hook on the coroutine running there.
+ * When that call returns into another one of the same thread (an inline
+ * delivery, a spawned function), the hook is set there too, until the
+ * outermost call is over. Lua code that runs in C (a blocking read, a
+ * coroutine of the script's own) is not reached: the caller needs a bound
+ * of its own (mbrun exits without joining that worker). Used by mbrun after
+ * the grace period (mbL_runtime_abort); made for a per-service cpu limit
+ * too (mbL_state_abort from a watchdog). */
+
+#define ABORT_SIGNAL SIGURG /* ignored by default: harmless if it arrives late */
+
+static _Thread_local mbL_state *tl_running; /* innermost state running on this thread */
+
+/* Why the call running in S must be aborted; NULL when it need not be. On
+ * S's thread. */
+static const char *abort_reason(mbL_state *S) {
+  const char *why = atomic_load(&S->R->abort_why);
+  if (why) return why;
+  uint_fast64_t c = atomic_load(&S->abort_call);
+  if (c && S->depth > 0 && c == atomic_load(&S->calls)) return atomic_load(&S->abort_why);
+  return NULL;
+}
+
+static void abort_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mbL_state *S = tl_running;
+  const char *why = S ? abort_reason(S) : NULL;
+  if (!why) { /* the call it was meant for is over */
+    lua_sethook(L, NULL, 0, 0);
+    return;
+  }
+  /* the hook stays: a pcall in the aborted code does not swallow it for good */
+  lua_pushstring(L, why);
+  lua_error(L);
+}
+
+static void arm_abort(lua_State *co) {
+  lua_sethook(co, abort_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* ABORT_SIGNAL, on the thread to abort: only atomics and lua_sethook. */
+static void abort_signal(int sig) {
+  (void)sig;
+  int saved = errno;
+  mbL_state *S = tl_running;
+  if (S && abort_reason(S)) {
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) arm_abort(co);
+  }
+  errno = saved;
+}
+
+static void abort_signal_install(void) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = abort_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(ABORT_SIGNAL, &sa, NULL);
+}
+
+/* Aborts the call running in S now, if any (not one that starts later),
+ * with the error reason (a string that outlives S). From any thread.
+ * Returns 1 when a call was running, else 0. */
+int mbL_state_abort(mbL_state *S, const char *reason) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (!atomic_load(&S->active)) return 0;
+  pthread_once(&once, abort_signal_install);
+  atomic_store(&S->abort_why, reason);
+  atomic_store(&S->abort_call, atomic_load(&S->calls));
+  if (tl_running == S) { /* from inside the call itself (C it called) */
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) arm_abort(co);
+  } else {
+    mb_service_signal(S->svc, ABORT_SIGNAL);
+  }
+  return 1;
+}
+
+void mbL_task_run(mbL_task *t, int nargs) {
+  mbL_state *S = t->S;
+  mbL_task *prev = S->current;
+  mbL_state *outer = tl_running;
+  int nres;
+  S->current = t;
+  if (S->depth++ == 0) atomic_fetch_add(&S->calls, 1);
+  atomic_store(&S->active, S->depth);
+  atomic_store(&S->running_co, t->co);
+  tl_running = S; /* after running_co: the signal's handler reads both */
+  atomic_signal_fence(memory_order_seq_cst);
+  if (abort_reason(S)) arm_abort(t->co); /* mbL_runtime_abort: at once */
+  int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
+  atomic_store(&S->running_co, prev ? prev->co : NULL);
+  tl_running = outer;
+  atomic_signal_fence(memory_order_seq_cst);
+  if (lua_gethook(t->co) == abort_hook) lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
+  S->depth--;
+  S->current = prev;
+  if (st == LUA_YIELD) {
+    lua_pop(t->co, nres);
+    /* a bare coroutine.yield(): let the others run, then go on */
+    if (!t->waiting) mbL_post(S->R, S->svc, POST_HERE | POST_NOW, task_again, t, NULL);
+  } else {
+    task_end(t, st);
+  }
+  atomic_store(&S->active, S->depth); /* after task_end: its outcome is counted */
+  /* an abort goes on in the call this one returns to */
+  if (outer && abort_reason(outer)) {
+    lua_State *co = atomic_load(&outer->running_co);
+    if (co) arm_abort(co);
+  }
+}
+
+/* ---- waiting ---------------------------------------------------------------- */
+
+mbL_waiter *mbL_waiter_new(mbL_state *S) {
+  mbL_waiter *w = S->spare;
+  if (w) {
+    S->spare = w->next;
+    S->nspare--;
+  } else if (!(w = calloc(1, sizeof *w)))
+    return NULL;
+  memset(w, 0, sizeof *w);
+  w->S = S;
+  w->next = S->waiters;
+  if (S->waiters) S->waiters->prev = w;
+  S->waiters = w;
+  S->nwaiters++;
+  return w;
+}
+
+void mbL_waiter_free(mbL_waiter *w) {
+  mbL_state *S = w->S;
+  if (w->prev)
+    w->prev->next = w->next;
+  else
+    S->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  S->nwaiters--;
+  for (size_t i = 0; i < w->n; i++) {
+    mb_msg_unref(w->ans[i].reply);
+    free(w->ans[i].error);
+  }
+  free(w->ans);
+  free(w->error);
+  if (ev_is_active(&w->timer)) {
+    ev_timer_stop(mb_service_loop(S->svc), &w->timer);
+    mb_runtime_hold(core(S), -1);
+  }
+  if (S->nspare < 8) { /* a request and the reply its handler sends: two at once */
+    w->next = S->spare;
+    S->spare = w;
+    S->nspare++;
+    return;
+  }
+  free(w);
+}
+
+static void waiter_resume(void *arg) {
+  mbL_waiter *w = arg;
+  mbL_task *t = w->task;
+  t->waiting = 0;
+  mbL_task_run(t, 0);
+}
+
+void mbL_waiter_wake(mbL_waiter *w) {
+  w->done = 1;
+  /* on S's worker: send, request and stop completions run there */
+  if (w->suspended) mbL_post(w->S->R, w->S->svc, POST_HERE | POST_NOW, waiter_resume, w, NULL);
+}
+
+/* Waits until w is done: yields when running in one of our coroutines,
+ * otherwise runs the loop. Then finishes with k. */
+int mbL_wait_for(lua_State *L, mbL_waiter *w, lua_KFunction k) {
+  mbL_state *S = w->S;
+  if (!w->done) {
+    mbL_task *t = S->current;
+    if (t && t->co == L && lua_isyieldable(L)) {
+      w->task = t;
+      w->suspended = 1;
+      t->waiting = 1;
+      return lua_yieldk(L, 0, (lua_KContext)w, k);
+    }
+    while (!w->done) {
+      const char *why = abort_reason(S); /* the signal cut the loop's wait short */
+      if (why || (!mb_runtime_step(core(S), &w->done) && !w->done)) {
+        if (w->req) mb_request_cancel(w->req);
+        mbL_waiter_free(w);
+        if (why) return luaL_error(L, "%s", why);
+        return luaL_error(L, "mb: this wait can never end (nothing left that could end it)");
+      }
+    }
+  }
+  return k(L, LUA_OK, (lua_KContext)w);
+}
