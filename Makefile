@@ -232,8 +232,8 @@ $(BF)/json $(BF)/show: $(BF)/%: fuzz/fuzz_%.c $(CORE_SRC) $(HDRS) | $(BF)
 $(BF)/value $(BF)/pretty: $(BF)/%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(CORE_SRC) runtime/lua/mbl_value.c $(HDRS) | $(BF)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) runtime/lua/mbl_value.c $(LUA_LIB) $(TOOL_LIBS)
 
-$(BF)/config: fuzz/fuzz_config.c | $(BF)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LUA_LIB)
+$(BF)/config: fuzz/fuzz_config.c $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BF)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(LUA_SRC) $(LUA_LIB) $(TOOL_LIBS)
 
 # runs each harness for $(1) seconds on one core
 define run_fuzzers

@@ -9,7 +9,8 @@
  * as source. The checker must never raise; it returns either a checked
  * configuration whose every listener names a declared destination and
  * whose every destination has a valid name, or nil and ONE line that
- * starts with the file's path.
+ * starts with the file's path. The real `mb` module is linked in: the
+ * checker takes its destination rules from mb._check_destination.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -19,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "lmb.h" /* luaopen_mb: the checker takes the destination rules from mb */
 
 #ifndef MB_SRCDIR
 #define MB_SRCDIR "."
@@ -197,6 +200,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   fclose(f);
   L = luaL_newstate();
   luaL_openlibs(L);
+  luaL_requiref(L, "mb", luaopen_mb, 0);
+  lua_pop(L, 1);
   if (luaL_dofile(L, MB_SRCDIR "/lua/mb/config.lua")) {
     fprintf(stderr, "%s\n", lua_tostring(L, -1));
     abort();
