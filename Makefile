@@ -33,7 +33,8 @@ CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_msg.c mb_o
            mb_runtime.c mb_dest.c mb_request.c)
 LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrepl.c)
-TEST_SRC = spec/c/test_core.c
+TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c test_show.c test_dest.c \
+           test_delivery.c test_request.c test_observe.c test_runtime.c test_threads.c)
 
 # Debian packages the build and the tests need (see README, "Dependencies").
 # graphviz is optional for users (mbrun --graph=svg); the tests check that
