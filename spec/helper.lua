@@ -6,6 +6,17 @@ local assert = require "luassert"
 
 local helper = {}
 
+-- The spec folder and the project's root, from this file's own path (the
+-- specs run from the root; nested specs find files from here).
+helper.SPEC = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+helper.ROOT = helper.SPEC:match("^(.*)/spec$") or (helper.SPEC == "spec" and ".") or helper.SPEC .. "/.."
+
+-- The mbrun the specs test: MBRUN, or the one of the normal build.
+helper.MBRUN = os.getenv("MBRUN") or "build/mbrun"
+
+-- s as one word for sh.
+function helper.quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
 -- Removes every destination, closes what the test left open, runs the loop
 -- dry, and returns the module's counts.
 function helper.clean()
@@ -87,19 +98,47 @@ end
 
 function helper.remove_tree(dir) os.execute("rm -rf '" .. dir .. "'") end
 
--- Runs a shell command line; returns its stdout, its stderr and its exit
--- status.
+-- Runs a shell command line; returns its stdout, its stderr, its exit
+-- status and the seconds it took.
 function helper.run(cmdline)
   local err = os.tmpname()
-  local p = assert(io.popen("(" .. cmdline .. ") 2>" .. err .. "; echo EXIT:$?"))
+  local p = assert(io.popen("s=$(date +%s%N); (" .. cmdline .. ") 2>" .. err
+    .. "; echo \"EXIT:$? NS:$(( $(date +%s%N) - s ))\""))
   local out = p:read("a")
   p:close()
   local f = assert(io.open(err))
   local errout = f:read("a")
   f:close()
   os.remove(err)
-  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
-  return (out:gsub("EXIT:%d+%s*$", "")), errout, code
+  local code, ns = out:match("EXIT:(%d+) NS:(%d+)%s*$")
+  return (out:gsub("EXIT:%d+ NS:%d+%s*$", "")), errout, tonumber(code), tonumber(ns) / 1e9
+end
+
+-- The one way the specs run mbrun: helper.MBRUN with args (the words after
+-- it, as typed in a shell), bounded by opts.timeout seconds (default 60;
+-- then killed, exit status 124), without the outer run's LD_PRELOAD (a
+-- sanitizer build of mbrun carries its own runtime). opts.dir: run from
+-- that folder; opts.stdin: a file as its input; opts.merge: stderr into
+-- stdout, in the order written (as a terminal shows them; err is then "").
+-- Returns stdout, stderr, the exit status and the seconds it took.
+function helper.mbrun(args, opts)
+  opts = opts or {}
+  local exe = helper.MBRUN
+  if opts.dir then exe = helper.absolute(exe) end
+  local cmd = ("env -u LD_PRELOAD timeout %s %s %s"):format(opts.timeout or 60, helper.quote(exe), args)
+  if opts.stdin then cmd = cmd .. " < " .. helper.quote(opts.stdin) end
+  if opts.merge then cmd = cmd .. " 2>&1" end
+  if opts.dir then cmd = "cd " .. helper.quote(opts.dir) .. " && " .. cmd end
+  return helper.run(cmd)
+end
+
+-- path from the current folder made absolute.
+function helper.absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  local p = assert(io.popen("pwd"))
+  local cwd = p:read("l")
+  p:close()
+  return cwd .. "/" .. path
 end
 
 return helper

@@ -4,7 +4,7 @@
 -- printed above the prompt and leaves the line intact, tab completion of a
 -- destination name, history recalled after a restart, and Ctrl-C.
 --
---   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl_tty_spec.lua
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl/repl_tty_spec.lua
 --
 -- Run from the project root; MBRUN names the mbrun to test. Needs tmux
 -- (`make test` installs it).

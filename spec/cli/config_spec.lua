@@ -1,7 +1,8 @@
 -- mbrun -c CONFIG: the configuration file (SPEC section 3), run as a user
 -- runs it; every mistake is reported with the file and key path, exit 2,
 -- before anything starts.
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local helper = require "spec.helper"
+local MBRUN = helper.MBRUN
 
 local dir = os.tmpname()
 os.remove(dir)
@@ -14,11 +15,10 @@ local function write(name, text)
   return dir .. "/" .. name
 end
 
+-- its output (stdout and stderr) and exit code
 local function mbrun(args)
-  local p = io.popen("timeout 60 " .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
-  local out = p:read("a")
-  p:close()
-  return out:gsub("EXIT:%d+%s*$", ""), tonumber(out:match("EXIT:(%d+)%s*$"))
+  local out, _, code = helper.mbrun(args, {merge = true})
+  return out, code
 end
 
 write("prices.lua", "return function(msg) return 12.5 * msg.payload.qty end\n")

@@ -5,7 +5,7 @@
 -- outside Lua code, left behind. Each test runs mbrun as a subprocess,
 -- bounded by a kill -9 after 20 s.
 --
---   LUA_CPATH='build/?.so;;' MBRUN=build/mbrun lua5.4 /usr/bin/busted spec/shutdown_spec.lua
+--   LUA_CPATH='build/?.so;;' MBRUN=build/mbrun lua5.4 /usr/bin/busted spec/cli/shutdown_spec.lua
 
 local MBRUN = "env -u LD_PRELOAD " .. (os.getenv("MBRUN") or "build/mbrun")
 local helper = require "spec.helper"
