@@ -119,17 +119,61 @@ end
 -- then killed, exit status 124), without the outer run's LD_PRELOAD (a
 -- sanitizer build of mbrun carries its own runtime). opts.dir: run from
 -- that folder; opts.stdin: a file as its input; opts.merge: stderr into
--- stdout, in the order written (as a terminal shows them; err is then "").
+-- stdout, in the order written (as a terminal shows them; err is then "");
+-- opts.env: "NAME=value ..." set for mbrun alone.
 -- Returns stdout, stderr, the exit status and the seconds it took.
 function helper.mbrun(args, opts)
   opts = opts or {}
   local exe = helper.MBRUN
   if opts.dir then exe = helper.absolute(exe) end
-  local cmd = ("env -u LD_PRELOAD timeout %s %s %s"):format(opts.timeout or 60, helper.quote(exe), args)
+  local cmd = ("timeout %s env -u LD_PRELOAD %s %s %s"):format(opts.timeout or 60, opts.env or "",
+    helper.quote(exe), args)
   if opts.stdin then cmd = cmd .. " < " .. helper.quote(opts.stdin) end
   if opts.merge then cmd = cmd .. " 2>&1" end
   if opts.dir then cmd = "cd " .. helper.quote(opts.dir) .. " && " .. cmd end
   return helper.run(cmd)
+end
+
+-- The same for mbrun in the background, told by signals: waits (at most
+-- 5 s) until its output shows opts.ready (a grep pattern; none: no wait),
+-- then opts.delay seconds, sends each of opts.signals ("INT", "TERM", ...;
+-- opts.gap seconds apart, default 0.05) and waits for its exit; a kill -9
+-- after opts.bound seconds (default 20) ends one that does not exit.
+-- opts.merge as for helper.mbrun. Returns stdout, stderr, the exit status,
+-- the milliseconds from the last signal to the exit, and whether mbrun
+-- was still running when the first signal went.
+function helper.mbrun_signalled(args, opts)
+  opts = opts or {}
+  local q = helper.quote
+  local outf, errf = os.tmpname(), os.tmpname()
+  local kills = {}
+  for i, sig in ipairs(opts.signals or {}) do
+    kills[i] = (i > 1 and ("sleep %s; "):format(opts.gap or 0.05) or "")
+      .. "t=$(date +%s%N); kill -" .. sig .. " $pid"
+  end
+  local wait = opts.ready and ("for i in $(seq 250); do grep -q %s %s && break; sleep 0.02; done")
+    :format(q(opts.ready), q(outf)) or ""
+  local p = assert(io.popen(([[
+env -u LD_PRELOAD %s %s > %s 2>%s & pid=$!
+( sleep %s; kill -9 $pid ) > /dev/null 2>&1 & killer=$!
+%s
+sleep %s
+kill -0 $pid 2> /dev/null && alive=1 || alive=0
+t=$(date +%%s%%N)
+%s
+wait $pid; st=$?
+e=$(date +%%s%%N)
+kill $killer 2> /dev/null
+echo "EXIT:$st MS:$(( (e - t) / 1000000 )) ALIVE:$alive"
+]]):format(q(helper.MBRUN), args, q(outf), opts.merge and "&1" or q(errf), opts.bound or 20, wait,
+    opts.delay or 0, table.concat(kills, "; "))))
+  local status = p:read("a")
+  p:close()
+  local out, err = helper.read(outf), opts.merge and "" or helper.read(errf)
+  os.remove(outf)
+  os.remove(errf)
+  local code, ms, alive = status:match("EXIT:(%d+) MS:(%d+) ALIVE:(%d)")
+  return out, err, tonumber(code), tonumber(ms), alive == "1"
 end
 
 -- path from the current folder made absolute.

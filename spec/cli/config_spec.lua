@@ -2,7 +2,6 @@
 -- runs it; every mistake is reported with the file and key path, exit 2,
 -- before anything starts.
 local helper = require "spec.helper"
-local MBRUN = helper.MBRUN
 
 local dir = os.tmpname()
 os.remove(dir)
@@ -73,12 +72,10 @@ describe("mbrun -c", function()
   end)
 
   it("runs the configured services until SIGINT when there is no scenario", function()
-    local p = io.popen("(" .. MBRUN .. " -c " .. dir .. "/good.lua & pid=$!; sleep 0.5; "
-      .. "kill -0 $pid && echo running; kill -INT $pid; wait $pid; echo EXIT:$?) 2>&1")
-    local out = p:read("a")
-    p:close()
-    assert.matches("running", out)
-    assert.matches("EXIT:0", out)
+    local out, _, code, _, running = helper.mbrun_signalled("-c " .. dir .. "/good.lua",
+      {delay = 0.5, signals = {"INT"}, merge = true})
+    assert.is_true(running, out)
+    assert.are.equal(0, code, out)
   end)
 
   local mistakes = {

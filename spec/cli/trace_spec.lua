@@ -8,7 +8,6 @@
 
 -- Without LD_PRELOAD: the ASan run preloads the sanitizer into lua5.4 (for
 -- the module), and `dot`, started by --graph=svg, must not inherit it.
-local MBRUN = "env -u LD_PRELOAD " .. (os.getenv("MBRUN") or "build/mbrun")
 local JUNGLE = "-c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua"
 
 local helper = require "spec.helper"
@@ -232,7 +231,7 @@ describe("mbrun --graph", function()
     local _, err, code = helper.mbrun("--graph=png " .. JUNGLE)
     assert.are.equal(2, code)
     assert.matches("unknown graph format 'png' %(dot or svg%)", err)
-    _, err, code = sh(MBRUN:gsub("LD_PRELOAD ", "LD_PRELOAD PATH=/nonexistent ", 1) .. " --graph=svg " .. JUNGLE)
+    _, err, code = helper.mbrun("--graph=svg " .. JUNGLE, {env = "PATH=/nonexistent"})
     assert.are.equal(2, code)
     assert.matches("needs Graphviz's dot program %(Debian package graphviz%)", err)
   end)
@@ -268,14 +267,8 @@ describe("mbrun on SIGINT and SIGTERM", function()
   -- Starts mbrun, waits until it printed "started" and `delay` more
   -- seconds, sends the signals, waits for the exit.
   local function interrupt(args, signals, delay)
-    local kills = {}
-    for _, s in ipairs(signals) do kills[#kills + 1] = "kill -" .. s .. " $pid; sleep 0.05;" end
-    local outfile = os.tmpname()
-    local out, err, code = sh(MBRUN .. " " .. args .. " > " .. outfile .. " & pid=$!; "
-      .. "for i in $(seq 200); do grep -q started " .. outfile .. " && break; sleep 0.02; done; "
-      .. "sleep " .. delay .. "; " .. table.concat(kills, " ") .. " wait $pid; st=$?; cat "
-      .. outfile .. "; exit $st")
-    os.remove(outfile)
+    local out, err, code = helper.mbrun_signalled(args, {ready = "started", signals = signals,
+      delay = delay})
     return out, err, code
   end
 

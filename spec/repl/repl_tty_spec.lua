@@ -9,7 +9,7 @@
 -- Run from the project root; MBRUN names the mbrun to test. Needs tmux
 -- (`make test` installs it).
 
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local MBRUN = require("spec.helper").MBRUN
 
 local function sh(cmdline)
   local p = assert(io.popen(cmdline .. " 2>&1"))
