@@ -1,6 +1,18 @@
 -- Shared by the specs: a clean bus after every test, and a check that
 -- nothing (registry refs, coroutines, timers, waiters, requests,
--- deliveries) is left behind.
+-- deliveries) is left behind; files and folders; the one way to run mbrun
+-- (helper.mbrun, helper.mbrun_signalled).
+--
+-- The specs by surface, each folder found by `busted spec`:
+--   spec/api/       the Lua module: bus, values, JSON, reply_to, finalizers
+--   spec/cli/       mbrun: arguments, configuration, trace/stats/graph,
+--                   shutdown, install, the ready scripts
+--   spec/repl/      the REPL: through a pipe, its Lua side, on a terminal
+--   spec/workers/   worker threads (and the mbrun scenarios they run)
+--   spec/examples/  the examples, run as a user runs them
+--   spec/cluster/   the private nats-server of the cluster specs
+--   spec/c/         the C tests (make c-tests); spec/failalloc/, spec/tsan/
+--                   and spec/lib/ hold what other rounds run
 local mb = require "mb"
 local assert = require "luassert"
 

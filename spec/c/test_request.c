@@ -6,12 +6,8 @@
 
 #include <ev.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- requests ----------------------------------------------------------- */
 

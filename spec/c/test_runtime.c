@@ -5,13 +5,8 @@
 #include "helpers.h" /* first: it selects POSIX */
 
 #include <ev.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
 
 /* ---- messages, ids, runtime, services ----------------------------------- */
 

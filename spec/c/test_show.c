@@ -4,14 +4,11 @@
  */
 #include "helpers.h" /* first: it selects POSIX */
 
-#include <ev.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- showing values (mb_show.c) ------------------------------------------ */
 
@@ -430,7 +427,7 @@ static void test_show_malformed(void) {
   mb_buf_free(&b);
 }
 
-/* ==== Regressions: bugs a review found in mb_show.c, mb_request.c and mb_observe.c ==== */
+/* ---- regressions: bugs a review found in mb_show.c ------------------------ */
 
 /* Regression 1 (mb_show.c): a value mb_value_check accepts, 64 tables deep with a
  * scalar inside, shows as "<malformed value>": show_value() counts the depth
