@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAXW 4
 #define N 200 /* messages each sender sends */
@@ -639,8 +640,13 @@ static void stop_from_another_worker(int nw) {
   listen_on(&wd, last, "spin", 0, spin_listener);
   reset_seen(&wd);
   on(&wd, 0, spin_start);
-  /* never idle on its own: the stop ends the run */
+  /* never idle on its own: the stop ends the run (well before the bound,
+   * which would end it the same way) */
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   CHECK_INT(mb_runtime_run(wd.rt, 20.0), 1);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  CHECK((t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9 < 10.0);
   /* the stop was for that run only: told to end, the bus goes idle */
   atomic_store(&wd.stop_now, 1);
   CHECK_INT(run(wd.rt), 0);
