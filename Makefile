@@ -5,8 +5,8 @@
 #   make test    install what is missing, build, run every test: C tests,
 #                busted specs, the same under ASan+UBSan, a bounded walk of
 #                allocation failures (make failalloc: all of it), the
-#                threaded specs under TSan, the C tests, the specs and the
-#                demo under valgrind
+#                threaded C tests and specs under TSan, the C tests, the
+#                specs and the demo under valgrind
 #   make bench   the benchmarks (bench/README.md)
 #   make         build build/mb.so (the Lua module) and build/mbrun
 
@@ -34,7 +34,8 @@ CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_msg.c mb_o
 LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrepl.c)
-TEST_SRC = spec/c/test_core.c
+TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c test_show.c test_dest.c \
+           test_delivery.c test_request.c test_observe.c test_runtime.c test_threads.c)
 
 # Debian packages the build and the tests need (see README, "Dependencies").
 # graphviz is optional for users (mbrun --graph=svg); the tests check that
@@ -90,7 +91,8 @@ endef
 
 $(eval $(call flavour,$(B),$(CFLAGS),$(LIBS)))
 $(eval $(call flavour,$(BA),-O1 -g $(SAN) $(LIBC_MALLOC),$(SAN) $(TOOL_LIBS)))
-# the threaded code under ThreadSanitizer: mbrun runs the worker scenarios
+# the threaded code under ThreadSanitizer: the C tests of the hand-off
+# between workers (test_core threads), mbrun running the worker scenarios
 $(eval $(call flavour,$(BT),-O1 -g -fsanitize=thread $(LIBC_MALLOC),-fsanitize=thread $(TOOL_LIBS)))
 # as built, but with the C library's malloc, for valgrind
 $(eval $(call flavour,$(BV),$(CFLAGS) $(LIBC_MALLOC),$(TOOL_LIBS)))
@@ -114,11 +116,12 @@ nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev
 	$(B)/test_nats_ev
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_nats_ev
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_nats_ev
-	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun $(BUSTED)/nats_spec.lua
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun $(BUSTED)/cluster/nats_spec.lua
 
-tsan: $(BT)/mbrun $(B)/mb.so
+tsan: $(BT)/mbrun $(B)/mb.so $(BT)/test_core
+	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_core threads
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 \
-	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers_spec.lua
+	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers/workers_spec.lua
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/mbrun -w 4 --trace --stats --graph $(DEMO) \
 	  > /dev/null 2> $(BT)/demo.err || { grep -v '^trace ' $(BT)/demo.err; exit 1; }
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/mbrun -w 4 < spec/tsan/repl_input.txt \

@@ -37,8 +37,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* A test program of one file keeps the counters to itself; one of several
+ * files defines CHECK_SHARED before including this, and exactly one of them
+ * CHECK_MAIN as well (spec/c/helpers.h, helpers.c). */
+#if defined(CHECK_MAIN)
+int check_passed, check_failed;
+const char *check_current = "?";
+#elif defined(CHECK_SHARED)
+extern int check_passed, check_failed;
+extern const char *check_current;
+#else
 static int check_passed, check_failed;
 static const char *check_current = "?";
+#endif
 
 static inline int check_record(int ok, const char *file, int line, const char *what) {
   if (ok) {

@@ -6,7 +6,7 @@
 -- PID (SIGTERM, then SIGKILL after a bound), kills it (an outage) and
 -- restarts it on the same port. Every wait is bounded. Uses Lua 5.4, the
 -- standard tools (sh, kill, sleep, mkdir, rm) and, if loaded, mb.now.
--- The C twin: spec/c/nats_server.h. Its spec: spec/nats_spec.lua.
+-- The C twin: spec/c/nats_server.h. Its spec: spec/cluster/nats_spec.lua.
 --
 --   local ns = require "spec.lib.nats_server"
 --   local exe, why = ns.find()           -- nil + why when not installed, and

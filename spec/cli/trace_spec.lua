@@ -2,13 +2,12 @@
 -- --graph (DOT and SVG), and what SIGINT/SIGTERM and --grace do to a run
 -- with messages still pending. Each runs mbrun as a subprocess.
 --
---   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/trace_spec.lua
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/cli/trace_spec.lua
 --
 -- Run from the project root; MBRUN names the mbrun to test.
 
 -- Without LD_PRELOAD: the ASan run preloads the sanitizer into lua5.4 (for
 -- the module), and `dot`, started by --graph=svg, must not inherit it.
-local MBRUN = "env -u LD_PRELOAD " .. (os.getenv("MBRUN") or "build/mbrun")
 local JUNGLE = "-c examples/jungle-gyms/config.lua examples/jungle-gyms/scenario.lua"
 
 local helper = require "spec.helper"
@@ -24,7 +23,7 @@ end
 
 describe("mbrun --trace", function()
   it("prints one line per hop of the Jungle Gyms run, with ids, services and outcomes", function()
-    local out, err, code = sh(MBRUN .. " -w 1 --trace " .. JUNGLE)
+    local out, err, code = helper.mbrun("-w 1 --trace " .. JUNGLE)
     assert.are.equal(0, code, err)
     assert.matches("%[procurement%] approved 2 of 4 parts", out) -- the story still runs
     local hops = lines_of(err, "^trace ")
@@ -59,7 +58,7 @@ describe("mbrun --trace", function()
       print(mb.request("login", {user = "ann", password = "hunter2",
                                  nested = {apiSecret = "s3", deeper = {Token = {1, 2}}}}).user)
     ]])
-    local out, err, code = sh(MBRUN .. " --trace " .. path)
+    local out, err, code = helper.mbrun("--trace " .. path)
     helper.remove_tree(dir)
     assert.are.equal(0, code, err)
     assert.matches("ann", out)
@@ -88,7 +87,7 @@ describe("mbrun --trace", function()
       print(mb.send("tiny", 2))
       print(mb.request("quiet", {n = 3}, {timeout = 0.05}))
     ]])
-    local out, err, code = sh(MBRUN .. " -w 1 --trace " .. path)
+    local out, err, code = helper.mbrun("-w 1 --trace " .. path)
     os.remove(path)
     assert.are.equal(1, code, err) -- a delivery failed
     assert.matches("boom  %S+ %-> %S+  failed  %S+  {n = 1}  %(failed: [^\n]*no thanks", err)
@@ -108,7 +107,7 @@ describe("mbrun --trace", function()
       mb.send("show", {math.mininteger, math.maxinteger, -0.0, "a\0b\0", [2.5] = "x\0",
                        [true] = 1, ["\0k"] = 2, ["end"] = 3, [-7] = 4})
     ]])
-    local _, err, code = sh(MBRUN .. " -w 1 --trace " .. path)
+    local _, err, code = helper.mbrun("-w 1 --trace " .. path)
     os.remove(path)
     assert.are.equal(0, code, err)
     local shown = err:match("show  %S+ %-> %S+  ok  %S+  (%b{})")
@@ -160,7 +159,7 @@ end)
 
 describe("mbrun --stats", function()
   it("prints a row per destination with counts and mean and p99 latency", function()
-    local out, err, code = sh(MBRUN .. " -w 1 --stats " .. JUNGLE)
+    local out, err, code = helper.mbrun("-w 1 --stats " .. JUNGLE)
     assert.are.equal(0, code, err)
     local header = err:match("(destination +type[^\n]+)")
     assert.truthy(header, err)
@@ -185,7 +184,7 @@ end)
 
 describe("mbrun --graph", function()
   it("writes the services, destinations and mappings as DOT", function()
-    local out, err, code = sh(MBRUN .. " -w 1 --graph " .. JUNGLE)
+    local out, err, code = helper.mbrun("-w 1 --graph " .. JUNGLE)
     assert.are.equal(0, code, err)
     local dot = out:match("digraph mb {.*}")
     assert.truthy(dot, out)
@@ -209,13 +208,13 @@ describe("mbrun --graph", function()
     -- one node per service, the same text every run
     local _, n = dot:gsub('\n  "svc:procurement" %[', "")
     assert.are.equal(1, n)
-    local again = sh(MBRUN .. " -w 4 --graph " .. JUNGLE):match("digraph mb {.*}")
+    local again = helper.mbrun("-w 4 --graph " .. JUNGLE):match("digraph mb {.*}")
     assert.are.equal(dot, again)
   end)
 
   it("writes SVG with --graph=svg, to a file with --graph-out", function()
     local path = os.tmpname() .. ".svg"
-    local out, err, code = sh(MBRUN .. " -w 1 --graph=svg --graph-out " .. path .. " " .. JUNGLE)
+    local out, err, code = helper.mbrun("-w 1 --graph=svg --graph-out " .. path .. " " .. JUNGLE)
     assert.are.equal(0, code, err)
     assert.not_matches("digraph", out)
     local f = assert(io.open(path))
@@ -229,10 +228,10 @@ describe("mbrun --graph", function()
   end)
 
   it("refuses an unknown format, and svg without dot, before running", function()
-    local _, err, code = sh(MBRUN .. " --graph=png " .. JUNGLE)
+    local _, err, code = helper.mbrun("--graph=png " .. JUNGLE)
     assert.are.equal(2, code)
     assert.matches("unknown graph format 'png' %(dot or svg%)", err)
-    _, err, code = sh(MBRUN:gsub("LD_PRELOAD ", "LD_PRELOAD PATH=/nonexistent ", 1) .. " --graph=svg " .. JUNGLE)
+    _, err, code = helper.mbrun("--graph=svg " .. JUNGLE, {env = "PATH=/nonexistent"})
     assert.are.equal(2, code)
     assert.matches("needs Graphviz's dot program %(Debian package graphviz%)", err)
   end)
@@ -268,14 +267,8 @@ describe("mbrun on SIGINT and SIGTERM", function()
   -- Starts mbrun, waits until it printed "started" and `delay` more
   -- seconds, sends the signals, waits for the exit.
   local function interrupt(args, signals, delay)
-    local kills = {}
-    for _, s in ipairs(signals) do kills[#kills + 1] = "kill -" .. s .. " $pid; sleep 0.05;" end
-    local outfile = os.tmpname()
-    local out, err, code = sh(MBRUN .. " " .. args .. " > " .. outfile .. " & pid=$!; "
-      .. "for i in $(seq 200); do grep -q started " .. outfile .. " && break; sleep 0.02; done; "
-      .. "sleep " .. delay .. "; " .. table.concat(kills, " ") .. " wait $pid; st=$?; cat "
-      .. outfile .. "; exit $st")
-    os.remove(outfile)
+    local out, err, code = helper.mbrun_signalled(args, {ready = "started", signals = signals,
+      delay = delay})
     return out, err, code
   end
 

@@ -5,9 +5,8 @@
 -- outside Lua code, left behind. Each test runs mbrun as a subprocess,
 -- bounded by a kill -9 after 20 s.
 --
---   LUA_CPATH='build/?.so;;' MBRUN=build/mbrun lua5.4 /usr/bin/busted spec/shutdown_spec.lua
+--   LUA_CPATH='build/?.so;;' MBRUN=build/mbrun lua5.4 /usr/bin/busted spec/cli/shutdown_spec.lua
 
-local MBRUN = "env -u LD_PRELOAD " .. (os.getenv("MBRUN") or "build/mbrun")
 local helper = require "spec.helper"
 
 local GRACE = 1
@@ -15,38 +14,14 @@ local BOUND_MS = (GRACE + 1.5) * 1000 -- the grace period, then SPEC's 1 s, and 
 
 -- Starts mbrun with args, waits (at most 5 s) until its output shows
 -- `ready`, sends the signal (if any; a list: each 0.2 s after the other),
--- and waits for the exit. Returns the output (stdout and stderr), the exit
--- code, and the milliseconds from `ready` (or the last signal) to the exit.
+-- and waits for the exit (a kill -9 after 20 s). Returns the output (stdout
+-- and stderr), the exit code, and the milliseconds from `ready` (or the
+-- last signal) to the exit.
 local function shutdown(args, ready, signal)
-  if type(signal) == "table" then
-    local kills = {}
-    for i, sig in ipairs(signal) do
-      kills[i] = (i > 1 and "sleep 0.2; t=$(date +%s%N); " or "") .. "kill -" .. sig .. " $pid"
-    end
-    signal = table.concat(kills, "; ")
-  elseif signal then
-    signal = "kill -" .. signal .. " $pid"
-  end
-  local out = os.tmpname()
-  local p = io.popen(([[
-%s %s > %s 2>&1 & pid=$!
-( sleep 20; kill -9 $pid ) > /dev/null 2>&1 & killer=$!
-for i in $(seq 250); do grep -q '%s' %s && break; sleep 0.02; done
-t=$(date +%%s%%N)
-%s
-wait $pid; st=$?
-e=$(date +%%s%%N)
-kill $killer 2> /dev/null
-cat %s
-echo "ELAPSED:$(( (e - t) / 1000000 ))"
-echo "EXIT:$st"
-]]):format(MBRUN, args, out, ready, out, signal or "", out))
-  local text = p:read("a")
-  p:close()
-  os.remove(out)
-  local ms = tonumber(text:match("ELAPSED:(%d+)"))
-  local code = tonumber(text:match("EXIT:(%d+)"))
-  return text:gsub("ELAPSED:.*$", ""), code, ms
+  if type(signal) == "string" then signal = {signal} end
+  local out, _, code, ms = helper.mbrun_signalled(args, {ready = ready, signals = signal, gap = 0.2,
+    merge = true})
+  return out, code, ms
 end
 
 describe("mbrun with a handler that never returns", function()

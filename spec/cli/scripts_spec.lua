@@ -6,11 +6,9 @@ local mb = require "mb"
 local helper = require "spec.helper"
 local write_file = helper.write
 
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
 -- scripts/ next to this spec's folder, wherever busted runs from
-local SPEC_DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-local SCRIPTS = SPEC_DIR .. "/../scripts"
+local SCRIPTS = helper.ROOT .. "/scripts"
 local function script(name) return SCRIPTS .. "/" .. name end
 
 local function tmpfile(suffix)
@@ -33,13 +31,9 @@ local function mbrun(text)
   local path = tmpfile(".lua")
   write_file(path, ("local SCRIPTS = %q\n"):format(SCRIPTS) .. text)
   -- (timeout: a scenario that never ends fails its test with exit code 124)
-  local p = io.popen(("s=$(date +%%s%%N); timeout 60 %s %s 2>&1; echo \"EXIT:$? NS:$(( $(date +%%s%%N) - s ))\"")
-    :format(MBRUN, path))
-  local out = p:read("a")
-  p:close()
+  local out, _, code, secs = helper.mbrun(path, {merge = true})
   os.remove(path)
-  local code, ns = out:match("EXIT:(%d+) NS:(%d+)%s*$")
-  return (out:gsub("EXIT:%d+ NS:%d+%s*$", "")), tonumber(code), tonumber(ns) / 1e9
+  return out, code, secs
 end
 
 local function count_matches(text, pattern)

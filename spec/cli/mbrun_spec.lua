@@ -1,5 +1,5 @@
 -- mbrun run as a subprocess: exit codes, messages, arguments, services.
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local helper = require "spec.helper"
 
 local function tmpscript(text)
   local path = os.tmpname() .. ".lua"
@@ -12,11 +12,8 @@ end
 -- Runs mbrun with the arguments; returns its output (stdout and stderr)
 -- and its exit code.
 local function mbrun(args, timeout)
-  local p = io.popen((timeout and "timeout " .. timeout .. " " or "") .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
-  return out:gsub("EXIT:%d+%s*$", ""), code
+  local out, _, code = helper.mbrun(args, {timeout = timeout, merge = true})
+  return out, code
 end
 
 describe("mbrun", function()

@@ -4,12 +4,10 @@
 -- printed above the prompt and leaves the line intact, tab completion of a
 -- destination name, history recalled after a restart, and Ctrl-C.
 --
---   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl_tty_spec.lua
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl/repl_tty_spec.lua
 --
 -- Run from the project root; MBRUN names the mbrun to test. Needs tmux
 -- (`make test` installs it).
-
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
 local function sh(cmdline)
   local p = assert(io.popen(cmdline .. " 2>&1"))
@@ -21,9 +19,16 @@ end
 local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 local CWD = sh("pwd"):gsub("%s+$", "")
--- a tmux server of our own; the ASan run's LD_PRELOAD stays out of it
-local SOCKET = ("mbspec%d_%d"):format(os.time(), math.random(1, 1e6))
-local function tmux(args) return sh("env -u LD_PRELOAD tmux -L " .. SOCKET .. " " .. args) end
+-- a tmux server of our own, a new one for each session (a server whose
+-- last session was killed exits on its own: a session started meanwhile
+-- could land on it as it goes), its socket in a folder of ours; the ASan
+-- run's LD_PRELOAD stays out of it
+local helper = require "spec.helper"
+local MBRUN = helper.MBRUN
+local SOCKETS = helper.tmpdir()
+local sessions = 0
+local SOCKET = SOCKETS .. "/s0"
+local function tmux(args) return sh("env -u LD_PRELOAD tmux -S " .. quote(SOCKET) .. " " .. args) end
 
 -- The screen, each line without trailing blanks, without the empty rows
 -- below the last line written.
@@ -63,6 +68,8 @@ describe("the REPL on a terminal", function()
   local state -- XDG_STATE_HOME of the session: the history lives there
 
   local function start()
+    sessions = sessions + 1
+    SOCKET = SOCKETS .. "/s" .. sessions
     local cmd = ("cd %s && XDG_STATE_HOME=%s %s -w 2; echo EXITED $?; sleep 60"):format(
       quote(CWD), quote(state), MBRUN)
     tmux("new-session -d -s repl -x 120 -y 40 " .. quote(cmd))
@@ -87,6 +94,8 @@ describe("the REPL on a terminal", function()
     tmux("kill-server")
     os.execute("rm -rf " .. quote(state))
   end)
+
+  teardown(function() helper.remove_tree(SOCKETS) end)
 
   it("prints a message above the prompt while a line is half typed, and keeps the line", function()
     start()

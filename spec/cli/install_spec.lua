@@ -2,8 +2,8 @@
 -- folders: every file in place with its mode, the installed mbrun (with its
 -- Lua modules and ready scripts), the installed Lua module, the header and
 -- libmb.a through pkg-config, the man page.
-local ROOT = debug.getinfo(1, "S").source:sub(2):match("^(.-)/?spec/[^/]*$")
-if ROOT == nil or ROOT == "" then ROOT = "." end
+local helper = require "spec.helper"
+local ROOT = helper.ROOT
 
 -- What the outer run may have set and must not leak into the subprocesses:
 -- the ASan preload of make asan-spec, the build's LUA_CPATH, MB_LUA_DIR, an
@@ -17,7 +17,6 @@ local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 -- Runs a shell command (in a clean environment); returns its stdout, its
 -- stderr and its exit code.
 local errfile = os.tmpname()
-local helper = require "spec.helper"
 local write, read = helper.write, helper.read
 
 local function sh(cmd)

@@ -4,7 +4,6 @@
 local mb = require "mb"
 local helper = require "spec.helper"
 
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
 describe("a reply that cannot be delivered", function()
   local letters, dl
@@ -83,7 +82,7 @@ describe("a reply that cannot be delivered", function()
       mb.listen("calc", function(m) return m.payload + 1 end)
       mb.send("calc", 1, {reply_to = "nowhere"})
     ]])
-    local _, err, code = helper.run(MBRUN .. " " .. path)
+    local _, err, code = helper.mbrun(path)
     helper.remove_tree(dir)
     assert.are.equal(1, code)
     helper.assert_contains(err, "mb: listener at 'calc': reply to 'nowhere' not delivered: "

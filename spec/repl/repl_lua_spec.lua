@@ -4,41 +4,30 @@
 -- sends it one request per line, printing each reply's status as
 -- <<status>>. Run from the project root:
 --   LUA_CPATH='build/?.so;;' MBRUN=build/mbrun lua5.4 /usr/bin/busted \
---     --lpath='lua/?.lua;lua/?/init.lua' spec/repl_lua_spec.lua
+--     --lpath='lua/?.lua;lua/?/init.lua' spec/repl/repl_lua_spec.lua
 local pretty = require("mb.pretty").pretty
 local masks = require("mb.pretty").masks
 
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 local helper = require "spec.helper"
-local write_file, read_file = helper.write, helper.read
-local SPEC_DIR = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-local LUADIR = SPEC_DIR .. "/../lua"
-local DRIVER = SPEC_DIR .. "/repl/driver.lua"
-local ECHO = SPEC_DIR .. "/../scripts/echo.lua"
-
-
+local write_file = helper.write
+local LUADIR = helper.ROOT .. "/lua"
+local DRIVER = helper.SPEC .. "/repl/driver.lua"
+local ECHO = helper.ROOT .. "/scripts/echo.lua"
 
 -- Runs the lines through the REPL; returns the steps (one per line: the
 -- status and the lines printed before it), the lines printed after the
 -- last one, stderr and the exit code.
 local function session(lines)
-  local input, errfile = os.tmpname(), os.tmpname()
+  local input = os.tmpname()
   write_file(input, table.concat(lines, "\n") .. "\n")
-  local p = io.popen(("timeout 60 %s -w 1 %s %s %s 2>%s; echo EXIT:$?")
-    :format(MBRUN, DRIVER, LUADIR, input, errfile))
-  local out = p:read("a")
-  p:close()
-  local err = read_file(errfile)
+  local out, err, code = helper.mbrun(("-w 1 %s %s %s"):format(DRIVER, LUADIR, input))
   os.remove(input)
-  os.remove(errfile)
-  local steps, current, code = {}, {}, nil
+  local steps, current = {}, {}
   for line in out:gmatch("([^\n]*)\n") do
     local status = line:match("^<<(.*)>>$")
     if status then
       steps[#steps + 1] = {status = status, out = current}
       current = {}
-    elseif line:match("^EXIT:%d+$") then
-      code = tonumber(line:match("%d+"))
     else
       current[#current + 1] = line
     end

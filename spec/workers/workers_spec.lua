@@ -3,15 +3,12 @@
 -- stress run. The scenarios are mbrun scripts in spec/workers/; `make tsan`
 -- runs this spec against a ThreadSanitizer build (MBRUN) with a smaller
 -- STRESS_N.
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local helper = require "spec.helper"
 local STRESS_N = tonumber(os.getenv("STRESS_N")) or 1000000
 
 local function mbrun(args)
-  local p = io.popen("timeout 600 " .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
-  local out = p:read("a")
-  p:close()
-  local code = tonumber(out:match("EXIT:(%d+)%s*$"))
-  return out:gsub("EXIT:%d+%s*$", ""), code
+  local out, _, code = helper.mbrun(args, {timeout = 600, merge = true})
+  return out, code
 end
 
 describe("worker threads", function()

@@ -6,42 +6,29 @@
 -- figures the examples print (statistics, counts).
 --
 --   LUA_CPATH='build/?.so;;' MBRUN=build/mbrun lua5.4 /usr/bin/busted \
---     --lpath='lua/?.lua;lua/?/init.lua' spec/examples_spec.lua
+--     --lpath='lua/?.lua;lua/?/init.lua' spec/examples/examples_spec.lua
 --
 -- Run from the project root; MBRUN names the mbrun to test.
 
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local helper = require "spec.helper"
+local quote, absolute = helper.quote, helper.absolute
 
-local function shell_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
-
--- Runs a shell command line; returns its output lines (stdout and stderr)
--- and exit status.
-local function run(cmdline)
-  local p = assert(io.popen(cmdline .. " 2>&1; echo EXIT:$?"))
-  local out = p:read("a")
-  p:close()
+-- Runs mbrun with args (from folder dir when given); returns its output
+-- lines (stdout and stderr, empty ones left out), exit status and output.
+local function run(args, dir)
+  local out, _, code = helper.mbrun(args, {dir = dir, merge = true})
   local lines = {}
   for line in out:gmatch("[^\n]*") do
     if line ~= "" then lines[#lines + 1] = line end
   end
-  local code = tonumber(table.remove(lines):match("^EXIT:(%d+)$"))
   return lines, code, out
-end
-
-local function absolute(path)
-  if path:sub(1, 1) == "/" then return path end
-  local p = assert(io.popen("pwd"))
-  local cwd = p:read("l")
-  p:close()
-  return cwd .. "/" .. path
 end
 
 -- Runs example `name` (examples/NAME/config.lua and scenario.lua) with
 -- mbrun; `opts` go before -c, `args` after the scenario.
 local function example(name, opts, args)
   local dir = "examples/" .. name
-  return run(("%s %s -c %s/config.lua %s/scenario.lua %s"):format(shell_quote(MBRUN), opts or "",
-    dir, dir, args or ""))
+  return run(("%s -c %s/config.lua %s/scenario.lua %s"):format(opts or "", dir, dir, args or ""))
 end
 
 -- The index of the first line that is exactly `line`, from `from` on.
@@ -200,12 +187,11 @@ describe("examples/jungle-gyms", function()
     -- scenario loads Procurement from its own: absolute paths from /tmp,
     -- and bare file names from inside the example's folder
     local runs = {
-      "cd /tmp && " .. shell_quote(absolute(MBRUN)) .. " -w 1 -c " .. shell_quote(absolute(CONFIG))
-        .. " " .. shell_quote(absolute(SCENARIO)),
-      "cd examples/jungle-gyms && " .. shell_quote(absolute(MBRUN)) .. " -w 1 -c config.lua scenario.lua",
+      {"-w 1 -c " .. quote(absolute(CONFIG)) .. " " .. quote(absolute(SCENARIO)), "/tmp"},
+      {"-w 1 -c config.lua scenario.lua", "examples/jungle-gyms"},
     }
-    for _, cmdline in ipairs(runs) do
-      local elsewhere, code2, out2 = run(cmdline)
+    for _, r in ipairs(runs) do
+      local elsewhere, code2, out2 = run(r[1], r[2])
       assert.are.equal(0, code2, out2)
       assert.are.same(sorted_copy(lines), sorted_copy(elsewhere))
     end
@@ -303,8 +289,7 @@ describe("examples/order-pipeline", function()
   end)
 
   it("runs from the example's own folder", function()
-    local lines, code, out = run("cd examples/order-pipeline && " .. shell_quote(absolute(MBRUN))
-      .. " -w 2 -c config.lua scenario.lua")
+    local lines, code, out = run("-w 2 -c config.lua scenario.lua", "examples/order-pipeline")
     assert.are.equal(0, code, out)
     assert.truthy(find(lines, ("[summary] %d orders, all accounted for: %d shipped, 1 rejected, "
       .. "0 dead-lettered"):format(N, N - 1)), out)

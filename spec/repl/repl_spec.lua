@@ -2,14 +2,12 @@
 -- reads stdin line by line, prints results with no prompt and no escape
 -- codes, and exits at the end of input once pending work is done. Every
 -- command, its errors, multi-line input, -i after a scenario and -c with -i.
--- (spec/repl_lua_spec.lua tests lua/mb/repl.lua in more detail;
--- spec/repl_tty_spec.lua the terminal.)
+-- (spec/repl/repl_lua_spec.lua tests lua/mb/repl.lua in more detail;
+-- spec/repl/repl_tty_spec.lua the terminal.)
 --
---   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl_spec.lua
+--   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl/repl_spec.lua
 --
 -- Run from the project root; MBRUN names the mbrun to test.
-
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
 
 local helper = require "spec.helper"
 local write = helper.write
@@ -18,7 +16,7 @@ local write = helper.write
 -- the exit status.
 local function repl(lines, args)
   local input = write(os.tmpname(), table.concat(lines, "\n") .. "\n")
-  local out, err, code = helper.run(("%s %s < %s"):format(MBRUN, args or "-w 2", input))
+  local out, err, code = helper.mbrun(args or "-w 2", {stdin = input})
   os.remove(input)
   local t = {}
   for l in out:gmatch("([^\n]*)\n") do t[#t + 1] = l end
@@ -156,7 +154,7 @@ describe("the REPL on a pipe", function()
 
   it("leaves at once when stdin is closed or empty", function()
     for _, redirect in ipairs {"<&-", "< /dev/null"} do
-      local out, err, code = helper.run(MBRUN .. " -w 1 " .. redirect)
+      local out, err, code = helper.mbrun("-w 1 " .. redirect)
       assert.are.equal(0, code, err)
       assert.are.equal("", out)
     end

@@ -1,7 +1,7 @@
 -- mbrun -c CONFIG: the configuration file (SPEC section 3), run as a user
 -- runs it; every mistake is reported with the file and key path, exit 2,
 -- before anything starts.
-local MBRUN = os.getenv("MBRUN") or "build/mbrun"
+local helper = require "spec.helper"
 
 local dir = os.tmpname()
 os.remove(dir)
@@ -14,11 +14,10 @@ local function write(name, text)
   return dir .. "/" .. name
 end
 
+-- its output (stdout and stderr) and exit code
 local function mbrun(args)
-  local p = io.popen("timeout 60 " .. MBRUN .. " " .. args .. " 2>&1; echo \"EXIT:$?\"")
-  local out = p:read("a")
-  p:close()
-  return out:gsub("EXIT:%d+%s*$", ""), tonumber(out:match("EXIT:(%d+)%s*$"))
+  local out, _, code = helper.mbrun(args, {merge = true})
+  return out, code
 end
 
 write("prices.lua", "return function(msg) return 12.5 * msg.payload.qty end\n")
@@ -73,12 +72,10 @@ describe("mbrun -c", function()
   end)
 
   it("runs the configured services until SIGINT when there is no scenario", function()
-    local p = io.popen("(" .. MBRUN .. " -c " .. dir .. "/good.lua & pid=$!; sleep 0.5; "
-      .. "kill -0 $pid && echo running; kill -INT $pid; wait $pid; echo EXIT:$?) 2>&1")
-    local out = p:read("a")
-    p:close()
-    assert.matches("running", out)
-    assert.matches("EXIT:0", out)
+    local out, _, code, _, running = helper.mbrun_signalled("-c " .. dir .. "/good.lua",
+      {delay = 0.5, signals = {"INT"}, merge = true})
+    assert.is_true(running, out)
+    assert.are.equal(0, code, out)
   end)
 
   local mistakes = {
