@@ -15,7 +15,7 @@
  * JSON conversions (mb_json.c): yajl's parser, and JSON text writers shared
  * with the Lua binding.
  *
- * Tests: spec/c/test_core.c, spec/json_spec.lua, spec/values_spec.lua.
+ * Tests: spec/c/test_values.c, spec/c/test_json.c, spec/api/json_spec.lua, spec/api/values_spec.lua.
  */
 #ifndef MB_VALUE_H
 #define MB_VALUE_H

@@ -28,7 +28,7 @@
 -- scope, for math.huge and math.mininteger; NaN prints as 0/0).
 -- fuzz/fuzz_pretty.c checks this on random values.
 --
--- Owns nothing and sets no globals; tested by spec/repl_lua_spec.lua.
+-- Owns nothing and sets no globals; tested by spec/repl/repl_lua_spec.lua.
 
 local M = {}
 

@@ -20,7 +20,7 @@
 -- coroutine, so mb.request and mb.sleep just work.
 --
 -- Owns: the unfinished input, the listeners of .listen, the services of
--- .load. Tested by spec/repl_lua_spec.lua (driven by spec/repl/driver.lua).
+-- .load. Tested by spec/repl/repl_lua_spec.lua (driven by spec/repl/driver.lua).
 
 local luadir = ...
 package.path = luadir .. "/?.lua;" .. package.path

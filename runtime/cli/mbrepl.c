@@ -11,7 +11,7 @@
  *
  * Owns: a C service on worker 0 (freed by the runtime), the output queue,
  * the watchers, the history. Uses libedit (BSD licence) through its
- * readline-compatible header. Tests: spec/repl_spec.lua (piped stdin and a
+ * readline-compatible header. Tests: spec/repl/repl_spec.lua (piped stdin and a
  * pseudo-terminal through tmux).
  */
 #include "mbrepl.h"

@@ -3,7 +3,7 @@
  * of a fresh runtime, runs the bus until the scenario has returned and all
  * work is done (or mb.stop()), then says what went wrong, if anything, and
  * exits 0 (success), 1 (a script or delivery failed, messages left pending)
- * or 2 (usage). Tests: spec/mbrun_spec.lua.
+ * or 2 (usage). Tests: spec/cli/mbrun_spec.lua.
  */
 #include <errno.h>
 #include <fcntl.h>

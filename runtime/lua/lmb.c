@@ -11,7 +11,7 @@
  * that mb._counts() can tell tests what is left. Every call into Lua from
  * the loop is a lua_resume, so a Lua error never reaches ev_run.
  *
- * Tests: the busted specs in spec/, spec/mbrun_spec.lua for mbrun.
+ * Tests: the busted specs in spec/, spec/cli/mbrun_spec.lua for mbrun.
  */
 #include "mbl_private.h"
 

@@ -6,7 +6,7 @@
  * Owns: the mbL_state of each service and its Lua state, the service
  * handles (userdata "mb.Service"). Uses tasks and waiters (mbl_task.c),
  * the core's services. Tests: the busted specs in spec/ (load, stop),
- * spec/mbrun_spec.lua.
+ * spec/cli/mbrun_spec.lua.
  */
 #include "mbl_private.h"
 

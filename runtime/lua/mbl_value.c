@@ -5,7 +5,7 @@
  * mb.json.encode's encoder walks a Lua value the same way but writes JSON
  * text straight away, with mb_json.c's writers (one pass instead of encoding
  * first and converting the bytes).
- * Tests: spec/values_spec.lua, spec/json_spec.lua.
+ * Tests: spec/api/values_spec.lua, spec/api/json_spec.lua.
  */
 #include "mbl_value.h"
 

@@ -2,7 +2,7 @@
  * mbl_value.h — converts between Lua values and the mb value encoding
  * (mb_value.h), and builds the message tables listeners receive. The layer
  * between the core (no Lua) and the module (lmb.c).
- * Tests: spec/values_spec.lua.
+ * Tests: spec/api/values_spec.lua.
  */
 #ifndef MBL_VALUE_H
 #define MBL_VALUE_H
