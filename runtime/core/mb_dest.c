@@ -153,13 +153,9 @@ int mb_dest_stats(mb_runtime *rt, const char *name, mb_stats *out) {
 
 /* ---- removal ------------------------------------------------------------ */
 
-static int busy(const mb_dest *d) {
-  return d->qlen || d->st.in_flight || d->cur || d->in_ready || d->bhead;
-}
-
 static void closed_task(void *arg);
 
-static void finish_removal(mb_dest *d) {
+void mb_dest_finish_removal(mb_dest *d) {
   mb_runtime *rt = d->rt;
   d->state = MB_DEST_REMOVED;
   mb_map_del(&rt->dests, d->hash, dest_eq, d->name);
@@ -188,9 +184,6 @@ static void finish_removal(mb_dest *d) {
   mb_dest_unref(d);
 }
 
-void mb_dest_maybe_removed(mb_dest *d) {
-  if (d->state == MB_DEST_CLOSING && !busy(d)) finish_removal(d);
-}
 
 /* ---- listeners ----------------------------------------------------------- */
 
@@ -264,8 +257,7 @@ nomem:
   return NULL;
 }
 
-void mb_listener_unref(mb_listener *l) {
-  if (--l->refs > 0) return;
+void mb_listener_free(mb_listener *l) {
   mb_runtime *rt = l->svc->rt;
   rt->counts.listeners--;
   mb_dest_unref(l->dest);
@@ -346,8 +338,7 @@ static void pump_task(void *arg) {
 }
 
 /* Any worker may pump: the lock makes it one at a time. */
-void mb_dest_ready(mb_dest *d) {
-  if (d->in_ready || d->state == MB_DEST_REMOVED) return;
+void mb_dest_post_pump(mb_dest *d) {
   mb_worker *w = mb_self();
   if (!w || w->rt != d->rt) w = &d->rt->workers[0];
   d->in_ready = 1;

@@ -277,10 +277,10 @@ int mb_dest_remove(mb_runtime *rt, const char *name) {
   d->state = MB_DEST_CLOSING;
   /* blocked senders were never accepted: they get `closed` */
   admit_blocked(d, MB_ECLOSED);
-  if (d->qlen || d->st.in_flight || d->cur || d->in_ready || d->bhead)
-    mb_dest_ready(d); /* mb_dest_maybe_removed ends it when it is empty */
+  if (mb_dest_busy(d))
+    mb_dest_ready(d); /* the pump removes it once it is empty */
   else
-    mb_dest_maybe_removed(d);
+    mb_dest_finish_removal(d);
   mb_unlock(rt);
   return MB_OK;
 }
