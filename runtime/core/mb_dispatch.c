@@ -216,8 +216,8 @@ static void send_dead_letters(mb_dest *dl) {
 
 /* Dispatches up to budget messages; returns 1 while more could go now. */
 int mb_dispatch_pump(mb_dest *d, size_t budget) {
+  if (d->dead_letters) send_dead_letters(d); /* removed: they are lost */
   if (d->state == MB_DEST_REMOVED) return 0;
-  if (d->dead_letters) send_dead_letters(d);
   while (budget-- > 0) {
     if (d->opts.type == MB_SERIAL) {
       if (d->cur) {
