@@ -15,16 +15,17 @@
  *   mb_dispatch.c queues, blocked senders, the pump, mb_send_msg
  *   mb_send.c     mb_send, mb_request_start, mb_reply: the sending calls
  *   mb_runtime.c  creating, running and freeing a runtime and a service
- * Two calls go up through a pointer the top installs: a destination's pump
- * (rt->pump, mb_dispatch.c, posted by mb_dest_ready) and a task owner's
- * release (mb_owner.release, mb_service.c).
+ * Two calls go up through a pointer, as a lower floor may not name a
+ * higher one: a destination's pump (rt->pump = mb_dispatch_pump, installed
+ * by mb_runtime_new, posted by mb_dest_ready) and a task owner's release
+ * (mb_owner.release, set by mb_service_new, run by mb_worker.c).
  *
  * Threads: every worker is a thread with its own libev loop. All shared
  * state (destinations, groups, listeners, requests, services, statistics)
  * is guarded by the runtime's one lock, rt->lock. Nothing calls out of the
  * core with the lock held: every callback (a delivery to a listener, the end
  * of a send or request, an event) is posted as a task to the worker that
- * owns its service and runs there, unlocked. Message and destination
+ * owns its service and runs there, unlocked. Message, name and destination
  * reference counts are atomic because they are dropped outside the lock.
  * Two things are read without it: a listener's `closed` flag (atomic, by
  * run_delivery) and rt->obs (relaxed, by mb_delivery_done_soon); and a

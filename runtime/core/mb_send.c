@@ -108,7 +108,8 @@ int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply
 int mb_delivery_reply(mb_delivery *dv, mb_msg *reply, mb_send_fn done, void *ud) {
   const mb_msg *m = dv->msg;
   const char *reply_to = mb_msg_reply_to(m);
-  int rc = mb_reply_id(dv->l->svc, mb_msg_destination(m), m->id, reply_to, dv->group, reply, done, ud);
+  int rc = mb_reply_id(dv->l->svc, mb_msg_destination(m), m->id, reply_to, dv->group, reply,
+                       done, ud);
   if (rc < 0 && rc != MB_PENDING && reply_to) {
     char err[400];
     snprintf(err, sizeof err, "failed: reply to '%s' not delivered: %s", reply_to,
