@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 /* ---- outcomes: stats, dead letters, waiting requesters -------------------- */
 

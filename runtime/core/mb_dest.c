@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 /* ---- names and lookup -------------------------------------------------- */
 

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 static void admit_blocked(mb_dest *d, int status);
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 enum { SLOT_WAITING = 1 };
 

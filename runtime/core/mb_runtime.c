@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 mb_runtime *mb_runtime_new(const mb_config *cfg) {
   mb_runtime *rt = calloc(1, sizeof *rt);

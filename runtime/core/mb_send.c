@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void *ud) {
   mb_runtime *rt = from->rt;
