@@ -29,8 +29,8 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # The layers, as in Lua's own makefile: the core (runtime/core, no Lua;
 # runtime/mb.h is its face), the Lua binding (runtime/lua), the program
 # (runtime/cli: mbrun and the REPL's terminal side).
-CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_msg.c mb_observe.c mb_show.c \
-           mb_runtime.c mb_dest.c mb_request.c)
+CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
+           mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
 LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrepl.c)

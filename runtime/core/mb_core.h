@@ -1,13 +1,31 @@
 /*
- * mb_core.h — the core's internal structures, shared by mb_runtime.c,
- * mb_msg.c, mb_dest.c and mb_request.c. Not installed; users see mb.h.
+ * mb_core.h — the core's internal structures and the calls its files make
+ * to one another. Not installed; users see mb.h.
+ *
+ * The files, from the bottom floor up; each calls only files below it:
+ *   mb_base.c     error words, hashing, the clock, mutexes
+ *   mb_map.c      the hash table (destinations, requests, graph edges)
+ *   mb_msg.c      messages and the reference-counted names they carry
+ *   mb_worker.c   worker threads, task queues, hand-off, the busy count
+ *   mb_service.c  services (owners of tasks) and destination events
+ *   mb_observe.c  tracing, latency, the graph, draining
+ *   mb_dest.c     destinations: names, declare, listeners, groups, removal
+ *   mb_request.c  the registry of open requests and their answers
+ *   mb_delivery.c deliveries, outcomes, dead letters, synchronous sends
+ *   mb_dispatch.c queues, blocked senders, the pump, mb_send_msg
+ *   mb_send.c     mb_send, mb_request_start, mb_reply: the sending calls
+ *   mb_runtime.c  creating, running and freeing a runtime and a service
+ * Two calls go up through a pointer, as a lower floor may not name a
+ * higher one: a destination's pump (rt->pump = mb_dispatch_pump, installed
+ * by mb_runtime_new, posted by mb_dest_ready) and a task owner's release
+ * (mb_owner.release, set by mb_service_new, run by mb_worker.c).
  *
  * Threads: every worker is a thread with its own libev loop. All shared
  * state (destinations, groups, listeners, requests, services, statistics)
  * is guarded by the runtime's one lock, rt->lock. Nothing calls out of the
  * core with the lock held: every callback (a delivery to a listener, the end
  * of a send or request, an event) is posted as a task to the worker that
- * owns its service and runs there, unlocked. Message and destination
+ * owns its service and runs there, unlocked. Message, name and destination
  * reference counts are atomic because they are dropped outside the lock.
  * Two things are read without it: a listener's `closed` flag (atomic, by
  * run_delivery) and rt->obs (relaxed, by mb_delivery_done_soon); and a
@@ -30,6 +48,14 @@
 
 typedef struct mb_dest mb_dest;
 
+/* A destination's name, shared by the destination and every message sent
+ * to it, so that a message never holds its destination (mb_msg.c). */
+typedef struct mb_name {
+  atomic_int refs;
+  uint32_t len;
+  char s[]; /* NUL-terminated */
+} mb_name;
+
 /* 40 bytes before the data: with a 64-byte payload a queued message is a
  * 112-byte malloc chunk (bench 9). */
 struct mb_msg {
@@ -40,7 +66,7 @@ struct mb_msg {
   uint32_t plen, vlen;
   uint64_t id;
   uint64_t response_id;
-  mb_dest *dest; /* set when sent; holds a reference */
+  mb_name *name; /* its destination's, set when sent; holds a reference */
   uint8_t data[]; /* payload, values, reply_to + NUL, then (MB_MSG_OBSERVED)
                      an mb_msg_obs, unaligned: read and written by memcpy */
 };
@@ -52,13 +78,26 @@ typedef struct mb_msg_obs {
   uint64_t t_sent; /* mb_now_ns() at the send; 0: not timed */
 } mb_msg_obs;
 
-/* How many runtimes observe now (mb_observe.c); mb_msg_new reads it. */
+/* How many runtimes observe now: mb_observe.c counts, mb_msg_new reads. */
 extern atomic_int mb_observers;
+
+/* What a task may be bound to (a service: mb_service.c): the worker layer
+ * holds a reference per task and skips the task once `dead` is set. */
+typedef struct mb_owner {
+  atomic_int refs;
+  atomic_int dead;
+  void (*release)(struct mb_owner *); /* the last reference went */
+} mb_owner;
+
+static inline void mb_owner_ref(mb_owner *o) { atomic_fetch_add(&o->refs, 1); }
+static inline void mb_owner_unref(mb_owner *o) {
+  if (atomic_fetch_sub(&o->refs, 1) == 1) o->release(o);
+}
 
 typedef struct mb_task {
   mb_task_fn fn;
   void *arg;
-  mb_service *svc; /* holds a reference; the task is skipped once it died */
+  mb_owner *own; /* holds a reference; the task is skipped once it died */
 } mb_task;
 
 /* A task that must run although posting it failed (out of memory): the
@@ -125,6 +164,12 @@ struct mb_runtime {
   mb_request *free_requests; /* a short free list (nfree_requests) */
   size_t nfree_requests;
   ev_timer run_timer;
+  /* the dispatcher's pump (mb_dispatch.c, installed by mb_runtime_new):
+   * dispatches up to budget messages of d; 1 while more could go now */
+  int (*pump)(mb_dest *d, size_t budget);
+  /* dead letters waiting for the pump of "mb/dead-letters" (mb_delivery.c
+   * queues them, mb_dispatch.c sends them), under lock */
+  struct mb_dead_letter *dl_head, *dl_tail;
   /* observing (mb_observe.c), under lock (obs is also read unlocked by
    * mb_delivery_done_soon, and written with __atomic_store_n) */
   unsigned obs; /* MB_OBSERVE_* | MB_OBS_TRACE: 0 keeps the hot path bare */
@@ -138,12 +183,11 @@ struct mb_runtime {
 #define MB_OBS_TRACE 0x100u
 
 struct mb_service {
+  mb_owner own; /* first: its owner's reference, plus one per task posted */
   mb_runtime *rt;
   mb_worker *w;
   char *name;
   uint64_t id;
-  atomic_int refs; /* its owner's, plus one per task posted for it */
-  atomic_int dead;
   mb_listener *listeners;
   mb_request *requests;
   mb_delivery *open; /* deliveries given to its listeners, not yet done */
@@ -208,6 +252,7 @@ typedef struct mb_blocked {
   mb_late late; /* when posting blocked_done_task failed */
   mb_msg *m;
   mb_service *from;
+  mb_request *req; /* a request's send: mb_request_admitted, no task */
   mb_send_fn done;
   void *ud;
   int status;
@@ -217,7 +262,8 @@ typedef struct mb_blocked {
 enum { MB_DEST_OPEN, MB_DEST_CLOSING, MB_DEST_REMOVED };
 
 struct mb_dest {
-  char *name;
+  mb_name *nm;
+  char *name; /* nm->s */
   size_t namelen;
   uint64_t hash;
   mb_dest_opts opts;
@@ -238,6 +284,7 @@ struct mb_dest {
   int pumping; /* mb_dest_pump is on the stack */
   mb_stats st;
   int in_ready; /* a pump task is queued */
+  int dead_letters; /* it is "mb/dead-letters" */
   uint64_t *lat_hist; /* MB_OBSERVE_LATENCY: deliveries per latency bucket */
   uint64_t lat_n, lat_max; /* lat_max in ns */
   double lat_sum; /* seconds */
@@ -276,6 +323,13 @@ struct mb_request {
   mb_request *next, *prev; /* in svc->requests */
 };
 
+typedef struct mb_dead_letter {
+  mb_msg *m;
+  struct mb_dead_letter *next;
+} mb_dead_letter;
+
+#define MB_DEAD_LETTERS "mb/dead-letters"
+
 typedef struct mb_inline {
   mb_delivery *v[16];
   mb_delivery **more;
@@ -283,56 +337,63 @@ typedef struct mb_inline {
   struct mb_sync *sync;
 } mb_inline;
 
-/* mb_runtime.c */
+/* mb_base.c */
+uint64_t mb_hash_str(const char *s, size_t len);
+uint64_t mb_now_ns(void);
+/* An adaptive mutex where the C library has one (mb_worker.c, header). */
+void mb_mutex_init(pthread_mutex_t *m);
+static inline void mb_lock(mb_runtime *rt) { pthread_mutex_lock(&rt->lock); }
+static inline void mb_unlock(mb_runtime *rt) { pthread_mutex_unlock(&rt->lock); }
+
+/* mb_msg.c */
+/* A new name with one reference, or NULL when out of memory. */
+mb_name *mb_name_new(const char *s, size_t len);
+static inline mb_name *mb_name_ref(mb_name *n) {
+  atomic_fetch_add_explicit(&n->refs, 1, memory_order_relaxed);
+  return n;
+}
+void mb_name_unref(mb_name *n);
+mb_msg *mb_msg_copy(const mb_msg *m);
+/* Appends the message as an encoded table {destination, payload, values, id,
+ * reply_to?, response_id?}. */
+int mb_msg_encode(const mb_msg *m, mb_buf *b);
+extern atomic_uint_fast64_t mb_next_msg_id;
+extern atomic_long mb_live_msgs;
+
+/* mb_worker.c */
 /* The worker of the calling thread (NULL on a thread that is none). */
 mb_worker *mb_self(void);
-/* Posts fn(arg) to run on w (under no lock; svc may be NULL). Callable with
- * or without rt->lock held. */
-int mb_worker_post(mb_worker *w, mb_service *svc, mb_task_fn fn, void *arg);
+/* Posts fn(arg) to run on w (under no lock; own may be NULL: the task
+ * always runs). Callable with or without rt->lock held. */
+int mb_worker_post(mb_worker *w, mb_owner *own, mb_task_fn fn, void *arg);
 /* For a task that carries memory and must not be lost when mb_worker_post
  * failed: node (inside what arg points to) links it to w's late list, which
  * w runs on its own thread at its next wake-up. Never fails. */
 void mb_worker_post_late(mb_worker *w, mb_late *node, mb_task_fn fn, void *arg);
+/* Wakes w whatever it is doing. */
+void mb_worker_kick(mb_worker *w);
 void mb_busy(mb_runtime *rt, long delta);
-void mb_fire_event(mb_runtime *rt, mb_event_kind kind, mb_dest *d, mb_service *svc);
-uint64_t mb_hash_str(const char *s, size_t len);
-void mb_service_unref(mb_service *svc);
-static inline void mb_lock(mb_runtime *rt) { pthread_mutex_lock(&rt->lock); }
-static inline void mb_unlock(mb_runtime *rt) { pthread_mutex_unlock(&rt->lock); }
+/* Makes rt->workers: n loops, threads for all but worker 0 (the caller's).
+ * Returns 0, or -1 (mb_workers_destroy frees what was made). */
+int mb_workers_start(mb_runtime *rt, int n);
+/* Teardown, after mb_runtime_join: runs what is still queued (unbound tasks
+ * only: they free what they carry), then frees the loops and queues. */
+void mb_workers_drain(mb_runtime *rt);
+void mb_workers_destroy(mb_runtime *rt);
 
-/* mb_dest.c — the functions below expect rt->lock held */
-mb_dest *mb_dest_find(mb_runtime *rt, const char *name);
-void mb_dest_unref(mb_dest *d);
-void mb_dest_free_all(mb_runtime *rt);
-void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc);
-void mb_dest_forget_syncs(mb_service *svc);
-void mb_delivery_finish(mb_delivery *dv, int status, const char *error);
-/* Settles what mb_delivery_done_soon left for svc. */
-void mb_delivery_settle_locked(mb_service *svc);
-void mb_listener_close_locked(mb_listener *l);
-/* Sends m (takes it) to d. For a synchronous destination, deliveries to
- * listeners of the calling thread's worker are left in *inl (run them after
- * unlocking with mb_run_inline) when inl is given, else posted. */
-int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud,
-                mb_inline *inl);
-
-void mb_run_inline(mb_inline *inl);
-/* Takes the lock itself: settles a synchronous send after its inline
- * deliveries ran; returns rc, or MB_PENDING when done will be told. */
-int mb_sync_settle(mb_runtime *rt, mb_service *from, mb_inline *inl, int rc);
-
-/* mb_request.c — under rt->lock too */
-void mb_request_sent_cb(void *ud, int status);
-mb_request *mb_request_find(mb_runtime *rt, uint64_t id);
-void mb_request_dispatched(mb_request *r, mb_dest *d);
-void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
-                       const char *error);
-void mb_request_cancel_all(mb_service *svc);
-/* request_all: the delivery for `group` went to a listener of svc. */
-void mb_request_delivering(mb_request *r, uint64_t group, mb_service *svc);
+/* mb_service.c — under rt->lock unless said */
+void mb_service_unref(mb_service *svc); /* any lock or none */
+/* Takes svc out of the runtime's list (mb_service_free, at the top). */
+void mb_service_unlink(mb_service *svc);
+/* Events: tells every subscriber to kind about destination `dest`. */
+void mb_fire_event(mb_runtime *rt, mb_event_kind kind, const char *dest, size_t destlen,
+                   mb_dest_type type, size_t listeners, const mb_service *svc);
+/* Closes the subscriptions of svc. */
+void mb_events_close(mb_service *svc);
+/* Teardown: frees every subscription (no lock). */
+void mb_events_free(mb_runtime *rt);
 
 /* mb_observe.c — under rt->lock; each does nothing unless rt->obs asks */
-uint64_t mb_now_ns(void);
 void mb_obs_sent(mb_runtime *rt, const mb_service *from, mb_dest *d, mb_msg *m);
 void mb_obs_listen(mb_runtime *rt, const mb_service *svc, const mb_dest *d);
 /* A delivery ended: latency, and a hop (to: the listener's service). */
@@ -347,12 +408,68 @@ void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
 void mb_obs_dest_stats(const mb_dest *d, mb_stats *out);
 void mb_obs_free(mb_runtime *rt);
 
-/* mb_msg.c */
-mb_msg *mb_msg_copy(const mb_msg *m);
-/* Appends the message as an encoded table {destination, payload, values, id,
- * reply_to?, response_id?}. */
-int mb_msg_encode(const mb_msg *m, mb_buf *b);
-extern atomic_uint_fast64_t mb_next_msg_id;
-extern atomic_long mb_live_msgs;
+/* mb_dest.c: mb_dest.h */
+
+/* mb_request.c — under rt->lock too */
+mb_request *mb_request_find(mb_runtime *rt, uint64_t id);
+/* Registers a request for m (not sent yet) to d; NULL when out of memory. */
+mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, double timeout,
+                            int all, mb_request_fn fn, void *ud);
+/* Its message could not be sent: undoes mb_request_open. */
+void mb_request_abort(mb_request *r);
+void mb_request_dispatched(mb_request *r, mb_dest *d);
+void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
+                       const char *error);
+/* A reply from service `from` (group 0: the group whose delivery went to
+ * from). Returns 0 when taken, -1 when nobody waits for it. */
+int mb_request_reply(mb_request *r, uint64_t group, const mb_service *from, mb_msg *reply);
+void mb_request_cancel_all(mb_service *svc);
+/* request_all: the delivery for `group` went to a listener of svc. */
+void mb_request_delivering(mb_request *r, uint64_t group, mb_service *svc);
+/* A "block" queue admitted (status MB_OK) or refused the request's message;
+ * drops the reference the blocked send held. */
+void mb_request_admitted(mb_request *r, int status);
+/* Teardown: frees the cache of request structs. */
+void mb_request_free_cache(mb_runtime *rt);
+
+/* mb_delivery.c — under rt->lock too */
+/* One delivery of m to a member of g. */
+void mb_deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline *inl);
+/* A delivery that was scheduled but cannot be made: no listener left. */
+void mb_delivery_drop(mb_dest *d, mb_msg *m, uint64_t group, const char *why);
+/* Delivers m to each of the groups ids (dropping where one is gone). */
+void mb_deliver_all(mb_dest *d, mb_msg *m, uint64_t *ids, size_t n, mb_sync *sync,
+                    mb_inline *inl);
+mb_group *mb_group_by_id(mb_dest *d, uint64_t id);
+void mb_delivery_finish(mb_delivery *dv, int status, const char *error);
+/* Settles what mb_delivery_done_soon left for svc. */
+void mb_delivery_settle_locked(mb_service *svc);
+/* Sends m (takes it) to every listener of the synchronous d now. */
+int mb_send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud, mb_inline *inl);
+void mb_run_inline(mb_inline *inl);
+/* Takes the lock itself: settles a synchronous send after its inline
+ * deliveries ran; returns rc, or MB_PENDING when done will be told. */
+int mb_sync_settle(mb_runtime *rt, mb_service *from, mb_inline *inl, int rc);
+/* The sender is going away: its synchronous sends end without telling it. */
+void mb_delivery_forget_syncs(mb_service *svc);
+/* Takes the next queued dead letter, or NULL. */
+mb_msg *mb_dead_letter_take(mb_runtime *rt);
+/* Teardown: frees the cache of delivery structs and unsent dead letters. */
+void mb_delivery_free_cache(mb_runtime *rt);
+
+/* mb_dispatch.c — under rt->lock too */
+/* Sends m (takes it) to d. For a synchronous destination, deliveries to
+ * listeners of the calling thread's worker are left in *inl (run them after
+ * unlocking with mb_run_inline) when inl is given, else posted. A request's
+ * send passes req, which a full "block" queue tells with
+ * mb_request_admitted, instead of done. */
+int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud,
+                mb_request *req, mb_inline *inl);
+/* rt->pump. */
+int mb_dispatch_pump(mb_dest *d, size_t budget);
+/* Blocked sends of svc end, telling nobody (its requests are cancelled). */
+void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc);
+/* Teardown: every destination goes. */
+void mb_dest_free_all(mb_runtime *rt);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * mb_map.c — linear probing with backward-shift deletion (no tombstones).
- * Tests: spec/c/test_core.c (through destinations and requests).
+ * Owns its slot array. Tests: spec/c/test_core.c (through destinations
+ * and requests).
  */
 #include "mb_map.h"
 
@@ -62,6 +63,14 @@ void *mb_map_del(mb_map *m, uint64_t h, mb_map_eq eq, const void *key) {
   m->e[i].v = NULL;
   m->len--;
   return v;
+}
+
+void *mb_map_next(const mb_map *m, size_t *pos) {
+  while (*pos < m->cap) {
+    void *v = m->e[(*pos)++].v;
+    if (v) return v;
+  }
+  return NULL;
 }
 
 void mb_map_free(mb_map *m) {

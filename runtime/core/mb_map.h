@@ -26,6 +26,12 @@ void *mb_map_get(const mb_map *m, uint64_t h, mb_map_eq eq, const void *key);
 int mb_map_put(mb_map *m, uint64_t h, void *v);
 /* Removes and returns the value for key, or NULL. */
 void *mb_map_del(mb_map *m, uint64_t h, mb_map_eq eq, const void *key);
+/* Walks the values: starts with *pos = 0, returns the next value and
+ * advances *pos, NULL at the end. The map must not change meanwhile
+ * (values may be freed: they are not read).
+ *   size_t i = 0; for (T *v; (v = mb_map_next(m, &i));) ... */
+void *mb_map_next(const mb_map *m, size_t *pos);
+/* Empties it, keeping nothing (the values are the caller's). */
 void mb_map_free(mb_map *m);
 
 #endif

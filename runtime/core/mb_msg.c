@@ -1,7 +1,11 @@
 /*
  * mb_msg.c — messages: one allocation holding the header, the encoded
  * payload and values and the reply_to name; reference counted, immutable
- * once sent. Tests: spec/c/test_core.c.
+ * once sent. A sent message holds its destination's name (mb_name, shared
+ * and reference counted), never the destination: what needs the
+ * destination holds it itself (a delivery by its listener, a queue by
+ * being the destination's). Owns messages and names; uses mb_value.c's
+ * encoder and mb_alloc.h. Tests: spec/c/test_core.c.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +16,21 @@
 
 atomic_uint_fast64_t mb_next_msg_id = 1;
 atomic_long mb_live_msgs;
+atomic_int mb_observers;
+
+mb_name *mb_name_new(const char *str, size_t len) {
+  mb_name *n = malloc(sizeof *n + len + 1);
+  if (!n) return NULL;
+  atomic_init(&n->refs, 1);
+  n->len = (uint32_t)len;
+  memcpy(n->s, str, len);
+  n->s[len] = 0;
+  return n;
+}
+
+void mb_name_unref(mb_name *n) {
+  if (n && atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) == 1) free(n);
+}
 
 mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t vlen,
                    const char *reply_to) {
@@ -33,7 +52,7 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
   m->spare = 0;
   m->id = atomic_fetch_add(&mb_next_msg_id, 1);
   m->response_id = 0;
-  m->dest = NULL;
+  m->name = NULL;
   m->plen = (uint32_t)plen;
   m->vlen = (uint32_t)vlen;
   m->rlen = (uint16_t)rlen;
@@ -57,7 +76,7 @@ mb_msg *mb_msg_ref(mb_msg *m) {
 
 void mb_msg_unref(mb_msg *m) {
   if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
-  if (m->dest) mb_dest_unref(m->dest);
+  if (m->name) mb_name_unref(m->name);
   atomic_fetch_sub(&mb_live_msgs, 1);
   mb_free(m);
 }
@@ -65,7 +84,7 @@ void mb_msg_unref(mb_msg *m) {
 uint64_t mb_msg_id(const mb_msg *m) { return m->id; }
 void mb_msg_follow_up(mb_msg *m) { m->flags |= MB_MSG_FOLLOW_UP; }
 uint64_t mb_msg_response_id(const mb_msg *m) { return m->response_id; }
-const char *mb_msg_destination(const mb_msg *m) { return m->dest ? m->dest->name : NULL; }
+const char *mb_msg_destination(const mb_msg *m) { return m->name ? m->name->s : NULL; }
 
 const char *mb_msg_reply_to(const mb_msg *m) {
   return m->rlen ? (const char *)m->data + m->plen + m->vlen : NULL;

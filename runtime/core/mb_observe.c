@@ -8,6 +8,8 @@
  * mb_obs_* function runs under rt->lock and returns at once unless rt->obs
  * asks for it, so a bus nobody watches pays one test per message.
  *
+ * Uses mb_base.c and mb_map.c; reads destinations, services and requests
+ * (their structs), calls none of them.
  * Tests: spec/c/test_core.c (observe_*), spec/trace_spec.lua.
  */
 #include <stdio.h>
@@ -16,8 +18,6 @@
 #include <time.h>
 
 #include "mb_core.h"
-
-atomic_int mb_observers;
 
 /* Counts this runtime among the observers while anything is observed. */
 static void count_observer(mb_runtime *rt, unsigned before) {
@@ -34,12 +34,6 @@ static int obs_get(const mb_msg *m, mb_msg_obs *o) {
 
 static void obs_put(mb_msg *m, const mb_msg_obs *o) {
   if (m->flags & MB_MSG_OBSERVED) memcpy(m->data + m->plen + m->vlen + m->rlen, o, sizeof *o);
-}
-
-uint64_t mb_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 void mb_runtime_trace(mb_runtime *rt, mb_trace_fn fn, void *ud) {
@@ -122,10 +116,8 @@ static void note_edge(mb_runtime *rt, int listens, const mb_service *svc, const 
 
 void mb_graph_each(mb_runtime *rt, void (*fn)(void *ud, const mb_edge *e), void *ud) {
   mb_lock(rt);
-  for (size_t i = 0; i < rt->edges.cap; i++) {
-    const mb_graph_edge *g = rt->edges.e[i].v;
-    if (g) fn(ud, &g->e);
-  }
+  size_t at = 0;
+  for (const mb_graph_edge *g; (g = mb_map_next(&rt->edges, &at));) fn(ud, &g->e);
   mb_unlock(rt);
 }
 
@@ -238,7 +230,8 @@ void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
 void mb_obs_free(mb_runtime *rt) {
   if (rt->obs) atomic_fetch_sub(&mb_observers, 1);
   __atomic_store_n(&rt->obs, 0u, __ATOMIC_RELAXED);
-  for (size_t i = 0; i < rt->edges.cap; i++) free(rt->edges.e[i].v);
+  size_t at = 0;
+  for (void *g; (g = mb_map_next(&rt->edges, &at));) free(g);
   mb_map_free(&rt->edges);
 }
 
@@ -253,9 +246,8 @@ void mb_runtime_drain(mb_runtime *rt) {
 size_t mb_runtime_in_flight(mb_runtime *rt) {
   size_t n = 0;
   mb_lock(rt);
-  for (size_t i = 0; i < rt->dests.cap; i++) {
-    const mb_dest *d = rt->dests.e[i].v;
-    if (!d) continue;
+  size_t at = 0;
+  for (const mb_dest *d; (d = mb_map_next(&rt->dests, &at));) {
     n += d->qlen + d->st.in_flight;
     for (const mb_blocked *b = d->bhead; b; b = b->next) n++;
   }

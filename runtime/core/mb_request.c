@@ -1,12 +1,14 @@
 /*
- * mb_request.c — synchronous request/reply and scatter-gather over the bus:
- * a request is a message flagged MB_MSG_REQUEST, registered by its id until
- * its first reply (or one answer per listener group for request_all), a
- * failure, or its timeout. Replies to a request nobody waits for any more
- * are counted and refused with MB_ECLOSED. Owns its requests and the reply
- * references they hold. Answers may come from any worker, under rt->lock;
- * the request's timer and its callback belong to the requester's worker,
- * where a finish task ends it. Tests: spec/c/test_core.c, spec/bus_spec.lua.
+ * mb_request.c — the registry of open requests (request/reply and
+ * scatter-gather): a request is a message flagged MB_MSG_REQUEST,
+ * registered by its id until its first reply (or one answer per listener
+ * group for request_all), a failure, or its timeout. Owns its requests and
+ * the reply references they hold. Answers may come from any worker, under
+ * rt->lock; the request's timer and its callback belong to the requester's
+ * worker, where a finish task ends it. Sending one and replying are
+ * mb_request_start and mb_reply_id in mb_send.c. Uses mb_msg.c,
+ * mb_worker.c, mb_service.c, mb_observe.c and mb_dest.c (a reference).
+ * Tests: spec/c/test_core.c, spec/bus_spec.lua.
  */
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 
 #include "mb_core.h"
+#include "mb_dest.h"
 
 enum { SLOT_WAITING = 1 };
 
@@ -75,7 +78,7 @@ static void finish_task(void *arg) {
   mb_answer stack[8], *a = stack;
   ev_timer_stop(r->svc->w->loop, &r->timer);
   mb_lock(rt);
-  int tell = !r->cancelled && !atomic_load(&r->svc->dead);
+  int tell = !r->cancelled && !atomic_load(&r->svc->own.dead);
   size_t n = r->n;
   mb_unlock(rt);
   /* the answers do not change once finished: read them unlocked */
@@ -140,7 +143,6 @@ static char *error_copy(int status, const char *error) {
   return strdup(error);
 }
 
-/* Returns 0 when the answer was taken, -1 when nobody waits for it. */
 /* The answer of listener group `group`, or, when the group is not known
  * (0: an explicit reply by message fields), of the group whose delivery went
  * to service `from`. Returns 0 when taken, -1 when nobody waits for it. */
@@ -168,6 +170,10 @@ static int answer(mb_request *r, uint64_t group, const mb_service *from, int sta
 void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
                        const char *error) {
   answer(r, group, NULL, status, reply, error);
+}
+
+int mb_request_reply(mb_request *r, uint64_t group, const mb_service *from, mb_msg *reply) {
+  return answer(r, group, from, MB_OK, reply, NULL);
 }
 
 void mb_request_delivering(mb_request *r, uint64_t group, mb_service *svc) {
@@ -215,9 +221,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   }
 }
 
-/* A "block" queue admitted (or refused) the request's message. */
-void mb_request_sent_cb(void *ud, int status) {
-  mb_request *r = ud;
+void mb_request_admitted(mb_request *r, int status) {
   if (status < 0 && !r->finished) {
     char err[320];
     snprintf(err, sizeof err, "%s: %s was removed while the request waited for room",
@@ -227,39 +231,26 @@ void mb_request_sent_cb(void *ud, int status) {
   request_release(r);
 }
 
-int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeout, int all,
-                     mb_request_fn fn, void *ud, mb_request **out) {
+mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, double timeout,
+                            int all, mb_request_fn fn, void *ud) {
   mb_runtime *rt = from->rt;
-  mb_inline inl = {0};
-  *out = NULL;
-  if (!(timeout > 0)) { /* NaN, 0 or negative: it would never (or at once) expire */
-    mb_msg_unref(m);
-    return MB_EINVAL;
-  }
-  mb_lock(rt);
   mb_request *r = rt->free_requests;
   if (r) {
     rt->free_requests = r->next;
     rt->nfree_requests--;
     memset(r, 0, sizeof *r);
   } else if (!(r = calloc(1, sizeof *r))) {
-    mb_unlock(rt);
-    mb_msg_unref(m);
-    return MB_ENOMEM;
+    return NULL;
   }
-  mb_dest *d = mb_dest_find(rt, name);
-  if (!d || mb_map_put(&rt->requests, id_hash(m->id), r)) {
-    if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
-    mb_unlock(rt);
+  if (mb_map_put(&rt->requests, id_hash(m->id), r)) {
     free(r);
-    mb_msg_unref(m);
-    return d ? MB_ENOMEM : MB_ENODEST;
+    return NULL;
   }
   r->id = m->id;
   r->svc = from;
-  atomic_fetch_add(&from->refs, 1);
+  mb_service_ref(from);
   r->dest = d;
-  atomic_fetch_add(&d->refs, 1);
+  mb_dest_ref(d);
   r->fn = fn;
   r->ud = ud;
   r->all = all;
@@ -275,24 +266,14 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   r->timer.data = r;
   ev_now_update(from->w->loop); /* a stale loop clock would cut the timeout short */
   if (isfinite(timeout)) ev_timer_start(from->w->loop, &r->timer); /* infinity: no limit */
-  m->flags |= MB_MSG_REQUEST;
-  int block = d->opts.type != MB_SYNCHRONOUS;
-  if (block) r->refs++; /* while the send may wait in a full queue */
-  int rc = mb_send_msg(from, d, m, block ? mb_request_sent_cb : NULL, block ? r : NULL, &inl);
-  if (block && rc != MB_PENDING) r->refs--;
-  if (rc < 0) {
-    detach(r);
-    ev_timer_stop(from->w->loop, &r->timer);
-    mb_busy(rt, -1);
-    request_release(r);
-    mb_unlock(rt);
-    return rc;
-  }
-  *out = r;
-  mb_unlock(rt);
-  mb_run_inline(&inl);
-  mb_sync_settle(rt, from, &inl, MB_OK);
-  return MB_PENDING;
+  return r;
+}
+
+void mb_request_abort(mb_request *r) {
+  detach(r);
+  ev_timer_stop(r->svc->w->loop, &r->timer);
+  mb_busy(r->svc->rt, -1);
+  request_release(r);
 }
 
 void mb_request_cancel(mb_request *r) {
@@ -320,46 +301,10 @@ void mb_request_cancel_all(mb_service *svc) {
   }
 }
 
-int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *reply_to,
-                uint64_t group, mb_msg *reply, mb_send_fn done, void *ud) {
-  mb_runtime *rt = from->rt;
-  mb_inline inl = {0};
-  mb_lock(rt);
-  mb_request *r = mb_request_find(rt, id);
-  mb_dest *d = r ? r->dest : dest ? mb_dest_find(rt, dest) : NULL;
-  int answered = 0, rc;
-  if (d) d->st.replies++;
-  reply->response_id = id;
-  if (r && !reply->dest) {
-    reply->dest = d;
-    atomic_fetch_add(&d->refs, 1);
-    answered = answer(r, group, from, MB_OK, reply, NULL) == 0;
+void mb_request_free_cache(mb_runtime *rt) {
+  while (rt->free_requests) {
+    mb_request *r = rt->free_requests;
+    rt->free_requests = r->next;
+    free(r);
   }
-  if (answered || reply_to)
-    mb_obs_reply(rt, reply_to ? reply_to : d ? d->name : dest, from, r, reply, id);
-  else /* too late, or nobody asked: the reply goes nowhere */
-    mb_obs_rejected(rt, d ? d->name : dest ? dest : "-", from, reply, MB_ECLOSED,
-                    "nobody waits for this reply (no request open for it, no reply_to)");
-  if (reply_to) {
-    mb_msg *c = mb_msg_copy(reply);
-    mb_dest *to = mb_dest_find(rt, reply_to);
-    rc = !c ? MB_ENOMEM : to ? mb_send_msg(from, to, c, done, ud, &inl) : MB_ENODEST;
-    if (c && !to) {
-      mb_obs_rejected(rt, reply_to, from, c, MB_ENODEST, NULL);
-      mb_msg_unref(c);
-    }
-  } else {
-    rc = answered ? MB_OK : MB_ECLOSED;
-  }
-  mb_unlock(rt);
-  mb_msg_unref(reply);
-  mb_run_inline(&inl);
-  rc = mb_sync_settle(rt, from, &inl, rc);
-  if (rc < 0 && answered) rc = MB_OK;
-  return rc;
-}
-
-int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply) {
-  return mb_reply_id(from, orig->dest ? orig->dest->name : NULL, orig->id,
-                     mb_msg_reply_to(orig), group, reply, NULL, NULL);
 }
