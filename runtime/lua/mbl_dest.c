@@ -61,7 +61,10 @@ static int name_ok(lua_State *L, int idx) {
 
 /* The destination name at idx; raises "fn: invalid destination name ...". */
 const char *mbL_check_dest(lua_State *L, int idx, const char *fn) {
-  const char *name = luaL_checkstring(L, idx);
+  size_t len;
+  const char *name = luaL_checklstring(L, idx, &len);
+  /* every send passes here: the message is built only for a bad name */
+  if (mb_dest_name_valid(name, len) && strlen(name) == len) return name;
   if (!name_ok(L, idx)) luaL_error(L, "%s: %s", fn, lua_tostring(L, -1));
   return name;
 }

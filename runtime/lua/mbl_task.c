@@ -292,7 +292,8 @@ static void task_end(mbL_task *t, int status) {
   mbL_state *S = t->S;
   lua_State *co = t->co, *L = S->L;
   mbL_end_fn end = t->kind == T_SCRIPT ? S->on_end : NULL;
-  char what[300], said[1024] = "";
+  char what[300], said[1024];
+  said[0] = 0; /* not "" in the declaration: that would clear all 1024 bytes per task */
   int code = 0;
   if (end) S->on_end = NULL; /* once */
   if (status == LUA_OK) {
