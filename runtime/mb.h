@@ -13,7 +13,7 @@
  * it from then on (also when it fails); one that "borrows" leaves it to the
  * caller. Messages are reference counted (mb_msg_ref / mb_msg_unref).
  *
- * Tests: spec/c/test_core.c.
+ * Tests: spec/c/test_*.c.
  */
 #ifndef MB_H
 #define MB_H

@@ -1,7 +1,7 @@
 /*
  * mb_base.c — what every floor of the core uses: the error words of the
  * MB_E* codes, the hash of names, the monotonic clock and the mutexes.
- * Owns nothing. Tests: spec/c/test_core.c.
+ * Owns nothing. Tests: spec/c/test_*.c.
  */
 #define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
 #include <pthread.h>

@@ -9,7 +9,7 @@
  * pump of "mb/dead-letters" (mb_dispatch.c), never from here under the
  * lock. Owns deliveries (and their free list) and synchronous sends.
  * Uses mb_request.c, mb_dest.c, mb_observe.c, mb_service.c, mb_worker.c,
- * mb_msg.c. Tests: spec/c/test_core.c, spec/bus_spec.lua.
+ * mb_msg.c. Tests: spec/c/test_*.c, spec/api/bus_spec.lua.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
  * expect it held. Its queue and blocked senders are filled and emptied by
  * mb_dispatch.c; mb_dest_ready posts the dispatcher's pump (rt->pump).
  * Uses mb_msg.c, mb_worker.c, mb_service.c (events), mb_observe.c.
- * Tests: spec/c/test_core.c, spec/bus_spec.lua.
+ * Tests: spec/c/test_dest.c, spec/api/bus_spec.lua.
  */
 #include <stdlib.h>
 #include <string.h>

@@ -9,7 +9,7 @@
  * Also removing a destination and freeing them all at teardown. Owns the
  * queues and the blocked senders. Uses mb_delivery.c, mb_request.c,
  * mb_dest.c, mb_observe.c, mb_worker.c, mb_msg.c.
- * Tests: spec/c/test_core.c, spec/bus_spec.lua.
+ * Tests: spec/c/test_*.c, spec/api/bus_spec.lua.
  */
 #include <stdlib.h>
 #include <string.h>

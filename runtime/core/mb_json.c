@@ -6,7 +6,7 @@
  * one-pass encoder (mbl_value.c) shares, byte for byte what yajl's generator
  * wrote before: floats with the fewest digits that read back exactly, always
  * with a '.' or an exponent. Owns only transient yajl parser handles.
- * Tests: spec/c/test_core.c, spec/json_spec.lua.
+ * Tests: spec/c/test_json.c, spec/api/json_spec.lua.
  */
 #include <errno.h>
 #include <math.h>

@@ -1,6 +1,6 @@
 /*
  * mb_map.c — linear probing with backward-shift deletion (no tombstones).
- * Owns its slot array. Tests: spec/c/test_core.c (through destinations
+ * Owns its slot array. Tests: spec/c/test_runtime.c (through destinations
  * and requests).
  */
 #include "mb_map.h"

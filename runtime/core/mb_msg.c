@@ -5,7 +5,7 @@
  * and reference counted), never the destination: what needs the
  * destination holds it itself (a delivery by its listener, a queue by
  * being the destination's). Owns messages and names; uses mb_value.c's
- * encoder and mb_alloc.h. Tests: spec/c/test_core.c.
+ * encoder and mb_alloc.h. Tests: spec/c/test_runtime.c.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -10,7 +10,7 @@
  *
  * Uses mb_base.c and mb_map.c; reads destinations, services and requests
  * (their structs), calls none of them.
- * Tests: spec/c/test_core.c (observe_*), spec/trace_spec.lua.
+ * Tests: spec/c/test_observe.c (observe_*), spec/cli/trace_spec.lua.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -8,7 +8,7 @@
  * worker, where a finish task ends it. Sending one and replying are
  * mb_request_start and mb_reply_id in mb_send.c. Uses mb_msg.c,
  * mb_worker.c, mb_service.c, mb_observe.c and mb_dest.c (a reference).
- * Tests: spec/c/test_core.c, spec/bus_spec.lua.
+ * Tests: spec/c/test_request.c, spec/api/bus_spec.lua.
  */
 #include <math.h>
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * file below calls up into this one. Owns the runtime struct; what it holds
  * belongs to the floors that fill it. Installs the dispatcher's pump
  * (rt->pump) for mb_dest.c.
- * Tests: spec/c/test_core.c, spec/workers_spec.lua.
+ * Tests: spec/c/test_runtime.c and test_threads.c, spec/workers/workers_spec.lua.
  */
 #include <math.h>
 #include <pthread.h>

@@ -4,8 +4,8 @@
  * hands the message to the dispatcher (mb_send_msg), and after unlocking
  * runs the deliveries a synchronous destination left for this thread.
  * Owns nothing; uses mb_dispatch.c, mb_delivery.c, mb_request.c,
- * mb_dest.c and mb_observe.c. Tests: spec/c/test_core.c, spec/bus_spec.lua,
- * spec/reply_to_spec.lua.
+ * mb_dest.c and mb_observe.c. Tests: spec/c/test_*.c, spec/api/bus_spec.lua,
+ * spec/api/reply_to_spec.lua.
  */
 #include <math.h>
 #include <stdio.h>

@@ -7,7 +7,7 @@
  * struct and every subscription; uses mb_worker.c. Freeing a service, which
  * ends its listeners, requests and deliveries, is mb_service_free in
  * mb_runtime.c, above the floors it tears down.
- * Tests: spec/c/test_core.c, spec/workers_spec.lua.
+ * Tests: spec/c/test_*.c, spec/workers/workers_spec.lua.
  */
 #include <pthread.h>
 #include <signal.h>

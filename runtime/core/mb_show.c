@@ -8,8 +8,8 @@
  * mb._show and mb._show_key in runtime/lua/mbl_value.c), so that every
  * scalar, key and mask looks the same wherever it is printed.
  *
- * Owns nothing; appends to the caller's mb_buf. Tests: spec/c/test_core.c
- * (show_*), spec/trace_spec.lua.
+ * Owns nothing; appends to the caller's mb_buf. Tests: spec/c/test_show.c
+ * (show_*), spec/cli/trace_spec.lua.
  */
 #include <ctype.h>
 #include <math.h>

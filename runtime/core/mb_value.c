@@ -1,7 +1,7 @@
 /*
  * mb_value.c — mb_buf and the writers and reader of the mb value encoding
  * (format in mb_value.h). Owns nothing beyond the buffers it is given.
- * Tests: spec/c/test_core.c.
+ * Tests: spec/c/test_values.c.
  */
 #include "mb_value.h"
 

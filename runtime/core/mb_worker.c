@@ -41,7 +41,7 @@
  * watcher, as before. An idle bus spins at most once, SPIN_NS after its
  * last task. With spinning the two sides of a hand-off really run at once,
  * so rt->lock and the inboxes are adaptive mutexes (spin before futex).
- * Tests: spec/c/test_core.c, spec/workers_spec.lua.
+ * Tests: spec/c/test_*.c, spec/workers/workers_spec.lua.
  */
 #include <pthread.h>
 #include <stdlib.h>
