@@ -115,7 +115,7 @@ $(eval $(call nats_flavour,$(BT),-O1 -g -fsanitize=thread $(LIBC_MALLOC),-fsanit
 nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev
 	$(B)/test_nats_ev
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_nats_ev
-	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_nats_ev
+	TSAN_OPTIONS="halt_on_error=1 suppressions=spec/tsan/nats.supp" $(BT)/test_nats_ev
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun $(BUSTED)/cluster/nats_spec.lua
 
 tsan: $(BT)/mbrun $(B)/mb.so $(BT)/test_core
