@@ -93,6 +93,14 @@ static int bad_value(encoder *e, int idx, int t) {
   return fail(e, e->whybuf);
 }
 
+/* Whether the key at k (of type kt) is one of 1..narr, the array part
+ * already written: both encoders skip those keys in their second pass. */
+static inline int in_array_part(lua_State *L, int k, int kt, lua_Integer narr) {
+  if (kt != LUA_TNUMBER || !narr || !lua_isinteger(L, k)) return 0;
+  lua_Integer ik = lua_tointeger(L, k);
+  return ik >= 1 && ik <= narr;
+}
+
 static int encode_t(encoder *e, int idx, int t, int depth);
 
 /* Writes a number (integer or float) at idx; the buffer has room. */
@@ -169,12 +177,9 @@ static int encode_table(encoder *e, int idx, int depth) {
   while (lua_next(L, idx)) {
     int k = top + 1;
     int kt = lua_type(L, k);
-    if (kt == LUA_TNUMBER && narr && lua_isinteger(L, k)) {
-      lua_Integer ik = lua_tointeger(L, k);
-      if (ik >= 1 && ik <= narr) {
-        lua_settop(L, k);
-        continue;
-      }
+    if (in_array_part(L, k, kt, narr)) {
+      lua_settop(L, k);
+      continue;
     }
     if (encode_key(e, k, kt) || encode_t(e, k + 1, lua_type(L, k + 1), depth + 1)) {
       prepend_key(e, k);
@@ -345,12 +350,9 @@ static int json_table(encoder *e, int idx, int depth) {
   while (lua_next(L, idx)) {
     int k = top + 1;
     int kt = lua_type(L, k);
-    if (kt == LUA_TNUMBER && narr && lua_isinteger(L, k)) {
-      lua_Integer ik = lua_tointeger(L, k);
-      if (ik >= 1 && ik <= narr) {
-        lua_settop(L, k);
-        continue;
-      }
+    if (in_array_part(L, k, kt, narr)) {
+      lua_settop(L, k);
+      continue;
     }
     /* a collision is reported once the table is written, as mb_json_encode
      * does (so another fault under a later key is named first, by both) */
