@@ -33,7 +33,7 @@ CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
 LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c lmb.c)
-MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrepl.c)
+MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrun_graph.c mbrepl.c)
 TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c test_show.c test_dest.c \
            test_delivery.c test_request.c test_observe.c test_runtime.c test_threads.c)
 
