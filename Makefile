@@ -20,18 +20,22 @@ CPPFLAGS += -Iruntime -Iruntime/core -Iruntime/lua -Iruntime/cli $(shell pkg-con
 LUA_LIB  = $(shell pkg-config --libs lua5.4 2>/dev/null)
 EDIT_LIB = $(shell pkg-config --libs libedit 2>/dev/null)
 YAJL_LIB = $(shell pkg-config --libs yajl 2>/dev/null)
-LIBS    = -lev $(YAJL_LIB) -lmimalloc -lpthread -lm
+# libnats (the NATS client, runtime/cluster) ships a .pc file as well
+NATS_LIB = $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
+LIBS    = -lev $(YAJL_LIB) $(NATS_LIB) -lmimalloc -lpthread -lm
 # the sanitizer and valgrind builds allocate with the C library's malloc
 # (runtime/core/mb_alloc.h), so that the tools see every block
-TOOL_LIBS = -lev $(YAJL_LIB) -lpthread -lm
+TOOL_LIBS = -lev $(YAJL_LIB) $(NATS_LIB) -lpthread -lm
 LIBC_MALLOC = -DMB_LIBC_MALLOC
 
 # The layers, as in Lua's own makefile: the core (runtime/core, no Lua;
-# runtime/mb.h is its face), the Lua binding (runtime/lua), the program
-# (runtime/cli: mbrun and the REPL's terminal side).
+# runtime/mb.h is its face), the cluster (runtime/cluster: the core's link
+# over NATS), the Lua binding (runtime/lua), the program (runtime/cli:
+# mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
-LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
+CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_cluster.c)
+LUA_SRC  = $(CLUSTER_SRC) $(addprefix runtime/lua/,mbl_cluster.c mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrun_graph.c mbrepl.c)
 TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c test_show.c test_dest.c \
@@ -100,7 +104,6 @@ $(eval $(call flavour,$(BV),$(CFLAGS) $(LIBC_MALLOC),$(TOOL_LIBS)))
 # ---- NATS (SPEC §6): the libev adapter for nats.c, its tests, the baseline
 # benchmark. libnats ships a .pc file; kept apart from PC_LIBS so that the
 # rest builds without it.
-NATS_LIB    = $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
 NATS_EV_SRC = runtime/cluster/mb_nats_ev.c
 define nats_flavour
 $(1)/test_nats_ev: $$(call objs,$(1),$$(NATS_EV_SRC) spec/c/test_nats_ev.c)

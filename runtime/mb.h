@@ -162,6 +162,7 @@ typedef struct mb_dest_opts {
   size_t max_queue; /* 0: 65536 */
   mb_full_policy on_full;
   size_t concurrency; /* parallel only; 0: workers x 64 */
+  int cluster; /* 1: shared with the other nodes over the runtime's link */
 } mb_dest_opts;
 
 /* 1 when name is 1-255 bytes of [A-Za-z0-9_./:-]. */
@@ -265,7 +266,9 @@ typedef enum {
   MB_EV_DEST_ADDED = 1,
   MB_EV_DEST_REMOVED = 2,
   MB_EV_LISTENER_ADDED = 4,
-  MB_EV_LISTENER_REMOVED = 8
+  MB_EV_LISTENER_REMOVED = 8,
+  MB_EV_CLUSTER_DOWN = 16, /* the link lost its connection (destination "") */
+  MB_EV_CLUSTER_UP = 32    /* ... and has it again */
 } mb_event_kind;
 
 typedef struct mb_event {
@@ -409,5 +412,71 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
  * failed (mb_delivery_fail) with "failed: reply to 'X' not delivered: ...".
  * A send that returns MB_PENDING and later fails is the caller's to mark. */
 int mb_delivery_reply(mb_delivery *d, mb_msg *reply, mb_send_fn done, void *ud);
+
+/* ---- the link: how a cluster joins the core (runtime/cluster/) -------- */
+
+/* What a send over the link is. */
+enum { MB_LINK_SEND = 0, MB_LINK_REQUEST = 1 };
+
+/* A link carries the messages of cluster destinations (mb_dest_opts.cluster)
+ * to other nodes and back. The core calls it; it calls the core only through
+ * mb_link_deliver and mb_link_answer, and through the C API from its own
+ * service. */
+typedef struct mb_link {
+  void *ud;
+  /* A send (kind MB_LINK_SEND) or request (MB_LINK_REQUEST: its answers come
+   * back through mb_link_answer with mb_msg_id(m)) from service from, on
+   * from's worker, to the cluster destination dest; takes m. Returns MB_OK
+   * or a negative code (MB_ECLOSED while the link is down). Called without
+   * the runtime's lock. */
+  int (*send)(void *ud, mb_service *from, const char *dest, mb_dest_type type, mb_msg *m,
+              int kind);
+  /* Interest at a cluster destination changed: group NULL stands for the
+   * groups without a name (on: the first came, off: the last went), else the
+   * named group `group` (on: its first member, off: its last). Called with
+   * the runtime's lock held, from any thread: it must not call the core. */
+  void (*interest)(void *ud, const char *dest, const char *group, int on);
+} mb_link;
+
+/* Installs the link (copied; NULL: none) before any cluster destination is
+ * declared; without one, declaring a cluster destination is MB_EINVAL. */
+void mb_runtime_link(mb_runtime *rt, const mb_link *link);
+
+/* The key of the group called name (1-255 bytes, copied): the same key for
+ * every call with that name on this runtime, for mb_listen. Listeners with it
+ * form one group; at a cluster destination, one group across every node.
+ * 0 when out of memory or name is invalid. */
+uint64_t mb_group_named(mb_runtime *rt, const char *name);
+
+/* A message that came over the link from another node (or this one):
+ * origin is its id there ("NODE:hex", copied). NULL when out of memory. */
+mb_msg *mb_msg_new_remote(const void *payload, size_t plen, const void *values, size_t vlen,
+                          const char *reply_to, const char *origin);
+/* The origin id of a message made by mb_msg_new_remote, else NULL. */
+const char *mb_msg_origin(const mb_msg *m);
+
+/* Delivers m (taken), made by mb_msg_new_remote, to the cluster destination
+ * dest on this node: to its groups without a name (group 0) or to the named
+ * group with key `group` only. from is the link's own service. With fn, m
+ * is delivered as a request on behalf of its remote requester: fn gets the
+ * answer (no timeout; *out set as by mb_request_start). Returns MB_OK
+ * (MB_PENDING with fn) or a negative code: nothing here takes it
+ * (MB_ENODEST, MB_ENOLISTENERS, MB_ECLOSED, MB_EFULL, MB_ENOMEM). */
+int mb_link_deliver(mb_service *from, const char *dest, uint64_t group, mb_msg *m,
+                    mb_request_fn fn, void *ud, mb_request **out);
+
+/* The answer, from another node, to the request with id `id` sent over the
+ * link: status MB_OK with reply (taken; NULL for none), or an error status
+ * with error ("code: text"). Returns 0, or -1 when nobody waits for it any
+ * more (a late reply: counted as such). Any thread. */
+int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const char *error);
+
+/* The link went down: every request waiting for answers over it ends with
+ * MB_ECLOSED and error. Any thread. */
+void mb_link_close_requests(mb_runtime *rt, const char *error);
+
+/* The link's connection went down (up = 0) or came back (up = 1): fires
+ * MB_EV_CLUSTER_DOWN or MB_EV_CLUSTER_UP. Any thread. */
+void mb_link_state(mb_runtime *rt, int up);
 
 #endif

@@ -35,10 +35,11 @@ end
 
 for _, l in ipairs(cfg.listeners) do
   local ok, code, why = start(2, l.at, luadir .. "/mb/listener_host.lua",
-    {name = l.script, args = {l.script, l.destinations, luadir}})
+    {name = l.script, args = {l.script, l.destinations, luadir}, group = l.group})
   if not ok then return code, why end
 end
 for _, s in ipairs(cfg.services) do
-  local ok, code, why = start(1, s.at, s.script, {instances = s.instances, args = s.args, name = s.name})
+  local ok, code, why = start(1, s.at, s.script,
+    {instances = s.instances, args = s.args, name = s.name, group = s.group})
   if not ok then return code, why end
 end

@@ -2,8 +2,11 @@
 -- the counterpart of Liferay's messaging-spring.xml): a Lua file returning
 --   { workers = N,
 --     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=} },
---     services = { {script = path, instances = N, args = {...}, name = "..."}, ... },
---     listeners = { [script path] = {destination, ...} } }
+--     services = { {script = path, instances = N, args = {...}, name = "...",
+--                    group = "..."}, ... },
+--     listeners = { [script path] = {destination, ..., group = "..."} },
+--     cluster = {url = ..., namespace =, node =, user =, password =, token =,
+--                creds =, tls = {ca =, cert =, key =}} }
 -- Relative paths resolve against the configuration file's folder. Every
 -- mistake is reported with the file and the key path, before anything runs.
 -- Used by mbrun (runtime/mbrun.c) and by its boot script (lua/mb/boot.lua).
@@ -11,8 +14,17 @@ local mb = require "mb" -- its destination rules: mb._check_destination
 
 local M = {}
 
-local TOP = {workers = true, destinations = true, services = true, listeners = true}
-local SERVICE_KEYS = {script = true, instances = true, args = true, name = true}
+local TOP = {workers = true, destinations = true, services = true, listeners = true,
+             cluster = true}
+local SERVICE_KEYS = {script = true, instances = true, args = true, name = true, group = true}
+local CLUSTER_KEYS = {url = true, namespace = true, node = true, user = true, password = true,
+                      token = true, creds = true, tls = true}
+local TLS_KEYS = {ca = true, cert = true, key = true}
+
+-- A group, node or namespace name (SPEC section 6): as mb_cluster_name_valid.
+local function cluster_name(v)
+  return type(v) == "string" and #v >= 1 and #v <= 64 and not v:find("[^%w_%-]")
+end
 
 local function is_count(v) return math.type(v) == "integer" and v > 0 end
 
@@ -123,8 +135,40 @@ local function check(path)
       if not allowed[k] then bad("%s%s '%s' (%s)", at, what, tostring(k), expected) end
     end
   end
-  unknown_keys(cfg, TOP, "", "unknown key", "expected workers, destinations, services, listeners")
+  unknown_keys(cfg, TOP, "", "unknown key",
+    "expected workers, destinations, services, listeners, cluster")
   local out = {workers = cfg.workers, destinations = {}, services = {}, listeners = {}}
+  if cfg.cluster ~= nil and type(cfg.cluster) ~= "table" then
+    bad("cluster: must be a table {url = ..., node = ...}, not a %s", type(cfg.cluster))
+  elseif cfg.cluster then
+    local c = cfg.cluster
+    unknown_keys(c, CLUSTER_KEYS, "cluster: ", "unknown key",
+      "url, namespace, node, user, password, token, creds, tls")
+    if type(c.url) ~= "string" or c.url == "" then
+      bad("cluster.url: must be the NATS server's URL (e.g. \"nats://127.0.0.1:4222\")")
+    end
+    for _, k in ipairs({"user", "password", "token", "creds"}) do
+      if c[k] ~= nil and type(c[k]) ~= "string" then
+        bad("cluster.%s: must be a string, not a %s", k, type(c[k]))
+      end
+    end
+    for _, k in ipairs({"namespace", "node"}) do
+      if c[k] ~= nil and not cluster_name(c[k]) then
+        bad("cluster.%s: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", k, tostring(c[k]))
+      end
+    end
+    if c.tls ~= nil and type(c.tls) ~= "table" then
+      bad("cluster.tls: must be a table {ca =, cert =, key =}")
+    elseif c.tls then
+      unknown_keys(c.tls, TLS_KEYS, "cluster.tls: ", "unknown key", "ca, cert, key")
+      for _, k in ipairs({"ca", "cert", "key"}) do
+        if c.tls[k] ~= nil and type(c.tls[k]) ~= "string" then
+          bad("cluster.tls.%s: must be a file name, not a %s", k, type(c.tls[k]))
+        end
+      end
+    end
+    out.cluster = c
+  end
   if cfg.workers ~= nil and not (is_count(cfg.workers) and cfg.workers <= 256) then
     bad("workers: must be an integer from 1 to 256, not %s", tostring(cfg.workers))
   end
@@ -144,6 +188,7 @@ local function check(path)
       else
         declared[name] = true
         out.destinations[#out.destinations + 1] = {name = name, opts = opts, at = at}
+        if opts.cluster then out.cluster_dest = out.cluster_dest or at end
       end
     end
   end
@@ -156,7 +201,11 @@ local function check(path)
       if type(svc) ~= "table" then
         bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
       else
-        unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key", "script, instances, args, name")
+        unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key",
+          "script, instances, args, name, group")
+        if svc.group ~= nil and not cluster_name(svc.group) then
+          bad("%s.group: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", at, tostring(svc.group))
+        end
         if type(svc.script) ~= "string" then
           bad("%s.script: must be the path of a Lua script", at)
         elseif not readable(resolve(svc.script)) then
@@ -174,7 +223,8 @@ local function check(path)
         end
         if type(svc.script) == "string" then
           out.services[#out.services + 1] = {script = resolve(svc.script), at = at,
-                                             instances = svc.instances, args = svc.args, name = svc.name}
+                                             instances = svc.instances, args = svc.args, name = svc.name,
+                                             group = svc.group}
         end
       end
     end
@@ -192,13 +242,21 @@ local function check(path)
       elseif type(dests) ~= "table" or next(dests) == nil then
         bad("%s: must be a list of destination names", at)
       else
+        local group = rawget(dests, "group")
+        if group ~= nil then
+          if not cluster_name(group) then
+            bad("%s.group: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", at, tostring(group))
+          end
+          dests = copy(dests, {group = true})
+        end
         for i = 1, list_length(dests, at, "a destination name") or 0 do
           local d = dests[i]
           if not declared[d] then
             bad("%s[%d]: no destination '%s' among the configured destinations", at, i, tostring(d))
           end
         end
-        out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests, at = at}
+        out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests, at = at,
+                                             group = group}
       end
     end
   end

@@ -565,7 +565,7 @@ mbrepl *mbrepl_new(mbL_runtime *R, int tty, mbrepl_trace_fn trace, void *trace_u
 }
 
 int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen) {
-  mb_dest_opts opts = {MB_PARALLEL, 0, MB_FULL_REJECT, 0};
+  mb_dest_opts opts = {.type = MB_PARALLEL, .on_full = MB_FULL_REJECT};
   int rc = mb_dest_declare(r->rt, REPL_DEST, &opts);
   if (rc) {
     snprintf(err, errlen, "cannot declare %s: %s", REPL_DEST, mb_strerror(rc));

@@ -61,6 +61,10 @@ static void usage(FILE *f) {
           "  --graph[=FMT]    at exit, a Graphviz picture of services, destinations and\n"
           "                   listeners: FMT dot (default) or svg (needs `dot`)\n"
           "  --graph-out FILE write the picture to FILE instead of stdout\n"
+          "  --nats URL       join the cluster of the NATS server at URL (secrets come\n"
+          "                   from the configuration or MB_NATS_USER, MB_NATS_PASSWORD,\n"
+          "                   MB_NATS_TOKEN, MB_NATS_CREDS; see doc/cluster.md)\n"
+          "  --node NAME      this node's name in the cluster (default: HOST-PID)\n"
           "  --grace SECONDS  on SIGINT/SIGTERM or mb.stop(): no new messages, and what\n"
           "                   is in flight gets this long to be delivered (default 5)\n"
           "  -h, --help       show this help\n"
@@ -210,7 +214,35 @@ static const char CHECK_CONFIG[] =
     "package.path = luadir .. '/?.lua;' .. package.path\n"
     "local cfg, err = require('mb.config').load(path)\n"
     "if not cfg then error(err, 0) end\n"
-    "return cfg.workers or 0\n";
+    "return cfg.workers or 0, cfg.cluster, cfg.cluster_dest\n";
+
+/* What joining a cluster takes: --nats and --node, over the configuration's
+ * cluster table (copied out of the checking state). */
+typedef struct cluster_opts {
+  char *s[10]; /* url namespace node user password token creds ca cert key */
+  char *cluster_dest; /* the key path of the configuration's first cluster destination */
+} cluster_opts;
+static const char *const CLUSTER_FIELDS[] = {"url", "namespace", "node", "user", "password",
+                                             "token", "creds", "ca", "cert", "key"};
+
+static void cluster_opts_read(lua_State *L, int t, cluster_opts *co) {
+  for (int k = 0; k < 10; k++) {
+    if (k == 7) {
+      if (lua_getfield(L, t, "tls") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        break;
+      }
+      t = lua_gettop(L);
+    }
+    if (lua_getfield(L, t, CLUSTER_FIELDS[k]) == LUA_TSTRING) co->s[k] = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
+static void cluster_opts_free(cluster_opts *co) {
+  for (int k = 0; k < 10; k++) free(co->s[k]);
+  free(co->cluster_dest);
+}
 
 /* require "mb" as a protected call: luaopen_mb raises when out of memory */
 static int require_mb_p(lua_State *L) {
@@ -218,7 +250,8 @@ static int require_mb_p(lua_State *L) {
   return 0;
 }
 
-static long check_config(const char *path, const char *luadir, char *err, size_t errlen) {
+static long check_config(const char *path, const char *luadir, cluster_opts *co, char *err,
+                         size_t errlen) {
   lua_State *L = luaL_newstate();
   if (!L) {
     snprintf(err, errlen, "out of memory");
@@ -232,9 +265,11 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
   else if (luaL_loadbuffer(L, CHECK_CONFIG, sizeof CHECK_CONFIG - 1, "=config check") == LUA_OK) {
     lua_pushstring(L, path);
     lua_pushstring(L, luadir);
-    if (lua_pcall(L, 2, 1, 0) == LUA_OK)
-      workers = (long)lua_tointeger(L, -1);
-    else
+    if (lua_pcall(L, 2, 3, 0) == LUA_OK) {
+      workers = (long)lua_tointeger(L, -3);
+      if (lua_istable(L, -2)) cluster_opts_read(L, lua_gettop(L) - 1, co);
+      if (lua_isstring(L, -1)) co->cluster_dest = strdup(lua_tostring(L, -1));
+    } else
       snprintf(err, errlen, "%s", lua_tostring(L, -1));
   } else {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
@@ -605,7 +640,9 @@ int main(int argc, char **argv) {
   int i = 1, stats = 0, trace = 0, graph_fmt = 0, interactive = 0; /* graph: 1 dot, 2 svg */
   long workers = 0;
   double grace = 5;
-  const char *config = NULL, *graph_out = NULL;
+  const char *config = NULL, *graph_out = NULL, *nats_url = NULL, *node = NULL;
+  cluster_opts co;
+  memset(&co, 0, sizeof co);
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -640,6 +677,17 @@ int main(int argc, char **argv) {
         return 2;
       }
       i++;
+    } else if (!strcmp(a, "--nats") || !strcmp(a, "--node")) {
+      if (i + 1 >= argc || !argv[i + 1][0]) {
+        fprintf(stderr, "mbrun: %s needs %s\n", a,
+                a[3] == 'a' ? "the NATS server's URL (e.g. nats://127.0.0.1:4222)"
+                            : "this node's name (1-64 characters of A-Z a-z 0-9 _ -)");
+        return 2;
+      }
+      if (a[3] == 'a')
+        nats_url = argv[++i];
+      else
+        node = argv[++i];
     } else if (!strcmp(a, "-c")) {
       if (i + 1 >= argc) {
         fprintf(stderr, "mbrun: -c needs a configuration file\n");
@@ -678,15 +726,39 @@ int main(int argc, char **argv) {
   if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
     if (check_file(config, "a configuration file (Lua returning a table)")) return 2;
-    long w = check_config(config, luadir, err, sizeof err);
+    long w = check_config(config, luadir, &co, err, sizeof err);
     if (w < 0) {
       fprintf(stderr, "mbrun: %s\n", err);
+      cluster_opts_free(&co);
       return 2;
     }
     if (!workers) workers = w; /* -w overrides the configuration */
   }
   if (!workers) workers = sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
+  /* the command line over the configuration; secrets only from there or
+   * the environment (SPEC section 6) */
+  if (nats_url) {
+    free(co.s[0]);
+    co.s[0] = strdup(nats_url);
+  }
+  if (node) {
+    free(co.s[2]);
+    co.s[2] = strdup(node);
+  }
+  if (node && !co.s[0]) {
+    fprintf(stderr, "mbrun: --node names this node in a cluster: give the server too (--nats URL, "
+                    "or cluster = {url = ...} in the configuration)\n");
+    cluster_opts_free(&co);
+    return 2;
+  }
+  if (co.cluster_dest && !co.s[0]) {
+    fprintf(stderr, "mbrun: %s: %s is a cluster destination, but no cluster is configured "
+                    "(give --nats URL, or cluster = {url = ...} in the configuration)\n",
+            config, co.cluster_dest);
+    cluster_opts_free(&co);
+    return 2;
+  }
 
   shutdown_ctl ctl;
   memset(&ctl, 0, sizeof ctl);
@@ -696,6 +768,19 @@ int main(int argc, char **argv) {
     return 1;
   }
   mb_runtime *rt = mbL_runtime_core(R);
+  if (co.s[0]) {
+    mb_cluster_config cc = {.url = co.s[0], .ns = co.s[1], .node = co.s[2], .user = co.s[3],
+                            .password = co.s[4], .token = co.s[5], .creds = co.s[6],
+                            .tls_ca = co.s[7], .tls_cert = co.s[8], .tls_key = co.s[9]};
+    int bad = mbL_cluster_join(R, &cc, err, sizeof err);
+    cluster_opts_free(&co);
+    if (bad) {
+      fprintf(stderr, "mbrun: cluster: %s\n", err);
+      mbL_runtime_free(R);
+      return 2;
+    }
+  }
+  cluster_opts_free(&co);
   /* the whole program is one run: an mb.stop() in the scenario's body, before
    * the loop starts, still ends it */
   mb_runtime_running(rt, 1);

@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mb.h"
@@ -59,6 +60,7 @@ struct mb_nats_ev {
   unsigned io_gen;
   int io_fd;            /* the duplicate the watcher is on; closed when replaced */
   int io_events;
+  int weak; /* mb_nats_ev_weak: the connection keeps the loop from nothing */
 };
 
 static int on_loop_thread(mb_nats_ev *a) { return pthread_equal(pthread_self(), a->loop_thread); }
@@ -71,7 +73,10 @@ static void apply(mb_nats_ev *a) {
     if (a->want_write && a->write_blocked) events |= EV_WRITE;
   }
   if (events != a->io_events || a->gen != a->io_gen || a->fd != a->io_fd) {
-    if (ev_is_active(&a->io)) ev_io_stop(a->loop, &a->io);
+    if (ev_is_active(&a->io)) {
+      if (a->weak) ev_ref(a->loop); /* undo the ev_unref after its start */
+      ev_io_stop(a->loop, &a->io);
+    }
     /* stopped, so libev registers nothing more on it: it may go */
     if (a->io_fd >= 0 && a->io_fd != a->fd) close(a->io_fd);
     a->io_fd = a->fd;
@@ -80,11 +85,12 @@ static void apply(mb_nats_ev *a) {
        * number, so it registers it again */
       ev_io_set(&a->io, a->fd, events);
       ev_io_start(a->loop, &a->io);
+      if (a->weak) ev_unref(a->loop);
     }
     a->io_events = events;
     a->io_gen = a->gen;
   }
-  if (a->attached && !a->holds_ref) {
+  if (a->attached && !a->holds_ref && !a->weak) {
     ev_ref(a->loop);
     a->holds_ref = 1;
   } else if (!a->attached && a->holds_ref) {
@@ -236,24 +242,44 @@ static void async_cb(struct ev_loop *loop, ev_async *w, int revents) {
   pthread_mutex_unlock(&a->mu);
 }
 
-/* Once per loop turn, before the loop blocks: write what nats.c buffered. */
-static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
-  mb_nats_ev *a = w->data;
+/* Writes what nats.c buffered, once, optimistically; 1 while data is left. */
+static int write_now(mb_nats_ev *a) {
   natsConnection *nc;
   pthread_mutex_lock(&a->mu);
   int go = a->attached && a->want_write && !a->write_blocked;
   pthread_mutex_unlock(&a->mu);
-  if (!go || !enter(a, &nc)) return;
+  if (!go || !enter(a, &nc)) return 0;
   natsConnection_ProcessWriteEvent(nc); /* on a full write, nats.c removes write interest */
   pthread_mutex_lock(&a->mu);
   a->st.flushes++;
   leave_locked(a);
-  if (a->attached && a->want_write) {
+  int left = a->attached && a->want_write;
+  if (left) {
     a->write_blocked = 1;
     a->st.blocked++;
   }
   apply(a);
   pthread_mutex_unlock(&a->mu);
+  return left;
+}
+
+/* Once per loop turn, before the loop blocks: write what nats.c buffered. */
+static void prepare_cb(struct ev_loop *loop, ev_prepare *w, int revents) {
+  (void)loop;
+  (void)revents;
+  write_now(w->data);
+}
+
+int mb_nats_ev_flush(mb_nats_ev *a, double timeout) {
+  for (double waited = 0;; waited += 0.002) {
+    pthread_mutex_lock(&a->mu);
+    a->write_blocked = 0; /* try again whatever EV_WRITE said */
+    pthread_mutex_unlock(&a->mu);
+    if (!write_now(a)) return 0;
+    if (waited >= timeout) return -1;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+  }
 }
 
 /* ---- the API ------------------------------------------------------------------- */
@@ -292,6 +318,8 @@ natsStatus mb_nats_ev_setup(mb_nats_ev *a, natsOptions *opts) {
   if (s == NATS_OK) s = natsOptions_SetSendAsap(opts, true);
   return s;
 }
+
+void mb_nats_ev_weak(mb_nats_ev *a) { a->weak = 1; }
 
 void mb_nats_ev_set_read_hook(mb_nats_ev *a, void (*fn)(void *ud), void *ud) {
   a->read_hook = fn;

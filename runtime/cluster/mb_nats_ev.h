@@ -73,10 +73,21 @@ mb_nats_ev *mb_nats_ev_new(struct ev_loop *loop);
  * every connection made with these options (one at a time). */
 natsStatus mb_nats_ev_setup(mb_nats_ev *a, natsOptions *opts);
 
+/* Makes the connection's watchers keep the loop alive no more (libev's
+ * ev_unref): for a loop whose life something else decides (mb's workers,
+ * which run until the bus is idle). Call before the connection attaches. */
+void mb_nats_ev_weak(mb_nats_ev *a);
+
 /* Sets the function the loop thread calls after each read event (NULL: none).
  * It runs outside the adapter's lock and may publish, poll subscriptions or
  * close the connection. Call on the loop thread. */
 void mb_nats_ev_set_read_hook(mb_nats_ev *a, void (*fn)(void *ud), void *ud);
+
+/* Writes what nats.c has buffered now, on the loop thread (before closing
+ * the connection from it, so that nothing published is left behind: nats.c's
+ * own flush there could only time out), trying for up to timeout seconds
+ * while the socket is full. 0 when all went, else -1. */
+int mb_nats_ev_flush(mb_nats_ev *a, double timeout);
 
 /* 1 between nats.c's attach and detach (also while reconnecting), else 0. */
 int mb_nats_ev_attached(mb_nats_ev *a);

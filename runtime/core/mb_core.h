@@ -38,6 +38,7 @@
 #include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
 
 #include "mb.h"
 #include "mb_map.h"
@@ -45,6 +46,7 @@
 #define MB_MSG_REQUEST 1u
 #define MB_MSG_FOLLOW_UP 2u /* mb_msg_follow_up */
 #define MB_MSG_OBSERVED 4u  /* has an mb_msg_obs after its data */
+#define MB_MSG_REMOTE 8u    /* came over the link: has an mb_msg_remote after that */
 
 typedef struct mb_dest mb_dest;
 
@@ -77,6 +79,24 @@ typedef struct mb_msg_obs {
   uint64_t from;   /* the sending service's id (0: none) */
   uint64_t t_sent; /* mb_now_ns() at the send; 0: not timed */
 } mb_msg_obs;
+
+/* What a message from the link carries after its data (and mb_msg_obs):
+ * the group it is for (0: the groups without a name), then its origin id,
+ * NUL-terminated (its length, with the NUL, in mb_msg.spare). */
+typedef struct mb_msg_remote {
+  uint64_t target;
+  char origin[];
+} mb_msg_remote;
+
+static inline uint8_t *mb_msg_trailer(const mb_msg *m) {
+  return (uint8_t *)m->data + m->plen + m->vlen + m->rlen +
+         ((m->flags & MB_MSG_OBSERVED) ? sizeof(mb_msg_obs) : 0);
+}
+static inline uint64_t mb_msg_target(const mb_msg *m) {
+  uint64_t t;
+  memcpy(&t, mb_msg_trailer(m), sizeof t);
+  return t;
+}
 
 /* How many runtimes observe now: mb_observe.c counts, mb_msg_new reads. */
 extern atomic_int mb_observers;
@@ -178,7 +198,16 @@ struct mb_runtime {
   uint64_t t0; /* mb_now_ns() at creation */
   mb_map edges; /* MB_OBSERVE_GRAPH: hash -> struct mb_graph_edge */
   int draining; /* mb_runtime_drain: only sends made while handling go */
+  mb_link link; /* link.send NULL: none (mb_runtime_link) */
+  struct mb_group_name *group_names; /* mb_group_named's registry */
 };
+
+/* A name of mb_group_named, kept for the runtime's life. */
+typedef struct mb_group_name {
+  uint64_t key;
+  struct mb_group_name *next;
+  char name[];
+} mb_group_name;
 
 #define MB_OBS_TRACE 0x100u
 
@@ -203,6 +232,7 @@ struct mb_service {
 typedef struct mb_group {
   uint64_t id;
   uint64_t key;
+  const char *name; /* a named group's (mb_group_named), else NULL */
   mb_service *svc;
   mb_listener **members;
   size_t n, cap, rr;
@@ -273,6 +303,7 @@ struct mb_dest {
   mb_group **groups;
   size_t ngroups, capgroups;
   size_t nlisteners;
+  size_t nplain; /* groups without a name (a cluster destination's link is told) */
   mb_msg **q; /* ring of pending messages */
   size_t qhead, qlen, qcap;
   mb_blocked *bhead, *btail;
@@ -308,6 +339,8 @@ struct mb_request {
   void *ud;
   int all, dispatched, finished, cancelled;
   int finish_late; /* its finish task could not be posted: timeout_cb runs it */
+  int remote; /* sent over the link: answers come by mb_link_answer */
+  int proxy;  /* made by mb_link_deliver for a remote requester */
   int refs; /* its own until its finish ran, and a blocked send's */
   double timeout;
   uint64_t t_start; /* mb_now_ns() at the start, when observed */
@@ -336,6 +369,14 @@ typedef struct mb_inline {
   size_t n, cap;
   struct mb_sync *sync;
 } mb_inline;
+
+/* Does group g take message m? A message from the link goes to the groups
+ * without a name, or to the one named group it is for. */
+static inline int mb_group_takes(const mb_group *g, const mb_msg *m) {
+  if (!(m->flags & MB_MSG_REMOTE)) return 1;
+  uint64_t t = mb_msg_target(m);
+  return t ? g->key == t : g->name == NULL;
+}
 
 /* mb_base.c */
 uint64_t mb_hash_str(const char *s, size_t len);

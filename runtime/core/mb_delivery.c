@@ -398,7 +398,10 @@ int mb_send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud, mb_inline *in
     mb_msg_unref(m);
     return MB_ENOMEM;
   }
-  for (size_t i = 0; i < n; i++) ids[i] = d->groups[i]->id;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (mb_group_takes(d->groups[i], m)) ids[k++] = d->groups[i]->id;
+  n = k;
   d->st.sent++;
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);

@@ -62,7 +62,7 @@ void mb_dest_unref(mb_dest *d) {
 /* Field by field: the struct has padding, which memcmp would compare. */
 static int same_opts(const mb_dest_opts *a, const mb_dest_opts *b) {
   return a->type == b->type && a->max_queue == b->max_queue && a->on_full == b->on_full &&
-         a->concurrency == b->concurrency;
+         a->concurrency == b->concurrency && !a->cluster == !b->cluster;
 }
 
 static void normalize(mb_runtime *rt, mb_dest_opts *o) {
@@ -78,7 +78,12 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
   if (opts) o = *opts;
   if (o.type > MB_SYNCHRONOUS || o.on_full > MB_FULL_BLOCK) return MB_EINVAL;
   normalize(rt, &o);
+  o.cluster = o.cluster != 0;
   mb_lock(rt);
+  if (o.cluster && !rt->link.send) {
+    mb_unlock(rt);
+    return MB_EINVAL;
+  }
   mb_dest *d = mb_dest_find(rt, name);
   int rc = MB_OK;
   if (d) {
@@ -188,6 +193,57 @@ void mb_dest_finish_removal(mb_dest *d) {
 
 /* ---- listeners ----------------------------------------------------------- */
 
+/* ---- named groups, and what the link hears of groups ------------------------ */
+
+#define NAMED_BIT (UINT64_C(1) << 63) /* the binding's own keys are small */
+
+uint64_t mb_group_named(mb_runtime *rt, const char *name) {
+  size_t len = name ? strlen(name) : 0;
+  if (len == 0 || len > 255) return 0;
+  mb_lock(rt);
+  uint64_t key = 0;
+  size_t n = 0;
+  for (mb_group_name *g = rt->group_names; g; g = g->next, n++)
+    if (strcmp(g->name, name) == 0) key = g->key;
+  if (!key) {
+    mb_group_name *g = malloc(sizeof *g + len + 1);
+    if (g) {
+      g->key = key = NAMED_BIT | (n + 1);
+      memcpy(g->name, name, len + 1);
+      g->next = rt->group_names;
+      rt->group_names = g;
+    }
+  }
+  mb_unlock(rt);
+  return key;
+}
+
+static const char *group_name(mb_runtime *rt, uint64_t key) {
+  if (!(key & NAMED_BIT)) return NULL;
+  for (mb_group_name *g = rt->group_names; g; g = g->next)
+    if (g->key == key) return g->name;
+  return NULL;
+}
+
+void mb_group_names_free(mb_runtime *rt) {
+  for (mb_group_name *g = rt->group_names, *next; g; g = next) {
+    next = g->next;
+    free(g);
+  }
+  rt->group_names = NULL;
+}
+
+/* Group g came (on) or went: a cluster destination's link hears of the
+ * first and last group without a name, and of each named one. */
+static void interest(mb_dest *d, const mb_group *g, int on) {
+  if (!g->name) {
+    d->nplain += on ? 1 : -1;
+    if (d->nplain != (size_t)on) return; /* not the first (on: 1) or last (off: 0) */
+  }
+  if (d->opts.cluster && d->rt->link.interest)
+    d->rt->link.interest(d->rt->link.ud, d->name, g->name, on);
+}
+
 mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_listener_fn fn,
                        mb_closed_fn closed, void *ud, int *err) {
   mb_runtime *rt = svc->rt;
@@ -227,8 +283,10 @@ mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_liste
   if (fresh) {
     g->id = ++rt->next_group;
     g->key = key;
+    g->name = group_name(rt, key);
     g->svc = svc;
     d->groups[d->ngroups++] = g;
+    interest(d, g, 1);
   }
   g->members[g->n++] = l;
   l->svc = svc;
@@ -301,6 +359,7 @@ void mb_listener_close_locked(mb_listener *l) {
       break;
     }
   if (g->n == 0) {
+    interest(d, g, 0);
     for (size_t i = 0; i < d->ngroups; i++)
       if (d->groups[i] == g) {
         memmove(&d->groups[i], &d->groups[i + 1], (d->ngroups - i - 1) * sizeof *d->groups);

@@ -28,7 +28,16 @@ static inline int mb_dest_busy(const mb_dest *d) {
 static inline void mb_dest_maybe_removed(mb_dest *d) {
   if (d->state == MB_DEST_CLOSING && !mb_dest_busy(d)) mb_dest_finish_removal(d);
 }
+/* How many of d's groups take m (mb_group_takes). */
+static inline size_t mb_dest_takers(const mb_dest *d, const mb_msg *m) {
+  if (!(m->flags & MB_MSG_REMOTE)) return d->ngroups;
+  size_t n = 0;
+  for (size_t i = 0; i < d->ngroups; i++) n += mb_group_takes(d->groups[i], m);
+  return n;
+}
 void mb_listener_close_locked(mb_listener *l);
+/* Teardown: frees mb_group_named's registry. */
+void mb_group_names_free(mb_runtime *rt);
 void mb_listener_free(mb_listener *l);
 static inline void mb_listener_unref(mb_listener *l) {
   if (--l->refs == 0) mb_listener_free(l);

@@ -114,15 +114,17 @@ void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc) {
 
 /* Group ids of the moment, so that listeners closing or registering while a
  * message is being delivered change nothing for it. */
-static int snapshot(mb_dest *d) {
+static int snapshot(mb_dest *d, const mb_msg *m) {
   if (d->ngroups > d->cur_cap) {
     uint64_t *ids = realloc(d->cur_groups, d->ngroups * sizeof *ids);
     if (!ids) return -1;
     d->cur_groups = ids;
     d->cur_cap = d->ngroups;
   }
-  for (size_t i = 0; i < d->ngroups; i++) d->cur_groups[i] = d->groups[i]->id;
-  d->cur_n = d->ngroups;
+  size_t n = 0;
+  for (size_t i = 0; i < d->ngroups; i++)
+    if (mb_group_takes(d->groups[i], m)) d->cur_groups[n++] = d->groups[i]->id;
+  d->cur_n = n;
   return 0;
 }
 
@@ -133,7 +135,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     return MB_EINVAL;
   }
   int refused = d->state != MB_DEST_OPEN ? MB_ECLOSED
-                : d->ngroups == 0      ? MB_ENOLISTENERS
+                : mb_dest_takers(d, m) == 0 ? MB_ENOLISTENERS
                 /* draining: only what handling a delivery sends, and replies */
                 : d->rt->draining && from && !(m->flags & MB_MSG_FOLLOW_UP) && !m->response_id
                     ? MB_ESHUTDOWN
@@ -193,11 +195,11 @@ static void dispatch_parallel(mb_dest *d, mb_msg *m) {
     mb_request *r = mb_request_find(d->rt, m->id);
     if (r) mb_request_dispatched(r, d);
   }
-  if (d->ngroups == 0)
+  if (mb_dest_takers(d, m) == 0)
     mb_delivery_drop(d, m, 0, "dropped: no listener left at delivery");
   else if (d->ngroups == 1)
     mb_deliver(d, m, d->groups[0], NULL, NULL);
-  else if (snapshot(d) == 0)
+  else if (snapshot(d, m) == 0)
     mb_deliver_all(d, m, d->cur_groups, d->cur_n, NULL, NULL);
   else
     mb_delivery_drop(d, m, 0, "dropped: out of memory");
@@ -246,7 +248,7 @@ int mb_dispatch_pump(mb_dest *d, size_t budget) {
         mb_request *r = mb_request_find(d->rt, m->id);
         if (r) mb_request_dispatched(r, d);
       }
-      if (d->ngroups == 0 || snapshot(d)) {
+      if (snapshot(d, m) || d->cur_n == 0) {
         mb_delivery_drop(d, m, 0, "dropped: no listener left at delivery");
         mb_msg_unref(m);
         continue;

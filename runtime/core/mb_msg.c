@@ -32,8 +32,8 @@ void mb_name_unref(mb_name *n) {
   if (n && atomic_fetch_sub_explicit(&n->refs, 1, memory_order_acq_rel) == 1) free(n);
 }
 
-mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t vlen,
-                   const char *reply_to) {
+static mb_msg *make(const void *payload, size_t plen, const void *values, size_t vlen,
+                   const char *reply_to, const char *origin) {
   static const uint8_t nil = MB_V_NIL;
   if (!payload || !plen) {
     payload = &nil;
@@ -41,15 +41,16 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
   }
   if (!values) vlen = 0;
   size_t rlen = reply_to ? strlen(reply_to) + 1 : 0; /* with its NUL */
-  if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 256) return NULL;
+  size_t olen = origin ? strlen(origin) + 1 : 0;
+  if (plen > UINT32_MAX || vlen > UINT32_MAX || rlen > 256 || olen > 255) return NULL;
   int observed = atomic_load_explicit(&mb_observers, memory_order_relaxed) > 0;
-  size_t extra = observed ? sizeof(mb_msg_obs) : 0;
+  size_t extra = (observed ? sizeof(mb_msg_obs) : 0) + (origin ? sizeof(mb_msg_remote) + olen : 0);
   mb_msg *m = mb_malloc(sizeof *m + plen + vlen + rlen + extra);
   if (!m) return NULL;
   atomic_fetch_add(&mb_live_msgs, 1);
   atomic_init(&m->refs, 1);
-  m->flags = observed ? MB_MSG_OBSERVED : 0;
-  m->spare = 0;
+  m->flags = (observed ? MB_MSG_OBSERVED : 0) | (origin ? MB_MSG_REMOTE : 0);
+  m->spare = (uint8_t)olen;
   m->id = atomic_fetch_add(&mb_next_msg_id, 1);
   m->response_id = 0;
   m->name = NULL;
@@ -60,11 +61,32 @@ mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t 
   if (vlen) memcpy(m->data + plen, values, vlen);
   if (reply_to) memcpy(m->data + plen + vlen, reply_to, rlen);
   if (observed) memset(m->data + plen + vlen + rlen, 0, sizeof(mb_msg_obs));
+  if (origin) {
+    uint8_t *t = mb_msg_trailer(m);
+    memset(t, 0, sizeof(mb_msg_remote));
+    memcpy(t + sizeof(mb_msg_remote), origin, olen);
+  }
   return m;
 }
 
+mb_msg *mb_msg_new(const void *payload, size_t plen, const void *values, size_t vlen,
+                   const char *reply_to) {
+  return make(payload, plen, values, vlen, reply_to, NULL);
+}
+
+mb_msg *mb_msg_new_remote(const void *payload, size_t plen, const void *values, size_t vlen,
+                          const char *reply_to, const char *origin) {
+  return origin && *origin ? make(payload, plen, values, vlen, reply_to, origin) : NULL;
+}
+
+const char *mb_msg_origin(const mb_msg *m) {
+  return (m->flags & MB_MSG_REMOTE) ? (const char *)mb_msg_trailer(m) + sizeof(mb_msg_remote)
+                                    : NULL;
+}
+
 mb_msg *mb_msg_copy(const mb_msg *m) {
-  mb_msg *c = mb_msg_new(m->data, m->plen, m->data + m->plen, m->vlen, mb_msg_reply_to(m));
+  mb_msg *c = make(m->data, m->plen, m->data + m->plen, m->vlen, mb_msg_reply_to(m),
+                   mb_msg_origin(m));
   if (c) c->response_id = m->response_id;
   return c;
 }
@@ -151,7 +173,9 @@ int mb_msg_encode(const mb_msg *m, mb_buf *b) {
     if (t < 0) return -1;
     mb_enc_table_end(b, t, 0, 0);
   }
-  rc |= enc_key(b, "id") | mb_enc_str(b, id, mb_id_format(m->id, id));
+  const char *origin = mb_msg_origin(m);
+  rc |= enc_key(b, "id") | (origin ? mb_enc_str(b, origin, strlen(origin))
+                                   : mb_enc_str(b, id, mb_id_format(m->id, id)));
   if (m->rlen) {
     const char *r = mb_msg_reply_to(m);
     rc |= enc_key(b, "reply_to") | mb_enc_str(b, r, strlen(r));

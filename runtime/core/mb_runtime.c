@@ -39,8 +39,11 @@ void mb_runtime_free(mb_runtime *rt) {
   while (rt->services) mb_service_free(rt->services);
   mb_workers_drain(rt);
   mb_lock(rt);
+  rt->link.send = NULL;
+  rt->link.interest = NULL;
   mb_dest_free_all(rt);
   mb_obs_free(rt);
+  mb_group_names_free(rt);
   mb_unlock(rt);
   mb_request_free_cache(rt);
   mb_delivery_free_cache(rt);
@@ -53,6 +56,15 @@ void mb_runtime_free(mb_runtime *rt) {
 }
 
 struct ev_loop *mb_runtime_loop(mb_runtime *rt) { return rt->workers[0].loop; }
+
+void mb_runtime_link(mb_runtime *rt, const mb_link *link) {
+  mb_lock(rt);
+  if (link)
+    rt->link = *link;
+  else
+    memset(&rt->link, 0, sizeof rt->link);
+  mb_unlock(rt);
+}
 size_t mb_runtime_max_message_size(const mb_runtime *rt) { return rt->max_message_size; }
 
 static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {

@@ -15,11 +15,149 @@
 #include "mb_core.h"
 #include "mb_dest.h"
 
+/* ---- over the link ------------------------------------------------------------ */
+
+/* Whether m may go to the cluster destination d, as mb_send_msg decides for
+ * a local one; counts it sent (the link's refusal is counted by
+ * link_refused). Under the lock. */
+static int link_admit(mb_service *from, mb_dest *d, mb_msg *m) {
+  int refused = m->name                         ? MB_EINVAL
+                : d->state != MB_DEST_OPEN      ? MB_ECLOSED
+                : d->rt->draining && !(m->flags & MB_MSG_FOLLOW_UP) && !m->response_id
+                    ? MB_ESHUTDOWN
+                    : MB_OK;
+  if (refused) {
+    d->st.rejected++;
+    mb_obs_rejected(d->rt, d->name, from, m, refused, NULL);
+    return refused;
+  }
+  m->name = mb_name_ref(d->nm);
+  d->st.sent++;
+  mb_obs_sent(d->rt, from, d, m);
+  return MB_OK;
+}
+
+/* The link refused what link_admit let through. Takes the lock; drops the
+ * reference to d the caller held across the link's call. */
+static void link_refused(mb_dest *d, int rc) {
+  mb_lock(d->rt);
+  d->st.sent--;
+  d->st.rejected++;
+  mb_unlock(d->rt);
+  (void)rc;
+  mb_dest_unref(d);
+}
+
+/* mb_send to a cluster destination: under the lock, which it releases. */
+static int link_send(mb_service *from, mb_dest *d, mb_msg *m) {
+  mb_runtime *rt = from->rt;
+  mb_link link = rt->link;
+  int rc = link_admit(from, d, m);
+  if (rc) {
+    mb_unlock(rt);
+    mb_msg_unref(m);
+    return rc;
+  }
+  mb_dest_ref(d);
+  mb_unlock(rt);
+  rc = link.send(link.ud, from, d->name, d->opts.type, m, MB_LINK_SEND);
+  if (rc < 0)
+    link_refused(d, rc);
+  else
+    mb_dest_unref(d);
+  return rc;
+}
+
+int mb_link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *m,
+                    mb_request_fn fn, void *ud, mb_request **out) {
+  mb_runtime *rt = from->rt;
+  mb_inline inl = {0};
+  if (out) *out = NULL;
+  if (!(m->flags & MB_MSG_REMOTE) || m->name) {
+    mb_msg_unref(m);
+    return MB_EINVAL;
+  }
+  memcpy(mb_msg_trailer(m), &group, sizeof group);
+  mb_lock(rt);
+  mb_dest *d = mb_dest_find(rt, name);
+  if (!d || !d->opts.cluster) {
+    mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
+    mb_unlock(rt);
+    mb_msg_unref(m);
+    return MB_ENODEST;
+  }
+  mb_request *r = NULL;
+  if (fn) {
+    r = mb_request_open(from, d, m, INFINITY, 0, fn, ud);
+    if (!r) {
+      mb_unlock(rt);
+      mb_msg_unref(m);
+      return MB_ENOMEM;
+    }
+    r->proxy = 1;
+    m->flags |= MB_MSG_REQUEST;
+    r->refs++; /* while the send may wait in a full queue */
+  }
+  m->flags |= MB_MSG_FOLLOW_UP; /* taken in while draining: it was sent before */
+  int rc = mb_send_msg(from, d, m, NULL, NULL, r, &inl);
+  if (r && rc != MB_PENDING) r->refs--;
+  if (r && rc < 0) mb_request_abort(r);
+  if (r && rc >= 0) {
+    if (out) *out = r;
+    rc = MB_PENDING;
+  }
+  mb_unlock(rt);
+  mb_run_inline(&inl);
+  int s = mb_sync_settle(rt, from, &inl, rc);
+  return r ? rc : s;
+}
+
+int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const char *error) {
+  mb_lock(rt);
+  mb_request *r = mb_request_find(rt, id);
+  int rc = -1;
+  char why[400];
+  if (r && !error && status == MB_ENOLISTENERS) {
+    snprintf(why, sizeof why, "no_listeners: no node of the cluster listens at '%s'",
+             r->dest->name);
+    error = why;
+  }
+  if (r && r->remote && !r->finished) {
+    if (reply) {
+      reply->response_id = id;
+      if (!reply->name) reply->name = mb_name_ref(r->dest->nm);
+    }
+    mb_request_answer(r, 0, status, status == MB_OK ? reply : NULL, error);
+    rc = 0;
+  }
+  mb_unlock(rt);
+  mb_msg_unref(reply);
+  return rc;
+}
+
+void mb_link_close_requests(mb_runtime *rt, const char *error) {
+  size_t at = 0;
+  mb_lock(rt);
+  /* answering only posts the finish: the map does not change meanwhile */
+  for (mb_request *r; (r = mb_map_next(&rt->requests, &at));)
+    if (r->remote && !r->finished) mb_request_answer(r, 0, MB_ECLOSED, NULL, error);
+  mb_unlock(rt);
+}
+
+void mb_link_state(mb_runtime *rt, int up) {
+  mb_lock(rt);
+  mb_fire_event(rt, up ? MB_EV_CLUSTER_UP : MB_EV_CLUSTER_DOWN, "", 0, MB_PARALLEL, 0, NULL);
+  mb_unlock(rt);
+}
+
+/* ---- the sending calls ------------------------------------------------------------ */
+
 int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void *ud) {
   mb_runtime *rt = from->rt;
   mb_inline inl = {0};
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
+  if (d && d->opts.cluster && rt->link.send) return link_send(from, d, m);
   int rc = d ? mb_send_msg(from, d, m, done, ud, NULL, &inl) : MB_ENODEST;
   if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
   mb_unlock(rt);
@@ -47,6 +185,31 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
     return d ? MB_ENOMEM : MB_ENODEST;
   }
   m->flags |= MB_MSG_REQUEST;
+  if (d->opts.cluster && rt->link.send) {
+    mb_link link = rt->link;
+    int rc = all ? MB_EINVAL : link_admit(from, d, m); /* request_all: not over the link yet */
+    if (rc) {
+      mb_request_abort(r);
+      mb_unlock(rt);
+      mb_msg_unref(m);
+      return rc;
+    }
+    r->remote = 1;
+    r->dispatched = 1;
+    mb_dest_ref(d);
+    mb_unlock(rt);
+    rc = link.send(link.ud, from, d->name, d->opts.type, m, MB_LINK_REQUEST);
+    if (rc < 0) {
+      mb_lock(rt);
+      mb_request_abort(r);
+      mb_unlock(rt);
+      link_refused(d, rc);
+      return rc;
+    }
+    mb_dest_unref(d);
+    *out = r;
+    return MB_PENDING;
+  }
   int block = d->opts.type != MB_SYNCHRONOUS;
   if (block) r->refs++; /* while the send may wait in a full queue */
   int rc = mb_send_msg(from, d, m, NULL, NULL, block ? r : NULL, &inl);
@@ -70,6 +233,7 @@ int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *rep
   mb_lock(rt);
   mb_request *r = mb_request_find(rt, id);
   mb_dest *d = r ? r->dest : dest ? mb_dest_find(rt, dest) : NULL;
+  if (r && r->proxy) reply_to = NULL; /* the link takes the reply home */
   int answered = 0, rc;
   if (d) d->st.replies++;
   reply->response_id = id;
@@ -108,7 +272,9 @@ int mb_reply(mb_service *from, const mb_msg *orig, uint64_t group, mb_msg *reply
 
 int mb_delivery_reply(mb_delivery *dv, mb_msg *reply, mb_send_fn done, void *ud) {
   const mb_msg *m = dv->msg;
-  const char *reply_to = mb_msg_reply_to(m);
+  /* a message from the link: its reply_to is a destination of its node,
+   * where the link takes the reply */
+  const char *reply_to = (m->flags & MB_MSG_REMOTE) ? NULL : mb_msg_reply_to(m);
   int rc = mb_reply_id(dv->l->svc, mb_msg_destination(m), m->id, reply_to, dv->group, reply,
                        done, ud);
   if (rc < 0 && rc != MB_PENDING && reply_to) {

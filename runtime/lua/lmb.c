@@ -99,35 +99,47 @@ static void count_name(void *ud, const char *name) {
   (*(int *)ud)++;
 }
 
-/* mb.setup{workers = N}: before any other call (a fresh runtime replaces
- * the one `require` made). */
+/* mb.setup{workers = N, cluster = {...}}: workers before any other call (a
+ * fresh runtime replaces the one `require` made); cluster (SPEC §6) from
+ * worker 0, before any cluster destination, once. */
 static int l_setup(lua_State *L) {
-  static const char *const keys[] = {"workers", NULL};
+  static const char *const keys[] = {"workers", "cluster", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
   luaL_checktype(L, 1, LUA_TTABLE);
   mbL_check_keys(L, 1, keys, "mb.setup");
   lua_Integer w = mbL_opt_positive(L, 1, "workers", "mb.setup");
+  int ty = lua_getfield(L, 1, "cluster");
+  if (ty != LUA_TNIL && ty != LUA_TTABLE)
+    return luaL_error(L, "mb.setup: option 'cluster' must be a table {url = ..., node = ...}");
+  lua_pop(L, 1);
+  if (ty == LUA_TTABLE && mb_service_worker(S->svc) != 0)
+    return luaL_error(L, "mb.setup: cluster: only from a service on worker 0");
   if (w > 256) return luaL_error(L, "mb.setup: at most 256 workers");
-  if (!w || w == mb_runtime_workers(core(S))) return 0;
-  mb_counts c;
-  int ndest = 0;
-  mb_runtime_counts(core(S), &c);
-  mb_dest_each(core(S), count_name, &ndest);
-  if (S->owns_L || S->current || ndest || c.services > 1 || c.listeners || c.requests ||
-      S->ntimers || S->ntasks || S->nsubs)
-    return luaL_error(L, "mb.setup: must come before any other use of the bus");
-  mb_config cfg = {(int)w, 0};
-  mb_runtime *rt = mb_runtime_new(&cfg);
-  mb_service *svc = rt ? mb_service_new(rt, "main", 0) : NULL;
-  if (!svc) {
-    mb_runtime_free(rt);
-    return luaL_error(L, "mb.setup: cannot start %d workers", (int)w);
+  if (w && w != mb_runtime_workers(core(S))) {
+    mb_counts c;
+    int ndest = 0;
+    mb_runtime_counts(core(S), &c);
+    mb_dest_each(core(S), count_name, &ndest);
+    if (S->owns_L || S->current || ndest || c.services > 1 || c.listeners || c.requests ||
+        S->ntimers || S->ntasks || S->nsubs || R->cluster)
+      return luaL_error(L, "mb.setup: workers must come before any other use of the bus");
+    mb_config cfg = {(int)w, 0};
+    mb_runtime *rt = mb_runtime_new(&cfg);
+    mb_service *svc = rt ? mb_service_new(rt, "main", 0) : NULL;
+    if (!svc) {
+      mb_runtime_free(rt);
+      return luaL_error(L, "mb.setup: cannot start %d workers", (int)w);
+    }
+    mb_service_free(S->svc);
+    mb_runtime_free(R->rt);
+    R->rt = rt;
+    S->svc = svc;
   }
-  mb_service_free(S->svc);
-  mb_runtime_free(R->rt);
-  R->rt = rt;
-  S->svc = svc;
+  if (ty == LUA_TTABLE) {
+    lua_getfield(L, 1, "cluster");
+    mbL_cluster_setup(L, -1, R, "mb.setup");
+  }
   return 0;
 }
 
@@ -259,6 +271,7 @@ void mbL_runtime_free(mbL_runtime *R) {
     else /* a plain program's: Lua memory, its Lua state is closing */
       mbL_state_release(S);
   }
+  mbL_cluster_leave(R); /* its listeners are closed: what they sent leaves now */
   mb_runtime_free(R->rt);
   pthread_mutex_destroy(&R->lock);
   free(R);

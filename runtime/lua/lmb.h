@@ -8,6 +8,7 @@
 
 #include <lua.h>
 
+#include "cluster/mb_cluster.h"
 #include "mb.h"
 
 typedef struct mbL_runtime mbL_runtime;
@@ -22,6 +23,12 @@ mbL_runtime *mbL_runtime_new(int workers);
 /* Stops every service (closing its Lua state) and frees the runtime. */
 void mbL_runtime_free(mbL_runtime *R);
 mb_runtime *mbL_runtime_core(mbL_runtime *R);
+
+/* Joins the cluster of cfg (SPEC §6; runtime/cluster/mb_cluster.h), from
+ * worker 0's thread before the bus runs (mbrun's --nats, the
+ * configuration's cluster): 0, or -1 with why in err (never a secret). The
+ * runtime leaves it when freed. */
+int mbL_cluster_join(mbL_runtime *R, const mb_cluster_config *cfg, char *err, size_t errlen);
 
 /* What mbL_runtime_load returns when it cannot start the script: */
 enum {

@@ -197,8 +197,9 @@ static const char *const ON_FULL[] = {"reject", "block", NULL};
  * option at fault in *key (NULL: the name, or an unknown option). */
 static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
                              const char **key) {
-  static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", NULL};
-  int type = 0, on_full = 0;
+  static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", "cluster",
+                                     NULL};
+  int type = 0, on_full = 0, cluster = 0;
   lua_Integer max_queue = 0, concurrency = 0;
   memset(o, 0, sizeof *o);
   *key = NULL;
@@ -214,7 +215,28 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
     lua_pushfstring(L, "is only for parallel destinations (this one is %s)", TYPES[type]);
     return -1;
   }
+  *key = "cluster";
+  int ty = lua_getfield(L, oidx, "cluster");
+  cluster = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
+    lua_pushstring(L, "must be true or false");
+    return -1;
+  }
+  char subject[1024];
+  if (cluster && mb_cluster_subject("x", lua_tostring(L, nidx), subject, sizeof subject)) {
+    lua_pushfstring(L, "cannot share '%s' over NATS: a cluster destination's name must not "
+                       "start or end with '/' or hold \"//\" (its NATS subject would have an "
+                       "empty part)", lua_tostring(L, nidx));
+    return -1;
+  }
+  if (cluster && type == MB_SYNCHRONOUS) {
+    lua_pushstring(L, "cannot be true for a synchronous destination yet (this version shares "
+                      "parallel and serial destinations over NATS)");
+    return -1;
+  }
   *key = NULL;
+  o->cluster = cluster;
   o->type = (mb_dest_type)type;
   o->on_full = (mb_full_policy)on_full;
   o->max_queue = (size_t)max_queue;
@@ -233,6 +255,10 @@ static int l_destination(lua_State *L) {
     return luaL_error(L, "mb.destination: %s", lua_tostring(L, -1));
   }
   const char *name = lua_tostring(L, 1);
+  if (o.cluster && !S->R->cluster)
+    return luaL_error(L, "mb.destination: '%s' is a cluster destination, but this node is in no "
+                         "cluster: join one first (mbrun --nats URL, the configuration's "
+                         "cluster = {url = ...}, or mb.setup{cluster = {url = ...}})", name);
   int rc = mb_dest_declare(core(S), name, &o);
   if (rc == MB_ECLOSED) {
     lua_pushnil(L);
@@ -344,14 +370,20 @@ static int l_stats(lua_State *L) {
 
 /* ---- events ------------------------------------------------------------------- */
 
+/* in the order of their bits in mb_event_kind */
 static const char *const EVENTS[] = {"destination_added", "destination_removed",
-                                     "listener_added", "listener_removed", NULL};
+                                     "listener_added",    "listener_removed",
+                                     "cluster_down",      "cluster_up",
+                                     NULL};
 
 /* Pushes an event's callback arguments: the destination and the info table
  * (a protected call: it allocates). */
 static int event_args_p(lua_State *L) {
   const mb_event *ev = lua_touserdata(L, 1);
-  lua_pushstring(L, ev->destination);
+  if (ev->kind & (MB_EV_CLUSTER_DOWN | MB_EV_CLUSTER_UP))
+    lua_pushnil(L); /* about the connection, no destination */
+  else
+    lua_pushstring(L, ev->destination);
   lua_createtable(L, 0, 4);
   lua_pushstring(L, TYPES[ev->type]);
   lua_setfield(L, -2, "type");

@@ -84,11 +84,6 @@ static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const s
   return m;
 }
 
-static void push_id(lua_State *L, uint64_t id) {
-  char buf[17];
-  lua_pushlstring(L, buf, mb_id_format(id, buf));
-}
-
 /* ---- send -------------------------------------------------------------------------- */
 
 /* Is S running a listener's handler? What it sends then is part of the work
@@ -128,12 +123,12 @@ static int l_send(lua_State *L) {
   if (in_handler(S)) mb_msg_follow_up(m);
   int rc = mb_send(S->svc, dest, m, send_done, w);
   if (rc == MB_PENDING) {
-    push_id(L, id);
+    mbL_push_id(L, S->R, id);
     return mbL_wait_for(L, w, send_k);
   }
   mbL_waiter_free(w);
   if (rc < 0) return mbL_fail_rc(L, rc, dest, S);
-  push_id(L, id);
+  mbL_push_id(L, S->R, id);
   return 1;
 }
 
@@ -172,7 +167,7 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   if (w->ans[0].status == MB_OK) {
     /* decoded once: the reply payload is also the reply message's */
     push_payload(L, w->ans[0].reply);
-    mbL_push_msg(L, w->ans[0].reply, 0, -1);
+    mbL_push_msg(L, w->ans[0].reply, 0, -1, mbL_node(w->S));
   } else {
     lua_pushnil(L);
     lua_pushstring(L, w->ans[0].error ? w->ans[0].error : "failed");
@@ -191,7 +186,7 @@ static int request_all_k(lua_State *L, int status, lua_KContext ctx) {
       push_payload(L, w->ans[i].reply);
       lua_pushvalue(L, -1);
       lua_setfield(L, -3, "payload");
-      mbL_push_msg(L, w->ans[i].reply, 0, -1); /* the same payload table */
+      mbL_push_msg(L, w->ans[i].reply, 0, -1, mbL_node(w->S)); /* the same payload table */
       lua_setfield(L, -3, "msg");
       lua_pop(L, 1);
     } else {
@@ -353,7 +348,7 @@ int mbL_handler_body(lua_State *L) {
   } else {
     lua_getiuservalue(L, 3, 2); /* 4: the destination's name */
     lua_pushvalue(L, 1);
-    mbL_push_msg(L, m, 4, 0);
+    mbL_push_msg(L, m, 4, 0, mbL_node(t->S));
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
@@ -393,16 +388,19 @@ static void on_delivery(void *ud, mb_delivery *d) {
 static void on_listener_closed(void *ud);
 
 static int l_listen(lua_State *L) {
-  static const char *const keys[] = {"format", NULL};
+  static const char *const keys[] = {"format", "group", NULL};
   static const char *const formats[] = {"table", "json", NULL};
   mbL_state *S = state_of(L);
   const char *dest = mbL_check_dest(L, 1, "mb.listen");
   luaL_checktype(L, 2, LUA_TFUNCTION);
   int json = 0;
+  uint64_t group = S->group_key;
   if (!lua_isnoneornil(L, 3)) {
     luaL_checktype(L, 3, LUA_TTABLE);
     mbL_check_keys(L, 3, keys, "mb.listen");
     json = mbL_opt_enum(L, 3, "format", formats, 0, "mb.listen");
+    uint64_t named = mbL_opt_group(L, 3, S, "mb.listen");
+    if (named) group = named;
   }
   mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 2);
   memset(ls, 0, sizeof *ls);
@@ -418,7 +416,7 @@ static int l_listen(lua_State *L) {
   lua_pushvalue(L, -1);
   ls->self_ref = ref(S, L);
   int err = 0;
-  ls->l = mb_listen(S->svc, dest, S->group_key, on_delivery, on_listener_closed, ls, &err);
+  ls->l = mb_listen(S->svc, dest, group, on_delivery, on_listener_closed, ls, &err);
   if (!ls->l) {
     unref(S, L, &ls->self_ref);
     return mbL_fail_rc(L, err, dest, S);
@@ -498,7 +496,7 @@ static int l_reply(lua_State *L) {
   size_t idlen;
   const char *ids = lua_tolstring(L, 7, &idlen);
   uint64_t id;
-  if (!ids || lua_type(L, 7) != LUA_TSTRING || mb_id_parse(ids, idlen, &id))
+  if (!ids || lua_type(L, 7) != LUA_TSTRING || mbL_parse_id(S->R, ids, idlen, &id))
     return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
   const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/mb_cluster.h"
 #include "lmb.h"
 #include "mb_alloc.h"
 #include "mbl_value.h"
@@ -41,6 +42,7 @@ struct mbL_runtime {
   void *on_stop_ud;
   /* builds a state's module table (lmb.c's, which sits above the states) */
   void (*open_module)(lua_State *L, mbL_state *S);
+  mb_cluster *cluster; /* NULL: not in a cluster (mbl_cluster.c); worker 0 sets it */
 };
 
 enum { T_HANDLER = 1, T_SCRIPT, T_TIMER, T_SPAWN, T_EVENT };
@@ -179,6 +181,10 @@ static inline mbL_state *state_of(lua_State *L) {
 }
 
 static inline mb_runtime *core(mbL_state *S) { return S->R->rt; }
+/* This node's name in a cluster, for ids ("NODE:hex"); NULL: none. */
+static inline const char *mbL_node(const mbL_state *S) {
+  return S->R->cluster ? mb_cluster_node(S->R->cluster) : NULL;
+}
 
 /* ---- mbl_task.c: tasks, the one resume, the one post, waiting ------------ */
 
@@ -196,6 +202,17 @@ void mbL_task_run(mbL_task *t, int nargs);
 void mbL_output(mbL_runtime *R, int stream, const char *text, size_t len);
 /* Writes a report of something that failed, as one line on stream 2. */
 void mbL_report(mbL_runtime *R, const char *fmt, ...);
+
+/* mbl_cluster.c */
+void mbL_cluster_leave(mbL_runtime *R);
+/* mb.setup's `cluster` table at index t: joins, or raises "fn: cluster: ...". */
+int mbL_cluster_setup(lua_State *L, int t, mbL_runtime *R, const char *fn);
+/* Message ids as users see them: "hex", or "NODE:hex" on a node of a cluster. */
+void mbL_push_id(lua_State *L, const mbL_runtime *R, uint64_t id);
+int mbL_parse_id(const mbL_runtime *R, const char *s, size_t len, uint64_t *id);
+/* The key of the named group under option `group` of table t (0: none);
+ * raises "fn: ..." for a bad name. */
+uint64_t mbL_opt_group(lua_State *L, int t, mbL_state *S, const char *fn);
 /* mbL_report, and counted in mbL_runtime_failures: a failure that no
  * delivery carries (a delivery's failure is counted by the core). */
 void mbL_failed(mbL_runtime *R, const char *fmt, ...);

@@ -479,11 +479,12 @@ static int load_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int l_load(lua_State *L) {
-  static const char *const keys[] = {"instances", "args", "name", NULL};
+  static const char *const keys[] = {"instances", "args", "name", "group", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
   const char *path = luaL_checkstring(L, 1), *name = path;
   lua_Integer instances = 1;
+  uint64_t named = 0;
   lua_settop(L, 2);
   if (!lua_isnil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -495,6 +496,7 @@ static int l_load(lua_State *L) {
     /* kept alive by the registry until the next load, whatever the table's
      * metamethods do meanwhile (the stack slots below are spoken for) */
     lua_setfield(L, LUA_REGISTRYINDEX, "mb.load name");
+    named = mbL_opt_group(L, 2, S, "mb.load");
     instances = mbL_opt_positive(L, 2, "instances", "mb.load");
     if (!instances) instances = 1;
     if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
@@ -520,8 +522,8 @@ static int l_load(lua_State *L) {
   h->R = R;
   h->n = 0;
   luaL_setmetatable(L, "mb.Service");
-  uint64_t key = 0;
-  if (instances > 1) {
+  uint64_t key = named;
+  if (!key && instances > 1) {
     pthread_mutex_lock(&R->lock);
     key = ++R->next_load;
     pthread_mutex_unlock(&R->lock);

@@ -490,8 +490,22 @@ void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
   decode(L, &r);
 }
 
-void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx) {
-  char id[17];
+/* An id as users see it: "hex", or "NODE:hex" on a node of a cluster. */
+static void push_id(lua_State *L, const char *node, uint64_t id) {
+  char buf[96];
+  size_t n = 0;
+  if (node) {
+    n = strlen(node);
+    if (n > 64) n = 64;
+    memcpy(buf, node, n);
+    buf[n++] = ':';
+  }
+  n += mb_id_format(id, buf + n);
+  lua_pushlstring(L, buf, n);
+}
+
+void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
+                  const char *node) {
   size_t len;
   const uint8_t *p;
   const char *rt = mb_msg_reply_to(m);
@@ -526,7 +540,11 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx) 
     lua_rawset(L, -3);
   }
   lua_pushvalue(L, MBL_KEY(MBL_K_ID));
-  lua_pushlstring(L, id, mb_id_format(mb_msg_id(m), id));
+  const char *origin = mb_msg_origin(m);
+  if (origin)
+    lua_pushstring(L, origin);
+  else
+    push_id(L, node, mb_msg_id(m));
   lua_rawset(L, -3);
   if (rt) {
     lua_pushvalue(L, MBL_KEY(MBL_K_REPLY_TO));
@@ -535,7 +553,7 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx) 
   }
   if (rid) {
     lua_pushvalue(L, MBL_KEY(MBL_K_RESPONSE_ID));
-    lua_pushlstring(L, id, mb_id_format(rid, id));
+    push_id(L, node, rid);
     lua_rawset(L, -3);
   }
 }

@@ -42,7 +42,8 @@ void mbL_push_keys(lua_State *L);
  * holding the destination's name as a string (saves interning it again);
  * payload_idx (0: none) a slot holding the payload already decoded, used as
  * is. Call it from a C closure with the upvalues above. */
-void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx);
+void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
+                  const char *node);
 
 /* mb._show and mb._show_key: the one value printer (mb_show.c) for Lua
  * values, used by lua/mb/pretty.lua (the REPL, `.listen`). They use no

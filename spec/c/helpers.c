@@ -279,7 +279,8 @@ void run_until(mb_runtime *rt, const int *flag) {
 
 int declare(mb_runtime *rt, const char *name, mb_dest_type type, size_t max_queue,
                    mb_full_policy on_full, size_t concurrency) {
-  mb_dest_opts o = {type, max_queue, on_full, concurrency};
+  mb_dest_opts o = {.type = type, .max_queue = max_queue, .on_full = on_full,
+                    .concurrency = concurrency};
   return mb_dest_declare(rt, name, &o);
 }
 

@@ -1,0 +1,664 @@
+/*
+ * mb_cluster.c — the link between the core and a NATS server (see
+ * mb_cluster.h for the contract, the subjects and the wire format). Owns the
+ * connection, its adapter, the subscriptions and the link's own service.
+ * Uses the core's C API (mb.h), the adapter (mb_nats_ev.c) and libnats.
+ *
+ * Subscriptions are synchronous ones (nats.c queues their messages) and are
+ * drained on worker 0 after each read event (the adapter's read hook), in
+ * batches; a batch cut short goes on from a task. `mu` guards the list of
+ * subscriptions and the statistics; the link's interest calls come under
+ * the runtime's lock from any thread and take `mu` after it, and nothing
+ * here takes the runtime's lock while holding `mu` (the drain copies the
+ * messages out first). A subscription that lost its interest is
+ * unsubscribed at once and freed by the next drain, on worker 0, so that a
+ * drain never holds a freed one.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include "cluster/mb_cluster.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ev.h>
+#include <nats/nats.h>
+
+#include "cluster/mb_nats_ev.h"
+
+#define BATCH 256 /* messages handed to the core per drain */
+
+typedef struct sub {
+  struct sub *next;
+  natsSubscription *ns;
+  char *dest;    /* NULL: the node's inbox */
+  char *group;   /* NULL: the groups without a name */
+  uint64_t key;  /* the named group's key */
+  int dead;      /* unsubscribed: freed by the next drain */
+  uint64_t lost; /* nats.c's dropped count seen so far (slow consumer) */
+} sub;
+
+struct mb_cluster {
+  mb_runtime *rt;
+  mb_service *svc; /* on worker 0: the link's requests and tasks */
+  struct ev_loop *loop;
+  mb_nats_ev *ev;
+  natsConnection *nc;
+  pthread_mutex_t mu;
+  sub *subs; /* under mu */
+  natsSubscription *nr; /* the no-responders inbox (on_no_responders) */
+  pthread_cond_t nr_cond; /* with mu: nr_done, its last callback has returned */
+  int nr_done;
+  mb_cluster_stats st; /* under mu */
+  atomic_int up;
+  int drain_posted; /* worker 0 only */
+  char *ns, *node, *url;
+  char inbox[160]; /* "mb.NS.n.NODE." */
+  mb_cluster_config cfg; /* report, state, ud */
+};
+
+/* ---- names and subjects --------------------------------------------------- */
+
+static int plain(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == '-';
+}
+
+int mb_cluster_name_valid(const char *s) {
+  size_t n = s ? strlen(s) : 0;
+  if (n == 0 || n > 64) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!plain((unsigned char)s[i])) return 0;
+  return 1;
+}
+
+int mb_cluster_subject(const char *ns, const char *name, char *buf, size_t cap) {
+  static const char hex[] = "0123456789ABCDEF";
+  int n = snprintf(buf, cap, "mb.%s.d.", ns);
+  if (n < 0 || (size_t)n >= cap || !*name) return -1;
+  size_t at = (size_t)n;
+  char prev = '/';
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+    if (*p == '/' && prev == '/') return -1; /* an empty part */
+    if (at + 4 > cap) return -1;
+    if (*p == '/')
+      buf[at++] = '.';
+    else if (plain(*p))
+      buf[at++] = (char)*p;
+    else {
+      buf[at++] = '%';
+      buf[at++] = hex[*p >> 4];
+      buf[at++] = hex[*p & 15];
+    }
+    prev = (char)*p;
+  }
+  if (prev == '/') return -1;
+  buf[at] = 0;
+  return 0;
+}
+
+/* ---- reports ------------------------------------------------------------------ */
+
+static void report(mb_cluster *c, const char *fmt, ...) {
+  char line[600];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap);
+  va_end(ap);
+  if (c->cfg.report) c->cfg.report(c->cfg.ud, line);
+}
+
+static void count(mb_cluster *c, uint64_t *field, uint64_t n) {
+  pthread_mutex_lock(&c->mu);
+  *field += n;
+  pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- sending -------------------------------------------------------------------- */
+
+static natsStatus set_header(natsMsg *nm, const char *key, const char *value) {
+  return natsMsgHeader_Set(nm, key, value);
+}
+
+/* Publishes the payload and values of m as kind to subject (reply: the
+ * NATS reply subject, or NULL); id is the Mb-Id. */
+static natsStatus publish(mb_cluster *c, const char *subject, const char *reply, const mb_msg *m,
+                          const char *kind, const char *id, const char *error,
+                          const char *answer_to) {
+  size_t plen, vlen;
+  const uint8_t *p = mb_msg_payload(m, &plen);
+  mb_msg_values(m, &vlen); /* right after the payload */
+  natsMsg *nm = NULL;
+  char num[24];
+  natsStatus s = natsMsg_Create(&nm, subject, reply, (const char *)p, (int)(plen + vlen));
+  snprintf(num, sizeof num, "%zu", plen);
+  if (s == NATS_OK) s = set_header(nm, "Mb-Id", id);
+  if (s == NATS_OK) s = set_header(nm, "Mb-Kind", kind);
+  if (s == NATS_OK) s = set_header(nm, "Mb-Plen", num);
+  if (s == NATS_OK) s = set_header(nm, "Mb-Node", c->node);
+  const char *rt = mb_msg_origin(m) ? NULL : mb_msg_reply_to(m);
+  if (s == NATS_OK && rt) s = set_header(nm, "Mb-Reply-To", rt);
+  if (s == NATS_OK && error) s = set_header(nm, "Mb-Error", error);
+  if (s == NATS_OK && answer_to) s = set_header(nm, "Mb-Reply", answer_to);
+  if (s == NATS_OK) s = natsConnection_PublishMsg(c->nc, nm);
+  natsMsg_Destroy(nm);
+  if (s == NATS_OK) count(c, &c->st.published, 1);
+  return s;
+}
+
+static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type type, mb_msg *m,
+                     int kind) {
+  mb_cluster *c = ud;
+  (void)from;
+  (void)type;
+  char subject[1024], reply[200], answer[200], id[120], hex[17];
+  int rc = MB_OK;
+  if (!atomic_load(&c->up))
+    rc = MB_ECLOSED;
+  else if (mb_cluster_subject(c->ns, dest, subject, sizeof subject))
+    rc = MB_EINVAL;
+  if (rc == MB_OK) {
+    mb_id_format(mb_msg_id(m), hex);
+    snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    int req = kind == MB_LINK_REQUEST;
+    /* the answer goes to r.ID (drained on the loop); the NATS reply subject
+     * x.ID only hears the server's "no responders" (see on_no_responders) */
+    snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
+    snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
+    natsStatus s = publish(c, subject, req ? reply : NULL, m, req ? "request" : "send", id, NULL,
+                           req ? answer : NULL);
+    rc = s == NATS_OK ? MB_OK : s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
+  }
+  mb_msg_unref(m);
+  return rc;
+}
+
+/* ---- interest: subscribing ------------------------------------------------------ */
+
+static void sub_free(sub *e) {
+  if (e->ns) natsSubscription_Destroy(e->ns);
+  free(e->dest);
+  free(e->group);
+  free(e);
+}
+
+static void link_interest(void *ud, const char *dest, const char *group, int on) {
+  mb_cluster *c = ud;
+  char subject[1024];
+  pthread_mutex_lock(&c->mu);
+  if (!on) {
+    for (sub *e = c->subs; e; e = e->next)
+      if (!e->dead && e->dest && !strcmp(e->dest, dest) &&
+          (group ? e->group && !strcmp(e->group, group) : !e->group)) {
+        natsSubscription_Unsubscribe(e->ns);
+        e->dead = 1;
+        break;
+      }
+    pthread_mutex_unlock(&c->mu);
+    return;
+  }
+  sub *e = calloc(1, sizeof *e);
+  natsStatus s = NATS_NO_MEMORY;
+  if (e && (e->dest = strdup(dest)) && (!group || (e->group = strdup(group)))) {
+    if (mb_cluster_subject(c->ns, dest, subject, sizeof subject))
+      s = NATS_INVALID_SUBJECT;
+    else if (group)
+      s = natsConnection_QueueSubscribeSync(&e->ns, c->nc, subject, group);
+    else
+      s = natsConnection_SubscribeSync(&e->ns, c->nc, subject);
+  }
+  if (s == NATS_OK) {
+    e->key = group ? mb_group_named(c->rt, group) : 0;
+    e->next = c->subs;
+    c->subs = e;
+  } else if (e) {
+    sub_free(e);
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (s != NATS_OK)
+    report(c, "mb: cluster: cannot listen at '%s'%s%s%s: %s", dest, group ? " (group '" : "",
+           group ? group : "", group ? "')" : "", natsStatus_GetText(s));
+}
+
+/* ---- receiving ------------------------------------------------------------------------ */
+
+typedef struct item {
+  natsMsg *m;
+  sub *s;
+} item;
+
+/* What a request from another node needs for its answer. */
+typedef struct proxy {
+  mb_cluster *c;
+  char reply[]; /* the NATS reply subject */
+} proxy;
+
+static const char *header(natsMsg *m, const char *key) {
+  const char *v = NULL;
+  return natsMsgHeader_Get(m, key, &v) == NATS_OK ? v : NULL;
+}
+
+/* The body of nm as an mb message: origin id and reply_to from its
+ * headers. NULL, with why, when it does not check. */
+static mb_msg *decode(natsMsg *nm, int remote, const char **why) {
+  const char *data = natsMsg_GetData(nm);
+  size_t len = (size_t)natsMsg_GetDataLength(nm);
+  const char *pl = header(nm, "Mb-Plen");
+  char *end = NULL;
+  unsigned long long plen = pl ? strtoull(pl, &end, 10) : 0;
+  if (!pl || end == pl || *end || plen == 0 || plen > len) {
+    *why = "no valid Mb-Plen header";
+    return NULL;
+  }
+  if (mb_value_check(data, (size_t)plen) ||
+      (len > plen && mb_value_check(data + plen, len - (size_t)plen))) {
+    *why = "its body is not a well-formed mb value (truncated or corrupt)";
+    return NULL;
+  }
+  const char *id = header(nm, "Mb-Id");
+  const char *rt = header(nm, "Mb-Reply-To");
+  if (rt && !mb_dest_name_valid(rt, strlen(rt))) rt = NULL;
+  mb_msg *m = remote ? mb_msg_new_remote(data, (size_t)plen, data + plen, len - (size_t)plen, rt,
+                                         id && *id && strlen(id) < 200 ? id : "?")
+                     : mb_msg_new(data, (size_t)plen, data + plen, len - (size_t)plen, NULL);
+  if (!m) *why = "out of memory";
+  return m;
+}
+
+static void bad(mb_cluster *c, natsMsg *nm, const char *why) {
+  count(c, &c->st.bad, 1);
+  const char *node = header(nm, "Mb-Node");
+  report(c, "mb: cluster: a message on '%s'%s%s was not delivered: %s", natsMsg_GetSubject(nm),
+         node ? " from node " : "", node ? node : "", why);
+}
+
+/* The answer of a request from another node: sent back to its inbox. */
+static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
+  proxy *p = ud;
+  mb_cluster *c = p->c;
+  static const uint8_t nil = MB_V_NIL;
+  char err[700], hex[17], id[120];
+  const mb_answer *a = n ? &answers[0] : NULL;
+  natsStatus s;
+  if (a && a->status == MB_OK && a->reply) {
+    mb_id_format(mb_msg_id(a->reply), hex);
+    snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    s = publish(c, p->reply, NULL, a->reply, "reply", id, NULL, NULL);
+  } else {
+    mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
+    const char *e = a && a->error ? a->error : "failed: no answer";
+    snprintf(err, sizeof err, "%s (node %s)", e, c->node);
+    mb_id_format(none ? mb_msg_id(none) : 0, hex);
+    snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    s = none ? publish(c, p->reply, NULL, none, a && a->status == MB_OK ? "reply" : "fail", id,
+                       a && a->status == MB_OK ? NULL : err, NULL)
+             : NATS_NO_MEMORY;
+    mb_msg_unref(none);
+  }
+  if (s == NATS_OK) count(c, &c->st.replies, 1);
+  free(p);
+}
+
+static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
+  const char *why = NULL;
+  const char *kind = header(nm, "Mb-Kind");
+  mb_msg *m = decode(nm, 1, &why);
+  if (!m) {
+    bad(c, nm, why);
+    return;
+  }
+  count(c, &c->st.received, 1);
+  /* mb's requests name where the answer goes; plain NATS clients get it at
+   * their reply subject */
+  const char *reply = header(nm, "Mb-Reply");
+  if (!reply) reply = natsMsg_GetReply(nm);
+  int rc;
+  if (kind && !strcmp(kind, "request") && reply && *reply) {
+    size_t rl = strlen(reply);
+    proxy *p = malloc(sizeof *p + rl + 1);
+    if (!p) {
+      mb_msg_unref(m);
+      count(c, &c->st.dropped, 1);
+      return;
+    }
+    p->c = c;
+    memcpy(p->reply, reply, rl + 1);
+    mb_request *r;
+    rc = mb_link_deliver(c->svc, e->dest, e->key, m, proxy_done, p, &r);
+    if (rc < 0) { /* nothing here takes it now: the requester hears why */
+      mb_answer a = {rc, NULL, NULL};
+      char err[400];
+      snprintf(err, sizeof err, "%s: no listener of '%s' took it", mb_strerror(rc), e->dest);
+      a.error = err;
+      proxy_done(p, &a, 1);
+    }
+  } else {
+    rc = mb_link_deliver(c->svc, e->dest, e->key, m, NULL, NULL, NULL);
+  }
+  if (rc < 0) count(c, &c->st.dropped, 1);
+}
+
+/* An answer to one of this node's requests: mb.NS.n.NODE.r.HEX */
+static void on_inbox_msg(mb_cluster *c, natsMsg *nm) {
+  const char *subj = natsMsg_GetSubject(nm);
+  size_t il = strlen(c->inbox);
+  uint64_t id;
+  if (strncmp(subj, c->inbox, il) || strncmp(subj + il, "r.", 2) ||
+      mb_id_parse(subj + il + 2, strlen(subj + il + 2), &id)) {
+    bad(c, nm, "not an answer this node knows");
+    return;
+  }
+  int rc;
+  {
+    const char *kind = header(nm, "Mb-Kind");
+    if (kind && !strcmp(kind, "fail")) {
+      const char *e = header(nm, "Mb-Error");
+      rc = mb_link_answer(c->rt, id, MB_EFAILED, NULL, e ? e : "failed: (no reason given)");
+    } else {
+      const char *why = NULL;
+      mb_msg *m = decode(nm, 1, &why);
+      if (!m) {
+        bad(c, nm, why);
+        return;
+      }
+      rc = mb_link_answer(c->rt, id, MB_OK, m, NULL);
+    }
+  }
+  if (rc) count(c, &c->st.late, 1);
+}
+
+/* nats.c's delivery thread: the server's "no responders" for a request of
+ * this node (mb.NS.n.NODE.x.ID). A synchronous subscription would not do:
+ * nats.c's NextMsg turns such a message into an error without its subject. */
+static void on_no_responders(natsConnection *nc, natsSubscription *s, natsMsg *nm, void *ud) {
+  mb_cluster *c = ud;
+  (void)nc;
+  (void)s;
+  const char *subj = natsMsg_GetSubject(nm);
+  size_t il = strlen(c->inbox);
+  uint64_t id;
+  if (natsMsg_IsNoResponders(nm) && !strncmp(subj, c->inbox, il) && !strncmp(subj + il, "x.", 2) &&
+      !mb_id_parse(subj + il + 2, strlen(subj + il + 2), &id) &&
+      mb_link_answer(c->rt, id, MB_ENOLISTENERS, NULL, NULL))
+    count(c, &c->st.late, 1);
+  natsMsg_Destroy(nm);
+}
+
+static void nr_complete(void *ud) {
+  mb_cluster *c = ud;
+  pthread_mutex_lock(&c->mu);
+  c->nr_done = 1;
+  pthread_cond_signal(&c->nr_cond);
+  pthread_mutex_unlock(&c->mu);
+}
+
+static void drain_task(void *arg);
+
+/* Worker 0: hands what the subscriptions hold to the core. */
+static void drain(void *ud) {
+  mb_cluster *c = ud;
+  item items[BATCH];
+  size_t n = 0;
+  int more = 0;
+  pthread_mutex_lock(&c->mu);
+  for (sub **pp = &c->subs; *pp;) { /* the previous batch is done: free the dead */
+    sub *e = *pp;
+    if (e->dead) {
+      *pp = e->next;
+      sub_free(e);
+    } else
+      pp = &e->next;
+  }
+  for (sub *e = c->subs; e; e = e->next) {
+    int msgs = 0, bytes = 0;
+    if (natsSubscription_GetPending(e->ns, &msgs, &bytes) != NATS_OK) continue;
+    for (; msgs > 0; msgs--) {
+      if (n == BATCH) {
+        more = 1;
+        break;
+      }
+      natsMsg *m = NULL;
+      if (natsSubscription_NextMsg(&m, e->ns, 0) != NATS_OK || !m) break;
+      items[n].m = m;
+      items[n++].s = e;
+    }
+    int64_t dropped = 0;
+    if (natsSubscription_GetDropped(e->ns, &dropped) == NATS_OK && (uint64_t)dropped > e->lost) {
+      uint64_t d = (uint64_t)dropped - e->lost;
+      e->lost = (uint64_t)dropped;
+      c->st.dropped += d;
+      pthread_mutex_unlock(&c->mu);
+      report(c, "mb: cluster: this node could not keep up at '%s': %" PRIu64
+                " message(s) lost (NATS slow consumer), counted as dropped",
+             e->dest ? e->dest : "(its inbox)", d);
+      pthread_mutex_lock(&c->mu);
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  for (size_t i = 0; i < n; i++) {
+    if (items[i].s->dest)
+      on_dest_msg(c, items[i].s, items[i].m);
+    else
+      on_inbox_msg(c, items[i].m);
+    natsMsg_Destroy(items[i].m);
+  }
+  if (more && !c->drain_posted) {
+    c->drain_posted = 1;
+    mb_service_post(c->svc, drain_task, c);
+  }
+}
+
+static void drain_task(void *arg) {
+  mb_cluster *c = arg;
+  c->drain_posted = 0;
+  drain(c);
+}
+
+/* ---- the connection's state --------------------------------------------------------- */
+
+static void down_task(void *arg) {
+  mb_cluster *c = arg;
+  mb_link_close_requests(c->rt, "closed: the cluster connection is down");
+  mb_link_state(c->rt, 0);
+  if (c->cfg.state) c->cfg.state(c->cfg.ud, 0);
+}
+
+static void up_task(void *arg) {
+  mb_cluster *c = arg;
+  mb_link_state(c->rt, 1);
+  if (c->cfg.state) c->cfg.state(c->cfg.ud, 1);
+}
+
+static void on_disconnected(natsConnection *nc, void *ud) {
+  mb_cluster *c = ud;
+  (void)nc;
+  if (atomic_exchange(&c->up, 0)) {
+    count(c, &c->st.down, 1);
+    mb_service_post(c->svc, down_task, c);
+  }
+}
+
+static void on_reconnected(natsConnection *nc, void *ud) {
+  mb_cluster *c = ud;
+  (void)nc;
+  if (!atomic_exchange(&c->up, 1)) {
+    count(c, &c->st.up, 1);
+    mb_service_post(c->svc, up_task, c);
+  }
+}
+
+static void on_error(natsConnection *nc, natsSubscription *s, natsStatus err, void *ud) {
+  (void)nc;
+  (void)s;
+  if (err != NATS_SLOW_CONSUMER) /* counted by the drain, per subscription */
+    report(ud, "mb: cluster: %s", natsStatus_GetText(err));
+}
+
+/* ---- start and stop ---------------------------------------------------------------- */
+
+/* The URL as people may see it: user:password@ becomes user:***@. */
+static char *shown_url(const char *url) {
+  char *s = strdup(url);
+  if (!s) return NULL;
+  for (char *p = s; (p = strstr(p, "://"));) {
+    p += 3;
+    char *at = strchr(p, '@'), *colon = strchr(p, ':'), *comma = strchr(p, ',');
+    if (at && (!comma || at < comma) && colon && colon < at) {
+      memmove(colon + 4, at, strlen(at) + 1);
+      memcpy(colon + 1, "***", 3);
+    }
+  }
+  return s;
+}
+
+static void cluster_free(mb_cluster *c) {
+  while (c->subs) {
+    sub *e = c->subs;
+    c->subs = e->next;
+    sub_free(e);
+  }
+  if (c->nr) { /* its callback may be running on nats.c's thread: wait (bounded) */
+    natsSubscription_Unsubscribe(c->nr);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2;
+    pthread_mutex_lock(&c->mu);
+    while (!c->nr_done && pthread_cond_timedwait(&c->nr_cond, &c->mu, &until) == 0) continue;
+    pthread_mutex_unlock(&c->mu);
+    natsSubscription_Destroy(c->nr);
+  }
+  if (c->nc) {
+    natsConnection_Close(c->nc);
+    natsConnection_Destroy(c->nc);
+  }
+  if (c->ev) mb_nats_ev_free(c->ev);
+  if (c->svc) mb_service_free(c->svc);
+  pthread_mutex_destroy(&c->mu);
+  pthread_cond_destroy(&c->nr_cond);
+  free(c->ns);
+  free(c->node);
+  free(c->url);
+  free(c);
+}
+
+mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char *err,
+                             size_t errlen) {
+  char host[64] = "node", node[96];
+  const char *ns = cfg->ns ? cfg->ns : "default";
+  if (!cfg->url || !*cfg->url) {
+    snprintf(err, errlen, "no server URL");
+    return NULL;
+  }
+  if (!mb_cluster_name_valid(ns)) {
+    snprintf(err, errlen, "the namespace must be 1-64 characters of A-Z a-z 0-9 _ -");
+    return NULL;
+  }
+  if (cfg->node) {
+    if (!mb_cluster_name_valid(cfg->node)) {
+      snprintf(err, errlen, "the node name must be 1-64 characters of A-Z a-z 0-9 _ -");
+      return NULL;
+    }
+    snprintf(node, sizeof node, "%s", cfg->node);
+  } else {
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = 0;
+    for (char *p = host; *p; p++)
+      if (!plain((unsigned char)*p)) *p = '-';
+    snprintf(node, sizeof node, "%.40s-%ld", host, (long)getpid());
+  }
+  /* secrets the configuration leaves out come from the environment */
+  mb_cluster_config with = *cfg;
+  if (!with.user) with.user = getenv("MB_NATS_USER");
+  if (!with.password) with.password = getenv("MB_NATS_PASSWORD");
+  if (!with.token) with.token = getenv("MB_NATS_TOKEN");
+  if (!with.creds) with.creds = getenv("MB_NATS_CREDS");
+  cfg = &with;
+  mb_cluster *c = calloc(1, sizeof *c);
+  if (!c) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  pthread_mutex_init(&c->mu, NULL);
+  pthread_cond_init(&c->nr_cond, NULL);
+  c->rt = rt;
+  c->cfg = (mb_cluster_config){.report = cfg->report, .state = cfg->state, .ud = cfg->ud};
+  c->loop = mb_runtime_loop(rt);
+  c->ns = strdup(ns);
+  c->node = strdup(node);
+  c->url = shown_url(cfg->url);
+  c->svc = mb_service_new(rt, "mb/cluster", 0);
+  c->ev = mb_nats_ev_new(c->loop);
+  snprintf(c->inbox, sizeof c->inbox, "mb.%s.n.%s.", ns, node);
+  natsOptions *o = NULL;
+  natsStatus s = c->ns && c->node && c->url && c->svc && c->ev ? natsOptions_Create(&o)
+                                                               : NATS_NO_MEMORY;
+  if (s == NATS_OK) s = natsOptions_SetURL(o, cfg->url);
+  if (s == NATS_OK) s = natsOptions_SetName(o, node);
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
+  if (s == NATS_OK) s = natsOptions_SetReconnectWait(o, 200);
+  if (s == NATS_OK && (cfg->user || cfg->password))
+    s = natsOptions_SetUserInfo(o, cfg->user, cfg->password);
+  if (s == NATS_OK && cfg->token) s = natsOptions_SetToken(o, cfg->token);
+  if (s == NATS_OK && cfg->creds) s = natsOptions_SetUserCredentialsFromFiles(o, cfg->creds, NULL);
+  if (s == NATS_OK && (cfg->tls_ca || cfg->tls_cert)) s = natsOptions_SetSecure(o, true);
+  if (s == NATS_OK && cfg->tls_ca) s = natsOptions_LoadCATrustedCertificates(o, cfg->tls_ca);
+  if (s == NATS_OK && cfg->tls_cert)
+    s = natsOptions_LoadCertificatesChain(o, cfg->tls_cert, cfg->tls_key);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
+  if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
+  if (s == NATS_OK) s = mb_nats_ev_setup(c->ev, o);
+  if (s == NATS_OK) mb_nats_ev_weak(c->ev); /* the bus runs while it has work, not while connected */
+  if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
+  char inbox_all[200];
+  snprintf(inbox_all, sizeof inbox_all, "%sr.*", c->inbox);
+  sub *in = s == NATS_OK ? calloc(1, sizeof *in) : NULL;
+  if (s == NATS_OK && !in) s = NATS_NO_MEMORY;
+  if (s == NATS_OK) s = natsConnection_SubscribeSync(&in->ns, c->nc, inbox_all);
+  snprintf(inbox_all, sizeof inbox_all, "%sx.*", c->inbox);
+  if (s == NATS_OK) s = natsConnection_Subscribe(&c->nr, c->nc, inbox_all, on_no_responders, c);
+  if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(c->nr, nr_complete, c);
+  natsOptions_Destroy(o);
+  if (s != NATS_OK) {
+    natsStatus ls;
+    const char *last = nats_GetLastError(&ls);
+    snprintf(err, errlen, "cannot connect to %s: %s", c->url ? c->url : "the server",
+             last && *last ? last : natsStatus_GetText(s));
+    free(in);
+    cluster_free(c);
+    return NULL;
+  }
+  c->subs = in;
+  atomic_store(&c->up, 1);
+  mb_nats_ev_set_read_hook(c->ev, drain, c);
+  mb_link link = {.ud = c, .send = link_send, .interest = link_interest};
+  mb_runtime_link(rt, &link);
+  return c;
+}
+
+void mb_cluster_stop(mb_cluster *c) {
+  if (!c) return;
+  mb_runtime_link(c->rt, NULL);
+  /* what the last turn published leaves before the connection closes
+   * (else natsConnection_Close would wait for a flush that needs the loop) */
+  mb_nats_ev_flush(c->ev, 1.0);
+  cluster_free(c);
+}
+
+const char *mb_cluster_node(const mb_cluster *c) { return c->node; }
+const char *mb_cluster_namespace(const mb_cluster *c) { return c->ns; }
+const char *mb_cluster_url(const mb_cluster *c) { return c->url; }
+int mb_cluster_up(const mb_cluster *c) { return atomic_load(&((mb_cluster *)c)->up); }
+
+void mb_cluster_get_stats(mb_cluster *c, mb_cluster_stats *st) {
+  pthread_mutex_lock(&c->mu);
+  *st = c->st;
+  pthread_mutex_unlock(&c->mu);
+}

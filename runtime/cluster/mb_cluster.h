@@ -1,0 +1,84 @@
+/*
+ * mb_cluster.h — destinations shared by the nodes of a namespace over a NATS
+ * server (SPEC §6): the link (mb.h, mb_link) that the core hands the messages
+ * of cluster destinations to, and that delivers what other nodes send.
+ *
+ * One connection per node, run by worker 0's libev loop through the adapter
+ * (mb_nats_ev.h): what a loop turn publishes leaves in one write, and
+ * messages are read and handed to the core on worker 0 with no thread of
+ * nats.c in between. Any worker publishes (nats.c's publish is thread-safe;
+ * the adapter wakes worker 0 to write).
+ *
+ * Subjects (NS: the namespace; NAME: a destination's name with '/' turned
+ * into '.' and bytes outside [A-Za-z0-9_-] written %XX):
+ *   mb.NS.d.NAME       a destination's messages: each node with groups
+ *                      without a name subscribes; each named group is a
+ *                      NATS queue group of that name on it
+ *   mb.NS.n.NODE.>     a node's own: the answers to its requests
+ *                      (mb.NS.n.NODE.r.ID, ID in hex)
+ * A message is a NATS message whose body is its payload's encoding (mb
+ * value encoding, see mb_value.h) followed by its values' encoding, with
+ * headers: Mb-Id (NODE:hex), Mb-Kind (send, request, reply, fail), Mb-Plen
+ * (the payload's length in the body), Mb-Node (the sending node), and, when
+ * set, Mb-Reply-To and Mb-Error. A body that does not check is counted
+ * (mb_cluster_stats.bad) and reported, never delivered.
+ *
+ * Threads: created, started and stopped on worker 0's thread (the loop not
+ * running, or from a task on it); the link's calls come from any worker.
+ * Nothing here prints: reports go to cfg.report. Tests:
+ * the specs in spec/cluster (make nats-tests).
+ */
+#ifndef MB_CLUSTER_H
+#define MB_CLUSTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mb.h"
+
+typedef struct mb_cluster mb_cluster;
+
+typedef struct mb_cluster_config {
+  const char *url;        /* nats://host:port[,...] */
+  const char *ns;         /* namespace; NULL: "default" */
+  const char *node;       /* this node's name; NULL: HOST-PID */
+  const char *user, *password, *token, *creds; /* secrets: never shown */
+  const char *tls_ca, *tls_cert, *tls_key;
+  /* a line for people (a failure on the wire, a bad message); any thread */
+  void (*report)(void *ud, const char *line);
+  /* the connection went down (up = 0) or came back (up = 1); worker 0 */
+  void (*state)(void *ud, int up);
+  void *ud;
+} mb_cluster_config;
+
+typedef struct mb_cluster_stats {
+  uint64_t published, received, replies, bad, late, dropped, down, up;
+} mb_cluster_stats;
+
+/* Connects to the server (blocking: before worker 0's loop runs) and
+ * installs the link in rt. NULL on failure, with the reason in err (the
+ * server's, e.g. "Authorization Violation"; never a secret). */
+mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char *err,
+                             size_t errlen);
+
+/* Writes what is still buffered, closes the connection, takes the link out
+ * of rt and frees c. On worker 0's thread, before mb_runtime_free; NULL is
+ * ignored. */
+void mb_cluster_stop(mb_cluster *c);
+
+const char *mb_cluster_node(const mb_cluster *c);
+const char *mb_cluster_namespace(const mb_cluster *c);
+/* The URL of the server connected to, with any password masked. */
+const char *mb_cluster_url(const mb_cluster *c);
+int mb_cluster_up(const mb_cluster *c);
+void mb_cluster_get_stats(mb_cluster *c, mb_cluster_stats *st);
+
+/* The subject of destination name in namespace ns into buf; 0, or -1 when
+ * it would not be a valid subject (an empty part: a name starting or
+ * ending with '/', or with "//") or does not fit. */
+int mb_cluster_subject(const char *ns, const char *name, char *buf, size_t cap);
+
+/* 1 when s is 1-64 bytes of [A-Za-z0-9_-] (node, namespace and group names). */
+int mb_cluster_name_valid(const char *s);
+
+#endif
