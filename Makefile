@@ -115,11 +115,14 @@ $(eval $(call nats_flavour,$(BT),-O1 -g -fsanitize=thread $(LIBC_MALLOC),-fsanit
 
 # each build starts its own nats-server on a free loopback port (never the
 # system service); without nats-server they skip, with CI=true they fail
-nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev
+# the cluster specs (spec/cluster) run in `make spec` and `make asan-spec`
+# with the rest; here the adapter's C tests and, under TSan, mbrun nodes
+nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev $(B)/mb.so $(BT)/mbrun
 	$(B)/test_nats_ev
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_nats_ev
 	TSAN_OPTIONS="halt_on_error=1 suppressions=spec/tsan/nats.supp" $(BT)/test_nats_ev
-	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun $(BUSTED)/cluster/nats_spec.lua
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/spec/tsan/nats.supp" \
+	  LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun $(BUSTED)/cluster/cluster_spec.lua
 
 tsan: $(BT)/mbrun $(B)/mb.so $(BT)/test_core
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_core threads

@@ -433,9 +433,10 @@ typedef struct mb_link {
               int kind);
   /* Interest at a cluster destination changed: group NULL stands for the
    * groups without a name (on: the first came, off: the last went), else the
-   * named group `group` (on: its first member, off: its last). Called with
-   * the runtime's lock held, from any thread: it must not call the core. */
-  void (*interest)(void *ud, const char *dest, const char *group, int on);
+   * named group `group` with key `key` (on: its first member, off: its
+   * last). Called with the runtime's lock held, from any thread: it must
+   * not call the core. */
+  void (*interest)(void *ud, const char *dest, const char *group, uint64_t key, int on);
 } mb_link;
 
 /* Installs the link (copied; NULL: none) before any cluster destination is

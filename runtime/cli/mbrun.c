@@ -242,6 +242,7 @@ static void cluster_opts_read(lua_State *L, int t, cluster_opts *co) {
 static void cluster_opts_free(cluster_opts *co) {
   for (int k = 0; k < 10; k++) free(co->s[k]);
   free(co->cluster_dest);
+  memset(co, 0, sizeof *co);
 }
 
 /* require "mb" as a protected call: luaopen_mb raises when out of memory */

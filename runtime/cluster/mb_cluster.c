@@ -54,8 +54,10 @@ struct mb_cluster {
   pthread_mutex_t mu;
   sub *subs; /* under mu */
   natsSubscription *nr; /* the no-responders inbox (on_no_responders) */
-  pthread_cond_t nr_cond; /* with mu: nr_done, its last callback has returned */
-  int nr_done;
+  pthread_cond_t nr_cond; /* with mu: nr_done, its last callback has returned; */
+  int nr_done;            /* closed, nats.c's closed callback (its last) ran */
+  int closed;
+  atomic_int closing; /* mb_cluster_stop has begun: callbacks do nothing */
   mb_cluster_stats st; /* under mu */
   atomic_int up;
   int drain_posted; /* worker 0 only */
@@ -189,7 +191,7 @@ static void sub_free(sub *e) {
   free(e);
 }
 
-static void link_interest(void *ud, const char *dest, const char *group, int on) {
+static void link_interest(void *ud, const char *dest, const char *group, uint64_t key, int on) {
   mb_cluster *c = ud;
   char subject[1024];
   pthread_mutex_lock(&c->mu);
@@ -215,7 +217,7 @@ static void link_interest(void *ud, const char *dest, const char *group, int on)
       s = natsConnection_SubscribeSync(&e->ns, c->nc, subject);
   }
   if (s == NATS_OK) {
-    e->key = group ? mb_group_named(c->rt, group) : 0;
+    e->key = group ? key : 0;
     e->next = c->subs;
     c->subs = e;
   } else if (e) {
@@ -479,6 +481,7 @@ static void up_task(void *arg) {
 static void on_disconnected(natsConnection *nc, void *ud) {
   mb_cluster *c = ud;
   (void)nc;
+  if (atomic_load(&c->closing)) return;
   if (atomic_exchange(&c->up, 0)) {
     count(c, &c->st.down, 1);
     mb_service_post(c->svc, down_task, c);
@@ -488,15 +491,27 @@ static void on_disconnected(natsConnection *nc, void *ud) {
 static void on_reconnected(natsConnection *nc, void *ud) {
   mb_cluster *c = ud;
   (void)nc;
+  if (atomic_load(&c->closing)) return;
   if (!atomic_exchange(&c->up, 1)) {
     count(c, &c->st.up, 1);
     mb_service_post(c->svc, up_task, c);
   }
 }
 
+/* nats.c's last callback for the connection: c may go after it. */
+static void on_closed(natsConnection *nc, void *ud) {
+  mb_cluster *c = ud;
+  (void)nc;
+  pthread_mutex_lock(&c->mu);
+  c->closed = 1;
+  pthread_cond_broadcast(&c->nr_cond);
+  pthread_mutex_unlock(&c->mu);
+}
+
 static void on_error(natsConnection *nc, natsSubscription *s, natsStatus err, void *ud) {
   (void)nc;
   (void)s;
+  if (atomic_load(&((mb_cluster *)ud)->closing)) return;
   if (err != NATS_SLOW_CONSUMER) /* counted by the drain, per subscription */
     report(ud, "mb: cluster: %s", natsStatus_GetText(err));
 }
@@ -524,11 +539,14 @@ static void cluster_free(mb_cluster *c) {
     c->subs = e->next;
     sub_free(e);
   }
-  if (c->nr) { /* its callback may be running on nats.c's thread: wait (bounded) */
+  atomic_store(&c->closing, 1);
+  /* nats.c's threads may be in a callback of c: wait (bounded) for the
+   * last of the subscription's and of the connection's */
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 2;
+  if (c->nr) {
     natsSubscription_Unsubscribe(c->nr);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 2;
     pthread_mutex_lock(&c->mu);
     while (!c->nr_done && pthread_cond_timedwait(&c->nr_cond, &c->mu, &until) == 0) continue;
     pthread_mutex_unlock(&c->mu);
@@ -536,6 +554,9 @@ static void cluster_free(mb_cluster *c) {
   }
   if (c->nc) {
     natsConnection_Close(c->nc);
+    pthread_mutex_lock(&c->mu);
+    while (!c->closed && pthread_cond_timedwait(&c->nr_cond, &c->mu, &until) == 0) continue;
+    pthread_mutex_unlock(&c->mu);
     natsConnection_Destroy(c->nc);
   }
   if (c->ev) mb_nats_ev_free(c->ev);
@@ -614,6 +635,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(o, on_disconnected, c);
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(o, on_reconnected, c);
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(o, on_error, c);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(o, on_closed, c);
   if (s == NATS_OK) s = mb_nats_ev_setup(c->ev, o);
   if (s == NATS_OK) mb_nats_ev_weak(c->ev); /* the bus runs while it has work, not while connected */
   if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);

@@ -241,7 +241,7 @@ static void interest(mb_dest *d, const mb_group *g, int on) {
     if (d->nplain != (size_t)on) return; /* not the first (on: 1) or last (off: 0) */
   }
   if (d->opts.cluster && d->rt->link.interest)
-    d->rt->link.interest(d->rt->link.ud, d->name, g->name, on);
+    d->rt->link.interest(d->rt->link.ud, d->name, g->name, g->key, on);
 }
 
 mb_listener *mb_listen(mb_service *svc, const char *name, uint64_t key, mb_listener_fn fn,

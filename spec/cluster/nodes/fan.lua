@@ -1,0 +1,1 @@
+return function(msg) print("fan " .. tostring(msg.payload.n) .. " " .. msg.id) end

@@ -1,0 +1,1 @@
+return function(msg) print("work " .. tostring(msg.payload)) end
