@@ -307,8 +307,9 @@ int mb_msg_is_request(const mb_msg *m); /* sent by mb_request_start */
 /* Marks m, before sending it, as sent while handling a delivery: part of
  * the work in flight, which a draining bus (mb_runtime_drain) still takes. */
 void mb_msg_follow_up(mb_msg *m);
-/* The message as the JSON object a format = "json" listener receives. */
-int mb_msg_to_json(const mb_msg *m, mb_buf *out, char *err, size_t errlen);
+/* The message as the JSON object a format = "json" listener receives; ids
+ * as "NODE:hex" when node (this node's name in a cluster) is given. */
+int mb_msg_to_json(const mb_msg *m, const char *node, mb_buf *out, char *err, size_t errlen);
 /* Formats an id as the string users see (lower-case hex). buf >= 17 bytes. */
 size_t mb_id_format(uint64_t id, char *buf);
 int mb_id_parse(const char *s, size_t len, uint64_t *out);
@@ -424,6 +425,7 @@ enum { MB_LINK_SEND = 0, MB_LINK_REQUEST = 1 };
  * service. */
 typedef struct mb_link {
   void *ud;
+  const char *node; /* this node's name (dead-letter reports carry it); the link's */
   /* A send (kind MB_LINK_SEND) or request (MB_LINK_REQUEST: its answers come
    * back through mb_link_answer with mb_msg_id(m)) from service from, on
    * from's worker, to the cluster destination dest; takes m. Returns MB_OK
@@ -471,6 +473,11 @@ int mb_link_deliver(mb_service *from, const char *dest, uint64_t group, mb_msg *
  * with error ("code: text"). Returns 0, or -1 when nobody waits for it any
  * more (a late reply: counted as such). Any thread. */
 int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const char *error);
+
+/* A message sent over the link (borrowed) that no node took: counted as a
+ * dropped delivery of its destination here, with a dead letter (why: "code:
+ * text"). Any thread. */
+void mb_link_dropped(mb_runtime *rt, mb_msg *m, const char *why);
 
 /* The link went down: every request waiting for answers over it ends with
  * MB_ECLOSED and error. Any thread. */

@@ -685,10 +685,19 @@ int main(int argc, char **argv) {
                             : "this node's name (1-64 characters of A-Z a-z 0-9 _ -)");
         return 2;
       }
-      if (a[3] == 'a')
+      if (a[3] == 'a') {
         nats_url = argv[++i];
-      else
+        const char *at = strchr(nats_url, '@');
+        if (at && memchr(nats_url, ':', (size_t)(at - nats_url)) &&
+            strstr(nats_url, "://") && strstr(nats_url, "://") < at) {
+          fprintf(stderr, "mbrun: --nats: the URL carries a user and password, which the command "
+                          "line shows to everyone (ps): give them in MB_NATS_USER and "
+                          "MB_NATS_PASSWORD, or in the configuration's cluster table\n");
+          return 2;
+        }
+      } else {
         node = argv[++i];
+      }
     } else if (!strcmp(a, "-c")) {
       if (i + 1 >= argc) {
         fprintf(stderr, "mbrun: -c needs a configuration file\n");

@@ -61,6 +61,16 @@ struct mb_cluster {
   mb_cluster_stats st; /* under mu */
   atomic_int up;
   int drain_posted; /* worker 0 only */
+  /* sends not yet known to have reached a listening node (the server says
+   * "no responders" for one that did not): a ring of the messages, oldest
+   * at sq_base, released by markers this node sends itself (see mark_task);
+   * under mu. While any wait, the bus is held busy. */
+  mb_msg **sq;
+  size_t sq_head, sq_len, sq_cap;
+  uint64_t sq_base, marks_sent;
+  uint64_t *mk; /* per marker in flight: the ring index it covers up to */
+  size_t mk_head, mk_len, mk_cap;
+  int mark_posted, held;
   char *ns, *node, *url;
   char inbox[160]; /* "mb.NS.n.NODE." */
   mb_cluster_config cfg; /* report, state, ud */
@@ -123,6 +133,133 @@ static void count(mb_cluster *c, uint64_t *field, uint64_t n) {
   pthread_mutex_unlock(&c->mu);
 }
 
+/* ---- sends that wait for their "no responders" ----------------------------------- */
+
+static void mark_task(void *arg);
+
+/* Keeps m until a marker shows no "no responders" came for it. */
+static void keep_sent(mb_cluster *c, mb_msg *m) {
+  pthread_mutex_lock(&c->mu);
+  if (c->sq_len == c->sq_cap) {
+    size_t cap = c->sq_cap ? c->sq_cap * 2 : 64;
+    mb_msg **v = malloc(cap * sizeof *v);
+    if (!v) { /* out of memory: it is not watched (a drop would go uncounted) */
+      pthread_mutex_unlock(&c->mu);
+      return;
+    }
+    for (size_t i = 0; i < c->sq_len; i++) v[i] = c->sq[(c->sq_head + i) % c->sq_cap];
+    free(c->sq);
+    c->sq = v;
+    c->sq_cap = cap;
+    c->sq_head = 0;
+  }
+  c->sq[(c->sq_head + c->sq_len++) % c->sq_cap] = mb_msg_ref(m);
+  int hold = !c->held, post = !c->mark_posted;
+  c->held = 1;
+  c->mark_posted = 1;
+  pthread_mutex_unlock(&c->mu);
+  if (hold) mb_runtime_hold(c->rt, 1);
+  if (post && mb_service_post(c->svc, mark_task, c)) {
+    pthread_mutex_lock(&c->mu);
+    c->mark_posted = 0; /* the next send posts it */
+    pthread_mutex_unlock(&c->mu);
+  }
+}
+
+/* Releases the kept sends below ring index upto (all: UINT64_MAX), and the
+ * hold when none is left. Worker 0. */
+static void release_sent(mb_cluster *c, uint64_t upto) {
+  int unhold = 0;
+  pthread_mutex_lock(&c->mu);
+  while (c->sq_len && c->sq_base < upto) {
+    mb_msg_unref(c->sq[c->sq_head]);
+    c->sq_head = (c->sq_head + 1) % c->sq_cap;
+    c->sq_len--;
+    c->sq_base++;
+  }
+  if (upto == UINT64_MAX) c->mk_len = 0;
+  if (!c->sq_len && c->held && !c->mk_len) {
+    c->held = 0;
+    unhold = 1;
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (unhold) mb_runtime_hold(c->rt, -1);
+}
+
+/* Worker 0, soon after sends: a marker to this node's own x.m<SEQ>. The
+ * server answers a connection's messages in order, and "no responders" and
+ * this marker come to the same subscription, so when it arrives every
+ * "no responders" for the sends before it has come. */
+static void mark_task(void *arg) {
+  mb_cluster *c = arg;
+  char subj[200];
+  pthread_mutex_lock(&c->mu);
+  c->mark_posted = 0;
+  if (c->mk_len == c->mk_cap) {
+    size_t cap = c->mk_cap ? c->mk_cap * 2 : 16;
+    uint64_t *v = malloc(cap * sizeof *v);
+    if (!v) {
+      pthread_mutex_unlock(&c->mu);
+      return; /* the next send tries again */
+    }
+    for (size_t i = 0; i < c->mk_len; i++) v[i] = c->mk[(c->mk_head + i) % c->mk_cap];
+    free(c->mk);
+    c->mk = v;
+    c->mk_cap = cap;
+    c->mk_head = 0;
+  }
+  c->mk[(c->mk_head + c->mk_len++) % c->mk_cap] = c->sq_base + c->sq_len;
+  uint64_t seq = c->marks_sent++;
+  pthread_mutex_unlock(&c->mu);
+  snprintf(subj, sizeof subj, "%sx.m%" PRIu64, c->inbox, seq);
+  if (natsConnection_Publish(c->nc, subj, NULL, 0) != NATS_OK)
+    release_sent(c, UINT64_MAX); /* no marker: what it covered is not watched */
+}
+
+/* What the no-responders subscription heard, for worker 0. */
+typedef struct heard {
+  mb_cluster *c;
+  int marker;
+  uint64_t id;
+} heard;
+
+static void heard_task(void *arg) {
+  heard *h = arg;
+  mb_cluster *c = h->c;
+  if (h->marker) {
+    pthread_mutex_lock(&c->mu);
+    uint64_t upto = c->mk_len ? c->mk[c->mk_head] : 0;
+    if (c->mk_len) {
+      c->mk_head = (c->mk_head + 1) % c->mk_cap;
+      c->mk_len--;
+    }
+    pthread_mutex_unlock(&c->mu);
+    release_sent(c, upto);
+  } else {
+    mb_msg *m = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->sq_len && !m; i++) {
+      mb_msg **slot = &c->sq[(c->sq_head + i) % c->sq_cap];
+      if (*slot && mb_msg_id(*slot) == h->id) {
+        m = *slot;
+        *slot = mb_msg_ref(m); /* stays until its marker; the drop is counted now */
+      }
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (m) {
+      char why[400];
+      snprintf(why, sizeof why, "dropped: no node of the cluster listens at '%s'",
+               mb_msg_destination(m));
+      mb_link_dropped(c->rt, m, why);
+      count(c, &c->st.dropped, 1);
+      mb_msg_unref(m);
+    } else {
+      count(c, &c->st.late, 1);
+    }
+  }
+  free(h);
+}
+
 /* ---- sending -------------------------------------------------------------------- */
 
 static natsStatus set_header(natsMsg *nm, const char *key, const char *value) {
@@ -174,9 +311,10 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
      * x.ID only hears the server's "no responders" (see on_no_responders) */
     snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
     snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
-    natsStatus s = publish(c, subject, req ? reply : NULL, m, req ? "request" : "send", id, NULL,
+    natsStatus s = publish(c, subject, reply, m, req ? "request" : "send", id, NULL,
                            req ? answer : NULL);
     rc = s == NATS_OK ? MB_OK : s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
+    if (rc == MB_OK && !req) keep_sent(c, m);
   }
   mb_msg_unref(m);
   return rc;
@@ -385,11 +523,24 @@ static void on_no_responders(natsConnection *nc, natsSubscription *s, natsMsg *n
   (void)s;
   const char *subj = natsMsg_GetSubject(nm);
   size_t il = strlen(c->inbox);
-  uint64_t id;
-  if (natsMsg_IsNoResponders(nm) && !strncmp(subj, c->inbox, il) && !strncmp(subj + il, "x.", 2) &&
-      !mb_id_parse(subj + il + 2, strlen(subj + il + 2), &id) &&
-      mb_link_answer(c->rt, id, MB_ENOLISTENERS, NULL, NULL))
-    count(c, &c->st.late, 1);
+  uint64_t id = 0;
+  int marker = 0;
+  if (!atomic_load(&c->closing) && !strncmp(subj, c->inbox, il) && !strncmp(subj + il, "x.", 2)) {
+    const char *tok = subj + il + 2;
+    if (tok[0] == 'm' && !natsMsg_IsNoResponders(nm))
+      marker = 1;
+    else if (!natsMsg_IsNoResponders(nm) || mb_id_parse(tok, strlen(tok), &id) ||
+             !mb_link_answer(c->rt, id, MB_ENOLISTENERS, NULL, NULL))
+      id = 0; /* not ours, or a request's: answered */
+    /* a marker, or a send nobody took: worker 0 sees to it, in this order */
+    heard *h = (marker || id) ? malloc(sizeof *h) : NULL;
+    if (h) {
+      h->c = c;
+      h->marker = marker;
+      h->id = id;
+      if (mb_service_post(c->svc, heard_task, h)) free(h);
+    }
+  }
   natsMsg_Destroy(nm);
 }
 
@@ -468,6 +619,7 @@ static void drain_task(void *arg) {
 static void down_task(void *arg) {
   mb_cluster *c = arg;
   mb_link_close_requests(c->rt, "closed: the cluster connection is down");
+  release_sent(c, UINT64_MAX); /* their markers will not come */
   mb_link_state(c->rt, 0);
   if (c->cfg.state) c->cfg.state(c->cfg.ud, 0);
 }
@@ -534,6 +686,9 @@ static char *shown_url(const char *url) {
 }
 
 static void cluster_free(mb_cluster *c) {
+  if (c->sq) release_sent(c, UINT64_MAX);
+  free(c->sq);
+  free(c->mk);
   while (c->subs) {
     sub *e = c->subs;
     c->subs = e->next;
@@ -660,7 +815,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   c->subs = in;
   atomic_store(&c->up, 1);
   mb_nats_ev_set_read_hook(c->ev, drain, c);
-  mb_link link = {.ud = c, .send = link_send, .interest = link_interest};
+  mb_link link = {.ud = c, .node = c->node, .send = link_send, .interest = link_interest};
   mb_runtime_link(rt, &link);
   return c;
 }

@@ -396,8 +396,8 @@ static inline mb_name *mb_name_ref(mb_name *n) {
 void mb_name_unref(mb_name *n);
 mb_msg *mb_msg_copy(const mb_msg *m);
 /* Appends the message as an encoded table {destination, payload, values, id,
- * reply_to?, response_id?}. */
-int mb_msg_encode(const mb_msg *m, mb_buf *b);
+ * reply_to?, response_id?}; ids as "NODE:hex" when node is given. */
+int mb_msg_encode(const mb_msg *m, const char *node, mb_buf *b);
 extern atomic_uint_fast64_t mb_next_msg_id;
 extern atomic_long mb_live_msgs;
 

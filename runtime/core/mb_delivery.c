@@ -31,9 +31,11 @@ static void dead_letter(mb_dest *d, mb_msg *m, const char *error) {
   int rc = at < 0;
   if (!rc) {
     rc |= mb_enc_str(&b, "destination", 11) | mb_enc_str(&b, d->name, d->namelen);
-    rc |= mb_enc_str(&b, "message", 7) | mb_msg_encode(m, &b);
+    rc |= mb_enc_str(&b, "message", 7) | mb_msg_encode(m, rt->link.node, &b);
     rc |= mb_enc_str(&b, "error", 5) | mb_enc_str(&b, error, strlen(error));
-    mb_enc_table_end(&b, at, 0, 3);
+    const char *node = rt->link.node;
+    if (node) rc |= mb_enc_str(&b, "node", 4) | mb_enc_str(&b, node, strlen(node));
+    mb_enc_table_end(&b, at, 0, node ? 4 : 3);
   }
   mb_msg *r = rc ? NULL : mb_msg_new(b.p, b.len, NULL, 0, NULL);
   mb_buf_free(&b);

@@ -157,8 +157,20 @@ int mb_id_parse(const char *s, size_t len, uint64_t *out) {
 
 static int enc_key(mb_buf *b, const char *k) { return mb_enc_str(b, k, strlen(k)); }
 
-int mb_msg_encode(const mb_msg *m, mb_buf *b) {
-  char id[17];
+/* "hex", or "NODE:hex" on a node of a cluster; buf >= 96 bytes. */
+static size_t node_id(const char *node, uint64_t id, char *buf) {
+  size_t n = 0;
+  if (node) {
+    n = strlen(node);
+    if (n > 64) n = 64;
+    memcpy(buf, node, n);
+    buf[n++] = ':';
+  }
+  return n + mb_id_format(id, buf + n);
+}
+
+int mb_msg_encode(const mb_msg *m, const char *node, mb_buf *b) {
+  char id[96];
   uint32_t n = 4;
   long at = mb_enc_table_begin(b);
   if (at < 0) return -1;
@@ -175,14 +187,14 @@ int mb_msg_encode(const mb_msg *m, mb_buf *b) {
   }
   const char *origin = mb_msg_origin(m);
   rc |= enc_key(b, "id") | (origin ? mb_enc_str(b, origin, strlen(origin))
-                                   : mb_enc_str(b, id, mb_id_format(m->id, id)));
+                                   : mb_enc_str(b, id, node_id(node, m->id, id)));
   if (m->rlen) {
     const char *r = mb_msg_reply_to(m);
     rc |= enc_key(b, "reply_to") | mb_enc_str(b, r, strlen(r));
     n++;
   }
   if (m->response_id) {
-    rc |= enc_key(b, "response_id") | mb_enc_str(b, id, mb_id_format(m->response_id, id));
+    rc |= enc_key(b, "response_id") | mb_enc_str(b, id, node_id(node, m->response_id, id));
     n++;
   }
   if (rc) return -1;
@@ -190,10 +202,10 @@ int mb_msg_encode(const mb_msg *m, mb_buf *b) {
   return 0;
 }
 
-int mb_msg_to_json(const mb_msg *m, mb_buf *out, char *err, size_t errlen) {
+int mb_msg_to_json(const mb_msg *m, const char *node, mb_buf *out, char *err, size_t errlen) {
   mb_buf tmp = {0};
   int rc = -1;
-  if (mb_msg_encode(m, &tmp))
+  if (mb_msg_encode(m, node, &tmp))
     snprintf(err, errlen, "out of memory");
   else
     rc = mb_json_encode(tmp.p, tmp.len, "message", out, err, errlen);

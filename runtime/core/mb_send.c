@@ -135,6 +135,13 @@ int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const
   return rc;
 }
 
+void mb_link_dropped(mb_runtime *rt, mb_msg *m, const char *why) {
+  mb_lock(rt);
+  mb_dest *d = m->name ? mb_dest_find(rt, m->name->s) : NULL;
+  if (d) mb_delivery_drop(d, m, 0, why);
+  mb_unlock(rt);
+}
+
 void mb_link_close_requests(mb_runtime *rt, const char *error) {
   size_t at = 0;
   mb_lock(rt);

@@ -341,7 +341,7 @@ int mbL_handler_body(lua_State *L) {
     char err[700];
     mbL_state *S = t->S;
     S->buf.len = 0;
-    if (mb_msg_to_json(m, &S->buf, err, sizeof err))
+    if (mb_msg_to_json(m, mbL_node(S), &S->buf, err, sizeof err))
       return luaL_error(L, "cannot give the message as JSON: %s", err);
     lua_pushvalue(L, 1);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);

@@ -32,7 +32,7 @@ static void test_messages(void) {
   char id[17], json[256], err[128], want[256];
   mb_id_format(mb_msg_id(m), id);
   mb_buf j = {0};
-  CHECK_INT(mb_msg_to_json(m, &j, err, sizeof err), 0);
+  CHECK_INT(mb_msg_to_json(m, NULL, &j, err, sizeof err), 0);
   snprintf(json, sizeof json, "%.*s", (int)j.len, (const char *)j.p);
   snprintf(want, sizeof want,
            "{\"destination\":null,\"payload\":\"hi\",\"values\":{\"k\":1},\"id\":\"%s\","
@@ -47,7 +47,7 @@ static void test_messages(void) {
   CHECK_INT(mb_msg_expects_reply(m2), 0);
   p = mb_msg_values(m2, &n);
   CHECK_INT(n, 0);
-  CHECK_INT(mb_msg_to_json(m2, &j, err, sizeof err), 0);
+  CHECK_INT(mb_msg_to_json(m2, NULL, &j, err, sizeof err), 0);
   mb_id_format(mb_msg_id(m2), id);
   snprintf(json, sizeof json, "%.*s", (int)j.len, (const char *)j.p);
   snprintf(want, sizeof want,
@@ -88,7 +88,7 @@ static void json_fn(void *ud, mb_delivery *d) {
   char *out = ud;
   mb_buf b = {0};
   char err[128];
-  if (mb_msg_to_json(mb_delivery_msg(d), &b, err, sizeof err) == 0)
+  if (mb_msg_to_json(mb_delivery_msg(d), NULL, &b, err, sizeof err) == 0)
     snprintf(out, 256, "%.*s", (int)b.len, (const char *)b.p);
   else
     snprintf(out, 256, "error: %s", err);

@@ -173,11 +173,155 @@ for n = 1, 50 do assert(mb.send("order", n)) end
     end
   end)
 
+  it("counts a send no node takes as dropped, with a dead letter naming the node", function()
+    local out, err, code = send([[
+assert(mb.destination("nobody/home", {cluster = true}))
+mb.destination("mb/dead-letters")
+mb.listen("mb/dead-letters", function(m)
+  local r = m.payload
+  print("dead", r.destination, r.node, r.message.id, r.message.payload, r.error)
+end)
+print("sent", mb.send("nobody/home", "lost?"))
+]])
+    assert.equal(1, code, out .. err)
+    local id = out:match("sent\t(s1:%x+)")
+    assert.truthy(id, out)
+    assert.matches("dead\tnobody/home\ts1\t" .. id:gsub("%p", "%%%0") ..
+      "\tlost%?\tdropped: no node of the cluster listens at 'nobody/home'", out)
+    assert.matches("1 delivery dropped %(nobody/home: 1%)", err)
+  end)
+
+  it("keeps secrets off the command line", function()
+    local out, err, code = helper.mbrun("--nats nats://me:pw@127.0.0.1:1 -w 1 x.lua")
+    assert.equal(2, code, out .. err)
+    assert.matches("MB_NATS_PASSWORD", err)
+  end)
+
   it("refuses a cluster destination on a node in no cluster", function()
     local path = dir .. "/alone.lua"
     helper.write(path, 'print(pcall(mb.destination, "fan", {cluster = true}))')
     local out, err, code = helper.mbrun("-w 1 " .. helper.quote(path))
     assert.equal(0, code, err)
     assert.matches("false\t.*'fan' is a cluster destination, but this node is in no cluster", out)
+  end)
+end)
+
+describe("a cluster whose server goes away", function()
+  local exe, why = ns.find()
+  if not exe then
+    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
+    return
+  end
+
+  local srv, list, dir
+
+  lazy_setup(function()
+    srv = assert(ns.start())
+    dir = helper.tmpdir()
+    list = {nodes.start(srv.url, "n1", "-c config.lua", {dir = NODES, env = "NODE=n1"})}
+    assert(list[1]:wait_output("ready", 15), list[1]:errors())
+  end)
+
+  lazy_teardown(function()
+    if list then nodes.stop_all(list) end
+    if srv then srv:stop() end
+    if dir then helper.remove_tree(dir) end
+  end)
+
+  it("says closed while it is down, and carries on when it is back", function()
+    local path = dir .. "/sender.lua"
+    helper.write(path, [[
+assert(mb.destination("work", {cluster = true}))
+assert(mb.destination("slow", {cluster = true}))
+mb.on("cluster_down", function(d, info) print("event " .. info.event) end)
+mb.on("cluster_up", function(d, info) print("event " .. info.event) end)
+local n = 0
+mb.every(0.02, function()
+  n = n + 1
+  local id, err = mb.send("work", n)
+  print(id and ("sent " .. n) or ("error " .. err))
+end)
+mb.spawn(function()
+  print("request " .. tostring(select(2, mb.request("slow", "x", {timeout = 30}))))
+end)
+]])
+    local s = nodes.start(srv.url, "s1", helper.quote(path))
+    list[#list + 1] = s
+    assert(s:wait_output("sent 5\n", 10), s:errors())
+    srv:kill()
+    assert(s:wait_output("event cluster_down", 5), s:output() .. s:errors())
+    assert(s:wait_output("error closed: [^\n]*", 5), s:output())
+    -- the request waiting for a reply ends at once
+    assert.matches("request closed: the cluster connection is down", s:output())
+    assert(srv:restart())
+    local t = require("mb").now()
+    assert(s:wait_output("event cluster_up", 2), "no cluster_up within 2 s: " .. s:errors())
+    local up_after = require("mb").now() - t
+    assert.is_true(up_after < 2, up_after)
+    -- sends go again, and the listener's group takes them, once each
+    local after = #s:output()
+    assert(nodes.wait_for(function()
+      return count(s:output():sub(after), "^sent %d+") >= 10
+    end, 5))
+    local last = tonumber(s:output():match(".*sent (%d+)"))
+    assert(nodes.wait_for(function()
+      return list[1]:output():match("work " .. last .. "\n")
+    end, 5), "the listener got nothing after the outage")
+    local seen = {}
+    for _, v in ipairs(lines(list[1]:output(), "^work (%d+)$")) do
+      assert.is_nil(seen[v], "message " .. v .. " delivered twice")
+      seen[v] = true
+    end
+    -- every message sent went to the listener (an outage refuses, never loses quietly)
+    for _, v in ipairs(lines(s:output(), "^sent (%d+)$")) do
+      if tonumber(v) < last then assert.is_true(seen[v], "sent " .. v .. " not delivered") end
+    end
+    assert.equal(0, s:stop())
+  end)
+end)
+
+describe("a cluster with a password", function()
+  local exe, why = ns.find()
+  if not exe then
+    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
+    return
+  end
+
+  local srv, dir
+  lazy_setup(function()
+    srv = assert(ns.start{args = {"--user", "mbuser", "--pass", "s3cret-Pw"}})
+    dir = helper.tmpdir()
+    helper.write(dir .. "/hello.lua", 'assert(mb.destination("x", {cluster = true})) print("joined")')
+  end)
+  lazy_teardown(function()
+    if srv then srv:stop() end
+    if dir then helper.remove_tree(dir) end
+  end)
+
+  it("joins with the right one from the environment", function()
+    local out, err, code = helper.mbrun(("-w 1 --nats %s %s"):format(srv.url,
+      helper.quote(dir .. "/hello.lua")), {env = "MB_NATS_USER=mbuser MB_NATS_PASSWORD=s3cret-Pw"})
+    assert.equal(0, code, err)
+    assert.matches("joined", out)
+  end)
+
+  it("exits 2 with the server's reason for a wrong one, never printing it", function()
+    local out, err, code = helper.mbrun(("-w 1 --nats %s %s"):format(srv.url,
+      helper.quote(dir .. "/hello.lua")), {env = "MB_NATS_USER=mbuser MB_NATS_PASSWORD=wrong-Pw"})
+    assert.equal(2, code, out .. err)
+    assert.matches("Authorization Violation", err)
+    assert.not_matches("wrong%-Pw", out .. err)
+  end)
+
+  it("takes the password from the configuration and never shows it", function()
+    helper.write(dir .. "/cfg.lua", ([[
+return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
+        destinations = {x = {cluster = true}}}
+]]):format(srv.url:gsub("^nats://", "nats://mbuser:s3cret-Pw@")))
+    local out, err, code = helper.mbrun(("-w 1 -c %s %s"):format(helper.quote(dir .. "/cfg.lua"),
+      helper.quote(dir .. "/hello.lua")), {merge = true})
+    assert.equal(0, code, out)
+    assert.matches("joined", out)
+    assert.not_matches("s3cret", out)
   end)
 end)
