@@ -619,6 +619,24 @@ static void drain_task(void *arg) {
 static void down_task(void *arg) {
   mb_cluster *c = arg;
   mb_link_close_requests(c->rt, "closed: the cluster connection is down");
+  /* sends not confirmed yet may or may not have reached a listener: each
+   * is counted dropped and reported, never left unsaid */
+  for (;;) {
+    mb_msg *m = NULL;
+    pthread_mutex_lock(&c->mu);
+    while (c->sq_len && !m) {
+      m = c->sq[c->sq_head];
+      c->sq_head = (c->sq_head + 1) % c->sq_cap;
+      c->sq_len--;
+      c->sq_base++;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (!m) break;
+    mb_link_dropped(c->rt, m, "dropped: not yet confirmed when the connection to the cluster "
+                              "was lost (it may have reached listeners)");
+    count(c, &c->st.dropped, 1);
+    mb_msg_unref(m);
+  }
   release_sent(c, UINT64_MAX); /* their markers will not come */
   mb_link_state(c->rt, 0);
   if (c->cfg.state) c->cfg.state(c->cfg.ud, 0);
