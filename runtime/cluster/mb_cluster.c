@@ -42,6 +42,7 @@ typedef struct sub {
   char *group;   /* NULL: the groups without a name */
   uint64_t key;  /* the named group's key */
   int dead;      /* unsubscribed: freed by the next drain */
+  int home;      /* the node's t subject (on_home_msg) */
   uint64_t lost; /* nats.c's dropped count seen so far (slow consumer) */
 } sub;
 
@@ -267,10 +268,10 @@ static natsStatus set_header(natsMsg *nm, const char *key, const char *value) {
 }
 
 /* Publishes the payload and values of m as kind to subject (reply: the
- * NATS reply subject, or NULL); id is the Mb-Id. */
+ * NATS reply subject, or NULL); id is the Mb-Id; extra: more headers, name
+ * and value pairs, NULL-terminated (or NULL). */
 static natsStatus publish(mb_cluster *c, const char *subject, const char *reply, const mb_msg *m,
-                          const char *kind, const char *id, const char *error,
-                          const char *answer_to) {
+                          const char *kind, const char *id, const char *const *extra) {
   size_t plen, vlen;
   const uint8_t *p = mb_msg_payload(m, &plen);
   mb_msg_values(m, &vlen); /* right after the payload */
@@ -284,8 +285,8 @@ static natsStatus publish(mb_cluster *c, const char *subject, const char *reply,
   if (s == NATS_OK) s = set_header(nm, "Mb-Node", c->node);
   const char *rt = mb_msg_origin(m) ? NULL : mb_msg_reply_to(m);
   if (s == NATS_OK && rt) s = set_header(nm, "Mb-Reply-To", rt);
-  if (s == NATS_OK && error) s = set_header(nm, "Mb-Error", error);
-  if (s == NATS_OK && answer_to) s = set_header(nm, "Mb-Reply", answer_to);
+  for (; s == NATS_OK && extra && extra[0]; extra += 2)
+    if (extra[1]) s = set_header(nm, extra[0], extra[1]);
   if (s == NATS_OK) s = natsConnection_PublishMsg(c->nc, nm);
   natsMsg_Destroy(nm);
   if (s == NATS_OK) count(c, &c->st.published, 1);
@@ -311,8 +312,8 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
      * x.ID only hears the server's "no responders" (see on_no_responders) */
     snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
     snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
-    natsStatus s = publish(c, subject, reply, m, req ? "request" : "send", id, NULL,
-                           req ? answer : NULL);
+    const char *extra[] = {"Mb-Reply", req ? answer : NULL, NULL};
+    natsStatus s = publish(c, subject, reply, m, req ? "request" : "send", id, extra);
     rc = s == NATS_OK ? MB_OK : s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
     if (rc == MB_OK && !req) keep_sent(c, m);
   }
@@ -377,7 +378,9 @@ typedef struct item {
 /* What a request from another node needs for its answer. */
 typedef struct proxy {
   mb_cluster *c;
-  char reply[]; /* the NATS reply subject */
+  char *home;     /* a send with reply_to: its destination on the sending node */
+  char *response; /* ... and the message's id there; NULL for a request */
+  char reply[];   /* where the answer goes (a NATS subject) */
 } proxy;
 
 static const char *header(natsMsg *m, const char *key) {
@@ -420,6 +423,12 @@ static void bad(mb_cluster *c, natsMsg *nm, const char *why) {
 }
 
 /* The answer of a request from another node: sent back to its inbox. */
+static void proxy_free(proxy *p) {
+  free(p->home);
+  free(p->response);
+  free(p);
+}
+
 static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy *p = ud;
   mb_cluster *c = p->c;
@@ -427,23 +436,35 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   char err[700], hex[17], id[120];
   const mb_answer *a = n ? &answers[0] : NULL;
   natsStatus s;
-  if (a && a->status == MB_OK && a->reply) {
+  if (p->home) { /* the reply goes home to reply_to; a failure was reported here */
+    s = NATS_OK;
+    if (a && a->status == MB_OK && a->reply) {
+      mb_id_format(mb_msg_id(a->reply), hex);
+      snprintf(id, sizeof id, "%s:%s", c->node, hex);
+      const char *extra[] = {"Mb-Dest", p->home, "Mb-Response", p->response, NULL};
+      s = publish(c, p->reply, NULL, a->reply, "reply", id, extra);
+      if (s != NATS_OK)
+        report(c, "mb: cluster: a reply to '%s' on another node was not sent: %s", p->home,
+               natsStatus_GetText(s));
+    }
+  } else if (a && a->status == MB_OK && a->reply) {
     mb_id_format(mb_msg_id(a->reply), hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
-    s = publish(c, p->reply, NULL, a->reply, "reply", id, NULL, NULL);
+    s = publish(c, p->reply, NULL, a->reply, "reply", id, NULL);
   } else {
     mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
     const char *e = a && a->error ? a->error : "failed: no answer";
     snprintf(err, sizeof err, "%s (node %s)", e, c->node);
     mb_id_format(none ? mb_msg_id(none) : 0, hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    const char *extra[] = {"Mb-Error", a && a->status == MB_OK ? NULL : err, NULL};
     s = none ? publish(c, p->reply, NULL, none, a && a->status == MB_OK ? "reply" : "fail", id,
-                       a && a->status == MB_OK ? NULL : err, NULL)
+                       extra)
              : NATS_NO_MEMORY;
     mb_msg_unref(none);
   }
   if (s == NATS_OK) count(c, &c->st.replies, 1);
-  free(p);
+  proxy_free(p);
 }
 
 static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
@@ -455,17 +476,37 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     return;
   }
   count(c, &c->st.received, 1);
-  /* mb's requests name where the answer goes; plain NATS clients get it at
-   * their reply subject */
-  const char *reply = header(nm, "Mb-Reply");
-  if (!reply) reply = natsMsg_GetReply(nm);
+  /* a request's answer goes where it says (mb's requests: Mb-Reply; plain
+   * NATS clients: their reply subject); a send's reply to its reply_to goes
+   * home, to the sending node's t subject */
+  char home[200];
+  const char *reply = NULL, *reply_to = NULL, *from = header(nm, "Mb-Node");
+  int request = kind && !strcmp(kind, "request");
+  if (request) {
+    reply = header(nm, "Mb-Reply");
+    if (!reply) reply = natsMsg_GetReply(nm);
+    if (reply && !*reply) reply = NULL;
+  } else if ((reply_to = mb_msg_reply_to(m)) && from && mb_cluster_name_valid(from)) {
+    snprintf(home, sizeof home, "mb.%s.n.%s.t", c->ns, from);
+    reply = home;
+  }
   int rc;
-  if (kind && !strcmp(kind, "request") && reply && *reply) {
+  if (reply) {
     size_t rl = strlen(reply);
-    proxy *p = malloc(sizeof *p + rl + 1);
+    proxy *p = calloc(1, sizeof *p + rl + 1);
+    if (p && !request) {
+      p->home = strdup(reply_to);
+      p->response = strdup(mb_msg_origin(m));
+      if (!p->home || !p->response) {
+        proxy_free(p);
+        p = NULL;
+      }
+    }
     if (!p) {
       mb_msg_unref(m);
       count(c, &c->st.dropped, 1);
+      report(c, "mb: cluster: a message at '%s' from node %s was not delivered: out of memory",
+             e->dest, from ? from : "?");
       return;
     }
     p->c = c;
@@ -483,6 +524,30 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, NULL, NULL, NULL);
   }
   if (rc < 0) count(c, &c->st.dropped, 1);
+}
+
+/* A reply from another node to a send of this node with reply_to:
+ * mb.NS.n.NODE.t, headers Mb-Dest (the reply_to) and Mb-Response (the
+ * send's id here). Sent on to that destination as mb_reply would. */
+static void on_home_msg(mb_cluster *c, natsMsg *nm) {
+  const char *dest = header(nm, "Mb-Dest"), *resp = header(nm, "Mb-Response");
+  const char *why = "no valid Mb-Dest and Mb-Response headers";
+  size_t nl = strlen(c->node);
+  uint64_t id;
+  if (!dest || !mb_dest_name_valid(dest, strlen(dest)) || !resp || strncmp(resp, c->node, nl) ||
+      resp[nl] != ':' || mb_id_parse(resp + nl + 1, strlen(resp + nl + 1), &id)) {
+    bad(c, nm, why);
+    return;
+  }
+  mb_msg *m = decode(nm, 0, &why);
+  if (!m) {
+    bad(c, nm, why);
+    return;
+  }
+  int rc = mb_reply_id(c->svc, NULL, id, dest, 0, m, NULL, NULL);
+  if (rc < 0 && rc != MB_PENDING)
+    report(c, "mb: cluster: a reply from node %s to '%s' was not delivered: %s",
+           header(nm, "Mb-Node") ? header(nm, "Mb-Node") : "?", dest, mb_strerror(rc));
 }
 
 /* An answer to one of this node's requests: mb.NS.n.NODE.r.HEX */
@@ -598,6 +663,8 @@ static void drain(void *ud) {
   for (size_t i = 0; i < n; i++) {
     if (items[i].s->dest)
       on_dest_msg(c, items[i].s, items[i].m);
+    else if (items[i].s->home)
+      on_home_msg(c, items[i].m);
     else
       on_inbox_msg(c, items[i].m);
     natsMsg_Destroy(items[i].m);
@@ -817,6 +884,11 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   sub *in = s == NATS_OK ? calloc(1, sizeof *in) : NULL;
   if (s == NATS_OK && !in) s = NATS_NO_MEMORY;
   if (s == NATS_OK) s = natsConnection_SubscribeSync(&in->ns, c->nc, inbox_all);
+  sub *home = s == NATS_OK ? calloc(1, sizeof *home) : NULL;
+  if (s == NATS_OK && !home) s = NATS_NO_MEMORY;
+  snprintf(inbox_all, sizeof inbox_all, "%st", c->inbox);
+  if (s == NATS_OK) s = natsConnection_SubscribeSync(&home->ns, c->nc, inbox_all);
+  if (home) home->home = 1;
   snprintf(inbox_all, sizeof inbox_all, "%sx.*", c->inbox);
   if (s == NATS_OK) s = natsConnection_Subscribe(&c->nr, c->nc, inbox_all, on_no_responders, c);
   if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(c->nr, nr_complete, c);
@@ -826,10 +898,12 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
     const char *last = nats_GetLastError(&ls);
     snprintf(err, errlen, "cannot connect to %s: %s", c->url ? c->url : "the server",
              last && *last ? last : natsStatus_GetText(s));
-    free(in);
+    if (in) sub_free(in);
+    if (home) sub_free(home);
     cluster_free(c);
     return NULL;
   }
+  in->next = home;
   c->subs = in;
   atomic_store(&c->up, 1);
   mb_nats_ev_set_read_hook(c->ev, drain, c);

@@ -191,6 +191,23 @@ print("sent", mb.send("nobody/home", "lost?"))
     assert.matches("1 delivery dropped %(nobody/home: 1%)", err)
   end)
 
+  it("takes a reply home to the sender's own reply_to destination", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("results"))
+local got
+mb.listen("results", function(m)
+  got = true
+  print("result", m.payload.node, m.payload.echo, m.response_id)
+end)
+print("sent", mb.send("ask", "hi", {reply_to = "results"}))
+for _ = 1, 250 do if got then break end mb.sleep(0.02) end
+]])
+    assert.equal(0, code, out .. err)
+    local id = out:match("sent\t(s1:%x+)")
+    assert.truthy(id, out)
+    assert.matches("result\tn%d\thi\t" .. id:gsub("%p", "%%%0"), out)
+  end)
+
   it("keeps secrets off the command line", function()
     local out, err, code = helper.mbrun("--nats nats://me:pw@127.0.0.1:1 -w 1 x.lua")
     assert.equal(2, code, out .. err)
