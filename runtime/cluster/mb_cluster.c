@@ -58,6 +58,7 @@ struct mb_cluster {
   pthread_cond_t nr_cond; /* with mu: nr_done, its last callback has returned; */
   int nr_done;            /* closed, nats.c's closed callback (its last) ran */
   int closed;
+  int probe; /* under mu, at start: 1 the node name is free, 2 it is taken */
   atomic_int closing; /* mb_cluster_stop has begun: callbacks do nothing */
   mb_cluster_stats st; /* under mu */
   atomic_int up;
@@ -560,6 +561,11 @@ static void on_inbox_msg(mb_cluster *c, natsMsg *nm) {
     bad(c, nm, "not an answer this node knows");
     return;
   }
+  if (id == 0) { /* a node starting with this node's name asks whether it is taken */
+    const char *reply = natsMsg_GetReply(nm);
+    if (reply && *reply) natsConnection_Publish(c->nc, reply, "here", 4);
+    return;
+  }
   int rc;
   {
     const char *kind = header(nm, "Mb-Kind");
@@ -592,7 +598,12 @@ static void on_no_responders(natsConnection *nc, natsSubscription *s, natsMsg *n
   int marker = 0;
   if (!atomic_load(&c->closing) && !strncmp(subj, c->inbox, il) && !strncmp(subj + il, "x.", 2)) {
     const char *tok = subj + il + 2;
-    if (tok[0] == 'm' && !natsMsg_IsNoResponders(nm))
+    if (!strcmp(tok, "probe")) { /* the answer to this node's name probe (start) */
+      pthread_mutex_lock(&c->mu);
+      if (!c->probe) c->probe = natsMsg_IsNoResponders(nm) ? 1 : 2;
+      pthread_cond_broadcast(&c->nr_cond);
+      pthread_mutex_unlock(&c->mu);
+    } else if (tok[0] == 'm' && !natsMsg_IsNoResponders(nm))
       marker = 1;
     else if (!natsMsg_IsNoResponders(nm) || mb_id_parse(tok, strlen(tok), &id) ||
              !mb_link_answer(c->rt, id, MB_ENOLISTENERS, NULL, NULL))
@@ -793,6 +804,9 @@ static void cluster_free(mb_cluster *c) {
     natsSubscription_Destroy(c->nr);
   }
   if (c->nc) {
+    /* the unsubscriptions leave now: with nothing buffered, Close does not
+     * wait for a flush that only the loop could make */
+    if (c->ev) mb_nats_ev_flush(c->ev, 0.5); /* (on worker 0, as start and stop are) */
     natsConnection_Close(c->nc);
     pthread_mutex_lock(&c->mu);
     while (!c->closed && pthread_cond_timedwait(&c->nr_cond, &c->mu, &until) == 0) continue;
@@ -807,6 +821,34 @@ static void cluster_free(mb_cluster *c) {
   free(c->node);
   free(c->url);
   free(c);
+}
+
+/* At start, before this node listens at its own subjects: does a node of
+ * this name answer at them? Publishes to mb.NS.n.NODE.r.0 (a live node
+ * answers "here"; with none, the server says "no responders") and turns
+ * worker 0's loop by hand (it is not running yet) for at most 2 s. */
+static int name_taken(mb_cluster *c) {
+  char subj[200], reply[200];
+  snprintf(subj, sizeof subj, "%sr.0", c->inbox);
+  snprintf(reply, sizeof reply, "%sx.probe", c->inbox);
+  if (natsConnection_PublishRequest(c->nc, subj, reply, NULL, 0) != NATS_OK) return 0;
+  int got = 0;
+  for (int i = 0; i < 1000 && !got; i++) {
+    mb_nats_ev_flush(c->ev, 0.1);
+    ev_run(c->loop, EVRUN_NOWAIT);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 2000000;
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (!c->probe) pthread_cond_timedwait(&c->nr_cond, &c->mu, &until);
+    got = c->probe;
+    pthread_mutex_unlock(&c->mu);
+  }
+  return got == 2;
 }
 
 mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char *err,
@@ -880,19 +922,25 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   if (s == NATS_OK) mb_nats_ev_weak(c->ev); /* the bus runs while it has work, not while connected */
   if (s == NATS_OK) s = natsConnection_Connect(&c->nc, o);
   char inbox_all[200];
-  snprintf(inbox_all, sizeof inbox_all, "%sr.*", c->inbox);
-  sub *in = s == NATS_OK ? calloc(1, sizeof *in) : NULL;
-  if (s == NATS_OK && !in) s = NATS_NO_MEMORY;
-  if (s == NATS_OK) s = natsConnection_SubscribeSync(&in->ns, c->nc, inbox_all);
-  sub *home = s == NATS_OK ? calloc(1, sizeof *home) : NULL;
-  if (s == NATS_OK && !home) s = NATS_NO_MEMORY;
-  snprintf(inbox_all, sizeof inbox_all, "%st", c->inbox);
-  if (s == NATS_OK) s = natsConnection_SubscribeSync(&home->ns, c->nc, inbox_all);
-  if (home) home->home = 1;
   snprintf(inbox_all, sizeof inbox_all, "%sx.*", c->inbox);
   if (s == NATS_OK) s = natsConnection_Subscribe(&c->nr, c->nc, inbox_all, on_no_responders, c);
   if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(c->nr, nr_complete, c);
+  int taken = s == NATS_OK && name_taken(c);
+  snprintf(inbox_all, sizeof inbox_all, "%sr.*", c->inbox);
+  sub *in = s == NATS_OK && !taken ? calloc(1, sizeof *in) : NULL;
+  sub *home = s == NATS_OK && !taken ? calloc(1, sizeof *home) : NULL;
+  if (s == NATS_OK && !taken && (!in || !home)) s = NATS_NO_MEMORY;
+  if (s == NATS_OK && !taken) s = natsConnection_SubscribeSync(&in->ns, c->nc, inbox_all);
+  snprintf(inbox_all, sizeof inbox_all, "%st", c->inbox);
+  if (s == NATS_OK && !taken) s = natsConnection_SubscribeSync(&home->ns, c->nc, inbox_all);
+  if (home) home->home = 1;
   natsOptions_Destroy(o);
+  if (taken) {
+    snprintf(err, errlen, "the node name '%s' is in use in namespace '%s' (another node has it): "
+                          "give this one another (--node NAME, or cluster.node)", c->node, c->ns);
+    cluster_free(c);
+    return NULL;
+  }
   if (s != NATS_OK) {
     natsStatus ls;
     const char *last = nats_GetLastError(&ls);

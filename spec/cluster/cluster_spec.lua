@@ -208,6 +208,13 @@ for _ = 1, 250 do if got then break end mb.sleep(0.02) end
     assert.matches("result\tn%d\thi\t" .. id:gsub("%p", "%%%0"), out)
   end)
 
+  it("refuses a node name already in use, with exit 2", function()
+    local out, err, code = send("print('started')", {node = "n2"})
+    assert.equal(2, code, out .. err)
+    assert.matches("the node name 'n2' is in use in namespace 'default'", err)
+    assert.not_matches("started", out)
+  end)
+
   it("keeps secrets off the command line", function()
     local out, err, code = helper.mbrun("--nats nats://me:pw@127.0.0.1:1 -w 1 x.lua")
     assert.equal(2, code, out .. err)
