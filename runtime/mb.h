@@ -179,6 +179,11 @@ int mb_dest_remove(mb_runtime *rt, const char *name);
 
 int mb_dest_exists(mb_runtime *rt, const char *name);
 
+/* 0 for a destination of this process alone, 1 for a cluster destination
+ * (mb_dest_opts.cluster) that is not synchronous, 2 for a synchronous one;
+ * -1 when there is none of that name. */
+int mb_dest_cluster(mb_runtime *rt, const char *name);
+
 /* Calls fn for every destination name in sorted order. */
 void mb_dest_each(mb_runtime *rt, void (*fn)(void *ud, const char *name), void *ud);
 
@@ -416,8 +421,18 @@ int mb_delivery_reply(mb_delivery *d, mb_msg *reply, mb_send_fn done, void *ud);
 
 /* ---- the link: how a cluster joins the core (runtime/cluster/) -------- */
 
-/* What a send over the link is. */
-enum { MB_LINK_SEND = 0, MB_LINK_REQUEST = 1 };
+/* What a send over the link is: a send, a request (first reply), a
+ * request_all (an answer per group of every node that acknowledges), a send
+ * to a synchronous destination (done once every group that acknowledged ran
+ * it), a send with confirm (done once a node acknowledged it). All but
+ * MB_LINK_SEND are core requests, answered through mb_link_answer. */
+enum {
+  MB_LINK_SEND = 0,
+  MB_LINK_REQUEST = 1,
+  MB_LINK_REQUEST_ALL = 2,
+  MB_LINK_SYNC = 3,
+  MB_LINK_CONFIRM = 4
+};
 
 /* A link carries the messages of cluster destinations (mb_dest_opts.cluster)
  * to other nodes and back. The core calls it; it calls the core only through
@@ -426,11 +441,11 @@ enum { MB_LINK_SEND = 0, MB_LINK_REQUEST = 1 };
 typedef struct mb_link {
   void *ud;
   const char *node; /* this node's name (dead-letter reports carry it); the link's */
-  /* A send (kind MB_LINK_SEND) or request (MB_LINK_REQUEST: its answers come
-   * back through mb_link_answer with mb_msg_id(m)) from service from, on
-   * from's worker, to the cluster destination dest; takes m. Returns MB_OK
-   * or a negative code (MB_ECLOSED while the link is down). Called without
-   * the runtime's lock. */
+  /* A send of kind MB_LINK_* from service from, on from's worker, to the
+   * cluster destination dest; takes m (the answers of all kinds but
+   * MB_LINK_SEND come back through mb_link_answer with mb_msg_id(m)).
+   * Returns MB_OK or a negative code (MB_ECLOSED while the link is down).
+   * Called without the runtime's lock. */
   int (*send)(void *ud, mb_service *from, const char *dest, mb_dest_type type, mb_msg *m,
               int kind);
   /* Interest at a cluster destination changed: group NULL stands for the
@@ -461,18 +476,45 @@ const char *mb_msg_origin(const mb_msg *m);
 /* Delivers m (taken), made by mb_msg_new_remote, to the cluster destination
  * dest on this node: to its groups without a name (group 0) or to the named
  * group with key `group` only. from is the link's own service. With fn, m
- * is delivered as a request on behalf of its remote requester: fn gets the
- * answer (no timeout; *out set as by mb_request_start). Returns MB_OK
- * (MB_PENDING with fn) or a negative code: nothing here takes it
- * (MB_ENODEST, MB_ENOLISTENERS, MB_ECLOSED, MB_EFULL, MB_ENOMEM). */
-int mb_link_deliver(mb_service *from, const char *dest, uint64_t group, mb_msg *m,
-                    mb_request_fn fn, void *ud, mb_request **out);
+ * is delivered as a request (all: a request_all) on behalf of its remote
+ * requester: fn gets the answers (no timeout; *out set as by
+ * mb_request_start). *takers (may be NULL) gets the number of groups here
+ * it goes to. Returns MB_OK (MB_PENDING with fn) or a negative code:
+ * nothing here takes it (MB_ENODEST, MB_ENOLISTENERS, MB_ECLOSED,
+ * MB_EFULL, MB_ENOMEM). */
+int mb_link_deliver(mb_service *from, const char *dest, uint64_t group, mb_msg *m, int all,
+                    mb_request_fn fn, void *ud, mb_request **out, size_t *takers);
+/* The same for a send to a synchronous cluster destination: done (on
+ * from's worker) once every group here has run it, unless it returns MB_OK
+ * (all ran at once) or a negative code. */
+int mb_link_deliver_sync(mb_service *from, const char *dest, uint64_t group, mb_msg *m,
+                         mb_send_fn done, void *ud, size_t *takers);
 
-/* The answer, from another node, to the request with id `id` sent over the
+/* An answer, from another node, to the request with id `id` sent over the
  * link: status MB_OK with reply (taken; NULL for none), or an error status
- * with error ("code: text"). Returns 0, or -1 when nobody waits for it any
- * more (a late reply: counted as such). Any thread. */
-int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const char *error);
+ * with error ("code: text"; NULL: the usual text for status). group: for
+ * the kinds with an answer per group, the group's number given to
+ * mb_link_expect; else 0. Returns 0, or -1 when nobody waits for it any
+ * more (a late answer: counted as such). Any thread. */
+int mb_link_answer(mb_runtime *rt, uint64_t id, uint64_t group, int status, mb_msg *reply,
+                   const char *error);
+
+/* A node acknowledged the request_all or synchronous send `id`: k more
+ * answers to wait for, from groups base..base+k-1 (numbers the link picks,
+ * unique per node and group). Returns 0, or -1 when it has ended. */
+int mb_link_expect(mb_runtime *rt, uint64_t id, uint64_t base, size_t k);
+/* The time for nodes to acknowledge `id` is over: it ends once the
+ * acknowledged groups have answered. Any thread. */
+void mb_link_window(mb_runtime *rt, uint64_t id);
+
+/* A send that waits for the cluster (SPEC §6): to a synchronous cluster
+ * destination (done when every group that acknowledged it has run it), or
+ * with confirm (done when a node acknowledged it) — takes m, fn gets the
+ * outcome as for mb_request_start (one answer: MB_OK or why not; for a
+ * synchronous destination one per group). MB_PENDING, or a negative code
+ * at once (MB_EINVAL: dest is not a cluster destination). */
+int mb_send_confirmed(mb_service *from, const char *dest, mb_msg *m, double timeout,
+                      mb_request_fn fn, void *ud, mb_request **out);
 
 /* A message sent over the link (borrowed) that no node took: counted as a
  * dropped delivery of its destination here, with a dead letter (why: "code:

@@ -73,6 +73,14 @@ struct mb_cluster {
   uint64_t *mk; /* per marker in flight: the ring index it covers up to */
   size_t mk_head, mk_len, mk_cap;
   int mark_posted, held;
+  /* request_all and synchronous sends waiting for nodes to acknowledge
+   * (under mu; the timer is worker 0's) and, per destination, the nodes that
+   * acknowledged lately: once all of those have, the wait is over early */
+  struct win *wins;
+  struct known *known;
+  ev_timer win_timer;
+  int arm_posted;
+  double ack_wait;
   char *ns, *node, *url;
   char inbox[160]; /* "mb.NS.n.NODE." */
   mb_cluster_config cfg; /* report, state, ud */
@@ -133,6 +141,232 @@ static void count(mb_cluster *c, uint64_t *field, uint64_t n) {
   pthread_mutex_lock(&c->mu);
   *field += n;
   pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- acknowledgements: request_all and synchronous sends --------------------------- */
+
+#define ACK_WAIT 0.25 /* seconds nodes have to acknowledge (doc/cluster.md) */
+#define MISSES 2      /* windows a known node may miss before it is forgotten */
+
+typedef struct win {
+  struct win *next;
+  uint64_t id;
+  double deadline; /* ev_time() */
+  char *dest;
+  char **acked; /* node names */
+  size_t nacked;
+  char **expect; /* the nodes known at its destination when it opened */
+  size_t nexpect;
+} win;
+
+typedef struct known {
+  struct known *next;
+  char *dest;
+  char **nodes;
+  int *missed;
+  size_t n;
+} known;
+
+static known *known_of(mb_cluster *c, const char *dest, int make) {
+  for (known *k = c->known; k; k = k->next)
+    if (!strcmp(k->dest, dest)) return k;
+  known *k = make ? calloc(1, sizeof *k) : NULL;
+  if (k && !(k->dest = strdup(dest))) {
+    free(k);
+    k = NULL;
+  }
+  if (k) {
+    k->next = c->known;
+    c->known = k;
+  }
+  return k;
+}
+
+/* node acknowledged at dest: known from now on (under mu) */
+static void known_add(mb_cluster *c, const char *dest, const char *node) {
+  known *k = known_of(c, dest, 1);
+  if (!k) return;
+  for (size_t i = 0; i < k->n; i++)
+    if (!strcmp(k->nodes[i], node)) {
+      k->missed[i] = 0;
+      return;
+    }
+  char **v = realloc(k->nodes, (k->n + 1) * sizeof *v);
+  if (v) k->nodes = v;
+  int *m = v ? realloc(k->missed, (k->n + 1) * sizeof *m) : NULL;
+  if (m) k->missed = m;
+  char *name = m ? strdup(node) : NULL;
+  if (!name) return;
+  k->nodes[k->n] = name;
+  k->missed[k->n++] = 0;
+}
+
+static void known_free(mb_cluster *c) {
+  while (c->known) {
+    known *k = c->known;
+    c->known = k->next;
+    for (size_t i = 0; i < k->n; i++) free(k->nodes[i]);
+    free(k->nodes);
+    free(k->missed);
+    free(k->dest);
+    free(k);
+  }
+}
+
+static void win_free(win *w) {
+  for (size_t i = 0; i < w->nacked; i++) free(w->acked[i]);
+  free(w->acked);
+  for (size_t i = 0; i < w->nexpect; i++) free(w->expect[i]);
+  free(w->expect);
+  free(w->dest);
+  free(w);
+}
+
+static int win_has(const win *w, const char *node) {
+  for (size_t i = 0; i < w->nacked; i++)
+    if (!strcmp(w->acked[i], node)) return 1;
+  return 0;
+}
+
+/* Every node known at its destination when w opened has acknowledged it
+ * (with none known, only its time ends it). */
+static int win_full(const win *w) {
+  if (!w->nexpect) return 0;
+  for (size_t i = 0; i < w->nexpect; i++)
+    if (!win_has(w, w->expect[i])) return 0;
+  return 1;
+}
+
+/* Takes w out of the list (under mu); the caller closes and frees it. */
+static void win_unlink(mb_cluster *c, win *w) {
+  for (win **p = &c->wins; *p; p = &(*p)->next)
+    if (*p == w) {
+      *p = w->next;
+      return;
+    }
+}
+
+/* Worker 0: closes the windows whose time is over, forgetting the known
+ * nodes that missed too many, and sets the timer for the next one. */
+static void win_sweep(mb_cluster *c) {
+  double now = ev_time(), next = 0;
+  win *over = NULL;
+  pthread_mutex_lock(&c->mu);
+  for (win **p = &c->wins; *p;) {
+    win *w = *p;
+    if (w->deadline <= now) {
+      *p = w->next;
+      w->next = over;
+      over = w;
+      known *k = known_of(c, w->dest, 0);
+      for (size_t i = 0; k && i < k->n;) {
+        if (win_has(w, k->nodes[i]) || ++k->missed[i] < MISSES) {
+          i++;
+          continue;
+        }
+        free(k->nodes[i]);
+        k->nodes[i] = k->nodes[k->n - 1];
+        k->missed[i] = k->missed[k->n - 1];
+        k->n--;
+      }
+    } else {
+      if (!next || w->deadline < next) next = w->deadline;
+      p = &w->next;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  while (over) {
+    win *w = over;
+    over = w->next;
+    mb_link_window(c->rt, w->id);
+    win_free(w);
+  }
+  ev_timer_stop(c->loop, &c->win_timer);
+  if (next) {
+    ev_timer_set(&c->win_timer, next - now > 0 ? next - now : 0, 0);
+    ev_timer_start(c->loop, &c->win_timer);
+  }
+}
+
+static void win_timer_cb(struct ev_loop *loop, ev_timer *t, int revents) {
+  (void)loop;
+  (void)revents;
+  win_sweep(t->data);
+}
+
+static void arm_task(void *arg) {
+  mb_cluster *c = arg;
+  pthread_mutex_lock(&c->mu);
+  c->arm_posted = 0;
+  pthread_mutex_unlock(&c->mu);
+  win_sweep(c);
+}
+
+/* A request_all or synchronous send went out (any worker): its window. */
+static void win_open(mb_cluster *c, uint64_t id, const char *dest) {
+  win *w = calloc(1, sizeof *w);
+  if (w && !(w->dest = strdup(dest))) {
+    free(w);
+    w = NULL;
+  }
+  if (!w) { /* out of memory: it waits for answers without a window */
+    mb_link_window(c->rt, id);
+    return;
+  }
+  w->id = id;
+  w->deadline = ev_time() + c->ack_wait;
+  pthread_mutex_lock(&c->mu);
+  known *k = known_of(c, dest, 0);
+  if (k && k->n && (w->expect = calloc(k->n, sizeof *w->expect)))
+    for (size_t i = 0; i < k->n; i++)
+      if ((w->expect[w->nexpect] = strdup(k->nodes[i]))) w->nexpect++;
+  w->next = c->wins;
+  c->wins = w;
+  int post = !c->arm_posted;
+  c->arm_posted = 1;
+  pthread_mutex_unlock(&c->mu);
+  if (post && mb_service_post(c->svc, arm_task, c)) {
+    pthread_mutex_lock(&c->mu);
+    c->arm_posted = 0;
+    pthread_mutex_unlock(&c->mu);
+  }
+}
+
+/* The number a node's group i answers as: unique per node and group, never 0. */
+static uint64_t group_number(const char *node, unsigned i) {
+  uint64_t h = 1469598103934665603ull;
+  for (const unsigned char *p = (const unsigned char *)node; *p; p++) h = (h ^ *p) * 1099511628211ull;
+  return ((h | 1) << 16) + i + 1;
+}
+
+/* Worker 0: node acknowledged request id with k groups (for = its kind). */
+static void on_ack(mb_cluster *c, uint64_t id, const char *node, const char *for_kind, size_t k) {
+  if (for_kind && !strcmp(for_kind, "confirm")) {
+    if (k && mb_link_answer(c->rt, id, 0, MB_OK, NULL, NULL)) count(c, &c->st.late, 1);
+    return;
+  }
+  if (mb_link_expect(c->rt, id, group_number(node, 0), k)) count(c, &c->st.late, 1);
+  win *done = NULL;
+  pthread_mutex_lock(&c->mu);
+  win *w = c->wins;
+  while (w && w->id != id) w = w->next;
+  const char *dest = w ? w->dest : NULL;
+  if (w && !win_has(w, node)) {
+    char **v = realloc(w->acked, (w->nacked + 1) * sizeof *v);
+    if (v) w->acked = v;
+    char *name = v ? strdup(node) : NULL;
+    if (name) w->acked[w->nacked++] = name;
+  }
+  if (dest) known_add(c, dest, node);
+  if (w && win_full(w)) {
+    win_unlink(c, w);
+    done = w;
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (done) {
+    mb_link_window(c->rt, id);
+    win_free(done);
+  }
 }
 
 /* ---- sends that wait for their "no responders" ----------------------------------- */
@@ -308,13 +542,15 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
   if (rc == MB_OK) {
     mb_id_format(mb_msg_id(m), hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
-    int req = kind == MB_LINK_REQUEST;
-    /* the answer goes to r.ID (drained on the loop); the NATS reply subject
+    static const char *const kinds[] = {"send", "request", "all", "sync", "confirm"};
+    int req = kind != MB_LINK_SEND;
+    /* the answers go to r.ID (drained on the loop); the NATS reply subject
      * x.ID only hears the server's "no responders" (see on_no_responders) */
     snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
     snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
     const char *extra[] = {"Mb-Reply", req ? answer : NULL, NULL};
-    natsStatus s = publish(c, subject, reply, m, req ? "request" : "send", id, extra);
+    if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC) win_open(c, mb_msg_id(m), dest);
+    natsStatus s = publish(c, subject, reply, m, kinds[kind], id, extra);
     rc = s == NATS_OK ? MB_OK : s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
     if (rc == MB_OK && !req) keep_sent(c, m);
   }
@@ -379,6 +615,7 @@ typedef struct item {
 /* What a request from another node needs for its answer. */
 typedef struct proxy {
   mb_cluster *c;
+  int all; /* a request_all or synchronous send: an answer per group */
   char *home;     /* a send with reply_to: its destination on the sending node */
   char *response; /* ... and the message's id there; NULL for a request */
   char reply[];   /* where the answer goes (a NATS subject) */
@@ -448,6 +685,23 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
         report(c, "mb: cluster: a reply to '%s' on another node was not sent: %s", p->home,
                natsStatus_GetText(s));
     }
+  } else if (p->all) { /* one answer per group here, numbered as acknowledged */
+    s = NATS_OK;
+    for (size_t i = 0; i < n && s == NATS_OK; i++) {
+      char num[24];
+      snprintf(num, sizeof num, "%zu", i);
+      mb_msg *none = answers[i].reply ? NULL : mb_msg_new(&nil, 1, NULL, 0, NULL);
+      const mb_msg *body = answers[i].reply ? answers[i].reply : none;
+      int ok = answers[i].status == MB_OK;
+      snprintf(err, sizeof err, "%s (node %s)", answers[i].error ? answers[i].error : "failed",
+               c->node);
+      mb_id_format(body ? mb_msg_id(body) : 0, hex);
+      snprintf(id, sizeof id, "%s:%s", c->node, hex);
+      const char *extra[] = {"Mb-Group", num, "Mb-Error", ok ? NULL : err, NULL};
+      s = body ? publish(c, p->reply, NULL, body, ok ? "reply" : "fail", id, extra)
+               : NATS_NO_MEMORY;
+      mb_msg_unref(none);
+    }
   } else if (a && a->status == MB_OK && a->reply) {
     mb_id_format(mb_msg_id(a->reply), hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
@@ -468,6 +722,45 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy_free(p);
 }
 
+/* Tells the requester at subject `to` that this node took its message to k
+ * groups (what = the kind acknowledged). */
+static void ack(mb_cluster *c, const char *to, const char *what, size_t k) {
+  static const uint8_t nil = MB_V_NIL;
+  char num[24], id[120], hex[17];
+  mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
+  if (!none) return;
+  snprintf(num, sizeof num, "%zu", k);
+  mb_id_format(mb_msg_id(none), hex);
+  snprintf(id, sizeof id, "%s:%s", c->node, hex);
+  const char *extra[] = {"Mb-Groups", num, "Mb-For", what, NULL};
+  publish(c, to, NULL, none, "ack", id, extra);
+  mb_msg_unref(none);
+}
+
+/* A synchronous send from another node: its groups here have run it. */
+typedef struct sync_ctx {
+  mb_cluster *c;
+  size_t k;
+  char reply[];
+} sync_ctx;
+
+static void sync_done(void *ud, int status) {
+  sync_ctx *x = ud;
+  static const uint8_t nil = MB_V_NIL;
+  char num[24], id[120], hex[17];
+  (void)status; /* a group that failed has run it too (and was counted here) */
+  mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
+  for (size_t i = 0; none && i < x->k; i++) {
+    snprintf(num, sizeof num, "%zu", i);
+    mb_id_format(mb_msg_id(none), hex);
+    snprintf(id, sizeof id, "%s:%s", x->c->node, hex);
+    const char *extra[] = {"Mb-Group", num, NULL};
+    publish(x->c, x->reply, NULL, none, "reply", id, extra);
+  }
+  mb_msg_unref(none);
+  free(x);
+}
+
 static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   const char *why = NULL;
   const char *kind = header(nm, "Mb-Kind");
@@ -483,7 +776,10 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   char home[200];
   const char *reply = NULL, *reply_to = NULL, *from = header(nm, "Mb-Node");
   int request = kind && !strcmp(kind, "request");
-  if (request) {
+  int all = kind && !strcmp(kind, "all");
+  int sync = kind && !strcmp(kind, "sync");
+  int confirm = kind && !strcmp(kind, "confirm");
+  if (request || all || confirm || sync) {
     reply = header(nm, "Mb-Reply");
     if (!reply) reply = natsMsg_GetReply(nm);
     if (reply && !*reply) reply = NULL;
@@ -492,10 +788,26 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     reply = home;
   }
   int rc;
-  if (reply) {
+  size_t takers = 0;
+  if (reply && sync) {
+    size_t rl = strlen(reply);
+    sync_ctx *x = malloc(sizeof *x + rl + 1);
+    if (!x) {
+      mb_msg_unref(m);
+      rc = MB_ENOMEM;
+    } else {
+      x->c = c;
+      memcpy(x->reply, reply, rl + 1);
+      rc = mb_link_deliver_sync(c->svc, e->dest, e->key, m, sync_done, x, &takers);
+      x->k = rc < 0 ? 0 : takers;
+    }
+    ack(c, reply, kind, rc < 0 ? 0 : takers); /* first: the answers follow */
+    if (rc == MB_OK) sync_done(x, MB_OK);
+    if (rc < 0) free(x);
+  } else if (reply && !confirm) {
     size_t rl = strlen(reply);
     proxy *p = calloc(1, sizeof *p + rl + 1);
-    if (p && !request) {
+    if (p && !request && !all) {
       p->home = strdup(reply_to);
       p->response = strdup(mb_msg_origin(m));
       if (!p->home || !p->response) {
@@ -511,10 +823,15 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
       return;
     }
     p->c = c;
+    p->all = all;
     memcpy(p->reply, reply, rl + 1);
     mb_request *r;
-    rc = mb_link_deliver(c->svc, e->dest, e->key, m, proxy_done, p, &r);
-    if (rc < 0) { /* nothing here takes it now: the requester hears why */
+    rc = mb_link_deliver(c->svc, e->dest, e->key, m, all, proxy_done, p, &r, &takers);
+    /* the answers come later, from a task: the acknowledgement goes first */
+    if (all) ack(c, reply, kind, rc < 0 ? 0 : takers);
+    if (rc < 0 && all) {
+      proxy_free(p);
+    } else if (rc < 0) { /* nothing here takes it now: the requester hears why */
       mb_answer a = {rc, NULL, NULL};
       char err[400];
       snprintf(err, sizeof err, "%s: no listener of '%s' took it", mb_strerror(rc), e->dest);
@@ -522,7 +839,8 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
       proxy_done(p, &a, 1);
     }
   } else {
-    rc = mb_link_deliver(c->svc, e->dest, e->key, m, NULL, NULL, NULL);
+    rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, NULL, NULL, NULL, &takers);
+    if (confirm && reply) ack(c, reply, "confirm", rc < 0 ? 0 : takers);
   }
   if (rc < 0) count(c, &c->st.dropped, 1);
 }
@@ -568,10 +886,28 @@ static void on_inbox_msg(mb_cluster *c, natsMsg *nm) {
   }
   int rc;
   {
-    const char *kind = header(nm, "Mb-Kind");
+    const char *kind = header(nm, "Mb-Kind"), *node = header(nm, "Mb-Node");
+    const char *gs = header(nm, "Mb-Group");
+    char *end = NULL;
+    unsigned long gi = gs ? strtoul(gs, &end, 10) : 0;
+    if (gs && (end == gs || *end || gi > 65000 || !node)) {
+      bad(c, nm, "no valid Mb-Group and Mb-Node headers");
+      return;
+    }
+    uint64_t group = gs ? group_number(node, (unsigned)gi) : 0;
+    if (kind && !strcmp(kind, "ack")) {
+      const char *k = header(nm, "Mb-Groups");
+      unsigned long n = k ? strtoul(k, &end, 10) : 0;
+      if (!k || end == k || *end || n > 65000 || !node || !mb_cluster_name_valid(node)) {
+        bad(c, nm, "no valid Mb-Groups and Mb-Node headers");
+        return;
+      }
+      on_ack(c, id, node, header(nm, "Mb-For"), (size_t)n);
+      return;
+    }
     if (kind && !strcmp(kind, "fail")) {
       const char *e = header(nm, "Mb-Error");
-      rc = mb_link_answer(c->rt, id, MB_EFAILED, NULL, e ? e : "failed: (no reason given)");
+      rc = mb_link_answer(c->rt, id, group, MB_EFAILED, NULL, e ? e : "failed: (no reason given)");
     } else {
       const char *why = NULL;
       mb_msg *m = decode(nm, 1, &why);
@@ -579,7 +915,7 @@ static void on_inbox_msg(mb_cluster *c, natsMsg *nm) {
         bad(c, nm, why);
         return;
       }
-      rc = mb_link_answer(c->rt, id, MB_OK, m, NULL);
+      rc = mb_link_answer(c->rt, id, group, MB_OK, m, NULL);
     }
   }
   if (rc) count(c, &c->st.late, 1);
@@ -606,7 +942,7 @@ static void on_no_responders(natsConnection *nc, natsSubscription *s, natsMsg *n
     } else if (tok[0] == 'm' && !natsMsg_IsNoResponders(nm))
       marker = 1;
     else if (!natsMsg_IsNoResponders(nm) || mb_id_parse(tok, strlen(tok), &id) ||
-             !mb_link_answer(c->rt, id, MB_ENOLISTENERS, NULL, NULL))
+             !mb_link_answer(c->rt, id, 0, MB_ENOLISTENERS, NULL, NULL))
       id = 0; /* not ours, or a request's: answered */
     /* a marker, or a send nobody took: worker 0 sees to it, in this order */
     heard *h = (marker || id) ? malloc(sizeof *h) : NULL;
@@ -782,6 +1118,13 @@ static char *shown_url(const char *url) {
 }
 
 static void cluster_free(mb_cluster *c) {
+  if (c->loop) ev_timer_stop(c->loop, &c->win_timer);
+  while (c->wins) {
+    win *w = c->wins;
+    c->wins = w->next;
+    win_free(w);
+  }
+  known_free(c);
   if (c->sq) release_sent(c, UINT64_MAX);
   free(c->sq);
   free(c->mk);
@@ -893,6 +1236,9 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   c->rt = rt;
   c->cfg = (mb_cluster_config){.report = cfg->report, .state = cfg->state, .ud = cfg->ud};
   c->loop = mb_runtime_loop(rt);
+  c->ack_wait = ACK_WAIT;
+  ev_timer_init(&c->win_timer, win_timer_cb, 0, 0);
+  c->win_timer.data = c;
   c->ns = strdup(ns);
   c->node = strdup(node);
   c->url = shown_url(cfg->url);

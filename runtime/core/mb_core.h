@@ -340,6 +340,8 @@ struct mb_request {
   int all, dispatched, finished, cancelled;
   int finish_late; /* its finish task could not be posted: timeout_cb runs it */
   int remote; /* sent over the link: answers come by mb_link_answer */
+  int window; /* remote, all: nodes may still acknowledge (mb_link_expect); it
+                 does not complete until the link says (mb_link_window) */
   int proxy;  /* made by mb_link_deliver for a remote requester */
   int refs; /* its own until its finish ran, and a blocked send's */
   double timeout;
@@ -458,7 +460,13 @@ mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, doubl
                             int all, mb_request_fn fn, void *ud);
 /* Its message could not be sent: undoes mb_request_open. */
 void mb_request_abort(mb_request *r);
-void mb_request_dispatched(mb_request *r, mb_dest *d);
+/* The message m of request r is being delivered at d: a request_all
+ * expects an answer from each group that takes it. */
+void mb_request_dispatched(mb_request *r, mb_dest *d, const mb_msg *m);
+/* The link (mb_send.c): k more answers to wait for, from groups
+ * base..base+k-1; and the end of the time nodes have to acknowledge. */
+void mb_request_expect(mb_request *r, uint64_t base, size_t k);
+void mb_request_window_closed(mb_request *r);
 void mb_request_answer(mb_request *r, uint64_t group, int status, mb_msg *reply,
                        const char *error);
 /* A reply from service `from` (group 0: the group whose delivery went to

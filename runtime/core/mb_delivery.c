@@ -407,7 +407,7 @@ int mb_send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud, mb_inline *in
   d->st.sent++;
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);
-    if (r) mb_request_dispatched(r, d);
+    if (r) mb_request_dispatched(r, d, m);
   }
   s->remaining = 1; /* ours, until the inline deliveries have run */
   s->inline_call = 1;

@@ -124,6 +124,14 @@ int mb_dest_exists(mb_runtime *rt, const char *name) {
   return rc;
 }
 
+int mb_dest_cluster(mb_runtime *rt, const char *name) {
+  mb_lock(rt);
+  mb_dest *d = mb_dest_find(rt, name);
+  int rc = !d ? -1 : !d->opts.cluster ? 0 : d->opts.type == MB_SYNCHRONOUS ? 2 : 1;
+  mb_unlock(rt);
+  return rc;
+}
+
 static int cmp_names(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
 }

@@ -193,7 +193,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
 static void dispatch_parallel(mb_dest *d, mb_msg *m) {
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);
-    if (r) mb_request_dispatched(r, d);
+    if (r) mb_request_dispatched(r, d, m);
   }
   if (mb_dest_takers(d, m) == 0)
     mb_delivery_drop(d, m, 0, "dropped: no listener left at delivery");
@@ -246,7 +246,7 @@ int mb_dispatch_pump(mb_dest *d, size_t budget) {
       mb_msg *m = pop(d);
       if (m->flags & MB_MSG_REQUEST) {
         mb_request *r = mb_request_find(d->rt, m->id);
-        if (r) mb_request_dispatched(r, d);
+        if (r) mb_request_dispatched(r, d, m);
       }
       if (snapshot(d, m) || d->cur_n == 0) {
         mb_delivery_drop(d, m, 0, "dropped: no listener left at delivery");

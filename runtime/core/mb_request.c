@@ -126,12 +126,35 @@ static int ensure_slots(mb_request *r, size_t n) {
   return 0;
 }
 
-void mb_request_dispatched(mb_request *r, mb_dest *d) {
+void mb_request_dispatched(mb_request *r, mb_dest *d, const mb_msg *m) {
   if (r->dispatched || r->finished) return;
   r->dispatched = 1;
   if (!r->all) return;
-  if (ensure_slots(r, d->ngroups)) return;
-  for (size_t i = 0; i < d->ngroups && i < r->n; i++) r->slots[i].group = d->groups[i]->id;
+  if (ensure_slots(r, mb_dest_takers(d, m))) return;
+  size_t k = 0;
+  for (size_t i = 0; i < d->ngroups && k < r->n; i++)
+    if (mb_group_takes(d->groups[i], m)) r->slots[k++].group = d->groups[i]->id;
+}
+
+void mb_request_expect(mb_request *r, uint64_t base, size_t k) {
+  if (r->finished || !r->all || k == 0) return;
+  struct mb_slot *v = realloc(r->slots, (r->n + k) * sizeof *v);
+  if (!v) return; /* out of memory: those answers are not waited for */
+  r->slots = v;
+  for (size_t i = 0; i < k; i++) {
+    memset(&v[r->n + i], 0, sizeof *v);
+    v[r->n + i].status = SLOT_WAITING;
+    v[r->n + i].group = base + i;
+  }
+  r->n += k;
+}
+
+void mb_request_window_closed(mb_request *r) {
+  if (!r->window) return;
+  r->window = 0;
+  /* no node acknowledged: the wait goes on to the timeout (someone listens:
+   * the server would have said "no responders") */
+  if (!r->finished && r->n && r->answered >= r->n) complete(r);
 }
 
 static char *error_copy(int status, const char *error) {
@@ -163,7 +186,7 @@ static int answer(mb_request *r, uint64_t group, const mb_service *from, int sta
   s->reply = reply ? mb_msg_ref(reply) : NULL;
   s->error = status == MB_OK ? NULL : error_copy(status, error);
   r->answered++;
-  if (!r->all || r->answered >= r->n) complete(r);
+  if (!r->all || (r->answered >= r->n && !r->window)) complete(r);
   return 0;
 }
 
@@ -204,7 +227,11 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   snprintf(err, sizeof err, "timeout: no %s from %s within %g s", r->all ? "answer" : "reply",
            r->dest->name, r->timeout);
   mb_obs_timeout(r, err);
-  if (ensure_slots(r, r->all ? r->dest->ngroups : 1) == 0)
+  if (r->remote && r->all && r->n == 0) { /* no node acknowledged in time */
+    snprintf(err, sizeof err, "timeout: no node acknowledged the message at %s within %g s",
+             r->dest->name, r->timeout);
+  }
+  if (ensure_slots(r, r->all && !r->remote ? r->dest->ngroups : 1) == 0)
     for (size_t i = 0; i < r->n; i++)
       if (r->slots[i].status == SLOT_WAITING) {
         r->slots[i].status = MB_ETIMEOUT;

@@ -68,11 +68,27 @@ static int link_send(mb_service *from, mb_dest *d, mb_msg *m) {
   return rc;
 }
 
-int mb_link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *m,
-                    mb_request_fn fn, void *ud, mb_request **out) {
+static int link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *m, int all,
+                        mb_request_fn fn, void *ud, mb_request **out, size_t *takers,
+                        mb_send_fn done, void *dud);
+
+int mb_link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *m, int all,
+                    mb_request_fn fn, void *ud, mb_request **out, size_t *takers) {
+  return link_deliver(from, name, group, m, all, fn, ud, out, takers, NULL, NULL);
+}
+
+int mb_link_deliver_sync(mb_service *from, const char *name, uint64_t group, mb_msg *m,
+                         mb_send_fn done, void *ud, size_t *takers) {
+  return link_deliver(from, name, group, m, 0, NULL, NULL, NULL, takers, done, ud);
+}
+
+static int link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *m, int all,
+                        mb_request_fn fn, void *ud, mb_request **out, size_t *takers,
+                        mb_send_fn done, void *dud) {
   mb_runtime *rt = from->rt;
   mb_inline inl = {0};
   if (out) *out = NULL;
+  if (takers) *takers = 0;
   if (!(m->flags & MB_MSG_REMOTE) || m->name) {
     mb_msg_unref(m);
     return MB_EINVAL;
@@ -86,9 +102,10 @@ int mb_link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *
     mb_msg_unref(m);
     return MB_ENODEST;
   }
+  if (takers) *takers = mb_dest_takers(d, m);
   mb_request *r = NULL;
   if (fn) {
-    r = mb_request_open(from, d, m, INFINITY, 0, fn, ud);
+    r = mb_request_open(from, d, m, INFINITY, all, fn, ud);
     if (!r) {
       mb_unlock(rt);
       mb_msg_unref(m);
@@ -99,7 +116,7 @@ int mb_link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *
     r->refs++; /* while the send may wait in a full queue */
   }
   m->flags |= MB_MSG_FOLLOW_UP; /* taken in while draining: it was sent before */
-  int rc = mb_send_msg(from, d, m, NULL, NULL, r, &inl);
+  int rc = mb_send_msg(from, d, m, done, dud, r, &inl);
   if (r && rc != MB_PENDING) r->refs--;
   if (r && rc < 0) mb_request_abort(r);
   if (r && rc >= 0) {
@@ -112,7 +129,8 @@ int mb_link_deliver(mb_service *from, const char *name, uint64_t group, mb_msg *
   return r ? rc : s;
 }
 
-int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const char *error) {
+int mb_link_answer(mb_runtime *rt, uint64_t id, uint64_t group, int status, mb_msg *reply,
+                   const char *error) {
   mb_lock(rt);
   mb_request *r = mb_request_find(rt, id);
   int rc = -1;
@@ -127,12 +145,33 @@ int mb_link_answer(mb_runtime *rt, uint64_t id, int status, mb_msg *reply, const
       reply->response_id = id;
       if (!reply->name) reply->name = mb_name_ref(r->dest->nm);
     }
-    mb_request_answer(r, 0, status, status == MB_OK ? reply : NULL, error);
+    if (r->all && status == MB_ENOLISTENERS) { /* nobody at all: one answer says so */
+      r->window = 0;
+      mb_request_expect(r, 0, r->n ? 0 : 1);
+      group = 0;
+    }
+    mb_request_answer(r, group, status, status == MB_OK ? reply : NULL, error);
     rc = 0;
   }
   mb_unlock(rt);
   mb_msg_unref(reply);
   return rc;
+}
+
+int mb_link_expect(mb_runtime *rt, uint64_t id, uint64_t base, size_t k) {
+  mb_lock(rt);
+  mb_request *r = mb_request_find(rt, id);
+  int rc = r && r->remote && !r->finished ? 0 : -1;
+  if (!rc) mb_request_expect(r, base, k);
+  mb_unlock(rt);
+  return rc;
+}
+
+void mb_link_window(mb_runtime *rt, uint64_t id) {
+  mb_lock(rt);
+  mb_request *r = mb_request_find(rt, id);
+  if (r && r->remote) mb_request_window_closed(r);
+  mb_unlock(rt);
 }
 
 void mb_link_dropped(mb_runtime *rt, mb_msg *m, const char *why) {
@@ -173,8 +212,10 @@ int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void
   return mb_sync_settle(rt, from, &inl, rc);
 }
 
-int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeout, int all,
-                     mb_request_fn fn, void *ud, mb_request **out) {
+/* mb_request_start and mb_send_confirmed: kind is what goes over the link
+ * to a cluster destination (MB_LINK_REQUEST for a local one). */
+static int request_start(mb_service *from, const char *name, mb_msg *m, double timeout, int all,
+                         int kind, mb_request_fn fn, void *ud, mb_request **out) {
   mb_runtime *rt = from->rt;
   mb_inline inl = {0};
   *out = NULL;
@@ -184,6 +225,12 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   }
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
+  int cluster = d && d->opts.cluster && rt->link.send;
+  if (d && !cluster && kind != MB_LINK_REQUEST && kind != MB_LINK_REQUEST_ALL) {
+    mb_unlock(rt); /* mb_send_confirmed: cluster destinations only */
+    mb_msg_unref(m);
+    return MB_EINVAL;
+  }
   mb_request *r = d ? mb_request_open(from, d, m, timeout, all, fn, ud) : NULL;
   if (!r) {
     if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
@@ -192,9 +239,9 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
     return d ? MB_ENOMEM : MB_ENODEST;
   }
   m->flags |= MB_MSG_REQUEST;
-  if (d->opts.cluster && rt->link.send) {
+  if (cluster) {
     mb_link link = rt->link;
-    int rc = all ? MB_EINVAL : link_admit(from, d, m); /* request_all: not over the link yet */
+    int rc = link_admit(from, d, m);
     if (rc) {
       mb_request_abort(r);
       mb_unlock(rt);
@@ -203,9 +250,10 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
     }
     r->remote = 1;
     r->dispatched = 1;
+    r->window = all; /* answers per group: nodes acknowledge first */
     mb_dest_ref(d);
     mb_unlock(rt);
-    rc = link.send(link.ud, from, d->name, d->opts.type, m, MB_LINK_REQUEST);
+    rc = link.send(link.ud, from, d->name, d->opts.type, m, kind);
     if (rc < 0) {
       mb_lock(rt);
       mb_request_abort(r);
@@ -231,6 +279,23 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
   mb_run_inline(&inl);
   mb_sync_settle(rt, from, &inl, MB_OK);
   return MB_PENDING;
+}
+
+int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeout, int all,
+                     mb_request_fn fn, void *ud, mb_request **out) {
+  return request_start(from, name, m, timeout, all, all ? MB_LINK_REQUEST_ALL : MB_LINK_REQUEST,
+                       fn, ud, out);
+}
+
+int mb_send_confirmed(mb_service *from, const char *name, mb_msg *m, double timeout,
+                      mb_request_fn fn, void *ud, mb_request **out) {
+  mb_runtime *rt = from->rt;
+  mb_lock(rt);
+  mb_dest *d = mb_dest_find(rt, name);
+  int sync = d && d->opts.type == MB_SYNCHRONOUS;
+  mb_unlock(rt);
+  return request_start(from, name, m, timeout, sync, sync ? MB_LINK_SYNC : MB_LINK_CONFIRM, fn,
+                       ud, out);
 }
 
 int mb_reply_id(mb_service *from, const char *dest, uint64_t id, const char *reply_to,

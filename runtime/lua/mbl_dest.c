@@ -230,11 +230,6 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
                        "empty part)", lua_tostring(L, nidx));
     return -1;
   }
-  if (cluster && type == MB_SYNCHRONOUS) {
-    lua_pushstring(L, "cannot be true for a synchronous destination yet (this version shares "
-                      "parallel and serial destinations over NATS)");
-    return -1;
-  }
   *key = NULL;
   o->cluster = cluster;
   o->type = (mb_dest_type)type;

@@ -17,10 +17,12 @@ typedef struct send_opts {
   const char *reply_to;
   double timeout;
   int has_values;
+  int confirm; /* mb.send: wait until a node of the cluster has it */
 } send_opts;
 
 static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, const char *fn) {
-  static const char *const send_keys[] = {"values", "reply_to", "format", NULL};
+  static const char *const send_keys[] = {"values", "reply_to", "format", "confirm", "timeout",
+                                          NULL};
   static const char *const req_keys[] = {"values", "reply_to", "format", "timeout", NULL};
   static const char *const formats[] = {"table", "json", NULL};
   memset(o, 0, sizeof *o);
@@ -46,9 +48,17 @@ static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, con
     o->has_values = 1;
   }
   lua_pop(L, 1);
-  if (request && lua_getfield(L, idx, "timeout") != LUA_TNIL)
+  /* mb.send: the timeout of a send that waits for the cluster */
+  if (lua_getfield(L, idx, "timeout") != LUA_TNIL)
     o->timeout = mbL_check_seconds(L, -1, fn, "option 'timeout'", SECS_NO_LIMIT);
-  if (request) lua_pop(L, 1);
+  lua_pop(L, 1);
+  if (!request) {
+    int ct = lua_getfield(L, idx, "confirm");
+    if (ct != LUA_TNIL && ct != LUA_TBOOLEAN)
+      luaL_error(L, "%s: option 'confirm' must be true or false", fn);
+    o->confirm = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
 }
 
 /* Builds the message for payload at pidx with options at oidx; raises on a
@@ -107,12 +117,37 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+static void request_done(void *ud, const mb_answer *a, size_t n);
+
+/* A send that waited for the cluster (confirm, or a synchronous cluster
+ * destination): the id, or nil and why. stack: dest, payload, opts, id. */
+static int send_confirmed_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  const char *error = w->n ? NULL : "failed: out of memory";
+  for (size_t i = 0; i < w->n && !error; i++) /* a group that ran it and failed still ran it */
+    if (w->ans[i].status != MB_OK && w->ans[i].status != MB_EFAILED)
+      error = w->ans[i].error ? w->ans[i].error : mb_strerror(w->ans[i].status);
+  if (error) {
+    lua_pushnil(L);
+    lua_pushstring(L, error);
+  }
+  mbL_waiter_free(w);
+  if (error) return 2;
+  lua_settop(L, 4);
+  return 1;
+}
+
 static int l_send(lua_State *L) {
   mbL_state *S = state_of(L);
   const char *dest = mbL_check_dest(L, 1, "mb.send");
   send_opts o;
   lua_settop(L, 3);
   read_send_opts(L, 3, &o, 0, "mb.send");
+  int cluster = S->R->cluster ? mb_dest_cluster(core(S), dest) : 0;
+  if (o.confirm && cluster < 1 && cluster != -1)
+    return luaL_error(L, "mb.send: option 'confirm' is for cluster destinations ('%s' is not one)",
+                      dest);
   mb_msg *m = build_msg(L, S, 2, 3, &o, "mb.send");
   uint64_t id = mb_msg_id(m);
   mbL_waiter *w = mbL_waiter_new(S);
@@ -121,6 +156,15 @@ static int l_send(lua_State *L) {
     return luaL_error(L, "mb.send: out of memory");
   }
   if (in_handler(S)) mb_msg_follow_up(m);
+  if (o.confirm || cluster == 2) {
+    int rc = mb_send_confirmed(S->svc, dest, m, o.timeout, request_done, w, &w->req);
+    if (rc < 0) {
+      mbL_waiter_free(w);
+      return mbL_fail_rc(L, rc, dest, S);
+    }
+    mbL_push_id(L, S->R, id);
+    return mbL_wait_for(L, w, send_confirmed_k);
+  }
   int rc = mb_send(S->svc, dest, m, send_done, w);
   if (rc == MB_PENDING) {
     mbL_push_id(L, S->R, id);

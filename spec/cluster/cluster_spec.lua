@@ -45,6 +45,8 @@ for _, d in ipairs{"fan", "work", "ask", "boom", "slow"} do
   assert(mb.destination(d, {cluster = true}))
 end
 assert(mb.destination("order", {type = "serial", cluster = true}))
+assert(mb.destination("poll", {cluster = true}))
+assert(mb.destination("syncd", {type = "synchronous", cluster = true}))
 ]]
 
   lazy_setup(function()
@@ -206,6 +208,63 @@ for _ = 1, 250 do if got then break end mb.sleep(0.02) end
     local id = out:match("sent\t(s1:%x+)")
     assert.truthy(id, out)
     assert.matches("result\tn%d\thi\t" .. id:gsub("%p", "%%%0"), out)
+  end)
+
+  it("gathers one answer per group of every node with request_all", function()
+    local out, err, code = send(DECLARE .. [[
+local all = mb.request_all("poll", "who?", {timeout = 5})
+local names = {}
+for _, a in ipairs(all) do names[#names + 1] = a.payload or a.error end
+table.sort(names)
+print(#all, table.concat(names, " "))
+]])
+    assert.equal(0, code, err)
+    assert.matches("3\tn1 n2 n3", out)
+  end)
+
+  it("returns a synchronous send once every node's group has run it", function()
+    local before = {}
+    for i, n in ipairs(list) do before[i] = count(n:output(), "^syncd ") end
+    local out, err, code = send(DECLARE .. [[
+local t = mb.now()
+print(mb.send("syncd", 7))
+print(("took %.3f"):format(mb.now() - t))
+io.stdout:flush()
+]])
+    assert.equal(0, code, err)
+    assert.matches("^s1:%x+\n", out)
+    assert.is_true(tonumber(out:match("took ([%d.]+)")) >= 0.2, out)
+    -- all three had run it when mb.send returned (their lines are there)
+    for i, n in ipairs(list) do
+      assert.equal(before[i] + 1, count(n:output(), "^syncd 7$"), n.name)
+    end
+  end)
+
+  it("confirms a send when a node has it, and says no_listeners when none", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("nobody/home", {cluster = true}))
+print(mb.send("fan", {n = 0}, {confirm = true}))
+print(mb.send("nobody/home", "x", {confirm = true}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("^s1:%x+\n", out)
+    assert.matches("nil\tno_listeners: no node of the cluster listens at 'nobody/home'", out)
+  end)
+
+  it("answers request_all from the nodes that acknowledge, one stopped", function()
+    list[3]:signal("STOP")
+    local out, err, code = send(DECLARE .. [[
+local t = mb.now()
+local all = mb.request_all("poll", "who?", {timeout = 3})
+local names = {}
+for _, a in ipairs(all) do names[#names + 1] = a.payload or a.error end
+table.sort(names)
+print(#all, table.concat(names, " "), ("took %.3f"):format(mb.now() - t))
+]])
+    list[3]:signal("CONT")
+    assert.equal(0, code, err)
+    assert.matches("2\tn1 n2\ttook", out)
+    assert.is_true(tonumber(out:match("took ([%d.]+)")) < 3, out)
   end)
 
   it("refuses a node name already in use, with exit 2", function()

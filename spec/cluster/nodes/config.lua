@@ -8,12 +8,15 @@ return {
     boom = {cluster = true},
     slow = {cluster = true},
     order = {type = "serial", cluster = true},
+    poll = {cluster = true},
+    syncd = {type = "synchronous", cluster = true},
   },
   listeners = {
     ["fan.lua"] = {"fan"},
     ["work.lua"] = {"work", group = "billing"},
     ["ask.lua"] = {"ask", "boom", "slow", group = "askers"},
     ["order.lua"] = {"order"},
+    ["poll.lua"] = {"poll", "syncd"},
   },
   services = {{script = "ready.lua"}},
 }
