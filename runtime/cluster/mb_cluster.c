@@ -615,7 +615,8 @@ typedef struct item {
 /* What a request from another node needs for its answer. */
 typedef struct proxy {
   mb_cluster *c;
-  int all; /* a request_all or synchronous send: an answer per group */
+  int all;  /* a request_all or synchronous send: an answer per group */
+  int json; /* from a plain NATS client: the answer is JSON text, no headers */
   char *home;     /* a send with reply_to: its destination on the sending node */
   char *response; /* ... and the message's id there; NULL for a request */
   char reply[];   /* where the answer goes (a NATS subject) */
@@ -674,7 +675,29 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   char err[700], hex[17], id[120];
   const mb_answer *a = n ? &answers[0] : NULL;
   natsStatus s;
-  if (p->home) { /* the reply goes home to reply_to; a failure was reported here */
+  if (p->json) { /* a plain NATS client: the reply's payload, or {"error": why}, as JSON */
+    mb_buf b = {0}, v = {0};
+    char jerr[300];
+    int bad_json = 0;
+    if (a && a->status == MB_OK && a->reply) {
+      size_t plen;
+      const uint8_t *pl = mb_msg_payload(a->reply, &plen);
+      bad_json = mb_json_encode(pl, plen, "reply", &b, jerr, sizeof jerr) != 0;
+    }
+    if (!(a && a->status == MB_OK && a->reply) || bad_json) {
+      snprintf(err, sizeof err, "%s (node %s)",
+               bad_json ? jerr : a && a->error ? a->error : "failed: no answer", c->node);
+      long at = mb_enc_table_begin(&v);
+      b.len = 0;
+      if (at >= 0 && !mb_enc_str(&v, "error", 5) && !mb_enc_str(&v, err, strlen(err))) {
+        mb_enc_table_end(&v, at, 0, 1);
+        mb_json_encode(v.p, v.len, "reply", &b, jerr, sizeof jerr);
+      }
+    }
+    s = natsConnection_Publish(c->nc, p->reply, b.p, (int)b.len);
+    mb_buf_free(&b);
+    mb_buf_free(&v);
+  } else if (p->home) { /* the reply goes home to reply_to; a failure was reported here */
     s = NATS_OK;
     if (a && a->status == MB_OK && a->reply) {
       mb_id_format(mb_msg_id(a->reply), hex);
@@ -761,9 +784,56 @@ static void sync_done(void *ud, int status) {
   free(x);
 }
 
+/* A message from a plain NATS client (no Mb- headers): its body is the
+ * payload as JSON text (empty: nil); with a reply subject it is a request
+ * whose answer goes back as JSON. */
+static void on_plain_msg(mb_cluster *c, sub *e, natsMsg *nm) {
+  const char *data = natsMsg_GetData(nm), *reply = natsMsg_GetReply(nm);
+  int len = natsMsg_GetDataLength(nm);
+  char why[400], origin[120];
+  mb_buf b = {0};
+  if (len > 0 && mb_json_decode(data, (size_t)len, MB_MAX_DEPTH, &b, why, sizeof why)) {
+    bad(c, nm, why);
+    mb_buf_free(&b);
+    return;
+  }
+  pthread_mutex_lock(&c->mu);
+  uint64_t n = ++c->st.received;
+  pthread_mutex_unlock(&c->mu);
+  snprintf(origin, sizeof origin, "nats:%" PRIu64, n);
+  mb_msg *m = mb_msg_new_remote(b.p, b.len, NULL, 0, NULL, origin);
+  mb_buf_free(&b);
+  if (!m) {
+    bad(c, nm, "out of memory");
+    return;
+  }
+  int rc;
+  proxy *p = reply && *reply ? calloc(1, sizeof *p + strlen(reply) + 1) : NULL;
+  if (p) {
+    p->c = c;
+    p->json = 1;
+    strcpy(p->reply, reply);
+    mb_request *r;
+    rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, proxy_done, p, &r, NULL);
+    if (rc < 0) {
+      char err[400];
+      snprintf(err, sizeof err, "%s: no listener of '%s' took it", mb_strerror(rc), e->dest);
+      mb_answer a = {rc, NULL, err};
+      proxy_done(p, &a, 1);
+    }
+  } else {
+    rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, NULL, NULL, NULL, NULL);
+  }
+  if (rc < 0) count(c, &c->st.dropped, 1);
+}
+
 static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   const char *why = NULL;
   const char *kind = header(nm, "Mb-Kind");
+  if (!kind && !header(nm, "Mb-Id")) {
+    on_plain_msg(c, e, nm);
+    return;
+  }
   mb_msg *m = decode(nm, 1, &why);
   if (!m) {
     bad(c, nm, why);

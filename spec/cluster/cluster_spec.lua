@@ -267,6 +267,52 @@ print(#all, table.concat(names, " "), ("took %.3f"):format(mb.now() - t))
     assert.is_true(tonumber(out:match("took ([%d.]+)")) < 3, out)
   end)
 
+  it("answers a plain NATS client at the documented subject, in JSON", function()
+    -- the client: bash speaking NATS's text protocol over /dev/tcp
+    local script = [[
+exec 3<>/dev/tcp/127.0.0.1/PORT
+read -r info <&3
+printf 'CONNECT {"verbose":false}\r\nSUB _reply.1 1\r\nPUB mb.default.d.jsonecho _reply.1 13\r\n{"a":[1,2.5]}\r\n' >&3
+while read -t 5 -r line <&3; do
+  case $line in MSG*) read -t 5 -r body <&3; printf '%s\n' "$body"; break;; esac
+done
+]]
+    local path = dir .. "/client.sh"
+    helper.write(path, (script:gsub("PORT", tostring(srv.port))))
+    local out, err, code = helper.run("timeout 10 bash " .. helper.quote(path))
+    assert.equal(0, code, err)
+    local reply = require("mb").json.decode(out)
+    assert.same({a = {1, 2.5}}, reply.echo)
+    assert.matches("^n%d$", reply.node)
+    assert.matches("^nats:%d+$", reply.id)
+    assert.equal("float", math.type(reply.echo.a[2]))
+  end)
+
+  it("counts and reports a hostile or truncated body, and carries on", function()
+    local hdr = "NATS/1.0\r\nMb-Kind: send\r\nMb-Id: evil:1\r\nMb-Node: evil\r\nMb-Plen: 9\r\n\r\n"
+    local body = "\5\1\0\0" -- a string that claims more bytes than there are
+    local script = ([[
+exec 3<>/dev/tcp/127.0.0.1/PORT
+read -r info <&3
+printf 'CONNECT {"verbose":false,"headers":true}\r\nHPUB mb.default.d.fan %d %d\r\n%s%s\r\nPING\r\n' >&3
+while read -t 5 -r line <&3; do case $line in PONG*) break;; esac; done
+]]):format(#hdr, #hdr + #body, hdr:gsub("\r", "\\r"):gsub("\n", "\\n"), "\\005\\001\\000\\000")
+    local path = dir .. "/evil.sh"
+    helper.write(path, (script:gsub("PORT", tostring(srv.port))))
+    local _, err, code = helper.run("timeout 10 bash " .. helper.quote(path))
+    assert.equal(0, code, err)
+    for _, n in ipairs(list) do
+      assert(nodes.wait_for(function()
+        return n:errors():match("a message on 'mb.default.d.fan' from node evil was not delivered: [^\n]*")
+      end, 5), n.name .. ": " .. n:errors())
+      assert.is_true(n:alive())
+    end
+    -- and the cluster still works
+    local out, err2, code2 = send(DECLARE .. [[print(mb.request("ask", "still?", {timeout = 5}).echo)]])
+    assert.equal(0, code2, err2)
+    assert.matches("still%?", out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)

@@ -1,2 +1,10 @@
--- the listeners' subscriptions leave on this turn of the loop; "ready" after it
+-- A format = "json" listener that plain NATS clients can ask (its answer is
+-- JSON text), then "ready": the listeners' subscriptions leave on this turn
+-- of the loop
+local node = os.getenv("NODE")
+assert(mb.destination("jsonecho", {cluster = true}))
+mb.listen("jsonecho", function(text)
+  local msg = mb.json.decode(text)
+  return {echo = msg.payload, node = node, id = msg.id}
+end, {format = "json"})
 mb.after(0.05, function() print("ready") end)
