@@ -1388,6 +1388,11 @@ void mb_cluster_stop(mb_cluster *c) {
 const char *mb_cluster_node(const mb_cluster *c) { return c->node; }
 const char *mb_cluster_namespace(const mb_cluster *c) { return c->ns; }
 const char *mb_cluster_url(const mb_cluster *c) { return c->url; }
+size_t mb_cluster_max_payload(const mb_cluster *c) {
+  int64_t n = natsConnection_GetMaxPayload(c->nc);
+  return n > 0 ? (size_t)n : 0;
+}
+
 int mb_cluster_up(const mb_cluster *c) { return atomic_load(&((mb_cluster *)c)->up); }
 
 void mb_cluster_get_stats(mb_cluster *c, mb_cluster_stats *st) {

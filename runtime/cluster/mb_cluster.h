@@ -71,6 +71,8 @@ const char *mb_cluster_namespace(const mb_cluster *c);
 /* The URL of the server connected to, with any password masked. */
 const char *mb_cluster_url(const mb_cluster *c);
 int mb_cluster_up(const mb_cluster *c);
+/* The server's max_payload in bytes (0: not known). */
+size_t mb_cluster_max_payload(const mb_cluster *c);
 void mb_cluster_get_stats(mb_cluster *c, mb_cluster_stats *st);
 
 /* The subject of destination name in namespace ns into buf; 0, or -1 when

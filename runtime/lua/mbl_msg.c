@@ -61,10 +61,12 @@ static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, con
   }
 }
 
+#define MBL_HEADERS 1024 /* room for mb's NATS headers (runtime/cluster/mb_cluster.h) */
+
 /* Builds the message for payload at pidx with options at oidx; raises on a
  * payload that cannot be sent. */
 static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const send_opts *o,
-                         const char *fn) {
+                         const char *fn, int cluster) {
   char err[700];
   size_t max = mb_runtime_max_message_size(core(S));
   S->buf.len = 0;
@@ -88,6 +90,13 @@ static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const s
   }
   if (S->buf.len + S->vbuf.len > max)
     luaL_error(L, "%s: message too large (over %d bytes, the max_message_size)", fn, (int)max);
+  if (cluster > 0) { /* it must fit the NATS server's max_payload, with mb's headers */
+    size_t np = mb_cluster_max_payload(S->R->cluster);
+    if (np > MBL_HEADERS && S->buf.len + S->vbuf.len > np - MBL_HEADERS)
+      luaL_error(L, "%s: message too large for the cluster (over %d bytes: the NATS server's "
+                    "max_payload of %d less %d for mb's headers)", fn, (int)(np - MBL_HEADERS),
+                 (int)np, MBL_HEADERS);
+  }
   mb_msg *m = mb_msg_new(S->buf.p, S->buf.len, o->has_values ? S->vbuf.p : NULL, S->vbuf.len,
                          o->reply_to);
   if (!m) luaL_error(L, "%s: out of memory", fn);
@@ -148,7 +157,7 @@ static int l_send(lua_State *L) {
   if (o.confirm && cluster < 1 && cluster != -1)
     return luaL_error(L, "mb.send: option 'confirm' is for cluster destinations ('%s' is not one)",
                       dest);
-  mb_msg *m = build_msg(L, S, 2, 3, &o, "mb.send");
+  mb_msg *m = build_msg(L, S, 2, 3, &o, "mb.send", cluster);
   uint64_t id = mb_msg_id(m);
   mbL_waiter *w = mbL_waiter_new(S);
   if (!w) {
@@ -250,7 +259,7 @@ static int do_request(lua_State *L, int all) {
   send_opts o;
   lua_settop(L, 3);
   read_send_opts(L, 3, &o, 1, fn);
-  mb_msg *m = build_msg(L, S, 2, 3, &o, fn);
+  mb_msg *m = build_msg(L, S, 2, 3, &o, fn, S->R->cluster ? mb_dest_cluster(core(S), dest) : 0);
   mbL_waiter *w = mbL_waiter_new(S);
   if (!w) {
     mb_msg_unref(m);
@@ -346,7 +355,7 @@ static int reply_with(lua_State *L, mbL_state *S, const char *dest, uint64_t id,
     oidx = lua_gettop(L);
     o.has_values = 1;
   }
-  mb_msg *reply = build_msg(L, S, pidx, oidx, &o, fn);
+  mb_msg *reply = build_msg(L, S, pidx, oidx, &o, fn, 0);
   mbL_waiter *w = mbL_waiter_new(S);
   if (!w) {
     mb_msg_unref(reply);

@@ -313,6 +313,17 @@ while read -t 5 -r line <&3; do case $line in PONG*) break;; esac; done
     assert.matches("still%?", out)
   end)
 
+  it("raises for a message over the server's max_payload, as over max_message_size", function()
+    local out, err, code = send(DECLARE .. [[
+print(pcall(mb.send, "fan", string.rep("x", 2 * 1024 * 1024)))
+print(mb.send("fan", {n = 99}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("false\tmb.send: message too large for the cluster %(over %d+ bytes: the NATS " ..
+      "server's max_payload of 1048576", out)
+    assert.matches("\ns1:%x+\n", out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)
