@@ -431,7 +431,8 @@ enum {
   MB_LINK_REQUEST = 1,
   MB_LINK_REQUEST_ALL = 2,
   MB_LINK_SYNC = 3,
-  MB_LINK_CONFIRM = 4
+  MB_LINK_CONFIRM = 4,
+  MB_LINK_STATS = 5 /* mb_link_stats: each node answers with its statistics of dest */
 };
 
 /* A link carries the messages of cluster destinations (mb_dest_opts.cluster)
@@ -506,6 +507,14 @@ int mb_link_expect(mb_runtime *rt, uint64_t id, uint64_t base, size_t k);
 /* The time for nodes to acknowledge `id` is over: it ends once the
  * acknowledged groups have answered. Any thread. */
 void mb_link_window(mb_runtime *rt, uint64_t id);
+
+/* Asks every node of the cluster for its statistics of the cluster
+ * destination dest (SPEC §6, mb.stats with cluster = true): fn gets one
+ * answer per node that answered within `window` seconds, each reply's
+ * payload a table of mb_stats's counts by name. MB_PENDING or a negative
+ * code at once. */
+int mb_link_stats(mb_service *from, const char *dest, double window, mb_request_fn fn, void *ud,
+                  mb_request **out);
 
 /* A send that waits for the cluster (SPEC §6): to a synchronous cluster
  * destination (done when every group that acknowledged it has run it), or

@@ -43,6 +43,7 @@ typedef struct sub {
   uint64_t key;  /* the named group's key */
   int dead;      /* unsubscribed: freed by the next drain */
   int home;      /* the node's t subject (on_home_msg) */
+  int stats;     /* mb.NS.stats (on_stats_msg) */
   uint64_t lost; /* nats.c's dropped count seen so far (slow consumer) */
 } sub;
 
@@ -146,6 +147,7 @@ static void count(mb_cluster *c, uint64_t *field, uint64_t n) {
 /* ---- acknowledgements: request_all and synchronous sends --------------------------- */
 
 #define ACK_WAIT 0.25 /* seconds nodes have to acknowledge (doc/cluster.md) */
+#define STATS_KEY "\1stats" /* the nodes known to answer statistics: all of them */
 #define MISSES 2      /* windows a known node may miss before it is forgotten */
 
 typedef struct win {
@@ -303,7 +305,7 @@ static void arm_task(void *arg) {
 }
 
 /* A request_all or synchronous send went out (any worker): its window. */
-static void win_open(mb_cluster *c, uint64_t id, const char *dest) {
+static void win_open(mb_cluster *c, uint64_t id, const char *dest, double secs) {
   win *w = calloc(1, sizeof *w);
   if (w && !(w->dest = strdup(dest))) {
     free(w);
@@ -314,7 +316,7 @@ static void win_open(mb_cluster *c, uint64_t id, const char *dest) {
     return;
   }
   w->id = id;
-  w->deadline = ev_time() + c->ack_wait;
+  w->deadline = ev_time() + secs;
   pthread_mutex_lock(&c->mu);
   known *k = known_of(c, dest, 0);
   if (k && k->n && (w->expect = calloc(k->n, sizeof *w->expect)))
@@ -346,6 +348,7 @@ static void on_ack(mb_cluster *c, uint64_t id, const char *node, const char *for
     return;
   }
   if (mb_link_expect(c->rt, id, group_number(node, 0), k)) count(c, &c->st.late, 1);
+  /* (a node with nothing to say still counts as one that acknowledged) */
   win *done = NULL;
   pthread_mutex_lock(&c->mu);
   win *w = c->wins;
@@ -542,15 +545,24 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
   if (rc == MB_OK) {
     mb_id_format(mb_msg_id(m), hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
-    static const char *const kinds[] = {"send", "request", "all", "sync", "confirm"};
+    static const char *const kinds[] = {"send", "request", "all", "sync", "confirm", "stats"};
     int req = kind != MB_LINK_SEND;
     /* the answers go to r.ID (drained on the loop); the NATS reply subject
      * x.ID only hears the server's "no responders" (see on_no_responders) */
     snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
     snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
     const char *extra[] = {"Mb-Reply", req ? answer : NULL, NULL};
-    if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC) win_open(c, mb_msg_id(m), dest);
-    natsStatus s = publish(c, subject, reply, m, kinds[kind], id, extra);
+    if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC)
+      win_open(c, mb_msg_id(m), dest, c->ack_wait);
+    natsStatus s;
+    if (kind == MB_LINK_STATS) { /* every node answers at mb.NS.stats */
+      win_open(c, mb_msg_id(m), STATS_KEY, 1.0);
+      snprintf(subject, sizeof subject, "mb.%s.stats", c->ns);
+      const char *more[] = {"Mb-Reply", answer, "Mb-Dest", dest, NULL};
+      s = publish(c, subject, reply, m, "stats", id, more);
+    } else {
+      s = publish(c, subject, reply, m, kinds[kind], id, extra);
+    }
     rc = s == NATS_OK ? MB_OK : s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
     if (rc == MB_OK && !req) keep_sent(c, m);
   }
@@ -915,6 +927,46 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   if (rc < 0) count(c, &c->st.dropped, 1);
 }
 
+/* A node asks for this node's statistics of a destination (mb.NS.stats,
+ * header Mb-Dest): an acknowledgement with 1 group (0: none here), then
+ * the counts as a table. */
+static void on_stats_msg(mb_cluster *c, natsMsg *nm) {
+  const char *dest = header(nm, "Mb-Dest"), *to = header(nm, "Mb-Reply");
+  mb_stats st;
+  if (!dest || !to || !*to) {
+    bad(c, nm, "no Mb-Dest and Mb-Reply headers");
+    return;
+  }
+  int have = mb_dest_stats(c->rt, dest, &st) == MB_OK;
+  ack(c, to, "stats", have);
+  if (!have) return;
+  mb_buf b = {0};
+  long at = mb_enc_table_begin(&b);
+  int rc = at < 0;
+  uint32_t n = 0;
+#define F(f)                                                                         \
+  if (!rc) {                                                                         \
+    rc |= mb_enc_str(&b, #f, strlen(#f)) | mb_enc_int(&b, (int64_t)st.f);            \
+    n++;                                                                             \
+  }
+  F(listeners) F(sent) F(rejected) F(deliveries) F(delivered) F(failed) F(dropped)
+  F(pending) F(largest_pending) F(in_flight) F(replies) F(timeouts)
+#undef F
+  mb_msg *m = NULL;
+  if (!rc) {
+    mb_enc_table_end(&b, at, 0, n);
+    m = mb_msg_new(b.p, b.len, NULL, 0, NULL);
+  }
+  mb_buf_free(&b);
+  if (!m) return;
+  char id[120], hex[17];
+  mb_id_format(mb_msg_id(m), hex);
+  snprintf(id, sizeof id, "%s:%s", c->node, hex);
+  const char *extra[] = {"Mb-Group", "0", NULL};
+  publish(c, to, NULL, m, "reply", id, extra);
+  mb_msg_unref(m);
+}
+
 /* A reply from another node to a send of this node with reply_to:
  * mb.NS.n.NODE.t, headers Mb-Dest (the reply_to) and Mb-Response (the
  * send's id here). Sent on to that destination as mb_reply would. */
@@ -1082,6 +1134,8 @@ static void drain(void *ud) {
       on_dest_msg(c, items[i].s, items[i].m);
     else if (items[i].s->home)
       on_home_msg(c, items[i].m);
+    else if (items[i].s->stats)
+      on_stats_msg(c, items[i].m);
     else
       on_inbox_msg(c, items[i].m);
     natsMsg_Destroy(items[i].m);
@@ -1350,6 +1404,11 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   snprintf(inbox_all, sizeof inbox_all, "%st", c->inbox);
   if (s == NATS_OK && !taken) s = natsConnection_SubscribeSync(&home->ns, c->nc, inbox_all);
   if (home) home->home = 1;
+  sub *st = s == NATS_OK && !taken ? calloc(1, sizeof *st) : NULL;
+  if (s == NATS_OK && !taken && !st) s = NATS_NO_MEMORY;
+  snprintf(inbox_all, sizeof inbox_all, "mb.%s.stats", c->ns);
+  if (s == NATS_OK && !taken) s = natsConnection_SubscribeSync(&st->ns, c->nc, inbox_all);
+  if (st) st->stats = 1;
   natsOptions_Destroy(o);
   if (taken) {
     snprintf(err, errlen, "the node name '%s' is in use in namespace '%s' (another node has it): "
@@ -1364,10 +1423,12 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
              last && *last ? last : natsStatus_GetText(s));
     if (in) sub_free(in);
     if (home) sub_free(home);
+    if (st) sub_free(st);
     cluster_free(c);
     return NULL;
   }
   in->next = home;
+  home->next = st;
   c->subs = in;
   atomic_store(&c->up, 1);
   mb_nats_ev_set_read_hook(c->ev, drain, c);

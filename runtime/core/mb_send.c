@@ -287,6 +287,16 @@ int mb_request_start(mb_service *from, const char *name, mb_msg *m, double timeo
                        fn, ud, out);
 }
 
+int mb_link_stats(mb_service *from, const char *name, double window, mb_request_fn fn, void *ud,
+                  mb_request **out) {
+  static const uint8_t nil = MB_V_NIL;
+  mb_msg *m = mb_msg_new(&nil, 1, NULL, 0, NULL);
+  if (!m) return MB_ENOMEM;
+  /* the window ends it; the timeout only bounds a node that acknowledged
+   * and then went silent */
+  return request_start(from, name, m, window + 1, 1, MB_LINK_STATS, fn, ud, out);
+}
+
 int mb_send_confirmed(mb_service *from, const char *name, mb_msg *m, double timeout,
                       mb_request_fn fn, void *ud, mb_request **out) {
   mb_runtime *rt = from->rt;

@@ -347,9 +347,97 @@ static void add_stats(void *ud, const char *name) {
   }
 }
 
+/* mb.stats(name, {cluster = true}): the nodes' answers summed. stack: name,
+ * opts. */
+static int stats_cluster_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  static const char *const sums[] = {"listeners", "sent", "rejected", "deliveries", "delivered",
+                                     "failed", "dropped", "pending", "in_flight", "replies",
+                                     "timeouts", NULL};
+  mb_stats st;
+  int have = mb_dest_stats(core(w->S), lua_tostring(L, 1), &st) == MB_OK;
+  lua_createtable(L, 0, 14);
+  int t = lua_gettop(L);
+  lua_pushstring(L, have ? TYPES[st.type] : "parallel");
+  lua_setfield(L, t, "type");
+  for (int i = 0; sums[i]; i++) {
+    lua_pushinteger(L, 0);
+    lua_setfield(L, t, sums[i]);
+  }
+  lua_pushinteger(L, 0);
+  lua_setfield(L, t, "largest_pending");
+  int nodes = 0;
+  for (size_t i = 0; i < w->n; i++) {
+    if (w->ans[i].status != MB_OK || !w->ans[i].reply) continue;
+    size_t len;
+    const uint8_t *p = mb_msg_payload(w->ans[i].reply, &len);
+    mbL_decode(L, p, len);
+    if (!lua_istable(L, -1)) {
+      lua_pop(L, 1);
+      continue;
+    }
+    nodes++;
+    for (int k = 0; sums[k]; k++) {
+      lua_getfield(L, -1, sums[k]);
+      lua_getfield(L, t, sums[k]);
+      lua_pushinteger(L, lua_tointeger(L, -1) + lua_tointeger(L, -2));
+      lua_setfield(L, t, sums[k]);
+      lua_pop(L, 2);
+    }
+    lua_getfield(L, -1, "largest_pending");
+    lua_getfield(L, t, "largest_pending");
+    if (lua_tointeger(L, -2) > lua_tointeger(L, -1)) {
+      lua_pushvalue(L, -2);
+      lua_setfield(L, t, "largest_pending");
+    }
+    lua_pop(L, 3);
+  }
+  lua_pushinteger(L, nodes);
+  lua_setfield(L, t, "nodes");
+  mbL_waiter_free(w);
+  return 1;
+}
+
+static void stats_done(void *ud, const mb_answer *a, size_t n) {
+  mbL_waiter *w = ud;
+  w->req = NULL;
+  w->ans = n ? calloc(n, sizeof *w->ans) : NULL;
+  if (w->ans) {
+    w->n = n;
+    for (size_t i = 0; i < n; i++) {
+      w->ans[i].status = a[i].status;
+      w->ans[i].reply = a[i].reply ? mb_msg_ref((mb_msg *)a[i].reply) : NULL;
+    }
+  }
+  mbL_waiter_wake(w);
+}
+
 static int l_stats(lua_State *L) {
   mbL_state *S = state_of(L);
   mb_service_settle(S->svc); /* this service's finished deliveries count */
+  if (!lua_isnoneornil(L, 2)) {
+    static const char *const keys[] = {"cluster", NULL};
+    luaL_checktype(L, 2, LUA_TTABLE);
+    mbL_check_keys(L, 2, keys, "mb.stats");
+    lua_getfield(L, 2, "cluster");
+    int cluster = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (cluster) {
+      const char *name = mbL_check_dest(L, 1, "mb.stats");
+      if (!S->R->cluster || mb_dest_cluster(core(S), name) < 1)
+        return luaL_error(L, "mb.stats: '%s' is not a cluster destination of this node", name);
+      mbL_waiter *w = mbL_waiter_new(S);
+      if (!w) return luaL_error(L, "mb.stats: out of memory");
+      lua_settop(L, 2);
+      int rc = mb_link_stats(S->svc, name, 1.0, stats_done, w, &w->req);
+      if (rc < 0) {
+        mbL_waiter_free(w);
+        return mbL_fail_rc(L, rc, name, S);
+      }
+      return mbL_wait_for(L, w, stats_cluster_k);
+    }
+  }
   if (lua_isnoneornil(L, 1)) {
     lua_newtable(L);
     mb_dest_each(core(S), add_stats, L);

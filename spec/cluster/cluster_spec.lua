@@ -324,6 +324,20 @@ print(mb.send("fan", {n = 99}))
     assert.matches("\ns1:%x+\n", out)
   end)
 
+  it("sums every node's statistics with mb.stats(name, {cluster = true})", function()
+    local out, err, code = send(DECLARE .. [[
+local st = mb.stats("work", {cluster = true})
+print(st.nodes, st.delivered, st.deliveries, st.listeners, st.type)
+local t = mb.now()
+st = mb.stats("work", {cluster = true}) -- the nodes are known now: no waiting for the second
+print(st.nodes, ("took %.3f"):format(mb.now() - t))
+]])
+    assert.equal(0, code, err)
+    -- n1, n2, n3 and the asking node itself; the 60 messages of the group test
+    assert.matches("^4\t60\t60\t3\tparallel\n", out)
+    assert.is_true(tonumber(out:match("took ([%d.]+)")) < 0.5, out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)
