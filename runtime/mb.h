@@ -464,7 +464,9 @@ void mb_runtime_link(mb_runtime *rt, const mb_link *link);
 /* The key of the group called name (1-255 bytes, copied): the same key for
  * every call with that name on this runtime, for mb_listen. Listeners with it
  * form one group; at a cluster destination, one group across every node.
- * 0 when out of memory or name is invalid. */
+ * 0 when out of memory or name is invalid. Such keys have MB_GROUP_NAMED
+ * set; the keys a caller picks for groups of its own must not. */
+#define MB_GROUP_NAMED (UINT64_C(1) << 63)
 uint64_t mb_group_named(mb_runtime *rt, const char *name);
 
 /* A message that came over the link from another node (or this one):
@@ -525,10 +527,11 @@ int mb_link_stats(mb_service *from, const char *dest, double window, mb_request_
 int mb_send_confirmed(mb_service *from, const char *dest, mb_msg *m, double timeout,
                       mb_request_fn fn, void *ud, mb_request **out);
 
-/* A message sent over the link (borrowed) that no node took: counted as a
- * dropped delivery of its destination here, with a dead letter (why: "code:
+/* A message of the link (borrowed) that no node took (sent from here), or
+ * that this node could not take (its queue full): counted as a dropped
+ * delivery of the destination dest here, with a dead letter (why: "code:
  * text"). Any thread. */
-void mb_link_dropped(mb_runtime *rt, mb_msg *m, const char *why);
+void mb_link_dropped(mb_runtime *rt, const char *dest, mb_msg *m, const char *why);
 
 /* The link went down: every request waiting for answers over it ends with
  * MB_ECLOSED and error. Any thread. */

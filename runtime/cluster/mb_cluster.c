@@ -489,7 +489,7 @@ static void heard_task(void *arg) {
       char why[400];
       snprintf(why, sizeof why, "dropped: no node of the cluster listens at '%s'",
                mb_msg_destination(m));
-      mb_link_dropped(c->rt, m, why);
+      mb_link_dropped(c->rt, mb_msg_destination(m), m, why);
       count(c, &c->st.dropped, 1);
       mb_msg_unref(m);
     } else {
@@ -921,8 +921,17 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
       proxy_done(p, &a, 1);
     }
   } else {
+    mb_msg_ref(m); /* for the dead letter of a message this node cannot take */
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, NULL, NULL, NULL, &takers);
     if (confirm && reply) ack(c, reply, "confirm", rc < 0 ? 0 : takers);
+    if (rc == MB_EFULL) { /* this node cannot keep up: lost here, and said so */
+      char lost[400];
+      snprintf(lost, sizeof lost, "dropped: this node cannot keep up at '%s' (its queue is full, "
+                                  "max_queue) and lost a message from node %s",
+               e->dest, from ? from : "?");
+      mb_link_dropped(c->rt, e->dest, m, lost);
+    }
+    mb_msg_unref(m);
   }
   if (rc < 0) count(c, &c->st.dropped, 1);
 }
@@ -1170,8 +1179,9 @@ static void down_task(void *arg) {
     }
     pthread_mutex_unlock(&c->mu);
     if (!m) break;
-    mb_link_dropped(c->rt, m, "dropped: not yet confirmed when the connection to the cluster "
-                              "was lost (it may have reached listeners)");
+    mb_link_dropped(c->rt, mb_msg_destination(m), m,
+                    "dropped: not yet confirmed when the connection to the cluster was lost "
+                    "(it may have reached listeners)");
     count(c, &c->st.dropped, 1);
     mb_msg_unref(m);
   }

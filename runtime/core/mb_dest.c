@@ -203,7 +203,6 @@ void mb_dest_finish_removal(mb_dest *d) {
 
 /* ---- named groups, and what the link hears of groups ------------------------ */
 
-#define NAMED_BIT (UINT64_C(1) << 63) /* the binding's own keys are small */
 
 uint64_t mb_group_named(mb_runtime *rt, const char *name) {
   size_t len = name ? strlen(name) : 0;
@@ -216,7 +215,7 @@ uint64_t mb_group_named(mb_runtime *rt, const char *name) {
   if (!key) {
     mb_group_name *g = malloc(sizeof *g + len + 1);
     if (g) {
-      g->key = key = NAMED_BIT | (n + 1);
+      g->key = key = MB_GROUP_NAMED | (n + 1);
       memcpy(g->name, name, len + 1);
       g->next = rt->group_names;
       rt->group_names = g;
@@ -227,7 +226,7 @@ uint64_t mb_group_named(mb_runtime *rt, const char *name) {
 }
 
 static const char *group_name(mb_runtime *rt, uint64_t key) {
-  if (!(key & NAMED_BIT)) return NULL;
+  if (!(key & MB_GROUP_NAMED)) return NULL;
   for (mb_group_name *g = rt->group_names; g; g = g->next)
     if (g->key == key) return g->name;
   return NULL;

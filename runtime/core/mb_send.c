@@ -174,9 +174,9 @@ void mb_link_window(mb_runtime *rt, uint64_t id) {
   mb_unlock(rt);
 }
 
-void mb_link_dropped(mb_runtime *rt, mb_msg *m, const char *why) {
+void mb_link_dropped(mb_runtime *rt, const char *dest, mb_msg *m, const char *why) {
   mb_lock(rt);
-  mb_dest *d = m->name ? mb_dest_find(rt, m->name->s) : NULL;
+  mb_dest *d = mb_dest_find(rt, dest);
   if (d) mb_delivery_drop(d, m, 0, why);
   mb_unlock(rt);
 }

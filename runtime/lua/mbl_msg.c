@@ -474,6 +474,12 @@ static int l_listen(lua_State *L) {
     unref(S, L, &ls->self_ref);
     return mbL_fail_rc(L, err, dest, S);
   }
+  mb_stats st;
+  if ((group & MB_GROUP_NAMED) && S->R->cluster && mb_dest_cluster(core(S), dest) == 1 &&
+      mb_dest_stats(core(S), dest, &st) == MB_OK && st.type == MB_SERIAL)
+    mbL_report(S->R, "mb: warning: a group across nodes at the serial cluster destination '%s' "
+                     "runs one message per node at once, not one in all the cluster "
+                     "(for that, a durable destination: doc/cluster.md)\n", dest);
   ls->S = S;
   ls->next = S->listeners;
   if (S->listeners) S->listeners->prev = ls;

@@ -47,6 +47,7 @@ end
 assert(mb.destination("order", {type = "serial", cluster = true}))
 assert(mb.destination("poll", {cluster = true}))
 assert(mb.destination("syncd", {type = "synchronous", cluster = true}))
+assert(mb.destination("tiny", {type = "serial", max_queue = 2, cluster = true}))
 ]]
 
   lazy_setup(function()
@@ -336,6 +337,27 @@ print(st.nodes, ("took %.3f"):format(mb.now() - t))
     -- n1, n2, n3 and the asking node itself; the 60 messages of the group test
     assert.matches("^4\t60\t60\t3\tparallel\n", out)
     assert.is_true(tonumber(out:match("took ([%d.]+)")) < 0.5, out)
+  end)
+
+  it("counts and reports what a node cannot keep up with, as dropped dead letters", function()
+    local _, err, code = send(DECLARE .. [[
+for n = 1, 30 do assert(mb.send("tiny", n)) end
+]])
+    assert.equal(0, code, err)
+    local n1 = list[1]
+    -- each message was handled or lost with a dead letter on that node: none unsaid
+    assert(nodes.wait_for(function()
+      return count(n1:output(), "^tiny %d+") + count(n1:output(), "^dead tiny ") >= 30
+    end, 10), n1:output())
+    local lost = count(n1:output(), "^dead tiny n1 dropped: this node cannot keep up at 'tiny'")
+    assert.is_true(lost > 0 and lost < 30, n1:output())
+  end)
+
+  it("warns that a group across nodes on a serial destination is serial per node only", function()
+    local _, err, code = send(DECLARE .. [[mb.listen("order", function() end, {group = "g"})]])
+    assert.equal(0, code, err)
+    assert.matches("warning: a group across nodes at the serial cluster destination 'order' runs " ..
+      "one message per node at once", err)
   end)
 
   it("refuses a node name already in use, with exit 2", function()

@@ -10,13 +10,14 @@ return {
     order = {type = "serial", cluster = true},
     poll = {cluster = true},
     syncd = {type = "synchronous", cluster = true},
+    tiny = {type = "serial", max_queue = 2, cluster = true},
   },
   listeners = {
     ["fan.lua"] = {"fan"},
     ["work.lua"] = {"work", group = "billing"},
     ["ask.lua"] = {"ask", "boom", "slow", group = "askers"},
     ["order.lua"] = {"order"},
-    ["poll.lua"] = {"poll", "syncd"},
+    ["poll.lua"] = {"poll", "syncd", "tiny"},
   },
   services = {{script = "ready.lua"}},
 }

@@ -7,4 +7,9 @@ mb.listen("jsonecho", function(text)
   local msg = mb.json.decode(text)
   return {echo = msg.payload, node = node, id = msg.id}
 end, {format = "json"})
+-- what this node could not take, said in its output
+assert(mb.destination("mb/dead-letters"))
+mb.listen("mb/dead-letters", function(msg)
+  print("dead " .. msg.payload.destination .. " " .. tostring(msg.payload.node) .. " " .. msg.payload.error)
+end)
 mb.after(0.05, function() print("ready") end)
