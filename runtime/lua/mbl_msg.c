@@ -406,6 +406,13 @@ int mbL_handler_body(lua_State *L) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
       lua_pushinteger(L, (lua_Integer)mb_delivery_group(t->d));
+      if (mb_msg_origin(m)) { /* from another node: its id here is not the one it shows */
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, (lua_Integer)mb_msg_id(m));
+        lua_rawseti(L, -2, 2);
+      }
       lua_rawset(L, -3);
       lua_pop(L, 1);
     }
@@ -555,7 +562,17 @@ static int l_reply(lua_State *L) {
   size_t idlen;
   const char *ids = lua_tolstring(L, 7, &idlen);
   uint64_t id;
-  if (!ids || lua_type(L, 7) != LUA_TSTRING || mbL_parse_id(S->R, ids, idlen, &id))
+  /* a request from another node is known by its table (its id is the other node's) */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->groups);
+  lua_pushvalue(L, 1);
+  int remote = lua_rawget(L, -2) == LUA_TTABLE;
+  if (remote) {
+    lua_rawgeti(L, -1, 2);
+    id = (uint64_t)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  if (!remote && (!ids || lua_type(L, 7) != LUA_TSTRING || mbL_parse_id(S->R, ids, idlen, &id)))
     return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
   const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
@@ -566,8 +583,14 @@ static int l_reply(lua_State *L) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->groups);
   lua_pushvalue(L, 1);
-  lua_Integer group = lua_tointeger(L, (lua_rawget(L, -2), -1)); /* 0 when unknown */
-  lua_pop(L, 2);
+  if (lua_rawget(L, -2) == LUA_TTABLE) lua_rawgeti(L, -1, 1);
+  lua_Integer group = lua_tointeger(L, -1); /* 0 when unknown */
+  lua_settop(L, 7);
+  if (remote) { /* the link takes the reply home: not to a destination of this node */
+    reply_to = NULL;
+    lua_pushnil(L);
+    lua_replace(L, 5);
+  }
   return reply_with(L, S, dest, id, reply_to, (uint64_t)group, 2, 3, "mb.reply", l_reply_k);
 }
 

@@ -360,6 +360,16 @@ for n = 1, 30 do assert(mb.send("tiny", n)) end
       "one message per node at once", err)
   end)
 
+  it("takes an explicit mb.reply to a request from another node home", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("replyx", {cluster = true}))
+local p = assert(mb.request("replyx", "hi", {timeout = 5}))
+print(p.via, p.node)
+]])
+    assert.equal(0, code, err)
+    assert.matches("^mb.reply\tn%d\n", out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)

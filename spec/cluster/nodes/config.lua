@@ -11,13 +11,14 @@ return {
     poll = {cluster = true},
     syncd = {type = "synchronous", cluster = true},
     tiny = {type = "serial", max_queue = 2, cluster = true},
+    replyx = {cluster = true},
   },
   listeners = {
     ["fan.lua"] = {"fan"},
     ["work.lua"] = {"work", group = "billing"},
     ["ask.lua"] = {"ask", "boom", "slow", group = "askers"},
     ["order.lua"] = {"order"},
-    ["poll.lua"] = {"poll", "syncd", "tiny"},
+    ["poll.lua"] = {"poll", "syncd", "tiny", "replyx"},
   },
   services = {{script = "ready.lua"}},
 }
