@@ -31,7 +31,7 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # (runtime/cli: mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
-LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
+LUA_SRC  = $(addprefix runtime/lua/,mbl_value.c mbl_show.c mbl_task.c mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrun_graph.c mbrepl.c)
 TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c test_show.c test_dest.c \
@@ -235,8 +235,9 @@ $(BF):
 $(BF)/json $(BF)/show: $(BF)/%: fuzz/fuzz_%.c $(CORE_SRC) $(HDRS) | $(BF)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(TOOL_LIBS)
 
-$(BF)/value $(BF)/pretty: $(BF)/%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(CORE_SRC) runtime/lua/mbl_value.c $(HDRS) | $(BF)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) runtime/lua/mbl_value.c $(LUA_LIB) $(TOOL_LIBS)
+FUZZ_LUA_SRC = runtime/lua/mbl_value.c runtime/lua/mbl_show.c
+$(BF)/value $(BF)/pretty: $(BF)/%: fuzz/fuzz_%.c fuzz/fuzz_lua.h $(CORE_SRC) $(FUZZ_LUA_SRC) $(HDRS) | $(BF)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(FUZZ_LUA_SRC) $(LUA_LIB) $(TOOL_LIBS)
 
 $(BF)/config: fuzz/fuzz_config.c $(CORE_SRC) $(LUA_SRC) $(HDRS) | $(BF)
 	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(CORE_SRC) $(LUA_SRC) $(LUA_LIB) $(TOOL_LIBS)
