@@ -220,39 +220,63 @@ static int key_text(printer *P, int k, int level) {
   return s && mb_key_is_secret(s, len);
 }
 
+/* Writes what stands for the table v when its items are not shown: <cycle>
+ * (met again inside itself), {} (empty) or {...} (below the depth). 1 when
+ * it wrote one. */
+static int marker(printer *P, int v, int level) {
+  if (is_open(P, lua_topointer(P->L, v)))
+    adds(P, "<cycle>");
+  else if (is_empty(P->L, v))
+    adds(P, "{}");
+  else if (level >= P->depth)
+    adds(P, "{...}");
+  else
+    return 0;
+  return 1;
+}
+
+/* Enters the table v: its items (2 slots pushed above top) and its mark
+ * as open. Returns top, for leave. */
+static int enter(printer *P, int v, items *it) {
+  int top = lua_gettop(P->L);
+  items_of(P, v, it);
+  P->open[P->nopen++] = lua_topointer(P->L, v);
+  return top;
+}
+
+static void leave(printer *P, int top) {
+  P->nopen--;
+  lua_settop(P->L, top);
+}
+
+/* Pushes item i of the table entered at top (its key at top + 3, its
+ * value at top + 4) and writes its key text. 1 when the value is masked:
+ * its mask is written too. */
+static int item_key(printer *P, const items *it, size_t i, int top, int level) {
+  item(P, it, i);
+  if (!key_text(P, top + 3, level)) return 0;
+  adds(P, MB_SHOW_MASK);
+  return 1;
+}
+
 /* Writes v (a table at level, or a scalar) on one line. Returns 0 when the
  * output is then no longer than lim (a length of P->out), else 1, having
  * stopped early (the caller takes the text back). */
 static int flat(printer *P, int v, int level, size_t lim) {
-  lua_State *L = P->L;
   mb_buf *b = P->out;
-  const void *self = lua_topointer(L, v);
-  if (lua_type(L, v) != LUA_TTABLE) {
+  if (lua_type(P->L, v) != LUA_TTABLE) {
     scalar(P, v);
-  } else if (is_open(P, self)) {
-    adds(P, "<cycle>");
-  } else if (is_empty(L, v)) {
-    adds(P, "{}");
-  } else if (level >= P->depth) {
-    adds(P, "{...}");
-  } else {
-    int top = lua_gettop(L);
+  } else if (!marker(P, v, level)) {
     items it;
-    items_of(P, v, &it);
-    P->open[P->nopen++] = self;
+    int top = enter(P, v, &it);
     adds(P, "{");
     for (size_t i = 0; i < (size_t)it.n + it.m && b->len <= lim; i++) {
       if (i) adds(P, ", ");
-      item(P, &it, i);
-      if (key_text(P, top + 3, level))
-        adds(P, MB_SHOW_MASK);
-      else
-        flat(P, top + 4, level + 1, lim);
-      lua_settop(L, top + 2);
+      if (!item_key(P, &it, i, top, level)) flat(P, top + 4, level + 1, lim);
+      lua_settop(P->L, top + 2);
     }
     adds(P, "}");
-    P->nopen--;
-    lua_settop(L, top);
+    leave(P, top);
   }
   return b->len > lim;
 }
@@ -264,45 +288,29 @@ static void pad(printer *P, int level) {
 /* Writes v starting at column col: on one line when it fits in the width,
  * else one item a line. */
 static void render(printer *P, int v, int level, size_t col) {
-  lua_State *L = P->L;
   mb_buf *b = P->out;
-  if (lua_type(L, v) != LUA_TTABLE) {
+  if (lua_type(P->L, v) != LUA_TTABLE) {
     scalar(P, v);
     return;
   }
   size_t start = b->len, budget = P->width > col ? P->width - col : 0;
   if (!flat(P, v, level, budget > SIZE_MAX - start ? SIZE_MAX : start + budget)) return;
   b->len = start;
-  const void *self = lua_topointer(L, v);
-  if (is_open(P, self)) {
-    adds(P, "<cycle>");
-  } else if (is_empty(L, v)) {
-    adds(P, "{}");
-  } else if (level >= P->depth) {
-    adds(P, "{...}");
-  } else {
-    int top = lua_gettop(L);
-    items it;
-    items_of(P, v, &it);
-    P->open[P->nopen++] = self;
-    adds(P, "{\n");
-    for (size_t i = 0; i < (size_t)it.n + it.m; i++) {
-      if (i) adds(P, ",\n");
-      size_t line = b->len;
-      pad(P, level + 1);
-      item(P, &it, i);
-      if (key_text(P, top + 3, level))
-        adds(P, MB_SHOW_MASK);
-      else
-        render(P, top + 4, level + 1, b->len - line);
-      lua_settop(L, top + 2);
-    }
-    adds(P, "\n");
-    pad(P, level);
-    adds(P, "}");
-    P->nopen--;
-    lua_settop(L, top);
+  if (marker(P, v, level)) return;
+  items it;
+  int top = enter(P, v, &it);
+  adds(P, "{\n");
+  for (size_t i = 0; i < (size_t)it.n + it.m; i++) {
+    if (i) adds(P, ",\n");
+    size_t line = b->len;
+    pad(P, level + 1);
+    if (!item_key(P, &it, i, top, level)) render(P, top + 4, level + 1, b->len - line);
+    lua_settop(P->L, top + 2);
   }
+  adds(P, "\n");
+  pad(P, level);
+  adds(P, "}");
+  leave(P, top);
 }
 
 /* ---- mb._pretty and mb._masks -------------------------------------------- */
