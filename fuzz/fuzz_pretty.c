@@ -1,12 +1,16 @@
 /*
- * fuzz_pretty.c — the printer on random Lua values (fuzz_lua.h): as the REPL
- * uses it (lua/mb/pretty.lua, its layout around mb_show.c's pieces through
- * mb._show and mb._show_key), and as the trace uses it (mb_show.c on the
- * value as mbL_encode writes it). Neither may raise or crash. Where they promise to
- * print data as Lua reads it back (pretty: tables of booleans, numbers and
- * strings no deeper than its depth, 10; show: any sendable value, printed
- * without a bound; both: no key naming a secret, which they mask), `load`
- * of the text, with `math` in scope, gives an equal value, type-exact.
+ * fuzz_pretty.c — the one value printer on random Lua values (fuzz_lua.h):
+ * as the REPL uses it (lua/mb/pretty.lua, a thin name for the C printer
+ * mb._pretty of runtime/lua/mbl_show.c), and as the trace uses it
+ * (mb_show.c on the value as mbL_encode writes it). Neither may raise or
+ * crash. Where they promise to print data as Lua reads it back (pretty:
+ * tables of booleans, numbers and strings no deeper than its depth, 10;
+ * show: any sendable value, printed without a bound; both: no key naming a
+ * secret, which they mask), `load` of the text, with `math` in scope,
+ * gives an equal value, type-exact. And they are one printer: on one line,
+ * a sendable value no deeper than 10 levels prints as the very text
+ * mb_value_show gives it (the same keys in the same order, the same
+ * masks).
  */
 #include <math.h>
 #include <stdio.h>
@@ -92,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   size_t len;
   const char *s = lua_tolstring(L, -1, &len);
+  int pretty_at = lua_gettop(L), one_line = (data[0] & 2) != 0;
   if (!g.secret && depth <= 10) {
     read_back("pretty", s, len);
     if (!same(L, v, -1)) {
@@ -100,7 +105,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     lua_pop(L, 1);
   }
-  lua_pop(L, 1);
 
   /* the trace printer, on the value as it travels */
   char err[2048];
@@ -112,6 +116,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (!same(L, v, -1)) {
         fprintf(stderr, "mb_value_show's text reads back as another value:\n%.*s\n", (int)out.len,
                 out.p);
+        abort();
+      }
+    }
+    if (one_line && depth <= 10) {
+      s = lua_tolstring(L, pretty_at, &len);
+      if (len != out.len || memcmp(s, out.p, len)) {
+        fprintf(stderr, "the two printers differ:\npretty: %.*s\nshow:   %.*s\n", (int)len, s,
+                (int)out.len, out.p);
         abort();
       }
     }

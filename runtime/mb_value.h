@@ -129,7 +129,8 @@ void mb_json_collision(char *why, size_t cap, int64_t n);
 const char *mb_json_float_problem(double v);
 
 /* mb_show.c, the one value printer: the value on one line for people, as
- * a Lua constructor ({id = 1, kind = "order"}), appended to out. Values
+ * a Lua constructor ({id = 1, kind = "order"}), appended to out, keys in the
+ * printers' one order (mb_show_sort, below). Values
  * under a key containing "password", "secret" or "token" (any case) show as
  * "********". Output past max bytes (0: no bound) is cut with "...". A
  * malformed value shows as <malformed value>. Returns 0, or -1 when out of
@@ -147,6 +148,20 @@ int mb_show_int(mb_buf *b, int64_t v);
 int mb_show_float(mb_buf *b, double v);
 /* 1 when a string key is shown bare (a Lua name, not a keyword). */
 int mb_show_is_name(const char *k, size_t len);
+
+/* The printers' one key order: the array part (keys 1..n) comes first, as it
+ * is; mb_show_sort orders the other keys: numbers ascending (integers and
+ * floats together, by value; an integer before an equal float, NaN last),
+ * then strings bytewise, then any other key by its type name ("boolean",
+ * "nil", "table", ...) and, within a type, by tie (false before true;
+ * tables by where they are). */
+typedef struct mb_show_key {
+  mb_item k;        /* tag MB_V_INT, MB_V_FLOAT or MB_V_STR; any other tag: */
+  const char *type; /* the key's type name, */
+  uintptr_t tie;    /* and its place within the type */
+  size_t at;        /* the caller's: where to find the key again */
+} mb_show_key;
+void mb_show_sort(mb_show_key *keys, size_t n);
 /* What stands for a masked value, and between a key and its value. */
 #define MB_SHOW_MASK "\"********\""
 #define MB_SHOW_EQ " = "

@@ -1,12 +1,13 @@
 /*
  * mb_show.c — the one value printer: values shown to people the way Lua
  * writes table constructors, {id = 1, kind = "order", password = "********"},
- * with the one list of secret words (mb_key_is_secret). mb_value_show shows
- * an encoded value on one line (mbrun's --trace; long output is cut); the
- * pieces (mb_show_str, mb_show_int, mb_show_float, mb_show_is_name) serve
- * the Lua values the REPL and `.listen` print (lua/mb/pretty.lua, through
- * mb._show and mb._show_key in runtime/lua/mbl_value.c), so that every
- * scalar, key and mask looks the same wherever it is printed.
+ * with the one list of secret words (mb_key_is_secret) and the one key
+ * order (mb_show_sort: the array part, then numbers, strings, the rest).
+ * mb_value_show shows an encoded value on one line (mbrun's --trace; long
+ * output is cut); the pieces (mb_show_str, mb_show_int, mb_show_float,
+ * mb_show_is_name, mb_show_sort) serve the printer of Lua values the REPL
+ * and `.listen` use (runtime/lua/mbl_show.c, mb._pretty), so that every
+ * value looks the same wherever it is printed.
  *
  * Owns nothing; appends to the caller's mb_buf. Tests: spec/c/test_show.c
  * (show_*), spec/cli/trace_spec.lua.
@@ -154,6 +155,55 @@ int mb_show_int(mb_buf *b, int64_t v) {
   return mb_buf_add(b, buf, strlen(buf));
 }
 
+/* ---- the key order ------------------------------------------------------ */
+
+static int rank(const mb_item *k) {
+  return k->tag == MB_V_INT || k->tag == MB_V_FLOAT ? 0 : k->tag == MB_V_STR ? 1 : 2;
+}
+
+/* An integer against a float, exactly (as Lua's `<` does): -1, 0 or 1; a
+ * NaN is above every number. */
+static int cmp_int_float(int64_t i, double f) {
+  if (f != f || f >= 0x1p63) return -1;
+  if (f < -0x1p63) return 1;
+  double fl = floor(f); /* within int64 now */
+  int64_t fi = (int64_t)fl;
+  if (i != fi) return i < fi ? -1 : 1;
+  return f > fl ? -1 : 0;
+}
+
+static int cmp_num(const mb_item *a, const mb_item *b) {
+  if (a->tag == MB_V_INT && b->tag == MB_V_INT) return (a->v.i > b->v.i) - (a->v.i < b->v.i);
+  if (a->tag == MB_V_FLOAT && b->tag == MB_V_FLOAT) {
+    double x = a->v.f, y = b->v.f;
+    if (x != x || y != y) return (x != x) - (y != y);
+    return (x > y) - (x < y);
+  }
+  /* an integer before an equal float (two such keys: the C API only) */
+  int c = a->tag == MB_V_INT ? cmp_int_float(a->v.i, b->v.f) : -cmp_int_float(b->v.i, a->v.f);
+  return c ? c : a->tag == MB_V_INT ? -1 : 1;
+}
+
+static int cmp_key(const void *pa, const void *pb) {
+  const mb_show_key *a = pa, *b = pb;
+  int ra = rank(&a->k), rb = rank(&b->k);
+  if (ra != rb) return ra < rb ? -1 : 1;
+  if (ra == 0) return cmp_num(&a->k, &b->k);
+  if (ra == 1) {
+    size_t la = a->k.v.str.len, lb = b->k.v.str.len;
+    int c = memcmp(a->k.v.str.s, b->k.v.str.s, la < lb ? la : lb);
+    return c ? c : (la > lb) - (la < lb);
+  }
+  int c = strcmp(a->type, b->type);
+  return c ? c : (a->tie > b->tie) - (a->tie < b->tie);
+}
+
+void mb_show_sort(mb_show_key *keys, size_t n) {
+  if (n > 1) qsort(keys, n, sizeof *keys, cmp_key);
+}
+
+/* ---- encoded values ----------------------------------------------------- */
+
 static int show_item(shower *s, const mb_item *it, int depth);
 
 static int show_value(shower *s, int depth) {
@@ -162,29 +212,70 @@ static int show_value(shower *s, int depth) {
   return show_item(s, &it, depth);
 }
 
+/* The nhash pairs at s->r, as mb_show_sort orders their keys: where each key
+ * starts (at, from base), its value right after it. The reader ends past
+ * the last pair. NULL with s->oom set when out of memory, or NULL when the
+ * pairs are malformed. */
+static mb_show_key *pairs_in_order(shower *s, uint32_t nhash, const uint8_t *base) {
+  /* every pair takes at least two bytes: a count beyond that is bad */
+  if ((uint64_t)nhash * 2 > (uint64_t)(s->r.end - s->r.p)) return NULL;
+  mb_show_key *keys = malloc((size_t)nhash * sizeof *keys);
+  if (!keys) {
+    s->oom = 1;
+    return NULL;
+  }
+  for (uint32_t i = 0; i < nhash; i++) {
+    mb_show_key *k = &keys[i];
+    const uint8_t *at = s->r.p;
+    mb_reader kr = s->r;
+    if (mb_read(&kr, &k->k) || mb_skip(&s->r) || mb_skip(&s->r)) {
+      free(keys);
+      return NULL;
+    }
+    k->at = (size_t)(at - base);
+    k->type = k->k.tag == MB_V_NIL ? "nil" : k->k.tag == MB_V_TABLE ? "table" : "boolean";
+    k->tie = k->k.tag == MB_V_TABLE ? k->at : k->k.tag == MB_V_TRUE;
+  }
+  /* once the output is cut, the order no longer shows */
+  if (!s->cut) mb_show_sort(keys, nhash);
+  return keys;
+}
+
+static int show_pair(shower *s, int depth) {
+  mb_item k;
+  if (mb_read(&s->r, &k)) return -1;
+  int rc;
+  if (k.tag == MB_V_STR && mb_show_is_name(k.v.str.s, k.v.str.len)) {
+    rc = put(s, k.v.str.s, k.v.str.len);
+  } else {
+    /* any key as Lua would write it: [1], ["a b"], [true], [{1, 2}];
+     * a nil key (possible only through the C API) as [nil] */
+    rc = put(s, "[", 1) || show_item(s, &k, depth + 1) || put(s, "]", 1);
+  }
+  rc = rc || put(s, MB_SHOW_EQ, strlen(MB_SHOW_EQ));
+  if (k.tag == MB_V_STR && mb_key_is_secret(k.v.str.s, k.v.str.len))
+    return rc || puts_(s, MASK) || mb_skip(&s->r);
+  return rc || show_value(s, depth + 1);
+}
+
 static int show_table(shower *s, const mb_item *t, int depth) {
   int rc = put(s, "{", 1);
   for (uint32_t i = 0; i < t->v.t.narr && !rc; i++) {
     if (i) rc = put(s, ", ", 2);
     rc = rc || show_value(s, depth + 1);
   }
+  if (rc || !t->v.t.nhash) return rc || put(s, "}", 1);
+  const uint8_t *base = s->r.p;
+  mb_show_key *keys = pairs_in_order(s, t->v.t.nhash, base);
+  if (!keys) return -1;
+  const uint8_t *end = s->r.p;
   for (uint32_t i = 0; i < t->v.t.nhash && !rc; i++) {
-    mb_item k;
     if (i || t->v.t.narr) rc = put(s, ", ", 2);
-    if (rc || mb_read(&s->r, &k)) return -1;
-    if (k.tag == MB_V_STR && mb_show_is_name(k.v.str.s, k.v.str.len)) {
-      rc = put(s, k.v.str.s, k.v.str.len);
-    } else {
-      /* any key as Lua would write it: [1], ["a b"], [true], [{1, 2}];
-       * a nil key (possible only through the C API) as [nil] */
-      rc = put(s, "[", 1) || show_item(s, &k, depth + 1) || put(s, "]", 1);
-    }
-    rc = rc || put(s, MB_SHOW_EQ, strlen(MB_SHOW_EQ));
-    if (k.tag == MB_V_STR && mb_key_is_secret(k.v.str.s, k.v.str.len))
-      rc = rc || puts_(s, MASK) || mb_skip(&s->r);
-    else
-      rc = rc || show_value(s, depth + 1);
+    s->r.p = base + keys[i].at;
+    rc = rc || show_pair(s, depth);
   }
+  free(keys);
+  s->r.p = end;
   return rc || put(s, "}", 1);
 }
 

@@ -45,9 +45,10 @@ void mbL_push_keys(lua_State *L);
 void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
                   const char *node);
 
-/* mb._show and mb._show_key: the one value printer (mb_show.c) for Lua
- * values, used by lua/mb/pretty.lua (the REPL, `.listen`). They use no
- * upvalue: any state may register them (fuzz/fuzz_pretty.c does). */
+/* mb._pretty and mb._masks (mbl_show.c): the one value printer for Lua
+ * values, on mb_show.c's pieces, used by lua/mb/pretty.lua (the REPL,
+ * `.listen`). They use no upvalue: any state may register them
+ * (fuzz/fuzz_pretty.c does). */
 extern const luaL_Reg mbL_show_funcs[];
 
 #endif

@@ -219,8 +219,9 @@ static void test_show_tables(void) {
   mb_enc_str(&b, "dotted.key", 10);
   mb_enc_int(&b, 7);
   mb_enc_table_end(&b, t, 0, 10);
-  CHECK_STR(show(&b), "{[\"a b\"] = 1, [3] = \"x\", [\"1x\"] = 2, [\"\"] = 3, [\"k\\\"q\"] = 4, [-7] = false, "
-                      "[1.5] = true, [true] = 5, _ok9 = 6, [\"dotted.key\"] = 7}");
+  /* ... in the one key order (numbers, strings bytewise, the rest) */
+  CHECK_STR(show(&b), "{[-7] = false, [1.5] = true, [3] = \"x\", [\"\"] = 3, [\"1x\"] = 2, _ok9 = 6, "
+                      "[\"a b\"] = 1, [\"dotted.key\"] = 7, [\"k\\\"q\"] = 4, [true] = 5}");
   mb_buf_free(&b);
 
   /* keys the C API can build and Lua cannot read as names: a table key is
@@ -240,7 +241,7 @@ static void test_show_tables(void) {
   mb_enc_str(&b, "after", 5);
   mb_enc_int(&b, 4);
   mb_enc_table_end(&b, t, 0, 4);
-  CHECK_STR(show(&b), "{[{1, x = \"y\"}] = \"v\", [nil] = 2, [false] = 3, after = 4}");
+  CHECK_STR(show(&b), "{after = 4, [false] = 3, [nil] = 2, [{1, x = \"y\"}] = \"v\"}");
   /* integer and float keys, math.mininteger among them */
   t = mb_enc_table_begin(&b);
   mb_enc_int(&b, INT64_MIN);
@@ -286,10 +287,9 @@ static void test_show_secrets(void) {
   mb_enc_int(&b, 3);
   mb_enc_table_end(&b, t, 0, 8);
   const char *s = show(&b);
-  CHECK_STR(s, "{user = \"ann\", password = \"********\", apiToken = \"********\", "
-               "Client_SECRET = \"********\", tokens = \"********\", "
-               "nested = {PassWord = \"********\", host = \"db1\"}, [\"my token\"] = \"********\", "
-               "count = 3}");
+  CHECK_STR(s, "{Client_SECRET = \"********\", apiToken = \"********\", count = 3, "
+               "[\"my token\"] = \"********\", nested = {PassWord = \"********\", host = \"db1\"}, "
+               "password = \"********\", tokens = \"********\", user = \"ann\"}");
   const char *leaks[] = {"hunter2", "tk-123", "987654", "t-one", "t-two", "t-three", "d-val",
                          "deep", "spaced"};
   for (size_t i = 0; i < sizeof leaks / sizeof *leaks; i++)
@@ -427,6 +427,92 @@ static void test_show_malformed(void) {
   mb_buf_free(&b);
 }
 
+/* The one key order (mb_show_sort), the REPL's too (issue 13): the array
+ * part as it is, then numbers by value (integers and floats together),
+ * strings bytewise, the rest by type name; at every level, cut or not. */
+static void test_show_key_order(void) {
+  mb_buf b = {0};
+  long t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "first", 5);
+  mb_enc_str(&b, "b", 1); /* keys, each with its place as its value */
+  mb_enc_int(&b, 9);
+  mb_enc_str(&b, "ab", 2);
+  mb_enc_int(&b, 8);
+  mb_enc_str(&b, "a", 1);
+  mb_enc_int(&b, 7);
+  mb_enc_str(&b, "B", 1);
+  mb_enc_int(&b, 6);
+  mb_enc_float(&b, 2.5);
+  mb_enc_int(&b, 5);
+  mb_enc_int(&b, 2);
+  mb_enc_int(&b, 4);
+  mb_enc_float(&b, -1e300); /* below every integer */
+  mb_enc_int(&b, 1);
+  mb_enc_int(&b, INT64_MAX);
+  mb_enc_int(&b, 10);
+  mb_enc_float(&b, 0x1p63); /* above every integer */
+  mb_enc_int(&b, 11);
+  mb_enc_int(&b, INT64_MIN);
+  mb_enc_int(&b, 2);
+  mb_enc_float(&b, 1.5);
+  mb_enc_int(&b, 3);
+  mb_enc_bool(&b, 1);
+  mb_enc_int(&b, 13);
+  mb_enc_bool(&b, 0);
+  mb_enc_int(&b, 12);
+  mb_enc_table_end(&b, t, 1, 13);
+  CHECK_STR(show(&b), "{\"first\", [-1e+300] = 1, [math.mininteger] = 2, [1.5] = 3, [2] = 4, [2.5] = 5, "
+                      "[9223372036854775807] = 10, [9.2233720368547758e+18] = 11, B = 6, a = 7, ab = 8, "
+                      "b = 9, [false] = 12, [true] = 13}");
+
+  /* nested tables are ordered too, also once the output is cut */
+  t = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "z", 1);
+  long in = mb_enc_table_begin(&b);
+  mb_enc_str(&b, "y", 1);
+  mb_enc_int(&b, 2);
+  mb_enc_str(&b, "x", 1);
+  mb_enc_int(&b, 1);
+  mb_enc_table_end(&b, in, 0, 2);
+  mb_enc_str(&b, "a", 1);
+  mb_enc_int(&b, 0);
+  mb_enc_table_end(&b, t, 0, 2);
+  mb_buf keep = {0};
+  mb_buf_add(&keep, b.p, b.len);
+  CHECK_STR(show(&b), "{a = 0, z = {x = 1, y = 2}}");
+  mb_buf_add(&b, keep.p, keep.len);
+  CHECK_STR(show_max(&b, 14), "{a = 0, z = {x...");
+  mb_buf_free(&keep);
+
+  /* what only the C API builds: a NaN key after the numbers, an integer
+   * before an equal float */
+  t = mb_enc_table_begin(&b);
+  mb_enc_float(&b, NAN);
+  mb_enc_int(&b, 3);
+  mb_enc_float(&b, 1.0);
+  mb_enc_int(&b, 2);
+  mb_enc_int(&b, 1);
+  mb_enc_int(&b, 1);
+  mb_enc_str(&b, "s", 1);
+  mb_enc_int(&b, 4);
+  mb_enc_table_end(&b, t, 0, 4);
+  CHECK_STR(show(&b), "{[1] = 1, [1.0] = 2, [0/0] = 3, s = 4}");
+
+  /* mb_show_sort on its own: ties within a type, the caller's places kept */
+  mb_show_key k[4] = {{.k = {.tag = MB_V_TABLE}, .type = "table", .tie = 2, .at = 0},
+                      {.k = {.tag = MB_V_TABLE}, .type = "function", .tie = 9, .at = 1},
+                      {.k = {.tag = MB_V_TABLE}, .type = "table", .tie = 1, .at = 2},
+                      {.k = {.tag = MB_V_STR, .v.str = {"\0", 1}}, .at = 3}};
+  mb_show_sort(k, 4);
+  CHECK(k[0].at == 3 && k[1].at == 1 && k[2].at == 2 && k[3].at == 0);
+
+  /* a count of pairs beyond what the bytes can hold is malformed, not an
+   * allocation of that many */
+  uint8_t huge[] = {MB_V_TABLE, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, MB_V_NIL, MB_V_NIL};
+  check_malformed(huge, sizeof huge, __LINE__);
+  mb_buf_free(&b);
+}
+
 /* ---- regressions: bugs a review found in mb_show.c ------------------------ */
 
 /* Regression 1 (mb_show.c): a value mb_value_check accepts, 64 tables deep with a
@@ -478,6 +564,7 @@ void show_tests(void) {
   RUN(test_show_secrets);
   RUN(test_show_max);
   RUN(test_show_malformed);
+  RUN(test_show_key_order);
   RUN(test_bug_show_depth_64);
   RUN(test_bug_show_big_finite_float);
   RUN(test_bug_show_escape_before_digit);

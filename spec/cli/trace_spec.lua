@@ -127,10 +127,29 @@ end)
 
 -- The REPL's printer (lua/mb/pretty.lua) promises the same for data: text
 -- that `load` reads back as an equal value, type-exact (issue 12, item 10;
--- fuzz/fuzz_pretty.c checks it on random values).
+-- fuzz/fuzz_pretty.c checks it on random values). It is the one printer
+-- (issue 13): on one line it prints a value as the trace shows it sent.
 describe("mb.pretty", function()
   local pretty = dofile("lua/mb/pretty.lua").pretty
   local function back(text) return assert(load("return " .. text, "=pretty", "t", {math = math}))() end
+
+  it("prints a value as --trace shows it: the same keys in the same order, the same masks", function()
+    local v = '{"l1", "l2", [-7] = 4, [2.5] = "x", [10] = 1, B = 2, a = {z = 1, y = {3, 2.0}}, ' ..
+              '["end"] = 3, ["k k"] = 5, apiToken = "t0k", [false] = 6, [true] = 7}'
+    local path = write(os.tmpname() .. ".lua", ([[
+      mb.destination("show")
+      mb.listen("show", function() end)
+      mb.send("show", %s)
+    ]]):format(v))
+    local _, err, code = helper.mbrun("-w 1 --trace " .. path)
+    os.remove(path)
+    assert.are.equal(0, code, err)
+    local shown = err:match("show  %S+ %-> %S+  ok  %S+  (%b{})")
+    local printed = pretty(assert(load("return " .. v))(), {width = math.huge})
+    assert.are.equal(printed, shown)
+    assert.are.equal('{"l1", "l2", [-7] = 4, [2.5] = "x", [10] = 1, B = 2, a = {y = {3, 2.0}, z = 1}, ' ..
+                     'apiToken = "********", ["end"] = 3, ["k k"] = 5, [false] = 6, [true] = 7}', shown)
+  end)
 
   it("prints math.mininteger as an integer Lua reads back", function()
     assert.are.equal("math.mininteger", pretty(math.mininteger))

@@ -1,4 +1,5 @@
--- The Lua side of the REPL: lua/mb/pretty.lua unit by unit, and
+-- The Lua side of the REPL: the printer (lua/mb/pretty.lua, the C of
+-- runtime/lua/mbl_show.c) unit by unit, and
 -- lua/mb/repl.lua driven for real, without the terminal front end: mbrun
 -- runs spec/repl/driver.lua, which loads repl.lua as the front end does and
 -- sends it one request per line, printing each reply's status as
@@ -173,6 +174,38 @@ describe("mb.pretty", function()
     cur.x = 1
     -- ten levels by default
     assert.are.equal(("{x = "):rep(10) .. "{...}" .. ("}"):rep(10), pretty(deep))
+    -- at most MB_MAX_DEPTH (64) levels, whatever the options ask
+    local very = {}
+    cur = very
+    for _ = 1, 100 do
+      cur.x = {}
+      cur = cur.x
+    end
+    assert.are.equal(("{x = "):rep(64) .. "{...}" .. ("}"):rep(64), pretty(very, {depth = math.huge, width = math.huge}))
+  end)
+
+  it("prints an empty table as {} in the multi-line layout too", function()
+    assert.are.equal("{}", pretty({}, {width = 1}))
+    assert.are.equal("{\n  a = {}\n}", pretty({a = {}}, {width = 4}))
+  end)
+
+  it("runs no metamethod, and keys of any type keep one order", function()
+    local mt = {__tostring = function() error("no tostring") end, __index = function() error("no index") end,
+                __pairs = function() error("no pairs") end, __len = function() error("no len") end}
+    local k1, k2 = setmetatable({1}, mt), setmetatable({2}, mt)
+    local t = setmetatable({[k1] = "a", [k2] = "b", [print] = 1, [true] = 2, z = 3, [1] = 4}, mt)
+    local s = pretty(t, {width = math.huge})
+    -- the list, strings, then by type name: boolean, function, table
+    assert.matches('^{4, z = 3, %[true%] = 2, %[<function>%] = 1, %[{[12]}%] = "[ab]", %[{[12]}%] = "[ab]"}$', s)
+    for _ = 1, 3 do assert.are.equal(s, pretty(t, {width = math.huge})) end
+  end)
+
+  it("says which option is wrong", function()
+    assert.has_error(function() pretty({}, {width = -1}) end,
+      "mb.pretty: opts.width must be a number of at least 0, not -1")
+    assert.has_error(function() pretty({}, {depth = "deep"}) end,
+      "mb.pretty: opts.depth must be a number of at least 0, not deep")
+    assert.has_error(function() pretty({}, 3) end)
   end)
 
   it("masks values under password, secret and token keys at any depth", function()
