@@ -61,6 +61,12 @@ typedef struct mb_config {
   size_t max_message_size; /* bytes of encoded payload + values; 0: 64 MiB */
 } mb_config;
 
+/* The max_message_size a user may set (mb.setup, mbrun's configuration and
+ * --max-message-size check it): 1 KiB (below it a count of MiB given as
+ * bytes would pass unnoticed) to 1 GiB. */
+#define MB_MESSAGE_SIZE_MIN 1024
+#define MB_MESSAGE_SIZE_MAX (1024 * 1024 * 1024)
+
 /* Creates a runtime; cfg may be NULL. Worker 0 is the calling thread (its
  * loop runs inside mb_runtime_run); workers 1..N-1 are threads started here.
  * Returns NULL when out of memory. The caller owns it: mb_runtime_free. */

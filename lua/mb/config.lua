@@ -1,6 +1,6 @@
 -- mb.config — reads and checks an mbrun configuration file (SPEC section 3,
 -- the counterpart of Liferay's messaging-spring.xml): a Lua file returning
---   { workers = N,
+--   { workers = N, max_message_size = BYTES,
 --     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=} },
 --     services = { {script = path, instances = N, args = {...}, name = "..."}, ... },
 --     listeners = { [script path] = {destination, ...} } }
@@ -11,7 +11,10 @@ local mb = require "mb" -- its destination rules: mb._check_destination
 
 local M = {}
 
-local TOP = {workers = true, destinations = true, services = true, listeners = true}
+local TOP = {workers = true, max_message_size = true, destinations = true, services = true,
+             listeners = true}
+-- the range of max_message_size: MB_MESSAGE_SIZE_MIN and _MAX in runtime/mb.h
+local MESSAGE_MIN, MESSAGE_MAX = 1024, 1024 * 1024 * 1024
 local SERVICE_KEYS = {script = true, instances = true, args = true, name = true}
 
 local function is_count(v) return math.type(v) == "integer" and v > 0 end
@@ -123,10 +126,18 @@ local function check(path)
       if not allowed[k] then bad("%s%s '%s' (%s)", at, what, tostring(k), expected) end
     end
   end
-  unknown_keys(cfg, TOP, "", "unknown key", "expected workers, destinations, services, listeners")
-  local out = {workers = cfg.workers, destinations = {}, services = {}, listeners = {}}
+  unknown_keys(cfg, TOP, "", "unknown key",
+    "expected workers, max_message_size, destinations, services, listeners")
+  local out = {workers = cfg.workers, max_message_size = cfg.max_message_size, destinations = {},
+               services = {}, listeners = {}}
   if cfg.workers ~= nil and not (is_count(cfg.workers) and cfg.workers <= 256) then
     bad("workers: must be an integer from 1 to 256, not %s", tostring(cfg.workers))
+  end
+  local max = cfg.max_message_size
+  if max ~= nil and not (math.type(max) == "integer" and max >= MESSAGE_MIN and max <= MESSAGE_MAX) then
+    bad("max_message_size: must be a whole number of bytes from %d (1 KiB) to %d (1 GiB), " ..
+      "e.g. 16 * 1024 * 1024; not %s", MESSAGE_MIN, MESSAGE_MAX,
+      type(max) == "string" and ("%q"):format(max) or tostring(max))
   end
   local declared = {}
   if cfg.destinations ~= nil and type(cfg.destinations) ~= "table" then

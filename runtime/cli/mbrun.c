@@ -63,6 +63,10 @@ static void usage(FILE *f) {
           "  --graph-out FILE write the picture to FILE instead of stdout\n"
           "  --grace SECONDS  on SIGINT/SIGTERM or mb.stop(): no new messages, and what\n"
           "                   is in flight gets this long to be delivered (default 5)\n"
+          "  --max-message-size BYTES\n"
+          "                   the largest message (payload and values, encoded) a send\n"
+          "                   accepts: bytes, or with K, M or G (KiB, MiB, GiB), from 1K\n"
+          "                   to 1G (default 64M; overrides the configuration's)\n"
           "  -h, --help       show this help\n"
           "  --version        show the version\n"
           "\n"
@@ -203,14 +207,15 @@ static int find_lua_dir(char *out, size_t cap) {
 /* Checks the configuration file in a Lua state of its own, before anything
  * starts: its keys and values (mb.config). Listener scripts are not run
  * here: boot.lua runs each once, when it starts it, and stops mbrun with
- * exit code 2 if one fails. Returns its `workers` (0 when absent), or -1
- * with the message in err. */
+ * exit code 2 if one fails. Returns its `workers` (0 when absent) and sets
+ * *max to its max_message_size (0 when absent), or returns -1 with the
+ * message in err. */
 static const char CHECK_CONFIG[] =
     "local path, luadir = ...\n"
     "package.path = luadir .. '/?.lua;' .. package.path\n"
     "local cfg, err = require('mb.config').load(path)\n"
     "if not cfg then error(err, 0) end\n"
-    "return cfg.workers or 0\n";
+    "return cfg.workers or 0, cfg.max_message_size or 0\n";
 
 /* require "mb" as a protected call: luaopen_mb raises when out of memory */
 static int require_mb_p(lua_State *L) {
@@ -218,7 +223,8 @@ static int require_mb_p(lua_State *L) {
   return 0;
 }
 
-static long check_config(const char *path, const char *luadir, char *err, size_t errlen) {
+static long check_config(const char *path, const char *luadir, size_t *max, char *err,
+                         size_t errlen) {
   lua_State *L = luaL_newstate();
   if (!L) {
     snprintf(err, errlen, "out of memory");
@@ -232,9 +238,10 @@ static long check_config(const char *path, const char *luadir, char *err, size_t
   else if (luaL_loadbuffer(L, CHECK_CONFIG, sizeof CHECK_CONFIG - 1, "=config check") == LUA_OK) {
     lua_pushstring(L, path);
     lua_pushstring(L, luadir);
-    if (lua_pcall(L, 2, 1, 0) == LUA_OK)
-      workers = (long)lua_tointeger(L, -1);
-    else
+    if (lua_pcall(L, 2, 2, 0) == LUA_OK) {
+      workers = (long)lua_tointeger(L, -2);
+      *max = (size_t)lua_tointeger(L, -1);
+    } else
       snprintf(err, errlen, "%s", lua_tostring(L, -1));
   } else {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
@@ -589,6 +596,28 @@ static void set_trace(void *ud, int on) {
   mb_runtime_trace(t->rt, on ? trace_hop : NULL, &t->buf);
 }
 
+/* A number of bytes for --max-message-size: digits, then nothing or one of
+ * K, KiB, M, MiB, G, GiB (powers of 1024), within the range mb.h gives. */
+static int parse_bytes(const char *s, size_t *out) {
+  static const struct { const char *suffix; unsigned long long unit; } units[] = {
+      {"", 1},           {"K", 1ULL << 10}, {"KiB", 1ULL << 10}, {"M", 1ULL << 20},
+      {"MiB", 1ULL << 20}, {"G", 1ULL << 30}, {"GiB", 1ULL << 30}};
+  if (!s || *s < '0' || *s > '9') return -1;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno) return -1;
+  for (size_t i = 0; i < sizeof units / sizeof *units; i++) {
+    if (strcmp(end, units[i].suffix)) continue;
+    if (v > MB_MESSAGE_SIZE_MAX / units[i].unit) return -1;
+    v *= units[i].unit;
+    if (v < MB_MESSAGE_SIZE_MIN) return -1;
+    *out = (size_t)v;
+    return 0;
+  }
+  return -1;
+}
+
 static int parse_seconds(const char *s, double *out) {
   char *end;
   double v = s ? strtod(s, &end) : -1;
@@ -604,6 +633,7 @@ int main(int argc, char **argv) {
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd ? O_WRONLY : O_RDONLY) != fd) return 2;
   int i = 1, stats = 0, trace = 0, graph_fmt = 0, interactive = 0; /* graph: 1 dot, 2 svg */
   long workers = 0;
+  size_t max_message = 0; /* 0: the configuration's, else 64 MiB */
   double grace = 5;
   const char *config = NULL, *graph_out = NULL;
   for (; i < argc && argv[i][0] == '-'; i++) {
@@ -637,6 +667,14 @@ int main(int argc, char **argv) {
       if (parse_seconds(i + 1 < argc ? argv[i + 1] : NULL, &grace)) {
         fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more (at most 1000000; "
                         "not NaN or infinity)\n");
+        return 2;
+      }
+      i++;
+    } else if (!strcmp(a, "--max-message-size")) {
+      if (parse_bytes(i + 1 < argc ? argv[i + 1] : NULL, &max_message)) {
+        fprintf(stderr, "mbrun: --max-message-size needs a number of bytes from 1024 to "
+                        "1073741824, or with K, M or G (KiB, MiB, GiB) from 1K to 1G, e.g. 16M%s%s%s\n",
+                i + 1 < argc ? "; not '" : "", i + 1 < argc ? argv[i + 1] : "", i + 1 < argc ? "'" : "");
         return 2;
       }
       i++;
@@ -678,19 +716,22 @@ int main(int argc, char **argv) {
   if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
     if (check_file(config, "a configuration file (Lua returning a table)")) return 2;
-    long w = check_config(config, luadir, err, sizeof err);
+    size_t max = 0;
+    long w = check_config(config, luadir, &max, err, sizeof err);
     if (w < 0) {
       fprintf(stderr, "mbrun: %s\n", err);
       return 2;
     }
     if (!workers) workers = w; /* -w overrides the configuration */
+    if (!max_message) max_message = max; /* as does --max-message-size */
   }
   if (!workers) workers = sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
 
   shutdown_ctl ctl;
   memset(&ctl, 0, sizeof ctl);
-  mbL_runtime *R = mbL_runtime_new((int)workers);
+  mb_config core_cfg = {(int)workers, max_message};
+  mbL_runtime *R = mbL_runtime_new_config(&core_cfg);
   if (!R) {
     fprintf(stderr, "mbrun: out of memory\n");
     return 1;

@@ -99,17 +99,25 @@ static void count_name(void *ud, const char *name) {
   (*(int *)ud)++;
 }
 
-/* mb.setup{workers = N}: before any other call (a fresh runtime replaces
- * the one `require` made). */
+/* mb.setup{workers = N, max_message_size = BYTES}: before any other call
+ * (a fresh runtime replaces the one `require` made). */
 static int l_setup(lua_State *L) {
-  static const char *const keys[] = {"workers", NULL};
+  static const char *const keys[] = {"workers", "max_message_size", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
   luaL_checktype(L, 1, LUA_TTABLE);
   mbL_check_keys(L, 1, keys, "mb.setup");
   lua_Integer w = mbL_opt_positive(L, 1, "workers", "mb.setup");
   if (w > 256) return luaL_error(L, "mb.setup: at most 256 workers");
-  if (!w || w == mb_runtime_workers(core(S))) return 0;
+  lua_Integer max = mbL_opt_positive(L, 1, "max_message_size", "mb.setup");
+  if (max && (max < MB_MESSAGE_SIZE_MIN || max > MB_MESSAGE_SIZE_MAX))
+    return luaL_error(L, "mb.setup: option 'max_message_size' must be a number of bytes from %d "
+                         "(1 KiB) to %d (1 GiB), not %I",
+                      MB_MESSAGE_SIZE_MIN, MB_MESSAGE_SIZE_MAX, max);
+  if (!w) w = mb_runtime_workers(core(S));
+  if (!max) max = (lua_Integer)mb_runtime_max_message_size(core(S));
+  if (w == mb_runtime_workers(core(S)) && (size_t)max == mb_runtime_max_message_size(core(S)))
+    return 0;
   mb_counts c;
   int ndest = 0;
   mb_runtime_counts(core(S), &c);
@@ -117,7 +125,7 @@ static int l_setup(lua_State *L) {
   if (S->owns_L || S->current || ndest || c.services > 1 || c.listeners || c.requests ||
       S->ntimers || S->ntasks || S->nsubs)
     return luaL_error(L, "mb.setup: must come before any other use of the bus");
-  mb_config cfg = {(int)w, 0};
+  mb_config cfg = {(int)w, (size_t)max};
   mb_runtime *rt = mb_runtime_new(&cfg);
   mb_service *svc = rt ? mb_service_new(rt, "main", 0) : NULL;
   if (!svc) {
@@ -230,10 +238,14 @@ static void open_module(lua_State *L, mbL_state *S) {
 }
 
 mbL_runtime *mbL_runtime_new(int workers) {
+  mb_config cfg = {workers, 0};
+  return mbL_runtime_new_config(&cfg);
+}
+
+mbL_runtime *mbL_runtime_new_config(const mb_config *cfg) {
   mbL_runtime *R = calloc(1, sizeof *R);
   if (!R) return NULL;
-  mb_config cfg = {workers, 0};
-  R->rt = mb_runtime_new(&cfg);
+  R->rt = mb_runtime_new(cfg);
   if (!R->rt) {
     free(R);
     return NULL;

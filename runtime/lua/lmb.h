@@ -19,6 +19,8 @@ int luaopen_mb(lua_State *L);
 /* A runtime for a program that has no Lua state of its own (mbrun). NULL
  * when out of memory. */
 mbL_runtime *mbL_runtime_new(int workers);
+/* The same with the core's configuration (workers, max_message_size). */
+mbL_runtime *mbL_runtime_new_config(const mb_config *cfg);
 /* Stops every service (closing its Lua state) and frees the runtime. */
 void mbL_runtime_free(mbL_runtime *R);
 mb_runtime *mbL_runtime_core(mbL_runtime *R);

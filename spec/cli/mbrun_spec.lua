@@ -57,6 +57,56 @@ describe("mbrun", function()
     assert.matches("cannot open /nonexistent/scenario.lua", out)
   end)
 
+  describe("--max-message-size", function()
+    local function sizes()
+      return script([[
+        mb.destination("big")
+        mb.listen("big", function() end)
+        for _, n in ipairs {...} do
+          local ok, err = pcall(mb.send, "big", string.rep("x", tonumber(n)))
+          print(n, ok and "sent" or err)
+        end
+      ]])
+    end
+
+    it("takes bytes, or K, M or G (powers of 1024)", function()
+      -- (1G is taken: see the usage errors, where 2G is not)
+      local path = sizes()
+      for _, case in ipairs {{"2048", 2048}, {"3K", 3072}, {"3KiB", 3072}, {"2M", 2097152},
+                             {"2MiB", 2097152}} do
+        local out, code = mbrun(("--max-message-size %s %s %d %d"):format(case[1], path,
+          case[2] - 16, case[2] + 1))
+        assert.are.equal(0, code, out)
+        assert.matches("\n?" .. (case[2] - 16) .. "\tsent\n", out)
+        assert.matches((case[2] + 1) .. "\tmb.send: payload: message too large %(over " .. case[2] ..
+          " bytes, the max_message_size%)", out)
+      end
+    end)
+
+    it("keeps 64 MiB without it", function()
+      local out, code = mbrun(sizes() .. " " .. 64 * 1024 * 1024 - 16 .. " " .. 64 * 1024 * 1024 + 1)
+      assert.are.equal(0, code, out)
+      assert.matches((64 * 1024 * 1024 - 16) .. "\tsent", out)
+      assert.matches("message too large %(over 67108864 bytes", out)
+    end)
+
+    it("exits 2 on a size it does not take, naming it", function()
+      for _, bad in ipairs {"", "x", "16MB", "16m", "-5", "1023", "0", "2G", "1.5M", "99999999999999999999"} do
+        local out, code = mbrun("--max-message-size '" .. bad .. "' x.lua")
+        assert.are.equal(2, code, bad .. ": " .. out)
+        assert.matches("^mbrun: %-%-max%-message%-size needs a number of bytes from 1024 to " ..
+          "1073741824, or with K, M or G %(KiB, MiB, GiB%) from 1K to 1G, e%.g%. 16M; not '" ..
+          bad:gsub("%p", "%%%0") .. "'\n$", out)
+      end
+      local out, code = mbrun("--max-message-size 1G " .. script("print('up to 1G')"))
+      assert.are.equal(0, code, out)
+      assert.are.equal("up to 1G\n", out)
+      out, code = mbrun("--max-message-size")
+      assert.are.equal(2, code, out)
+      assert.matches("^mbrun: %-%-max%-message%-size needs a number of bytes", out)
+    end)
+  end)
+
   it("runs a scenario until all work is done and exits 0", function()
     local path = script([[
       assert(mb == require "mb", "mb is a global and the module")
