@@ -23,6 +23,7 @@
 -- .load. Tested by spec/repl/repl_lua_spec.lua (driven by spec/repl/driver.lua).
 
 local luadir = ...
+mb._service_info{hidden = true} -- mbrun's own: .services and mb.services() leave it out
 package.path = luadir .. "/?.lua;" .. package.path
 local pretty = require("mb.pretty").pretty
 
@@ -307,6 +308,70 @@ command(".load", ".load SCRIPT [N] [ARG]",
     if not h then return e end
     services[#services + 1] = h
     print(("loaded %s (%d instance%s)"):format(path, n, n == 1 and "" or "s"))
+    return OK
+  end)
+
+-- rows (lists of strings) as columns two spaces apart, the first row the
+-- header
+local function columns(rows)
+  local w = {}
+  for _, r in ipairs(rows) do
+    for i, cell in ipairs(r) do w[i] = math.max(w[i] or 0, #cell) end
+  end
+  for _, r in ipairs(rows) do
+    local out = {}
+    for i, cell in ipairs(r) do out[i] = i < #r and cell .. (" "):rep(w[i] - #cell) or cell end
+    print(table.concat(out, "  "))
+  end
+end
+
+command(".services", ".services",
+  "list the services: name, path, instances, worker(s), deliveries, failures", function(args)
+    if args ~= "" then return usage(".services") end
+    local list, e = call(mb.services)
+    if not list then return e end
+    if #list == 0 then
+      print("no services running")
+      return OK
+    end
+    local rows = {{"name", "path", "instances", "worker", "deliveries", "failures"}}
+    for _, s in ipairs(list) do
+      rows[#rows + 1] = {s.name, s.path, tostring(s.instances), table.concat(s.workers, ","),
+                         tostring(s.deliveries), tostring(s.failures)}
+    end
+    columns(rows)
+    return OK
+  end)
+
+-- The services called name: by their name as .services shows it, else by
+-- its short form (the file name without .lua: "calc" for "lib/calc.lua").
+local function services_called(name)
+  local list = mb.services()
+  local found = {}
+  for _, s in ipairs(list) do
+    if s.name == name then found[#found + 1] = s end
+  end
+  if #found > 0 then return found end
+  for _, s in ipairs(list) do
+    local short = s.name:match("([^/]*)$"):gsub("%.lua$", "")
+    if short == name then found[#found + 1] = s end
+  end
+  return found
+end
+
+command(".stop", ".stop SERVICE",
+  "stop a service (every instance; SERVICE as .services names it, or its file name without .lua)",
+  function(args)
+    if args == "" then return usage(".stop") end
+    local found = services_called(args)
+    if #found == 0 then return fail("no service '%s' runs (.services lists them)", args) end
+    local n = 0
+    for _, s in ipairs(found) do
+      local ok, err = pcall(s.handle.stop, s.handle)
+      if not ok then return fail("%s", message(err)) end
+      n = n + s.instances
+    end
+    print(("stopped %s (%d instance%s)"):format(args, n, n == 1 and "" or "s"))
     return OK
   end)
 

@@ -370,9 +370,9 @@ int mbrepl_interrupt(mbrepl *r) {
 
 /* ---- tab completion ---------------------------------------------------------------- */
 
-static const char *const COMMANDS[] = {".send",  ".request", ".listen", ".unlisten", ".dests",
-                                       ".stats", ".load",    ".trace",  ".help",     ".quit",
-                                       NULL};
+static const char *const COMMANDS[] = {".send",  ".request", ".listen",   ".unlisten", ".dests",
+                                       ".stats", ".load",    ".services", ".stop",     ".trace",
+                                       ".help",  ".quit",    NULL};
 
 typedef struct names {
   char **v;
@@ -392,6 +392,14 @@ static void add_name(void *ud, const char *name) {
     c->cap = cap;
   }
   if ((c->v[c->n] = strdup(name))) c->n++;
+}
+
+/* A service's name, once: its instances share it. */
+static void add_service_name(void *ud, const char *name) {
+  names *c = ud;
+  for (size_t i = 0; i < c->n; i++)
+    if (!strcmp(c->v[i], name)) return;
+  add_name(ud, name);
 }
 
 static void clear_candidates(void) {
@@ -435,6 +443,10 @@ static char **complete(const char *text, int start, int end) {
   if (cmdlen == 5 && !strncmp(line, ".load", 5)) {
     rl_completion_append_character = '\0'; /* a folder goes on with / */
     return rl_completion_matches(text, rl_filename_completion_function);
+  }
+  if (cmdlen == 5 && !strncmp(line, ".stop", 5)) {
+    mbL_runtime_each_service(r->R, add_service_name, &candidates); /* copies, under its lock */
+    return rl_completion_matches(text, from_candidates);
   }
   static const char *const with_dest[] = {".send", ".request", ".listen", ".unlisten", ".stats",
                                           NULL};

@@ -320,6 +320,10 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
     snprintf(err, errlen, "out of memory");
     return MBL_LOAD_FAILED;
   }
+  pthread_mutex_lock(&R->lock);
+  uint64_t load_id = ++R->next_load;
+  pthread_mutex_unlock(&R->lock);
+  mbL_state_describe(S, load_id, path); /* out of memory: listed by its name */
   int st = mbL_load_script(S->L, path);
   if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(S->L, -1));

@@ -67,6 +67,11 @@ void mbL_runtime_on_stop(mbL_runtime *R, void (*fn)(void *ud), void *ud);
  * the number of services that were running a call. For shutting down. */
 int mbL_runtime_abort(mbL_runtime *R, const char *reason);
 
+/* Calls fn(ud, name) for each service instance mb.services() lists (a
+ * name once per instance), with the runtime's lock held: fn may copy the
+ * name, and must call nothing of the bus. Any thread. */
+void mbL_runtime_each_service(mbL_runtime *R, void (*fn)(void *ud, const char *name), void *ud);
+
 /* Services running a Lua call now (any thread). */
 int mbL_runtime_busy(mbL_runtime *R);
 

@@ -267,6 +267,46 @@ describe("mbrun", function()
   end)
 end)
 
+describe("mb.services() under mbrun", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.remove_tree(dir) end)
+
+  it("lists the scenario and the loads, the instances on their workers, not mbrun's own", function()
+    helper.write(dir .. "/calc.lua", "mb.listen('calc', function(m) return m.payload + 1 end)\n")
+    helper.write(dir .. "/logger.lua", "return function(m) end\n")
+    helper.write(dir .. "/config.lua", [[
+      return {destinations = {calc = {}, log = {}}, listeners = {["logger.lua"] = {"log"}}}
+    ]])
+    local scenario = helper.write(dir .. "/scenario.lua", [[
+      local h = mb.load(select(1, ...), {instances = 4})
+      for i = 1, 40 do mb.request("calc", i) end
+      mb.send("log", "one")
+      mb.sleep(0.05)
+      for _, s in ipairs(mb.services()) do
+        local workers = {}
+        for _, w in ipairs(s.workers) do workers[w] = (workers[w] or 0) + 1 end
+        local n = 0
+        for _ in pairs(workers) do n = n + 1 end
+        -- (each new instance goes to the least loaded worker)
+        print(("%s|%s|%d|%d|%d on %s|%d|%d"):format(s.name, s.path, s.instances, s.worker,
+          #s.workers, n > 1 and "several workers" or "one worker", s.deliveries, s.failures))
+      end
+      h:stop()
+      print(#mb.services())
+    ]])
+    local out, code = mbrun(("-w 4 -c %s/config.lua %s %s/calc.lua"):format(dir, scenario, dir), 30)
+    assert.are.equal(0, code, out)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.same({
+      dir .. "/logger.lua|" .. dir .. "/logger.lua|1|" .. lines[1]:match("|1|(%d)") .. "|1 on one worker|1|0",
+      scenario .. "|" .. scenario .. "|1|0|1 on one worker|0|0",
+      dir .. "/calc.lua|" .. dir .. "/calc.lua|4|" .. lines[3]:match("|4|(%d)") .. "|4 on several workers|40|0",
+      "2"}, lines)
+  end)
+end)
+
 -- issue 12, items 8, 10 and 15
 describe("mbrun, when scripts fail", function()
   local files = {}
