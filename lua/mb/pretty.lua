@@ -28,6 +28,9 @@
 -- scope, for math.huge and math.mininteger; NaN prints as 0/0).
 -- fuzz/fuzz_pretty.c checks this on random values.
 --
+-- M.line(value, max) is the same text on one line, cut after max
+-- characters with "..." as mbrun --trace cuts payloads (for `.listen`).
+--
 -- Owns nothing and sets no globals; tested by spec/repl/repl_lua_spec.lua.
 
 local M = {}
@@ -159,6 +162,59 @@ local function render(v, P, level, col)
   end
   P.open[v] = nil
   return "{\n" .. table.concat(lines, ",\n") .. "\n" .. P.indent:rep(level) .. "}"
+end
+
+-- The text of value on one line, cut after max characters (... then
+-- stands for the rest), as mbrun --trace cuts what it shows (mb_show.c:
+-- whole pieces, a string's characters one by one). Only the part shown is
+-- formatted, so a huge string costs no more than a short one.
+local function cut_line(v, P, level, W)
+  if W.cut then return end
+  if type(v) == "string" then
+    W.put('"')
+    for i = 1, math.min(#v, W.max) do
+      if W.cut then return end
+      W.put(show(v:sub(i, i)):sub(2, -2))
+    end
+    W.put('"')
+  elseif type(v) ~= "table" then
+    W.put(scalar(v))
+  elseif P.open[v] then
+    W.put("<cycle>")
+  elseif next(v) == nil then
+    W.put("{}")
+  elseif level >= P.depth then
+    W.put("{...}")
+  else
+    P.open[v] = true
+    W.put("{")
+    for i, it in ipairs(items(v, P, level)) do
+      if W.cut then break end
+      if i > 1 then W.put(", ") end
+      W.put(it[1])
+      if it[3] then W.put(it[3]) else cut_line(it[2], P, level + 1, W) end
+    end
+    W.put("}")
+    P.open[v] = nil
+  end
+end
+
+function M.line(value, max, opts)
+  opts = opts or {}
+  local P = {open = {}, width = math.huge, depth = opts.depth or 10, indent = "  "}
+  local parts, len = {}, 0
+  local W = {max = max}
+  function W.put(s)
+    if W.cut then return end
+    if len + #s > max then
+      W.cut = true
+      s = "..."
+    end
+    parts[#parts + 1] = s
+    len = len + #s
+  end
+  cut_line(value, P, 0, W)
+  return table.concat(parts)
 end
 
 -- value as text. opts: width (columns for one line, default 72; math.huge:

@@ -20,12 +20,13 @@
 -- coroutine, so mb.request and mb.sleep just work.
 --
 -- Owns: the unfinished input, the listeners of .listen, the services of
--- .load. Tested by spec/repl/repl_lua_spec.lua (driven by spec/repl/driver.lua).
+-- .load. Lists and stops any service through mb.services() (.services,
+-- .stop); marks itself hidden there (mb._service_info), as boot.lua does. Tested by spec/repl/repl_lua_spec.lua (driven by spec/repl/driver.lua).
 
 local luadir = ...
 mb._service_info{hidden = true} -- mbrun's own: .services and mb.services() leave it out
 package.path = luadir .. "/?.lua;" .. package.path
-local pretty = require("mb.pretty").pretty
+local pretty, one_line = require("mb.pretty").pretty, require("mb.pretty").line
 
 -- the REPL's own references, safe from what the user does to the globals
 local G = _G
@@ -149,11 +150,12 @@ local function word(s)
 end
 
 -- A listed message on one line: [DEST] #ID PAYLOAD, then values and
--- reply_to / response_id when set.
+-- reply_to / response_id when set; a long payload (values) is cut after 240
+-- (120) characters with "...", as mbrun --trace cuts them.
+local PAYLOAD_MAX, VALUES_MAX = 240, 120
 local function listed(msg)
-  local one = {width = math.huge}
-  local out = {"[", msg.destination, "] #", msg.id, " ", pretty(msg.payload, one)}
-  if msg.values and next(msg.values) ~= nil then out[#out + 1] = "  values=" .. pretty(msg.values, one) end
+  local out = {"[", msg.destination, "] #", msg.id, " ", one_line(msg.payload, PAYLOAD_MAX)}
+  if msg.values and next(msg.values) ~= nil then out[#out + 1] = "  values=" .. one_line(msg.values, VALUES_MAX) end
   if msg.reply_to then out[#out + 1] = "  reply_to=" .. msg.reply_to end
   if msg.response_id then out[#out + 1] = "  response_id=" .. msg.response_id end
   return table.concat(out)
@@ -395,9 +397,8 @@ command(".help", ".help", "this list", function()
   return OK
 end)
 
-command(".quit", ".quit", "leave (what is pending is delivered first)", function()
-  return {status = "quit"}
-end)
+command(".quit", ".quit", "leave: what is pending is delivered first; timers stop without firing",
+  function() return {status = "quit"} end)
 
 local function run_command(line)
   local name, args = line:match("^(%.%S*)%s*(.-)%s*$")

@@ -481,6 +481,19 @@ static void next_piped_line(mbrepl *r) {
       }
       if (r->eof) {
         if (r->more) say(r, "error: the input ended inside an unfinished Lua chunk\n");
+        /* the end of input is .quit: messages pending and deliveries
+         * running get the grace period, timers are not waited for */
+        long timers = mbL_runtime_timers(r->R);
+        if (timers > 0) {
+          char note[300];
+          int n = snprintf(note, sizeof note,
+                           "mbrun: the input ended with %ld timer%s (mb.after, mb.every) still "
+                           "set; %s without firing (end the input with mb.sleep(SECONDS) to "
+                           "let %s fire first)\n",
+                           timers, timers == 1 ? "" : "s", timers == 1 ? "it stops" : "they stop",
+                           timers == 1 ? "it" : "them");
+          mbrepl_write(r, 2, note, (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
+        }
         leave(r); /* everything ran: what is pending gets delivered */
       } else if (!ev_is_active(&r->in)) {
         ev_io_start(r->loop, &r->in);

@@ -60,7 +60,7 @@ static void usage(FILE *f) {
           "  --stats          a table of destination statistics at exit, on stderr\n"
           "  --graph[=FMT]    at exit, a Graphviz picture of services, destinations and\n"
           "                   listeners: FMT dot (default) or svg (needs `dot`)\n"
-          "  --graph-out FILE write the picture to FILE instead of stdout\n"
+          "  --graph-out FILE write the picture to FILE instead of stdout (with --graph)\n"
           "  --grace SECONDS  on SIGINT/SIGTERM or mb.stop(): no new messages, and what\n"
           "                   is in flight gets this long to be delivered (default 5)\n"
           "  --max-message-size BYTES\n"
@@ -105,6 +105,20 @@ static const char *duration(double s, char *buf, size_t cap) {
   return buf;
 }
 
+/* A row of the --stats table: name, then mark (" (removed)" or ""). */
+static void print_stats_row(const char *name, const char *mark, const mb_stats *st) {
+  static const char *const types[] = {"parallel", "serial", "synchronous"};
+  char mean[16], p99[16], shown[512];
+  snprintf(shown, sizeof shown, "%s%s", name, mark);
+  fprintf(stderr,
+          "%-28s %-11s %5zu %8llu %8llu %7llu %7llu %7llu %7zu %7llu %8llu %8s %8s\n", shown,
+          types[st->type], st->listeners, (unsigned long long)st->sent,
+          (unsigned long long)st->delivered, (unsigned long long)st->failed,
+          (unsigned long long)st->dropped, (unsigned long long)st->rejected, st->largest_pending,
+          (unsigned long long)st->replies, (unsigned long long)st->timeouts,
+          duration(st->latency_mean, mean, sizeof mean), duration(st->latency_p99, p99, sizeof p99));
+}
+
 static void visit(void *ud, const char *name) {
   summary *s = ud;
   mb_stats st;
@@ -117,17 +131,47 @@ static void visit(void *ud, const char *name) {
   s->dropped += st.dropped;
   s->pending += st.pending;
   s->running += st.in_flight;
-  if (s->stats) {
-    static const char *const types[] = {"parallel", "serial", "synchronous"};
-    char mean[16], p99[16];
-    fprintf(stderr,
-            "%-28s %-11s %5zu %8llu %8llu %7llu %7llu %7llu %7zu %7llu %8llu %8s %8s\n", name,
-            types[st.type], st.listeners, (unsigned long long)st.sent,
-            (unsigned long long)st.delivered, (unsigned long long)st.failed,
-            (unsigned long long)st.dropped, (unsigned long long)st.rejected, st.largest_pending,
-            (unsigned long long)st.replies, (unsigned long long)st.timeouts,
-            duration(st.latency_mean, mean, sizeof mean), duration(st.latency_p99, p99, sizeof p99));
+  if (s->stats) print_stats_row(name, "", &st);
+}
+
+/* The destinations removed during the run (MB_OBSERVE_REMOVED), copied
+ * under the runtime's lock, printed after it in name order. */
+typedef struct removed_row {
+  char *name;
+  mb_stats st;
+} removed_row;
+
+typedef struct removed_rows {
+  removed_row *v;
+  size_t n, cap;
+} removed_rows;
+
+static void copy_removed(void *ud, const char *name, const mb_stats *st) {
+  removed_rows *r = ud;
+  if (hidden(name)) return;
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? 2 * r->cap : 16;
+    removed_row *v = realloc(r->v, cap * sizeof *v);
+    if (!v) return; /* the table misses a row */
+    r->v = v;
+    r->cap = cap;
   }
+  if ((r->v[r->n].name = strdup(name))) r->v[r->n++].st = *st;
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp(((const removed_row *)a)->name, ((const removed_row *)b)->name);
+}
+
+static void print_removed(mb_runtime *rt) {
+  removed_rows r = {0};
+  mb_removed_each(rt, copy_removed, &r);
+  if (r.n) qsort(r.v, r.n, sizeof *r.v, by_name);
+  for (size_t i = 0; i < r.n; i++) {
+    print_stats_row(r.v[i].name, " (removed)", &r.v[i].st);
+    free(r.v[i].name);
+  }
+  free(r.v);
 }
 
 static void print_stats_header(void) {
@@ -702,7 +746,11 @@ int main(int argc, char **argv) {
     }
   }
   if (i >= argc && !config) interactive = 1; /* nothing to run: the REPL */
-  if (graph_out && !graph_fmt) graph_fmt = 1;
+  if (graph_out && !graph_fmt) {
+    fprintf(stderr, "mbrun: --graph-out %s: there is no picture to write without --graph; "
+                    "add --graph (DOT) or --graph=svg\n", graph_out);
+    return 2;
+  }
   if (graph_fmt == 2 && !mbrun_have_dot()) {
     fprintf(stderr, "mbrun: --graph=svg needs Graphviz's dot program (Debian package graphviz); "
                     "--graph writes the DOT text without it\n");
@@ -747,7 +795,8 @@ int main(int argc, char **argv) {
     mbL_runtime_free(R);
     return 1;
   }
-  mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY : 0) | (graph_fmt ? MB_OBSERVE_GRAPH : 0));
+  mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY | MB_OBSERVE_REMOVED : 0) |
+                             (graph_fmt ? MB_OBSERVE_GRAPH : 0));
   struct ev_loop *loop = mb_runtime_loop(rt);
   ctl.rt = rt;
   ev_async_init(&ctl.sig, on_signal);
@@ -804,6 +853,7 @@ int main(int argc, char **argv) {
   s.stats = stats;
   if (stats) print_stats_header();
   mb_dest_each(rt, visit, &s);
+  if (stats) print_removed(rt);
   /* what removed destinations failed or dropped counts as well */
   mb_counts c;
   mb_runtime_counts(rt, &c);

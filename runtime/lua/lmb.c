@@ -300,6 +300,7 @@ int mbL_runtime_busy(mbL_runtime *R) {
   return n;
 }
 int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
+long mbL_runtime_timers(mbL_runtime *R) { return atomic_load(&R->timers); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 

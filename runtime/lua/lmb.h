@@ -51,6 +51,9 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
 /* Script bodies (scenario, services) that started and have not ended. */
 int mbL_runtime_bodies(mbL_runtime *R);
 
+/* Timers (mb.after, mb.every) set in any service and not yet over. */
+long mbL_runtime_timers(mbL_runtime *R);
+
 /* Scripts, timers, spawned tasks or event callbacks that raised so far. */
 int mbL_runtime_failures(const mbL_runtime *R);
 

@@ -34,6 +34,7 @@ struct mbL_runtime {
   mbL_state *states;
   atomic_int failures;
   atomic_int bodies; /* script bodies started and not yet ended */
+  atomic_long timers; /* mb.after and mb.every timers set, over every state */
   uint64_t next_load;
   /* mbL_runtime_abort: every call, running or to come, is aborted */
   _Atomic(const char *) abort_why;

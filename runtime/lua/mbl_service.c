@@ -69,6 +69,7 @@ void mbL_state_release(mbL_state *S) {
     mb_runtime_hold(rt, -1);
     tm->S = NULL;
   }
+  atomic_fetch_sub(&S->R->timers, (long)S->ntimers);
   S->ntimers = 0;
   while (S->waiters) {
     mbL_waiter *w = S->waiters;

@@ -192,6 +192,26 @@ describe("mb.pretty", function()
   end)
 end)
 
+describe("mb.pretty.line", function()
+  local line = require("mb.pretty").line
+
+  it("is pretty's text on one line while it fits", function()
+    local v = {b = {1, 2.0}, a = "x", api_token = "t", [3] = true}
+    assert.are.equal(pretty(v, {width = math.huge}), line(v, 240))
+    assert.are.equal('{[3] = true, a = "x", api_token = "********", b = {1, 2.0}}', line(v, 240))
+  end)
+
+  it("cuts after max characters with ..., whole pieces, a string character by character", function()
+    assert.are.equal('"abc...', line("abcdef", 4))
+    assert.are.equal('"a...', line("a\nb", 3)) -- never half an escape
+    assert.are.equal("{1, 2, ...", line({1, 2, 3, 4}, 7))
+    assert.are.equal('"' .. ("x"):rep(239) .. "...", line(("x"):rep(10 * 1024 * 1024), 240))
+    local t = {}
+    t.self = t
+    assert.are.equal("{self = <cycle>}", line(t, 240))
+  end)
+end)
+
 describe("the REPL service (lua/mb/repl.lua)", function()
   it("prints the values of expressions and nothing for statements", function()
     check({
