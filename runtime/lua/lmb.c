@@ -118,11 +118,15 @@ static int l_setup(lua_State *L) {
   if (!max) max = (lua_Integer)mb_runtime_max_message_size(core(S));
   if (w == mb_runtime_workers(core(S)) && (size_t)max == mb_runtime_max_message_size(core(S)))
     return 0;
+  if (S->owns_L) /* a service's state: mbrun's, or one mb.load started */
+    return luaL_error(L, "mb.setup: only a plain Lua program sets up the bus, before any other "
+                         "use of it; under mbrun, -w and --max-message-size (or the "
+                         "configuration's workers and max_message_size) decide");
   mb_counts c;
   int ndest = 0;
   mb_runtime_counts(core(S), &c);
   mb_dest_each(core(S), count_name, &ndest);
-  if (S->owns_L || S->current || ndest || c.services > 1 || c.listeners || c.requests ||
+  if (S->current || ndest || c.services > 1 || c.listeners || c.requests ||
       S->ntimers || S->ntasks || S->nsubs)
     return luaL_error(L, "mb.setup: must come before any other use of the bus");
   mb_config cfg = {(int)w, (size_t)max};

@@ -83,6 +83,17 @@ describe("mbrun", function()
       end
     end)
 
+    it("is what decides under mbrun, not mb.setup", function()
+      local out, code = mbrun("--max-message-size 4K " .. script([[
+        print(pcall(mb.setup, {max_message_size = 8192}))
+        print(pcall(mb.setup, {max_message_size = 4096})) -- no change: nothing to refuse
+      ]]))
+      assert.are.equal(0, code, out)
+      assert.are.equal("false\tmb.setup: only a plain Lua program sets up the bus, before any " ..
+        "other use of it; under mbrun, -w and --max-message-size (or the configuration's workers " ..
+        "and max_message_size) decide\ntrue\n", out)
+    end)
+
     it("keeps 64 MiB without it", function()
       local out, code = mbrun(sizes() .. " " .. 64 * 1024 * 1024 - 16 .. " " .. 64 * 1024 * 1024 + 1)
       assert.are.equal(0, code, out)
