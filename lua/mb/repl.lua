@@ -345,18 +345,27 @@ command(".services", ".services",
     return OK
   end)
 
--- The services called name: by their name as .services shows it, else by
--- its short form (the file name without .lua: "calc" for "lib/calc.lua").
+-- The services called name: by their name as .services shows it (every
+-- load of that name), else by its short form, the file name without .lua
+-- ("calc" for "lib/calc.lua"); or nil and why when the short form stands
+-- for services of different names.
 local function services_called(name)
   local list = mb.services()
-  local found = {}
+  local found, names = {}, {}
   for _, s in ipairs(list) do
     if s.name == name then found[#found + 1] = s end
   end
   if #found > 0 then return found end
   for _, s in ipairs(list) do
     local short = s.name:match("([^/]*)$"):gsub("%.lua$", "")
-    if short == name then found[#found + 1] = s end
+    if short == name then
+      found[#found + 1] = s
+      if names[#names] ~= s.name then names[#names + 1] = s.name end
+    end
+  end
+  if #names > 1 then
+    return nil, ("'%s' could be %s: give the name as .services shows it"):format(name,
+      table.concat(names, " or "))
   end
   return found
 end
@@ -365,7 +374,8 @@ command(".stop", ".stop SERVICE",
   "stop a service (every instance; SERVICE as .services names it, or its file name without .lua)",
   function(args)
     if args == "" then return usage(".stop") end
-    local found = services_called(args)
+    local found, why = services_called(args)
+    if not found then return fail("%s", why) end
     if #found == 0 then return fail("no service '%s' runs (.services lists them)", args) end
     local n = 0
     for _, s in ipairs(found) do

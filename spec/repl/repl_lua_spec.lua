@@ -466,6 +466,23 @@ describe("the REPL service (lua/mb/repl.lua)", function()
     assert.are.equal(2, #steps[13].out)
   end)
 
+  it(".stop refuses a file name that stands for services of different names", function()
+    local dir = helper.tmpdir()
+    local other = helper.write(dir .. "/echo.lua", "mb.listen('t/o', function() end)\n")
+    check({
+      {'mb.destination("t/e")', "ok", {"true"}},
+      {'mb.destination("t/o")', "ok", {"true"}},
+      {".load " .. ECHO .. ' {destination = "t/e"}', "ok", {"loaded " .. ECHO .. " (1 instance)"}},
+      {".load " .. other, "ok", {"loaded " .. other .. " (1 instance)"}},
+      {".stop echo", "error",
+        {"error: 'echo' could be " .. ECHO .. " or " .. other .. ": give the name as .services shows it"}},
+      {".stop " .. other, "ok", {"stopped " .. other .. " (1 instance)"}},
+      {".stop echo", "ok", {"stopped echo (1 instance)"}},
+      {'mb.stats("t/e").listeners + mb.stats("t/o").listeners', "ok", {"0"}},
+    })
+    helper.remove_tree(dir)
+  end)
+
   it(".request gives up after TIMEOUT seconds when nobody answers", function()
     local t0 = os.time()
     check({
