@@ -58,6 +58,7 @@ static void usage(FILE *f) {
           "                   sender -> listener, outcome, duration, payload (secrets\n"
           "                   masked)\n"
           "  --stats          a table of destination statistics at exit, on stderr\n"
+          "                   (destinations removed during the run too)\n"
           "  --graph[=FMT]    at exit, a Graphviz picture of services, destinations and\n"
           "                   listeners: FMT dot (default) or svg (needs `dot`)\n"
           "  --graph-out FILE write the picture to FILE instead of stdout (with --graph)\n"
