@@ -61,6 +61,12 @@ typedef struct mb_config {
   size_t max_message_size; /* bytes of encoded payload + values; 0: 64 MiB */
 } mb_config;
 
+/* The max_message_size a user may set (mb.setup, mbrun's configuration and
+ * --max-message-size check it): 1 KiB (below it a count of MiB given as
+ * bytes would pass unnoticed) to 1 GiB. */
+#define MB_MESSAGE_SIZE_MIN 1024
+#define MB_MESSAGE_SIZE_MAX (1024 * 1024 * 1024)
+
 /* Creates a runtime; cfg may be NULL. Worker 0 is the calling thread (its
  * loop runs inside mb_runtime_run); workers 1..N-1 are threads started here.
  * Returns NULL when out of memory. The caller owns it: mb_runtime_free. */
@@ -235,7 +241,8 @@ void mb_runtime_trace(mb_runtime *rt, mb_trace_fn fn, void *ud);
 
 enum {
   MB_OBSERVE_LATENCY = 1, /* time deliveries: latency_mean/p99 in mb_stats */
-  MB_OBSERVE_GRAPH = 2    /* note who sends to and listens at what */
+  MB_OBSERVE_GRAPH = 2,   /* note who sends to and listens at what */
+  MB_OBSERVE_REMOVED = 4  /* keep the stats of destinations removed (mb_removed_each) */
 };
 /* Turns the observations on (they cost a little per message, so they are
  * off by default). From any thread. */
@@ -251,6 +258,15 @@ typedef struct mb_edge {
   mb_dest_type type;    /* the destination's type */
 } mb_edge;
 void mb_graph_each(mb_runtime *rt, void (*fn)(void *ud, const mb_edge *e), void *ud);
+
+/* What MB_OBSERVE_REMOVED kept: the stats of each destination removed
+ * since, as they were at its removal (listeners and pending 0), one entry
+ * per name (a name removed again adds its counts; largest_pending and
+ * latency_p99 are the largest, latency_mean is weighted by the deliveries
+ * that ended, type is the last one's), in no order. fn gets them under the
+ * runtime's lock: it must not call into the runtime. */
+void mb_removed_each(mb_runtime *rt, void (*fn)(void *ud, const char *name, const mb_stats *st),
+                     void *ud);
 
 /* Shutting down gracefully: from now on a send (or request) is refused
  * with MB_ESHUTDOWN, so no new work comes in while what is queued and

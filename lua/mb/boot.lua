@@ -9,6 +9,7 @@
 -- checking the configuration), 1 when a service's script raised while
 -- starting.
 local cfgpath, luadir = ...
+mb._service_info{hidden = true} -- mbrun's own: mb.services() leaves it out
 package.path = luadir .. "/?.lua;" .. package.path
 local config = require "mb.config"
 

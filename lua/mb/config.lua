@@ -1,6 +1,6 @@
 -- mb.config — reads and checks an mbrun configuration file (SPEC section 3,
 -- the counterpart of Liferay's messaging-spring.xml): a Lua file returning
---   { workers = N,
+--   { workers = N, max_message_size = BYTES,
 --     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=} },
 --     services = { {script = path, instances = N, args = {...}, name = "...",
 --                    group = "..."}, ... },
@@ -14,8 +14,10 @@ local mb = require "mb" -- its destination rules: mb._check_destination
 
 local M = {}
 
-local TOP = {workers = true, destinations = true, services = true, listeners = true,
-             cluster = true}
+local TOP = {workers = true, max_message_size = true, destinations = true, services = true,
+             listeners = true, cluster = true}
+-- the range of max_message_size: MB_MESSAGE_SIZE_MIN and _MAX in runtime/mb.h
+local MESSAGE_MIN, MESSAGE_MAX = 1024, 1024 * 1024 * 1024
 local SERVICE_KEYS = {script = true, instances = true, args = true, name = true, group = true}
 local CLUSTER_KEYS = {url = true, namespace = true, node = true, user = true, password = true,
                       token = true, creds = true, tls = true}
@@ -136,8 +138,9 @@ local function check(path)
     end
   end
   unknown_keys(cfg, TOP, "", "unknown key",
-    "expected workers, destinations, services, listeners, cluster")
-  local out = {workers = cfg.workers, destinations = {}, services = {}, listeners = {}}
+    "expected workers, max_message_size, destinations, services, listeners, cluster")
+  local out = {workers = cfg.workers, max_message_size = cfg.max_message_size, destinations = {},
+               services = {}, listeners = {}}
   if cfg.cluster ~= nil and type(cfg.cluster) ~= "table" then
     bad("cluster: must be a table {url = ..., node = ...}, not a %s", type(cfg.cluster))
   elseif cfg.cluster then
@@ -171,6 +174,12 @@ local function check(path)
   end
   if cfg.workers ~= nil and not (is_count(cfg.workers) and cfg.workers <= 256) then
     bad("workers: must be an integer from 1 to 256, not %s", tostring(cfg.workers))
+  end
+  local max = cfg.max_message_size
+  if max ~= nil and not (math.type(max) == "integer" and max >= MESSAGE_MIN and max <= MESSAGE_MAX) then
+    bad("max_message_size: must be a whole number of bytes from %d (1 KiB) to %d (1 GiB), " ..
+      "e.g. 16 * 1024 * 1024; not %s", MESSAGE_MIN, MESSAGE_MAX,
+      type(max) == "string" and ("%q"):format(max) or tostring(max))
   end
   local declared = {}
   if cfg.destinations ~= nil and type(cfg.destinations) ~= "table" then

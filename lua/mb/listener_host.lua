@@ -5,6 +5,7 @@
 -- while starting: boot.lua's mb.load then fails and mbrun exits 2.
 --   args: script path, list of destinations, the folder of these modules
 local script, destinations, luadir = ...
+mb._service_info{path = script} -- mb.services() shows the script it runs
 package.path = luadir .. "/?.lua;" .. package.path
 local config = require "mb.config"
 

@@ -12,8 +12,11 @@
 --     math.huge: always one line), opts.depth (table levels, default 10).
 --   masks(k): whether the value under key k is hidden.
 --
+--   line(value, max): the text on one line, cut after max
+--     bytes with "..." as mbrun --trace cuts payloads (for `.listen`).
+--
 -- Owns nothing and sets no globals; tested by spec/repl/repl_lua_spec.lua.
 
 local mb = require "mb"
 
-return {pretty = mb._pretty, masks = mb._masks}
+return {pretty = mb._pretty, masks = mb._masks, line = mb._line}

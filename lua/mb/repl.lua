@@ -20,11 +20,13 @@
 -- coroutine, so mb.request and mb.sleep just work.
 --
 -- Owns: the unfinished input, the listeners of .listen, the services of
--- .load. Tested by spec/repl/repl_lua_spec.lua (driven by spec/repl/driver.lua).
+-- .load. Lists and stops any service through mb.services() (.services,
+-- .stop); marks itself hidden there (mb._service_info), as boot.lua does. Tested by spec/repl/repl_lua_spec.lua (driven by spec/repl/driver.lua).
 
 local luadir = ...
+mb._service_info{hidden = true} -- mbrun's own: .services and mb.services() leave it out
 package.path = luadir .. "/?.lua;" .. package.path
-local pretty = require("mb.pretty").pretty
+local pretty, one_line = require("mb.pretty").pretty, require("mb.pretty").line
 
 -- the REPL's own references, safe from what the user does to the globals
 local G = _G
@@ -148,11 +150,12 @@ local function word(s)
 end
 
 -- A listed message on one line: [DEST] #ID PAYLOAD, then values and
--- reply_to / response_id when set.
+-- reply_to / response_id when set; a long payload (values) is cut after 240
+-- (120) characters with "...", as mbrun --trace cuts them.
+local PAYLOAD_MAX, VALUES_MAX = 240, 120
 local function listed(msg)
-  local one = {width = math.huge}
-  local out = {"[", msg.destination, "] #", msg.id, " ", pretty(msg.payload, one)}
-  if msg.values and next(msg.values) ~= nil then out[#out + 1] = "  values=" .. pretty(msg.values, one) end
+  local out = {"[", msg.destination, "] #", msg.id, " ", one_line(msg.payload, PAYLOAD_MAX)}
+  if msg.values and next(msg.values) ~= nil then out[#out + 1] = "  values=" .. one_line(msg.values, VALUES_MAX) end
   if msg.reply_to then out[#out + 1] = "  reply_to=" .. msg.reply_to end
   if msg.response_id then out[#out + 1] = "  response_id=" .. msg.response_id end
   return table.concat(out)
@@ -310,6 +313,80 @@ command(".load", ".load SCRIPT [N] [ARG]",
     return OK
   end)
 
+-- rows (lists of strings) as columns two spaces apart, the first row the
+-- header
+local function columns(rows)
+  local w = {}
+  for _, r in ipairs(rows) do
+    for i, cell in ipairs(r) do w[i] = math.max(w[i] or 0, #cell) end
+  end
+  for _, r in ipairs(rows) do
+    local out = {}
+    for i, cell in ipairs(r) do out[i] = i < #r and cell .. (" "):rep(w[i] - #cell) or cell end
+    print(table.concat(out, "  "))
+  end
+end
+
+command(".services", ".services",
+  "list the services: name, path, instances, worker(s), deliveries, failures", function(args)
+    if args ~= "" then return usage(".services") end
+    local list, e = call(mb.services)
+    if not list then return e end
+    if #list == 0 then
+      print("no services running")
+      return OK
+    end
+    local rows = {{"name", "path", "instances", "worker", "deliveries", "failures"}}
+    for _, s in ipairs(list) do
+      rows[#rows + 1] = {s.name, s.path, tostring(s.instances), table.concat(s.workers, ","),
+                         tostring(s.deliveries), tostring(s.failures)}
+    end
+    columns(rows)
+    return OK
+  end)
+
+-- The services called name: by their name as .services shows it (every
+-- load of that name), else by its short form, the file name without .lua
+-- ("calc" for "lib/calc.lua"); or nil and why when the short form stands
+-- for services of different names.
+local function services_called(name)
+  local list = mb.services()
+  local found, names = {}, {}
+  for _, s in ipairs(list) do
+    if s.name == name then found[#found + 1] = s end
+  end
+  if #found > 0 then return found end
+  for _, s in ipairs(list) do
+    local short = s.name:match("([^/]*)$"):gsub("%.lua$", "")
+    if short == name then
+      found[#found + 1] = s
+      if names[#names] ~= s.name then names[#names + 1] = s.name end
+    end
+  end
+  if #names > 1 then
+    return nil, ("'%s' could be %s: give the name as .services shows it"):format(name,
+      table.concat(names, " or "))
+  end
+  return found
+end
+
+command(".stop", ".stop SERVICE",
+  "stop a service (every instance; SERVICE as .services names it, or its file name without .lua)",
+  function(args)
+    if args == "" then return usage(".stop") end
+    local found, why = services_called(args)
+    if not found then return fail("%s", why) end
+    if #found == 0 then return fail("no service '%s' runs (.services lists them)", args) end
+    local n = 0
+    for _, s in ipairs(found) do
+      local ok, err = pcall(s.handle.stop, s.handle)
+      if not ok then return fail("%s", message(err)) end
+      n = n + s.instances
+    end
+    print(("stopped %s (%d instance%s)"):format(args, n, n == 1 and "" or "s"))
+    return OK
+  end)
+
 command(".trace", ".trace on|off", "print one line per hop of every message (or stop)", function(args)
   if args == "on" then return {status = "trace", on = true} end
   if args == "off" then return {status = "trace", on = false} end
@@ -330,9 +407,8 @@ command(".help", ".help", "this list", function()
   return OK
 end)
 
-command(".quit", ".quit", "leave (what is pending is delivered first)", function()
-  return {status = "quit"}
-end)
+command(".quit", ".quit", "leave: what is pending is delivered first; timers stop without firing",
+  function() return {status = "quit"} end)
 
 local function run_command(line)
   local name, args = line:match("^(%.%S*)%s*(.-)%s*$")

@@ -370,9 +370,9 @@ int mbrepl_interrupt(mbrepl *r) {
 
 /* ---- tab completion ---------------------------------------------------------------- */
 
-static const char *const COMMANDS[] = {".send",  ".request", ".listen", ".unlisten", ".dests",
-                                       ".stats", ".load",    ".trace",  ".help",     ".quit",
-                                       NULL};
+static const char *const COMMANDS[] = {".send",  ".request", ".listen",   ".unlisten", ".dests",
+                                       ".stats", ".load",    ".services", ".stop",     ".trace",
+                                       ".help",  ".quit",    NULL};
 
 typedef struct names {
   char **v;
@@ -392,6 +392,14 @@ static void add_name(void *ud, const char *name) {
     c->cap = cap;
   }
   if ((c->v[c->n] = strdup(name))) c->n++;
+}
+
+/* A service's name, once: its instances share it. */
+static void add_service_name(void *ud, const char *name) {
+  names *c = ud;
+  for (size_t i = 0; i < c->n; i++)
+    if (!strcmp(c->v[i], name)) return;
+  add_name(ud, name);
 }
 
 static void clear_candidates(void) {
@@ -436,6 +444,10 @@ static char **complete(const char *text, int start, int end) {
     rl_completion_append_character = '\0'; /* a folder goes on with / */
     return rl_completion_matches(text, rl_filename_completion_function);
   }
+  if (cmdlen == 5 && !strncmp(line, ".stop", 5)) {
+    mbL_runtime_each_service(r->R, add_service_name, &candidates); /* copies, under its lock */
+    return rl_completion_matches(text, from_candidates);
+  }
   static const char *const with_dest[] = {".send", ".request", ".listen", ".unlisten", ".stats",
                                           NULL};
   for (size_t i = 0; with_dest[i]; i++)
@@ -469,6 +481,19 @@ static void next_piped_line(mbrepl *r) {
       }
       if (r->eof) {
         if (r->more) say(r, "error: the input ended inside an unfinished Lua chunk\n");
+        /* the end of input is .quit: messages pending and deliveries
+         * running get the grace period, timers are not waited for */
+        long timers = mbL_runtime_timers(r->R);
+        if (timers > 0) {
+          char note[300];
+          int n = snprintf(note, sizeof note,
+                           "mbrun: the input ended with %ld timer%s (mb.after, mb.every) still "
+                           "set; %s without firing (end the input with mb.sleep(SECONDS) to "
+                           "let %s fire first)\n",
+                           timers, timers == 1 ? "" : "s", timers == 1 ? "it stops" : "they stop",
+                           timers == 1 ? "it" : "them");
+          mbrepl_write(r, 2, note, (size_t)n < sizeof note ? (size_t)n : sizeof note - 1);
+        }
         leave(r); /* everything ran: what is pending gets delivered */
       } else if (!ev_is_active(&r->in)) {
         ev_io_start(r->loop, &r->in);

@@ -58,15 +58,20 @@ static void usage(FILE *f) {
           "                   sender -> listener, outcome, duration, payload (secrets\n"
           "                   masked)\n"
           "  --stats          a table of destination statistics at exit, on stderr\n"
+          "                   (destinations removed during the run too)\n"
           "  --graph[=FMT]    at exit, a Graphviz picture of services, destinations and\n"
           "                   listeners: FMT dot (default) or svg (needs `dot`)\n"
-          "  --graph-out FILE write the picture to FILE instead of stdout\n"
+          "  --graph-out FILE write the picture to FILE instead of stdout (with --graph)\n"
           "  --nats URL       join the cluster of the NATS server at URL (secrets come\n"
           "                   from the configuration or MB_NATS_USER, MB_NATS_PASSWORD,\n"
           "                   MB_NATS_TOKEN, MB_NATS_CREDS; see doc/cluster.md)\n"
           "  --node NAME      this node's name in the cluster (default: HOST-PID)\n"
           "  --grace SECONDS  on SIGINT/SIGTERM or mb.stop(): no new messages, and what\n"
           "                   is in flight gets this long to be delivered (default 5)\n"
+          "  --max-message-size BYTES\n"
+          "                   the largest message (payload and values, encoded) a send\n"
+          "                   accepts: bytes, or with K, M or G (KiB, MiB, GiB), from 1K\n"
+          "                   to 1G (default 64M; overrides the configuration's)\n"
           "  -h, --help       show this help\n"
           "  --version        show the version\n"
           "\n"
@@ -105,6 +110,20 @@ static const char *duration(double s, char *buf, size_t cap) {
   return buf;
 }
 
+/* A row of the --stats table: name, then mark (" (removed)" or ""). */
+static void print_stats_row(const char *name, const char *mark, const mb_stats *st) {
+  static const char *const types[] = {"parallel", "serial", "synchronous"};
+  char mean[16], p99[16], shown[512];
+  snprintf(shown, sizeof shown, "%s%s", name, mark);
+  fprintf(stderr,
+          "%-28s %-11s %5zu %8llu %8llu %7llu %7llu %7llu %7zu %7llu %8llu %8s %8s\n", shown,
+          types[st->type], st->listeners, (unsigned long long)st->sent,
+          (unsigned long long)st->delivered, (unsigned long long)st->failed,
+          (unsigned long long)st->dropped, (unsigned long long)st->rejected, st->largest_pending,
+          (unsigned long long)st->replies, (unsigned long long)st->timeouts,
+          duration(st->latency_mean, mean, sizeof mean), duration(st->latency_p99, p99, sizeof p99));
+}
+
 static void visit(void *ud, const char *name) {
   summary *s = ud;
   mb_stats st;
@@ -117,17 +136,47 @@ static void visit(void *ud, const char *name) {
   s->dropped += st.dropped;
   s->pending += st.pending;
   s->running += st.in_flight;
-  if (s->stats) {
-    static const char *const types[] = {"parallel", "serial", "synchronous"};
-    char mean[16], p99[16];
-    fprintf(stderr,
-            "%-28s %-11s %5zu %8llu %8llu %7llu %7llu %7llu %7zu %7llu %8llu %8s %8s\n", name,
-            types[st.type], st.listeners, (unsigned long long)st.sent,
-            (unsigned long long)st.delivered, (unsigned long long)st.failed,
-            (unsigned long long)st.dropped, (unsigned long long)st.rejected, st.largest_pending,
-            (unsigned long long)st.replies, (unsigned long long)st.timeouts,
-            duration(st.latency_mean, mean, sizeof mean), duration(st.latency_p99, p99, sizeof p99));
+  if (s->stats) print_stats_row(name, "", &st);
+}
+
+/* The destinations removed during the run (MB_OBSERVE_REMOVED), copied
+ * under the runtime's lock, printed after it in name order. */
+typedef struct removed_row {
+  char *name;
+  mb_stats st;
+} removed_row;
+
+typedef struct removed_rows {
+  removed_row *v;
+  size_t n, cap;
+} removed_rows;
+
+static void copy_removed(void *ud, const char *name, const mb_stats *st) {
+  removed_rows *r = ud;
+  if (hidden(name)) return;
+  if (r->n == r->cap) {
+    size_t cap = r->cap ? 2 * r->cap : 16;
+    removed_row *v = realloc(r->v, cap * sizeof *v);
+    if (!v) return; /* the table misses a row */
+    r->v = v;
+    r->cap = cap;
   }
+  if ((r->v[r->n].name = strdup(name))) r->v[r->n++].st = *st;
+}
+
+static int by_name(const void *a, const void *b) {
+  return strcmp(((const removed_row *)a)->name, ((const removed_row *)b)->name);
+}
+
+static void print_removed(mb_runtime *rt) {
+  removed_rows r = {0};
+  mb_removed_each(rt, copy_removed, &r);
+  if (r.n) qsort(r.v, r.n, sizeof *r.v, by_name);
+  for (size_t i = 0; i < r.n; i++) {
+    print_stats_row(r.v[i].name, " (removed)", &r.v[i].st);
+    free(r.v[i].name);
+  }
+  free(r.v);
 }
 
 static void print_stats_header(void) {
@@ -207,14 +256,15 @@ static int find_lua_dir(char *out, size_t cap) {
 /* Checks the configuration file in a Lua state of its own, before anything
  * starts: its keys and values (mb.config). Listener scripts are not run
  * here: boot.lua runs each once, when it starts it, and stops mbrun with
- * exit code 2 if one fails. Returns its `workers` (0 when absent), or -1
- * with the message in err. */
+ * exit code 2 if one fails. Returns its `workers` (0 when absent) and sets
+ * *max to its max_message_size (0 when absent), or returns -1 with the
+ * message in err. */
 static const char CHECK_CONFIG[] =
     "local path, luadir = ...\n"
     "package.path = luadir .. '/?.lua;' .. package.path\n"
     "local cfg, err = require('mb.config').load(path)\n"
     "if not cfg then error(err, 0) end\n"
-    "return cfg.workers or 0, cfg.cluster, cfg.cluster_dest\n";
+    "return cfg.workers or 0, cfg.max_message_size or 0, cfg.cluster, cfg.cluster_dest\n";
 
 /* What joining a cluster takes: --nats and --node, over the configuration's
  * cluster table (copied out of the checking state). */
@@ -251,8 +301,8 @@ static int require_mb_p(lua_State *L) {
   return 0;
 }
 
-static long check_config(const char *path, const char *luadir, cluster_opts *co, char *err,
-                         size_t errlen) {
+static long check_config(const char *path, const char *luadir, size_t *max, cluster_opts *co,
+                         char *err, size_t errlen) {
   lua_State *L = luaL_newstate();
   if (!L) {
     snprintf(err, errlen, "out of memory");
@@ -266,8 +316,9 @@ static long check_config(const char *path, const char *luadir, cluster_opts *co,
   else if (luaL_loadbuffer(L, CHECK_CONFIG, sizeof CHECK_CONFIG - 1, "=config check") == LUA_OK) {
     lua_pushstring(L, path);
     lua_pushstring(L, luadir);
-    if (lua_pcall(L, 2, 3, 0) == LUA_OK) {
-      workers = (long)lua_tointeger(L, -3);
+    if (lua_pcall(L, 2, 4, 0) == LUA_OK) {
+      workers = (long)lua_tointeger(L, -4);
+      *max = (size_t)lua_tointeger(L, -3);
       if (lua_istable(L, -2)) cluster_opts_read(L, lua_gettop(L) - 1, co);
       if (lua_isstring(L, -1)) co->cluster_dest = strdup(lua_tostring(L, -1));
     } else
@@ -625,6 +676,28 @@ static void set_trace(void *ud, int on) {
   mb_runtime_trace(t->rt, on ? trace_hop : NULL, &t->buf);
 }
 
+/* A number of bytes for --max-message-size: digits, then nothing or one of
+ * K, KiB, M, MiB, G, GiB (powers of 1024), within the range mb.h gives. */
+static int parse_bytes(const char *s, size_t *out) {
+  static const struct { const char *suffix; unsigned long long unit; } units[] = {
+      {"", 1},           {"K", 1ULL << 10}, {"KiB", 1ULL << 10}, {"M", 1ULL << 20},
+      {"MiB", 1ULL << 20}, {"G", 1ULL << 30}, {"GiB", 1ULL << 30}};
+  if (!s || *s < '0' || *s > '9') return -1;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno) return -1;
+  for (size_t i = 0; i < sizeof units / sizeof *units; i++) {
+    if (strcmp(end, units[i].suffix)) continue;
+    if (v > MB_MESSAGE_SIZE_MAX / units[i].unit) return -1;
+    v *= units[i].unit;
+    if (v < MB_MESSAGE_SIZE_MIN) return -1;
+    *out = (size_t)v;
+    return 0;
+  }
+  return -1;
+}
+
 static int parse_seconds(const char *s, double *out) {
   char *end;
   double v = s ? strtod(s, &end) : -1;
@@ -640,6 +713,7 @@ int main(int argc, char **argv) {
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd ? O_WRONLY : O_RDONLY) != fd) return 2;
   int i = 1, stats = 0, trace = 0, graph_fmt = 0, interactive = 0; /* graph: 1 dot, 2 svg */
   long workers = 0;
+  size_t max_message = 0; /* 0: the configuration's, else 64 MiB */
   double grace = 5;
   const char *config = NULL, *graph_out = NULL, *nats_url = NULL, *node = NULL;
   cluster_opts co;
@@ -698,6 +772,14 @@ int main(int argc, char **argv) {
       } else {
         node = argv[++i];
       }
+    } else if (!strcmp(a, "--max-message-size")) {
+      if (parse_bytes(i + 1 < argc ? argv[i + 1] : NULL, &max_message)) {
+        fprintf(stderr, "mbrun: --max-message-size needs a number of bytes from 1024 to "
+                        "1073741824, or with K, M or G (KiB, MiB, GiB) from 1K to 1G, e.g. 16M%s%s%s\n",
+                i + 1 < argc ? "; not '" : "", i + 1 < argc ? argv[i + 1] : "", i + 1 < argc ? "'" : "");
+        return 2;
+      }
+      i++;
     } else if (!strcmp(a, "-c")) {
       if (i + 1 >= argc) {
         fprintf(stderr, "mbrun: -c needs a configuration file\n");
@@ -722,7 +804,11 @@ int main(int argc, char **argv) {
     }
   }
   if (i >= argc && !config) interactive = 1; /* nothing to run: the REPL */
-  if (graph_out && !graph_fmt) graph_fmt = 1;
+  if (graph_out && !graph_fmt) {
+    fprintf(stderr, "mbrun: --graph-out %s: there is no picture to write without --graph; "
+                    "add --graph (DOT) or --graph=svg\n", graph_out);
+    return 2;
+  }
   if (graph_fmt == 2 && !mbrun_have_dot()) {
     fprintf(stderr, "mbrun: --graph=svg needs Graphviz's dot program (Debian package graphviz); "
                     "--graph writes the DOT text without it\n");
@@ -736,13 +822,15 @@ int main(int argc, char **argv) {
   if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
     if (check_file(config, "a configuration file (Lua returning a table)")) return 2;
-    long w = check_config(config, luadir, &co, err, sizeof err);
+    size_t max = 0;
+    long w = check_config(config, luadir, &max, &co, err, sizeof err);
     if (w < 0) {
       fprintf(stderr, "mbrun: %s\n", err);
       cluster_opts_free(&co);
       return 2;
     }
     if (!workers) workers = w; /* -w overrides the configuration */
+    if (!max_message) max_message = max; /* as does --max-message-size */
   }
   if (!workers) workers = sysconf(_SC_NPROCESSORS_ONLN);
   if (workers < 1) workers = 1;
@@ -772,7 +860,8 @@ int main(int argc, char **argv) {
 
   shutdown_ctl ctl;
   memset(&ctl, 0, sizeof ctl);
-  mbL_runtime *R = mbL_runtime_new((int)workers);
+  mb_config core_cfg = {(int)workers, max_message};
+  mbL_runtime *R = mbL_runtime_new_config(&core_cfg);
   if (!R) {
     fprintf(stderr, "mbrun: out of memory\n");
     return 1;
@@ -801,7 +890,8 @@ int main(int argc, char **argv) {
     mbL_runtime_free(R);
     return 1;
   }
-  mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY : 0) | (graph_fmt ? MB_OBSERVE_GRAPH : 0));
+  mb_runtime_observe(rt, (stats ? MB_OBSERVE_LATENCY | MB_OBSERVE_REMOVED : 0) |
+                             (graph_fmt ? MB_OBSERVE_GRAPH : 0));
   struct ev_loop *loop = mb_runtime_loop(rt);
   ctl.rt = rt;
   ev_async_init(&ctl.sig, on_signal);
@@ -858,6 +948,7 @@ int main(int argc, char **argv) {
   s.stats = stats;
   if (stats) print_stats_header();
   mb_dest_each(rt, visit, &s);
+  if (stats) print_removed(rt);
   /* what removed destinations failed or dropped counts as well */
   mb_counts c;
   mb_runtime_counts(rt, &c);

@@ -197,6 +197,7 @@ struct mb_runtime {
   void *trace_ud;
   uint64_t t0; /* mb_now_ns() at creation */
   mb_map edges; /* MB_OBSERVE_GRAPH: hash -> struct mb_graph_edge */
+  mb_map removed; /* MB_OBSERVE_REMOVED: name hash -> struct mb_removed */
   int draining; /* mb_runtime_drain: only sends made while handling go */
   mb_link link; /* link.send NULL: none (mb_runtime_link) */
   struct mb_group_name *group_names; /* mb_group_named's registry */
@@ -449,6 +450,8 @@ void mb_obs_timeout(mb_request *r, const char *error);
 void mb_obs_reply(mb_runtime *rt, const char *dest, const mb_service *from,
                   const mb_request *r, const mb_msg *reply, uint64_t request_id);
 void mb_obs_dest_stats(const mb_dest *d, mb_stats *out);
+/* d is being removed: with MB_OBSERVE_REMOVED, its stats are kept. */
+void mb_obs_removed(const mb_dest *d);
 void mb_obs_free(mb_runtime *rt);
 
 /* mb_dest.c: mb_dest.h */

@@ -172,6 +172,7 @@ static void closed_task(void *arg);
 void mb_dest_finish_removal(mb_dest *d) {
   mb_runtime *rt = d->rt;
   d->state = MB_DEST_REMOVED;
+  mb_obs_removed(d);
   mb_map_del(&rt->dests, d->hash, dest_eq, d->name);
   mb_dest_ref(d); /* closing its listeners must not free it under us */
   while (d->ngroups) {

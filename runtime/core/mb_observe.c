@@ -4,7 +4,8 @@
  * latency histograms, and the graph of which service sends to or listens at
  * which destination. Also the graceful shutdown's "drain" switch.
  *
- * Owns the edge set (rt->edges) and each destination's histogram. Every
+ * Owns the edge set (rt->edges), the stats of removed destinations
+ * (rt->removed) and each destination's histogram. Every
  * mb_obs_* function runs under rt->lock and returns at once unless rt->obs
  * asks for it, so a bus nobody watches pays one test per message.
  *
@@ -52,7 +53,8 @@ void mb_runtime_observe(mb_runtime *rt, unsigned flags) {
   mb_lock(rt);
   if (!rt->t0) rt->t0 = mb_now_ns();
   unsigned before = rt->obs;
-  __atomic_store_n(&rt->obs, rt->obs | (flags & (MB_OBSERVE_LATENCY | MB_OBSERVE_GRAPH)),
+  __atomic_store_n(&rt->obs,
+                   rt->obs | (flags & (MB_OBSERVE_LATENCY | MB_OBSERVE_GRAPH | MB_OBSERVE_REMOVED)),
                    __ATOMIC_RELAXED);
   count_observer(rt, before);
   mb_unlock(rt);
@@ -118,6 +120,57 @@ void mb_graph_each(mb_runtime *rt, void (*fn)(void *ud, const mb_edge *e), void 
   mb_lock(rt);
   size_t at = 0;
   for (const mb_graph_edge *g; (g = mb_map_next(&rt->edges, &at));) fn(ud, &g->e);
+  mb_unlock(rt);
+}
+
+/* ---- removed destinations ------------------------------------------------------ */
+
+typedef struct mb_removed {
+  mb_stats st;
+  char name[];
+} mb_removed;
+
+static int removed_eq(const void *v, const void *key) {
+  return !strcmp(((const mb_removed *)v)->name, key);
+}
+
+void mb_obs_removed(const mb_dest *d) {
+  mb_runtime *rt = d->rt;
+  if (!(rt->obs & MB_OBSERVE_REMOVED)) return;
+  mb_stats st = d->st;
+  st.listeners = 0;
+  st.pending = 0;
+  mb_obs_dest_stats(d, &st);
+  mb_removed *r = mb_map_get(&rt->removed, d->hash, removed_eq, d->name);
+  if (!r) {
+    if (!(r = malloc(sizeof *r + d->namelen + 1))) return; /* the table misses a row */
+    memcpy(r->name, d->name, d->namelen + 1);
+    r->st = st;
+    if (mb_map_put(&rt->removed, d->hash, r)) free(r);
+    return;
+  }
+  mb_stats *a = &r->st; /* the same name removed before: added up */
+  double n0 = (double)(a->delivered + a->failed), n1 = (double)(st.delivered + st.failed);
+  if (n0 + n1 > 0) a->latency_mean = (a->latency_mean * n0 + st.latency_mean * n1) / (n0 + n1);
+  if (st.latency_p99 > a->latency_p99) a->latency_p99 = st.latency_p99;
+  if (st.largest_pending > a->largest_pending) a->largest_pending = st.largest_pending;
+  a->type = st.type;
+  a->sent += st.sent;
+  a->rejected += st.rejected;
+  a->deliveries += st.deliveries;
+  a->delivered += st.delivered;
+  a->failed += st.failed;
+  a->dropped += st.dropped;
+  a->in_flight += st.in_flight;
+  a->replies += st.replies;
+  a->timeouts += st.timeouts;
+}
+
+void mb_removed_each(mb_runtime *rt, void (*fn)(void *ud, const char *name, const mb_stats *st),
+                     void *ud) {
+  mb_lock(rt);
+  size_t at = 0;
+  for (const mb_removed *r; (r = mb_map_next(&rt->removed, &at));) fn(ud, r->name, &r->st);
   mb_unlock(rt);
 }
 
@@ -233,6 +286,9 @@ void mb_obs_free(mb_runtime *rt) {
   size_t at = 0;
   for (void *g; (g = mb_map_next(&rt->edges, &at));) free(g);
   mb_map_free(&rt->edges);
+  at = 0;
+  for (void *r; (r = mb_map_next(&rt->removed, &at));) free(r);
+  mb_map_free(&rt->removed);
 }
 
 /* ---- draining ------------------------------------------------------------------ */

@@ -99,11 +99,12 @@ static void count_name(void *ud, const char *name) {
   (*(int *)ud)++;
 }
 
-/* mb.setup{workers = N, cluster = {...}}: workers before any other call (a
- * fresh runtime replaces the one `require` made); cluster (SPEC §6) from
- * worker 0, before any cluster destination, once. */
+/* mb.setup{workers = N, max_message_size = BYTES, cluster = {...}}: workers
+ * and max_message_size before any other call (a fresh runtime replaces the
+ * one `require` made); cluster (SPEC §6) from worker 0, before any cluster
+ * destination, once. */
 static int l_setup(lua_State *L) {
-  static const char *const keys[] = {"workers", "cluster", NULL};
+  static const char *const keys[] = {"workers", "max_message_size", "cluster", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -116,15 +117,26 @@ static int l_setup(lua_State *L) {
   if (ty == LUA_TTABLE && mb_service_worker(S->svc) != 0)
     return luaL_error(L, "mb.setup: cluster: only from a service on worker 0");
   if (w > 256) return luaL_error(L, "mb.setup: at most 256 workers");
-  if (w && w != mb_runtime_workers(core(S))) {
+  lua_Integer max = mbL_opt_positive(L, 1, "max_message_size", "mb.setup");
+  if (max && (max < MB_MESSAGE_SIZE_MIN || max > MB_MESSAGE_SIZE_MAX))
+    return luaL_error(L, "mb.setup: option 'max_message_size' must be a number of bytes from %d "
+                         "(1 KiB) to %d (1 GiB), not %I",
+                      MB_MESSAGE_SIZE_MIN, MB_MESSAGE_SIZE_MAX, max);
+  if (!w) w = mb_runtime_workers(core(S));
+  if (!max) max = (lua_Integer)mb_runtime_max_message_size(core(S));
+  if (w != mb_runtime_workers(core(S)) || (size_t)max != mb_runtime_max_message_size(core(S))) {
+    if (S->owns_L) /* a service's state: mbrun's, or one mb.load started */
+      return luaL_error(L, "mb.setup: only a plain Lua program sets up the bus, before any other "
+                           "use of it; under mbrun, -w and --max-message-size (or the "
+                           "configuration's workers and max_message_size) decide");
     mb_counts c;
     int ndest = 0;
     mb_runtime_counts(core(S), &c);
     mb_dest_each(core(S), count_name, &ndest);
-    if (S->owns_L || S->current || ndest || c.services > 1 || c.listeners || c.requests ||
-        S->ntimers || S->ntasks || S->nsubs || R->cluster)
-      return luaL_error(L, "mb.setup: workers must come before any other use of the bus");
-    mb_config cfg = {(int)w, 0};
+    if (S->current || ndest || c.services > 1 || c.listeners || c.requests || S->ntimers ||
+        S->ntasks || S->nsubs || R->cluster)
+      return luaL_error(L, "mb.setup: must come before any other use of the bus");
+    mb_config cfg = {(int)w, (size_t)max};
     mb_runtime *rt = mb_runtime_new(&cfg);
     mb_service *svc = rt ? mb_service_new(rt, "main", 0) : NULL;
     if (!svc) {
@@ -242,10 +254,14 @@ static void open_module(lua_State *L, mbL_state *S) {
 }
 
 mbL_runtime *mbL_runtime_new(int workers) {
+  mb_config cfg = {workers, 0};
+  return mbL_runtime_new_config(&cfg);
+}
+
+mbL_runtime *mbL_runtime_new_config(const mb_config *cfg) {
   mbL_runtime *R = calloc(1, sizeof *R);
   if (!R) return NULL;
-  mb_config cfg = {workers, 0};
-  R->rt = mb_runtime_new(&cfg);
+  R->rt = mb_runtime_new(cfg);
   if (!R->rt) {
     free(R);
     return NULL;
@@ -301,6 +317,7 @@ int mbL_runtime_busy(mbL_runtime *R) {
   return n;
 }
 int mbL_runtime_bodies(mbL_runtime *R) { return atomic_load(&R->bodies); }
+long mbL_runtime_timers(mbL_runtime *R) { return atomic_load(&R->timers); }
 
 int mbL_runtime_failures(const mbL_runtime *R) { return atomic_load(&((mbL_runtime *)R)->failures); }
 
@@ -321,6 +338,10 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
     snprintf(err, errlen, "out of memory");
     return MBL_LOAD_FAILED;
   }
+  pthread_mutex_lock(&R->lock);
+  uint64_t load_id = ++R->next_load;
+  pthread_mutex_unlock(&R->lock);
+  mbL_state_describe(S, load_id, path); /* out of memory: listed by its name */
   int st = mbL_load_script(S->L, path);
   if (st != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(S->L, -1));

@@ -20,6 +20,8 @@ int luaopen_mb(lua_State *L);
 /* A runtime for a program that has no Lua state of its own (mbrun). NULL
  * when out of memory. */
 mbL_runtime *mbL_runtime_new(int workers);
+/* The same with the core's configuration (workers, max_message_size). */
+mbL_runtime *mbL_runtime_new_config(const mb_config *cfg);
 /* Stops every service (closing its Lua state) and frees the runtime. */
 void mbL_runtime_free(mbL_runtime *R);
 mb_runtime *mbL_runtime_core(mbL_runtime *R);
@@ -56,6 +58,9 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
 /* Script bodies (scenario, services) that started and have not ended. */
 int mbL_runtime_bodies(mbL_runtime *R);
 
+/* Timers (mb.after, mb.every) set in any service and not yet over. */
+long mbL_runtime_timers(mbL_runtime *R);
+
 /* Scripts, timers, spawned tasks or event callbacks that raised so far. */
 int mbL_runtime_failures(const mbL_runtime *R);
 
@@ -71,6 +76,11 @@ void mbL_runtime_on_stop(mbL_runtime *R, void (*fn)(void *ud), void *ud);
  * instruction. Code stuck in C (a blocking read) is not reached. Returns
  * the number of services that were running a call. For shutting down. */
 int mbL_runtime_abort(mbL_runtime *R, const char *reason);
+
+/* Calls fn(ud, name) for each service instance mb.services() lists (a
+ * name once per instance), with the runtime's lock held: fn may copy the
+ * name, and must call nothing of the bus. Any thread. */
+void mbL_runtime_each_service(mbL_runtime *R, void (*fn)(void *ud, const char *name), void *ud);
 
 /* Services running a Lua call now (any thread). */
 int mbL_runtime_busy(mbL_runtime *R);

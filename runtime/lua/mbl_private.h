@@ -35,6 +35,7 @@ struct mbL_runtime {
   mbL_state *states;
   atomic_int failures;
   atomic_int bodies; /* script bodies started and not yet ended */
+  atomic_long timers; /* mb.after and mb.every timers set, over every state */
   uint64_t next_load;
   /* mbL_runtime_abort: every call, running or to come, is aborted */
   _Atomic(const char *) abort_why;
@@ -125,6 +126,12 @@ struct mbL_state {
   lua_State *L;
   int owns_L;
   uint64_t group_key; /* the instances of one mb.load share it */
+  /* for mb.services(), written under R->lock (mbL_state_describe): */
+  uint64_t load_id; /* the mb.load (or mbrun start) it is an instance of; 0: none */
+  char *path;       /* the script it runs, as mb.services() shows it (malloc'd) */
+  int hidden;       /* mbrun's own (its boot script, the REPL): not listed */
+  atomic_uint_fast64_t deliveries; /* handler calls ended, by this state's thread */
+  atomic_uint_fast64_t failures;   /* calls that raised: handlers, timers, bodies */
   mbL_task *current;
   mbL_task *pool;
   int npool;
@@ -281,6 +288,10 @@ extern const luaL_Reg mbL_msg_funcs[], mbL_listener_methods[], mbL_json_funcs[];
  * out of memory. */
 mbL_state *mbL_state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key);
 void mbL_state_link(mbL_runtime *R, mbL_state *S);
+/* What mb.services() shows of S: the load it belongs to and its script's
+ * path (copied; NULL keeps the one it has). Takes R->lock. Returns -1 when
+ * out of memory (nothing changed). */
+int mbL_state_describe(mbL_state *S, uint64_t load_id, const char *path);
 /* Releases what S holds in the core and the loop (not its Lua state). */
 void mbL_state_release(mbL_state *S);
 /* Releases S, closes its Lua state (if its own) and frees it. */

@@ -373,4 +373,31 @@ static int l_masks(lua_State *L) {
   return 1;
 }
 
-const luaL_Reg mbL_show_funcs[] = {{"_pretty", l_pretty}, {"_masks", l_masks}, {NULL, NULL}};
+/* mb._line(v, max) -> v on one line as --trace shows a payload, cut with
+ * "..." past max bytes (the REPL's .listen); a value that cannot be sent
+ * (a function...) as mb._pretty shows it on one line, cut the same way. */
+static int l_line(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_Integer max = luaL_checkinteger(L, 2);
+  if (max < 1) return luaL_error(L, "mb._line: max must be at least 1");
+  lua_settop(L, 2);
+  char err[300];
+  mb_buf *enc = box_new(L), *out = box_new(L);
+  if (mbL_encode(L, 1, enc, (size_t)-1, "value", err, sizeof err) == 0) {
+    if (mb_value_show(enc->p, enc->len, out, (size_t)max)) return luaL_error(L, "out of memory");
+    lua_pushlstring(L, (const char *)out->p, out->len);
+    return 1;
+  }
+  lua_settop(L, 1);
+  printer P = {L, box_new(L), SIZE_MAX, 10, 0, {0}};
+  render(&P, 1, 0, 0);
+  if (P.out->len > (size_t)max) { /* cut as mb_value_show does */
+    P.out->len = (size_t)max;
+    if (mb_buf_add(P.out, "...", 3)) return luaL_error(L, "out of memory");
+  }
+  lua_pushlstring(L, (const char *)P.out->p, P.out->len);
+  return 1;
+}
+
+const luaL_Reg mbL_show_funcs[] = {
+    {"_pretty", l_pretty}, {"_masks", l_masks}, {"_line", l_line}, {NULL, NULL}};

@@ -296,6 +296,10 @@ static void task_end(mbL_task *t, int status) {
   said[0] = 0; /* not "" in the declaration: that would clear all 1024 bytes per task */
   int code = 0;
   if (end) S->on_end = NULL; /* once */
+  /* mb.services() counts; read by other threads */
+  if (t->kind == T_HANDLER) atomic_fetch_add_explicit(&S->deliveries, 1, memory_order_relaxed);
+  if (status != LUA_OK && !(t->kind == T_SCRIPT && S->starting))
+    atomic_fetch_add_explicit(&S->failures, 1, memory_order_relaxed);
   if (status == LUA_OK) {
     if (t->d) mb_delivery_done_soon(t->d, MB_OK, NULL);
     /* mbrun's boot script returns nothing, or an exit code and why */

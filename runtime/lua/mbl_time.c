@@ -56,6 +56,7 @@ static void timer_release(mbL_timer *tm, lua_State *L) {
     S->timers = tm->next;
   if (tm->next) tm->next->prev = tm->prev;
   S->ntimers--;
+  atomic_fetch_sub(&S->R->timers, 1);
   unref(S, L, &tm->fn_ref);
   unref(S, L, &tm->self_ref);
 }
@@ -101,6 +102,7 @@ static int timer_start(lua_State *L, int repeat) {
   if (S->timers) S->timers->prev = tm;
   S->timers = tm;
   S->ntimers++;
+  atomic_fetch_add(&S->R->timers, 1);
   return 1;
 }
 

@@ -500,5 +500,45 @@ describe("sent values", function()
       local s = string.rep("w", 8 * 1024 * 1024)
       assert.are.equal(s, roundtrip({body = s}).payload.body)
     end)
+
+    it("is set by mb.setup in a plain Lua program", function()
+      local script = os.tmpname() .. ".lua"
+      helper.write(script, [[
+        local mb = require "mb"
+        mb.setup{max_message_size = 4096}
+        mb.destination("big")
+        mb.listen("big", function(msg) print("got " .. #msg.payload) end)
+        for _, n in ipairs {4000, 4200} do
+          local ok, err = pcall(mb.send, "big", string.rep("x", n))
+          print(n, ok and "sent" or err)
+        end
+        -- payload and values together
+        print(pcall(mb.send, "big", string.rep("x", 2100), {values = {v = string.rep("y", 2100)}}))
+        mb.run()
+        -- the same value again changes nothing; another one comes too late
+        print(pcall(mb.setup, {max_message_size = 4096}))
+        print(pcall(mb.setup, {max_message_size = 8192}))
+      ]])
+      local out, err, code = helper.run("lua5.4 " .. script)
+      os.remove(script)
+      assert.are.equal(0, code, err)
+      assert.matches("4000\tsent\n", out)
+      assert.matches("4200\tmb.send: payload: message too large %(over 4096 bytes, the max_message_size%)", out)
+      assert.matches("\nfalse\tmb.send: message too large %(over 4096 bytes, the max_message_size%)", out)
+      assert.matches("got 4000\n", out)
+      assert.not_matches("got 4200", out)
+      assert.matches("\ntrue\nfalse\t.*mb.setup: must come before any other use of the bus", out)
+    end)
+
+    it("takes from mb.setup only a whole number of bytes from 1 KiB to 1 GiB", function()
+      for _, bad in ipairs {"16M", 4096.5, 0, -1, 1023, 1024 * 1024 * 1024 + 1, true} do
+        local err = error_of(mb.setup, {max_message_size = bad})
+        assert.matches("mb.setup: option 'max_message_size' must be", err)
+      end
+      assert.matches("from 1024 %(1 KiB%) to 1073741824 %(1 GiB%), not 1023",
+        error_of(mb.setup, {max_message_size = 1023}))
+      -- the limit it has (64 MiB) is no change, also in a program that has used the bus
+      assert.is_nil((mb.setup{max_message_size = 64 * 1024 * 1024}))
+    end)
   end)
 end)

@@ -701,6 +701,68 @@ static void test_bug_trace_reply_to_missing(void) {
   mb_runtime_free(rt);
 }
 
+typedef struct removed_seen {
+  int n;
+  char names[4][16];
+  mb_stats st[4];
+} removed_seen;
+
+static void removed_fn(void *ud, const char *name, const mb_stats *st) {
+  removed_seen *r = ud;
+  if (r->n < 4) {
+    snprintf(r->names[r->n], sizeof r->names[0], "%s", name);
+    r->st[r->n++] = *st;
+  }
+}
+
+/* MB_OBSERVE_REMOVED keeps what removed destinations did (mbrun --stats),
+ * one entry per name, added up when a name is removed again. */
+static void test_removed_stats(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "rm", 0);
+  removed_seen r = {0};
+  /* not observed: nothing kept */
+  CHECK_INT(mb_dest_declare(rt, "rm/a", NULL), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "rm/a"), MB_OK);
+  mb_removed_each(rt, removed_fn, &r);
+  CHECK_INT(r.n, 0);
+
+  mb_runtime_observe(rt, MB_OBSERVE_REMOVED);
+  mb_dest_opts serial = {.type = MB_SERIAL, .on_full = MB_FULL_REJECT};
+  CHECK_INT(mb_dest_declare(rt, "rm/a", &serial), MB_OK);
+  lis a, f;
+  CHECK_INT(lis_listen(&a, svc, "rm/a", 0, L_OK, "A"), MB_OK);
+  for (int i = 0; i < 3; i++) CHECK_INT(mb_send(svc, "rm/a", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(mb_dest_remove(rt, "rm/a"), MB_OK); /* pending ones are still delivered */
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_declare(rt, "rm/a", NULL), MB_OK);
+  CHECK_INT(lis_listen(&a, svc, "rm/a", 0, L_OK, "A"), MB_OK);
+  CHECK_INT(mb_send(svc, "rm/a", msg_int(9), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_remove(rt, "rm/a"), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "rm/f", NULL), MB_OK);
+  CHECK_INT(lis_listen(&f, svc, "rm/f", 0, L_FAIL, "F"), MB_OK);
+  CHECK_INT(mb_send(svc, "rm/f", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_dest_remove(rt, "rm/f"), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "rm/live", NULL), MB_OK); /* not removed: not there */
+  mb_removed_each(rt, removed_fn, &r);
+  CHECK_INT(r.n, 2);
+  int ia = strcmp(r.names[0], "rm/a") == 0 ? 0 : 1, iff = 1 - ia;
+  CHECK_STR(r.names[ia], "rm/a");
+  CHECK_STR(r.names[iff], "rm/f");
+  CHECK_INT(r.st[ia].sent, 4);
+  CHECK_INT(r.st[ia].deliveries, 4);
+  CHECK_INT(r.st[ia].delivered, 4);
+  CHECK_INT(r.st[ia].listeners, 0);
+  CHECK_INT(r.st[ia].pending, 0);
+  CHECK_INT(r.st[ia].type, MB_PARALLEL); /* the last one's */
+  CHECK_INT(r.st[iff].failed, 1);
+  CHECK_INT(r.st[iff].delivered, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 void observe_tests(void) {
   RUN(test_events);
   RUN(test_trace_hops);
@@ -710,4 +772,5 @@ void observe_tests(void) {
   RUN(test_latency);
   RUN(test_graph);
   RUN(test_bug_trace_reply_to_missing);
+  RUN(test_removed_stats);
 }

@@ -71,6 +71,34 @@ describe("mbrun -c", function()
     assert.matches("orders swing 25.0 on 1 workers", out)
   end)
 
+  describe("max_message_size", function()
+    -- sends a payload of each size, printing what came of it
+    local sizes = write("sizes.lua", [[
+      mb.destination("big")
+      mb.listen("big", function() end)
+      for _, n in ipairs {...} do
+        local ok, err = pcall(mb.send, "big", string.rep("x", tonumber(n)))
+        print(n, ok and "sent" or err)
+      end
+    ]])
+
+    it("sets the largest message a send accepts", function()
+      local cfg = write("small_messages.lua", "return {max_message_size = 4 * 1024}")
+      local out, code = mbrun("-c " .. cfg .. " " .. sizes .. " 4000 4200")
+      assert.are.equal(0, code, out)
+      assert.matches("4000\tsent", out)
+      assert.matches("4200\tmb.send: payload: message too large %(over 4096 bytes, the max_message_size%)", out)
+    end)
+
+    it("is overridden by --max-message-size", function()
+      local cfg = write("small_messages2.lua", "return {max_message_size = 4 * 1024}")
+      local out, code = mbrun("--max-message-size 8K -c " .. cfg .. " " .. sizes .. " 4200 8200")
+      assert.are.equal(0, code, out)
+      assert.matches("4200\tsent", out)
+      assert.matches("8200\tmb.send: payload: message too large %(over 8192 bytes", out)
+    end)
+  end)
+
   it("runs the configured services until SIGINT when there is no scenario", function()
     local out, _, code, _, running = helper.mbrun_signalled("-c " .. dir .. "/good.lua",
       {delay = 0.5, signals = {"INT"}, merge = true})
@@ -134,6 +162,15 @@ describe("mbrun -c", function()
       "bad22.lua: destinations%[\"a\\nb\"%]: invalid destination name"},
     {"a precompiled chunk, naming the file", "\27Lua",
       "bad23.lua: attempt to load a binary chunk %(mode is 't'%)"},
+    {"a max_message_size that is not a whole number", "return {max_message_size = '16M'}",
+      "bad24.lua: max_message_size: must be a whole number of bytes from 1024 %(1 KiB%) to " ..
+        "1073741824 %(1 GiB%), e%.g%. 16 %* 1024 %* 1024; not \"16M\""},
+    {"a max_message_size below 1 KiB", "return {max_message_size = 64}",
+      "bad25.lua: max_message_size: must be a whole number of bytes from 1024 .*; not 64"},
+    {"a max_message_size over 1 GiB", "return {max_message_size = 2 * 1024 * 1024 * 1024}",
+      "bad26.lua: max_message_size: must be .*; not 2147483648"},
+    {"a max_message_size that is a float", "return {max_message_size = 4096.0}",
+      "bad27.lua: max_message_size: must be .*; not 4096.0"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()

@@ -57,6 +57,67 @@ describe("mbrun", function()
     assert.matches("cannot open /nonexistent/scenario.lua", out)
   end)
 
+  describe("--max-message-size", function()
+    local function sizes()
+      return script([[
+        mb.destination("big")
+        mb.listen("big", function() end)
+        for _, n in ipairs {...} do
+          local ok, err = pcall(mb.send, "big", string.rep("x", tonumber(n)))
+          print(n, ok and "sent" or err)
+        end
+      ]])
+    end
+
+    it("takes bytes, or K, M or G (powers of 1024)", function()
+      -- (1G is taken: see the usage errors, where 2G is not)
+      local path = sizes()
+      for _, case in ipairs {{"2048", 2048}, {"3K", 3072}, {"3KiB", 3072}, {"2M", 2097152},
+                             {"2MiB", 2097152}} do
+        local out, code = mbrun(("--max-message-size %s %s %d %d"):format(case[1], path,
+          case[2] - 16, case[2] + 1))
+        assert.are.equal(0, code, out)
+        assert.matches("\n?" .. (case[2] - 16) .. "\tsent\n", out)
+        assert.matches((case[2] + 1) .. "\tmb.send: payload: message too large %(over " .. case[2] ..
+          " bytes, the max_message_size%)", out)
+      end
+    end)
+
+    it("is what decides under mbrun, not mb.setup", function()
+      local out, code = mbrun("--max-message-size 4K " .. script([[
+        print(pcall(mb.setup, {max_message_size = 8192}))
+        print(pcall(mb.setup, {max_message_size = 4096})) -- no change: nothing to refuse
+      ]]))
+      assert.are.equal(0, code, out)
+      assert.are.equal("false\tmb.setup: only a plain Lua program sets up the bus, before any " ..
+        "other use of it; under mbrun, -w and --max-message-size (or the configuration's workers " ..
+        "and max_message_size) decide\ntrue\n", out)
+    end)
+
+    it("keeps 64 MiB without it", function()
+      local out, code = mbrun(sizes() .. " " .. 64 * 1024 * 1024 - 16 .. " " .. 64 * 1024 * 1024 + 1)
+      assert.are.equal(0, code, out)
+      assert.matches((64 * 1024 * 1024 - 16) .. "\tsent", out)
+      assert.matches("message too large %(over 67108864 bytes", out)
+    end)
+
+    it("exits 2 on a size it does not take, naming it", function()
+      for _, bad in ipairs {"", "x", "16MB", "16m", "-5", "1023", "0", "2G", "1.5M", "99999999999999999999"} do
+        local out, code = mbrun("--max-message-size '" .. bad .. "' x.lua")
+        assert.are.equal(2, code, bad .. ": " .. out)
+        assert.matches("^mbrun: %-%-max%-message%-size needs a number of bytes from 1024 to " ..
+          "1073741824, or with K, M or G %(KiB, MiB, GiB%) from 1K to 1G, e%.g%. 16M; not '" ..
+          bad:gsub("%p", "%%%0") .. "'\n$", out)
+      end
+      local out, code = mbrun("--max-message-size 1G " .. script("print('up to 1G')"))
+      assert.are.equal(0, code, out)
+      assert.are.equal("up to 1G\n", out)
+      out, code = mbrun("--max-message-size")
+      assert.are.equal(2, code, out)
+      assert.matches("^mbrun: %-%-max%-message%-size needs a number of bytes", out)
+    end)
+  end)
+
   it("runs a scenario until all work is done and exits 0", function()
     local path = script([[
       assert(mb == require "mb", "mb is a global and the module")
@@ -214,6 +275,46 @@ describe("mbrun", function()
     assert.are.equal(0, code)
     assert.matches("first up", out)
     assert.matches("after stop\tnil\tno_listeners: ", out)
+  end)
+end)
+
+describe("mb.services() under mbrun", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.remove_tree(dir) end)
+
+  it("lists the scenario and the loads, the instances on their workers, not mbrun's own", function()
+    helper.write(dir .. "/calc.lua", "mb.listen('calc', function(m) return m.payload + 1 end)\n")
+    helper.write(dir .. "/logger.lua", "return function(m) end\n")
+    helper.write(dir .. "/config.lua", [[
+      return {destinations = {calc = {}, log = {}}, listeners = {["logger.lua"] = {"log"}}}
+    ]])
+    local scenario = helper.write(dir .. "/scenario.lua", [[
+      local h = mb.load(select(1, ...), {instances = 4})
+      for i = 1, 40 do mb.request("calc", i) end
+      mb.send("log", "one")
+      mb.sleep(0.05)
+      for _, s in ipairs(mb.services()) do
+        local workers = {}
+        for _, w in ipairs(s.workers) do workers[w] = (workers[w] or 0) + 1 end
+        local n = 0
+        for _ in pairs(workers) do n = n + 1 end
+        -- (each new instance goes to the least loaded worker)
+        print(("%s|%s|%d|%d|%d on %s|%d|%d"):format(s.name, s.path, s.instances, s.worker,
+          #s.workers, n > 1 and "several workers" or "one worker", s.deliveries, s.failures))
+      end
+      h:stop()
+      print(#mb.services())
+    ]])
+    local out, code = mbrun(("-w 4 -c %s/config.lua %s %s/calc.lua"):format(dir, scenario, dir), 30)
+    assert.are.equal(0, code, out)
+    local lines = {}
+    for l in out:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.same({
+      dir .. "/logger.lua|" .. dir .. "/logger.lua|1|" .. lines[1]:match("|1|(%d)") .. "|1 on one worker|1|0",
+      scenario .. "|" .. scenario .. "|1|0|1 on one worker|0|0",
+      dir .. "/calc.lua|" .. dir .. "/calc.lua|4|" .. lines[3]:match("|4|(%d)") .. "|4 on several workers|40|0",
+      "2"}, lines)
   end)
 end)
 

@@ -199,6 +199,44 @@ describe("mbrun --stats", function()
     local news = err:match("\njungle/employee/news +parallel +(%d+)")
     assert.are.equal("3", news) -- alice, bob, carol
   end)
+
+  it("lists the destinations removed during the run too, marked as removed", function()
+    local path = os.tmpname() .. ".lua"
+    helper.write(path, [[
+      mb.destination("jobs", {type = "serial"})
+      mb.listen("jobs", function() end)
+      for i = 1, 5 do mb.send("jobs", i) end
+      mb.remove_destination("jobs") -- what is pending is still delivered
+      mb.sleep(0.05)
+      mb.destination("jobs") -- the name again: removed again, its counts added
+      mb.listen("jobs", function() end)
+      mb.send("jobs", 6)
+      mb.sleep(0.05)
+      mb.remove_destination("jobs")
+      mb.destination("jobs") -- and a live one of that name at the end
+      mb.destination("temp")
+      mb.listen("temp", function() end)
+      mb.send("temp", 1)
+      mb.sleep(0.05)
+      mb.remove_destination("temp")
+    ]])
+    local _, err, code = helper.mbrun("-w 2 --stats " .. path)
+    os.remove(path)
+    assert.are.equal(0, code, err)
+    local rows = {}
+    for line in err:gmatch("[^\n]+") do
+      local fields = {}
+      for f in line:gmatch("%S+") do fields[#fields + 1] = f end
+      rows[#rows + 1] = table.concat(fields, " ")
+    end
+    assert.are.equal(4, #rows, err)
+    -- name, type, listeners, sent, delivered, failed, dropped, rejected
+    local want = {"destination type lsnrs sent deliv'd failed dropped reject ",
+                  "jobs parallel 0 0 0 0 0 0 ",
+                  "jobs (removed) parallel 0 6 6 0 0 0 ",
+                  "temp (removed) parallel 0 1 1 0 0 0 "}
+    for i, w in ipairs(want) do assert.are.equal(w, rows[i]:sub(1, #w)) end
+  end)
 end)
 
 describe("mbrun --graph", function()
@@ -253,6 +291,16 @@ describe("mbrun --graph", function()
     _, err, code = helper.mbrun("--graph=svg " .. JUNGLE, {env = "PATH=/nonexistent"})
     assert.are.equal(2, code)
     assert.matches("needs Graphviz's dot program %(Debian package graphviz%)", err)
+    -- a file to write to, but no picture asked for
+    local path = os.tmpname()
+    os.remove(path)
+    local out
+    out, err, code = helper.mbrun("--graph-out " .. path .. " " .. JUNGLE)
+    assert.are.equal(2, code)
+    assert.are.equal("", out)
+    assert.are.equal("mbrun: --graph-out " .. path .. ": there is no picture to write without " ..
+      "--graph; add --graph (DOT) or --graph=svg\n", err)
+    assert.is_nil(io.open(path), "nothing may be written")
   end)
 end)
 

@@ -225,6 +225,26 @@ describe("mb.pretty", function()
   end)
 end)
 
+describe("mb.pretty.line", function()
+  local line = require("mb.pretty").line
+
+  it("is pretty's text on one line while it fits", function()
+    local v = {b = {1, 2.0}, a = "x", api_token = "t", [3] = true}
+    assert.are.equal(pretty(v, {width = math.huge}), line(v, 240))
+    assert.are.equal('{[3] = true, a = "x", api_token = "********", b = {1, 2.0}}', line(v, 240))
+  end)
+
+  it("cuts after max characters with ..., whole pieces, a string character by character", function()
+    assert.are.equal('"abc...', line("abcdef", 4))
+    assert.are.equal('"a...', line("a\nb", 3)) -- never half an escape
+    assert.are.equal("{1, 2, ...", line({1, 2, 3, 4}, 7))
+    assert.are.equal('"' .. ("x"):rep(239) .. "...", line(("x"):rep(10 * 1024 * 1024), 240))
+    local t = {}
+    t.self = t
+    assert.are.equal("{self = <cycle>}", line(t, 240))
+  end)
+end)
+
 describe("the REPL service (lua/mb/repl.lua)", function()
   it("prints the values of expressions and nothing for statements", function()
     check({
@@ -326,7 +346,7 @@ describe("the REPL service (lua/mb/repl.lua)", function()
     local out = steps[1].out
     local names = {".send DEST PAYLOAD", ".request DEST PAYLOAD [TIMEOUT]", ".listen DEST",
                    ".unlisten DEST", ".dests", ".stats [DEST]", ".load SCRIPT [N] [ARG]",
-                   ".trace on|off", ".help", ".quit"}
+                   ".services", ".stop SERVICE", ".trace on|off", ".help", ".quit"}
     assert.are.equal(#names + 1, #out)
     for i, name in ipairs(names) do
       assert.are.equal(name, out[i]:sub(1, #name))
@@ -345,6 +365,8 @@ describe("the REPL service (lua/mb/repl.lua)", function()
       {".load", "error", {"error: usage: .load SCRIPT [N] [ARG]"}},
       {".dests all", "error", {"error: usage: .dests"}},
       {".stats a b", "error", {"error: usage: .stats [DEST]"}},
+      {".services all", "error", {"error: usage: .services"}},
+      {".stop", "error", {"error: usage: .stop SERVICE"}},
     })
   end)
 
@@ -436,6 +458,62 @@ describe("the REPL service (lua/mb/repl.lua)", function()
       {".load no/such/script.lua", "error",
         {"error: mb.load: cannot open no/such/script.lua: No such file or directory"}},
     })
+  end)
+
+  it(".services lists the services, and .stop stops one by its name or file name", function()
+    local sink = helper.write(os.tmpname() .. ".lua", [[
+      mb.listen("t/n", function(m) return m.payload end)
+    ]])
+    local steps = check({
+      {'mb.destination("t/e")', "ok", {"true"}},
+      {'mb.destination("t/n")', "ok", {"true"}},
+      {".load " .. ECHO .. ' {destination = "t/e"}', "ok", {"loaded " .. ECHO .. " (1 instance)"}},
+      {".load " .. ECHO .. ' 2 {destination = "t/e"}', "ok", {"loaded " .. ECHO .. " (2 instances)"}},
+      {'h = mb.load(' .. ("%q"):format(sink) .. ', {name = "the sink"})', "ok", {}},
+      {".request t/e 1", "ok", {"1"}},
+      {".request t/n 2", "ok", {"2"}},
+      {".services", "ok", nil},
+      {".stop echo", "ok", {"stopped echo (3 instances)"}},
+      {".request t/e 1", "error", {"error: no_listeners: destination 't/e' has no listeners"}},
+      {".stop echo", "error", {"error: no service 'echo' runs (.services lists them)"}},
+      {".stop the sink", "ok", {"stopped the sink (1 instance)"}},
+      {".services", "ok", nil},
+    })
+    os.remove(sink)
+    -- columns two spaces apart after the widest cell; the driver is the scenario
+    local rows = {}
+    for i, line in ipairs(steps[8].out) do
+      rows[i] = {}
+      for cell in (line .. "  "):gmatch("(.-)  +") do rows[i][#rows[i] + 1] = cell end
+    end
+    assert.are.same({
+      {"name", "path", "instances", "worker", "deliveries", "failures"},
+      {DRIVER, DRIVER, "1", "0", "0", "0"},
+      {ECHO, ECHO, "1", "0", "1", "0"},
+      {ECHO, ECHO, "2", "0,0", "1", "0"}, -- (each group gets every message)
+      {"the sink", sink, "1", "0", "1", "0"},
+    }, rows)
+    local header = steps[8].out[1]
+    assert.are.equal(#DRIVER + 2, header:find("path", 1, true) - 1, header)
+    assert.are.same({DRIVER}, {steps[13].out[2]:match("^(%S+)")})
+    assert.are.equal(2, #steps[13].out)
+  end)
+
+  it(".stop refuses a file name that stands for services of different names", function()
+    local dir = helper.tmpdir()
+    local other = helper.write(dir .. "/echo.lua", "mb.listen('t/o', function() end)\n")
+    check({
+      {'mb.destination("t/e")', "ok", {"true"}},
+      {'mb.destination("t/o")', "ok", {"true"}},
+      {".load " .. ECHO .. ' {destination = "t/e"}', "ok", {"loaded " .. ECHO .. " (1 instance)"}},
+      {".load " .. other, "ok", {"loaded " .. other .. " (1 instance)"}},
+      {".stop echo", "error",
+        {"error: 'echo' could be " .. ECHO .. " or " .. other .. ": give the name as .services shows it"}},
+      {".stop " .. other, "ok", {"stopped " .. other .. " (1 instance)"}},
+      {".stop echo", "ok", {"stopped echo (1 instance)"}},
+      {'mb.stats("t/e").listeners + mb.stats("t/o").listeners', "ok", {"0"}},
+    })
+    helper.remove_tree(dir)
   end)
 
   it(".request gives up after TIMEOUT seconds when nobody answers", function()

@@ -72,6 +72,30 @@ describe("the REPL on a pipe", function()
     assert.are.equal("stopped listening at shop/news", out[9])
   end)
 
+  it(".listen cuts a long payload and long values as --trace does", function()
+    local out, err, code = repl({
+      'mb.destination("big", {type = "synchronous"})',
+      ".listen big",
+      ".trace on",
+      'mb.send("big", string.rep("y\\n", 100000), {values = {v = string.rep("z", 500)}})',
+      'mb.send("big", {1, 2, {3, string.rep("w", 300)}})',
+    }, "-w 1")
+    assert.are.equal(0, code, err)
+    local traced = {}
+    for payload in ("\n" .. err):gmatch("\ntrace [^\n]*  ok  %S+  ([^\n]*)") do traced[#traced + 1] = payload end
+    local listed = {}
+    for _, l in ipairs(out) do
+      local payload = l:match("^%[big%] #%x+ (.*)$")
+      if payload then listed[#listed + 1] = payload end
+    end
+    assert.are.equal(2, #listed, table.concat(out, "\n"))
+    assert.are.same(traced, listed)
+    -- 240 characters of the payload, 120 of the values, then "..." for the rest
+    assert.are.equal('"' .. ("y\\n"):rep(79) .. 'y...  values={v = "' .. ("z"):rep(114) .. '...',
+      listed[1])
+    assert.are.equal('{1, 2, {3, "' .. ("w"):rep(228) .. '...', listed[2])
+  end)
+
   it("prints one clear line for each mistake and goes on", function()
     local out, err, code = repl({
       ".bogus",
@@ -145,11 +169,42 @@ describe("the REPL on a pipe", function()
     assert.are.equal(0, code, err)
     local text = table.concat(out, "\n")
     for _, cmd in ipairs {".send", ".request", ".listen", ".unlisten", ".dests", ".stats", ".load",
-                          ".trace", ".help", ".quit"} do
+                          ".services", ".stop", ".trace", ".help", ".quit"} do
       assert.matches("\n?%" .. cmd .. " ", text)
     end
     for i = 1, 5 do assert.matches("done " .. i, text) end
     assert.not_matches("not read", text)
+  end)
+
+  it("stops the timers still set at the end of input, saying so, and delivers what is pending", function()
+    -- (were the ticker waited for, mbrun would run until the spec's timeout: exit 124)
+    local _, err, code, out = repl({
+      'mb.destination("slow", {type = "serial"})',
+      'mb.listen("slow", function(m) mb.sleep(0.05) print("done " .. m.payload) end)',
+      "for i = 1, 3 do mb.send('slow', i) end",
+      'mb.after(0.5, function() print("after fired") end)',
+      'ticker = mb.every(0.3, function() print("tick") end)',
+    })
+    assert.are.equal(0, code, err)
+    for i = 1, 3 do assert.matches("done " .. i, out) end
+    assert.not_matches("after fired", out)
+    assert.not_matches("tick", out)
+    assert.are.equal("mbrun: the input ended with 2 timers (mb.after, mb.every) still set; they " ..
+      "stop without firing (end the input with mb.sleep(SECONDS) to let them fire first)\n", err)
+    -- a wait at the end lets them fire; one stopped by the user is not counted
+    local lines
+    lines, err, code = repl({
+      'mb.after(0.05, function() print("after fired") end)',
+      'ticker = mb.every(0.02, function() print("tick") end)',
+      'stopped = mb.every(1, print); stopped:stop()',
+      "mb.sleep(0.2)",
+      "ticker:stop()",
+    })
+    assert.are.equal(0, code, err)
+    assert.are.equal("", err)
+    local text = table.concat(lines, "\n")
+    assert.matches("after fired", text)
+    assert.matches("tick", text)
   end)
 
   it("leaves at once when stdin is closed or empty", function()

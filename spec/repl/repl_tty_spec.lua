@@ -2,7 +2,7 @@
 -- terminal), the spec types with send-keys and reads the screen with
 -- capture-pane. Shows that output arriving while a line is half typed is
 -- printed above the prompt and leaves the line intact, tab completion of a
--- destination name, history recalled after a restart, and Ctrl-C.
+-- destination name and of a service name, history recalled after a restart, and Ctrl-C.
 --
 --   LUA_CPATH='build/?.so;;' lua5.4 /usr/bin/busted spec/repl/repl_tty_spec.lua
 --
@@ -130,6 +130,22 @@ describe("the REPL on a terminal", function()
     local text = wait_for("mb> %.send jungle/orders/new")
     assert.matches("mb> %.send jungle/orders/new", text)
     keys("C-u")
+    assert.are.equal(0, stop())
+  end)
+
+  it("completes service names after .stop, and stops the service", function()
+    start()
+    keys('mb.destination("d")', "Enter")
+    wait_for("true")
+    keys('mb.load("scripts/echo.lua", {name = "billing/invoices", instances = 2, args = {{destination = "d"}}})',
+      "Enter")
+    wait_for("<mb.Service>\nmb>$")
+    keys(".sto", "Tab")
+    wait_for("mb> %.stop$")
+    keys("bill", "Tab")
+    wait_for("mb> %.stop billing/invoices$")
+    keys("Enter")
+    wait_for("stopped billing/invoices %(2 instances%)\nmb>$")
     assert.are.equal(0, stop())
   end)
 
