@@ -55,7 +55,7 @@ BT = build/tsan
 BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps test-deps install-pkgs run test check spec asan-spec tsan valgrind clean c-tests bench
+.PHONY: all deps test-deps install-pkgs run run-cluster test check spec asan-spec tsan valgrind clean c-tests bench
 .PHONY: install uninstall fuzz fuzz-short nats-tests nats-spec
 
 all: $(B)/mb.so $(B)/mbrun
@@ -177,6 +177,10 @@ failalloc-quick: $(BFA)/mb.so $(BFA)/mbrun $(BFA)/test_failalloc
 
 run: deps all
 	$(B)/mbrun $(DEMO)
+
+# the cluster example: a private nats-server and three mbrun nodes
+run-cluster: deps all
+	sh examples/cluster/run.sh $(B)/mbrun
 
 BUSTED = lua5.4 /usr/bin/busted --lpath='lua/?.lua;lua/?/init.lua' -o utfTerminal spec
 

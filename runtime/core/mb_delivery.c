@@ -404,7 +404,7 @@ int mb_send_sync(mb_dest *d, mb_msg *m, mb_send_fn done, void *ud, mb_inline *in
   for (size_t i = 0; i < n; i++)
     if (mb_group_takes(d->groups[i], m)) ids[k++] = d->groups[i]->id;
   n = k;
-  d->st.sent++;
+  if (!(m->flags & MB_MSG_REMOTE)) d->st.sent++; /* a remote one: its sender counted it */
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);
     if (r) mb_request_dispatched(r, d, m);

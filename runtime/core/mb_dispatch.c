@@ -78,9 +78,9 @@ static void admit_blocked(mb_dest *d, int status) {
     if (!d->bhead) d->btail = NULL;
     int rc = status;
     if (rc == MB_OK && push(d, b->m)) rc = MB_ENOMEM;
-    if (rc == MB_OK)
-      d->st.sent++;
-    else {
+    if (rc == MB_OK) {
+      if (!(b->m->flags & MB_MSG_REMOTE)) d->st.sent++; /* its sender counted it */
+    } else {
       d->st.rejected++;
       mb_obs_rejected(d->rt, d->name, b->from, b->m, rc, NULL);
       mb_msg_unref(b->m);
@@ -180,7 +180,7 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     mb_msg_unref(m);
     return MB_ENOMEM;
   }
-  d->st.sent++;
+  if (!(m->flags & MB_MSG_REMOTE)) d->st.sent++; /* a remote one: its sender counted it */
   mb_dest_ready(d);
   return MB_OK;
 }

@@ -20,7 +20,7 @@
 /* Whether m may go to the cluster destination d, as mb_send_msg decides for
  * a local one; counts it sent (the link's refusal is counted by
  * link_refused). Under the lock. */
-static int link_admit(mb_service *from, mb_dest *d, mb_msg *m) {
+static int link_admit(mb_service *from, mb_dest *d, mb_msg *m, int count) {
   int refused = m->name                         ? MB_EINVAL
                 : d->state != MB_DEST_OPEN      ? MB_ECLOSED
                 : d->rt->draining && !(m->flags & MB_MSG_FOLLOW_UP) && !m->response_id
@@ -32,16 +32,18 @@ static int link_admit(mb_service *from, mb_dest *d, mb_msg *m) {
     return refused;
   }
   m->name = mb_name_ref(d->nm);
-  d->st.sent++;
-  mb_obs_sent(d->rt, from, d, m);
+  if (count) {
+    d->st.sent++;
+    mb_obs_sent(d->rt, from, d, m);
+  }
   return MB_OK;
 }
 
 /* The link refused what link_admit let through. Takes the lock; drops the
  * reference to d the caller held across the link's call. */
-static void link_refused(mb_dest *d, int rc) {
+static void link_refused(mb_dest *d, int rc, int counted) {
   mb_lock(d->rt);
-  d->st.sent--;
+  if (counted) d->st.sent--;
   d->st.rejected++;
   mb_unlock(d->rt);
   (void)rc;
@@ -52,7 +54,7 @@ static void link_refused(mb_dest *d, int rc) {
 static int link_send(mb_service *from, mb_dest *d, mb_msg *m) {
   mb_runtime *rt = from->rt;
   mb_link link = rt->link;
-  int rc = link_admit(from, d, m);
+  int rc = link_admit(from, d, m, 1);
   if (rc) {
     mb_unlock(rt);
     mb_msg_unref(m);
@@ -62,7 +64,7 @@ static int link_send(mb_service *from, mb_dest *d, mb_msg *m) {
   mb_unlock(rt);
   rc = link.send(link.ud, from, d->name, d->opts.type, m, MB_LINK_SEND);
   if (rc < 0)
-    link_refused(d, rc);
+    link_refused(d, rc, 1);
   else
     mb_dest_unref(d);
   return rc;
@@ -241,7 +243,8 @@ static int request_start(mb_service *from, const char *name, mb_msg *m, double t
   m->flags |= MB_MSG_REQUEST;
   if (cluster) {
     mb_link link = rt->link;
-    int rc = link_admit(from, d, m);
+    int counted = kind != MB_LINK_STATS; /* asking for statistics sends nothing */
+    int rc = link_admit(from, d, m, counted);
     if (rc) {
       mb_request_abort(r);
       mb_unlock(rt);
@@ -258,7 +261,7 @@ static int request_start(mb_service *from, const char *name, mb_msg *m, double t
       mb_lock(rt);
       mb_request_abort(r);
       mb_unlock(rt);
-      link_refused(d, rc);
+      link_refused(d, rc, counted);
       return rc;
     }
     mb_dest_unref(d);

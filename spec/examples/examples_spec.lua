@@ -398,3 +398,29 @@ describe("examples/price-quote", function()
     assert.truthy(find(lines, "mbrun: 1 delivery failed (quotes/jungle-gym: 1)"), out)
   end)
 end)
+
+describe("the cluster example (examples/cluster/run.sh)", function()
+  local ns = require "spec.lib.nats_server"
+  local exe, why = ns.find() -- under CI=true a missing server raises here
+  if not exe then
+    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
+    return
+  end
+
+  it("prices and bills six orders once each over two nodes, and sums their stats", function()
+    local out, err, code = helper.run(("NATS_SERVER=%s timeout 60 env -u LD_PRELOAD sh " ..
+      "examples/cluster/run.sh %s"):format(quote(exe), quote(absolute(helper.MBRUN))))
+    assert.are.equal(0, code, out .. err)
+    for n = 1, 6 do
+      assert.matches(("\norder %d: %%a+ x%d costs [%%d.]+ %%(priced on billing%%-[12]%%)\n"):format(n, n),
+        out)
+      local billed = 0
+      for _ in out:gmatch(("billed order %d "):format(n)) do billed = billed + 1 end
+      assert.are.equal(1, billed, "order " .. n .. " billed " .. billed .. " times\n" .. out)
+    end
+    assert.matches("\nnil\tfailed: %./pricer%.lua:%d+: no price for trampoline %(node billing%-[12]%)\n",
+      out)
+    assert.matches("\nhealth: billing%-1 saw 6, billing%-2 saw 6\n", out)
+    assert.matches("\nshop/orders over 3 nodes: 6 sent, 18 delivered\n", out)
+  end)
+end)
