@@ -154,12 +154,16 @@ print(("took %.3f"):format(mb.now() - t))
     assert.is_true(tonumber(out:match("took ([%d.]+)")) < 0.05, out)
   end)
 
-  it("ends a request by its timeout when the reply comes late", function()
+  it("ends a request by its timeout when the reply comes late, and counts both", function()
     local out, err, code = send(DECLARE .. [[
 print(mb.request("slow", "x", {timeout = 0.1}))
+mb.sleep(0.6) -- the late reply comes (0.5 s) and is counted where it was made
+local st = mb.stats("slow", {cluster = true})
+print("timeouts", st.timeouts, "replies", st.replies)
 ]])
     assert.equal(0, code, err)
     assert.matches("nil\ttimeout: no reply from slow within 0.1 s", out)
+    assert.matches("timeouts\t1\treplies\t1", out)
   end)
 
   it("keeps one sender's order on a serial destination, per node", function()
@@ -381,6 +385,25 @@ print(p.via, p.node)
     local out, err, code = helper.mbrun("--nats nats://me:pw@127.0.0.1:1 -w 1 x.lua")
     assert.equal(2, code, out .. err)
     assert.matches("MB_NATS_PASSWORD", err)
+  end)
+
+  it("carries on when a node is killed", function()
+    local before = {}
+    for i, n in ipairs(list) do before[i] = count(n:output(), "^work ") end
+    list[3]:kill()
+    local out, err, code = send(DECLARE .. [[
+for n = 1001, 1030 do assert(mb.send("work", n)) end
+local all = mb.request_all("poll", "who?", {timeout = 3})
+local names = {}
+for _, a in ipairs(all) do names[#names + 1] = a.payload or a.error end
+table.sort(names)
+print(#all, table.concat(names, " "))
+]])
+    assert.equal(0, code, err)
+    assert.matches("^2\tn1 n2\n", out)
+    assert(nodes.wait_for(function()
+      return count(list[1]:output(), "^work 10%d%d$") + count(list[2]:output(), "^work 10%d%d$") >= 30
+    end, 5), "the group lost messages after a node died")
   end)
 
   it("refuses a cluster destination on a node in no cluster", function()
