@@ -448,7 +448,8 @@ enum {
   MB_LINK_REQUEST_ALL = 2,
   MB_LINK_SYNC = 3,
   MB_LINK_CONFIRM = 4,
-  MB_LINK_STATS = 5 /* mb_link_stats: each node answers with its statistics of dest */
+  MB_LINK_STATS = 5, /* mb_link_stats: each node answers with its statistics of dest */
+  MB_LINK_PROBE = 6  /* the same, waiting for nodes only as long as MB_LINK_REQUEST_ALL */
 };
 
 /* A link carries the messages of cluster destinations (mb_dest_opts.cluster)
@@ -528,9 +529,10 @@ void mb_link_window(mb_runtime *rt, uint64_t id);
 
 /* Asks every node of the cluster for its statistics of the cluster
  * destination dest (SPEC §6, mb.stats with cluster = true): fn gets one
- * answer per node that answered within `window` seconds, each reply's
- * payload a table of mb_stats's counts by name. MB_PENDING or a negative
- * code at once. */
+ * answer per node that answered within `window` seconds (under 1: as long
+ * as the link waits for acknowledgements), each reply's payload a table of
+ * mb_stats's counts by name and its `type`. MB_PENDING or a negative code
+ * at once. */
 int mb_link_stats(mb_service *from, const char *dest, double window, mb_request_fn fn, void *ud,
                   mb_request **out);
 

@@ -545,7 +545,8 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
   if (rc == MB_OK) {
     mb_id_format(mb_msg_id(m), hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
-    static const char *const kinds[] = {"send", "request", "all", "sync", "confirm", "stats"};
+    static const char *const kinds[] = {"send",    "request", "all",  "sync",
+                                        "confirm", "stats",   "stats"};
     int req = kind != MB_LINK_SEND;
     /* the answers go to r.ID (drained on the loop); the NATS reply subject
      * x.ID only hears the server's "no responders" (see on_no_responders) */
@@ -555,8 +556,8 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
     if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC)
       win_open(c, mb_msg_id(m), dest, c->ack_wait);
     natsStatus s;
-    if (kind == MB_LINK_STATS) { /* every node answers at mb.NS.stats */
-      win_open(c, mb_msg_id(m), STATS_KEY, 1.0);
+    if (kind == MB_LINK_STATS || kind == MB_LINK_PROBE) { /* every node answers at mb.NS.stats */
+      win_open(c, mb_msg_id(m), STATS_KEY, kind == MB_LINK_STATS ? 1.0 : c->ack_wait);
       snprintf(subject, sizeof subject, "mb.%s.stats", c->ns);
       const char *more[] = {"Mb-Reply", answer, "Mb-Dest", dest, NULL};
       s = publish(c, subject, reply, m, "stats", id, more);
@@ -961,6 +962,12 @@ static void on_stats_msg(mb_cluster *c, natsMsg *nm) {
   F(listeners) F(sent) F(rejected) F(deliveries) F(delivered) F(failed) F(dropped)
   F(pending) F(largest_pending) F(in_flight) F(replies) F(timeouts)
 #undef F
+  static const char *const types[] = {"parallel", "serial", "synchronous"};
+  const char *type = types[st.type <= MB_SYNCHRONOUS ? st.type : 0];
+  if (!rc) {
+    rc |= mb_enc_str(&b, "type", 4) | mb_enc_str(&b, type, strlen(type));
+    n++;
+  }
   mb_msg *m = NULL;
   if (!rc) {
     mb_enc_table_end(&b, at, 0, n);

@@ -243,7 +243,8 @@ static int request_start(mb_service *from, const char *name, mb_msg *m, double t
   m->flags |= MB_MSG_REQUEST;
   if (cluster) {
     mb_link link = rt->link;
-    int counted = kind != MB_LINK_STATS; /* asking for statistics sends nothing */
+    /* asking for statistics sends nothing */
+    int counted = kind != MB_LINK_STATS && kind != MB_LINK_PROBE;
     int rc = link_admit(from, d, m, counted);
     if (rc) {
       mb_request_abort(r);
@@ -297,7 +298,8 @@ int mb_link_stats(mb_service *from, const char *name, double window, mb_request_
   if (!m) return MB_ENOMEM;
   /* the window ends it; the timeout only bounds a node that acknowledged
    * and then went silent */
-  return request_start(from, name, m, window + 1, 1, MB_LINK_STATS, fn, ud, out);
+  return request_start(from, name, m, window + 1, 1, window < 1 ? MB_LINK_PROBE : MB_LINK_STATS, fn,
+                       ud, out);
 }
 
 int mb_send_confirmed(mb_service *from, const char *name, mb_msg *m, double timeout,

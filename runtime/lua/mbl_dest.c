@@ -239,6 +239,64 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
   return 0;
 }
 
+static void probe_done(void *ud, const mb_answer *a, size_t n) {
+  mbL_waiter *w = ud;
+  w->req = NULL;
+  w->ans = n ? calloc(n, sizeof *w->ans) : NULL;
+  if (w->ans) {
+    w->n = n;
+    for (size_t i = 0; i < n; i++) {
+      w->ans[i].status = a[i].status;
+      w->ans[i].reply = a[i].reply ? mb_msg_ref((mb_msg *)a[i].reply) : NULL;
+    }
+  }
+  mbL_waiter_wake(w);
+}
+
+/* A new cluster destination: a node that has it with another type makes it
+ * an `exists` error here (SPEC §6), and it is removed again. stack: name,
+ * opts, type. */
+static int probe_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  const char *name = lua_tostring(L, 1);
+  const char *mine = TYPES[lua_tointeger(L, 3)];
+  for (size_t i = 0; i < w->n; i++) {
+    if (w->ans[i].status != MB_OK || !w->ans[i].reply) continue;
+    size_t len;
+    const uint8_t *p = mb_msg_payload(w->ans[i].reply, &len);
+    mbL_decode(L, p, len);
+    const char *theirs = lua_istable(L, -1) && lua_getfield(L, -1, "type") == LUA_TSTRING
+                             ? lua_tostring(L, -1) : NULL;
+    if (theirs && strcmp(theirs, mine) != 0) {
+      const char *origin = mb_msg_origin(w->ans[i].reply);
+      const char *colon = origin ? strchr(origin, ':') : NULL;
+      int node = colon ? (int)(colon - origin) : 1;
+      mb_runtime *rt = core(w->S);
+      lua_pushnil(L);
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      luaL_addstring(&b, "exists: destination '");
+      luaL_addstring(&b, name);
+      luaL_addstring(&b, "' is ");
+      luaL_addstring(&b, theirs);
+      luaL_addstring(&b, " on node ");
+      luaL_addlstring(&b, origin ? origin : "?", origin ? (size_t)node : 1);
+      luaL_addstring(&b, " (declared ");
+      luaL_addstring(&b, mine);
+      luaL_addstring(&b, " here)");
+      luaL_pushresult(&b);
+      mbL_waiter_free(w);
+      mb_dest_remove(rt, name);
+      return 2;
+    }
+    lua_settop(L, 3);
+  }
+  mbL_waiter_free(w);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int l_destination(lua_State *L) {
   mbL_state *S = state_of(L);
   mbL_check_dest(L, 1, "mb.destination");
@@ -254,7 +312,21 @@ static int l_destination(lua_State *L) {
     return luaL_error(L, "mb.destination: '%s' is a cluster destination, but this node is in no "
                          "cluster: join one first (mbrun --nats URL, the configuration's "
                          "cluster = {url = ...}, or mb.setup{cluster = {url = ...}})", name);
+  int existed = o.cluster && mb_dest_exists(core(S), name);
   int rc = mb_dest_declare(core(S), name, &o);
+  if (o.cluster && rc == MB_OK && !existed) { /* the other nodes' type must be the same */
+    mbL_waiter *w = mbL_waiter_new(S);
+    if (!w) return luaL_error(L, "mb.destination: out of memory");
+    lua_settop(L, 2);
+    lua_pushinteger(L, o.type); /* 3 */
+    rc = mb_link_stats(S->svc, name, 0, probe_done, w, &w->req);
+    if (rc < 0) { /* the link is down: the check waits for no one */
+      mbL_waiter_free(w);
+      lua_pushboolean(L, 1);
+      return 1;
+    }
+    return mbL_wait_for(L, w, probe_k);
+  }
   if (rc == MB_ECLOSED) {
     lua_pushnil(L);
     lua_pushfstring(L, "closed: destination '%s' is being removed", name);

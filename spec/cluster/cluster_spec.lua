@@ -387,6 +387,17 @@ print(p.via, p.node)
     assert.matches("MB_NATS_PASSWORD", err)
   end)
 
+  it("refuses a cluster destination another node has with another type", function()
+    local out, err, code = send([[
+print(mb.destination("order", {type = "parallel", cluster = true}))
+print(mb.has_destination("order"))
+print(mb.destination("fan", {cluster = true}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("^nil\texists: destination 'order' is serial on node n%d %(declared parallel here%)\n" ..
+      "false\ntrue\n", out)
+  end)
+
   it("carries on when a node is killed", function()
     local before = {}
     for i, n in ipairs(list) do before[i] = count(n:output(), "^work ") end
