@@ -334,6 +334,10 @@ int mb_msg_to_json(const mb_msg *m, const char *node, mb_buf *out, char *err, si
 /* Formats an id as the string users see (lower-case hex). buf >= 17 bytes. */
 size_t mb_id_format(uint64_t id, char *buf);
 int mb_id_parse(const char *s, size_t len, uint64_t *out);
+/* The same as a node of a cluster shows it: "NODE:hex" (node NULL: "hex";
+ * node cut at 64 bytes). buf >= MB_NODE_ID_MAX bytes; returns the length. */
+#define MB_NODE_ID_MAX 96
+size_t mb_node_id_format(const char *node, uint64_t id, char *buf);
 
 /* ---- listening -------------------------------------------------------- */
 

@@ -536,7 +536,7 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
   mb_cluster *c = ud;
   (void)from;
   (void)type;
-  char subject[1024], reply[200], answer[200], id[120], hex[17];
+  char subject[1024], reply[200], answer[200], id[MB_NODE_ID_MAX], hex[17];
   int rc = MB_OK;
   if (!atomic_load(&c->up))
     rc = MB_ECLOSED;
@@ -544,7 +544,7 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
     rc = MB_EINVAL;
   if (rc == MB_OK) {
     mb_id_format(mb_msg_id(m), hex);
-    snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    mb_node_id_format(c->node, mb_msg_id(m), id);
     static const char *const kinds[] = {"send",    "request", "all",  "sync",
                                         "confirm", "stats",   "stats"};
     int req = kind != MB_LINK_SEND;
@@ -685,7 +685,7 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy *p = ud;
   mb_cluster *c = p->c;
   static const uint8_t nil = MB_V_NIL;
-  char err[700], hex[17], id[120];
+  char err[700], id[MB_NODE_ID_MAX];
   const mb_answer *a = n ? &answers[0] : NULL;
   natsStatus s;
   if (p->json) { /* a plain NATS client: the reply's payload, or {"error": why}, as JSON */
@@ -713,8 +713,7 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   } else if (p->home) { /* the reply goes home to reply_to; a failure was reported here */
     s = NATS_OK;
     if (a && a->status == MB_OK && a->reply) {
-      mb_id_format(mb_msg_id(a->reply), hex);
-      snprintf(id, sizeof id, "%s:%s", c->node, hex);
+      mb_node_id_format(c->node, mb_msg_id(a->reply), id);
       const char *extra[] = {"Mb-Dest", p->home, "Mb-Response", p->response, NULL};
       s = publish(c, p->reply, NULL, a->reply, "reply", id, extra);
       if (s != NATS_OK)
@@ -731,23 +730,20 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
       int ok = answers[i].status == MB_OK;
       snprintf(err, sizeof err, "%s (node %s)", answers[i].error ? answers[i].error : "failed",
                c->node);
-      mb_id_format(body ? mb_msg_id(body) : 0, hex);
-      snprintf(id, sizeof id, "%s:%s", c->node, hex);
+      mb_node_id_format(c->node, body ? mb_msg_id(body) : 0, id);
       const char *extra[] = {"Mb-Group", num, "Mb-Error", ok ? NULL : err, NULL};
       s = body ? publish(c, p->reply, NULL, body, ok ? "reply" : "fail", id, extra)
                : NATS_NO_MEMORY;
       mb_msg_unref(none);
     }
   } else if (a && a->status == MB_OK && a->reply) {
-    mb_id_format(mb_msg_id(a->reply), hex);
-    snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    mb_node_id_format(c->node, mb_msg_id(a->reply), id);
     s = publish(c, p->reply, NULL, a->reply, "reply", id, NULL);
   } else {
     mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
     const char *e = a && a->error ? a->error : "failed: no answer";
     snprintf(err, sizeof err, "%s (node %s)", e, c->node);
-    mb_id_format(none ? mb_msg_id(none) : 0, hex);
-    snprintf(id, sizeof id, "%s:%s", c->node, hex);
+    mb_node_id_format(c->node, none ? mb_msg_id(none) : 0, id);
     const char *extra[] = {"Mb-Error", a && a->status == MB_OK ? NULL : err, NULL};
     s = none ? publish(c, p->reply, NULL, none, a && a->status == MB_OK ? "reply" : "fail", id,
                        extra)
@@ -762,12 +758,11 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
  * groups (what = the kind acknowledged). */
 static void ack(mb_cluster *c, const char *to, const char *what, size_t k) {
   static const uint8_t nil = MB_V_NIL;
-  char num[24], id[120], hex[17];
+  char num[24], id[MB_NODE_ID_MAX];
   mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
   if (!none) return;
   snprintf(num, sizeof num, "%zu", k);
-  mb_id_format(mb_msg_id(none), hex);
-  snprintf(id, sizeof id, "%s:%s", c->node, hex);
+  mb_node_id_format(c->node, mb_msg_id(none), id);
   const char *extra[] = {"Mb-Groups", num, "Mb-For", what, NULL};
   publish(c, to, NULL, none, "ack", id, extra);
   mb_msg_unref(none);
@@ -783,13 +778,12 @@ typedef struct sync_ctx {
 static void sync_done(void *ud, int status) {
   sync_ctx *x = ud;
   static const uint8_t nil = MB_V_NIL;
-  char num[24], id[120], hex[17];
+  char num[24], id[MB_NODE_ID_MAX];
   (void)status; /* a group that failed has run it too (and was counted here) */
   mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
   for (size_t i = 0; none && i < x->k; i++) {
     snprintf(num, sizeof num, "%zu", i);
-    mb_id_format(mb_msg_id(none), hex);
-    snprintf(id, sizeof id, "%s:%s", x->c->node, hex);
+    mb_node_id_format(x->c->node, mb_msg_id(none), id);
     const char *extra[] = {"Mb-Group", num, NULL};
     publish(x->c, x->reply, NULL, none, "reply", id, extra);
   }
@@ -975,9 +969,8 @@ static void on_stats_msg(mb_cluster *c, natsMsg *nm) {
   }
   mb_buf_free(&b);
   if (!m) return;
-  char id[120], hex[17];
-  mb_id_format(mb_msg_id(m), hex);
-  snprintf(id, sizeof id, "%s:%s", c->node, hex);
+  char id[MB_NODE_ID_MAX];
+  mb_node_id_format(c->node, mb_msg_id(m), id);
   const char *extra[] = {"Mb-Group", "0", NULL};
   publish(c, to, NULL, m, "reply", id, extra);
   mb_msg_unref(m);

@@ -157,8 +157,7 @@ int mb_id_parse(const char *s, size_t len, uint64_t *out) {
 
 static int enc_key(mb_buf *b, const char *k) { return mb_enc_str(b, k, strlen(k)); }
 
-/* "hex", or "NODE:hex" on a node of a cluster; buf >= 96 bytes. */
-static size_t node_id(const char *node, uint64_t id, char *buf) {
+size_t mb_node_id_format(const char *node, uint64_t id, char *buf) {
   size_t n = 0;
   if (node) {
     n = strlen(node);
@@ -170,7 +169,7 @@ static size_t node_id(const char *node, uint64_t id, char *buf) {
 }
 
 int mb_msg_encode(const mb_msg *m, const char *node, mb_buf *b) {
-  char id[96];
+  char id[MB_NODE_ID_MAX];
   uint32_t n = 4;
   long at = mb_enc_table_begin(b);
   if (at < 0) return -1;
@@ -187,14 +186,14 @@ int mb_msg_encode(const mb_msg *m, const char *node, mb_buf *b) {
   }
   const char *origin = mb_msg_origin(m);
   rc |= enc_key(b, "id") | (origin ? mb_enc_str(b, origin, strlen(origin))
-                                   : mb_enc_str(b, id, node_id(node, m->id, id)));
+                                   : mb_enc_str(b, id, mb_node_id_format(node, m->id, id)));
   if (m->rlen) {
     const char *r = mb_msg_reply_to(m);
     rc |= enc_key(b, "reply_to") | mb_enc_str(b, r, strlen(r));
     n++;
   }
   if (m->response_id) {
-    rc |= enc_key(b, "response_id") | mb_enc_str(b, id, node_id(node, m->response_id, id));
+    rc |= enc_key(b, "response_id") | mb_enc_str(b, id, mb_node_id_format(node, m->response_id, id));
     n++;
   }
   if (rc) return -1;

@@ -239,19 +239,6 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
   return 0;
 }
 
-static void probe_done(void *ud, const mb_answer *a, size_t n) {
-  mbL_waiter *w = ud;
-  w->req = NULL;
-  w->ans = n ? calloc(n, sizeof *w->ans) : NULL;
-  if (w->ans) {
-    w->n = n;
-    for (size_t i = 0; i < n; i++) {
-      w->ans[i].status = a[i].status;
-      w->ans[i].reply = a[i].reply ? mb_msg_ref((mb_msg *)a[i].reply) : NULL;
-    }
-  }
-  mbL_waiter_wake(w);
-}
 
 /* A new cluster destination: a node that has it with another type makes it
  * an `exists` error here (SPEC §6), and it is removed again. stack: name,
@@ -319,7 +306,7 @@ static int l_destination(lua_State *L) {
     if (!w) return luaL_error(L, "mb.destination: out of memory");
     lua_settop(L, 2);
     lua_pushinteger(L, o.type); /* 3 */
-    rc = mb_link_stats(S->svc, name, 0, probe_done, w, &w->req);
+    rc = mb_link_stats(S->svc, name, 0, mbL_request_done, w, &w->req);
     if (rc < 0) { /* the link is down: the check waits for no one */
       mbL_waiter_free(w);
       lua_pushboolean(L, 1);
@@ -471,19 +458,6 @@ static int stats_cluster_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-static void stats_done(void *ud, const mb_answer *a, size_t n) {
-  mbL_waiter *w = ud;
-  w->req = NULL;
-  w->ans = n ? calloc(n, sizeof *w->ans) : NULL;
-  if (w->ans) {
-    w->n = n;
-    for (size_t i = 0; i < n; i++) {
-      w->ans[i].status = a[i].status;
-      w->ans[i].reply = a[i].reply ? mb_msg_ref((mb_msg *)a[i].reply) : NULL;
-    }
-  }
-  mbL_waiter_wake(w);
-}
 
 static int l_stats(lua_State *L) {
   mbL_state *S = state_of(L);
@@ -502,7 +476,7 @@ static int l_stats(lua_State *L) {
       mbL_waiter *w = mbL_waiter_new(S);
       if (!w) return luaL_error(L, "mb.stats: out of memory");
       lua_settop(L, 2);
-      int rc = mb_link_stats(S->svc, name, 1.0, stats_done, w, &w->req);
+      int rc = mb_link_stats(S->svc, name, 1.0, mbL_request_done, w, &w->req);
       if (rc < 0) {
         mbL_waiter_free(w);
         return mbL_fail_rc(L, rc, name, S);

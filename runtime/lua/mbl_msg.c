@@ -126,7 +126,6 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-static void request_done(void *ud, const mb_answer *a, size_t n);
 
 /* A send that waited for the cluster (confirm, or a synchronous cluster
  * destination): the id, or nil and why. stack: dest, payload, opts, id. */
@@ -166,7 +165,7 @@ static int l_send(lua_State *L) {
   }
   if (in_handler(S)) mb_msg_follow_up(m);
   if (o.confirm || cluster == 2) {
-    int rc = mb_send_confirmed(S->svc, dest, m, o.timeout, request_done, w, &w->req);
+    int rc = mb_send_confirmed(S->svc, dest, m, o.timeout, mbL_request_done, w, &w->req);
     if (rc < 0) {
       mbL_waiter_free(w);
       return mbL_fail_rc(L, rc, dest, S);
@@ -187,7 +186,7 @@ static int l_send(lua_State *L) {
 
 /* ---- request ----------------------------------------------------------------------- */
 
-static void request_done(void *ud, const mb_answer *a, size_t n) {
+void mbL_request_done(void *ud, const mb_answer *a, size_t n) {
   mbL_waiter *w = ud;
   w->req = NULL;
   w->ans = n ? calloc(n, sizeof *w->ans) : NULL;
@@ -266,7 +265,7 @@ static int do_request(lua_State *L, int all) {
     return luaL_error(L, "%s: out of memory", fn);
   }
   if (in_handler(S)) mb_msg_follow_up(m);
-  int rc = mb_request_start(S->svc, dest, m, o.timeout, all, request_done, w, &w->req);
+  int rc = mb_request_start(S->svc, dest, m, o.timeout, all, mbL_request_done, w, &w->req);
   if (rc < 0) {
     mbL_waiter_free(w);
     return mbL_fail_rc(L, rc, dest, S);

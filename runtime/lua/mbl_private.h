@@ -210,6 +210,10 @@ void mbL_output(mbL_runtime *R, int stream, const char *text, size_t len);
 /* Writes a report of something that failed, as one line on stream 2. */
 void mbL_report(mbL_runtime *R, const char *fmt, ...);
 
+/* mbl_msg.c: an mb_request_fn whose ud is an mbL_waiter: copies the
+ * answers into it and wakes it. */
+void mbL_request_done(void *ud, const mb_answer *a, size_t n);
+
 /* mbl_cluster.c */
 void mbL_cluster_leave(mbL_runtime *R);
 /* mb.setup's `cluster` table at index t: joins, or raises "fn: cluster: ...". */

@@ -492,16 +492,8 @@ void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
 
 /* An id as users see it: "hex", or "NODE:hex" on a node of a cluster. */
 static void push_id(lua_State *L, const char *node, uint64_t id) {
-  char buf[96];
-  size_t n = 0;
-  if (node) {
-    n = strlen(node);
-    if (n > 64) n = 64;
-    memcpy(buf, node, n);
-    buf[n++] = ':';
-  }
-  n += mb_id_format(id, buf + n);
-  lua_pushlstring(L, buf, n);
+  char buf[MB_NODE_ID_MAX];
+  lua_pushlstring(L, buf, mb_node_id_format(node, id, buf));
 }
 
 void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
