@@ -89,11 +89,6 @@ int mbL_cluster_setup(lua_State *L, int t, mbL_runtime *R, const char *fn) {
   return 0;
 }
 
-void mbL_push_id(lua_State *L, const mbL_runtime *R, uint64_t id) {
-  char buf[MB_NODE_ID_MAX];
-  lua_pushlstring(L, buf,
-                  mb_node_id_format(R->cluster ? mb_cluster_node(R->cluster) : NULL, id, buf));
-}
 
 int mbL_parse_id(const mbL_runtime *R, const char *s, size_t len, uint64_t *id) {
   if (R->cluster) {

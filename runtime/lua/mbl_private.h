@@ -218,8 +218,13 @@ void mbL_request_done(void *ud, const mb_answer *a, size_t n);
 void mbL_cluster_leave(mbL_runtime *R);
 /* mb.setup's `cluster` table at index t: joins, or raises "fn: cluster: ...". */
 int mbL_cluster_setup(lua_State *L, int t, mbL_runtime *R, const char *fn);
-/* Message ids as users see them: "hex", or "NODE:hex" on a node of a cluster. */
-void mbL_push_id(lua_State *L, const mbL_runtime *R, uint64_t id);
+/* Message ids as users see them: "hex", or "NODE:hex" on a node of a
+ * cluster (inline: mb.send returns one per message). */
+static inline void mbL_push_id(lua_State *L, const mbL_runtime *R, uint64_t id) {
+  char buf[MB_NODE_ID_MAX];
+  lua_pushlstring(L, buf, R->cluster ? mb_node_id_format(mb_cluster_node(R->cluster), id, buf)
+                                     : mb_id_format(id, buf));
+}
 int mbL_parse_id(const mbL_runtime *R, const char *s, size_t len, uint64_t *id);
 /* The key of the named group under option `group` of table t (0: none);
  * raises "fn: ..." for a bad name. */

@@ -493,7 +493,8 @@ void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
 /* An id as users see it: "hex", or "NODE:hex" on a node of a cluster. */
 static void push_id(lua_State *L, const char *node, uint64_t id) {
   char buf[MB_NODE_ID_MAX];
-  lua_pushlstring(L, buf, mb_node_id_format(node, id, buf));
+  /* the common case (no cluster) as it was: the id formatter alone */
+  lua_pushlstring(L, buf, node ? mb_node_id_format(node, id, buf) : mb_id_format(id, buf));
 }
 
 void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
