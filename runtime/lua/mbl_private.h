@@ -311,6 +311,13 @@ void mbL_deferred_stop(void *arg);
 int mbL_load_script(lua_State *L, const char *path);
 /* Starts S's body (chunk and nargs values on S->L); -1 when out of memory. */
 int mbL_start_body(mbL_state *S, int nargs);
-extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[];
+extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[], mbL_svclist_funcs[];
+
+/* A service handle (userdata "mb.Service"): the ids of a load's instances. */
+typedef struct mbL_handle {
+  mbL_runtime *R;
+  size_t n;
+  uint64_t ids[];
+} mbL_handle;
 
 #endif
