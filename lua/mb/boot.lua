@@ -36,11 +36,12 @@ end
 
 for _, l in ipairs(cfg.listeners) do
   local ok, code, why = start(2, l.at, luadir .. "/mb/listener_host.lua",
-    {name = l.script, args = {l.script, l.destinations, luadir}, group = l.group})
+    {name = l.script, args = {l.script, l.destinations, luadir}, group = l.group,
+     memory = l.memory})
   if not ok then return code, why end
 end
 for _, s in ipairs(cfg.services) do
   local ok, code, why = start(1, s.at, s.script,
-    {instances = s.instances, args = s.args, name = s.name, group = s.group})
+    {instances = s.instances, args = s.args, name = s.name, group = s.group, memory = s.memory})
   if not ok then return code, why end
 end

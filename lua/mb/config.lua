@@ -18,7 +18,8 @@ local TOP = {workers = true, max_message_size = true, destinations = true, servi
              listeners = true, cluster = true}
 -- the range of max_message_size: MB_MESSAGE_SIZE_MIN and _MAX in runtime/mb.h
 local MESSAGE_MIN, MESSAGE_MAX = 1024, 1024 * 1024 * 1024
-local SERVICE_KEYS = {script = true, instances = true, args = true, name = true, group = true}
+local SERVICE_KEYS = {script = true, instances = true, args = true, name = true, group = true,
+                      memory = true}
 local CLUSTER_KEYS = {url = true, namespace = true, node = true, user = true, password = true,
                       token = true, creds = true, tls = true}
 local TLS_KEYS = {ca = true, cert = true, key = true}
@@ -211,7 +212,11 @@ local function check(path)
         bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
       else
         unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key",
-          "script, instances, args, name, group")
+          "script, instances, args, name, group, memory")
+        if svc.memory ~= nil and not is_count(svc.memory) then
+          bad("%s.memory: must be a positive number of bytes (e.g. 16 * 1024 * 1024), not %s", at,
+              tostring(svc.memory))
+        end
         if svc.group ~= nil and not cluster_name(svc.group) then
           bad("%s.group: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", at, tostring(svc.group))
         end
@@ -233,7 +238,7 @@ local function check(path)
         if type(svc.script) == "string" then
           out.services[#out.services + 1] = {script = resolve(svc.script), at = at,
                                              instances = svc.instances, args = svc.args, name = svc.name,
-                                             group = svc.group}
+                                             group = svc.group, memory = svc.memory}
         end
       end
     end
@@ -251,13 +256,15 @@ local function check(path)
       elseif type(dests) ~= "table" or next(dests) == nil then
         bad("%s: must be a list of destination names", at)
       else
-        local group = rawget(dests, "group")
-        if group ~= nil then
-          if not cluster_name(group) then
-            bad("%s.group: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", at, tostring(group))
-          end
-          dests = copy(dests, {group = true})
+        local group, memory = rawget(dests, "group"), rawget(dests, "memory")
+        if group ~= nil and not cluster_name(group) then
+          bad("%s.group: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", at, tostring(group))
         end
+        if memory ~= nil and not is_count(memory) then
+          bad("%s.memory: must be a positive number of bytes (e.g. 16 * 1024 * 1024), not %s", at,
+              tostring(memory))
+        end
+        if group ~= nil or memory ~= nil then dests = copy(dests, {group = true, memory = true}) end
         for i = 1, list_length(dests, at, "a destination name") or 0 do
           local d = dests[i]
           if not declared[d] then
@@ -265,7 +272,7 @@ local function check(path)
           end
         end
         out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests, at = at,
-                                             group = group}
+                                             group = group, memory = memory}
       end
     end
   end

@@ -126,6 +126,9 @@ struct mbL_state {
   lua_State *L;
   int owns_L;
   uint64_t group_key; /* the instances of one mb.load share it */
+  /* the Lua state's memory (its allocator's count) and mb.load's `memory`
+   * limit (0: none); this state's thread only */
+  size_t mem_used, mem_limit;
   /* for mb.services(), written under R->lock (mbL_state_describe): */
   uint64_t load_id; /* the mb.load (or mbrun start) it is an instance of; 0: none */
   char *path;       /* the script it runs, as mb.services() shows it (malloc'd) */

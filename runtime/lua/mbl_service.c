@@ -127,14 +127,25 @@ void mbL_state_stop(mbL_state *S) {
   free(S);
 }
 
+/* The allocator of a service's state: counts what the state holds, and
+ * past mb.load's `memory` refuses to grow (Lua raises "not enough memory"
+ * in that service alone, after a full collection). */
 static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  (void)ud;
+  mbL_state *S = ud;
+  size_t old = ptr ? osize : 0; /* without ptr, osize is the object's type */
   if (nsize == 0) {
     mb_free(ptr);
+    S->mem_used -= old;
     return NULL;
   }
-  if (ptr && nsize <= osize) return mb_realloc_shrink(ptr, nsize); /* must not fail */
-  return mb_realloc(ptr, nsize);
+  if (ptr && nsize <= osize) { /* must not fail */
+    S->mem_used -= osize - nsize;
+    return mb_realloc_shrink(ptr, nsize);
+  }
+  if (S->mem_limit && S->mem_used - old + nsize > S->mem_limit) return NULL;
+  void *p = mb_realloc(ptr, nsize);
+  if (p) S->mem_used += nsize - old;
+  return p;
 }
 
 static int l_panic(lua_State *L) {
@@ -177,7 +188,7 @@ static int state_init_p(lua_State *L) {
 mbL_state *mbL_state_new(mbL_runtime *R, mb_service *svc, uint64_t group_key) {
   mbL_state *S = calloc(1, sizeof *S);
   if (!S) return NULL;
-  S->L = lua_newstate(l_alloc, NULL);
+  S->L = lua_newstate(l_alloc, S);
   if (!S->L) {
     free(S);
     return NULL;
@@ -251,6 +262,7 @@ typedef struct start_req {
   mb_service *asker; /* told when the body has started (NULL: inline) */
   mbL_waiter *w;
   uint64_t group_key, load_id;
+  size_t memory; /* mb.load's limit, bytes (0: none) */
   int nargs;
   int failed;  /* it did not start: error says why (NULL: out of memory) */
   char *error; /* malloc'd */
@@ -298,6 +310,7 @@ static void start_instance(start_req *q) {
     return;
   }
   mbL_state *S = mbL_state_new(q->R, q->svc, q->group_key);
+  if (S) S->mem_limit = q->memory; /* from here on: the libraries are in */
   if (!S) {
     mb_service_free(q->svc);
     start_failed(q, NULL);
@@ -493,12 +506,13 @@ static int load_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int l_load(lua_State *L) {
-  static const char *const keys[] = {"instances", "args", "name", "group", NULL};
+  static const char *const keys[] = {"instances", "args", "name", "group", "memory", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
   const char *path = luaL_checkstring(L, 1), *name = path;
   lua_Integer instances = 1;
   uint64_t named = 0;
+  lua_Integer memory = 0; /* bytes, 0: no limit */
   lua_settop(L, 2);
   if (!lua_isnil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -511,6 +525,7 @@ static int l_load(lua_State *L) {
      * metamethods do meanwhile (the stack slots below are spoken for) */
     lua_setfield(L, LUA_REGISTRYINDEX, "mb.load name");
     named = mbL_opt_group(L, 2, S, "mb.load");
+    memory = mbL_opt_positive(L, 2, "memory", "mb.load");
     instances = mbL_opt_positive(L, 2, "instances", "mb.load");
     if (!instances) instances = 1;
     if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
@@ -572,6 +587,7 @@ static int l_load(lua_State *L) {
     mb_service_ref(svc); /* held by the request until it ran */
     q->group_key = key;
     q->load_id = load_id;
+    q->memory = (size_t)memory;
     q->nargs = nargs;
     q->alen = alen;
     q->args = args;

@@ -1,0 +1,75 @@
+-- Per-service limits (SPEC section 2, mb.load's `memory`; issue 15): a
+-- service past its memory fails alone, as Lua's "not enough memory", and
+-- goes on; the others keep working. Run through mbrun on 2 workers.
+local helper = require "spec.helper"
+
+describe("mb.load's memory limit", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.remove_tree(dir) end)
+
+  it("fails the service that allocates past it, alone, and the service goes on", function()
+    helper.write(dir .. "/hog.lua", [[
+      local keep = {}
+      mb.listen("hog", function(msg)
+        if msg.payload == "grow" then
+          while true do keep[#keep + 1] = string.rep("x", 1024 * 1024) .. #keep end
+        end
+        keep = {}
+        collectgarbage()
+        return "still here"
+      end)
+    ]])
+    helper.write(dir .. "/main.lua", [[
+      mb.destination("hog")
+      mb.destination("other")
+      assert(mb.load("hog.lua", {memory = 16 * 1024 * 1024}))
+      local served = 0
+      assert(mb.load("other.lua", {instances = 2}))
+      -- the others' traffic goes on while the hog fails, twice
+      local done = 0
+      for i = 1, 2 do
+        mb.spawn(function() print("hog", mb.request("hog", "grow", {timeout = 10})) done = done + 1 end)
+      end
+      for i = 1, 2000 do
+        local r = mb.request("other", i, {timeout = 10})
+        if r == 2 * i then served = served + 1 end
+      end
+      while done < 2 do mb.sleep(0.01) end
+      print("served", served)
+      print("after", mb.request("hog", "light", {timeout = 10}))
+      for _, s in ipairs(mb.services()) do
+        if s.name:match("hog") then print("failures", s.failures, "deliveries", s.deliveries) end
+      end
+    ]])
+    helper.write(dir .. "/other.lua", [[mb.listen("other", function(m) return m.payload * 2 end)]])
+    local out, err, code = helper.mbrun("-w 2 main.lua", {dir = dir})
+    assert.are.equal(1, code, out .. err) -- the two failed deliveries
+    assert.are.equal(2, select(2, out:gsub("hog\tnil\tfailed: not enough memory", "")), out)
+    assert.matches("served\t2000\n", out)
+    assert.matches("after\tstill here\t", out)
+    -- (the light call's ending may be counted after its reply is back)
+    assert.matches("failures\t2\tdeliveries\t[23]\n", out)
+    assert.matches("mbrun: 2 deliveries failed %(hog: 2%)", err)
+  end)
+
+  it("refuses a memory limit that is not a positive number of bytes", function()
+    helper.write(dir .. "/x.lua", "")
+    helper.write(dir .. "/main.lua", [[
+      print(pcall(mb.load, "x.lua", {memory = -1}))
+      print(pcall(mb.load, "x.lua", {memory = "16M"}))
+    ]])
+    local out, err, code = helper.mbrun("-w 1 main.lua", {dir = dir})
+    assert.are.equal(0, code, out .. err)
+    assert.matches("false\t.*mb.load: option 'memory' must be a positive integer", out)
+    assert.are.equal(2, select(2, out:gsub("false\t[^\n]*option 'memory'", "")), out)
+  end)
+
+  it("takes `memory` in the configuration, checked with its key path", function()
+    helper.write(dir .. "/x.lua", "")
+    helper.write(dir .. "/bad.lua", [[return {services = {{script = "x.lua", memory = "lots"}}}]])
+    local out, err, code = helper.mbrun("-c bad.lua", {dir = dir})
+    assert.are.equal(2, code, out .. err)
+    assert.matches("bad.lua: services%[1%]%.memory: must be a positive number of bytes", err)
+  end)
+end)
