@@ -37,11 +37,12 @@ end
 for _, l in ipairs(cfg.listeners) do
   local ok, code, why = start(2, l.at, luadir .. "/mb/listener_host.lua",
     {name = l.script, args = {l.script, l.destinations, luadir}, group = l.group,
-     memory = l.memory})
+     memory = l.memory, cpu = l.cpu})
   if not ok then return code, why end
 end
 for _, s in ipairs(cfg.services) do
   local ok, code, why = start(1, s.at, s.script,
-    {instances = s.instances, args = s.args, name = s.name, group = s.group, memory = s.memory})
+    {instances = s.instances, args = s.args, name = s.name, group = s.group, memory = s.memory,
+     cpu = s.cpu})
   if not ok then return code, why end
 end

@@ -19,7 +19,7 @@ local TOP = {workers = true, max_message_size = true, destinations = true, servi
 -- the range of max_message_size: MB_MESSAGE_SIZE_MIN and _MAX in runtime/mb.h
 local MESSAGE_MIN, MESSAGE_MAX = 1024, 1024 * 1024 * 1024
 local SERVICE_KEYS = {script = true, instances = true, args = true, name = true, group = true,
-                      memory = true}
+                      memory = true, cpu = true}
 local CLUSTER_KEYS = {url = true, namespace = true, node = true, user = true, password = true,
                       token = true, creds = true, tls = true}
 local TLS_KEYS = {ca = true, cert = true, key = true}
@@ -212,7 +212,10 @@ local function check(path)
         bad("%s: must be a table {script = path, ...}, not a %s", at, type(svc))
       else
         unknown_keys(svc, SERVICE_KEYS, at .. ": ", "unknown key",
-          "script, instances, args, name, group, memory")
+          "script, instances, args, name, group, memory, cpu")
+        if svc.cpu ~= nil and not (type(svc.cpu) == "number" and svc.cpu > 0 and svc.cpu < math.huge) then
+          bad("%s.cpu: must be a number of seconds above 0 (e.g. 0.5), not %s", at, tostring(svc.cpu))
+        end
         if svc.memory ~= nil and not is_count(svc.memory) then
           bad("%s.memory: must be a positive number of bytes (e.g. 16 * 1024 * 1024), not %s", at,
               tostring(svc.memory))
@@ -238,7 +241,7 @@ local function check(path)
         if type(svc.script) == "string" then
           out.services[#out.services + 1] = {script = resolve(svc.script), at = at,
                                              instances = svc.instances, args = svc.args, name = svc.name,
-                                             group = svc.group, memory = svc.memory}
+                                             group = svc.group, memory = svc.memory, cpu = svc.cpu}
         end
       end
     end
@@ -256,7 +259,10 @@ local function check(path)
       elseif type(dests) ~= "table" or next(dests) == nil then
         bad("%s: must be a list of destination names", at)
       else
-        local group, memory = rawget(dests, "group"), rawget(dests, "memory")
+        local group, memory, cpu = rawget(dests, "group"), rawget(dests, "memory"), rawget(dests, "cpu")
+        if cpu ~= nil and not (type(cpu) == "number" and cpu > 0 and cpu < math.huge) then
+          bad("%s.cpu: must be a number of seconds above 0 (e.g. 0.5), not %s", at, tostring(cpu))
+        end
         if group ~= nil and not cluster_name(group) then
           bad("%s.group: must be 1-64 characters of A-Z a-z 0-9 _ -, not %s", at, tostring(group))
         end
@@ -264,7 +270,9 @@ local function check(path)
           bad("%s.memory: must be a positive number of bytes (e.g. 16 * 1024 * 1024), not %s", at,
               tostring(memory))
         end
-        if group ~= nil or memory ~= nil then dests = copy(dests, {group = true, memory = true}) end
+        if group ~= nil or memory ~= nil or cpu ~= nil then
+          dests = copy(dests, {group = true, memory = true, cpu = true})
+        end
         for i = 1, list_length(dests, at, "a destination name") or 0 do
           local d = dests[i]
           if not declared[d] then
@@ -272,7 +280,7 @@ local function check(path)
           end
         end
         out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests, at = at,
-                                             group = group, memory = memory}
+                                             group = group, memory = memory, cpu = cpu}
       end
     end
   end

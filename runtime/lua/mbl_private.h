@@ -152,6 +152,10 @@ struct mbL_state {
   atomic_uint_fast64_t abort_call;   /* the call to abort (0: none) */
   _Atomic(const char *) abort_why;   /* ...and why */
   _Atomic(lua_State *) running_co;   /* the coroutine running now, if any */
+  /* mb.load's `cpu` (seconds; 0: none): the thread CPU time at the start
+   * of the outermost call running, and the error that aborts it */
+  double cpu_limit, cpu_start;
+  char cpu_why[48];
   int stopping;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
@@ -216,6 +220,10 @@ void mbL_report(mbL_runtime *R, const char *fmt, ...);
 /* mbl_msg.c: an mb_request_fn whose ud is an mbL_waiter: copies the
  * answers into it and wakes it. */
 void mbL_request_done(void *ud, const mb_answer *a, size_t n);
+
+/* mbl_task.c: sets the cpu limit of S (seconds, 0: none), on S's thread
+ * before it runs; coroutines its code creates are watched too. */
+void mbL_state_cpu_limit(mbL_state *S, double secs);
 
 /* mbl_cluster.c */
 void mbL_cluster_leave(mbL_runtime *R);

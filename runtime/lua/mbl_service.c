@@ -263,6 +263,7 @@ typedef struct start_req {
   mbL_waiter *w;
   uint64_t group_key, load_id;
   size_t memory; /* mb.load's limit, bytes (0: none) */
+  double cpu;    /* ... and seconds per call (0: none) */
   int nargs;
   int failed;  /* it did not start: error says why (NULL: out of memory) */
   char *error; /* malloc'd */
@@ -310,7 +311,10 @@ static void start_instance(start_req *q) {
     return;
   }
   mbL_state *S = mbL_state_new(q->R, q->svc, q->group_key);
-  if (S) S->mem_limit = q->memory; /* from here on: the libraries are in */
+  if (S) {
+    S->mem_limit = q->memory; /* from here on: the libraries are in */
+    mbL_state_cpu_limit(S, q->cpu);
+  }
   if (!S) {
     mb_service_free(q->svc);
     start_failed(q, NULL);
@@ -506,13 +510,14 @@ static int load_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int l_load(lua_State *L) {
-  static const char *const keys[] = {"instances", "args", "name", "group", "memory", NULL};
+  static const char *const keys[] = {"instances", "args", "name", "group", "memory", "cpu", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
   const char *path = luaL_checkstring(L, 1), *name = path;
   lua_Integer instances = 1;
   uint64_t named = 0;
   lua_Integer memory = 0; /* bytes, 0: no limit */
+  double cpu = 0;          /* seconds, 0: no limit */
   lua_settop(L, 2);
   if (!lua_isnil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -526,6 +531,9 @@ static int l_load(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, "mb.load name");
     named = mbL_opt_group(L, 2, S, "mb.load");
     memory = mbL_opt_positive(L, 2, "memory", "mb.load");
+    if (lua_getfield(L, 2, "cpu") != LUA_TNIL)
+      cpu = mbL_check_seconds(L, -1, "mb.load", "option 'cpu'", 0);
+    lua_pop(L, 1);
     instances = mbL_opt_positive(L, 2, "instances", "mb.load");
     if (!instances) instances = 1;
     if (instances > 4096) return luaL_error(L, "mb.load: at most 4096 instances");
@@ -588,6 +596,7 @@ static int l_load(lua_State *L) {
     q->group_key = key;
     q->load_id = load_id;
     q->memory = (size_t)memory;
+    q->cpu = cpu;
     q->nargs = nargs;
     q->alen = alen;
     q->args = args;

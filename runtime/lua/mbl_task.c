@@ -439,6 +439,96 @@ int mbL_state_abort(mbL_state *S, const char *reason) {
   return 1;
 }
 
+/* ---- the cpu limit (mb.load's `cpu`) -------------------------------------------------
+ *
+ * A service with a limit runs its calls under a count hook that looks at
+ * the thread's CPU time every CPU_COUNT instructions; past the limit it
+ * aborts the call as mbL_state_abort does (the error: "cpu limit (N s)").
+ * Coroutines the service's code creates get the hook too (coroutine.create
+ * and coroutine.wrap are wrapped), so that a loop in one of them is
+ * stopped as well. */
+
+#define CPU_COUNT 20000
+
+static double thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void cpu_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  mbL_state *S = tl_running;
+  if (!S || !(S->cpu_limit > 0) || S->depth == 0) return;
+  if (thread_cpu() - S->cpu_start <= S->cpu_limit) return;
+  mbL_state_abort(S, S->cpu_why); /* arms the abort hook where the call runs */
+  lua_pushstring(L, S->cpu_why);  /* and this coroutine fails now */
+  lua_error(L);
+}
+
+static void cpu_watch(lua_State *co) { lua_sethook(co, cpu_hook, LUA_MASKCOUNT, CPU_COUNT); }
+
+/* coroutine.create / coroutine.wrap of a service with a cpu limit:
+ * upvalue 1 the library's function; the new coroutine is watched. */
+static int cpu_create(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, LUA_MULTRET);
+  if (lua_type(L, 1) == LUA_TTHREAD) cpu_watch(lua_tothread(L, 1));
+  return lua_gettop(L);
+}
+
+/* What coroutine.wrap returns, for a watched coroutine (upvalue 1): resumes
+ * it, and passes its error on with the caller's position, as Lua's does. */
+static int wrap_resume(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  int n = lua_gettop(L), nres;
+  if (!lua_checkstack(co, n)) return luaL_error(L, "too many arguments to resume");
+  lua_xmove(L, co, n);
+  int st = lua_resume(co, L, n, &nres);
+  if (st == LUA_OK || st == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) return luaL_error(L, "too many results to resume");
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1); /* the error */
+  lua_resetthread(co); /* its to-be-closed variables are closed */
+  mbL_state *S = tl_running;
+  if (lua_type(L, -1) == LUA_TSTRING && !(S && S->cpu_limit > 0 &&
+                                          strcmp(lua_tostring(L, -1), S->cpu_why) == 0)) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+  }
+  return lua_error(L);
+}
+
+static int cpu_wrap(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  cpu_watch(co);
+  lua_pushcclosure(L, wrap_resume, 1);
+  return 1;
+}
+
+void mbL_state_cpu_limit(mbL_state *S, double secs) {
+  S->cpu_limit = secs > 0 ? secs : 0;
+  if (!(secs > 0)) return;
+  snprintf(S->cpu_why, sizeof S->cpu_why, "cpu limit (%g s)", secs);
+  lua_State *L = S->L;
+  if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+    lua_getfield(L, -1, "create");
+    lua_pushcclosure(L, cpu_create, 1);
+    lua_setfield(L, -2, "create");
+    lua_pushcfunction(L, cpu_wrap);
+    lua_setfield(L, -2, "wrap");
+  }
+  lua_pop(L, 1);
+}
+
 void mbL_task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
@@ -450,12 +540,18 @@ void mbL_task_run(mbL_task *t, int nargs) {
   atomic_store(&S->running_co, t->co);
   tl_running = S; /* after running_co: the signal's handler reads both */
   atomic_signal_fence(memory_order_seq_cst);
-  if (abort_reason(S)) arm_abort(t->co); /* mbL_runtime_abort: at once */
+  if (abort_reason(S))
+    arm_abort(t->co); /* mbL_runtime_abort: at once */
+  else if (S->cpu_limit > 0) {
+    if (S->depth == 1) S->cpu_start = thread_cpu(); /* a stretch starts */
+    cpu_watch(t->co);
+  }
   int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
   atomic_store(&S->running_co, prev ? prev->co : NULL);
   tl_running = outer;
   atomic_signal_fence(memory_order_seq_cst);
-  if (lua_gethook(t->co) == abort_hook) lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
+  lua_Hook h = lua_gethook(t->co);
+  if (h == abort_hook || h == cpu_hook) lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
   S->depth--;
   S->current = prev;
   if (st == LUA_YIELD) {

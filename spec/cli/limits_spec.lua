@@ -73,3 +73,68 @@ describe("mb.load's memory limit", function()
     assert.matches("bad.lua: services%[1%]%.memory: must be a positive number of bytes", err)
   end)
 end)
+
+describe("mb.load's cpu limit", function()
+  local dir
+  before_each(function()
+    dir = helper.tmpdir()
+    helper.write(dir .. "/spin.lua", [[
+      mb.listen("spin", function(msg)
+        if msg.payload == "loop" then while true do end end
+        if msg.payload == "inner" then coroutine.wrap(function() while true do end end)() end
+        if msg.payload == "pcall" then while true do pcall(function() while true do end end) end end
+        return "fine"
+      end)
+      mb.listen("tick", function()
+        mb.after(0, function() while true do end end) -- a timer callback that never returns
+      end)
+    ]])
+    helper.write(dir .. "/main.lua", [[
+      mb.destination("spin")
+      mb.destination("tick")
+      mb.destination("other")
+      assert(mb.load("spin.lua", {cpu = 0.2}))
+      assert(mb.load("other.lua"))
+      for _, p in ipairs{"loop", "inner", "pcall"} do
+        local t = mb.now()
+        local ok, err = mb.request("spin", p, {timeout = 10})
+        print(p, ok, err, mb.now() - t < 2)
+      end
+      assert(mb.send("tick", 1))
+      mb.sleep(0.5)
+      print("after", mb.request("spin", "ok", {timeout = 10}))
+      print("other", mb.request("other", 21, {timeout = 10}))
+    ]])
+    helper.write(dir .. "/other.lua", [[mb.listen("other", function(m) return m.payload * 2 end)]])
+  end)
+  after_each(function() helper.remove_tree(dir) end)
+
+  for _, w in ipairs{1, 2, 4} do
+    it("aborts a call that runs past it, alone, on " .. w .. " worker(s), and the service goes on",
+      function()
+        local out, err, code = helper.mbrun("-w " .. w .. " main.lua", {dir = dir})
+        assert.are.equal(1, code, out .. err)
+        for _, p in ipairs{"loop", "inner", "pcall"} do
+          assert.matches(p .. "\tnil\tfailed: cpu limit %(0%.2 s%)\ttrue\n", out)
+        end
+        assert.matches("mb: timer callback failed: cpu limit %(0%.2 s%)", err)
+        assert.matches("after\tfine\t", out)
+        assert.matches("other\t42\t", out)
+      end)
+  end
+
+  it("refuses a cpu limit that is not a number of seconds above 0", function()
+    helper.write(dir .. "/x.lua", "")
+    helper.write(dir .. "/bad.lua", [[
+      print(pcall(mb.load, "x.lua", {cpu = 0}))
+      print(pcall(mb.load, "x.lua", {cpu = 0/0}))
+    ]])
+    local out, err, code = helper.mbrun("-w 1 bad.lua", {dir = dir})
+    assert.are.equal(0, code, out .. err)
+    assert.are.equal(2, select(2, out:gsub("false\t[^\n]*mb.load: option 'cpu'", "")), out)
+    helper.write(dir .. "/conf.lua", [[return {services = {{script = "x.lua", cpu = -1}}}]])
+    out, err, code = helper.mbrun("-c conf.lua", {dir = dir})
+    assert.are.equal(2, code, out .. err)
+    assert.matches("conf.lua: services%[1%]%.cpu: must be a number of seconds above 0", err)
+  end)
+end)
