@@ -65,6 +65,8 @@ struct mbrepl {
   mb_buf pending_in; /* piped: bytes read, from `taken` on not run yet */
   size_t taken, scanned; /* piped: consumed; searched for a newline */
   char history[PATH_MAX];
+  char service[PATH_MAX + 32]; /* the REPL service's name: its script's path */
+  atomic_int started;          /* service is set: mbrepl_abort_line may use it */
   mbrepl_trace_fn trace;
   void *trace_ud;
   struct termios tio; /* the terminal as it was: given back when leaving */
@@ -342,11 +344,18 @@ static void on_cont(struct ev_loop *loop, ev_signal *w, int revents) {
   rl_forced_update_display();
 }
 
+int mbrepl_abort_line(mbrepl *r) {
+  /* only where the REPL takes Ctrl-C: a terminal (piped, it stops mbrun) */
+  return r && r->tty && atomic_load(&r->started) &&
+         mbL_runtime_interrupt_service(r->R, r->service, "interrupted") > 0;
+}
+
 int mbrepl_interrupt(mbrepl *r) {
   if (!r || !r->reading || !r->tty) return 0;
   if (r->running) {
-    /* stop waiting; the line's code goes on in its service, and what it
-     * prints later still appears */
+    /* a line that waits (mb.sleep, a request): stop waiting for it; its
+     * code goes on in its service, and what it prints later still appears
+     * (a line whose Lua code runs was aborted by mbrepl_abort_line) */
     mb_request_cancel(r->req);
     r->req = NULL;
     r->running = 0;
@@ -601,11 +610,11 @@ int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/mb/repl.lua", luadir);
+  snprintf(r->service, sizeof r->service, "%s/mb/repl.lua", luadir);
   char *args[] = {(char *)luadir};
   r->failures0 = mbL_runtime_failures(r->R);
-  if (mbL_runtime_load(r->R, path, 1, args, err, errlen)) return -1;
+  if (mbL_runtime_load(r->R, r->service, 1, args, err, errlen)) return -1;
+  atomic_store(&r->started, 1);
   the_repl = r;
   r->open = 1;
   mb_runtime_hold(r->rt, 1);

@@ -32,6 +32,11 @@ int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen);
  * (or stops waiting for the line that runs). Returns 1 when it took the
  * signal, 0 when mbrun should handle it (piped input, REPL closed). */
 int mbrepl_interrupt(mbrepl *r);
+/* From any thread but the loop's (mbrun's interrupter, on Ctrl-C): aborts
+ * the Lua code of the line running in the REPL service, as lua's prompt
+ * does ("interrupted"). 1 when there was code running to abort. */
+int mbrepl_abort_line(mbrepl *r);
+
 
 /* Writes text (stream 1 stdout, 2 stderr) above the prompt; any thread. */
 void mbrepl_write(mbrepl *r, int stream, const char *text, size_t len);

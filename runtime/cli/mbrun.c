@@ -558,8 +558,25 @@ static int abort_running(mbL_runtime *R, int now) {
   return mbL_runtime_busy(R);
 }
 
+/* The REPL's Ctrl-C reaches Lua code that runs on worker 0 (whose loop
+ * does not turn meanwhile) through a thread of its own: the signal handler
+ * posts int_sem, the interrupter aborts the running line. */
+static sem_t int_sem;
+static atomic_int int_quit, int_aborted;
+static pthread_t int_thread;
+
+static void *interrupter_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    while (sem_wait(&int_sem) && errno == EINTR) continue;
+    if (atomic_load(&int_quit)) return NULL;
+    if (mbrepl_abort_line(repl)) atomic_store(&int_aborted, 1);
+  }
+}
+
 static void on_sig(int sig) {
   if (sig != SIGINT || !repl) shutdown_begins(); /* the REPL's Ctrl-C is its own */
+  if (sig == SIGINT && repl) sem_post(&int_sem); /* async-signal-safe */
   atomic_store(&sig_last, sig);
   if (atomic_fetch_add(&sig_unanswered, 1) >= 1) {
     static const char msg[] = "\nmbrun: another signal, and the bus did not answer the "
@@ -595,7 +612,12 @@ static void on_signal(struct ev_loop *loop, ev_async *w, int revents) {
   shutdown_ctl *c = w->data;
   int n = atomic_exchange(&sig_unanswered, 0), sig = atomic_load(&sig_last);
   if (!n) return;
-  if (sig == SIGINT && mbrepl_interrupt(repl)) return; /* the REPL's Ctrl-C */
+  if (sig == SIGINT && repl) { /* the REPL's Ctrl-C */
+    /* the interrupter stopped the line's code: its answer (the error) comes
+     * or came; this signal was that */
+    if (atomic_exchange(&int_aborted, 0)) return;
+    if (mbrepl_interrupt(repl)) return;
+  }
   if (!c->signals++) c->signo = sig;
   if (c->draining) {
     fprintf(stderr, "mbrun: %s during the grace period: stopping now\n", signame(sig));
@@ -901,6 +923,10 @@ int main(int argc, char **argv) {
   sig_loop = loop;
   sig_async = &ctl.sig;
   watchdog_start(R, grace);
+  if (repl) {
+    sem_init(&int_sem, 0, 0);
+    if (pthread_create(&int_thread, NULL, interrupter_main, NULL)) int_thread = 0;
+  }
   catch_signals(1);
 
   starting st = {R, NULL, 0, NULL, 0, 0, ""};
@@ -989,6 +1015,11 @@ int main(int argc, char **argv) {
             stuck, stuck > 1 ? "s" : "", stuck > 1 ? "them" : "it");
     fflush(stdout);
     _exit(rc ? rc : 1);
+  }
+  if (repl && int_thread) { /* before the runtime goes: it aborts in it */
+    atomic_store(&int_quit, 1);
+    sem_post(&int_sem);
+    pthread_join(int_thread, NULL);
   }
   mbL_runtime_free(R);
   mbrepl_free(repl);

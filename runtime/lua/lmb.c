@@ -310,6 +310,15 @@ int mbL_runtime_abort(mbL_runtime *R, const char *reason) {
   return n;
 }
 
+int mbL_runtime_interrupt_service(mbL_runtime *R, const char *name, const char *why) {
+  int n = 0;
+  pthread_mutex_lock(&R->lock); /* no state is freed meanwhile */
+  for (mbL_state *S = R->states; S; S = S->next)
+    if (S->svc && strcmp(mb_service_name(S->svc), name) == 0) n += mbL_state_interrupt(S, why);
+  pthread_mutex_unlock(&R->lock);
+  return n;
+}
+
 int mbL_runtime_busy(mbL_runtime *R) {
   int n = 0;
   pthread_mutex_lock(&R->lock);

@@ -30,6 +30,12 @@ mb_runtime *mbL_runtime_core(mbL_runtime *R);
  * worker 0's thread before the bus runs (mbrun's --nats, the
  * configuration's cluster): 0, or -1 with why in err (never a secret). The
  * runtime leaves it when freed. */
+/* Interrupts the Lua code running now in the services called name: the
+ * error why (a string that outlives them) is raised once where it runs, so
+ * a pcall may catch it (lua.c's Ctrl-C). From any thread. Returns how many
+ * were running code. */
+int mbL_runtime_interrupt_service(mbL_runtime *R, const char *name, const char *why);
+
 int mbL_cluster_join(mbL_runtime *R, const mb_cluster_config *cfg, char *err, size_t errlen);
 
 /* What mbL_runtime_load returns when it cannot start the script: */

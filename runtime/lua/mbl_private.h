@@ -152,6 +152,7 @@ struct mbL_state {
   atomic_uint_fast64_t abort_call;   /* the call to abort (0: none) */
   _Atomic(const char *) abort_why;   /* ...and why */
   _Atomic(lua_State *) running_co;   /* the coroutine running now, if any */
+  _Atomic(const char *) interrupt_why; /* mbL_state_interrupt's, until raised */
   /* mb.load's `cpu` (seconds; 0: none): the thread CPU time at the start
    * of the outermost call running, and the error that aborts it */
   double cpu_limit, cpu_start;
@@ -224,6 +225,9 @@ void mbL_request_done(void *ud, const mb_answer *a, size_t n);
 /* mbl_task.c: sets the cpu limit of S (seconds, 0: none), on S's thread
  * before it runs; coroutines its code creates are watched too. */
 void mbL_state_cpu_limit(mbL_state *S, double secs);
+/* Raises why (once: a pcall may catch it) in the call running in S now, if
+ * any, as lua.c's Ctrl-C does. From any thread. 1 when a call was running. */
+int mbL_state_interrupt(mbL_state *S, const char *why);
 
 /* mbl_cluster.c */
 void mbL_cluster_leave(mbL_runtime *R);

@@ -400,6 +400,16 @@ static void arm_abort(lua_State *co) {
   lua_sethook(co, abort_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
 }
 
+/* An interrupt (mbL_state_interrupt): one error, where the code runs now,
+ * that a pcall may catch, as lua.c's Ctrl-C. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  lua_sethook(L, NULL, 0, 0);
+  mbL_state *S = tl_running;
+  const char *why = S ? atomic_exchange(&S->interrupt_why, NULL) : NULL;
+  if (why) luaL_error(L, "%s", why);
+}
+
 /* ABORT_SIGNAL, on the thread to abort: only atomics and lua_sethook. */
 static void abort_signal(int sig) {
   (void)sig;
@@ -408,6 +418,9 @@ static void abort_signal(int sig) {
   if (S && abort_reason(S)) {
     lua_State *co = atomic_load(&S->running_co);
     if (co) arm_abort(co);
+  } else if (S && atomic_load(&S->interrupt_why)) {
+    lua_State *co = atomic_load(&S->running_co);
+    if (co) lua_sethook(co, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
   }
   errno = saved;
 }
@@ -529,6 +542,15 @@ void mbL_state_cpu_limit(mbL_state *S, double secs) {
   lua_pop(L, 1);
 }
 
+int mbL_state_interrupt(mbL_state *S, const char *why) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  if (!atomic_load(&S->active)) return 0;
+  pthread_once(&once, abort_signal_install);
+  atomic_store(&S->interrupt_why, why);
+  mb_service_signal(S->svc, ABORT_SIGNAL);
+  return 1;
+}
+
 void mbL_task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
@@ -551,7 +573,9 @@ void mbL_task_run(mbL_task *t, int nargs) {
   tl_running = outer;
   atomic_signal_fence(memory_order_seq_cst);
   lua_Hook h = lua_gethook(t->co);
-  if (h == abort_hook || h == cpu_hook) lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
+  if (h == abort_hook || h == cpu_hook || h == interrupt_hook)
+    lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
+  if (S->depth == 1) atomic_store(&S->interrupt_why, NULL); /* it was for this call */
   S->depth--;
   S->current = prev;
   if (st == LUA_YIELD) {
