@@ -1306,8 +1306,6 @@ static char *shown_url(const char *url) {
 }
 
 static void cluster_free(mb_cluster *c) {
-  for (size_t i = 0; i < c->nspent; i++) natsMsg_Destroy(c->spent[i]);
-  c->nspent = 0;
   if (c->loop) ev_timer_stop(c->loop, &c->win_timer);
   while (c->wins) {
     win *w = c->wins;
@@ -1348,6 +1346,7 @@ static void cluster_free(mb_cluster *c) {
   }
   if (c->ev) mb_nats_ev_free(c->ev);
   if (c->svc) mb_service_free(c->svc);
+  for (size_t i = 0; i < c->nspent; i++) natsMsg_Destroy(c->spent[i]); /* (see spent) */
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->nr_cond);
   free(c->ns);
