@@ -55,7 +55,8 @@ BT = build/tsan
 BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps test-deps install-pkgs run run-cluster test check spec asan-spec tsan valgrind clean c-tests bench
+.PHONY: all deps test-deps install-pkgs run run-cluster test check spec asan-spec tsan valgrind clean c-tests \
+        bench bench-cluster
 .PHONY: install uninstall fuzz fuzz-short nats-tests nats-spec
 
 all: $(B)/mb.so $(B)/mbrun
@@ -283,6 +284,12 @@ fuzz-short: $(addprefix $(BF)/,$(FUZZERS))
 BENCH_OUT ?= $(B)/bench.json
 bench: deps all $(B)/mb_limit.so $(B)/nats_raw
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
+
+# the cluster benchmarks alone (issue 14): mbrun nodes over a private
+# nats-server against build/nats_raw, alternately (bench/README.md)
+bench-cluster: deps all $(B)/nats_raw
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
 
 # benchmark 1c's floor: a C ring buffer with no bus around it
 $(B)/mb_limit.so: bench/c/limit.c

@@ -34,6 +34,8 @@
 #include "cluster/mb_nats_ev.h"
 
 #define BATCH 256 /* messages handed to the core per drain */
+#define SPENT 64 /* published messages handed to nats.c's collector together */
+#define SPENT_SMALL 4096 /* ... when their body is at most this many bytes */
 
 typedef struct sub {
   struct sub *next;
@@ -64,6 +66,8 @@ struct mb_cluster {
   mb_cluster_stats st; /* under mu */
   atomic_int up;
   int drain_posted; /* worker 0 only */
+  natsMsg *spent[SPENT]; /* published, to be destroyed (see spent); under mu */
+  size_t nspent;
   /* sends not yet known to have reached a listening node (the server says
    * "no responders" for one that did not): a ring of the messages, oldest
    * at sq_base, released by markers this node sends itself (see mark_task);
@@ -104,9 +108,11 @@ int mb_cluster_name_valid(const char *s) {
 
 int mb_cluster_subject(const char *ns, const char *name, char *buf, size_t cap) {
   static const char hex[] = "0123456789ABCDEF";
-  int n = snprintf(buf, cap, "mb.%s.d.", ns);
-  if (n < 0 || (size_t)n >= cap || !*name) return -1;
-  size_t at = (size_t)n;
+  size_t nl = strlen(ns), at = nl + 6; /* "mb." NS ".d." */
+  if (at >= cap || !*name) return -1;
+  memcpy(buf, "mb.", 3);
+  memcpy(buf + 3, ns, nl);
+  memcpy(buf + 3 + nl, ".d.", 3);
   char prev = '/';
   for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
     if (*p == '/' && prev == '/') return -1; /* an empty part */
@@ -501,6 +507,44 @@ static void heard_task(void *arg) {
 
 /* ---- sending -------------------------------------------------------------------- */
 
+/* a, b and c (c may be NULL) one after the other in buf, cut to fit as
+ * snprintf would: the subjects and ids of every message, without printf's
+ * cost (about 900 instructions a call) */
+static void join(char *buf, size_t cap, const char *a, const char *b, const char *c) {
+  const char *parts[3] = {a, b, c};
+  size_t at = 0;
+  for (int i = 0; i < 3 && parts[i]; i++) {
+    size_t n = strlen(parts[i]);
+    if (n > cap - 1 - at) n = cap - 1 - at;
+    memcpy(buf + at, parts[i], n);
+    at += n;
+  }
+  buf[at] = 0;
+}
+
+/* nats.c destroys a message on its collector thread, woken for each one
+ * (a futex call and a thread switch per message). Small published ones are
+ * handed over SPENT at a time instead (at most SPENT - 1 wait, freed at the
+ * latest by cluster_free); published: count one publish. Any thread. */
+static void spent(mb_cluster *c, natsMsg *nm, int published) {
+  natsMsg *batch[SPENT];
+  size_t n = 0;
+  int keep = nm && natsMsg_GetDataLength(nm) <= SPENT_SMALL;
+  pthread_mutex_lock(&c->mu);
+  if (published) c->st.published++;
+  if (keep) {
+    c->spent[c->nspent++] = nm;
+    if (c->nspent == SPENT) {
+      memcpy(batch, c->spent, sizeof batch);
+      n = SPENT;
+      c->nspent = 0;
+    }
+  }
+  pthread_mutex_unlock(&c->mu);
+  if (!keep) natsMsg_Destroy(nm);
+  for (size_t i = 0; i < n; i++) natsMsg_Destroy(batch[i]);
+}
+
 static natsStatus set_header(natsMsg *nm, const char *key, const char *value) {
   return natsMsgHeader_Set(nm, key, value);
 }
@@ -514,9 +558,13 @@ static natsStatus publish(mb_cluster *c, const char *subject, const char *reply,
   const uint8_t *p = mb_msg_payload(m, &plen);
   mb_msg_values(m, &vlen); /* right after the payload */
   natsMsg *nm = NULL;
-  char num[24];
+  char num[24], tmp[24];
+  size_t nd = 0, v = plen;
+  do tmp[nd++] = (char)('0' + v % 10);
+  while ((v /= 10));
+  for (size_t i = 0; i < nd; i++) num[i] = tmp[nd - 1 - i];
+  num[nd] = 0;
   natsStatus s = natsMsg_Create(&nm, subject, reply, (const char *)p, (int)(plen + vlen));
-  snprintf(num, sizeof num, "%zu", plen);
   if (s == NATS_OK) s = set_header(nm, "Mb-Id", id);
   if (s == NATS_OK) s = set_header(nm, "Mb-Kind", kind);
   if (s == NATS_OK) s = set_header(nm, "Mb-Plen", num);
@@ -526,8 +574,7 @@ static natsStatus publish(mb_cluster *c, const char *subject, const char *reply,
   for (; s == NATS_OK && extra && extra[0]; extra += 2)
     if (extra[1]) s = set_header(nm, extra[0], extra[1]);
   if (s == NATS_OK) s = natsConnection_PublishMsg(c->nc, nm);
-  natsMsg_Destroy(nm);
-  if (s == NATS_OK) count(c, &c->st.published, 1);
+  spent(c, nm, s == NATS_OK);
   return s;
 }
 
@@ -550,8 +597,8 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
     int req = kind != MB_LINK_SEND;
     /* the answers go to r.ID (drained on the loop); the NATS reply subject
      * x.ID only hears the server's "no responders" (see on_no_responders) */
-    snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
-    snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
+    join(reply, sizeof reply, c->inbox, "x.", hex);
+    join(answer, sizeof answer, c->inbox, "r.", hex);
     const char *extra[] = {"Mb-Reply", req ? answer : NULL, NULL};
     if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC)
       win_open(c, mb_msg_id(m), dest, c->ack_wait);
@@ -1147,8 +1194,9 @@ static void drain(void *ud) {
       on_stats_msg(c, items[i].m);
     else
       on_inbox_msg(c, items[i].m);
-    natsMsg_Destroy(items[i].m);
   }
+  /* together, after the batch: nats.c's collector is woken once for them */
+  for (size_t i = 0; i < n; i++) natsMsg_Destroy(items[i].m);
   if (more && !c->drain_posted) {
     c->drain_posted = 1;
     mb_service_post(c->svc, drain_task, c);
@@ -1292,6 +1340,7 @@ static void cluster_free(mb_cluster *c) {
   }
   if (c->ev) mb_nats_ev_free(c->ev);
   if (c->svc) mb_service_free(c->svc);
+  for (size_t i = 0; i < c->nspent; i++) natsMsg_Destroy(c->spent[i]); /* (see spent) */
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->nr_cond);
   free(c->ns);
