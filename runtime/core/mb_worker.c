@@ -236,7 +236,7 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
       w->last_work = now;
     }
     mb_runtime *rt = w->rt;
-    if (now - w->last_work < SPIN_RECENT_NS &&
+    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS &&
         atomic_fetch_add_explicit(&rt->spinners, 1, memory_order_relaxed) < rt->max_spinners) {
       uint64_t end = now + SPIN_NS;
       for (unsigned i = 1; !atomic_load_explicit(&w->pending, memory_order_relaxed); i++) {
@@ -244,7 +244,7 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
         if (!(i & 15) && mb_now_ns() >= end) break;
       }
       atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
-    } else if (now - w->last_work < SPIN_RECENT_NS) {
+    } else if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS) {
       atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
     }
   }
@@ -353,7 +353,10 @@ int mb_workers_start(mb_runtime *rt, int n) {
   rt->workers = calloc((size_t)n, sizeof *rt->workers);
   if (!rt->workers) return -1;
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  rt->max_spinners = cores > 1 ? (int)cores : 1;
+  /* a lone worker: nothing but threads outside the bus (the cluster's,
+   * mbrun's) posts to it, and a spin would only take a core from them and
+   * from the other processes of a cluster (bench/README.md, Cluster) */
+  rt->max_spinners = n == 1 ? 0 : cores > 1 ? (int)cores : 1;
   atomic_init(&rt->spinners, 0);
   for (int i = 0; i < n; i++) {
     if (worker_init(rt, &rt->workers[i], i)) break;
