@@ -47,7 +47,7 @@ TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c t
 # path too, so `make test` installs it.
 DEB_PKGS = gcc make pkg-config liblua5.4-dev lua5.4 libev-dev libyajl-dev libedit-dev libmimalloc-dev lua-busted \
            valgrind lua-cjson lua-mediator libnats-dev nats-server
-TEST_PKGS = graphviz tmux clang libclang-rt-14-dev
+TEST_PKGS = graphviz tmux clang libclang-rt-14-dev openssl
 
 B  = build
 BA = build/asan

@@ -552,3 +552,53 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
     assert.not_matches("s3cret", out)
   end)
 end)
+
+describe("a cluster over TLS", function()
+  local exe, why = ns.find()
+  if not exe then
+    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
+    return
+  end
+  local srv, dir
+  lazy_setup(function()
+    dir = helper.tmpdir()
+    -- a CA, the server's certificate for 127.0.0.1, a client's (openssl)
+    local q = helper.quote(dir)
+    assert(os.execute(([[(cd %s && printf 'subjectAltName = IP:127.0.0.1\n' > san.cnf &&
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=mb-test-ca &&
+      openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 &&
+      openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile san.cnf &&
+      openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj /CN=mb-node &&
+      openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt -days 2)
+      ]]):format(q) .. " > /dev/null 2>&1"))
+    srv = assert(ns.start{args = {"--tlsverify", "--tlscert", dir .. "/srv.crt", "--tlskey",
+      dir .. "/srv.key", "--tlscacert", dir .. "/ca.crt"}})
+    helper.write(dir .. "/hello.lua", [[
+      mb.listen("x", function(m) return m.payload end)
+      print(mb.request("x", "over tls", {timeout = 5}))
+    ]])
+  end)
+  lazy_teardown(function()
+    if srv then srv:stop() end
+    if dir then helper.remove_tree(dir) end
+  end)
+
+  local function config(tls)
+    helper.write(dir .. "/cfg.lua", ([[
+return {cluster = {url = "tls://127.0.0.1:%d", tls = %s}, destinations = {x = {cluster = true}}}
+]]):format(srv.port, tls))
+    return helper.mbrun("-w 1 -c cfg.lua hello.lua", {dir = dir})
+  end
+
+  it("joins with the CA and a client certificate from the configuration", function()
+    local out, err, code = config('{ca = "ca.crt", cert = "cli.crt", key = "cli.key"}')
+    assert.equal(0, code, out .. err)
+    assert.matches("^over tls\t", out)
+  end)
+
+  it("exits 2 without the client certificate the server asks for", function()
+    local out, err, code = config('{ca = "ca.crt"}')
+    assert.equal(2, code, out .. err)
+    assert.matches("mbrun: cluster: cannot connect to tls://127%.0%.0%.1:%d+", err)
+  end)
+end)

@@ -137,7 +137,7 @@ local function launch(self, port)
   self.pid = pid
   local got = wait_for(function()
     local s = read_file(ports_file(self, pid))
-    local p = s and tonumber(s:match("nats://[^\"]-:(%d+)"))
+    local p = s and tonumber(s:match("%a+://[^\"]-:(%d+)")) -- nats:// or tls://
     if p then return p end
     if not alive(pid) then return "dead" end
   end, self.timeout, 0.01)
