@@ -569,8 +569,8 @@ describe("a cluster over TLS", function()
       openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 &&
       openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile san.cnf &&
       openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj /CN=mb-node &&
-      openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt -days 2)
-      ]]):format(q) .. " > /dev/null 2>&1"))
+      openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt -days 2
+      ) > /dev/null 2>&1]]):format(q)))
     srv = assert(ns.start{args = {"--tlsverify", "--tlscert", dir .. "/srv.crt", "--tlskey",
       dir .. "/srv.key", "--tlscacert", dir .. "/ca.crt"}})
     helper.write(dir .. "/hello.lua", [[
