@@ -1236,18 +1236,42 @@ static void on_error(natsConnection *nc, natsSubscription *s, natsStatus err, vo
 
 /* ---- start and stop ---------------------------------------------------------------- */
 
-/* The URL as people may see it: user:password@ becomes user:***@. */
+/* The URL as people may see it: user:password@ becomes user:***@, and a
+ * token (TOKEN@, no colon) becomes ***@; each URL of a list on its own. */
 static char *shown_url(const char *url) {
-  char *s = strdup(url);
+  size_t len = strlen(url);
+  char *s = malloc(len + len / 3 * 4 + 5); /* each "://" (3 bytes) may grow by 4 */
   if (!s) return NULL;
-  for (char *p = s; (p = strstr(p, "://"));) {
-    p += 3;
-    char *at = strchr(p, '@'), *colon = strchr(p, ':'), *comma = strchr(p, ',');
-    if (at && (!comma || at < comma) && colon && colon < at) {
-      memmove(colon + 4, at, strlen(at) + 1);
-      memcpy(colon + 1, "***", 3);
+  size_t at = 0;
+  for (const char *p = url; *p;) {
+    const char *scheme = strstr(p, "://");
+    if (!scheme) {
+      memcpy(s + at, p, strlen(p));
+      at += strlen(p);
+      break;
     }
+    const char *host = scheme + 3, *end = strchr(host, ',');
+    if (!end) end = host + strlen(host);
+    memcpy(s + at, p, (size_t)(host - p));
+    at += (size_t)(host - p);
+    const char *mark = NULL; /* the last '@' of this URL: the password may hold one */
+    for (const char *q = host; q < end; q++)
+      if (*q == '@') mark = q;
+    if (mark) {
+      const char *colon = memchr(host, ':', (size_t)(mark - host));
+      if (colon) {
+        memcpy(s + at, host, (size_t)(colon - host) + 1);
+        at += (size_t)(colon - host) + 1;
+      }
+      memcpy(s + at, "***", 3);
+      at += 3;
+      host = mark;
+    }
+    memcpy(s + at, host, (size_t)(end - host));
+    at += (size_t)(end - host);
+    p = end;
   }
+  s[at] = 0;
   return s;
 }
 

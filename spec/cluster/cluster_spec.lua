@@ -517,4 +517,21 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
     assert.matches("joined", out)
     assert.not_matches("s3cret", out)
   end)
+
+  it("masks a short password and a token in the configuration's URL", function()
+    -- a password shorter than the mask once wrote past the shown URL's end
+    -- (seen by the ASan build), and a token (no colon) was shown as it is
+    local port = srv.url:match(":(%d+)$")
+    for _, case in ipairs{{"mbuser:p@", "nats://mbuser:%*%*%*@127%.0%.0%.1:" .. port},
+                          {"mbuser:@", "nats://mbuser:%*%*%*@127%.0%.0%.1:" .. port},
+                          {"T0kenS3cret@", "nats://%*%*%*@127%.0%.0%.1:" .. port}} do
+      helper.write(dir .. "/short.lua", ("return {cluster = {url = %q}}"):format(
+        "nats://" .. case[1] .. "127.0.0.1:" .. port))
+      local out, err, code = helper.mbrun(("-w 1 -c %s %s"):format(
+        helper.quote(dir .. "/short.lua"), helper.quote(dir .. "/hello.lua")))
+      assert.equal(2, code, out .. err)
+      assert.matches("cannot connect to " .. case[2] .. ": [^\n]*Authorization Violation", err)
+      assert.not_matches("T0kenS3cret", out .. err)
+    end
+  end)
 end)
