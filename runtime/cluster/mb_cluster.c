@@ -79,6 +79,7 @@ struct mb_cluster {
    * acknowledged lately: once all of those have, the wait is over early */
   struct win *wins;
   struct known *known;
+  struct proxy *proxies; /* worker 0: requests of other nodes not answered yet */
   ev_timer win_timer;
   int arm_posted;
   double ack_wait;
@@ -627,6 +628,8 @@ typedef struct item {
 /* What a request from another node needs for its answer. */
 typedef struct proxy {
   mb_cluster *c;
+  struct proxy *prev, *next; /* in c->proxies until freed */
+  size_t k; /* with all: the groups here that took it */
   int all;  /* a request_all or synchronous send: an answer per group */
   int json; /* from a plain NATS client: the answer is JSON text, no headers */
   char *home;     /* a send with reply_to: its destination on the sending node */
@@ -675,6 +678,11 @@ static void bad(mb_cluster *c, natsMsg *nm, const char *why) {
 
 /* The answer of a request from another node: sent back to its inbox. */
 static void proxy_free(proxy *p) {
+  if (p->prev)
+    p->prev->next = p->next;
+  else if (p->c->proxies == p)
+    p->c->proxies = p->next;
+  if (p->next) p->next->prev = p->prev;
   free(p->home);
   free(p->response);
   free(p);
@@ -757,6 +765,33 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy_free(p);
 }
 
+/* Worker 0: p is answered through proxy_done (or freed) before the link stops. */
+static void proxy_watch(mb_cluster *c, proxy *p) {
+  p->c = c;
+  p->prev = NULL;
+  p->next = c->proxies;
+  if (c->proxies) c->proxies->prev = p;
+  c->proxies = p;
+}
+
+/* Worker 0, stopping: the requests of other nodes still unanswered here
+ * (their listeners were cut short) fail now, rather than leaving their
+ * requesters to wait for their timeouts. */
+static void proxies_fail(mb_cluster *c) {
+  static const char why[] = "failed: the node stopped before its listener answered";
+  while (c->proxies) {
+    proxy *p = c->proxies;
+    mb_answer one = {MB_EFAILED, NULL, why}, *a = &one;
+    size_t n = p->all && p->k > 1 ? p->k : 1;
+    if (n > 1 && (a = malloc(n * sizeof *a)))
+      for (size_t i = 0; i < n; i++) a[i] = one;
+    else
+      a = &one, n = 1;
+    proxy_done(p, a, n); /* frees p */
+    if (a != &one) free(a);
+  }
+}
+
 /* Tells the requester at subject `to` that this node took its message to k
  * groups (what = the kind acknowledged). */
 static void ack(mb_cluster *c, const char *to, const char *what, size_t k) {
@@ -822,7 +857,7 @@ static void on_plain_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   int rc;
   proxy *p = reply && *reply ? calloc(1, sizeof *p + strlen(reply) + 1) : NULL;
   if (p) {
-    p->c = c;
+    proxy_watch(c, p);
     p->json = 1;
     strcpy(p->reply, reply);
     mb_request *r;
@@ -889,6 +924,7 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   } else if (reply && !confirm) {
     size_t rl = strlen(reply);
     proxy *p = calloc(1, sizeof *p + rl + 1);
+    if (p) p->c = c;
     if (p && !request && !all) {
       p->home = strdup(reply_to);
       p->response = strdup(mb_msg_origin(m));
@@ -904,11 +940,12 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
              e->dest, from ? from : "?");
       return;
     }
-    p->c = c;
+    proxy_watch(c, p);
     p->all = all;
     memcpy(p->reply, reply, rl + 1);
     mb_request *r;
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, all, proxy_done, p, &r, &takers);
+    p->k = takers;
     /* the answers come later, from a task: the acknowledgement goes first */
     if (all) ack(c, reply, kind, rc < 0 ? 0 : takers);
     if (rc < 0 && all) {
@@ -1474,6 +1511,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
 void mb_cluster_stop(mb_cluster *c) {
   if (!c) return;
   mb_runtime_link(c->rt, NULL);
+  proxies_fail(c);
   /* what the last turn published leaves before the connection closes
    * (else natsConnection_Close would wait for a flush that needs the loop) */
   mb_nats_ev_flush(c->ev, 1.0);

@@ -535,3 +535,61 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
     end
   end)
 end)
+
+describe("a node stopped at once while it runs another node's requests", function()
+  local exe, why = ns.find()
+  if not exe then
+    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
+    return
+  end
+
+  local srv, list, dir
+  lazy_setup(function()
+    srv = assert(ns.start())
+    dir = helper.tmpdir()
+    helper.write(dir .. "/config.lua", [[
+return {destinations = {hold = {cluster = true}}, listeners = {["hold.lua"] = {"hold"}},
+        services = {{script = "ready.lua"}}}
+]])
+    helper.write(dir .. "/ready.lua", 'mb.after(0.05, function() print("ready") end)')
+    helper.write(dir .. "/hold.lua", [[
+return {hold = function(msg) print("holding " .. msg.payload) mb.sleep(30) end}
+]])
+    list = {}
+  end)
+  lazy_teardown(function()
+    if list then nodes.stop_all(list) end
+    if srv then srv:stop() end
+    if dir then helper.remove_tree(dir) end
+  end)
+
+  it("fails them at once instead of leaving them to their timeouts", function()
+    local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
+    list[1] = n1
+    assert(n1:wait_output("ready", 15), n1:errors())
+    helper.write(dir .. "/asker.lua", [[
+assert(mb.destination("hold", {cluster = true}))
+local t = mb.now()
+mb.spawn(function()
+  local _, err = mb.request("hold", "one", {timeout = 20})
+  print(("request %s in %.1f"):format(err, mb.now() - t))
+end)
+mb.spawn(function()
+  local all = mb.request_all("hold", "all", {timeout = 20})
+  print(("all %d %s in %.1f"):format(#all, all[1] and all[1].error, mb.now() - t))
+end)
+]])
+    local s1 = nodes.start(srv.url, "s1", helper.quote(dir .. "/asker.lua"))
+    list[2] = s1
+    assert(n1:wait_output("holding one", 10), n1:output() .. n1:errors())
+    assert(n1:wait_output("holding all", 10), n1:output() .. n1:errors())
+    n1:signal("TERM")
+    assert(nodes.wait_for(function() return n1:errors():match("taking no new messages") end, 5))
+    n1:signal("TERM") -- during the grace period: at once
+    local failed = "failed: the node stopped before its listener answered %(node n1%)"
+    assert(s1:wait_output("request " .. failed, 3), s1:output() .. s1:errors())
+    assert(s1:wait_output("all 1 " .. failed, 3), s1:output() .. s1:errors())
+    assert.equal(1, n1:stop())
+    assert.equal(0, s1:stop())
+  end)
+end)
