@@ -74,6 +74,7 @@ struct mb_cluster {
   uint64_t *mk; /* per marker in flight: the ring index it covers up to */
   size_t mk_head, mk_len, mk_cap;
   int mark_posted, held;
+  int lib; /* counted in lib_users */
   /* request_all and synchronous sends waiting for nodes to acknowledge
    * (under mu; the timer is worker 0's) and, per destination, the nodes that
    * acknowledged lately: once all of those have, the wait is over early */
@@ -1312,6 +1313,32 @@ static char *shown_url(const char *url) {
   return s;
 }
 
+/* nats.c's library (its timer, callback and cleanup threads): opened by
+ * the first cluster of the process and closed, its threads gone, when the
+ * last one stops, so that a stopped node leaves nothing running (valgrind:
+ * their stacks were "possibly lost" at exit). lib_mu also keeps nats_Open
+ * and nats_Close apart, as nats.c requires. */
+static pthread_mutex_t lib_mu = PTHREAD_MUTEX_INITIALIZER;
+static int lib_users;
+
+static natsStatus lib_open(mb_cluster *c) {
+  pthread_mutex_lock(&lib_mu);
+  natsStatus s = nats_Open(-1);
+  if (s == NATS_OK) {
+    lib_users++;
+    c->lib = 1;
+  }
+  pthread_mutex_unlock(&lib_mu);
+  return s;
+}
+
+static void lib_close(mb_cluster *c) {
+  if (!c->lib) return;
+  pthread_mutex_lock(&lib_mu);
+  if (--lib_users == 0) nats_CloseAndWait(1000);
+  pthread_mutex_unlock(&lib_mu);
+}
+
 static void cluster_free(mb_cluster *c) {
   if (c->loop) ev_timer_stop(c->loop, &c->win_timer);
   while (c->wins) {
@@ -1355,6 +1382,7 @@ static void cluster_free(mb_cluster *c) {
   if (c->svc) mb_service_free(c->svc);
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->nr_cond);
+  lib_close(c);
   free(c->ns);
   free(c->node);
   free(c->url);
@@ -1441,8 +1469,8 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   c->ev = mb_nats_ev_new(c->loop);
   snprintf(c->inbox, sizeof c->inbox, "mb.%s.n.%s.", ns, node);
   natsOptions *o = NULL;
-  natsStatus s = c->ns && c->node && c->url && c->svc && c->ev ? natsOptions_Create(&o)
-                                                               : NATS_NO_MEMORY;
+  natsStatus s = c->ns && c->node && c->url && c->svc && c->ev ? lib_open(c) : NATS_NO_MEMORY;
+  if (s == NATS_OK) s = natsOptions_Create(&o);
   if (s == NATS_OK) s = natsOptions_SetURL(o, cfg->url);
   if (s == NATS_OK) s = natsOptions_SetName(o, node);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);

@@ -370,6 +370,34 @@ print(p.via, p.node)
     assert.matches("^mb.reply\tn%d\n", out)
   end)
 
+  it("runs a node that leaves nothing behind under valgrind memcheck", function()
+    -- the valgrind build (make valgrind) of mbrun, when it is there; nats.c's
+    -- own threads were still running at exit ("possibly lost" stacks)
+    local vg = helper.absolute("build/valgrind/mbrun")
+    if not (io.open(vg) and os.execute("command -v valgrind > /dev/null")) then
+      pending("skipped: needs valgrind and " .. vg)
+      return
+    end
+    local path = dir .. "/memcheck.lua"
+    helper.write(path, DECLARE .. [[
+assert(mb.destination("results"))
+mb.listen("results", function(m) print("result", m.payload.echo) end)
+assert(mb.request("ask", {n = 1, s = "\0"}, {timeout = 10}))
+print(#mb.request_all("poll", "who?", {timeout = 10}))
+assert(mb.send("syncd", 1, {timeout = 10}))
+assert(mb.send("fan", {n = 0}, {confirm = true}))
+assert(mb.stats("work", {cluster = true}).nodes >= 3)
+assert(mb.send("ask", "home", {reply_to = "results"}))
+mb.sleep(0.5)
+print("done")
+]])
+    local out, err, code = helper.run(("timeout 120 valgrind --error-exitcode=99 --leak-check=full "
+      .. "--errors-for-leak-kinds=definite,indirect,possible --fair-sched=yes -q %s -w 2 --nats %s "
+      .. "--node v1 %s"):format(helper.quote(vg), srv.url, helper.quote(path)))
+    assert.equal(0, code, out .. err)
+    assert.matches("3\nresult\thome\ndone\n", out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)
