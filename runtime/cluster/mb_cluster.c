@@ -81,6 +81,7 @@ struct mb_cluster {
   struct win *wins;
   struct known *known;
   struct proxy *proxies; /* worker 0: requests of other nodes not answered yet */
+  struct sync_ctx *syncs; /* worker 0: synchronous sends of other nodes still running */
   ev_timer win_timer;
   int arm_posted;
   double ack_wait;
@@ -775,24 +776,6 @@ static void proxy_watch(mb_cluster *c, proxy *p) {
   c->proxies = p;
 }
 
-/* Worker 0, stopping: the requests of other nodes still unanswered here
- * (their listeners were cut short) fail now, rather than leaving their
- * requesters to wait for their timeouts. */
-static void proxies_fail(mb_cluster *c) {
-  static const char why[] = "failed: the node stopped before its listener answered";
-  while (c->proxies) {
-    proxy *p = c->proxies;
-    mb_answer one = {MB_EFAILED, NULL, why}, *a = &one;
-    size_t n = p->all && p->k > 1 ? p->k : 1;
-    if (n > 1 && (a = malloc(n * sizeof *a)))
-      for (size_t i = 0; i < n; i++) a[i] = one;
-    else
-      a = &one, n = 1;
-    proxy_done(p, a, n); /* frees p */
-    if (a != &one) free(a);
-  }
-}
-
 /* Tells the requester at subject `to` that this node took its message to k
  * groups (what = the kind acknowledged). */
 static void ack(mb_cluster *c, const char *to, const char *what, size_t k) {
@@ -811,25 +794,60 @@ static void ack(mb_cluster *c, const char *to, const char *what, size_t k) {
 /* A synchronous send from another node: its groups here have run it. */
 typedef struct sync_ctx {
   mb_cluster *c;
+  struct sync_ctx *prev, *next; /* in c->syncs while its groups run it */
   size_t k;
   char reply[];
 } sync_ctx;
 
+static void sync_unlink(sync_ctx *x) {
+  if (x->prev)
+    x->prev->next = x->next;
+  else if (x->c->syncs == x)
+    x->c->syncs = x->next;
+  if (x->next) x->next->prev = x->prev;
+  x->prev = x->next = NULL;
+}
+
+/* status MB_ECLOSED: this node stopped before its groups had run it (they
+ * answer failed); else they ran it (a group that failed has run it too,
+ * and was counted here). */
 static void sync_done(void *ud, int status) {
   sync_ctx *x = ud;
   static const uint8_t nil = MB_V_NIL;
-  char num[24], id[120], hex[17];
-  (void)status; /* a group that failed has run it too (and was counted here) */
+  char num[24], id[120], hex[17], err[200];
+  int stopped = status == MB_ECLOSED;
+  snprintf(err, sizeof err, "failed: the node stopped before its listener answered (node %s)",
+           x->c->node);
+  sync_unlink(x);
   mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
   for (size_t i = 0; none && i < x->k; i++) {
     snprintf(num, sizeof num, "%zu", i);
     mb_id_format(mb_msg_id(none), hex);
     snprintf(id, sizeof id, "%s:%s", x->c->node, hex);
-    const char *extra[] = {"Mb-Group", num, NULL};
-    publish(x->c, x->reply, NULL, none, "reply", id, extra);
+    const char *extra[] = {"Mb-Group", num, "Mb-Error", stopped ? err : NULL, NULL};
+    publish(x->c, x->reply, NULL, none, stopped ? "fail" : "reply", id, extra);
   }
   mb_msg_unref(none);
   free(x);
+}
+
+/* Worker 0, stopping: the requests and synchronous sends of other nodes
+ * still unanswered here (their listeners were cut short) fail now, rather
+ * than leaving their requesters to wait for their timeouts. */
+static void proxies_fail(mb_cluster *c) {
+  static const char why[] = "failed: the node stopped before its listener answered";
+  while (c->proxies) {
+    proxy *p = c->proxies;
+    mb_answer one = {MB_EFAILED, NULL, why}, *a = &one;
+    size_t n = p->all && p->k > 1 ? p->k : 1;
+    if (n > 1 && (a = malloc(n * sizeof *a)))
+      for (size_t i = 0; i < n; i++) a[i] = one;
+    else
+      a = &one, n = 1;
+    proxy_done(p, a, n); /* frees p */
+    if (a != &one) free(a);
+  }
+  while (c->syncs) sync_done(c->syncs, MB_ECLOSED); /* frees it */
 }
 
 /* A message from a plain NATS client (no Mb- headers): its body is the
@@ -916,12 +934,19 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     } else {
       x->c = c;
       memcpy(x->reply, reply, rl + 1);
+      x->prev = NULL;
+      x->next = c->syncs;
+      if (c->syncs) c->syncs->prev = x;
+      c->syncs = x;
       rc = mb_link_deliver_sync(c->svc, e->dest, e->key, m, sync_done, x, &takers);
       x->k = rc < 0 ? 0 : takers;
     }
     ack(c, reply, kind, rc < 0 ? 0 : takers); /* first: the answers follow */
     if (rc == MB_OK) sync_done(x, MB_OK);
-    if (rc < 0) free(x);
+    if (rc < 0 && x) {
+      sync_unlink(x);
+      free(x);
+    }
   } else if (reply && !confirm) {
     size_t rl = strlen(reply);
     proxy *p = calloc(1, sizeof *p + rl + 1);

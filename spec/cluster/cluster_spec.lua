@@ -576,12 +576,14 @@ describe("a node stopped at once while it runs another node's requests", functio
     srv = assert(ns.start())
     dir = helper.tmpdir()
     helper.write(dir .. "/config.lua", [[
-return {destinations = {hold = {cluster = true}}, listeners = {["hold.lua"] = {"hold"}},
+return {destinations = {hold = {cluster = true}, holdsync = {type = "synchronous", cluster = true}},
+        listeners = {["hold.lua"] = {"hold", "holdsync"}},
         services = {{script = "ready.lua"}}}
 ]])
     helper.write(dir .. "/ready.lua", 'mb.after(0.05, function() print("ready") end)')
     helper.write(dir .. "/hold.lua", [[
-return {hold = function(msg) print("holding " .. msg.payload) mb.sleep(30) end}
+local function hold(msg) print("holding " .. msg.payload) mb.sleep(30) end
+return {hold = hold, holdsync = hold}
 ]])
     list = {}
   end)
@@ -597,6 +599,7 @@ return {hold = function(msg) print("holding " .. msg.payload) mb.sleep(30) end}
     assert(n1:wait_output("ready", 15), n1:errors())
     helper.write(dir .. "/asker.lua", [[
 assert(mb.destination("hold", {cluster = true}))
+assert(mb.destination("holdsync", {type = "synchronous", cluster = true}))
 local t = mb.now()
 mb.spawn(function()
   local _, err = mb.request("hold", "one", {timeout = 20})
@@ -606,17 +609,24 @@ mb.spawn(function()
   local all = mb.request_all("hold", "all", {timeout = 20})
   print(("all %d %s in %.1f"):format(#all, all[1] and all[1].error, mb.now() - t))
 end)
+mb.spawn(function()
+  local id, err = mb.send("holdsync", "sync", {timeout = 20})
+  print(("sync %s in %.1f"):format(id and "sent" or err, mb.now() - t))
+end)
 ]])
     local s1 = nodes.start(srv.url, "s1", helper.quote(dir .. "/asker.lua"))
     list[2] = s1
     assert(n1:wait_output("holding one", 10), n1:output() .. n1:errors())
     assert(n1:wait_output("holding all", 10), n1:output() .. n1:errors())
+    assert(n1:wait_output("holding sync", 10), n1:output() .. n1:errors() .. s1:output() .. s1:errors())
     n1:signal("TERM")
     assert(nodes.wait_for(function() return n1:errors():match("taking no new messages") end, 5))
     n1:signal("TERM") -- during the grace period: at once
     local failed = "failed: the node stopped before its listener answered %(node n1%)"
     assert(s1:wait_output("request " .. failed, 3), s1:output() .. s1:errors())
     assert(s1:wait_output("all 1 " .. failed, 3), s1:output() .. s1:errors())
+    -- a synchronous send returns once its groups have run it, a failure too
+    assert(s1:wait_output("sync sent", 3), s1:output() .. s1:errors())
     assert.equal(1, n1:stop())
     assert.equal(0, s1:stop())
   end)
