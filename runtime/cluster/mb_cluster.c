@@ -554,7 +554,12 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
      * x.ID only hears the server's "no responders" (see on_no_responders) */
     snprintf(reply, sizeof reply, "%sx.%s", c->inbox, hex);
     snprintf(answer, sizeof answer, "%sr.%s", c->inbox, hex);
-    const char *extra[] = {"Mb-Reply", req ? answer : NULL, NULL};
+    /* the listening nodes bound their wait for the listeners' answers by it */
+    char tmo[32];
+    double secs = req ? mb_link_timeout(c->rt, mb_msg_id(m)) : 0;
+    snprintf(tmo, sizeof tmo, "%.3f", secs);
+    const char *extra[] = {"Mb-Reply", req ? answer : NULL, "Mb-Timeout", secs > 0 ? tmo : NULL,
+                           NULL};
     if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC)
       win_open(c, mb_msg_id(m), dest, c->ack_wait);
     natsStatus s;
@@ -693,6 +698,11 @@ static void proxy_free(proxy *p) {
 static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy *p = ud;
   mb_cluster *c = p->c;
+  for (size_t i = 0; i < n; i++)
+    if (answers[i].status == MB_ETIMEOUT) { /* its requester has given up too (proxy_bound) */
+      proxy_free(p);
+      return;
+    }
   static const uint8_t nil = MB_V_NIL;
   char err[700], hex[17], id[120];
   const mb_answer *a = n ? &answers[0] : NULL;
@@ -765,6 +775,20 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   }
   if (s == NATS_OK) count(c, &c->st.replies, 1);
   proxy_free(p);
+}
+
+#define PROXY_WAIT 60.0 /* seconds a request without Mb-Timeout (a plain NATS client's, a
+                          * send's reply_to) waits for its listeners' answers here */
+
+/* Worker 0: the request r that mb_link_deliver opened for the message nm
+ * ends (said nothing) when its requester gives up: after its Mb-Timeout
+ * (a little later, as it started later), else PROXY_WAIT. */
+static void proxy_bound(natsMsg *nm, mb_request *r) {
+  const char *t = header(nm, "Mb-Timeout");
+  char *end = NULL;
+  double secs = t ? strtod(t, &end) : 0;
+  if (!t || end == t || *end || !(secs > 0)) secs = PROXY_WAIT;
+  if (r && secs < 1e9) mb_link_expire(r, secs + 0.5); /* "inf": it waits as long */
 }
 
 /* Worker 0: p is answered through proxy_done (or freed) before the link stops. */
@@ -881,6 +905,7 @@ static void on_plain_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     strcpy(p->reply, reply);
     mb_request *r;
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, proxy_done, p, &r, NULL);
+    if (rc >= 0) proxy_bound(nm, r);
     if (rc < 0) {
       char err[400];
       snprintf(err, sizeof err, "%s: no listener of '%s' took it", mb_strerror(rc), e->dest);
@@ -972,6 +997,7 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     mb_request *r;
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, all, proxy_done, p, &r, &takers);
     p->k = takers;
+    if (rc >= 0) proxy_bound(nm, r);
     /* the answers come later, from a task: the acknowledgement goes first */
     if (all) ack(c, reply, kind, rc < 0 ? 0 : takers);
     if (rc < 0 && all) {

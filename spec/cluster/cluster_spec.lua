@@ -576,14 +576,15 @@ describe("a node stopped at once while it runs another node's requests", functio
     srv = assert(ns.start())
     dir = helper.tmpdir()
     helper.write(dir .. "/config.lua", [[
-return {destinations = {hold = {cluster = true}, holdsync = {type = "synchronous", cluster = true}},
-        listeners = {["hold.lua"] = {"hold", "holdsync"}},
+return {destinations = {hold = {cluster = true}, holdsync = {type = "synchronous", cluster = true},
+                        mute = {cluster = true}},
+        listeners = {["hold.lua"] = {"hold", "holdsync", "mute"}},
         services = {{script = "ready.lua"}}}
 ]])
     helper.write(dir .. "/ready.lua", 'mb.after(0.05, function() print("ready") end)')
     helper.write(dir .. "/hold.lua", [[
 local function hold(msg) print("holding " .. msg.payload) mb.sleep(30) end
-return {hold = hold, holdsync = hold}
+return {hold = hold, holdsync = hold, mute = function(msg) print("mute " .. msg.payload) end}
 ]])
     list = {}
   end)
@@ -593,9 +594,31 @@ return {hold = hold, holdsync = hold}
     if dir then helper.remove_tree(dir) end
   end)
 
+  it("lets go of a request its listener never answers once its requester gave up", function()
+    local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
+    list[#list + 1] = n1
+    assert(n1:wait_output("ready", 15), n1:errors())
+    helper.write(dir .. "/mute.lua", [[
+assert(mb.destination("mute", {cluster = true}))
+print(mb.request("mute", "one", {timeout = 0.2}))
+]])
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(srv.url,
+      helper.quote(dir .. "/mute.lua")))
+    assert.equal(0, code, err)
+    assert.matches("nil\ttimeout: no reply from mute within 0.2 s", out)
+    assert(n1:wait_output("mute one", 5))
+    -- the listening node held it open for ever (its shutdown waited the
+    -- whole grace period for it); now it ends soon after the requester's
+    os.execute("sleep 1")
+    n1:signal("TERM")
+    assert(nodes.wait_for(function() return not n1:alive() end, 3), "n1 still waits: " .. n1:errors())
+    assert.equal(0, n1:stop())
+    assert.matches("nothing in flight", n1.err)
+  end)
+
   it("fails them at once instead of leaving them to their timeouts", function()
     local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
-    list[1] = n1
+    list[#list + 1] = n1
     assert(n1:wait_output("ready", 15), n1:errors())
     helper.write(dir .. "/asker.lua", [[
 assert(mb.destination("hold", {cluster = true}))
@@ -615,7 +638,7 @@ mb.spawn(function()
 end)
 ]])
     local s1 = nodes.start(srv.url, "s1", helper.quote(dir .. "/asker.lua"))
-    list[2] = s1
+    list[#list + 1] = s1
     assert(n1:wait_output("holding one", 10), n1:output() .. n1:errors())
     assert(n1:wait_output("holding all", 10), n1:output() .. n1:errors())
     assert(n1:wait_output("holding sync", 10), n1:output() .. n1:errors() .. s1:output() .. s1:errors())
