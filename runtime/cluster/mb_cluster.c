@@ -71,6 +71,7 @@ struct mb_cluster {
   mb_msg **sq;
   size_t sq_head, sq_len, sq_cap;
   uint64_t sq_base, marks_sent;
+  uint64_t sq_hint; /* the ring index after the last send found "no responders" */
   uint64_t *mk; /* per marker in flight: the ring index it covers up to */
   size_t mk_head, mk_len, mk_cap;
   int mark_posted, held;
@@ -480,11 +481,18 @@ static void heard_task(void *arg) {
   } else {
     mb_msg *m = NULL;
     pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->sq_len && !m; i++) {
+    /* "no responders" come in send order: the search starts after the last
+     * one found (from the oldest, a burst of N sends cost N*N/2 steps) */
+    size_t from = c->sq_hint > c->sq_base && c->sq_hint - c->sq_base < c->sq_len
+                      ? (size_t)(c->sq_hint - c->sq_base)
+                      : 0;
+    for (size_t j = 0; j < c->sq_len && !m; j++) {
+      size_t i = (from + j) % c->sq_len;
       mb_msg **slot = &c->sq[(c->sq_head + i) % c->sq_cap];
       if (*slot && mb_msg_id(*slot) == h->id) {
         m = *slot;
         *slot = mb_msg_ref(m); /* stays until its marker; the drop is counted now */
+        c->sq_hint = c->sq_base + i + 1;
       }
     }
     pthread_mutex_unlock(&c->mu);
