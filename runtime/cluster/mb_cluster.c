@@ -1450,8 +1450,10 @@ static void cluster_free(mb_cluster *c) {
 
 /* At start, before this node listens at its own subjects: does a node of
  * this name answer at them? Publishes to mb.NS.n.NODE.r.0 (a live node
- * answers "here"; with none, the server says "no responders") and turns
- * worker 0's loop by hand (it is not running yet) for at most 2 s. */
+ * answers "here"; with none, the server says "no responders") and reads
+ * the socket by hand for at most 2 s: not by turning worker 0's loop, which
+ * may be running (mb.setup from a service), and whose other callbacks
+ * (timers, tasks, Lua) would run inside this call. */
 static int name_taken(mb_cluster *c) {
   char subj[200], reply[200];
   snprintf(subj, sizeof subj, "%sr.0", c->inbox);
@@ -1460,7 +1462,7 @@ static int name_taken(mb_cluster *c) {
   int got = 0;
   for (int i = 0; i < 1000 && !got; i++) {
     mb_nats_ev_flush(c->ev, 0.1);
-    ev_run(c->loop, EVRUN_NOWAIT);
+    mb_nats_ev_poll(c->ev);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_nsec += 2000000;

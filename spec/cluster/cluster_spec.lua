@@ -417,6 +417,30 @@ print("done")
     assert.matches("3\nresult\thome\ndone\n", out)
   end)
 
+  it("joins from mb.setup in a running service without running its callbacks inside", function()
+    -- the name check turned worker 0's loop by hand: timers, tasks and
+    -- listeners of the calling service ran inside its own mb.setup call
+    local path = dir .. "/late_join.lua"
+    helper.write(path, ([[
+local n = 0
+local t = mb.every(0.001, function() n = n + 1 end)
+assert(mb.destination("here"))
+mb.listen("here", function() n = n + 1 end)
+mb.after(0.05, function()
+  for i = 1, 20 do mb.send("here", i) end
+  local before = n
+  mb.setup{cluster = {url = %q, node = "late1"}}
+  print("inside", n - before)
+  t:stop()
+  assert(mb.destination("fan", {cluster = true}))
+  print(mb.send("fan", {n = 0}))
+end)
+]]):format(srv.url))
+    local out, err, code = helper.mbrun("-w 1 " .. helper.quote(path))
+    assert.equal(0, code, out .. err)
+    assert.matches("^inside\t0\nlate1:%x+\n", out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)
