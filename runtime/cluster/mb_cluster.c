@@ -703,6 +703,31 @@ static void proxy_free(proxy *p) {
   free(p);
 }
 
+/* A listener's reply to a request of another node could not be published
+ * (status s; most often over the server's max_payload): reported here, and
+ * the requester hears it failed (group: its Mb-Group, or NULL), at once
+ * rather than at its timeout. */
+static natsStatus reply_unsent(mb_cluster *c, const char *to, const char *group, natsStatus s) {
+  static const uint8_t nil = MB_V_NIL;
+  char err[300], id[120], hex[17];
+  if (s == NATS_MAX_PAYLOAD)
+    snprintf(err, sizeof err, "failed: the reply is too large for the cluster (over the NATS "
+                              "server's max_payload of %zu bytes) (node %s)",
+             mb_cluster_max_payload(c), c->node);
+  else
+    snprintf(err, sizeof err, "failed: the reply was not sent: %s (node %s)",
+             natsStatus_GetText(s), c->node);
+  report(c, "mb: cluster: a reply to a request of another node was not sent: %s", err + 8);
+  mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
+  if (!none) return NATS_NO_MEMORY;
+  mb_id_format(mb_msg_id(none), hex);
+  snprintf(id, sizeof id, "%s:%s", c->node, hex);
+  const char *extra[] = {"Mb-Error", err, "Mb-Group", group, NULL};
+  s = publish(c, to, NULL, none, "fail", id, extra);
+  mb_msg_unref(none);
+  return s;
+}
+
 static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy *p = ud;
   mb_cluster *c = p->c;
@@ -735,6 +760,9 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
       }
     }
     s = natsConnection_Publish(c->nc, p->reply, b.p, (int)b.len);
+    if (s != NATS_OK)
+      report(c, "mb: cluster: a reply to a plain NATS client was not sent: %s (%zu bytes)",
+             natsStatus_GetText(s), b.len);
     mb_buf_free(&b);
     mb_buf_free(&v);
   } else if (p->home) { /* the reply goes home to reply_to; a failure was reported here */
@@ -763,12 +791,14 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
       const char *extra[] = {"Mb-Group", num, "Mb-Error", ok ? NULL : err, NULL};
       s = body ? publish(c, p->reply, NULL, body, ok ? "reply" : "fail", id, extra)
                : NATS_NO_MEMORY;
+      if (s != NATS_OK && s != NATS_CONNECTION_CLOSED) s = reply_unsent(c, p->reply, num, s);
       mb_msg_unref(none);
     }
   } else if (a && a->status == MB_OK && a->reply) {
     mb_id_format(mb_msg_id(a->reply), hex);
     snprintf(id, sizeof id, "%s:%s", c->node, hex);
     s = publish(c, p->reply, NULL, a->reply, "reply", id, NULL);
+    if (s != NATS_OK && s != NATS_CONNECTION_CLOSED) s = reply_unsent(c, p->reply, NULL, s);
   } else {
     mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
     const char *e = a && a->error ? a->error : "failed: no answer";

@@ -607,7 +607,7 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
   end)
 end)
 
-describe("a node stopped at once while it runs another node's requests", function()
+describe("a node answering the requests of another node", function()
   local exe, why = ns.find()
   if not exe then
     it("runs on a real nats-server", function() pending("skipped: " .. why) end)
@@ -620,14 +620,15 @@ describe("a node stopped at once while it runs another node's requests", functio
     dir = helper.tmpdir()
     helper.write(dir .. "/config.lua", [[
 return {destinations = {hold = {cluster = true}, holdsync = {type = "synchronous", cluster = true},
-                        mute = {cluster = true}},
-        listeners = {["hold.lua"] = {"hold", "holdsync", "mute"}},
+                        mute = {cluster = true}, big = {cluster = true}},
+        listeners = {["hold.lua"] = {"hold", "holdsync", "mute", "big"}},
         services = {{script = "ready.lua"}}}
 ]])
     helper.write(dir .. "/ready.lua", 'mb.after(0.05, function() print("ready") end)')
     helper.write(dir .. "/hold.lua", [[
 local function hold(msg) print("holding " .. msg.payload) mb.sleep(30) end
-return {hold = hold, holdsync = hold, mute = function(msg) print("mute " .. msg.payload) end}
+return {hold = hold, holdsync = hold, mute = function(msg) print("mute " .. msg.payload) end,
+        big = function(msg) return string.rep("x", 2 * 1024 * 1024) end}
 ]])
     list = {}
   end)
@@ -659,7 +660,27 @@ print(mb.request("mute", "one", {timeout = 0.2}))
     assert.matches("nothing in flight", n1.err)
   end)
 
-  it("fails them at once instead of leaving them to their timeouts", function()
+  it("fails a request at once when its reply is over the server's max_payload", function()
+    -- the reply was lost without a word, and its requester waited for its timeout
+    local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
+    list[#list + 1] = n1
+    assert(n1:wait_output("ready", 15), n1:errors())
+    helper.write(dir .. "/big.lua", [[
+assert(mb.destination("big", {cluster = true}))
+local t = mb.now()
+print(mb.request("big", "x", {timeout = 5}))
+print(("took %.1f"):format(mb.now() - t))
+]])
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(srv.url,
+      helper.quote(dir .. "/big.lua")))
+    assert.equal(0, code, err)
+    assert.matches("nil\tfailed: the reply is too large for the cluster %(over the NATS server's " ..
+      "max_payload of 1048576 bytes%) %(node n1%)\ntook 0", out)
+    assert.equal(0, n1:stop())
+    assert.matches("a reply to a request of another node was not sent: the reply is too large", n1.err)
+  end)
+
+  it("fails them at once when it stops at once, instead of leaving them to their timeouts", function()
     local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
     list[#list + 1] = n1
     assert(n1:wait_output("ready", 15), n1:errors())
