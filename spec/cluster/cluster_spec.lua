@@ -410,7 +410,8 @@ assert(mb.send("ask", "home", {reply_to = "results"}))
 mb.sleep(0.5)
 print("done")
 ]])
-    local out, err, code = helper.run(("timeout 120 valgrind --error-exitcode=99 --leak-check=full "
+    local out, err, code = helper.run(("timeout 120 env -u LD_PRELOAD valgrind --error-exitcode=99 "
+      .. "--leak-check=full "
       .. "--errors-for-leak-kinds=definite,indirect,possible --fair-sched=yes -q %s -w 2 --nats %s "
       .. "--node v1 %s"):format(helper.quote(vg), srv.url, helper.quote(path)))
     assert.equal(0, code, out .. err)
