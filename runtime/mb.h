@@ -527,6 +527,16 @@ int mb_link_answer(mb_runtime *rt, uint64_t id, uint64_t group, int status, mb_m
  * answers to wait for, from groups base..base+k-1 (numbers the link picks,
  * unique per node and group). Returns 0, or -1 when it has ended. */
 int mb_link_expect(mb_runtime *rt, uint64_t id, uint64_t base, size_t k);
+
+/* The timeout in seconds of the request `id` sent over the link (0: none
+ * open; may be infinite), for the link to tell the listening nodes. Any
+ * thread. */
+double mb_link_timeout(mb_runtime *rt, uint64_t id);
+/* Bounds the request r that mb_link_deliver opened (no timeout of its own)
+ * to secs from now: then it ends with MB_ETIMEOUT answers for what did not
+ * answer, not counted as a timeout here (its requester counts its own). On
+ * the link's service's worker, before r's callback ran; secs > 0, finite. */
+void mb_link_expire(mb_request *r, double secs);
 /* The time for nodes to acknowledge `id` is over: it ends once the
  * acknowledged groups have answered. Any thread. */
 void mb_link_window(mb_runtime *rt, uint64_t id);

@@ -75,14 +75,18 @@ struct mb_cluster {
   mb_msg **sq;
   size_t sq_head, sq_len, sq_cap;
   uint64_t sq_base, marks_sent;
+  uint64_t sq_hint; /* the ring index after the last send found "no responders" */
   uint64_t *mk; /* per marker in flight: the ring index it covers up to */
   size_t mk_head, mk_len, mk_cap;
   int mark_posted, held;
+  int lib; /* counted in lib_users */
   /* request_all and synchronous sends waiting for nodes to acknowledge
    * (under mu; the timer is worker 0's) and, per destination, the nodes that
    * acknowledged lately: once all of those have, the wait is over early */
   struct win *wins;
   struct known *known;
+  struct proxy *proxies; /* worker 0: requests of other nodes not answered yet */
+  struct sync_ctx *syncs; /* worker 0: synchronous sends of other nodes still running */
   ev_timer win_timer;
   int arm_posted;
   double ack_wait;
@@ -483,11 +487,18 @@ static void heard_task(void *arg) {
   } else {
     mb_msg *m = NULL;
     pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->sq_len && !m; i++) {
+    /* "no responders" come in send order: the search starts after the last
+     * one found (from the oldest, a burst of N sends cost N*N/2 steps) */
+    size_t from = c->sq_hint > c->sq_base && c->sq_hint - c->sq_base < c->sq_len
+                      ? (size_t)(c->sq_hint - c->sq_base)
+                      : 0;
+    for (size_t j = 0; j < c->sq_len && !m; j++) {
+      size_t i = (from + j) % c->sq_len;
       mb_msg **slot = &c->sq[(c->sq_head + i) % c->sq_cap];
       if (*slot && mb_msg_id(*slot) == h->id) {
         m = *slot;
         *slot = mb_msg_ref(m); /* stays until its marker; the drop is counted now */
+        c->sq_hint = c->sq_base + i + 1;
       }
     }
     pthread_mutex_unlock(&c->mu);
@@ -599,7 +610,12 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
      * x.ID only hears the server's "no responders" (see on_no_responders) */
     join(reply, sizeof reply, c->inbox, "x.", hex);
     join(answer, sizeof answer, c->inbox, "r.", hex);
-    const char *extra[] = {"Mb-Reply", req ? answer : NULL, NULL};
+    /* the listening nodes bound their wait for the listeners' answers by it */
+    char tmo[32];
+    double secs = req ? mb_link_timeout(c->rt, mb_msg_id(m)) : 0;
+    if (secs > 0) snprintf(tmo, sizeof tmo, "%.3f", secs);
+    const char *extra[] = {"Mb-Reply", req ? answer : NULL, "Mb-Timeout", secs > 0 ? tmo : NULL,
+                           NULL};
     if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC)
       win_open(c, mb_msg_id(m), dest, c->ack_wait);
     natsStatus s;
@@ -675,6 +691,8 @@ typedef struct item {
 /* What a request from another node needs for its answer. */
 typedef struct proxy {
   mb_cluster *c;
+  struct proxy *prev, *next; /* in c->proxies until freed */
+  size_t k; /* with all: the groups here that took it */
   int all;  /* a request_all or synchronous send: an answer per group */
   int json; /* from a plain NATS client: the answer is JSON text, no headers */
   char *home;     /* a send with reply_to: its destination on the sending node */
@@ -723,14 +741,49 @@ static void bad(mb_cluster *c, natsMsg *nm, const char *why) {
 
 /* The answer of a request from another node: sent back to its inbox. */
 static void proxy_free(proxy *p) {
+  if (p->prev)
+    p->prev->next = p->next;
+  else if (p->c->proxies == p)
+    p->c->proxies = p->next;
+  if (p->next) p->next->prev = p->prev;
   free(p->home);
   free(p->response);
   free(p);
 }
 
+/* A listener's reply to a request of another node could not be published
+ * (status s; most often over the server's max_payload): reported here, and
+ * the requester hears it failed (group: its Mb-Group, or NULL), at once
+ * rather than at its timeout. */
+static natsStatus reply_unsent(mb_cluster *c, const char *to, const char *group, natsStatus s) {
+  static const uint8_t nil = MB_V_NIL;
+  char err[300], id[120], hex[17];
+  if (s == NATS_MAX_PAYLOAD)
+    snprintf(err, sizeof err, "failed: the reply is too large for the cluster (over the NATS "
+                              "server's max_payload of %zu bytes) (node %s)",
+             mb_cluster_max_payload(c), c->node);
+  else
+    snprintf(err, sizeof err, "failed: the reply was not sent: %s (node %s)",
+             natsStatus_GetText(s), c->node);
+  report(c, "mb: cluster: a reply to a request of another node was not sent: %s", err + 8);
+  mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
+  if (!none) return NATS_NO_MEMORY;
+  mb_id_format(mb_msg_id(none), hex);
+  snprintf(id, sizeof id, "%s:%s", c->node, hex);
+  const char *extra[] = {"Mb-Error", err, "Mb-Group", group, NULL};
+  s = publish(c, to, NULL, none, "fail", id, extra);
+  mb_msg_unref(none);
+  return s;
+}
+
 static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   proxy *p = ud;
   mb_cluster *c = p->c;
+  for (size_t i = 0; i < n; i++)
+    if (answers[i].status == MB_ETIMEOUT) { /* its requester has given up too (proxy_bound) */
+      proxy_free(p);
+      return;
+    }
   static const uint8_t nil = MB_V_NIL;
   char err[700], id[MB_NODE_ID_MAX];
   const mb_answer *a = n ? &answers[0] : NULL;
@@ -755,6 +808,9 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
       }
     }
     s = natsConnection_Publish(c->nc, p->reply, b.p, (int)b.len);
+    if (s != NATS_OK)
+      report(c, "mb: cluster: a reply to a plain NATS client was not sent: %s (%zu bytes)",
+             natsStatus_GetText(s), b.len);
     mb_buf_free(&b);
     mb_buf_free(&v);
   } else if (p->home) { /* the reply goes home to reply_to; a failure was reported here */
@@ -781,11 +837,13 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
       const char *extra[] = {"Mb-Group", num, "Mb-Error", ok ? NULL : err, NULL};
       s = body ? publish(c, p->reply, NULL, body, ok ? "reply" : "fail", id, extra)
                : NATS_NO_MEMORY;
+      if (s != NATS_OK && s != NATS_CONNECTION_CLOSED) s = reply_unsent(c, p->reply, num, s);
       mb_msg_unref(none);
     }
   } else if (a && a->status == MB_OK && a->reply) {
     mb_node_id_format(c->node, mb_msg_id(a->reply), id);
     s = publish(c, p->reply, NULL, a->reply, "reply", id, NULL);
+    if (s != NATS_OK && s != NATS_CONNECTION_CLOSED) s = reply_unsent(c, p->reply, NULL, s);
   } else {
     mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
     const char *e = a && a->error ? a->error : "failed: no answer";
@@ -799,6 +857,29 @@ static void proxy_done(void *ud, const mb_answer *answers, size_t n) {
   }
   if (s == NATS_OK) count(c, &c->st.replies, 1);
   proxy_free(p);
+}
+
+#define PROXY_WAIT 60.0 /* seconds a request without Mb-Timeout (a plain NATS client's, a
+                          * send's reply_to) waits for its listeners' answers here */
+
+/* Worker 0: the request r that mb_link_deliver opened for the message nm
+ * ends (said nothing) when its requester gives up: after its Mb-Timeout
+ * (a little later, as it started later), else PROXY_WAIT. */
+static void proxy_bound(natsMsg *nm, mb_request *r) {
+  const char *t = header(nm, "Mb-Timeout");
+  char *end = NULL;
+  double secs = t ? strtod(t, &end) : 0;
+  if (!t || end == t || *end || !(secs > 0)) secs = PROXY_WAIT;
+  if (r && secs < 1e9) mb_link_expire(r, secs + 0.5); /* "inf": it waits as long */
+}
+
+/* Worker 0: p is answered through proxy_done (or freed) before the link stops. */
+static void proxy_watch(mb_cluster *c, proxy *p) {
+  p->c = c;
+  p->prev = NULL;
+  p->next = c->proxies;
+  if (c->proxies) c->proxies->prev = p;
+  c->proxies = p;
 }
 
 /* Tells the requester at subject `to` that this node took its message to k
@@ -818,24 +899,59 @@ static void ack(mb_cluster *c, const char *to, const char *what, size_t k) {
 /* A synchronous send from another node: its groups here have run it. */
 typedef struct sync_ctx {
   mb_cluster *c;
+  struct sync_ctx *prev, *next; /* in c->syncs while its groups run it */
   size_t k;
   char reply[];
 } sync_ctx;
 
+static void sync_unlink(sync_ctx *x) {
+  if (x->prev)
+    x->prev->next = x->next;
+  else if (x->c->syncs == x)
+    x->c->syncs = x->next;
+  if (x->next) x->next->prev = x->prev;
+  x->prev = x->next = NULL;
+}
+
+/* status MB_ECLOSED: this node stopped before its groups had run it (they
+ * answer failed); else they ran it (a group that failed has run it too,
+ * and was counted here). */
 static void sync_done(void *ud, int status) {
   sync_ctx *x = ud;
   static const uint8_t nil = MB_V_NIL;
-  char num[24], id[MB_NODE_ID_MAX];
-  (void)status; /* a group that failed has run it too (and was counted here) */
+  char num[24], id[MB_NODE_ID_MAX], err[200];
+  int stopped = status == MB_ECLOSED;
+  snprintf(err, sizeof err, "failed: the node stopped before its listener answered (node %s)",
+           x->c->node);
+  sync_unlink(x);
   mb_msg *none = mb_msg_new(&nil, 1, NULL, 0, NULL);
   for (size_t i = 0; none && i < x->k; i++) {
     snprintf(num, sizeof num, "%zu", i);
     mb_node_id_format(x->c->node, mb_msg_id(none), id);
-    const char *extra[] = {"Mb-Group", num, NULL};
-    publish(x->c, x->reply, NULL, none, "reply", id, extra);
+    const char *extra[] = {"Mb-Group", num, "Mb-Error", stopped ? err : NULL, NULL};
+    publish(x->c, x->reply, NULL, none, stopped ? "fail" : "reply", id, extra);
   }
   mb_msg_unref(none);
   free(x);
+}
+
+/* Worker 0, stopping: the requests and synchronous sends of other nodes
+ * still unanswered here (their listeners were cut short) fail now, rather
+ * than leaving their requesters to wait for their timeouts. */
+static void proxies_fail(mb_cluster *c) {
+  static const char why[] = "failed: the node stopped before its listener answered";
+  while (c->proxies) {
+    proxy *p = c->proxies;
+    mb_answer one = {MB_EFAILED, NULL, why}, *a = &one;
+    size_t n = p->all && p->k > 1 ? p->k : 1;
+    if (n > 1 && (a = malloc(n * sizeof *a)))
+      for (size_t i = 0; i < n; i++) a[i] = one;
+    else
+      a = &one, n = 1;
+    proxy_done(p, a, n); /* frees p */
+    if (a != &one) free(a);
+  }
+  while (c->syncs) sync_done(c->syncs, MB_ECLOSED); /* frees it */
 }
 
 /* A message from a plain NATS client (no Mb- headers): its body is the
@@ -864,11 +980,12 @@ static void on_plain_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   int rc;
   proxy *p = reply && *reply ? calloc(1, sizeof *p + strlen(reply) + 1) : NULL;
   if (p) {
-    p->c = c;
+    proxy_watch(c, p);
     p->json = 1;
     strcpy(p->reply, reply);
     mb_request *r;
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, proxy_done, p, &r, NULL);
+    if (rc >= 0) proxy_bound(nm, r);
     if (rc < 0) {
       char err[400];
       snprintf(err, sizeof err, "%s: no listener of '%s' took it", mb_strerror(rc), e->dest);
@@ -922,15 +1039,23 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     } else {
       x->c = c;
       memcpy(x->reply, reply, rl + 1);
+      x->prev = NULL;
+      x->next = c->syncs;
+      if (c->syncs) c->syncs->prev = x;
+      c->syncs = x;
       rc = mb_link_deliver_sync(c->svc, e->dest, e->key, m, sync_done, x, &takers);
       x->k = rc < 0 ? 0 : takers;
     }
     ack(c, reply, kind, rc < 0 ? 0 : takers); /* first: the answers follow */
     if (rc == MB_OK) sync_done(x, MB_OK);
-    if (rc < 0) free(x);
+    if (rc < 0 && x) {
+      sync_unlink(x);
+      free(x);
+    }
   } else if (reply && !confirm) {
     size_t rl = strlen(reply);
     proxy *p = calloc(1, sizeof *p + rl + 1);
+    if (p) p->c = c;
     if (p && !request && !all) {
       p->home = strdup(reply_to);
       p->response = strdup(mb_msg_origin(m));
@@ -946,11 +1071,13 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
              e->dest, from ? from : "?");
       return;
     }
-    p->c = c;
+    proxy_watch(c, p);
     p->all = all;
     memcpy(p->reply, reply, rl + 1);
     mb_request *r;
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, all, proxy_done, p, &r, &takers);
+    p->k = takers;
+    if (rc >= 0) proxy_bound(nm, r);
     /* the answers come later, from a task: the acknowledgement goes first */
     if (all) ack(c, reply, kind, rc < 0 ? 0 : takers);
     if (rc < 0 && all) {
@@ -1284,19 +1411,69 @@ static void on_error(natsConnection *nc, natsSubscription *s, natsStatus err, vo
 
 /* ---- start and stop ---------------------------------------------------------------- */
 
-/* The URL as people may see it: user:password@ becomes user:***@. */
+/* The URL as people may see it: user:password@ becomes user:***@, and a
+ * token (TOKEN@, no colon) becomes ***@; each URL of a list on its own. */
 static char *shown_url(const char *url) {
-  char *s = strdup(url);
+  size_t len = strlen(url);
+  char *s = malloc(len + len / 3 * 4 + 5); /* each "://" (3 bytes) may grow by 4 */
   if (!s) return NULL;
-  for (char *p = s; (p = strstr(p, "://"));) {
-    p += 3;
-    char *at = strchr(p, '@'), *colon = strchr(p, ':'), *comma = strchr(p, ',');
-    if (at && (!comma || at < comma) && colon && colon < at) {
-      memmove(colon + 4, at, strlen(at) + 1);
-      memcpy(colon + 1, "***", 3);
+  size_t at = 0;
+  for (const char *p = url; *p;) {
+    const char *scheme = strstr(p, "://");
+    if (!scheme) {
+      memcpy(s + at, p, strlen(p));
+      at += strlen(p);
+      break;
     }
+    const char *host = scheme + 3, *end = strchr(host, ',');
+    if (!end) end = host + strlen(host);
+    memcpy(s + at, p, (size_t)(host - p));
+    at += (size_t)(host - p);
+    const char *mark = NULL; /* the last '@' of this URL: the password may hold one */
+    for (const char *q = host; q < end; q++)
+      if (*q == '@') mark = q;
+    if (mark) {
+      const char *colon = memchr(host, ':', (size_t)(mark - host));
+      if (colon) {
+        memcpy(s + at, host, (size_t)(colon - host) + 1);
+        at += (size_t)(colon - host) + 1;
+      }
+      memcpy(s + at, "***", 3);
+      at += 3;
+      host = mark;
+    }
+    memcpy(s + at, host, (size_t)(end - host));
+    at += (size_t)(end - host);
+    p = end;
   }
+  s[at] = 0;
   return s;
+}
+
+/* nats.c's library (its timer, callback and cleanup threads): opened by
+ * the first cluster of the process and closed, its threads gone, when the
+ * last one stops, so that a stopped node leaves nothing running (valgrind:
+ * their stacks were "possibly lost" at exit). lib_mu also keeps nats_Open
+ * and nats_Close apart, as nats.c requires. */
+static pthread_mutex_t lib_mu = PTHREAD_MUTEX_INITIALIZER;
+static int lib_users;
+
+static natsStatus lib_open(mb_cluster *c) {
+  pthread_mutex_lock(&lib_mu);
+  natsStatus s = nats_Open(-1);
+  if (s == NATS_OK) {
+    lib_users++;
+    c->lib = 1;
+  }
+  pthread_mutex_unlock(&lib_mu);
+  return s;
+}
+
+static void lib_close(mb_cluster *c) {
+  if (!c->lib) return;
+  pthread_mutex_lock(&lib_mu);
+  if (--lib_users == 0) nats_CloseAndWait(1000);
+  pthread_mutex_unlock(&lib_mu);
 }
 
 static void cluster_free(mb_cluster *c) {
@@ -1343,6 +1520,7 @@ static void cluster_free(mb_cluster *c) {
   for (size_t i = 0; i < c->nspent; i++) natsMsg_Destroy(c->spent[i]); /* (see spent) */
   pthread_mutex_destroy(&c->mu);
   pthread_cond_destroy(&c->nr_cond);
+  lib_close(c);
   free(c->ns);
   free(c->node);
   free(c->url);
@@ -1351,8 +1529,10 @@ static void cluster_free(mb_cluster *c) {
 
 /* At start, before this node listens at its own subjects: does a node of
  * this name answer at them? Publishes to mb.NS.n.NODE.r.0 (a live node
- * answers "here"; with none, the server says "no responders") and turns
- * worker 0's loop by hand (it is not running yet) for at most 2 s. */
+ * answers "here"; with none, the server says "no responders") and reads
+ * the socket by hand for at most 2 s: not by turning worker 0's loop, which
+ * may be running (mb.setup from a service), and whose other callbacks
+ * (timers, tasks, Lua) would run inside this call. */
 static int name_taken(mb_cluster *c) {
   char subj[200], reply[200];
   snprintf(subj, sizeof subj, "%sr.0", c->inbox);
@@ -1361,7 +1541,7 @@ static int name_taken(mb_cluster *c) {
   int got = 0;
   for (int i = 0; i < 1000 && !got; i++) {
     mb_nats_ev_flush(c->ev, 0.1);
-    ev_run(c->loop, EVRUN_NOWAIT);
+    mb_nats_ev_poll(c->ev);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_nsec += 2000000;
@@ -1429,8 +1609,8 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   c->ev = mb_nats_ev_new(c->loop);
   snprintf(c->inbox, sizeof c->inbox, "mb.%s.n.%s.", ns, node);
   natsOptions *o = NULL;
-  natsStatus s = c->ns && c->node && c->url && c->svc && c->ev ? natsOptions_Create(&o)
-                                                               : NATS_NO_MEMORY;
+  natsStatus s = c->ns && c->node && c->url && c->svc && c->ev ? lib_open(c) : NATS_NO_MEMORY;
+  if (s == NATS_OK) s = natsOptions_Create(&o);
   if (s == NATS_OK) s = natsOptions_SetURL(o, cfg->url);
   if (s == NATS_OK) s = natsOptions_SetName(o, node);
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(o, -1);
@@ -1499,6 +1679,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
 void mb_cluster_stop(mb_cluster *c) {
   if (!c) return;
   mb_runtime_link(c->rt, NULL);
+  proxies_fail(c);
   /* what the last turn published leaves before the connection closes
    * (else natsConnection_Close would wait for a flush that needs the loop) */
   mb_nats_ev_flush(c->ev, 1.0);

@@ -20,7 +20,9 @@
  * value encoding, see mb_value.h) followed by its values' encoding, with
  * headers: Mb-Id (NODE:hex), Mb-Kind (send, request, reply, fail), Mb-Plen
  * (the payload's length in the body), Mb-Node (the sending node), and, when
- * set, Mb-Reply-To and Mb-Error. A body that does not check is counted
+ * set, Mb-Reply-To and Mb-Error; a request also Mb-Reply (where its answers
+ * go) and Mb-Timeout (its timeout in seconds: the listening node gives up
+ * on its listeners' answers a little after; without it, after 60 s). A body that does not check is counted
  * (mb_cluster_stats.bad) and reported, never delivered.
  *
  * Threads: created, started and stopped on worker 0's thread (the loop not

@@ -27,6 +27,7 @@
 #include "cluster/mb_nats_ev.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
@@ -280,6 +281,20 @@ int mb_nats_ev_flush(mb_nats_ev *a, double timeout) {
     struct timespec ts = {0, 2000000};
     nanosleep(&ts, NULL);
   }
+}
+
+int mb_nats_ev_poll(mb_nats_ev *a) {
+  natsConnection *nc;
+  pthread_mutex_lock(&a->mu);
+  struct pollfd p = {a->attached ? a->fd : -1, POLLIN, 0};
+  pthread_mutex_unlock(&a->mu);
+  if (p.fd < 0 || poll(&p, 1, 0) != 1 || !(p.revents & POLLIN) || !enter(a, &nc)) return 0;
+  natsConnection_ProcessReadEvent(nc);
+  pthread_mutex_lock(&a->mu);
+  a->st.reads++;
+  leave_locked(a);
+  pthread_mutex_unlock(&a->mu);
+  return 1;
 }
 
 /* ---- the API ------------------------------------------------------------------- */

@@ -89,6 +89,13 @@ void mb_nats_ev_set_read_hook(mb_nats_ev *a, void (*fn)(void *ud), void *ud);
  * while the socket is full. 0 when all went, else -1. */
 int mb_nats_ev_flush(mb_nats_ev *a, double timeout);
 
+/* Reads what the socket holds now (nats.c's read processing, as the
+ * watcher would), without running the loop: for a caller on the loop thread
+ * that waits for an answer while the loop is not to run (other watchers'
+ * callbacks must not re-enter it). The read hook is not called. Returns 1
+ * when something was read. */
+int mb_nats_ev_poll(mb_nats_ev *a);
+
 /* 1 between nats.c's attach and detach (also while reconnecting), else 0. */
 int mb_nats_ev_attached(mb_nats_ev *a);
 

@@ -223,9 +223,9 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     }
     return;
   }
-  r->dest->st.timeouts++;
   snprintf(err, sizeof err, "timeout: no %s from %s within %g s", r->all ? "answer" : "reply",
            r->dest->name, r->timeout);
+  if (!r->proxy) r->dest->st.timeouts++; /* a proxy's requester, on another node, counts its own */
   mb_obs_timeout(r, err);
   if (r->remote && r->all && r->n == 0) { /* no node acknowledged in time */
     snprintf(err, sizeof err, "timeout: no node acknowledged the message at %s within %g s",

@@ -169,6 +169,27 @@ int mb_link_expect(mb_runtime *rt, uint64_t id, uint64_t base, size_t k) {
   return rc;
 }
 
+double mb_link_timeout(mb_runtime *rt, uint64_t id) {
+  mb_lock(rt);
+  mb_request *r = mb_request_find(rt, id);
+  double t = r && r->remote && !r->finished ? r->timeout : 0;
+  mb_unlock(rt);
+  return t;
+}
+
+void mb_link_expire(mb_request *r, double secs) {
+  mb_runtime *rt = r->svc->rt;
+  mb_lock(rt);
+  if (r->proxy && !r->finished && secs > 0 && isfinite(secs) && !ev_is_active(&r->timer)) {
+    struct ev_loop *loop = r->svc->w->loop;
+    r->timeout = secs;
+    ev_now_update(loop);
+    ev_timer_set(&r->timer, secs, 0);
+    ev_timer_start(loop, &r->timer);
+  }
+  mb_unlock(rt);
+}
+
 void mb_link_window(mb_runtime *rt, uint64_t id) {
   mb_lock(rt);
   mb_request *r = mb_request_find(rt, id);
