@@ -71,19 +71,7 @@ end
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function alive(pid)
-  local stat = read("/proc/" .. pid .. "/stat")
-  local st = stat and stat:match("^%d+ %b() (%a)")
-  return st ~= nil and st ~= "Z" and st ~= "X"
-end
+local read, alive = ns.read_file, ns.alive
 
 local function wait_for(pred, secs, step)
   local deadline = mb.now() + secs

@@ -68,6 +68,7 @@ local function alive(pid)
   return state ~= nil and state ~= "Z" and state ~= "X"
 end
 M.alive = alive
+M.read_file = read_file -- (spec/lib/nodes.lua and bench/cluster.lua use both)
 
 local function executable(path)
   return run("test -x " .. sh_quote(path))

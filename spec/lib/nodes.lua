@@ -20,20 +20,8 @@ local Node = {}
 Node.__index = Node
 
 local q = helper.quote
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function alive(pid)
-  local stat = read("/proc/" .. pid .. "/stat")
-  local state = stat and stat:match("^%d+ %b() (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+local ns = require "spec.lib.nats_server"
+local read, alive = ns.read_file, ns.alive
 
 -- Waits (at most secs) for pred() to return a value.
 function M.wait_for(pred, secs, step)
