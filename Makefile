@@ -1,7 +1,7 @@
 # mb — a Lua-scriptable message bus runtime.
 #
 #   make run     install what is missing, build, run the Jungle Gyms demo
-#   make check   the quick round (under a minute): build, C tests, busted specs
+#   make check   the quick round (about a minute): build, C tests, busted specs
 #   make test    install what is missing, build, run every test: C tests,
 #                busted specs, the same under ASan+UBSan, a bounded walk of
 #                allocation failures (make failalloc: all of it), the
