@@ -559,6 +559,12 @@ int mb_link_stats(mb_service *from, const char *dest, double window, mb_request_
 int mb_send_confirmed(mb_service *from, const char *dest, mb_msg *m, double timeout,
                       mb_request_fn fn, void *ud, mb_request **out);
 
+/* Another node's reply to a send of this node with reply_to: sent to that
+ * destination here with response_id id, as mb_reply does, but never taken
+ * as the answer of a request of this node (the id comes from the network).
+ * Takes reply; returns as mb_send. */
+int mb_link_reply_home(mb_service *from, const char *reply_to, uint64_t id, mb_msg *reply);
+
 /* A message of the link (borrowed) that no node took (sent from here), or
  * that this node could not take (its queue full): counted as a dropped
  * delivery of the destination dest here, with a dead letter (why: "code:

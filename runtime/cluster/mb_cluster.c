@@ -1168,7 +1168,8 @@ static void on_home_msg(mb_cluster *c, natsMsg *nm) {
     bad(c, nm, why);
     return;
   }
-  int rc = mb_reply_id(c->svc, NULL, id, dest, 0, m, NULL, NULL);
+  /* to the destination only: a request of this node is never answered here */
+  int rc = mb_link_reply_home(c->svc, dest, id, m);
   if (rc < 0 && rc != MB_PENDING)
     report(c, "mb: cluster: a reply from node %s to '%s' was not delivered: %s",
            header(nm, "Mb-Node") ? header(nm, "Mb-Node") : "?", dest, mb_strerror(rc));

@@ -197,6 +197,11 @@ void mb_link_window(mb_runtime *rt, uint64_t id) {
   mb_unlock(rt);
 }
 
+int mb_link_reply_home(mb_service *from, const char *reply_to, uint64_t id, mb_msg *reply) {
+  reply->response_id = id;
+  return mb_send(from, reply_to, reply, NULL, NULL);
+}
+
 void mb_link_dropped(mb_runtime *rt, const char *dest, mb_msg *m, const char *why) {
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, dest);

@@ -446,6 +446,43 @@ end)
     assert.matches("^inside\t0\nlate1:%x+\n", out)
   end)
 
+  it("does not let a stranger answer this node's own requests through its reply_to subject", function()
+    -- a node's t subject takes replies home to a reply_to destination; a
+    -- NATS client naming the id of a local request there must not answer it
+    local path = dir .. "/victim.lua"
+    helper.write(path, [[
+assert(mb.destination("results"))
+assert(mb.destination("local/slow"))
+mb.listen("results", function(m) print("results got " .. tostring(m.payload)) end)
+mb.listen("local/slow", function() mb.sleep(3) return "genuine" end)
+local probe = mb.send("results", "probe")
+print("probe " .. probe)
+io.stdout:flush()
+print("answer " .. tostring(mb.request("local/slow", "x", {timeout = 2})))
+]])
+    local v = nodes.start(srv.url, "victim", helper.quote(path))
+    list[#list + 1] = v
+    local probe = v:wait_output("probe victim:(%x+)\n", 10)
+    assert(probe, v:output() .. v:errors())
+    local req = ("%x"):format(tonumber(probe, 16) + 1) -- the request's message is the next one
+    local hdr = ("NATS/1.0\r\nMb-Kind: reply\r\nMb-Id: evil:1\r\nMb-Node: evil\r\nMb-Plen: 10\r\n" ..
+      "Mb-Dest: results\r\nMb-Response: victim:%s\r\n\r\n"):format(req)
+    -- the body: the string "spoof" in mb's value encoding (10 bytes)
+    local script = ([[
+exec 3<>/dev/tcp/127.0.0.1/PORT
+read -r info <&3
+printf 'CONNECT {"verbose":false,"headers":true}\r\nHPUB mb.default.n.victim.t %d %d\r\n%s%s\r\nPING\r\n' >&3
+while read -t 5 -r line <&3; do case $line in PONG*) break;; esac; done
+]]):format(#hdr, #hdr + 10, hdr:gsub("\r", "\\r"):gsub("\n", "\\n"), "\\005\\005\\000\\000\\000spoof")
+    helper.write(dir .. "/spoof.sh", (script:gsub("PORT", tostring(srv.port))))
+    local _, err, code = helper.run("timeout 10 bash " .. helper.quote(dir .. "/spoof.sh"))
+    assert.equal(0, code, err)
+    assert(v:wait_output("answer [^\n]*\n", 10), v:output())
+    v:stop()
+    assert.matches("answer nil\n", v.out) -- the request timed out: nobody answered it
+    assert.not_matches("answer spoof", v.out)
+  end)
+
   it("refuses a node name already in use, with exit 2", function()
     local out, err, code = send("print('started')", {node = "n2"})
     assert.equal(2, code, out .. err)
