@@ -44,6 +44,8 @@ typedef struct sub {
   char *group;   /* NULL: the groups without a name */
   uint64_t key;  /* the named group's key */
   int dead;      /* unsubscribed: freed by the next drain */
+  natsMsg **left; /* what it held when it went (reported by that drain) */
+  size_t nleft;
   int home;      /* the node's t subject (on_home_msg) */
   int stats;     /* mb.NS.stats (on_stats_msg) */
   uint64_t lost; /* nats.c's dropped count seen so far (slow consumer) */
@@ -637,6 +639,8 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
 /* ---- interest: subscribing ------------------------------------------------------ */
 
 static void sub_free(sub *e) {
+  for (size_t i = 0; i < e->nleft; i++) natsMsg_Destroy(e->left[i]);
+  free(e->left);
   if (e->ns) natsSubscription_Destroy(e->ns);
   free(e->dest);
   free(e->group);
@@ -651,6 +655,16 @@ static void link_interest(void *ud, const char *dest, const char *group, uint64_
     for (sub *e = c->subs; e; e = e->next)
       if (!e->dead && e->dest && !strcmp(e->dest, dest) &&
           (group ? e->group && !strcmp(e->group, group) : !e->group)) {
+        /* what waits in it would go with the subscription: kept to be
+         * reported (what the server sends before it takes the
+         * unsubscription is lost unseen) */
+        int msgs = 0, bytes = 0;
+        if (natsSubscription_GetPending(e->ns, &msgs, &bytes) == NATS_OK && msgs > 0 &&
+            (e->left = calloc((size_t)msgs, sizeof *e->left)))
+          for (natsMsg *m = NULL; e->nleft < (size_t)msgs &&
+                                  natsSubscription_NextMsg(&m, e->ns, 0) == NATS_OK && m;
+               m = NULL)
+            e->left[e->nleft++] = m;
         natsSubscription_Unsubscribe(e->ns);
         e->dead = 1;
         break;
@@ -1093,11 +1107,16 @@ static void on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     mb_msg_ref(m); /* for the dead letter of a message this node cannot take */
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, NULL, NULL, NULL, &takers);
     if (confirm && reply) ack(c, reply, "confirm", rc < 0 ? 0 : takers);
-    if (rc == MB_EFULL) { /* this node cannot keep up: lost here, and said so */
+    if (rc < 0) { /* lost here: said so (and counted) */
       char lost[400];
-      snprintf(lost, sizeof lost, "dropped: this node cannot keep up at '%s' (its queue is full, "
-                                  "max_queue) and lost a message from node %s",
-               e->dest, from ? from : "?");
+      if (rc == MB_EFULL)
+        snprintf(lost, sizeof lost, "dropped: this node cannot keep up at '%s' (its queue is "
+                                    "full, max_queue) and lost a message from node %s",
+                 e->dest, from ? from : "?");
+      else
+        snprintf(lost, sizeof lost, "dropped: a message from node %s came to '%s' after its "
+                                    "last listener here had left (%s)",
+                 from ? from : "?", e->dest, mb_strerror(rc));
       mb_link_dropped(c->rt, e->dest, m, lost);
     }
     mb_msg_unref(m);
@@ -1278,15 +1297,37 @@ static void drain(void *ud) {
   item items[BATCH];
   size_t n = 0;
   int more = 0;
+  sub *gone = NULL;
   pthread_mutex_lock(&c->mu);
-  for (sub **pp = &c->subs; *pp;) { /* the previous batch is done: free the dead */
+  for (sub **pp = &c->subs; *pp;) { /* the previous batch is done: take the dead */
     sub *e = *pp;
     if (e->dead) {
       *pp = e->next;
-      sub_free(e);
+      e->next = gone;
+      gone = e;
     } else
       pp = &e->next;
   }
+  pthread_mutex_unlock(&c->mu);
+  while (gone) { /* what reached them before they went is lost here: said so */
+    sub *e = gone;
+    gone = e->next;
+    for (size_t i = 0; i < e->nleft; i++) {
+      const char *why = NULL, *from = header(e->left[i], "Mb-Node");
+      mb_msg *m = decode(e->left[i], 1, &why);
+      if (m) {
+        char lost[400];
+        snprintf(lost, sizeof lost, "dropped: a message from node %s came to '%s' after its "
+                                    "last listener here had left",
+                 from ? from : "?", e->dest);
+        mb_link_dropped(c->rt, e->dest, m, lost);
+        mb_msg_unref(m);
+      }
+      count(c, &c->st.dropped, 1);
+    }
+    sub_free(e);
+  }
+  pthread_mutex_lock(&c->mu);
   for (sub *e = c->subs; e; e = e->next) {
     int msgs = 0, bytes = 0;
     if (natsSubscription_GetPending(e->ns, &msgs, &bytes) != NATS_OK) continue;
