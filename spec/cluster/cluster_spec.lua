@@ -20,12 +20,16 @@ end
 
 local function count(s, pattern) return #lines(s, pattern) end
 
+-- Without nats-server a block is one pending test (under CI=true, ns.find
+-- raises instead: a missing server fails the run).
+local function no_server()
+  local exe, why = ns.find()
+  if not exe then it("runs on a real nats-server", function() pending("skipped: " .. why) end) end
+  return not exe
+end
+
 describe("a cluster of three nodes", function()
-  local exe, why = ns.find() -- under CI=true a missing server raises here
-  if not exe then
-    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
-    return
-  end
+  if no_server() then return end
 
   local srv, list, dir
   local scenario_no = 0
@@ -536,11 +540,7 @@ print(#all, table.concat(names, " "))
 end)
 
 describe("a cluster whose server goes away", function()
-  local exe, why = ns.find()
-  if not exe then
-    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
-    return
-  end
+  if no_server() then return end
 
   local srv, list, dir
 
@@ -629,11 +629,7 @@ end)
 end)
 
 describe("a cluster with a password", function()
-  local exe, why = ns.find()
-  if not exe then
-    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
-    return
-  end
+  if no_server() then return end
 
   local srv, dir
   lazy_setup(function()
@@ -692,11 +688,7 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
 end)
 
 describe("a node answering the requests of another node", function()
-  local exe, why = ns.find()
-  if not exe then
-    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
-    return
-  end
+  if no_server() then return end
 
   local srv, list, dir
   lazy_setup(function()
@@ -804,11 +796,7 @@ end)
 end)
 
 describe("a cluster over TLS", function()
-  local exe, why = ns.find()
-  if not exe then
-    it("runs on a real nats-server", function() pending("skipped: " .. why) end)
-    return
-  end
+  if no_server() then return end
   local srv, dir
   lazy_setup(function()
     dir = helper.tmpdir()
