@@ -273,6 +273,7 @@ struct mb_delivery {
   uint64_t group;
   mb_sync *sync;
   int inline_pending; /* in an mb_inline list: run_delivery will see to it */
+  int started;        /* handed to its listener (its service's thread only) */
   int fail;           /* mb_delivery_fail: it ends failed, with fail_error */
   char *fail_error;   /* NULL when the copy failed */
   mb_delivery *next, *prev; /* in svc->open, or the free list */
@@ -494,6 +495,12 @@ void mb_deliver_all(mb_dest *d, mb_msg *m, uint64_t *ids, size_t n, mb_sync *syn
                     mb_inline *inl);
 mb_group *mb_group_by_id(mb_dest *d, uint64_t id);
 void mb_delivery_finish(mb_delivery *dv, int status, const char *error);
+/* dv's listener is closed and it has not started: another member of its
+ * group takes it (posted to that member's worker), so that a member
+ * leaving — a reload's old instance, one of several stopped — loses
+ * nothing it was given. 0 when none is left (the caller drops it). Under
+ * rt->lock, on dv's service's worker (dv->started is that thread's). */
+int mb_delivery_handover(mb_delivery *dv);
 /* Settles what mb_delivery_done_soon left for svc. */
 void mb_delivery_settle_locked(mb_service *svc);
 /* Sends m (takes it) to every listener of the synchronous d now. */

@@ -116,6 +116,7 @@ mb_group *mb_group_by_id(mb_dest *d, uint64_t id) {
 }
 
 static void run_delivery(void *arg);
+static void give(mb_delivery *dv, mb_listener *l);
 
 /* The member with the fewest deliveries open, taking turns among equals. */
 static mb_listener *pick(mb_group *g) {
@@ -162,7 +163,6 @@ void mb_deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline *in
     return;
   }
   dv->msg = mb_msg_ref(m);
-  dv->l = l;
   dv->group = g->id;
   if (m->flags & MB_MSG_REQUEST) { /* so that mb.reply by fields finds its slot */
     mb_request *r = mb_request_find(rt, m->id);
@@ -170,16 +170,12 @@ void mb_deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline *in
   }
   dv->sync = sync;
   dv->inline_pending = 0;
+  dv->started = 0;
   dv->fail = 0;
   dv->fail_error = NULL;
   if (sync) sync->remaining++;
   mb_service *svc = l->svc;
-  dv->prev = NULL;
-  dv->next = svc->open;
-  if (svc->open) svc->open->prev = dv;
-  svc->open = dv;
-  l->refs++;
-  l->inflight++;
+  give(dv, l);
   d->st.in_flight++;
   rt->counts.deliveries++;
   if (inl && svc->w == mb_self())
@@ -188,8 +184,47 @@ void mb_deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline *in
     mb_delivery_finish(dv, MB_EFAILED, "failed: out of memory");
 }
 
+/* Links dv (its msg, group set) to listener l: l's service's open list,
+ * the counts. */
+static void give(mb_delivery *dv, mb_listener *l) {
+  mb_service *svc = l->svc;
+  dv->l = l;
+  dv->prev = NULL;
+  dv->next = svc->open;
+  if (svc->open) svc->open->prev = dv;
+  svc->open = dv;
+  l->refs++;
+  l->inflight++;
+}
+
+int mb_delivery_handover(mb_delivery *dv) {
+  mb_listener *l = dv->l;
+  mb_dest *d = l->dest;
+  mb_group *g = d->state == MB_DEST_OPEN ? mb_group_by_id(d, dv->group) : NULL;
+  if (!g || !g->n || dv->started) return 0;
+  mb_service *svc = l->svc;
+  if (dv->prev)
+    dv->prev->next = dv->next;
+  else
+    svc->open = dv->next;
+  if (dv->next) dv->next->prev = dv->prev;
+  l->inflight--;
+  mb_listener *to = pick(g);
+  give(dv, to);
+  dv->inline_pending = 0;
+  if (dv->msg->flags & MB_MSG_REQUEST) {
+    mb_request *r = mb_request_find(d->rt, dv->msg->id);
+    if (r) mb_request_delivering(r, g->id, to->svc);
+  }
+  mb_listener_unref(l); /* the dest stays: `to` holds it too */
+  if (mb_worker_post(to->svc->w, &to->svc->own, run_delivery, dv))
+    mb_delivery_finish(dv, MB_EFAILED, "failed: out of memory");
+  return 1;
+}
+
 /* On the listener's worker: hands the delivery to the listener, unless it
- * was closed since. */
+ * was closed since: then another member of its group takes it, if one is
+ * left (mb_delivery_handover), else it is dropped. */
 static void run_delivery(void *arg) {
   mb_delivery *dv = arg;
   mb_listener *l = dv->l;
@@ -197,16 +232,19 @@ static void run_delivery(void *arg) {
   /* posted and still open: no lock (a close racing with this is the same
    * race as a close just after the handler started) */
   if (!dv->inline_pending && !atomic_load_explicit(&l->closed, memory_order_acquire)) {
+    dv->started = 1;
     l->fn(l->ud, dv);
     return;
   }
   mb_lock(rt);
   dv->inline_pending = 0;
   if (l->closed) {
-    mb_delivery_finish(dv, MB_EDROPPED, "dropped: listener closed before delivery");
+    if (!mb_delivery_handover(dv))
+      mb_delivery_finish(dv, MB_EDROPPED, "dropped: listener closed before delivery");
     mb_unlock(rt);
     return;
   }
+  dv->started = 1;
   mb_unlock(rt);
   l->fn(l->ud, dv);
 }

@@ -157,11 +157,13 @@ void mb_service_free(mb_service *svc) {
   mb_dest_cancel_blocked(rt, svc);
   mb_delivery_settle_locked(svc); /* its listeners finished these well */
   while (svc->listeners) mb_listener_close_locked(svc->listeners);
-  /* those an mb_send still holds to run inline are dropped when it runs
-   * them (their listener is closed now) */
+  /* those not started go to another member of their group, if one is
+   * left; those an mb_send still holds to run inline are handed over or
+   * dropped when it runs them (their listener is closed now) */
   for (mb_delivery *dv = svc->open, *next; dv; dv = next) {
     next = dv->next;
-    if (!dv->inline_pending) mb_delivery_finish(dv, MB_EDROPPED, "dropped: service stopped");
+    if (!dv->inline_pending && !mb_delivery_handover(dv))
+      mb_delivery_finish(dv, MB_EDROPPED, "dropped: service stopped");
   }
   mb_events_close(svc);
   mb_service_unlink(svc);

@@ -262,6 +262,90 @@ static void test_groups(void) {
   mb_runtime_free(rt);
 }
 
+
+/* A listener at "act" that, when its message comes, closes a listener
+ * (close) or frees a service (svc): between a delivery's dispatch and its
+ * run, on the same loop. */
+typedef struct actor {
+  mb_listener *close;
+  mb_service *svc;
+} actor;
+
+static void act(void *ud, mb_delivery *d) {
+  actor *a = ud;
+  if (a->close) mb_listener_close(a->close);
+  if (a->svc) mb_service_free(a->svc);
+  a->close = NULL;
+  a->svc = NULL;
+  mb_delivery_done(d, MB_OK, NULL);
+}
+
+/* A member that leaves its group hands on what it was given and had not
+ * started: the group's other members get it (a reload's handover), while
+ * what it had started is not delivered twice. */
+static void test_group_handover(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *s1 = mb_service_new(rt, "old", 0), *s2 = mb_service_new(rt, "new", 0);
+  mb_service *s3 = mb_service_new(rt, "older", 0);
+  CHECK_INT(mb_dest_declare(rt, "ho", NULL), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "act", NULL), MB_OK);
+  CHECK_INT(declare(rt, "hos", MB_SERIAL, 0, MB_FULL_REJECT, 0), MB_OK);
+  actor ac = {0};
+  int err = 0;
+  mb_listener *al = mb_listen(s2, "act", 0, act, NULL, &ac, &err);
+  CHECK(al != NULL);
+  lis a, b;
+  CHECK_INT(lis_listen(&a, s1, "ho", 7, L_OK, "A"), MB_OK);
+  /* the actor's message is dispatched first, then the three go to A and
+   * B in turn; the actor closes A before they run */
+  CHECK_INT(mb_send(s2, "act", msg_int(0), NULL, NULL), MB_OK);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(s2, "ho", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(lis_listen(&b, s2, "ho", 7, L_OK, "B"), MB_OK);
+  ac.close = a.l;
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.calls, 0);
+  CHECK_INT(b.calls, 3);
+  mb_stats st = stats_of(rt, "ho");
+  CHECK_INT(st.delivered, 3);
+  CHECK_INT(st.dropped, 0);
+  CHECK_INT(st.in_flight + st.pending, 0);
+
+  /* the same when the member's service is freed */
+  mb_service *s4 = mb_service_new(rt, "old2", 0);
+  CHECK_INT(mb_dest_declare(rt, "ho2", NULL), MB_OK);
+  lis d, e;
+  CHECK_INT(lis_listen(&d, s4, "ho2", 8, L_OK, "D"), MB_OK);
+  CHECK_INT(mb_send(s2, "act", msg_int(0), NULL, NULL), MB_OK);
+  for (int i = 1; i <= 3; i++) CHECK_INT(mb_send(s2, "ho2", msg_int(i), NULL, NULL), MB_OK);
+  CHECK_INT(lis_listen(&e, s2, "ho2", 8, L_OK, "E"), MB_OK);
+  ac.svc = s4;
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(d.calls, 0);
+  CHECK_INT(e.calls, 3);
+  st = stats_of(rt, "ho2");
+  CHECK_INT(st.delivered, 3);
+  CHECK_INT(st.dropped, 0);
+
+  /* a started delivery is ended by its service's end (dropped), never run
+   * again by another member */
+  lis h, c;
+  CHECK_INT(lis_listen(&h, s3, "hos", 9, L_HOLD, "H"), MB_OK);
+  CHECK_INT(mb_send(s2, "hos", msg_int(1), NULL, NULL), MB_OK);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(h.nheld, 1);
+  CHECK_INT(lis_listen(&c, s2, "hos", 9, L_OK, "C"), MB_OK);
+  mb_service_free(s3);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(c.calls, 0);
+  st = stats_of(rt, "hos");
+  CHECK_INT(st.dropped, 1);
+  CHECK_INT(st.delivered, 0);
+  mb_listener_close(al);
+  mb_service_free(s1);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 /* ---- dead letters ------------------------------------------------------- */
 
 static void test_dead_letters(void) {
@@ -385,6 +469,7 @@ void delivery_tests(void) {
   RUN(test_serial_step_by_step);
   RUN(test_synchronous);
   RUN(test_groups);
+  RUN(test_group_handover);
   RUN(test_dead_letters);
   RUN(test_dead_letters_no_loop);
 }
