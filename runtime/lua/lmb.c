@@ -290,6 +290,7 @@ void mbL_runtime_free(mbL_runtime *R) {
   }
   mbL_cluster_leave(R); /* its listeners are closed: what they sent leaves now */
   mb_runtime_free(R->rt);
+  mbL_loads_free(R);
   pthread_mutex_destroy(&R->lock);
   free(R);
 }

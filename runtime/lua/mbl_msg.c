@@ -446,6 +446,36 @@ static void on_delivery(void *ud, mb_delivery *d) {
 
 static void on_listener_closed(void *ud);
 
+/* The registry key of a state's table: destination -> mb.listen calls. */
+static const char listen_counts_key = 0;
+
+/* The group key of S's next listener at dest when S is an instance of a
+ * load (base: S->group_key, not a named group's): the k-th mb.listen at
+ * dest of every instance of the load — also of the instances a reload
+ * starts — gives the same key, so those listeners form one group. FNV-1a
+ * over base, k and the name, never 0 nor with MB_GROUP_NAMED set. */
+static uint64_t listen_key(lua_State *L, uint64_t base, const char *dest) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &listen_counts_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &listen_counts_key);
+  }
+  lua_getfield(L, -1, dest); /* a plain table: no metamethod runs */
+  lua_Integer k = lua_tointeger(L, -1) + 1;
+  lua_pop(L, 1);
+  lua_pushinteger(L, k);
+  lua_setfield(L, -2, dest);
+  lua_pop(L, 1);
+  uint64_t h = UINT64_C(14695981039346656037);
+  uint64_t parts[2] = {base, (uint64_t)k};
+  const unsigned char *p = (const unsigned char *)parts;
+  for (size_t i = 0; i < sizeof parts; i++) h = (h ^ p[i]) * UINT64_C(1099511628211);
+  for (p = (const unsigned char *)dest; *p; p++) h = (h ^ *p) * UINT64_C(1099511628211);
+  h &= ~MB_GROUP_NAMED;
+  return h ? h : 1;
+}
+
 static int l_listen(lua_State *L) {
   static const char *const keys[] = {"format", "group", NULL};
   static const char *const formats[] = {"table", "json", NULL};
@@ -461,6 +491,7 @@ static int l_listen(lua_State *L) {
     uint64_t named = mbL_opt_group(L, 3, S, "mb.listen");
     if (named) group = named;
   }
+  if (group && !(group & MB_GROUP_NAMED)) group = listen_key(L, group, dest);
   mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 2);
   memset(ls, 0, sizeof *ls);
   ls->self_ref = LUA_NOREF;

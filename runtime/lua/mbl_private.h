@@ -31,8 +31,9 @@ struct mbL_runtime {
   mb_runtime *rt;
   mbL_output_fn out; /* set before any service runs, then only read */
   void *out_ud;
-  pthread_mutex_t lock; /* guards states and next_load */
+  pthread_mutex_t lock; /* guards states, next_load and loads */
   mbL_state *states;
+  struct mbL_load *loads; /* what each mb.load started, for handle:reload() */
   atomic_int failures;
   atomic_int bodies; /* script bodies started and not yet ended */
   atomic_long timers; /* mb.after and mb.every timers set, over every state */
@@ -125,7 +126,11 @@ struct mbL_state {
   mb_service *svc;
   lua_State *L;
   int owns_L;
-  uint64_t group_key; /* the instances of one mb.load share it */
+  /* the instances of one mb.load share it: a named group's key (every
+   * mb.listen joins it), or the base of the keys of their listeners (the
+   * k-th mb.listen at a destination of each instance, and of the instances
+   * a reload starts, form one group: mbl_msg.c); 0: none */
+  uint64_t group_key;
   /* the Lua state's memory (its allocator's count) and mb.load's `memory`
    * limit (0: none); this state's thread only */
   size_t mem_used, mem_limit;
@@ -158,6 +163,9 @@ struct mbL_state {
   double cpu_limit, cpu_start;
   char cpu_why[48];
   int stopping;
+  int draining; /* a reload replaced it: its listeners are closed, it stops
+                   once its handlers have ended (nhandlers: those running) */
+  size_t nhandlers;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
@@ -322,17 +330,22 @@ void mbL_state_release(mbL_state *S);
 void mbL_state_stop(mbL_state *S);
 /* Stops S once it is off the stack (a task for S's worker). */
 void mbL_deferred_stop(void *arg);
+/* A draining S (a reload's old instance) has no handler running: it stops
+ * once off the stack. */
+void mbL_drain_done(mbL_state *S);
+/* Frees the runtime's records of loads (at its end). */
+void mbL_loads_free(mbL_runtime *R);
 /* Pushes the function that runs path (or the error); luaL_loadfilex's code. */
 int mbL_load_script(lua_State *L, const char *path);
 /* Starts S's body (chunk and nargs values on S->L); -1 when out of memory. */
 int mbL_start_body(mbL_state *S, int nargs);
 extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[], mbL_svclist_funcs[];
 
-/* A service handle (userdata "mb.Service"): the ids of a load's instances. */
+/* A service handle (userdata "mb.Service"): a load, whose instances are
+ * the states with its load_id (a reload's new ones too). */
 typedef struct mbL_handle {
   mbL_runtime *R;
-  size_t n;
-  uint64_t ids[];
+  uint64_t load_id;
 } mbL_handle;
 
 #endif

@@ -248,12 +248,8 @@ static void stop_done(void *arg) {
   if (--w->status == 0) mbL_waiter_wake(w);
 }
 
-static int countdown_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mbL_waiter_free((mbL_waiter *)ctx);
-  lua_settop(L, 4); /* the handle */
-  return 1;
-}
+/* The stack of mb.load: path, options, args, the handle, then why it failed. */
+enum { LOAD_HANDLE = 4, LOAD_WHY = 5 };
 
 /* What a new instance needs to start on its worker, and how it went. */
 typedef struct start_req {
@@ -385,22 +381,106 @@ void mbL_deferred_stop(void *arg) {
   mbL_state_stop(S);
 }
 
-/* A stop asked from another worker: done there, then the asker is told. */
+/* ---- the loads: what handle:reload() starts again ------------------------ */
+
+/* What one mb.load started — the script, its options and arguments — kept
+ * for handle:reload(), which starts the same again. Linked under R->lock,
+ * never changed, freed with the runtime (mbL_loads_free). */
+typedef struct mbL_load {
+  uint64_t id, key;
+  size_t memory, instances;
+  double cpu;
+  int nargs;
+  size_t alen;
+  char *args; /* encoded list, alen bytes */
+  char *name;
+  struct mbL_load *next;
+  char path[];
+} mbL_load;
+
+void mbL_loads_free(mbL_runtime *R) {
+  for (mbL_load *ld = R->loads, *next; ld; ld = next) {
+    next = ld->next;
+    free(ld->args);
+    free(ld->name);
+    free(ld);
+  }
+  R->loads = NULL;
+}
+
+static mbL_load *find_load(mbL_runtime *R, uint64_t id) {
+  pthread_mutex_lock(&R->lock);
+  mbL_load *ld = R->loads;
+  while (ld && ld->id != id) ld = ld->next;
+  pthread_mutex_unlock(&R->lock);
+  return ld;
+}
+
+/* Is S a running instance of load id (not a reload's old one)? Under R->lock. */
+static int instance_of(const mbL_state *S, uint64_t id) {
+  return S->load_id == id && S->svc && !S->draining && !S->stopping;
+}
+
+/* Pushes a userdata holding the ids of load id's running instances (a
+ * reload's old ones too when all); *n counts them. Raises when out of
+ * memory. */
+static uint64_t *push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int all, size_t *n) {
+  size_t cap = 0;
+  pthread_mutex_lock(&R->lock);
+  for (mbL_state *S = R->states; S; S = S->next)
+    cap += instance_of(S, id) || (all && S->load_id == id && S->svc);
+  pthread_mutex_unlock(&R->lock);
+  uint64_t *ids = lua_newuserdatauv(L, (cap ? cap : 1) * sizeof *ids, 0);
+  memset(ids, 0, (cap ? cap : 1) * sizeof *ids); /* 0: none (skipped) */
+  *n = 0; /* the count may have changed meanwhile: at most cap */
+  pthread_mutex_lock(&R->lock);
+  for (mbL_state *S = R->states; S && *n < cap; S = S->next)
+    if (instance_of(S, id) || (all && S->load_id == id && S->svc))
+      ids[(*n)++] = mb_service_id(S->svc);
+  pthread_mutex_unlock(&R->lock);
+  return ids;
+}
+
+/* ---- stopping and draining instances ------------------------------------- */
+
+void mbL_drain_done(mbL_state *S) {
+  S->stopping = 1; /* no other stop is asked for it */
+  mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
+}
+
+/* A reload's old instance, on its own worker: its listeners close (what
+ * was given to them and has not started goes to the new instances, their
+ * group's other members), and it stops once its running handlers end. */
+static void drain_state(mbL_state *S) {
+  if (S->stopping || S->draining) return;
+  pthread_mutex_lock(&S->R->lock); /* mb.services() reads it */
+  S->draining = 1;
+  pthread_mutex_unlock(&S->R->lock);
+  while (S->listeners) mbL_listener_release(S->listeners, 1, S->L);
+  if (S->nhandlers == 0) mbL_drain_done(S);
+}
+
+/* A stop (or drain) asked from another worker: done there, then the asker
+ * is told. */
 typedef struct stop_req {
   mbL_runtime *R;
   mb_service *svc, *asker;
   mbL_waiter *w;
+  int drain;
   mbL_retry retry;
 } stop_req;
 
 static void stop_task(void *arg) {
   stop_req *q = arg;
   mbL_state *S = find_state(q->R, q->svc);
-  if (S && S->depth > 0) { /* on the stack: again later */
+  if (S && q->drain) {
+    drain_state(S);
+  } else if (S && S->depth > 0) { /* on the stack: again later */
     mbL_post(q->R, q->svc, POST_ALWAYS | POST_HERE, stop_task, q, &q->retry);
     return;
+  } else if (S && !S->stopping) {
+    mbL_state_stop(S);
   }
-  if (S && !S->stopping) mbL_state_stop(S);
   mbL_post(q->R, q->asker, 0, stop_done, q->w, NULL);
   mb_service_unref(q->svc);
   mb_service_unref(q->asker);
@@ -415,19 +495,20 @@ static mbL_state *caller_state(lua_State *L) {
   return S;
 }
 
-/* Stops every instance of h, for `me`: those on me's worker at once (or,
- * when on the stack, as soon as their current work is done), the others on
- * their workers. Returns a waiter that counts those down, or NULL when
- * there are none. Raises when out of memory. */
-static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
+/* Stops (drain: drains) the instances ids[0..n), for `me`: those on me's
+ * worker at once (a stop, when on the stack, as soon as their current
+ * work is done), the others on their workers. Returns a waiter that counts
+ * those down, or NULL when there are none. Raises when out of memory. */
+static mbL_waiter *end_instances(lua_State *L, mbL_runtime *R, uint64_t *ids, size_t n,
+                                 mbL_state *me, int drain) {
   mbL_waiter *w = NULL;
   if (!me || !me->svc) { /* a __gc after its service stopped */
     luaL_error(L, "mb: this service has stopped");
     return NULL;
   }
-  for (size_t i = 0; i < h->n; i++) {
-    mb_service *svc = h->ids[i] ? mb_service_find(core(me), h->ids[i]) : NULL;
-    h->ids[i] = 0;
+  for (size_t i = 0; i < n; i++) {
+    mb_service *svc = ids[i] ? mb_service_find(core(me), ids[i]) : NULL;
+    ids[i] = 0;
     if (!svc) continue;
     if (mb_service_worker(svc) != mb_service_worker(me->svc)) {
       stop_req *q = malloc(sizeof *q);
@@ -440,13 +521,14 @@ static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
         return NULL;
       }
       memset(q, 0, sizeof *q);
-      q->R = h->R;
+      q->R = R;
       q->svc = svc; /* keeps the reference */
       q->asker = me->svc;
+      q->drain = drain;
       mb_service_ref(me->svc);
       q->w = w;
       w->status++;
-      if (mbL_post(h->R, svc, POST_ALWAYS, stop_task, q, NULL) != MB_OK) {
+      if (mbL_post(R, svc, POST_ALWAYS, stop_task, q, NULL) != MB_OK) {
         w->status--; /* reported: that instance goes on */
         mb_service_unref(q->asker);
         mb_service_unref(svc);
@@ -454,59 +536,194 @@ static mbL_waiter *stop_instances(lua_State *L, mbL_handle *h, mbL_state *me) {
       }
       continue;
     }
-    mbL_state *S = find_state(h->R, svc);
+    mbL_state *S = find_state(R, svc);
     mb_service_unref(svc);
     if (!S || S->stopping) continue;
-    if (S->depth > 0 || S == me) {
+    if (drain) {
+      drain_state(S);
+    } else if (S->depth > 0 || S == me) {
       S->stopping = 1; /* new deliveries are dropped from now on */
       mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
     } else {
       mbL_state_stop(S);
     }
   }
+  if (w && !w->status) {
+    mbL_waiter_free(w);
+    w = NULL;
+  }
   return w;
+}
+
+static int stopped_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)L;
+  (void)status;
+  mbL_waiter_free((mbL_waiter *)ctx);
+  return 0;
 }
 
 /* handle:stop(): returns once every instance has stopped (one that is the
  * caller itself stops when the caller's current work is done). */
 static int service_stop(lua_State *L) {
   mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
-  mbL_waiter *w = stop_instances(L, h, caller_state(L));
+  mbL_state *me = caller_state(L);
+  size_t n;
+  uint64_t *ids = push_instances(L, h->R, h->load_id, 1, &n);
+  mbL_waiter *w = end_instances(L, h->R, ids, n, me, 0);
   if (!w) return 0;
-  lua_settop(L, 4);
-  return mbL_wait_for(L, w, countdown_k);
+  return mbL_wait_for(L, w, stopped_k);
+}
+
+/* ---- starting instances: mb.load and handle:reload() ---------------------- */
+
+/* Starts ld's instances, their ids into ids (*n counts them): on S's
+ * worker now, as calls, elsewhere on their own threads. Returns the waiter
+ * for those (NULL: none started elsewhere); *failed and *error (malloc'd)
+ * say how the ones here went. Raises when out of memory before any
+ * started. */
+static mbL_waiter *start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uint64_t *ids,
+                             size_t *n, int *failed, char **error) {
+  mbL_runtime *R = S->R;
+  size_t plen = strlen(ld->path);
+  *failed = 0; /* an instance started here failed: start no more */
+  *error = NULL;
+  *n = 0;
+  /* taken first: without it an instance on another worker could not be
+   * waited for (and must not start on this thread instead) */
+  mbL_waiter *w = mb_runtime_workers(core(S)) > 1 ? mbL_waiter_new(S) : NULL;
+  if (!w && mb_runtime_workers(core(S)) > 1) {
+    luaL_error(L, "mb.load: out of memory");
+    return NULL;
+  }
+  for (size_t i = 0; i < ld->instances && !*failed; i++) {
+    start_req *q = calloc(1, sizeof *q + plen + 1);
+    char *args = ld->nargs ? malloc(ld->alen) : NULL;
+    mb_service *svc = q && (args || !ld->nargs) ? mb_service_new(core(S), ld->name, -1) : NULL;
+    if (!svc) {
+      free(q);
+      free(args);
+      if (w && w->status) { /* some are starting elsewhere: they are stopped once started */
+        *failed = 1;
+        break;
+      }
+      if (w) mbL_waiter_free(w);
+      free(*error);
+      luaL_error(L, "mb.load: out of memory");
+      return NULL;
+    }
+    q->R = R;
+    q->svc = svc;
+    mb_service_ref(svc); /* held by the request until it ran */
+    q->group_key = ld->key;
+    q->load_id = ld->id;
+    q->memory = ld->memory;
+    q->cpu = ld->cpu;
+    q->nargs = ld->nargs;
+    q->alen = ld->alen;
+    q->args = args;
+    if (args) memcpy(args, ld->args, ld->alen);
+    memcpy(q->path, ld->path, plen + 1);
+    ids[(*n)++] = mb_service_id(svc);
+    if (mb_service_worker(svc) == mb_service_worker(S->svc)) {
+      start_instance(q);
+      *failed = q->failed;
+      *error = q->error;
+      q->error = NULL;
+      start_req_free(q);
+      continue;
+    }
+    q->asker = S->svc;
+    q->w = w;
+    mb_service_ref(S->svc);
+    w->status++;
+    if (mbL_post(R, svc, POST_ALWAYS, start_task, q, NULL) != MB_OK) {
+      w->status--; /* reported; this instance never starts */
+      *failed = 1;
+      mb_service_unref(S->svc);
+      mb_service_unref(svc);
+      mb_service_free(svc); /* new, nothing of it runs anywhere yet */
+      free(args);
+      free(q);
+    }
+  }
+  if (w && !w->status) {
+    mbL_waiter_free(w);
+    w = NULL;
+  }
+  if (w) {
+    if (*failed && !w->failed) {
+      w->failed = 1;
+      w->error = *error;
+    } else {
+      free(*error);
+    }
+    *error = NULL;
+  }
+  return w;
+}
+
+/* The waiter's outcome, taken (it is freed). */
+static void waiter_outcome(mbL_waiter *w, int *failed, char **error) {
+  *failed = w->failed;
+  *error = w->error;
+  w->error = NULL;
+  mbL_waiter_free(w);
 }
 
 static int load_failed_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
-  lua_settop(L, 5); /* "failed: ..." */
   lua_pushnil(L);
-  lua_insert(L, -2);
+  lua_pushvalue(L, LOAD_WHY);
   return 2;
 }
 
-/* The end of mb.load, the handle at 4: returned, or when an instance
- * failed to start, the others stopped and nil, "failed: <error>" (SPEC
- * section 2). Takes error (malloc'd). */
+/* The end of mb.load, the handle at LOAD_HANDLE: returned, or when an
+ * instance failed to start, the others stopped and nil, "failed: <error>"
+ * (SPEC section 2). Takes error (malloc'd). */
 static int load_finish(lua_State *L, int failed, char *error) {
-  lua_settop(L, 4);
+  lua_settop(L, LOAD_HANDLE);
   if (!failed) return 1;
   lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
   free(error);
-  mbL_waiter *w = stop_instances(L, lua_touserdata(L, 4), state_of(L));
+  mbL_handle *h = lua_touserdata(L, LOAD_HANDLE);
+  size_t n;
+  uint64_t *ids = push_instances(L, h->R, h->load_id, 1, &n);
+  mbL_waiter *w = end_instances(L, h->R, ids, n, state_of(L), 0);
   if (w) return mbL_wait_for(L, w, load_failed_k);
   return load_failed_k(L, LUA_OK, 0);
 }
 
 static int load_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
-  mbL_waiter *w = (mbL_waiter *)ctx;
-  int failed = w->failed;
-  char *error = w->error;
-  w->error = NULL;
-  mbL_waiter_free(w);
+  int failed;
+  char *error;
+  waiter_outcome((mbL_waiter *)ctx, &failed, &error);
   return load_finish(L, failed, error);
+}
+
+/* A new record of a load (not linked yet); raises when out of memory. */
+static mbL_load *load_new(lua_State *L, const char *path, const char *name, const void *args,
+                          size_t alen) {
+  size_t plen = strlen(path);
+  mbL_load *ld = calloc(1, sizeof *ld + plen + 1);
+  if (ld) {
+    ld->name = strdup(name);
+    ld->args = alen ? malloc(alen) : NULL;
+  }
+  if (!ld || !ld->name || (alen && !ld->args)) {
+    if (ld) {
+      free(ld->name);
+      free(ld->args);
+    }
+    free(ld);
+    luaL_error(L, "mb.load: out of memory");
+    return NULL;
+  }
+  memcpy(ld->path, path, plen + 1);
+  if (alen) memcpy(ld->args, args, alen);
+  ld->alen = alen;
+  return ld;
 }
 
 static int l_load(lua_State *L) {
@@ -555,93 +772,118 @@ static int l_load(lua_State *L) {
     if (mbL_encode(L, 3, &S->vbuf, mb_runtime_max_message_size(core(S)), "args", err, sizeof err))
       return luaL_error(L, "mb.load: %s", err);
   }
-  mbL_handle *h = lua_newuserdatauv(L, sizeof *h + (size_t)instances * sizeof(uint64_t), 0);
-  h->R = R;
-  h->n = 0;
-  luaL_setmetatable(L, "mb.Service");
+  mbL_load *ld = load_new(L, path, name, S->vbuf.p, S->vbuf.len);
+  ld->nargs = nargs;
+  ld->instances = (size_t)instances;
+  ld->memory = (size_t)memory;
+  ld->cpu = cpu;
   /* one number per load: it tells mb.services() which instances go
-   * together, and is the group key of several (unless a named group's) */
+   * together, and is the base of their listeners' group keys (unless a
+   * named group's) */
   pthread_mutex_lock(&R->lock);
-  uint64_t load_id = ++R->next_load, key = named ? named : instances > 1 ? load_id : 0;
+  ld->id = ++R->next_load;
+  ld->key = named ? named : ld->id;
+  ld->next = R->loads;
+  R->loads = ld;
   pthread_mutex_unlock(&R->lock);
-  size_t plen = strlen(path);
-  int failed = 0; /* an instance started here failed: start no more */
-  char *error = NULL;
-  /* taken first: without it an instance on another worker could not be
-   * waited for (and must not start on this thread instead) */
-  mbL_waiter *w = mb_runtime_workers(core(S)) > 1 ? mbL_waiter_new(S) : NULL;
-  if (!w && mb_runtime_workers(core(S)) > 1) return luaL_error(L, "mb.load: out of memory");
-  /* a copy of its own: an instance started inline may reuse S->vbuf */
-  size_t alen = S->vbuf.len;
-  char *encoded = nargs ? lua_newuserdatauv(L, alen, 0) : NULL;
-  if (encoded) memcpy(encoded, S->vbuf.p, alen); /* at 5, above the handle at 4 */
-  for (lua_Integer i = 0; i < instances && !failed; i++) {
-    start_req *q = calloc(1, sizeof *q + plen + 1);
-    char *args = nargs ? malloc(alen) : NULL;
-    mb_service *svc = q && (args || !nargs) ? mb_service_new(core(S), name, -1) : NULL;
-    if (!svc) {
-      free(q);
-      free(args);
-      if (w && w->status) { /* some are starting elsewhere: they are stopped once started */
-        failed = 1;
-        break;
-      }
-      if (w) mbL_waiter_free(w);
-      free(error);
-      return luaL_error(L, "mb.load: out of memory");
-    }
-    q->R = R;
-    q->svc = svc;
-    mb_service_ref(svc); /* held by the request until it ran */
-    q->group_key = key;
-    q->load_id = load_id;
-    q->memory = (size_t)memory;
-    q->cpu = cpu;
-    q->nargs = nargs;
-    q->alen = alen;
-    q->args = args;
-    if (args) memcpy(args, encoded, alen);
-    memcpy(q->path, path, plen + 1);
-    h->ids[h->n++] = mb_service_id(svc);
-    /* on this worker it starts now, as a call; elsewhere on its own thread,
-     * and mb.load returns once it has started there too */
-    if (mb_service_worker(svc) == mb_service_worker(S->svc)) {
-      start_instance(q);
-      failed = q->failed;
-      error = q->error;
-      q->error = NULL;
-      start_req_free(q);
-      continue;
-    }
-    q->asker = S->svc;
-    q->w = w;
-    mb_service_ref(S->svc);
-    w->status++;
-    if (mbL_post(R, svc, POST_ALWAYS, start_task, q, NULL) != MB_OK) {
-      w->status--; /* reported; this instance never starts */
-      failed = 1;
-      mb_service_unref(S->svc);
-      mb_service_unref(svc);
-      mb_service_free(svc); /* new, nothing of it runs anywhere yet */
-      free(args);
-      free(q);
-    }
-  }
-  if (w && !w->status) {
-    mbL_waiter_free(w);
-    w = NULL;
-  }
+  mbL_handle *h = lua_newuserdatauv(L, sizeof *h, 0); /* at LOAD_HANDLE */
+  h->R = R;
+  h->load_id = ld->id;
+  luaL_setmetatable(L, "mb.Service");
+  uint64_t *ids = lua_newuserdatauv(L, ld->instances * sizeof *ids, 0);
+  size_t n;
+  int failed;
+  char *error;
+  mbL_waiter *w = start_all(L, S, ld, ids, &n, &failed, &error);
   if (!w) return load_finish(L, failed, error);
-  if (failed && !w->failed) {
-    w->failed = 1;
-    w->error = error;
-  } else {
-    free(error);
-  }
   return mbL_wait_for(L, w, load_k);
 }
 
+/* ---- handle:reload() ------------------------------------------------------ */
+
+/* The stack of a reload: the handle, the old instances' ids, the new
+ * ones', and then what it returns. */
+enum { RL_HANDLE = 1, RL_OLD, RL_NEW, RL_NNEW, RL_WHY };
+
+static int reloaded_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
+  lua_settop(L, RL_HANDLE);
+  return 1;
+}
+
+static int reload_failed_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
+  lua_pushnil(L);
+  lua_pushvalue(L, RL_WHY);
+  return 2;
+}
+
+/* Every new instance has started (or one failed): the old ones drain and
+ * the handle is returned; or the new ones drain (what they were given goes
+ * back to the old ones) and nil, "failed: ..." is. Takes error. */
+static int reload_finish(lua_State *L, int failed, char *error) {
+  mbL_handle *h = lua_touserdata(L, RL_HANDLE);
+  mbL_state *me = caller_state(L);
+  lua_settop(L, RL_NNEW);
+  if (failed) {
+    lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
+    free(error);
+    mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
+                                  (size_t)lua_tointeger(L, RL_NNEW), me, 1);
+    if (w) return mbL_wait_for(L, w, reload_failed_k);
+    return reload_failed_k(L, LUA_OK, 0);
+  }
+  mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_OLD),
+                                lua_rawlen(L, RL_OLD) / sizeof(uint64_t), me, 1);
+  if (w) return mbL_wait_for(L, w, reloaded_k);
+  return reloaded_k(L, LUA_OK, 0);
+}
+
+static int reload_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  int failed;
+  char *error;
+  waiter_outcome((mbL_waiter *)ctx, &failed, &error);
+  return reload_finish(L, failed, error);
+}
+
+/* handle:reload(): the script again as new instances that join the same
+ * groups; once they have started, the old ones take no new deliveries,
+ * finish the ones running and close (SPEC section 2). Returns the handle,
+ * or nil, "failed: ..." with the old instances still running. */
+static int service_reload(lua_State *L) {
+  mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
+  mbL_state *S = caller_state(L);
+  if (!S || !S->svc) return luaL_error(L, "mb: this service has stopped");
+  lua_settop(L, RL_HANDLE);
+  mbL_load *ld = find_load(h->R, h->load_id);
+  size_t nold;
+  push_instances(L, h->R, h->load_id, 0, &nold); /* RL_OLD */
+  if (!ld || !nold) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "closed: service '%s' is not running (nothing to reload)",
+                    ld ? ld->name : "?");
+    return 2;
+  }
+  if (mbL_load_script(L, ld->path) != LUA_OK) { /* a syntax error: the old ones go on */
+    lua_pushnil(L);
+    lua_pushfstring(L, "failed: %s", lua_tostring(L, -2));
+    return 2;
+  }
+  lua_pop(L, 1);
+  uint64_t *ids = lua_newuserdatauv(L, ld->instances * sizeof *ids, 0); /* RL_NEW */
+  size_t n;
+  int failed;
+  char *error;
+  mbL_waiter *w = start_all(L, S, ld, ids, &n, &failed, &error);
+  lua_pushinteger(L, (lua_Integer)n); /* RL_NNEW */
+  if (!w) return reload_finish(L, failed, error);
+  return mbL_wait_for(L, w, reload_k);
+}
 
 const luaL_Reg mbL_service_funcs[] = {{"load", l_load}, {NULL, NULL}};
 
-const luaL_Reg mbL_service_methods[] = {{"stop", service_stop}, {NULL, NULL}};
+const luaL_Reg mbL_service_methods[] = {
+    {"stop", service_stop}, {"reload", service_reload}, {NULL, NULL}};

@@ -39,7 +39,10 @@ static int rows_gc(lua_State *L) {
   return 0;
 }
 
-static int listed(const mbL_state *S) { return S->load_id && !S->hidden && S->svc; }
+/* A reload's old instances (draining) are no longer listed. */
+static int listed(const mbL_state *S) {
+  return S->load_id && !S->hidden && S->svc && !S->draining;
+}
 
 static int row_order(const void *a, const void *b) {
   const svc_row *x = a, *y = b;
@@ -124,10 +127,9 @@ static int l_services(lua_State *L) {
     lua_setfield(L, -2, "deliveries");
     lua_pushinteger(L, (lua_Integer)failures);
     lua_setfield(L, -2, "failures");
-    mbL_handle *h = lua_newuserdatauv(L, sizeof *h + (j - i) * sizeof(uint64_t), 0);
+    mbL_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->R = S->R;
-    h->n = j - i;
-    for (size_t x = i; x < j; x++) h->ids[x - i] = r->v[x].id;
+    h->load_id = r->v[i].load_id;
     luaL_setmetatable(L, "mb.Service");
     lua_setfield(L, -2, "handle");
     lua_rawseti(L, -2, ++k);

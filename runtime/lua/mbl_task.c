@@ -66,6 +66,7 @@ mbL_task *mbL_task_new(mbL_state *S, int kind) {
   }
   t->kind = kind;
   if (kind == T_SCRIPT) atomic_fetch_add(&S->R->bodies, 1);
+  if (kind == T_HANDLER) S->nhandlers++;
   t->waiting = 0;
   t->d = NULL;
   t->listener = NULL;
@@ -90,6 +91,9 @@ static void task_unlink(mbL_task *t) {
 void mbL_task_free(mbL_task *t, int reusable) {
   mbL_state *S = t->S;
   if (t->kind == T_SCRIPT) atomic_fetch_sub(&S->R->bodies, 1);
+  /* a reload's old instance closes once its last handler has ended */
+  if (t->kind == T_HANDLER && --S->nhandlers == 0 && S->draining && !S->stopping)
+    mbL_drain_done(S);
   task_unlink(t);
   if (reusable && S->npool < POOL_MAX) {
     lua_settop(t->co, 0);

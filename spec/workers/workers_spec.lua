@@ -36,6 +36,17 @@ describe("worker threads", function()
     end)
   end
 
+  -- issue 15: hot reload under load, every message exactly once
+  for _, w in ipairs({1, 2, 4}) do
+    it("hand a group over to a reloaded script 20 times under load with " .. w .. " worker(s)",
+      function()
+        local out, code = mbrun("-w " .. w .. " spec/workers/reload_load.lua 100000 20")
+        assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+        assert.matches("ok reload: 100000 messages, 20 reloads, 21 versions on " .. w, out)
+        assert.are.equal(0, code, out)
+      end)
+  end
+
   it("survive a stress run: 4 services x 2 instances, requests inside listeners", function()
     local out, code = mbrun("-w 4 spec/workers/stress.lua " .. STRESS_N)
     assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
