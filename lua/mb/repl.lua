@@ -387,6 +387,24 @@ command(".stop", ".stop SERVICE",
     return OK
   end)
 
+command(".reload", ".reload SERVICE",
+  "load a service's script again: new instances take over, the old finish what runs (as .stop names it)",
+  function(args)
+    if args == "" then return usage(".reload") end
+    local found, why = services_called(args)
+    if not found then return fail("%s", why) end
+    if #found == 0 then return fail("no service '%s' runs (.services lists them)", args) end
+    local n = 0
+    for _, s in ipairs(found) do
+      local ok, h, err = pcall(s.handle.reload, s.handle)
+      if not ok then return fail("%s", message(h)) end
+      if not h then return fail("%s (%s keeps running as it was)", err, s.name) end
+      n = n + s.instances
+    end
+    print(("reloaded %s (%d instance%s)"):format(args, n, n == 1 and "" or "s"))
+    return OK
+  end)
+
 command(".trace", ".trace on|off", "print one line per hop of every message (or stop)", function(args)
   if args == "on" then return {status = "trace", on = true} end
   if args == "off" then return {status = "trace", on = false} end

@@ -379,9 +379,9 @@ int mbrepl_interrupt(mbrepl *r) {
 
 /* ---- tab completion ---------------------------------------------------------------- */
 
-static const char *const COMMANDS[] = {".send",  ".request", ".listen",   ".unlisten", ".dests",
-                                       ".stats", ".load",    ".services", ".stop",     ".trace",
-                                       ".help",  ".quit",    NULL};
+static const char *const COMMANDS[] = {
+    ".send", ".request", ".listen", ".unlisten", ".dests", ".stats", ".load",
+    ".services", ".stop", ".reload", ".trace", ".help", ".quit", NULL};
 
 typedef struct names {
   char **v;
@@ -453,7 +453,7 @@ static char **complete(const char *text, int start, int end) {
     rl_completion_append_character = '\0'; /* a folder goes on with / */
     return rl_completion_matches(text, rl_filename_completion_function);
   }
-  if (cmdlen == 5 && !strncmp(line, ".stop", 5)) {
+  if ((cmdlen == 5 && !strncmp(line, ".stop", 5)) || (cmdlen == 7 && !strncmp(line, ".reload", 7))) {
     mbL_runtime_each_service(r->R, add_service_name, &candidates); /* copies, under its lock */
     return rl_completion_matches(text, from_candidates);
   }

@@ -346,7 +346,8 @@ describe("the REPL service (lua/mb/repl.lua)", function()
     local out = steps[1].out
     local names = {".send DEST PAYLOAD", ".request DEST PAYLOAD [TIMEOUT]", ".listen DEST",
                    ".unlisten DEST", ".dests", ".stats [DEST]", ".load SCRIPT [N] [ARG]",
-                   ".services", ".stop SERVICE", ".trace on|off", ".help", ".quit"}
+                   ".services", ".stop SERVICE", ".reload SERVICE", ".trace on|off", ".help",
+                   ".quit"}
     assert.are.equal(#names + 1, #out)
     for i, name in ipairs(names) do
       assert.are.equal(name, out[i]:sub(1, #name))
@@ -367,6 +368,7 @@ describe("the REPL service (lua/mb/repl.lua)", function()
       {".stats a b", "error", {"error: usage: .stats [DEST]"}},
       {".services all", "error", {"error: usage: .services"}},
       {".stop", "error", {"error: usage: .stop SERVICE"}},
+      {".reload", "error", {"error: usage: .reload SERVICE"}},
     })
   end)
 
@@ -459,6 +461,32 @@ describe("the REPL service (lua/mb/repl.lua)", function()
         {"error: mb.load: cannot open no/such/script.lua: No such file or directory"}},
     })
   end)
+
+  it(".reload loads a service's script again, and keeps it as it was when the file is wrong",
+    function()
+      local path = os.tmpname() .. ".lua"
+      local function version(v, extra)
+        helper.write(path, ("%s\nmb.listen('t/v', function() return %q end)\n"):format(
+          extra or "", v))
+      end
+      version("v1")
+      local short = path:match("([^/]*)%.lua$")
+      check({
+        {'mb.destination("t/v")', "ok", {"true"}},
+        {".load " .. path .. " 2", "ok", {"loaded " .. path .. " (2 instances)"}},
+        {".request t/v 0", "ok", {'"v1"'}},
+        {"ok = io.open(" .. ("%q"):format(path) .. ", 'w'):write([[mb.listen('t/v', " ..
+         "function() return 'v2' end)]]):close()", "ok", {}},
+        {".reload " .. short, "ok", {"reloaded " .. short .. " (2 instances)"}},
+        {".request t/v 0", "ok", {'"v2"'}},
+        {"ok = io.open(" .. ("%q"):format(path) .. ", 'w'):write('(((('):close()", "ok", {}},
+        {".reload " .. path, "error", {"error: failed: " .. path ..
+          ":1: unexpected symbol near <eof> (" .. path .. " keeps running as it was)"}},
+        {".request t/v 0", "ok", {'"v2"'}},
+        {".reload nothing", "error", {"error: no service 'nothing' runs (.services lists them)"}},
+      })
+      os.remove(path)
+    end)
 
   it(".services lists the services, and .stop stops one by its name or file name", function()
     local sink = helper.write(os.tmpname() .. ".lua", [[
