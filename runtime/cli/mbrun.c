@@ -52,6 +52,9 @@ static void usage(FILE *f) {
           "                   listener scripts (see README); without a scenario, the\n"
           "                   configured services run until SIGINT or SIGTERM\n"
           "  -i               open the REPL after starting the scenario/configuration\n"
+          "  --watch          reload a service whose script file changes, as\n"
+          "                   handle:reload() does (a failed reload is reported and the\n"
+          "                   old instances keep running)\n"
           "  -w N             worker threads, each with its own event loop\n"
           "                   (default: the number of cores)\n"
           "  --trace          one line per hop on stderr: time, message id, destination,\n"
@@ -734,6 +737,7 @@ int main(int argc, char **argv) {
   for (int fd = 0; fd < 3; fd++)
     if (fcntl(fd, F_GETFD) < 0 && open("/dev/null", fd ? O_WRONLY : O_RDONLY) != fd) return 2;
   int i = 1, stats = 0, trace = 0, graph_fmt = 0, interactive = 0; /* graph: 1 dot, 2 svg */
+  int watch = 0;
   long workers = 0;
   size_t max_message = 0; /* 0: the configuration's, else 64 MiB */
   double grace = 5;
@@ -754,6 +758,8 @@ int main(int argc, char **argv) {
       trace = 1;
     } else if (!strcmp(a, "-i")) {
       interactive = 1;
+    } else if (!strcmp(a, "--watch")) {
+      watch = 1;
     } else if (!strcmp(a, "--graph") || !strcmp(a, "--graph=dot")) {
       graph_fmt = 1;
     } else if (!strcmp(a, "--graph=svg")) {
@@ -837,7 +843,7 @@ int main(int argc, char **argv) {
     return 2;
   }
   char err[1024], luadir[PATH_MAX];
-  if ((config || interactive) && find_lua_dir(luadir, sizeof luadir)) {
+  if ((config || interactive || watch) && find_lua_dir(luadir, sizeof luadir)) {
     fprintf(stderr, "mbrun: cannot find mb/config.lua (set MB_LUA_DIR to the lua/ folder)\n");
     return 2;
   }
@@ -943,6 +949,11 @@ int main(int argc, char **argv) {
     if (mbL_runtime_boot(R, boot, 2, args, booted, &st, st.why, sizeof st.why)) st.code = 1;
   } else {
     start_scenario(&st);
+  }
+  if (!st.code && watch) { /* reloads what changes (lua/mb/watch.lua) */
+    char wpath[PATH_MAX + 32];
+    snprintf(wpath, sizeof wpath, "%s/mb/watch.lua", luadir);
+    if (mbL_runtime_load(R, wpath, 0, NULL, st.why, sizeof st.why)) st.code = 1;
   }
   if (!st.code && repl && mbrepl_start(repl, luadir, st.why, sizeof st.why)) st.code = 1;
   int rc = 0;

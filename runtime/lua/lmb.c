@@ -198,7 +198,7 @@ static const luaL_Reg funcs[] = {
 };
 static const luaL_Reg *const all_funcs[] = {funcs, mbL_dest_funcs, mbL_msg_funcs,
                                             mbL_time_funcs, mbL_service_funcs, mbL_svclist_funcs,
-                                            mbL_show_funcs, NULL};
+                                            mbL_show_funcs, mbL_watch_funcs, NULL};
 
 static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
   luaL_newmetatable(L, name);

@@ -340,6 +340,8 @@ int mbL_load_script(lua_State *L, const char *path);
 /* Starts S's body (chunk and nargs values on S->L); -1 when out of memory. */
 int mbL_start_body(mbL_state *S, int nargs);
 extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[], mbL_svclist_funcs[];
+/* mbl_watch.c: mb._watch, for mbrun --watch */
+extern const luaL_Reg mbL_watch_funcs[];
 
 /* A service handle (userdata "mb.Service"): a load, whose instances are
  * the states with its load_id (a reload's new ones too). */
