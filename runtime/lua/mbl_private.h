@@ -164,8 +164,10 @@ struct mbL_state {
   char cpu_why[48];
   int stopping;
   int draining; /* a reload replaced it: its listeners are closed, it stops
-                   once its handlers have ended (nhandlers: those running) */
+                   once its handlers have ended (nhandlers: those running),
+                   when mbL_task_free calls drained (mbl_service.c's) */
   size_t nhandlers;
+  void (*drained)(mbL_state *S);
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
@@ -330,9 +332,6 @@ void mbL_state_release(mbL_state *S);
 void mbL_state_stop(mbL_state *S);
 /* Stops S once it is off the stack (a task for S's worker). */
 void mbL_deferred_stop(void *arg);
-/* A draining S (a reload's old instance) has no handler running: it stops
- * once off the stack. */
-void mbL_drain_done(mbL_state *S);
 /* Frees the runtime's records of loads (at its end). */
 void mbL_loads_free(mbL_runtime *R);
 /* Pushes the function that runs path (or the error); luaL_loadfilex's code. */

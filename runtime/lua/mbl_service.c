@@ -443,7 +443,9 @@ static uint64_t *push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int a
 
 /* ---- stopping and draining instances ------------------------------------- */
 
-void mbL_drain_done(mbL_state *S) {
+/* A draining S (a reload's old instance) has no handler running: it stops
+ * once off the stack. */
+static void drain_done(mbL_state *S) {
   S->stopping = 1; /* no other stop is asked for it */
   mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
 }
@@ -456,8 +458,9 @@ static void drain_state(mbL_state *S) {
   pthread_mutex_lock(&S->R->lock); /* mb.services() reads it */
   S->draining = 1;
   pthread_mutex_unlock(&S->R->lock);
+  S->drained = drain_done; /* called when its last handler ends */
   while (S->listeners) mbL_listener_release(S->listeners, 1, S->L);
-  if (S->nhandlers == 0) mbL_drain_done(S);
+  if (S->nhandlers == 0) drain_done(S);
 }
 
 /* A stop (or drain) asked from another worker: done there, then the asker

@@ -92,8 +92,7 @@ void mbL_task_free(mbL_task *t, int reusable) {
   mbL_state *S = t->S;
   if (t->kind == T_SCRIPT) atomic_fetch_sub(&S->R->bodies, 1);
   /* a reload's old instance closes once its last handler has ended */
-  if (t->kind == T_HANDLER && --S->nhandlers == 0 && S->draining && !S->stopping)
-    mbL_drain_done(S);
+  if (t->kind == T_HANDLER && --S->nhandlers == 0 && S->drained && !S->stopping) S->drained(S);
   task_unlink(t);
   if (reusable && S->npool < POOL_MAX) {
     lua_settop(t->co, 0);
