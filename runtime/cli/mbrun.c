@@ -789,12 +789,17 @@ int main(int argc, char **argv) {
       }
       if (a[3] == 'a') {
         nats_url = argv[++i];
-        const char *at = strchr(nats_url, '@');
-        if (at && memchr(nats_url, ':', (size_t)(at - nats_url)) &&
-            strstr(nats_url, "://") && strstr(nats_url, "://") < at) {
-          fprintf(stderr, "mbrun: --nats: the URL carries a user and password, which the command "
-                          "line shows to everyone (ps): give them in MB_NATS_USER and "
-                          "MB_NATS_PASSWORD, or in the configuration's cluster table\n");
+        /* nats://USER:PASSWORD@host or nats://TOKEN@host: a secret that
+         * `ps` shows to everyone (said without repeating it) */
+        const char *sch = strstr(nats_url, "://");
+        const char *auth = sch ? sch + 3 : nats_url, *at = strchr(auth, '@');
+        if (at) {
+          int pw = memchr(auth, ':', (size_t)(at - auth)) != NULL;
+          fprintf(stderr, "mbrun: --nats: the URL carries %s, which the command line shows to "
+                          "everyone (ps): give %s, or in the configuration's cluster table\n",
+                  pw ? "a user and password" : "a token (or a user name)",
+                  pw ? "them in MB_NATS_USER and MB_NATS_PASSWORD"
+                     : "it in MB_NATS_TOKEN (a user: MB_NATS_USER and MB_NATS_PASSWORD)");
           return 2;
         }
       } else {

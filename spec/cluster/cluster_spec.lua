@@ -497,7 +497,13 @@ while read -t 5 -r line <&3; do case $line in PONG*) break;; esac; done
   it("keeps secrets off the command line", function()
     local out, err, code = helper.mbrun("--nats nats://me:pw@127.0.0.1:1 -w 1 x.lua")
     assert.equal(2, code, out .. err)
-    assert.matches("MB_NATS_PASSWORD", err)
+    assert.matches("carries a user and password.*MB_NATS_PASSWORD", err)
+    assert.not_matches("pw@", err)
+    -- a token is a secret too, and said to be one
+    out, err, code = helper.mbrun("--nats nats://S3cretTok@127.0.0.1:1 -w 1 x.lua")
+    assert.equal(2, code, out .. err)
+    assert.matches("carries a token %(or a user name%).*MB_NATS_TOKEN", err)
+    assert.not_matches("S3cretTok", err)
   end)
 
   it("refuses a cluster destination another node has with another type", function()
