@@ -34,6 +34,14 @@ local reloads, reloaded_at = 0, {}
 for n = 1, N do
   assert(mb.send("rl/in", n))
   if n % every == 0 and reloads < R then
+    -- the version running has answered (with few workers the queue could
+    -- hold everything sent since the last reload: then the next version
+    -- would answer it all); the messages sent since stay queued meanwhile
+    local t0 = mb.now()
+    while not versions[reloads] do
+      assert(mb.now() - t0 < 10, "version " .. reloads .. " answered nothing in 10 s")
+      mb.sleep(0.001)
+    end
     reloads = reloads + 1
     write(reloads)
     assert(h:reload())
