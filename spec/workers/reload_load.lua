@@ -1,7 +1,8 @@
 -- Hot reload under load (issue 15): a generator sends N messages through a
 -- group of two instances while their script is rewritten and reloaded R
 -- times; each handler forwards what it got with its script's version to a
--- collector here. Every message must arrive exactly once, the accounting
+-- collector here, and answers its version to the requests among them
+-- (every 50th message). Every message must arrive exactly once, the accounting
 -- invariant hold with nothing failed or dropped, and the version change.
 --   mbrun -w W reload_load.lua N R
 local N, R = tonumber((select(1, ...))) or 100000, tonumber((select(2, ...))) or 20
@@ -12,6 +13,7 @@ local function write(version)
     local version = %d
     mb.listen("rl/in", function(msg)
       assert(mb.send("rl/seen", {n = msg.payload, v = version}))
+      return version -- what a request gets back
     end)
   ]]):format(version))
   f:close()
@@ -31,8 +33,21 @@ write(0)
 local h = assert(mb.load(path, {instances = 2}))
 local t0, every = mb.now(), N // (R + 1)
 local reloads, reloaded_at = 0, {}
+-- every 50th message is a request, from a coroutine of its own
+local asked, answered, bad = 0, 0, {}
+local function ask(n)
+  asked = asked + 1
+  mb.spawn(function()
+    local v, err = mb.request("rl/in", n, {timeout = 30})
+    if math.type(v) == "integer" then
+      answered = answered + 1
+    else
+      bad[#bad + 1] = n .. ": " .. tostring(err)
+    end
+  end)
+end
 for n = 1, N do
-  assert(mb.send("rl/in", n))
+  if n % 50 == 0 then ask(n) else assert(mb.send("rl/in", n)) end
   if n % every == 0 and reloads < R then
     -- the version running has answered (with few workers the queue could
     -- hold everything sent since the last reload: then the next version
@@ -48,12 +63,13 @@ for n = 1, N do
     reloaded_at[reloads] = n
   end
 end
-while got < N do mb.sleep(0.01) end
+while got < N or answered + #bad < asked do mb.sleep(0.01) end
 mb.sleep(0.05) -- a duplicate would come now
 local missing, twice = 0, 0
 for n = 1, N do
   if not seen[n] then missing = missing + 1 elseif seen[n] > 1 then twice = twice + 1 end
 end
+assert(#bad == 0, #bad .. " requests not answered, the first: " .. tostring(bad[1]))
 assert(missing == 0 and twice == 0 and got == N,
   ("%d missing, %d twice, %d received of %d"):format(missing, twice, got, N))
 for _, d in ipairs{"rl/in", "rl/seen"} do
