@@ -446,27 +446,30 @@ static void on_delivery(void *ud, mb_delivery *d) {
 
 static void on_listener_closed(void *ud);
 
-/* The registry key of a state's table: destination -> mb.listen calls. */
-static const char listen_counts_key = 0;
-
 /* The group key of S's next listener at dest when S is an instance of a
- * load (base: S->group_key, not a named group's): the k-th mb.listen at
- * dest of every instance of the load — also of the instances a reload
- * starts — gives the same key, so those listeners form one group. FNV-1a
- * over base, k and the name, never 0 nor with MB_GROUP_NAMED set. */
-static uint64_t listen_key(lua_State *L, uint64_t base, const char *dest) {
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &listen_counts_key) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &listen_counts_key);
-  }
-  lua_getfield(L, -1, dest); /* a plain table: no metamethod runs */
-  lua_Integer k = lua_tointeger(L, -1) + 1;
-  lua_pop(L, 1);
-  lua_pushinteger(L, k);
-  lua_setfield(L, -2, dest);
-  lua_pop(L, 1);
+ * load (base: S->group_key, not a named group's), and its slot: the
+ * lowest k that none of S's open listeners at dest holds. The k-th
+ * listener at dest of every instance of the load — also of the instances
+ * a reload starts — has the same key, so those listeners form one group;
+ * the first free k, not a count of mb.listen calls, so that an instance
+ * that closed a listener and listened again stays in its group with the
+ * others (and with a reload's new instances). FNV-1a over base, k and the
+ * name, never 0 nor with MB_GROUP_NAMED set. Raises when out of memory. */
+static uint64_t listen_key(lua_State *L, mbL_state *S, uint64_t base, const char *dest,
+                           unsigned *slot) {
+  size_t n = 0;
+  for (mbL_listener *ls = S->listeners; ls; ls = ls->next)
+    n += ls->slot && !strcmp(ls->dest, dest);
+  unsigned char stack_used[64], *used = stack_used; /* used[k-1]: slot k is taken */
+  if (n + 1 > sizeof stack_used && !(used = calloc(n + 1, 1)))
+    luaL_error(L, "mb.listen: out of memory");
+  if (used == stack_used) memset(used, 0, sizeof stack_used);
+  for (mbL_listener *ls = S->listeners; ls; ls = ls->next)
+    if (ls->slot && ls->slot <= n && !strcmp(ls->dest, dest)) used[ls->slot - 1] = 1;
+  unsigned k = 1;
+  while (k <= n && used[k - 1]) k++;
+  if (used != stack_used) free(used);
+  *slot = k;
   uint64_t h = UINT64_C(14695981039346656037);
   uint64_t parts[2] = {base, (uint64_t)k};
   const unsigned char *p = (const unsigned char *)parts;
@@ -491,9 +494,11 @@ static int l_listen(lua_State *L) {
     uint64_t named = mbL_opt_group(L, 3, S, "mb.listen");
     if (named) group = named;
   }
-  if (group && !(group & MB_GROUP_NAMED)) group = listen_key(L, group, dest);
+  unsigned slot = 0;
+  if (group && !(group & MB_GROUP_NAMED)) group = listen_key(L, S, group, dest, &slot);
   mbL_listener *ls = lua_newuserdatauv(L, sizeof *ls, 2);
   memset(ls, 0, sizeof *ls);
+  ls->slot = slot;
   ls->self_ref = LUA_NOREF;
   luaL_setmetatable(L, "mb.Listener");
   ls->json = json;

@@ -98,6 +98,9 @@ typedef struct mbL_listener {
   mb_listener *l;
   int self_ref;
   int json;
+  /* which mb.listen at dest of this instance of a load it is (its group
+   * key: mbl_msg.c listen_key); 0: a named group's or none */
+  unsigned slot;
   struct mbL_listener *next, *prev; /* in S->listeners */
   char dest[256];
 } mbL_listener;

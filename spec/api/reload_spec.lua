@@ -137,6 +137,28 @@ describe("handle:reload()", function()
     assert.are.equal(0, mb.stats("rl/self").listeners)
   end)
 
+  it("keeps the instances in one group when one of them listens again", function()
+    mb.destination("rl/ver")
+    mb.destination("rl/ctl")
+    helper.write(path, [[
+      local l
+      local function listen() l = mb.listen("rl/ver", function() return "v" end) end
+      listen()
+      mb.listen("rl/ctl", function() l:close(); listen() end) -- a setting changed
+    ]])
+    local h = assert(mb.load(path, {instances = 2}))
+    assert(mb.send("rl/ctl", 1)) -- one of the two listens again
+    mb.run()
+    for n = 1, 4 do assert(mb.send("rl/ver", n)) end
+    mb.run()
+    assert.are.equal(4, mb.stats("rl/ver").deliveries) -- once each, not once per instance
+    assert(h:reload())
+    for n = 1, 4 do assert(mb.send("rl/ver", n)) end
+    mb.run()
+    local s = mb.stats("rl/ver")
+    assert.are.same({8, 0, 2}, {s.deliveries, s.dropped, s.listeners})
+  end)
+
   it("says so when the service no longer runs", function()
     mb.destination("rl/ver")
     version("v1")
