@@ -139,6 +139,7 @@ struct mbL_state {
   size_t mem_used, mem_limit;
   /* for mb.services(), written under R->lock (mbL_state_describe): */
   uint64_t load_id; /* the mb.load (or mbrun start) it is an instance of; 0: none */
+  uint64_t gen;     /* which reload of it started this instance (0: the mb.load) */
   char *path;       /* the script it runs, as mb.services() shows it (malloc'd) */
   int hidden;       /* mbrun's own (its boot script, the REPL): not listed */
   atomic_uint_fast64_t deliveries; /* handler calls ended, by this state's thread */

@@ -257,7 +257,7 @@ typedef struct start_req {
   mb_service *svc;
   mb_service *asker; /* told when the body has started (NULL: inline) */
   mbL_waiter *w;
-  uint64_t group_key, load_id;
+  uint64_t group_key, load_id, gen;
   size_t memory; /* mb.load's limit, bytes (0: none) */
   double cpu;    /* ... and seconds per call (0: none) */
   int nargs;
@@ -316,6 +316,9 @@ static void start_instance(start_req *q) {
     start_failed(q, NULL);
     return;
   }
+  pthread_mutex_lock(&q->R->lock); /* before its load_id makes it an instance */
+  S->gen = q->gen;
+  pthread_mutex_unlock(&q->R->lock);
   mbL_state_describe(S, q->load_id, q->path); /* out of memory: listed by its name */
   if (mbL_load_script(S->L, q->path) != LUA_OK) { /* the file changed since mb.load read it */
     start_failed(q, lua_tostring(S->L, -1));
@@ -385,9 +388,15 @@ void mbL_deferred_stop(void *arg) {
 
 /* What one mb.load started — the script, its options and arguments — kept
  * for handle:reload(), which starts the same again. Linked under R->lock,
- * never changed, freed with the runtime (mbL_loads_free). */
+ * never changed but for gen and live (under R->lock), freed with the
+ * runtime (mbL_loads_free). */
 typedef struct mbL_load {
   uint64_t id, key;
+  /* gen: the last reload begun (or stop); live: the newest one that has
+   * finished, whose instances run — a reload finishing after a newer one
+   * (or a stop) began and ended drains its own new instances instead;
+   * stopped: the gen of the last handle:stop() */
+  uint64_t gen, live, stopped;
   size_t memory, instances;
   double cpu;
   int nargs;
@@ -421,22 +430,29 @@ static int instance_of(const mbL_state *S, uint64_t id) {
   return S->load_id == id && S->svc && !S->draining && !S->stopping;
 }
 
-/* Pushes a userdata holding the ids of load id's running instances (a
- * reload's old ones too when all); *n counts them. Raises when out of
- * memory. */
-static uint64_t *push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int all, size_t *n) {
+/* Which of load id's instances push_instances takes: ALL, also a reload's
+ * old ones (draining); RUNNING, not those; or BEFORE, the running ones a
+ * reload older than gen (or the mb.load) started. */
+enum { ALL, RUNNING, BEFORE };
+static int taken(const mbL_state *S, uint64_t id, int which, uint64_t gen) {
+  if (which == ALL) return S->load_id == id && S->svc;
+  return instance_of(S, id) && (which == RUNNING || S->gen < gen);
+}
+
+/* Pushes a userdata holding the ids of load id's instances that `which`
+ * takes; *n counts them. Raises when out of memory. */
+static uint64_t *push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int which,
+                                uint64_t gen, size_t *n) {
   size_t cap = 0;
   pthread_mutex_lock(&R->lock);
-  for (mbL_state *S = R->states; S; S = S->next)
-    cap += instance_of(S, id) || (all && S->load_id == id && S->svc);
+  for (mbL_state *S = R->states; S; S = S->next) cap += taken(S, id, which, gen);
   pthread_mutex_unlock(&R->lock);
   uint64_t *ids = lua_newuserdatauv(L, (cap ? cap : 1) * sizeof *ids, 0);
   memset(ids, 0, (cap ? cap : 1) * sizeof *ids); /* 0: none (skipped) */
   *n = 0; /* the count may have changed meanwhile: at most cap */
   pthread_mutex_lock(&R->lock);
   for (mbL_state *S = R->states; S && *n < cap; S = S->next)
-    if (instance_of(S, id) || (all && S->load_id == id && S->svc))
-      ids[(*n)++] = mb_service_id(S->svc);
+    if (taken(S, id, which, gen)) ids[(*n)++] = mb_service_id(S->svc);
   pthread_mutex_unlock(&R->lock);
   return ids;
 }
@@ -570,8 +586,14 @@ static int stopped_k(lua_State *L, int status, lua_KContext ctx) {
 static int service_stop(lua_State *L) {
   mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
   mbL_state *me = caller_state(L);
+  mbL_load *ld = find_load(h->R, h->load_id);
+  if (ld) { /* a reload under way: it stops its new instances when it ends */
+    pthread_mutex_lock(&h->R->lock);
+    ld->stopped = ld->live = ++ld->gen;
+    pthread_mutex_unlock(&h->R->lock);
+  }
   size_t n;
-  uint64_t *ids = push_instances(L, h->R, h->load_id, 1, &n);
+  uint64_t *ids = push_instances(L, h->R, h->load_id, ALL, 0, &n);
   mbL_waiter *w = end_instances(L, h->R, ids, n, me, 0);
   if (!w) return 0;
   return mbL_wait_for(L, w, stopped_k);
@@ -584,8 +606,8 @@ static int service_stop(lua_State *L) {
  * for those (NULL: none started elsewhere); *failed and *error (malloc'd)
  * say how the ones here went. Raises when out of memory before any
  * started. */
-static mbL_waiter *start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uint64_t *ids,
-                             size_t *n, int *failed, char **error) {
+static mbL_waiter *start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uint64_t gen,
+                             uint64_t *ids, size_t *n, int *failed, char **error) {
   mbL_runtime *R = S->R;
   size_t plen = strlen(ld->path);
   *failed = 0; /* an instance started here failed: start no more */
@@ -619,6 +641,7 @@ static mbL_waiter *start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uin
     mb_service_ref(svc); /* held by the request until it ran */
     q->group_key = ld->key;
     q->load_id = ld->id;
+    q->gen = gen;
     q->memory = ld->memory;
     q->cpu = ld->cpu;
     q->nargs = ld->nargs;
@@ -691,7 +714,7 @@ static int load_finish(lua_State *L, int failed, char *error) {
   free(error);
   mbL_handle *h = lua_touserdata(L, LOAD_HANDLE);
   size_t n;
-  uint64_t *ids = push_instances(L, h->R, h->load_id, 1, &n);
+  uint64_t *ids = push_instances(L, h->R, h->load_id, ALL, 0, &n);
   mbL_waiter *w = end_instances(L, h->R, ids, n, state_of(L), 0);
   if (w) return mbL_wait_for(L, w, load_failed_k);
   return load_failed_k(L, LUA_OK, 0);
@@ -797,7 +820,7 @@ static int l_load(lua_State *L) {
   size_t n;
   int failed;
   char *error;
-  mbL_waiter *w = start_all(L, S, ld, ids, &n, &failed, &error);
+  mbL_waiter *w = start_all(L, S, ld, 0, ids, &n, &failed, &error);
   if (!w) return load_finish(L, failed, error);
   return mbL_wait_for(L, w, load_k);
 }
@@ -805,12 +828,17 @@ static int l_load(lua_State *L) {
 /* ---- handle:reload() ------------------------------------------------------ */
 
 /* The stack of a reload: the handle, the old instances' ids, the new
- * ones', and then what it returns. */
-enum { RL_HANDLE = 1, RL_OLD, RL_NEW, RL_NNEW, RL_WHY };
+ * ones', how many, its generation, and then what it returns. */
+enum { RL_HANDLE = 1, RL_OLD, RL_NEW, RL_NNEW, RL_GEN, RL_WHY };
 
 static int reloaded_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
+  if (lua_gettop(L) >= RL_WHY) { /* stopped meanwhile */
+    lua_pushnil(L);
+    lua_pushvalue(L, RL_WHY);
+    return 2;
+  }
   lua_settop(L, RL_HANDLE);
   return 1;
 }
@@ -825,23 +853,43 @@ static int reload_failed_k(lua_State *L, int status, lua_KContext ctx) {
 
 /* Every new instance has started (or one failed): the old ones drain and
  * the handle is returned; or the new ones drain (what they were given goes
- * back to the old ones) and nil, "failed: ..." is. Takes error. */
+ * back to the old ones) and nil, "failed: ..." is. Takes error. Of
+ * reloads that overlap, the one that began last wins whichever ends
+ * first; a stop begun meanwhile stops the new ones too. */
 static int reload_finish(lua_State *L, int failed, char *error) {
   mbL_handle *h = lua_touserdata(L, RL_HANDLE);
   mbL_state *me = caller_state(L);
-  lua_settop(L, RL_NNEW);
-  if (failed) {
-    lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
+  lua_settop(L, RL_GEN);
+  if (!failed) {
     free(error);
-    mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
-                                  (size_t)lua_tointeger(L, RL_NNEW), me, 1);
-    if (w) return mbL_wait_for(L, w, reload_failed_k);
-    return reload_failed_k(L, LUA_OK, 0);
+    /* the instances of every older reload (and the mb.load's) drain,
+     * unless a newer reload or a stop has ended first: then these do */
+    mbL_load *ld = find_load(h->R, h->load_id);
+    uint64_t gen = (uint64_t)lua_tointeger(L, RL_GEN);
+    pthread_mutex_lock(&h->R->lock);
+    int newest = gen > ld->live, stopped = ld->stopped > gen;
+    if (newest) ld->live = gen;
+    pthread_mutex_unlock(&h->R->lock);
+    if (!newest) {
+      if (stopped) lua_pushfstring(L, "closed: service '%s' was stopped while it reloaded", ld->name);
+      mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
+                                    (size_t)lua_tointeger(L, RL_NNEW), me, !stopped);
+      if (w) return mbL_wait_for(L, w, reloaded_k);
+      return reloaded_k(L, LUA_OK, 0);
+    }
+    size_t n;
+    uint64_t *old = push_instances(L, h->R, h->load_id, BEFORE, gen, &n);
+    lua_replace(L, RL_OLD);
+    mbL_waiter *w = end_instances(L, h->R, old, n, me, 1);
+    if (w) return mbL_wait_for(L, w, reloaded_k);
+    return reloaded_k(L, LUA_OK, 0);
   }
-  mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_OLD),
-                                lua_rawlen(L, RL_OLD) / sizeof(uint64_t), me, 1);
-  if (w) return mbL_wait_for(L, w, reloaded_k);
-  return reloaded_k(L, LUA_OK, 0);
+  lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
+  free(error);
+  mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
+                                (size_t)lua_tointeger(L, RL_NNEW), me, 1);
+  if (w) return mbL_wait_for(L, w, reload_failed_k);
+  return reload_failed_k(L, LUA_OK, 0);
 }
 
 static int reload_k(lua_State *L, int status, lua_KContext ctx) {
@@ -863,7 +911,7 @@ static int service_reload(lua_State *L) {
   lua_settop(L, RL_HANDLE);
   mbL_load *ld = find_load(h->R, h->load_id);
   size_t nold;
-  push_instances(L, h->R, h->load_id, 0, &nold); /* RL_OLD */
+  push_instances(L, h->R, h->load_id, RUNNING, 0, &nold); /* RL_OLD */
   if (!ld || !nold) {
     lua_pushnil(L);
     lua_pushfstring(L, "closed: service '%s' is not running (nothing to reload)",
@@ -877,11 +925,15 @@ static int service_reload(lua_State *L) {
   }
   lua_pop(L, 1);
   uint64_t *ids = lua_newuserdatauv(L, ld->instances * sizeof *ids, 0); /* RL_NEW */
+  pthread_mutex_lock(&h->R->lock);
+  uint64_t gen = ++ld->gen;
+  pthread_mutex_unlock(&h->R->lock);
   size_t n;
   int failed;
   char *error;
-  mbL_waiter *w = start_all(L, S, ld, ids, &n, &failed, &error);
+  mbL_waiter *w = start_all(L, S, ld, gen, ids, &n, &failed, &error);
   lua_pushinteger(L, (lua_Integer)n); /* RL_NNEW */
+  lua_pushinteger(L, (lua_Integer)gen); /* RL_GEN */
   if (!w) return reload_finish(L, failed, error);
   return mbL_wait_for(L, w, reload_k);
 }

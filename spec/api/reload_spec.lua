@@ -159,6 +159,35 @@ describe("handle:reload()", function()
     assert.are.same({8, 0, 2}, {s.deliveries, s.dropped, s.listeners})
   end)
 
+  it("keeps the instances it should when reloads overlap, and stops them with a stop", function()
+    -- on 4 workers a reload waits for instances started elsewhere: others
+    -- (--watch, the REPL, a handler) can begin meanwhile
+    helper.write(path, [[mb.listen("rl/ver", function() return "v" end)]])
+    local scenario = dir .. "/overlap.lua"
+    helper.write(scenario, ([[
+      mb.destination("rl/ver")
+      local h = assert(mb.load(%q, {instances = 3}))
+      for _ = 1, 20 do
+        local done = 0
+        for _ = 1, 3 do mb.spawn(function() assert(h:reload()); done = done + 1 end) end
+        while done < 3 do mb.sleep(0.001) end
+      end
+      mb.sleep(0.05)
+      print("instances", mb.services()[2].instances, mb.stats("rl/ver").listeners)
+      local r
+      mb.spawn(function() r = {h:reload()} end)
+      h:stop()
+      while not r do mb.sleep(0.001) end
+      mb.sleep(0.05)
+      print("stopped", r[1], r[2], #mb.services(), mb.stats("rl/ver").listeners)
+    ]]):format(path))
+    local out, _, code = helper.mbrun("-w 4 " .. helper.quote(scenario), {merge = true})
+    assert.are.equal(0, code, out)
+    assert.matches("instances\t3\t3\n", out)
+    assert.matches(("stopped\tnil\tclosed: service '%s' was stopped while it reloaded\t1\t0\n")
+      :format(path:gsub("%p", "%%%0")), out)
+  end)
+
   it("says so when the service no longer runs", function()
     mb.destination("rl/ver")
     version("v1")
