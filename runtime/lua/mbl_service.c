@@ -912,6 +912,17 @@ static int service_reload(lua_State *L) {
   mbL_load *ld = find_load(h->R, h->load_id);
   size_t nold;
   push_instances(L, h->R, h->load_id, RUNNING, 0, &nold); /* RL_OLD */
+  if (!ld && nold) { /* mbrun's scenario: started from its command line */
+    char name[256] = "?";
+    pthread_mutex_lock(&h->R->lock);
+    for (mbL_state *x = h->R->states; x; x = x->next)
+      if (instance_of(x, h->load_id)) snprintf(name, sizeof name, "%s", mb_service_name(x->svc));
+    pthread_mutex_unlock(&h->R->lock);
+    lua_pushnil(L);
+    lua_pushfstring(L, "failed: service '%s' cannot be reloaded: it is the scenario mbrun "
+                       "runs (what mb.load, .load or a configuration started can be)", name);
+    return 2;
+  }
   if (!ld || !nold) {
     lua_pushnil(L);
     lua_pushfstring(L, "closed: service '%s' is not running (nothing to reload)",

@@ -188,6 +188,15 @@ describe("handle:reload()", function()
       :format(path:gsub("%p", "%%%0")), out)
   end)
 
+  it("says why mbrun's scenario cannot be reloaded", function()
+    local scenario = dir .. "/scenario.lua"
+    helper.write(scenario, "print(mb.services()[1].handle:reload())")
+    local out, _, code = helper.mbrun("-w 2 " .. helper.quote(scenario), {merge = true})
+    assert.are.equal(0, code, out)
+    assert.are.equal(("nil\tfailed: service '%s' cannot be reloaded: it is the scenario mbrun "
+      .. "runs (what mb.load, .load or a configuration started can be)\n"):format(scenario), out)
+  end)
+
   it("says so when the service no longer runs", function()
     mb.destination("rl/ver")
     version("v1")
