@@ -60,6 +60,7 @@ local scenarios = {
     .. "examples/jungle-gyms/scenario.lua", mbrun = true},
   {name = "reqreply", cmd = LUA .. " spec/failalloc/reqreply.lua"},
   {name = "loadstop", cmd = LUA .. " spec/failalloc/loadstop.lua"},
+  {name = "reload", cmd = LUA .. " spec/failalloc/reload.lua"},
 }
 
 local tmp = os.tmpname()
