@@ -871,7 +871,8 @@ static int reload_finish(lua_State *L, int failed, char *error) {
     if (newest) ld->live = gen;
     pthread_mutex_unlock(&h->R->lock);
     if (!newest) {
-      if (stopped) lua_pushfstring(L, "closed: service '%s' was stopped while it reloaded", ld->name);
+      if (stopped)
+        lua_pushfstring(L, "closed: service '%s' was stopped while it reloaded", ld->name);
       mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
                                     (size_t)lua_tointeger(L, RL_NNEW), me, !stopped);
       if (w) return mbL_wait_for(L, w, reloaded_k);
