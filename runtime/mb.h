@@ -358,6 +358,9 @@ mb_listener *mb_listen(mb_service *svc, const char *dest, uint64_t group, mb_lis
 /* Unregisters: fn is not called again; deliveries already given to it stay
  * its to finish; those scheduled but not yet given are dropped. */
 void mb_listener_close(mb_listener *l);
+/* 1 when l is the only member of its group here (or is closed): a
+ * reload's old listener stays until a new one has joined its group. */
+int mb_listener_alone(mb_listener *l);
 
 /* The message of a delivery; borrowed for as long as the delivery is open. */
 const mb_msg *mb_delivery_msg(const mb_delivery *d);

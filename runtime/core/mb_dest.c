@@ -355,6 +355,14 @@ void mb_listener_close(mb_listener *l) {
   mb_unlock(rt);
 }
 
+int mb_listener_alone(mb_listener *l) {
+  mb_runtime *rt = l->svc->rt;
+  mb_lock(rt);
+  int alone = l->closed || l->group->n <= 1;
+  mb_unlock(rt);
+  return alone;
+}
+
 void mb_listener_close_locked(mb_listener *l) {
   if (l->closed) return;
   l->closed = 1;

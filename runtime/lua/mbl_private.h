@@ -172,6 +172,8 @@ struct mbL_state {
                    when mbL_task_free calls drained (mbl_service.c's) */
   size_t nhandlers;
   void (*drained)(mbL_state *S);
+  ev_timer drain_wait; /* draining: its listeners wait for new members */
+  double drain_t0;
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */

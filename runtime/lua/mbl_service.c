@@ -57,6 +57,10 @@ void mbL_state_release(mbL_state *S) {
   S->stopping = 1;
   state_unlink(S->R, S);
   struct ev_loop *loop = mb_service_loop(S->svc);
+  if (ev_is_active(&S->drain_wait)) {
+    ev_timer_stop(loop, &S->drain_wait);
+    mb_runtime_hold(rt, -1);
+  }
   if (ev_is_active(&S->retry.timer)) {
     ev_timer_stop(loop, &S->retry.timer);
     mb_runtime_hold(rt, -1);
@@ -466,17 +470,58 @@ static void drain_done(mbL_state *S) {
   mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
 }
 
-/* A reload's old instance, on its own worker: its listeners close (what
- * was given to them and has not started goes to the new instances, their
- * group's other members), and it stops once its running handlers end. */
+/* How long a reload's old listener waits for a new member of its group
+ * (the new script's body may wait before it listens; a new script that no
+ * longer listens there gives none). */
+#define DRAIN_WAIT 2.0
+
+/* Closes S's listeners whose group has another member (a new instance's,
+ * or an old one still waiting); all of them when all. 1 when none is left. */
+static int close_covered(mbL_state *S, int all) {
+  for (mbL_listener *ls = S->listeners, *next; ls; ls = next) {
+    next = ls->next;
+    if (all && !mb_listener_alone(ls->l))
+      mbL_report(S->R, "mb: %s: reloaded, and no new listener came to '%s' within %g s: "
+                       "the old one closes\n", mb_service_name(S->svc), ls->dest, DRAIN_WAIT);
+    if (all || !mb_listener_alone(ls->l)) mbL_listener_release(ls, 1, S->L);
+  }
+  return S->listeners == NULL;
+}
+
+static void drain_listeners_done(mbL_state *S) {
+  S->drained = drain_done; /* called when its last handler ends */
+  if (S->nhandlers == 0) drain_done(S);
+}
+
+static void drain_wait_cb(struct ev_loop *loop, ev_timer *w, int revents) {
+  (void)revents;
+  mbL_state *S = w->data;
+  int late = ev_now(loop) - S->drain_t0 >= DRAIN_WAIT;
+  if (!close_covered(S, late)) return;
+  ev_timer_stop(loop, w);
+  mb_runtime_hold(core(S), -1);
+  drain_listeners_done(S);
+}
+
+/* A reload's old instance, on its own worker: each of its listeners closes
+ * once a new instance's has joined its group (at most DRAIN_WAIT later) —
+ * what was given to it and has not started goes to the group's other
+ * members —, and it stops once its running handlers have ended. */
 static void drain_state(mbL_state *S) {
   if (S->stopping || S->draining) return;
   pthread_mutex_lock(&S->R->lock); /* mb.services() reads it */
   S->draining = 1;
   pthread_mutex_unlock(&S->R->lock);
-  S->drained = drain_done; /* called when its last handler ends */
-  while (S->listeners) mbL_listener_release(S->listeners, 1, S->L);
-  if (S->nhandlers == 0) drain_done(S);
+  if (close_covered(S, 0)) {
+    drain_listeners_done(S);
+    return;
+  }
+  struct ev_loop *loop = mb_service_loop(S->svc);
+  S->drain_t0 = ev_now(loop);
+  ev_timer_init(&S->drain_wait, drain_wait_cb, 0.01, 0.01);
+  S->drain_wait.data = S;
+  ev_timer_start(loop, &S->drain_wait);
+  mb_runtime_hold(core(S), 1); /* the bus runs until it has closed them */
 }
 
 /* A stop (or drain) asked from another worker: done there, then the asker

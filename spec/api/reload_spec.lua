@@ -89,6 +89,29 @@ describe("handle:reload()", function()
     assert.are.equal(1, mb.services()[1].instances)
   end)
 
+  it("keeps the old listeners until the new script listens, when its body waits first",
+    function()
+      mb.destination("rl/ver")
+      version("v1")
+      local h = assert(mb.load(path, {instances = 2}))
+      version("v2", "mb.sleep(0.3)") -- reload returns at this wait
+      assert(h:reload())
+      for _ = 1, 4 do assert.are.equal("v1", (mb.request("rl/ver", 0))) end
+      mb.sleep(0.5)
+      for _ = 1, 4 do assert.are.equal("v2", (mb.request("rl/ver", 0))) end
+      assert.are.equal(2, mb.stats("rl/ver").listeners)
+      -- a new script that no longer listens there: the old listeners close
+      -- after 2 s
+      helper.write(path, "local x = 1\n")
+      local t0 = mb.now()
+      assert(h:reload())
+      assert.are.equal("v2", (mb.request("rl/ver", 0)))
+      while mb.stats("rl/ver").listeners > 0 and mb.now() - t0 < 5 do mb.sleep(0.05) end
+      local took = mb.now() - t0
+      assert.are.equal(0, mb.stats("rl/ver").listeners)
+      assert.is_true(took >= 1.9 and took < 3, "closed after " .. took .. " s")
+    end)
+
   it("keeps a serial destination's order across the switch", function()
     mb.destination("rl/serial", {type = "serial"})
     mb.destination("rl/log")
