@@ -100,12 +100,12 @@ local list = {}
 
 -- The mb side of benchmark 1 at destination dest (benchmark 4 measures
 -- against it too): a batch sender and one counting listener, one worker.
-local function same_worker_async(dest, label)
+local function same_worker_async(dest, label, opts)
   local fns, totals = counting_listeners(1)
   return {
     label = label,
     setup = function()
-      assert(mb.destination(dest))
+      assert(mb.destination(dest, opts))
       assert(mb.listen(dest, fns[1]))
     end,
     finish = clean_stats(dest),
@@ -157,6 +157,23 @@ do
     unit = "msg",
     goal = 1.3,
     scenario = same_worker_async("bench/one", "mb (parallel dest)"),
+    baseline = lua_bus_side(bus, fns, totals),
+  }
+end
+
+---------------------------------------------------------------------------
+-- 1z. benchmark 1 with share = true (issue 17): the listener, in the
+-- sender's Lua state, gets the sender's payload table instead of a copy
+-- (the payload is still checked and encoded, as SPEC.md says)
+do
+  local fns, totals = counting_listeners(1)
+  local bus = QueueBus.new()
+  list[#list + 1] = {
+    id = "1z",
+    title = "async send -> 1 listener, share = true",
+    unit = "msg",
+    goal = 1.1,
+    scenario = same_worker_async("bench/one-z", "mb (parallel, share)", {share = true}),
     baseline = lua_bus_side(bus, fns, totals),
   }
 end

@@ -88,6 +88,10 @@ struct ev_loop *mb_runtime_loop(mb_runtime *rt);
 
 size_t mb_runtime_max_message_size(const mb_runtime *rt);
 
+/* 1 once a destination with share = 1 has been declared in rt (never 0
+ * again): until then a binding need not track what it sends. Any thread. */
+int mb_runtime_shares(const mb_runtime *rt);
+
 /* Runs worker 0's loop until the whole bus is idle (no task queued, no
  * waiting request or held timer on any worker), mb_runtime_stop or timeout
  * seconds (0, NaN or infinity: no bound). Returns 1 when stopped, 0 when
@@ -169,6 +173,10 @@ typedef struct mb_dest_opts {
   mb_full_policy on_full;
   size_t concurrency; /* parallel only; 0: workers x 64 */
   int cluster; /* 1: shared with the other nodes over the runtime's link */
+  /* 1: messages sent to it are marked (mb_msg_shared), so that a binding
+   * may hand listeners in the sender's own state the sender's value
+   * itself (SPEC section 2, share = true); the core copies as always */
+  int share;
 } mb_dest_opts;
 
 /* 1 when name is 1-255 bytes of [A-Za-z0-9_./:-]. */
@@ -325,6 +333,13 @@ const uint8_t *mb_msg_payload(const mb_msg *m, size_t *len);
 const uint8_t *mb_msg_values(const mb_msg *m, size_t *len); /* len 0: none */
 int mb_msg_expects_reply(const mb_msg *m);
 int mb_msg_is_request(const mb_msg *m); /* sent by mb_request_start */
+/* 1 when m was sent to a destination with share = 1 (set by the sending
+ * call, before any delivery of m can start). */
+int mb_msg_shared(const mb_msg *m);
+/* 1 when the caller's reference is the only one left: nothing in the core
+ * holds m any more (no queue, delivery, request or report), and nothing
+ * can take it again. */
+int mb_msg_sole(const mb_msg *m);
 /* Marks m, before sending it, as sent while handling a delivery: part of
  * the work in flight, which a draining bus (mb_runtime_drain) still takes. */
 void mb_msg_follow_up(mb_msg *m);

@@ -1,7 +1,7 @@
 -- mb.config — reads and checks an mbrun configuration file (SPEC section 3,
 -- the counterpart of Liferay's messaging-spring.xml): a Lua file returning
 --   { workers = N, max_message_size = BYTES,
---     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=} },
+--     destinations = { [name] = {type=, max_queue=, on_full=, concurrency=, share=} },
 --     services = { {script = path, instances = N, args = {...}, name = "...",
 --                    group = "..."}, ... },
 --     listeners = { [script path] = {destination, ..., group = "..."} },

@@ -47,6 +47,7 @@
 #define MB_MSG_FOLLOW_UP 2u /* mb_msg_follow_up */
 #define MB_MSG_OBSERVED 4u  /* has an mb_msg_obs after its data */
 #define MB_MSG_REMOTE 8u    /* came over the link: has an mb_msg_remote after that */
+#define MB_MSG_SHARED 16u   /* sent to a destination with share = 1 (mb_msg_shared) */
 
 typedef struct mb_dest mb_dest;
 
@@ -172,6 +173,7 @@ struct mb_runtime {
    * RUN_STOP when mb_runtime_stop asked the current one to end */
   atomic_int run_state;
   size_t max_message_size;
+  atomic_int shares; /* mb_runtime_shares */
   uint64_t next_group;
   uint64_t next_service;
   mb_map dests;    /* name -> mb_dest */

@@ -62,7 +62,8 @@ void mb_dest_unref(mb_dest *d) {
 /* Field by field: the struct has padding, which memcmp would compare. */
 static int same_opts(const mb_dest_opts *a, const mb_dest_opts *b) {
   return a->type == b->type && a->max_queue == b->max_queue && a->on_full == b->on_full &&
-         a->concurrency == b->concurrency && !a->cluster == !b->cluster;
+         a->concurrency == b->concurrency && !a->cluster == !b->cluster &&
+         !a->share == !b->share;
 }
 
 static void normalize(mb_runtime *rt, mb_dest_opts *o) {
@@ -79,6 +80,7 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
   if (o.type > MB_SYNCHRONOUS || o.on_full > MB_FULL_BLOCK) return MB_EINVAL;
   normalize(rt, &o);
   o.cluster = o.cluster != 0;
+  o.share = o.share != 0;
   mb_lock(rt);
   if (o.cluster && !rt->link.send) {
     mb_unlock(rt);
@@ -105,6 +107,7 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
   d->hash = mb_hash_str(name, len);
   d->opts = o;
   d->rt = rt;
+  if (o.share) atomic_store(&rt->shares, 1);
   atomic_init(&d->refs, 1); /* the map's */
   d->st.type = o.type;
   if (mb_map_put(&rt->dests, d->hash, d)) {

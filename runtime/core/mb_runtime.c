@@ -67,6 +67,10 @@ void mb_runtime_link(mb_runtime *rt, const mb_link *link) {
 }
 size_t mb_runtime_max_message_size(const mb_runtime *rt) { return rt->max_message_size; }
 
+int mb_runtime_shares(const mb_runtime *rt) {
+  return atomic_load_explicit(&rt->shares, memory_order_relaxed);
+}
+
 static void run_timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   (void)revents;
   ev_ref(loop); /* expiring stopped it: undo our ev_unref as libev asks */

@@ -231,6 +231,7 @@ int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void
   mb_inline inl = {0};
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
+  if (d && d->opts.share) m->flags |= MB_MSG_SHARED;
   if (d && d->opts.cluster && rt->link.send) return link_send(from, d, m);
   int rc = d ? mb_send_msg(from, d, m, done, ud, NULL, &inl) : MB_ENODEST;
   if (!d) mb_obs_rejected(rt, name, from, m, MB_ENODEST, NULL);
@@ -267,6 +268,7 @@ static int request_start(mb_service *from, const char *name, mb_msg *m, double t
     return d ? MB_ENOMEM : MB_ENODEST;
   }
   m->flags |= MB_MSG_REQUEST;
+  if (d->opts.share) m->flags |= MB_MSG_SHARED;
   if (cluster) {
     mb_link link = rt->link;
     /* asking for statistics sends nothing */

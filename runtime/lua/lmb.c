@@ -77,6 +77,7 @@ static int l_run(lua_State *L) {
       timeout = mbL_check_seconds(L, -1, "mb.run", "option 'timeout'", SECS_NO_LIMIT);
   }
   int stopped = mb_runtime_run(core(S), timeout); /* HUGE_VAL: unbounded */
+  mbL_share_sweep(S, L, 1); /* what it sent with share = true and is done with */
   lua_pushboolean(L, 0);
   if (stopped) return 1;
   /* idle: nothing can happen any more; every delivery here is a Lua

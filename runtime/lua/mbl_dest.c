@@ -198,8 +198,8 @@ static const char *const ON_FULL[] = {"reject", "block", NULL};
 static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
                              const char **key) {
   static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", "cluster",
-                                     NULL};
-  int type = 0, on_full = 0, cluster = 0;
+                                     "share", NULL};
+  int type = 0, on_full = 0, cluster = 0, share = 0;
   lua_Integer max_queue = 0, concurrency = 0;
   memset(o, 0, sizeof *o);
   *key = NULL;
@@ -215,8 +215,16 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
     lua_pushfstring(L, "is only for parallel destinations (this one is %s)", TYPES[type]);
     return -1;
   }
+  *key = "share";
+  int ty = lua_getfield(L, oidx, "share");
+  share = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
+    lua_pushstring(L, "must be true or false");
+    return -1;
+  }
   *key = "cluster";
-  int ty = lua_getfield(L, oidx, "cluster");
+  ty = lua_getfield(L, oidx, "cluster");
   cluster = lua_toboolean(L, -1);
   lua_pop(L, 1);
   if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
@@ -232,6 +240,7 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
   }
   *key = NULL;
   o->cluster = cluster;
+  o->share = share;
   o->type = (mb_dest_type)type;
   o->on_full = (mb_full_policy)on_full;
   o->max_queue = (size_t)max_queue;

@@ -177,6 +177,17 @@ struct mbL_state {
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
+  /* share = true (mbl_msg.c): the sends under way (a chain on the C
+   * stack), and what this state sent to share destinations while the core
+   * still holds the message: a ring of references sq (sq_cap slots, sq_n
+   * in use from sq_head, oldest first) whose slot i has its payload table
+   * at shared[i + 1] (shared: a registry ref, 0 until first needed; not
+   * counted in nrefs: it lives as long as the state); sq_live: the slots
+   * in use after the last full sweep; sq_hint: where to look first */
+  struct mbL_sending *sending;
+  int shared;
+  mb_msg **sq;
+  size_t sq_head, sq_n, sq_cap, sq_live, sq_hint;
   int body_ref; /* handler_body as a closure with the message keys (registry) */
   int starting; /* its body runs for the first time, for mb.load: a failure is its */
   char *start_error; /* what the body raised while starting (malloc'd) */
@@ -320,6 +331,12 @@ extern const luaL_Reg mbL_dest_funcs[], mbL_sub_methods[];
 void mbL_listener_release(mbL_listener *ls, int close, lua_State *L);
 /* The body of every handler's coroutine (a C closure with the message keys). */
 int mbL_handler_body(lua_State *L);
+/* Drops what S keeps of its share = true sends that the core no longer
+ * holds: the oldest ones (all = 0), or every one (all = 1); L is S's state
+ * or one of its threads. Never raises. */
+void mbL_share_sweep(mbL_state *S, lua_State *L, int all);
+/* Drops everything S keeps of its share = true sends (S going away). */
+void mbL_share_release(mbL_state *S);
 extern const luaL_Reg mbL_msg_funcs[], mbL_listener_methods[], mbL_json_funcs[];
 
 /* ---- mbl_service.c ------------------------------------------------------- */

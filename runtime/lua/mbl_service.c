@@ -115,6 +115,7 @@ void mbL_state_release(mbL_state *S) {
     S->pool = t->next;
     free(t);
   }
+  mbL_share_release(S);
   mb_buf_free(&S->buf);
   mb_buf_free(&S->vbuf);
   free(S->start_error);

@@ -362,8 +362,67 @@ static void test_listener_closed_by_removal(void) {
   CHECK_INT(o.closed_calls, 0); /* freeing the runtime is not the bus closing it */
 }
 
+/* share = 1 (issue 17): the core copies as always, and marks what it sends
+ * there for the binding (mb_msg_shared); mb_msg_sole tells the binding when
+ * the core is done with a message it holds. */
+static void test_share(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "sh", 0);
+  CHECK_INT(mb_runtime_shares(rt), 0);
+  mb_dest_opts o = {.type = MB_PARALLEL, .share = 1};
+  CHECK_INT(mb_dest_declare(rt, "plain", NULL), MB_OK);
+  CHECK_INT(mb_runtime_shares(rt), 0);
+  CHECK_INT(mb_dest_declare(rt, "shared", &o), MB_OK);
+  CHECK_INT(mb_runtime_shares(rt), 1);
+  CHECK_INT(mb_dest_declare(rt, "shared", &o), MB_OK);
+  CHECK_INT(mb_dest_declare(rt, "shared", NULL), MB_EEXISTS);
+  CHECK_INT(mb_dest_declare(rt, "plain", &o), MB_EEXISTS);
+  lis a, b;
+  CHECK_INT(lis_listen(&a, svc, "shared", 0, L_HOLD, "A"), MB_OK);
+  CHECK_INT(lis_listen(&b, svc, "plain", 0, L_OK, "B"), MB_OK);
+  mb_msg *m = msg_int(7), *p = msg_int(8);
+  CHECK_INT(mb_msg_shared(m), 0);
+  mb_msg_ref(m);
+  mb_msg_ref(p);
+  CHECK_INT(mb_msg_sole(m), 0);
+  CHECK_INT(mb_send(svc, "shared", m, NULL, NULL), MB_OK);
+  CHECK_INT(mb_send(svc, "plain", p, NULL, NULL), MB_OK);
+  CHECK_INT(mb_msg_shared(m), 1);
+  CHECK_INT(mb_msg_shared(p), 0);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(a.calls, 1);
+  CHECK_INT(a.seen[0], 7); /* its own copy of the bytes, as ever */
+  CHECK_INT(mb_msg_sole(m), 0); /* a delivery holds it */
+  CHECK_INT(mb_msg_sole(p), 1);
+  CHECK_INT(lis_finish(&a, MB_OK, NULL), 1);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(mb_msg_sole(m), 1);
+  mb_msg_unref(m);
+  mb_msg_unref(p);
+  /* a request is marked too; the statistics are those of any destination */
+  mb_msg *r = msg_int(9);
+  mb_msg_ref(r);
+  reqres rr = {0};
+  mb_request *req;
+  CHECK_INT(mb_request_start(svc, "shared", r, 5, 0, req_cb, &rr, &req), MB_PENDING);
+  CHECK_INT(mb_msg_shared(r), 1);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(lis_finish(&a, MB_OK, NULL), 1);
+  CHECK_INT(run(rt), 0);
+  mb_msg_unref(r);
+  mb_stats st = stats_of(rt, "shared");
+  CHECK_INT(st.sent, 2);
+  CHECK_INT(st.delivered, 2);
+  check_invariant(rt, "shared");
+  mb_listener_close(a.l);
+  mb_listener_close(b.l);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 void dest_tests(void) {
   RUN(test_dest_declare);
+  RUN(test_share);
   RUN(test_dest_each_sorted);
   RUN(test_dest_many);
   RUN(test_send_errors);

@@ -171,6 +171,9 @@ describe("mbrun -c", function()
       "bad26.lua: max_message_size: must be .*; not 2147483648"},
     {"a max_message_size that is a float", "return {max_message_size = 4096.0}",
       "bad27.lua: max_message_size: must be .*; not 4096.0"},
+    -- issue 17
+    {"a share option that is not a boolean", "return {destinations = {x = {share = 'yes'}}}",
+      "bad28.lua: destinations.x.share: must be true or false"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
