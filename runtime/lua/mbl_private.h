@@ -73,7 +73,8 @@ struct mbL_waiter {
   ev_timer timer;
   mb_request *req;
   size_t n;
-  mbL_answer *ans;
+  mbL_answer *ans; /* &one for a single answer (mbL_request_done), else malloc'd */
+  mbL_answer one;
   int failed;  /* mb.load: an instance failed to start */
   char *error; /* why (malloc'd; NULL when out of memory) */
   mb_delivery *dv;      /* a reply: the delivery it answers, if still open */
@@ -185,6 +186,7 @@ struct mbL_state {
    * counted in nrefs: it lives as long as the state); sq_live: the slots
    * in use after the last full sweep; sq_hint: where to look first */
   struct mbL_sending *sending;
+  const char *dest_seen; /* mbl_msg.c: the destination name checked last */
   int shared;
   mb_msg **sq;
   size_t sq_head, sq_n, sq_cap, sq_live, sq_hint;

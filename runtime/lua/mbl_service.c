@@ -87,7 +87,7 @@ void mbL_state_release(mbL_state *S) {
       mb_msg_unref(w->ans[i].reply);
       free(w->ans[i].error);
     }
-    free(w->ans);
+    if (w->ans != &w->one) free(w->ans);
     free(w->error);
     free(w);
   }

@@ -626,7 +626,7 @@ void mbL_waiter_free(mbL_waiter *w) {
     mb_msg_unref(w->ans[i].reply);
     free(w->ans[i].error);
   }
-  free(w->ans);
+  if (w->ans != &w->one) free(w->ans);
   free(w->error);
   if (ev_is_active(&w->timer)) {
     ev_timer_stop(mb_service_loop(S->svc), &w->timer);
