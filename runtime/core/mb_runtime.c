@@ -113,6 +113,10 @@ int mb_runtime_run(mb_runtime *rt, double timeout) {
   int bounded = timeout > 0 && isfinite(timeout); /* NaN, 0 and infinity: unbounded */
   mb_runtime_running(rt, 1);
   if (bounded) {
+    /* from now, not from when the loop last looked at the clock: a caller
+     * that spent longer than the bound away from the loop would have its
+     * run end before it started */
+    ev_now_update(loop);
     ev_timer_init(&rt->run_timer, run_timeout_cb, timeout, 0);
     rt->run_timer.data = rt;
     ev_timer_start(loop, &rt->run_timer);

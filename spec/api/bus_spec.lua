@@ -748,6 +748,18 @@ describe("tasks and time", function()
     assert.are.equal(5, got)
   end)
 
+  it("bound mb.run from its call, however long the program was away from the loop", function()
+    mb.destination("d")
+    local n = 0
+    mb.listen("d", function() n = n + 1 end)
+    mb.run() -- the loop reads the clock
+    local t0 = os.clock()
+    while os.clock() - t0 < 0.3 do end -- busy longer than the bound, away from the loop
+    mb.send("d", 1)
+    assert.is_true(mb.run({timeout = 0.2})) -- it ended before it started
+    assert.are.equal(1, n)
+  end)
+
   it("keep running after a timer callback raises", function()
     local n = 0
     mb.after(0, function() error("timer boom") end)
