@@ -136,14 +136,10 @@ int mb_msg_expects_reply(const mb_msg *m) {
 /* Hand-written: snprintf was a tenth of a message's cost (bench/README.md). */
 size_t mb_id_format(uint64_t id, char *buf) {
   static const char hex[] = "0123456789abcdef";
-  char tmp[16];
-  size_t n = 0;
-  do {
-    tmp[n++] = hex[id & 15];
-    id >>= 4;
-  } while (id);
-  for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+  /* its length first, then the digits from the last: one pass, no copy */
+  size_t n = id ? (size_t)(64 - __builtin_clzll(id) + 3) / 4 : 1;
   buf[n] = 0;
+  for (size_t i = n; i-- > 0; id >>= 4) buf[i] = hex[id & 15];
   return n;
 }
 

@@ -75,6 +75,16 @@ static void test_messages(void) {
   CHECK_STR(id, "ff");
   CHECK_INT(mb_id_format(UINT64_MAX, id), 16);
   CHECK_STR(id, "ffffffffffffffff");
+  CHECK_INT(mb_id_format(0, id), 1);
+  CHECK_STR(id, "0");
+  CHECK_INT(mb_id_format(15, id), 1);
+  CHECK_STR(id, "f");
+  CHECK_INT(mb_id_format(16, id), 2);
+  CHECK_STR(id, "10");
+  CHECK_INT(mb_id_format(0x1234abcdULL, id), 8);
+  CHECK_STR(id, "1234abcd");
+  CHECK_INT(mb_id_format(0x8000000000000000ULL, id), 16);
+  CHECK_STR(id, "8000000000000000");
   CHECK(mb_id_parse("ff", 2, &v) == 0 && v == 255);
   CHECK(mb_id_parse("ffffffffffffffff", 16, &v) == 0 && v == UINT64_MAX);
   CHECK_INT(mb_id_parse("", 0, &v), -1);
