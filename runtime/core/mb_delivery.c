@@ -69,6 +69,10 @@ static void outcome(mb_dest *d, mb_msg *m, uint64_t group, const mb_service *to,
                     const char *error) {
   char buf[64];
   mb_obs_outcome(d, m, to, status, error);
+  /* a durable destination's message: the link acknowledges it once all its
+   * deliveries here ended, or has it delivered again (no dead letter yet) */
+  void *tag = d->rt->link.outcome ? mb_msg_tag(m) : NULL;
+  int retry = tag ? d->rt->link.outcome(d->rt->link.ud, tag, status) : 0;
   if (status == MB_OK) {
     d->st.delivered++;
     return;
@@ -85,7 +89,7 @@ static void outcome(mb_dest *d, mb_msg *m, uint64_t group, const mb_service *to,
              status == MB_EDROPPED ? "dropped" : "failed");
     error = buf;
   }
-  dead_letter(d, m, error);
+  if (!retry) dead_letter(d, m, error);
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);
     if (r && status == MB_EDROPPED) {
@@ -152,6 +156,7 @@ static void inline_add(mb_inline *inl, mb_delivery *dv) {
 void mb_deliver(mb_dest *d, mb_msg *m, mb_group *g, mb_sync *sync, mb_inline *inl) {
   mb_runtime *rt = d->rt;
   d->st.deliveries++;
+  if (m->flags & MB_MSG_REDELIVERED) d->st.redelivered++;
   mb_listener *l = pick(g);
   mb_delivery *dv = rt->free_deliveries;
   if (dv) {
