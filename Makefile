@@ -34,7 +34,7 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
-CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_cluster.c)
+CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_cluster.c mb_durable.c)
 LUA_SRC  = $(CLUSTER_SRC) $(addprefix runtime/lua/,mbl_cluster.c mbl_value.c mbl_show.c mbl_task.c \
            mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c mbl_svclist.c lmb.c)
@@ -124,7 +124,8 @@ nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev $(B)/mb.so $
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_nats_ev
 	TSAN_OPTIONS="halt_on_error=1 suppressions=spec/tsan/nats.supp" $(BT)/test_nats_ev
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/spec/tsan/nats.supp" \
-	  LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun $(BUSTED)/cluster/cluster_spec.lua
+	  LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun $(BUSTED)/cluster/cluster_spec.lua \
+	  spec/cluster/durable_spec.lua
 
 tsan: $(BT)/mbrun $(B)/mb.so $(BT)/test_core
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_core threads

@@ -195,13 +195,64 @@ static const char *const ON_FULL[] = {"reject", "block", NULL};
  * (mb._check_destination, used by lua/mb/config.lua). Never raises but for
  * memory. Returns 0 with the options in *o, or -1 with why pushed and the
  * option at fault in *key (NULL: the name, or an unknown option). */
+/* A number of seconds > 0 (finite) under key of table t (absent: 0). */
+static int try_seconds(lua_State *L, int t, const char *key, double *v) {
+  *v = 0;
+  if (lua_getfield(L, t, key) != LUA_TNIL &&
+      (lua_type(L, -1) != LUA_TNUMBER || !((*v = lua_tonumber(L, -1)) > 0) || *v > 1e9)) {
+    const char *was = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "must be a number of seconds > 0, not %s", was);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return -1;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The `cluster` option when it is a table (at the top of the stack): a
+ * durable destination's (SPEC 6, Durable); *key names the option at fault
+ * as "cluster.KEY". */
+static int check_durable(lua_State *L, int t, mb_dest_type type, mb_durable_opts *du,
+                         const char **key) {
+  static const char *const keys[] = {"durable", "max_deliver", "max_msgs", "max_bytes",
+                                     "max_age", "ack_wait", NULL};
+  lua_Integer v;
+  *key = "cluster";
+  if (try_keys(L, t, keys)) return -1;
+  *key = "cluster.durable";
+  if (lua_getfield(L, t, "durable") != LUA_TBOOLEAN || !lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushstring(L, "must be true (a table for `cluster` is a durable destination's "
+                      "options; a plain cluster destination is cluster = true)");
+    return -1;
+  }
+  lua_pop(L, 1);
+  if (try_positive(L, t, (*key = "cluster.max_deliver") + 8, &v)) return -1;
+  du->max_deliver = (int)(v > 1000000 ? 1000000 : v);
+  if (try_positive(L, t, (*key = "cluster.max_msgs") + 8, &v)) return -1;
+  du->max_msgs = (int64_t)v;
+  if (try_positive(L, t, (*key = "cluster.max_bytes") + 8, &v)) return -1;
+  du->max_bytes = (int64_t)v;
+  if (try_seconds(L, t, (*key = "cluster.max_age") + 8, &du->max_age)) return -1;
+  if (try_seconds(L, t, (*key = "cluster.ack_wait") + 8, &du->ack_wait)) return -1;
+  if (type == MB_SYNCHRONOUS) {
+    *key = "cluster.durable";
+    lua_pushstring(L, "is for parallel and serial destinations (this one is synchronous)");
+    return -1;
+  }
+  *key = NULL;
+  return 0;
+}
+
 static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
-                             const char **key) {
+                             const char **key, mb_durable_opts *du) {
   static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", "cluster",
                                      NULL};
   int type = 0, on_full = 0, cluster = 0;
   lua_Integer max_queue = 0, concurrency = 0;
   memset(o, 0, sizeof *o);
+  memset(du, 0, sizeof *du);
   *key = NULL;
   if (!name_ok(L, nidx)) return -1;
   if (!oidx) return 0;
@@ -218,9 +269,19 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
   *key = "cluster";
   int ty = lua_getfield(L, oidx, "cluster");
   cluster = lua_toboolean(L, -1);
+  if (ty == LUA_TTABLE) {
+    int rc = check_durable(L, lua_gettop(L), (mb_dest_type)type, du, key);
+    if (rc) {
+      lua_remove(L, -2);
+      return -1;
+    }
+    cluster = 2;
+    *key = "cluster";
+  }
   lua_pop(L, 1);
-  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
-    lua_pushstring(L, "must be true or false");
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN && ty != LUA_TTABLE) {
+    lua_pushstring(L, "must be true, false or a durable destination's table {durable = true, "
+                      "max_deliver =, max_msgs =, max_bytes =, max_age =, ack_wait =}");
     return -1;
   }
   char subject[1024];
@@ -289,8 +350,9 @@ static int l_destination(lua_State *L) {
   mbL_check_dest(L, 1, "mb.destination");
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   mb_dest_opts o;
+  mb_durable_opts du;
   const char *key;
-  if (check_destination(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, &o, &key)) {
+  if (check_destination(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, &o, &key, &du)) {
     if (key) return luaL_error(L, "mb.destination: option '%s' %s", key, lua_tostring(L, -1));
     return luaL_error(L, "mb.destination: %s", lua_tostring(L, -1));
   }
@@ -300,6 +362,15 @@ static int l_destination(lua_State *L) {
                          "cluster: join one first (mbrun --nats URL, the configuration's "
                          "cluster = {url = ...}, or mb.setup{cluster = {url = ...}})", name);
   int existed = o.cluster && mb_dest_exists(core(S), name);
+  if (o.cluster == 2) { /* the link stores its messages: its stream and limits first */
+    char err[400];
+    int drc = mb_cluster_durable(S->R->cluster, name, o.type, &du, err, sizeof err);
+    if (drc < 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "%s: %s", mb_strerror(drc), err);
+      return 2;
+    }
+  }
   int rc = mb_dest_declare(core(S), name, &o);
   if (o.cluster && rc == MB_OK && !existed) { /* the other nodes' type must be the same */
     mbL_waiter *w = mbL_waiter_new(S);
@@ -330,9 +401,10 @@ static int l_destination(lua_State *L) {
 static int l_check_destination(lua_State *L) {
   lua_settop(L, 2);
   mb_dest_opts o;
+  mb_durable_opts du;
   const char *key;
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  if (check_destination(L, 1, lua_isnil(L, 2) ? 0 : 2, &o, &key) == 0) {
+  if (check_destination(L, 1, lua_isnil(L, 2) ? 0 : 2, &o, &key, &du) == 0) {
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -374,7 +446,8 @@ static int l_destinations(lua_State *L) {
   return 1;
 }
 
-static void push_stats(lua_State *L, const mb_stats *st) {
+/* durable: with `redelivered` (a durable destination's, SPEC 6) */
+static void push_stats(lua_State *L, const mb_stats *st, int durable) {
   lua_createtable(L, 0, 14);
   lua_pushstring(L, TYPES[st->type]);
   lua_setfield(L, -2, "type");
@@ -393,6 +466,9 @@ static void push_stats(lua_State *L, const mb_stats *st) {
   F(in_flight);
   F(replies);
   F(timeouts);
+  if (durable) {
+    F(redelivered);
+  }
 #undef F
 }
 
@@ -401,7 +477,7 @@ static void add_stats(void *ud, const char *name) {
   mbL_state *S = state_of(L);
   mb_stats st;
   if (mb_dest_stats(core(S), name, &st) == MB_OK) {
-    push_stats(L, &st);
+    push_stats(L, &st, mb_dest_cluster(core(S), name) == 3);
     lua_setfield(L, -2, name);
   }
 }
@@ -413,16 +489,23 @@ static int stats_cluster_k(lua_State *L, int status, lua_KContext ctx) {
   mbL_waiter *w = (mbL_waiter *)ctx;
   static const char *const sums[] = {"listeners", "sent", "rejected", "deliveries", "delivered",
                                      "failed", "dropped", "pending", "in_flight", "replies",
-                                     "timeouts", NULL};
+                                     "timeouts", NULL, NULL};
+  const char *const *keys = sums;
+  const char *with[sizeof sums / sizeof *sums];
   mb_stats st;
   int have = mb_dest_stats(core(w->S), lua_tostring(L, 1), &st) == MB_OK;
+  if (mb_dest_cluster(core(w->S), lua_tostring(L, 1)) == 3) { /* durable: and redeliveries */
+    memcpy(with, sums, sizeof sums);
+    with[sizeof sums / sizeof *sums - 2] = "redelivered";
+    keys = with;
+  }
   lua_createtable(L, 0, 14);
   int t = lua_gettop(L);
   lua_pushstring(L, have ? TYPES[st.type] : "parallel");
   lua_setfield(L, t, "type");
-  for (int i = 0; sums[i]; i++) {
+  for (int i = 0; keys[i]; i++) {
     lua_pushinteger(L, 0);
-    lua_setfield(L, t, sums[i]);
+    lua_setfield(L, t, keys[i]);
   }
   lua_pushinteger(L, 0);
   lua_setfield(L, t, "largest_pending");
@@ -437,11 +520,11 @@ static int stats_cluster_k(lua_State *L, int status, lua_KContext ctx) {
       continue;
     }
     nodes++;
-    for (int k = 0; sums[k]; k++) {
-      lua_getfield(L, -1, sums[k]);
-      lua_getfield(L, t, sums[k]);
+    for (int k = 0; keys[k]; k++) {
+      lua_getfield(L, -1, keys[k]);
+      lua_getfield(L, t, keys[k]);
       lua_pushinteger(L, lua_tointeger(L, -1) + lua_tointeger(L, -2));
-      lua_setfield(L, t, sums[k]);
+      lua_setfield(L, t, keys[k]);
       lua_pop(L, 2);
     }
     lua_getfield(L, -1, "largest_pending");
@@ -493,7 +576,7 @@ static int l_stats(lua_State *L) {
   mb_stats st;
   int rc = mb_dest_stats(core(S), name, &st);
   if (rc < 0) return mbL_fail_rc(L, rc, name, S);
-  push_stats(L, &st);
+  push_stats(L, &st, mb_dest_cluster(core(S), name) == 3);
   return 1;
 }
 
