@@ -91,7 +91,8 @@ typedef struct mb_durable_opts {
  * node, before mb_dest_declare (with mb_dest_opts.cluster = 2): its
  * JetStream stream is made or checked in the background (sends wait for
  * it). MB_OK (also when declared again with the same options), MB_EEXISTS
- * with other options, MB_EINVAL or MB_ENOMEM; why in err. Any thread. */
+ * with other options, MB_EINVAL or MB_ENOMEM; why in err. o NULL: name is
+ * no durable destination here (any more), MB_OK. Any thread. */
 int mb_cluster_durable(mb_cluster *c, const char *name, mb_dest_type type,
                        const mb_durable_opts *o, char *err, size_t errlen);
 

@@ -470,8 +470,37 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind) {
 
 /* ---- declaring and listening --------------------------------------------------------- */
 
+/* dest is no durable destination here (any more): its record goes, and
+ * the sends that waited for its stream fail. */
+static void forget(mb_durable *d, const char *dest) {
+  pthread_mutex_lock(&d->mu);
+  ddest *x = NULL;
+  for (ddest **p = &d->dests; *p; p = &(*p)->next)
+    if (!strcmp((*p)->name, dest)) {
+      x = *p;
+      *p = x->next;
+      break;
+    }
+  pthread_mutex_unlock(&d->mu);
+  if (!x) return;
+  while (x->wait) {
+    waiting *w = x->wait;
+    x->wait = w->next;
+    mb_link_answer(d->h.rt, mb_msg_id(w->m), 0, MB_EFAILED, NULL,
+                   "failed: the destination is no longer durable here");
+    mb_msg_unref(w->m);
+    free(w);
+  }
+  free(x->name);
+  free(x);
+}
+
 int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
                        const mb_durable_opts *o, char *err, size_t errlen) {
+  if (!o) {
+    forget(d, dest);
+    return MB_OK;
+  }
   mb_durable_opts v = *o;
   if (!v.max_deliver) v.max_deliver = DEF_MAX_DELIVER;
   if (!v.max_msgs) v.max_msgs = DEF_MAX_MSGS;

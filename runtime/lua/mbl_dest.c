@@ -372,6 +372,9 @@ static int l_destination(lua_State *L) {
     }
   }
   int rc = mb_dest_declare(core(S), name, &o);
+  /* the link stores the messages of name only while it is durable here */
+  if (o.cluster && S->R->cluster && mb_dest_cluster(core(S), name) != 3)
+    mb_cluster_durable(S->R->cluster, name, o.type, NULL, NULL, 0);
   if (o.cluster && rc == MB_OK && !existed) { /* the other nodes' type must be the same */
     mbL_waiter *w = mbL_waiter_new(S);
     if (!w) return luaL_error(L, "mb.destination: out of memory");
