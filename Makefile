@@ -56,7 +56,7 @@ BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
 .PHONY: all deps test-deps install-pkgs run run-cluster test check spec asan-spec tsan valgrind clean c-tests \
-        bench bench-cluster
+        bench bench-cluster bench-durable
 .PHONY: install uninstall fuzz fuzz-short nats-tests nats-spec
 
 all: $(B)/mb.so $(B)/mbrun
@@ -283,14 +283,24 @@ fuzz-short: $(addprefix $(BF)/,$(FUZZERS))
 # Benchmarks: each scenario against its baseline, alternately; a table on
 # stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).
 BENCH_OUT ?= $(B)/bench.json
-bench: deps all $(B)/mb_limit.so $(B)/nats_raw
+bench: deps all $(B)/mb_limit.so $(B)/nats_raw $(B)/js_raw
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/durable.lua
 
 # the cluster benchmarks alone (issue 14): mbrun nodes over a private
 # nats-server against build/nats_raw, alternately (bench/README.md)
 bench-cluster: deps all $(B)/nats_raw
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
+
+# the durable benchmark alone (issue 16): an mbrun node's durable sends and
+# deliveries against build/js_raw (plain libnats JetStream), alternately
+bench-durable: deps all $(B)/js_raw
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/durable.lua
+
+$(B)/js_raw: bench/c/js_raw.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ bench/c/js_raw.c $(NATS_LIB) -lpthread
 
 # benchmark 1c's floor: a C ring buffer with no bus around it
 $(B)/mb_limit.so: bench/c/limit.c
