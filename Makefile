@@ -55,7 +55,7 @@ BT = build/tsan
 BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps test-deps install-pkgs run run-cluster test check spec asan-spec tsan valgrind clean c-tests \
+.PHONY: all deps test-deps install-pkgs run run-cluster run-durable test check spec asan-spec tsan valgrind clean c-tests \
         bench bench-cluster bench-durable
 .PHONY: install uninstall fuzz fuzz-short nats-tests nats-spec
 
@@ -183,6 +183,10 @@ run: deps all
 # the cluster example: a private nats-server and three mbrun nodes
 run-cluster: deps all
 	sh examples/cluster/run.sh $(B)/mbrun
+
+# its durable part: a private nats-server -js killed and restarted on its store
+run-durable: deps all
+	sh examples/cluster/durable.sh $(B)/mbrun
 
 BUSTED = lua5.4 /usr/bin/busted --lpath='lua/?.lua;lua/?/init.lua' -o utfTerminal spec
 
