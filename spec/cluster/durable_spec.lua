@@ -73,8 +73,8 @@ mb.listen("q", function(msg)
   print(("got %d %s"):format(msg.payload.n, tostring(msg.redelivered)))
   if msg.payload.n == 40 and os.getenv("STALL") then
     print("stalled")
-    -- killed here, before its handler returns (a busy wait: a child such as
-    -- sleep(1) would inherit the connection's socket and keep it open)
+    -- killed here, before its handler returns (a busy wait: a child such
+    -- as sleep(1) would outlive the node)
     local t = os.clock()
     while os.clock() - t < 60 do end
   end
@@ -105,6 +105,17 @@ print("stored")
     for i = 2, #all do assert.equal((39 + i) .. " nil", all[i]) end
     assert.equal(61, #all)
     assert.equal(1, tonumber(second:match("redelivered (%d+)")))
+  end)
+
+  it("leaves a node's connection to no child process, so a node that dies is seen gone at once",
+    function()
+    local out, err, code = send([[
+local p = io.popen("ls -l /proc/self/fd 2> /dev/null | grep -c socket")
+print("sockets in a child: " .. p:read("a"):match("%d+"))
+p:close()
+]])
+    assert.equal(0, code, err)
+    assert.matches("sockets in a child: 0\n", out)
   end)
 
   it("keeps what was stored before the server was killed -9, for a group that starts later",
