@@ -1167,6 +1167,10 @@ static void on_stats_msg(mb_cluster *c, natsMsg *nm) {
     rc |= mb_enc_str(&b, "type", 4) | mb_enc_str(&b, type, strlen(type));
     n++;
   }
+  if (!rc && mb_dest_cluster(c->rt, dest) == 3) { /* the other nodes compare it (probe_k) */
+    rc |= mb_enc_str(&b, "durable", 7) | mb_enc_bool(&b, 1);
+    n++;
+  }
   mb_msg *m = NULL;
   if (!rc) {
     mb_enc_table_end(&b, at, 0, n);

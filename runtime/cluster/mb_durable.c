@@ -187,8 +187,9 @@ static void push_job(mb_durable *d, const char *dest, const char *group, int con
 /* A failure for want of the server (tried again later) rather than its
  * refusal. */
 static int transient(natsStatus s, jsErrCode jerr) {
-  return !jerr && (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED || s == NATS_NOT_YET_CONNECTED ||
-                   s == NATS_CONNECTION_DISCONNECTED || s == NATS_IO_ERROR);
+  return !jerr && (s == NATS_TIMEOUT || s == NATS_CONNECTION_CLOSED ||
+                   s == NATS_NOT_YET_CONNECTED || s == NATS_CONNECTION_DISCONNECTED ||
+                   s == NATS_IO_ERROR);
 }
 
 static void why_of(natsStatus s, char *buf, size_t cap) {

@@ -301,21 +301,33 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
 }
 
 
-/* A new cluster destination: a node that has it with another type makes it
- * an `exists` error here (SPEC §6), and it is removed again. stack: name,
- * opts, type. */
+/* A new cluster destination: a node that has it with another type, or
+ * durable where it is not (or the other way round), makes it an `exists`
+ * error here (SPEC §6), and it is removed again. stack: name, opts, type,
+ * durable. */
 static int probe_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mbL_waiter *w = (mbL_waiter *)ctx;
   const char *name = lua_tostring(L, 1);
+  int durable = lua_toboolean(L, 4);
   const char *mine = TYPES[lua_tointeger(L, 3)];
   for (size_t i = 0; i < w->n; i++) {
     if (w->ans[i].status != MB_OK || !w->ans[i].reply) continue;
     size_t len;
     const uint8_t *p = mb_msg_payload(w->ans[i].reply, &len);
     mbL_decode(L, p, len);
+    int their_durable = lua_istable(L, -1) && lua_getfield(L, -1, "durable") != LUA_TNIL &&
+                        lua_toboolean(L, -1);
+    if (lua_istable(L, -2)) lua_pop(L, 1);
     const char *theirs = lua_istable(L, -1) && lua_getfield(L, -1, "type") == LUA_TSTRING
                              ? lua_tostring(L, -1) : NULL;
+    char kind_theirs[40], kind_mine[40];
+    if (theirs && their_durable != durable) { /* "serial" vs "durable serial" */
+      snprintf(kind_theirs, sizeof kind_theirs, "%s%s", their_durable ? "durable " : "", theirs);
+      snprintf(kind_mine, sizeof kind_mine, "%s%s", durable ? "durable " : "", mine);
+      theirs = kind_theirs;
+      mine = kind_mine;
+    }
     if (theirs && strcmp(theirs, mine) != 0) {
       const char *origin = mb_msg_origin(w->ans[i].reply);
       const char *colon = origin ? strchr(origin, ':') : NULL;
@@ -334,11 +346,15 @@ static int probe_k(lua_State *L, int status, lua_KContext ctx) {
       luaL_addstring(&b, mine);
       luaL_addstring(&b, " here)");
       luaL_pushresult(&b);
+      mbL_state *S = w->S;
       mbL_waiter_free(w);
       mb_dest_remove(rt, name);
+      if (durable && S->R->cluster)
+        mb_cluster_durable(S->R->cluster, name, MB_PARALLEL, NULL, NULL, 0);
       return 2;
     }
-    lua_settop(L, 3);
+    lua_settop(L, 4);
+    mine = TYPES[lua_tointeger(L, 3)];
   }
   mbL_waiter_free(w);
   lua_pushboolean(L, 1);
@@ -380,6 +396,7 @@ static int l_destination(lua_State *L) {
     if (!w) return luaL_error(L, "mb.destination: out of memory");
     lua_settop(L, 2);
     lua_pushinteger(L, o.type); /* 3 */
+    lua_pushboolean(L, o.cluster == 2); /* 4: durable */
     rc = mb_link_stats(S->svc, name, 0, mbL_request_done, w, &w->req);
     if (rc < 0) { /* the link is down: the check waits for no one */
       mbL_waiter_free(w);

@@ -287,6 +287,26 @@ print(mb.destination("d", {cluster = {durable = true, max_deliver = 9}}))
     assert.matches("nil\texists: durable destination 'd' is declared here with other options", out)
   end)
 
+  it("is an exists error on a node that declares it plain (or plain one durable)", function()
+    local a = node("a1", [[
+assert(mb.destination("mix", {type = "serial", cluster = {durable = true}}))
+assert(mb.destination("plain", {cluster = true}))
+mb.after(0.05, function() print("ready") end)
+]])
+    assert(a:wait_output("ready", 15), a:errors())
+    local out, err, code = send([[
+print(mb.destination("mix", {type = "serial", cluster = true}))
+print(mb.destination("plain", {cluster = {durable = true}}))
+print(mb.destination("mix", {type = "serial", cluster = {durable = true}}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("nil\texists: destination 'mix' is durable serial on node a1 %(declared serial here%)",
+      out)
+    assert.matches("nil\texists: destination 'plain' is parallel on node a1 %(declared durable "
+      .. "parallel here%)", out)
+    assert.matches("\ntrue\n", out)
+  end)
+
   it("fails a send with the server's reason when the server has no JetStream", function()
     srv:stop()
     srv = assert(ns.start())
