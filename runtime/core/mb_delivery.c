@@ -64,15 +64,26 @@ mb_msg *mb_dead_letter_take(mb_runtime *rt) {
   return m;
 }
 
-/* A delivery ended (to: its listener's service, NULL when none was found). */
-static void outcome(mb_dest *d, mb_msg *m, uint64_t group, const mb_service *to, int status,
+/* A durable destination's message (tagged by the link): its link hears of
+ * each delivery's end; 1 when it will be delivered again. Out of line: the
+ * local path only tests the link's hook. */
+static __attribute__((noinline)) int link_outcome(mb_dest *d, mb_msg *m, int status) {
+  void *tag = mb_msg_tag(m);
+  return tag ? d->rt->link.outcome(d->rt->link.ud, tag, status) : 0;
+}
+
+/* A delivery ended (to: its listener's service, NULL when none was found).
+ * Inlined: mb_delivery_finish runs it for every message (a call cost 1%
+ * of bench 1's instructions). */
+static inline __attribute__((always_inline)) void outcome(mb_dest *d, mb_msg *m, uint64_t group, const mb_service *to, int status,
                     const char *error) {
   char buf[64];
   mb_obs_outcome(d, m, to, status, error);
   /* a durable destination's message: the link acknowledges it once all its
    * deliveries here ended, or has it delivered again (no dead letter yet) */
-  void *tag = d->rt->link.outcome ? mb_msg_tag(m) : NULL;
-  int retry = tag ? d->rt->link.outcome(d->rt->link.ud, tag, status) : 0;
+  int retry = __builtin_expect(d->rt->link.outcome != NULL, 0) && (m->flags & MB_MSG_REMOTE)
+                  ? link_outcome(d, m, status)
+                  : 0;
   if (status == MB_OK) {
     d->st.delivered++;
     return;

@@ -549,7 +549,7 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
     push_id(L, node, rid);
     lua_rawset(L, -3);
   }
-  if (mb_msg_redelivered(m)) { /* a durable destination's message, delivered before */
+  if (origin && mb_msg_redelivered(m)) { /* a durable destination's, delivered before */
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "redelivered");
   }
