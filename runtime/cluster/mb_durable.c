@@ -471,6 +471,8 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind) {
 
 /* ---- declaring and listening --------------------------------------------------------- */
 
+static natsStatus start_locked(mb_durable *d);
+
 /* dest is no durable destination here (any more): its record goes, and
  * the sends that waited for its stream fail. */
 static void forget(mb_durable *d, const char *dest) {
@@ -522,6 +524,12 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
     if (!same)
       snprintf(err, errlen, "durable destination '%s' is declared here with other options", dest);
     return same ? MB_OK : MB_EEXISTS;
+  }
+  natsStatus s = start_locked(d);
+  if (s != NATS_OK) {
+    pthread_mutex_unlock(&d->mu);
+    snprintf(err, errlen, "durable destinations cannot start: %s", natsStatus_GetText(s));
+    return s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
   }
   x = calloc(1, sizeof *x);
   if (!x || !(x->name = strdup(dest))) {
@@ -744,36 +752,41 @@ mb_durable *mb_durable_new(const mb_durable_host *h, char *err, size_t errlen) {
   pthread_cond_init(&d->cond, NULL);
   d->jobs_tail = &d->jobs;
   snprintf(d->prefix, sizeof d->prefix, "mb.%s.n.%s.j.", h->ns, h->node);
+  return d;
+}
+
+/* Under mu, at the first durable destination: the JetStream context, the
+ * subscription to the stream's answers and the management thread (a node
+ * without durable destinations has none of them). */
+static natsStatus start_locked(mb_durable *d) {
+  if (d->started) return NATS_OK;
+  if (d->stopping) return NATS_CONNECTION_CLOSED;
   char all[220];
   snprintf(all, sizeof all, "%s*", d->prefix);
   jsOptions jo;
   jsOptions_Init(&jo);
   jo.Wait = JS_WAIT;
-  natsStatus s = natsConnection_JetStream(&d->js, h->nc, &jo);
-  if (s == NATS_OK) s = natsConnection_Subscribe(&d->acks, h->nc, all, on_stored, d);
+  natsStatus s = d->js ? NATS_OK : natsConnection_JetStream(&d->js, d->h.nc, &jo);
+  if (s == NATS_OK && !d->acks)
+    s = natsConnection_Subscribe(&d->acks, d->h.nc, all, on_stored, d);
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(d->acks, -1, -1);
   if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(d->acks, acks_complete, d);
   if (s == NATS_OK && pthread_create(&d->thread, NULL, run, d) == 0)
     d->started = 1;
   else if (s == NATS_OK)
     s = NATS_NO_MEMORY;
-  if (s != NATS_OK) {
-    snprintf(err, errlen, "durable destinations: %s", natsStatus_GetText(s));
-    mb_durable_stop(d);
-    mb_durable_free(d);
-    return NULL;
-  }
-  return d;
+  return s;
 }
 
 void mb_durable_stop(mb_durable *d) {
   if (!d) return;
   pthread_mutex_lock(&d->mu);
   d->stopping = 1;
+  int started = d->started;
+  d->started = 0;
   pthread_cond_broadcast(&d->cond);
   pthread_mutex_unlock(&d->mu);
-  if (d->started) pthread_join(d->thread, NULL);
-  d->started = 0;
+  if (started) pthread_join(d->thread, NULL);
   if (d->acks) {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);

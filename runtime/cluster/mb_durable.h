@@ -49,9 +49,9 @@ typedef struct mb_durable_host {
   mb_msg *(*decode)(natsMsg *nm, const char **why);
 } mb_durable_host;
 
-/* Starts the part (its thread, its subscription to the stream's answers)
- * on a connected cluster; NULL when out of memory or the subscription
- * fails (err says why). */
+/* The part, on a connected cluster; its thread and its subscription to
+ * the stream's answers start with the first durable destination. NULL when
+ * out of memory (err says so). */
 mb_durable *mb_durable_new(const mb_durable_host *h, char *err, size_t errlen);
 /* Stops its thread and subscription: before the connection closes, after
  * the link left the runtime. */
