@@ -34,7 +34,7 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
-CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_cluster.c)
+CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_cluster.c mb_durable.c)
 LUA_SRC  = $(CLUSTER_SRC) $(addprefix runtime/lua/,mbl_cluster.c mbl_value.c mbl_show.c mbl_task.c \
            mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c mbl_svclist.c mbl_watch.c lmb.c)
@@ -55,8 +55,8 @@ BT = build/tsan
 BV = build/valgrind
 SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 
-.PHONY: all deps test-deps install-pkgs run run-cluster test check spec asan-spec tsan valgrind clean c-tests \
-        bench bench-cluster
+.PHONY: all deps test-deps install-pkgs run run-cluster run-durable test check spec asan-spec tsan valgrind clean c-tests \
+        bench bench-cluster bench-durable
 .PHONY: install uninstall fuzz fuzz-short nats-tests nats-spec
 
 all: $(B)/mb.so $(B)/mbrun
@@ -124,7 +124,8 @@ nats-tests: $(B)/test_nats_ev $(BA)/test_nats_ev $(BT)/test_nats_ev $(B)/mb.so $
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(BA)/test_nats_ev
 	TSAN_OPTIONS="halt_on_error=1 suppressions=spec/tsan/nats.supp" $(BT)/test_nats_ev
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/spec/tsan/nats.supp" \
-	  LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun $(BUSTED)/cluster/cluster_spec.lua
+	  LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun $(BUSTED)/cluster/cluster_spec.lua \
+	  spec/cluster/durable_spec.lua
 
 tsan: $(BT)/mbrun $(B)/mb.so $(BT)/test_core
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_core threads
@@ -182,6 +183,10 @@ run: deps all
 # the cluster example: a private nats-server and three mbrun nodes
 run-cluster: deps all
 	sh examples/cluster/run.sh $(B)/mbrun
+
+# its durable part: a private nats-server -js killed and restarted on its store
+run-durable: deps all
+	sh examples/cluster/durable.sh $(B)/mbrun
 
 BUSTED = lua5.4 /usr/bin/busted --lpath='lua/?.lua;lua/?/init.lua' -o utfTerminal spec
 
@@ -282,14 +287,24 @@ fuzz-short: $(addprefix $(BF)/,$(FUZZERS))
 # Benchmarks: each scenario against its baseline, alternately; a table on
 # stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).
 BENCH_OUT ?= $(B)/bench.json
-bench: deps all $(B)/mb_limit.so $(B)/nats_raw
+bench: deps all $(B)/mb_limit.so $(B)/nats_raw $(B)/js_raw
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/durable.lua
 
 # the cluster benchmarks alone (issue 14): mbrun nodes over a private
 # nats-server against build/nats_raw, alternately (bench/README.md)
 bench-cluster: deps all $(B)/nats_raw
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
+
+# the durable benchmark alone (issue 16): an mbrun node's durable sends and
+# deliveries against build/js_raw (plain libnats JetStream), alternately
+bench-durable: deps all $(B)/js_raw
+	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/durable.lua
+
+$(B)/js_raw: bench/c/js_raw.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ bench/c/js_raw.c $(NATS_LIB) -lpthread
 
 # benchmark 1c's floor: a C ring buffer with no bus around it
 $(B)/mb_limit.so: bench/c/limit.c

@@ -172,7 +172,8 @@ typedef struct mb_dest_opts {
   size_t max_queue; /* 0: 65536 */
   mb_full_policy on_full;
   size_t concurrency; /* parallel only; 0: workers x 64 */
-  int cluster; /* 1: shared with the other nodes over the runtime's link */
+  int cluster; /* 1: shared with the other nodes over the runtime's link; 2: the same,
+                * durable (the link stores its messages: SPEC 6, Durable) */
   /* 1: messages sent to it are marked (mb_msg_shared), so that a binding
    * may hand listeners in the sender's own state the sender's value
    * itself (SPEC section 2, share = true); the core copies as always */
@@ -194,8 +195,8 @@ int mb_dest_remove(mb_runtime *rt, const char *name);
 int mb_dest_exists(mb_runtime *rt, const char *name);
 
 /* 0 for a destination of this process alone, 1 for a cluster destination
- * (mb_dest_opts.cluster) that is not synchronous, 2 for a synchronous one;
- * -1 when there is none of that name. */
+ * (mb_dest_opts.cluster) that is not synchronous, 2 for a synchronous one,
+ * 3 for a durable one (cluster = 2); -1 when there is none of that name. */
 int mb_dest_cluster(mb_runtime *rt, const char *name);
 
 /* Calls fn for every destination name in sorted order. */
@@ -207,6 +208,7 @@ typedef struct mb_stats {
   uint64_t sent, rejected, deliveries, delivered, failed, dropped;
   size_t pending, largest_pending, in_flight;
   uint64_t replies, timeouts;
+  uint64_t redelivered; /* deliveries of messages the link marked redelivered */
   /* seconds from the send to the end of a delivery (ok or failed), over
    * the deliveries timed since mb_runtime_observe(MB_OBSERVE_LATENCY);
    * p99 is within 1/16 of the true figure. 0 when none were timed. */
@@ -494,6 +496,13 @@ typedef struct mb_link {
    * last). Called with the runtime's lock held, from any thread: it must
    * not call the core. */
   void (*interest)(void *ud, const char *dest, const char *group, uint64_t key, int on);
+  /* A delivery of a message the link tagged (mb_msg_durable) ended with
+   * status (MB_OK, MB_EFAILED, MB_EDROPPED): how a durable destination
+   * acknowledges a message once its handlers returned. Returns 1 when the
+   * link will deliver it again (a failure then goes to no dead letter), else
+   * 0. Called with the runtime's lock held, from any thread: it must not
+   * call the core. May be NULL. */
+  int (*outcome)(void *ud, void *tag, int status);
 } mb_link;
 
 /* Installs the link (copied; NULL: none) before any cluster destination is
@@ -514,6 +523,13 @@ mb_msg *mb_msg_new_remote(const void *payload, size_t plen, const void *values, 
                           const char *reply_to, const char *origin);
 /* The origin id of a message made by mb_msg_new_remote, else NULL. */
 const char *mb_msg_origin(const mb_msg *m);
+/* Tags m (made by mb_msg_new_remote, before mb_link_deliver): the outcome
+ * of each of its deliveries goes to the link's outcome call with tag;
+ * redelivered: it was delivered before (msg.redelivered, counted in the
+ * destination's `redelivered`). */
+void mb_msg_durable(mb_msg *m, void *tag, int redelivered);
+/* 1 when m was marked redelivered by mb_msg_durable, else 0. */
+int mb_msg_redelivered(const mb_msg *m);
 
 /* Delivers m (taken), made by mb_msg_new_remote, to the cluster destination
  * dest on this node: to its groups without a name (group 0) or to the named

@@ -31,6 +31,7 @@
 #include <ev.h>
 #include <nats/nats.h>
 
+#include "cluster/mb_durable.h"
 #include "cluster/mb_nats_ev.h"
 
 #define BATCH 256 /* messages handed to the core per drain */
@@ -48,6 +49,7 @@ typedef struct sub {
   size_t nleft;
   int home;      /* the node's t subject (on_home_msg) */
   int stats;     /* mb.NS.stats (on_stats_msg) */
+  int durable;   /* a durable destination's consumer (mb_durable_receive) */
   uint64_t lost; /* nats.c's dropped count seen so far (slow consumer) */
 } sub;
 
@@ -94,6 +96,7 @@ struct mb_cluster {
   double ack_wait;
   char *ns, *node, *url;
   char inbox[160]; /* "mb.NS.n.NODE." */
+  mb_durable *durable; /* durable destinations (mb_durable.c) */
   mb_cluster_config cfg; /* report, state, ud */
 };
 
@@ -598,6 +601,9 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
   (void)type;
   char subject[1024], reply[200], answer[200], id[MB_NODE_ID_MAX], hex[17];
   int rc = MB_OK;
+  if (atomic_load(&c->up) && kind != MB_LINK_STATS && kind != MB_LINK_PROBE &&
+      mb_durable_has(c->durable, dest))
+    return mb_durable_send(c->durable, dest, m, kind);
   if (!atomic_load(&c->up))
     rc = MB_ECLOSED;
   else if (mb_cluster_subject(c->ns, dest, subject, sizeof subject))
@@ -675,7 +681,13 @@ static void link_interest(void *ud, const char *dest, const char *group, uint64_
   sub *e = calloc(1, sizeof *e);
   natsStatus s = NATS_NO_MEMORY;
   if (e && (e->dest = strdup(dest)) && (!group || (e->group = strdup(group)))) {
-    if (mb_cluster_subject(c->ns, dest, subject, sizeof subject))
+    /* a durable destination's group listens at its consumer's subject */
+    if (!mb_durable_interest(c->durable, dest, group, 1, subject, sizeof subject))
+      e->durable = 1;
+    if (e->durable)
+      s = group ? natsConnection_QueueSubscribeSync(&e->ns, c->nc, subject, group)
+                : natsConnection_SubscribeSync(&e->ns, c->nc, subject);
+    else if (mb_cluster_subject(c->ns, dest, subject, sizeof subject))
       s = NATS_INVALID_SUBJECT;
     else if (group)
       s = natsConnection_QueueSubscribeSync(&e->ns, c->nc, subject, group);
@@ -1147,12 +1159,16 @@ static void on_stats_msg(mb_cluster *c, natsMsg *nm) {
     n++;                                                                             \
   }
   F(listeners) F(sent) F(rejected) F(deliveries) F(delivered) F(failed) F(dropped)
-  F(pending) F(largest_pending) F(in_flight) F(replies) F(timeouts)
+  F(pending) F(largest_pending) F(in_flight) F(replies) F(timeouts) F(redelivered)
 #undef F
   static const char *const types[] = {"parallel", "serial", "synchronous"};
   const char *type = types[st.type <= MB_SYNCHRONOUS ? st.type : 0];
   if (!rc) {
     rc |= mb_enc_str(&b, "type", 4) | mb_enc_str(&b, type, strlen(type));
+    n++;
+  }
+  if (!rc && mb_dest_cluster(c->rt, dest) == 3) { /* the other nodes compare it (probe_k) */
+    rc |= mb_enc_str(&b, "durable", 7) | mb_enc_bool(&b, 1);
     n++;
   }
   mb_msg *m = NULL;
@@ -1312,7 +1328,9 @@ static void drain(void *ud) {
   while (gone) { /* what reached them before they went is lost here: said so */
     sub *e = gone;
     gone = e->next;
-    for (size_t i = 0; i < e->nleft; i++) {
+    for (size_t i = 0; i < e->nleft && e->durable; i++) /* stored: delivered elsewhere */
+      mb_durable_unreceived(c->durable, e->left[i]);
+    for (size_t i = 0; i < e->nleft && !e->durable; i++) {
       const char *why = NULL, *from = header(e->left[i], "Mb-Node");
       mb_msg *m = decode(e->left[i], 1, &why);
       if (m) {
@@ -1355,7 +1373,9 @@ static void drain(void *ud) {
   }
   pthread_mutex_unlock(&c->mu);
   for (size_t i = 0; i < n; i++) {
-    if (items[i].s->dest)
+    if (items[i].s->durable)
+      mb_durable_receive(c->durable, items[i].s->dest, items[i].s->key, items[i].m);
+    else if (items[i].s->dest)
       on_dest_msg(c, items[i].s, items[i].m);
     else if (items[i].s->home)
       on_home_msg(c, items[i].m);
@@ -1451,6 +1471,26 @@ static void on_error(natsConnection *nc, natsSubscription *s, natsStatus err, vo
     report(ud, "mb: cluster: %s", natsStatus_GetText(err));
 }
 
+/* ---- durable destinations (mb_durable.c) ------------------------------------------- */
+
+static void durable_report(void *c, const char *line) { report(c, "%s", line); }
+
+static natsStatus durable_publish(void *c, const char *subject, const char *reply, const mb_msg *m,
+                                  const char *id) {
+  return publish(c, subject, reply, m, "send", id, NULL);
+}
+
+static mb_msg *durable_decode(natsMsg *nm, const char **why) { return decode(nm, 1, why); }
+
+static int link_outcome(void *ud, void *tag, int status) {
+  return mb_durable_outcome(((mb_cluster *)ud)->durable, tag, status);
+}
+
+int mb_cluster_durable(mb_cluster *c, const char *name, mb_dest_type type,
+                       const mb_durable_opts *o, char *err, size_t errlen) {
+  return mb_durable_declare(c->durable, name, type, o, err, errlen);
+}
+
 /* ---- start and stop ---------------------------------------------------------------- */
 
 /* The URL as people may see it: user:password@ becomes user:***@, and a
@@ -1519,6 +1559,7 @@ static void lib_close(mb_cluster *c) {
 }
 
 static void cluster_free(mb_cluster *c) {
+  mb_durable_stop(c->durable); /* its thread and subscription, before the connection */
   if (c->loop) ev_timer_stop(c->loop, &c->win_timer);
   while (c->wins) {
     win *w = c->wins;
@@ -1558,6 +1599,7 @@ static void cluster_free(mb_cluster *c) {
     natsConnection_Destroy(c->nc);
   }
   if (c->ev) mb_nats_ev_free(c->ev);
+  mb_durable_free(c->durable);
   if (c->svc) mb_service_free(c->svc);
   for (size_t i = 0; i < c->nspent; i++) natsMsg_Destroy(c->spent[i]); /* (see spent) */
   pthread_mutex_destroy(&c->mu);
@@ -1708,12 +1750,23 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
     cluster_free(c);
     return NULL;
   }
+  mb_durable_host dh = {.rt = rt, .svc = c->svc, .nc = c->nc, .ns = c->ns, .node = c->node,
+                        .c = c, .report = durable_report, .publish = durable_publish,
+                        .decode = durable_decode};
+  if (!(c->durable = mb_durable_new(&dh, err, errlen))) {
+    sub_free(in);
+    sub_free(home);
+    sub_free(st);
+    cluster_free(c);
+    return NULL;
+  }
   in->next = home;
   home->next = st;
   c->subs = in;
   atomic_store(&c->up, 1);
   mb_nats_ev_set_read_hook(c->ev, drain, c);
-  mb_link link = {.ud = c, .node = c->node, .send = link_send, .interest = link_interest};
+  mb_link link = {.ud = c, .node = c->node, .send = link_send, .interest = link_interest,
+                  .outcome = link_outcome};
   mb_runtime_link(rt, &link);
   return c;
 }

@@ -77,6 +77,25 @@ int mb_cluster_up(const mb_cluster *c);
 size_t mb_cluster_max_payload(const mb_cluster *c);
 void mb_cluster_get_stats(mb_cluster *c, mb_cluster_stats *st);
 
+/* A durable destination's options (SPEC 6, Durable; mb_durable.c); 0: the
+ * default (in brackets). */
+typedef struct mb_durable_opts {
+  int max_deliver;           /* attempts before a dead letter [5] */
+  int64_t max_msgs, max_bytes; /* the stream's bounds [1,000,000; 1 GiB] */
+  double max_age;            /* seconds a message is kept [7 days] */
+  double ack_wait;           /* seconds before an unacknowledged delivery goes
+                              * to another member of its group [30] */
+} mb_durable_opts;
+
+/* Makes name a durable destination of type (parallel or serial) on this
+ * node, before mb_dest_declare (with mb_dest_opts.cluster = 2): its
+ * JetStream stream is made or checked in the background (sends wait for
+ * it). MB_OK (also when declared again with the same options), MB_EEXISTS
+ * with other options, MB_EINVAL or MB_ENOMEM; why in err. o NULL: name is
+ * no durable destination here (any more), MB_OK. Any thread. */
+int mb_cluster_durable(mb_cluster *c, const char *name, mb_dest_type type,
+                       const mb_durable_opts *o, char *err, size_t errlen);
+
 /* The subject of destination name in namespace ns into buf; 0, or -1 when
  * it would not be a valid subject (an empty part: a name starting or
  * ending with '/', or with "//") or does not fit. */

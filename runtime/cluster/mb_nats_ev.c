@@ -147,6 +147,11 @@ static natsStatus cb_attach(void **userData, void *loop, natsConnection *nc, nat
   mb_nats_ev *a = loop;
   int mine = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
   if (mine < 0) return NATS_SYS_ERROR;
+  /* nats.c's socket too: a child a listener starts (os.execute) would keep
+   * the connection open after this process died, and the server would go
+   * on giving it a durable group's messages until their ack_wait */
+  int flags = fcntl((int)fd, F_GETFD);
+  if (flags >= 0) fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
   pthread_mutex_lock(&a->mu);
   if (a->nc != NULL && a->nc != nc) { /* one connection per adapter */
     pthread_mutex_unlock(&a->mu);

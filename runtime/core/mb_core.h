@@ -38,6 +38,7 @@
 #include <ev.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "mb.h"
@@ -48,6 +49,7 @@
 #define MB_MSG_OBSERVED 4u  /* has an mb_msg_obs after its data */
 #define MB_MSG_REMOTE 8u    /* came over the link: has an mb_msg_remote after that */
 #define MB_MSG_SHARED 16u   /* sent to a destination with share = 1 (mb_msg_shared) */
+#define MB_MSG_REDELIVERED 32u /* mb_msg_durable: delivered before */
 
 typedef struct mb_dest mb_dest;
 
@@ -86,12 +88,19 @@ typedef struct mb_msg_obs {
  * NUL-terminated (its length, with the NUL, in mb_msg.spare). */
 typedef struct mb_msg_remote {
   uint64_t target;
+  void *tag; /* mb_msg_durable's; NULL: none */
   char origin[];
 } mb_msg_remote;
 
 static inline uint8_t *mb_msg_trailer(const mb_msg *m) {
   return (uint8_t *)m->data + m->plen + m->vlen + m->rlen +
          ((m->flags & MB_MSG_OBSERVED) ? sizeof(mb_msg_obs) : 0);
+}
+static inline void *mb_msg_tag(const mb_msg *m) {
+  void *t = NULL;
+  if (m->flags & MB_MSG_REMOTE)
+    memcpy(&t, mb_msg_trailer(m) + offsetof(mb_msg_remote, tag), sizeof t);
+  return t;
 }
 static inline uint64_t mb_msg_target(const mb_msg *m) {
   uint64_t t;

@@ -62,7 +62,7 @@ void mb_dest_unref(mb_dest *d) {
 /* Field by field: the struct has padding, which memcmp would compare. */
 static int same_opts(const mb_dest_opts *a, const mb_dest_opts *b) {
   return a->type == b->type && a->max_queue == b->max_queue && a->on_full == b->on_full &&
-         a->concurrency == b->concurrency && !a->cluster == !b->cluster &&
+         a->concurrency == b->concurrency && a->cluster == b->cluster &&
          !a->share == !b->share;
 }
 
@@ -79,8 +79,9 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
   if (opts) o = *opts;
   if (o.type > MB_SYNCHRONOUS || o.on_full > MB_FULL_BLOCK) return MB_EINVAL;
   normalize(rt, &o);
-  o.cluster = o.cluster != 0;
   o.share = o.share != 0;
+  if (o.cluster < 0 || o.cluster > 2 || (o.cluster == 2 && o.type == MB_SYNCHRONOUS))
+    return MB_EINVAL; /* durable: parallel or serial */
   mb_lock(rt);
   if (o.cluster && !rt->link.send) {
     mb_unlock(rt);
@@ -130,7 +131,11 @@ int mb_dest_exists(mb_runtime *rt, const char *name) {
 int mb_dest_cluster(mb_runtime *rt, const char *name) {
   mb_lock(rt);
   mb_dest *d = mb_dest_find(rt, name);
-  int rc = !d ? -1 : !d->opts.cluster ? 0 : d->opts.type == MB_SYNCHRONOUS ? 2 : 1;
+  int rc = !d                      ? -1
+           : !d->opts.cluster        ? 0
+           : d->opts.cluster == 2    ? 3
+           : d->opts.type == MB_SYNCHRONOUS ? 2
+                                     : 1;
   mb_unlock(rt);
   return rc;
 }

@@ -85,6 +85,14 @@ const char *mb_msg_origin(const mb_msg *m) {
                                     : NULL;
 }
 
+void mb_msg_durable(mb_msg *m, void *tag, int redelivered) {
+  if (!(m->flags & MB_MSG_REMOTE)) return;
+  memcpy(mb_msg_trailer(m) + offsetof(mb_msg_remote, tag), &tag, sizeof tag);
+  if (redelivered) m->flags |= MB_MSG_REDELIVERED;
+}
+
+int mb_msg_redelivered(const mb_msg *m) { return (m->flags & MB_MSG_REDELIVERED) != 0; }
+
 mb_msg *mb_msg_copy(const mb_msg *m) {
   mb_msg *c = make(m->data, m->plen, m->data + m->plen, m->vlen, mb_msg_reply_to(m),
                    mb_msg_origin(m));

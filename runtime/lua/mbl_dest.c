@@ -195,13 +195,64 @@ static const char *const ON_FULL[] = {"reject", "block", NULL};
  * (mb._check_destination, used by lua/mb/config.lua). Never raises but for
  * memory. Returns 0 with the options in *o, or -1 with why pushed and the
  * option at fault in *key (NULL: the name, or an unknown option). */
+/* A number of seconds > 0 (finite) under key of table t (absent: 0). */
+static int try_seconds(lua_State *L, int t, const char *key, double *v) {
+  *v = 0;
+  if (lua_getfield(L, t, key) != LUA_TNIL &&
+      (lua_type(L, -1) != LUA_TNUMBER || !((*v = lua_tonumber(L, -1)) > 0) || *v > 1e9)) {
+    const char *was = luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "must be a number of seconds > 0, not %s", was);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    return -1;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* The `cluster` option when it is a table (at the top of the stack): a
+ * durable destination's (SPEC 6, Durable); *key names the option at fault
+ * as "cluster.KEY". */
+static int check_durable(lua_State *L, int t, mb_dest_type type, mb_durable_opts *du,
+                         const char **key) {
+  static const char *const keys[] = {"durable", "max_deliver", "max_msgs", "max_bytes",
+                                     "max_age", "ack_wait", NULL};
+  lua_Integer v;
+  *key = "cluster";
+  if (try_keys(L, t, keys)) return -1;
+  *key = "cluster.durable";
+  if (lua_getfield(L, t, "durable") != LUA_TBOOLEAN || !lua_toboolean(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushstring(L, "must be true (a table for `cluster` is a durable destination's "
+                      "options; a plain cluster destination is cluster = true)");
+    return -1;
+  }
+  lua_pop(L, 1);
+  if (try_positive(L, t, (*key = "cluster.max_deliver") + 8, &v)) return -1;
+  du->max_deliver = (int)(v > 1000000 ? 1000000 : v);
+  if (try_positive(L, t, (*key = "cluster.max_msgs") + 8, &v)) return -1;
+  du->max_msgs = (int64_t)v;
+  if (try_positive(L, t, (*key = "cluster.max_bytes") + 8, &v)) return -1;
+  du->max_bytes = (int64_t)v;
+  if (try_seconds(L, t, (*key = "cluster.max_age") + 8, &du->max_age)) return -1;
+  if (try_seconds(L, t, (*key = "cluster.ack_wait") + 8, &du->ack_wait)) return -1;
+  if (type == MB_SYNCHRONOUS) {
+    *key = "cluster.durable";
+    lua_pushstring(L, "is for parallel and serial destinations (this one is synchronous)");
+    return -1;
+  }
+  *key = NULL;
+  return 0;
+}
+
 static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
-                             const char **key) {
+                             const char **key, mb_durable_opts *du) {
   static const char *const keys[] = {"type", "max_queue", "on_full", "concurrency", "cluster",
                                      "share", NULL};
   int type = 0, on_full = 0, cluster = 0, share = 0;
   lua_Integer max_queue = 0, concurrency = 0;
   memset(o, 0, sizeof *o);
+  memset(du, 0, sizeof *du);
   *key = NULL;
   if (!name_ok(L, nidx)) return -1;
   if (!oidx) return 0;
@@ -226,9 +277,19 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
   *key = "cluster";
   ty = lua_getfield(L, oidx, "cluster");
   cluster = lua_toboolean(L, -1);
+  if (ty == LUA_TTABLE) {
+    int rc = check_durable(L, lua_gettop(L), (mb_dest_type)type, du, key);
+    if (rc) {
+      lua_remove(L, -2);
+      return -1;
+    }
+    cluster = 2;
+    *key = "cluster";
+  }
   lua_pop(L, 1);
-  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN) {
-    lua_pushstring(L, "must be true or false");
+  if (ty != LUA_TNIL && ty != LUA_TBOOLEAN && ty != LUA_TTABLE) {
+    lua_pushstring(L, "must be true, false or a durable destination's table {durable = true, "
+                      "max_deliver =, max_msgs =, max_bytes =, max_age =, ack_wait =}");
     return -1;
   }
   char subject[1024];
@@ -249,21 +310,33 @@ static int check_destination(lua_State *L, int nidx, int oidx, mb_dest_opts *o,
 }
 
 
-/* A new cluster destination: a node that has it with another type makes it
- * an `exists` error here (SPEC §6), and it is removed again. stack: name,
- * opts, type. */
+/* A new cluster destination: a node that has it with another type, or
+ * durable where it is not (or the other way round), makes it an `exists`
+ * error here (SPEC §6), and it is removed again. stack: name, opts, type,
+ * durable. */
 static int probe_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   mbL_waiter *w = (mbL_waiter *)ctx;
   const char *name = lua_tostring(L, 1);
+  int durable = lua_toboolean(L, 4);
   const char *mine = TYPES[lua_tointeger(L, 3)];
   for (size_t i = 0; i < w->n; i++) {
     if (w->ans[i].status != MB_OK || !w->ans[i].reply) continue;
     size_t len;
     const uint8_t *p = mb_msg_payload(w->ans[i].reply, &len);
     mbL_decode(L, p, len);
+    int their_durable = lua_istable(L, -1) && lua_getfield(L, -1, "durable") != LUA_TNIL &&
+                        lua_toboolean(L, -1);
+    if (lua_istable(L, -2)) lua_pop(L, 1);
     const char *theirs = lua_istable(L, -1) && lua_getfield(L, -1, "type") == LUA_TSTRING
                              ? lua_tostring(L, -1) : NULL;
+    char kind_theirs[40], kind_mine[40];
+    if (theirs && their_durable != durable) { /* "serial" vs "durable serial" */
+      snprintf(kind_theirs, sizeof kind_theirs, "%s%s", their_durable ? "durable " : "", theirs);
+      snprintf(kind_mine, sizeof kind_mine, "%s%s", durable ? "durable " : "", mine);
+      theirs = kind_theirs;
+      mine = kind_mine;
+    }
     if (theirs && strcmp(theirs, mine) != 0) {
       const char *origin = mb_msg_origin(w->ans[i].reply);
       const char *colon = origin ? strchr(origin, ':') : NULL;
@@ -282,11 +355,15 @@ static int probe_k(lua_State *L, int status, lua_KContext ctx) {
       luaL_addstring(&b, mine);
       luaL_addstring(&b, " here)");
       luaL_pushresult(&b);
+      mbL_state *S = w->S;
       mbL_waiter_free(w);
       mb_dest_remove(rt, name);
+      if (durable && S->R->cluster)
+        mb_cluster_durable(S->R->cluster, name, MB_PARALLEL, NULL, NULL, 0);
       return 2;
     }
-    lua_settop(L, 3);
+    lua_settop(L, 4);
+    mine = TYPES[lua_tointeger(L, 3)];
   }
   mbL_waiter_free(w);
   lua_pushboolean(L, 1);
@@ -298,8 +375,9 @@ static int l_destination(lua_State *L) {
   mbL_check_dest(L, 1, "mb.destination");
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   mb_dest_opts o;
+  mb_durable_opts du;
   const char *key;
-  if (check_destination(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, &o, &key)) {
+  if (check_destination(L, 1, lua_isnoneornil(L, 2) ? 0 : 2, &o, &key, &du)) {
     if (key) return luaL_error(L, "mb.destination: option '%s' %s", key, lua_tostring(L, -1));
     return luaL_error(L, "mb.destination: %s", lua_tostring(L, -1));
   }
@@ -309,12 +387,25 @@ static int l_destination(lua_State *L) {
                          "cluster: join one first (mbrun --nats URL, the configuration's "
                          "cluster = {url = ...}, or mb.setup{cluster = {url = ...}})", name);
   int existed = o.cluster && mb_dest_exists(core(S), name);
+  if (o.cluster == 2) { /* the link stores its messages: its stream and limits first */
+    char err[400];
+    int drc = mb_cluster_durable(S->R->cluster, name, o.type, &du, err, sizeof err);
+    if (drc < 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L, "%s: %s", mb_strerror(drc), err);
+      return 2;
+    }
+  }
   int rc = mb_dest_declare(core(S), name, &o);
+  /* the link stores the messages of name only while it is durable here */
+  if (o.cluster && S->R->cluster && mb_dest_cluster(core(S), name) != 3)
+    mb_cluster_durable(S->R->cluster, name, o.type, NULL, NULL, 0);
   if (o.cluster && rc == MB_OK && !existed) { /* the other nodes' type must be the same */
     mbL_waiter *w = mbL_waiter_new(S);
     if (!w) return luaL_error(L, "mb.destination: out of memory");
     lua_settop(L, 2);
     lua_pushinteger(L, o.type); /* 3 */
+    lua_pushboolean(L, o.cluster == 2); /* 4: durable */
     rc = mb_link_stats(S->svc, name, 0, mbL_request_done, w, &w->req);
     if (rc < 0) { /* the link is down: the check waits for no one */
       mbL_waiter_free(w);
@@ -339,9 +430,10 @@ static int l_destination(lua_State *L) {
 static int l_check_destination(lua_State *L) {
   lua_settop(L, 2);
   mb_dest_opts o;
+  mb_durable_opts du;
   const char *key;
   if (!lua_isnil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
-  if (check_destination(L, 1, lua_isnil(L, 2) ? 0 : 2, &o, &key) == 0) {
+  if (check_destination(L, 1, lua_isnil(L, 2) ? 0 : 2, &o, &key, &du) == 0) {
     lua_pushboolean(L, 1);
     return 1;
   }
@@ -383,7 +475,8 @@ static int l_destinations(lua_State *L) {
   return 1;
 }
 
-static void push_stats(lua_State *L, const mb_stats *st) {
+/* durable: with `redelivered` (a durable destination's, SPEC 6) */
+static void push_stats(lua_State *L, const mb_stats *st, int durable) {
   lua_createtable(L, 0, 14);
   lua_pushstring(L, TYPES[st->type]);
   lua_setfield(L, -2, "type");
@@ -402,6 +495,9 @@ static void push_stats(lua_State *L, const mb_stats *st) {
   F(in_flight);
   F(replies);
   F(timeouts);
+  if (durable) {
+    F(redelivered);
+  }
 #undef F
 }
 
@@ -410,7 +506,7 @@ static void add_stats(void *ud, const char *name) {
   mbL_state *S = state_of(L);
   mb_stats st;
   if (mb_dest_stats(core(S), name, &st) == MB_OK) {
-    push_stats(L, &st);
+    push_stats(L, &st, mb_dest_cluster(core(S), name) == 3);
     lua_setfield(L, -2, name);
   }
 }
@@ -422,16 +518,23 @@ static int stats_cluster_k(lua_State *L, int status, lua_KContext ctx) {
   mbL_waiter *w = (mbL_waiter *)ctx;
   static const char *const sums[] = {"listeners", "sent", "rejected", "deliveries", "delivered",
                                      "failed", "dropped", "pending", "in_flight", "replies",
-                                     "timeouts", NULL};
+                                     "timeouts", NULL, NULL};
+  const char *const *keys = sums;
+  const char *with[sizeof sums / sizeof *sums];
   mb_stats st;
   int have = mb_dest_stats(core(w->S), lua_tostring(L, 1), &st) == MB_OK;
+  if (mb_dest_cluster(core(w->S), lua_tostring(L, 1)) == 3) { /* durable: and redeliveries */
+    memcpy(with, sums, sizeof sums);
+    with[sizeof sums / sizeof *sums - 2] = "redelivered";
+    keys = with;
+  }
   lua_createtable(L, 0, 14);
   int t = lua_gettop(L);
   lua_pushstring(L, have ? TYPES[st.type] : "parallel");
   lua_setfield(L, t, "type");
-  for (int i = 0; sums[i]; i++) {
+  for (int i = 0; keys[i]; i++) {
     lua_pushinteger(L, 0);
-    lua_setfield(L, t, sums[i]);
+    lua_setfield(L, t, keys[i]);
   }
   lua_pushinteger(L, 0);
   lua_setfield(L, t, "largest_pending");
@@ -446,11 +549,11 @@ static int stats_cluster_k(lua_State *L, int status, lua_KContext ctx) {
       continue;
     }
     nodes++;
-    for (int k = 0; sums[k]; k++) {
-      lua_getfield(L, -1, sums[k]);
-      lua_getfield(L, t, sums[k]);
+    for (int k = 0; keys[k]; k++) {
+      lua_getfield(L, -1, keys[k]);
+      lua_getfield(L, t, keys[k]);
       lua_pushinteger(L, lua_tointeger(L, -1) + lua_tointeger(L, -2));
-      lua_setfield(L, t, sums[k]);
+      lua_setfield(L, t, keys[k]);
       lua_pop(L, 2);
     }
     lua_getfield(L, -1, "largest_pending");
@@ -502,7 +605,7 @@ static int l_stats(lua_State *L) {
   mb_stats st;
   int rc = mb_dest_stats(core(S), name, &st);
   if (rc < 0) return mbL_fail_rc(L, rc, name, S);
-  push_stats(L, &st);
+  push_stats(L, &st, mb_dest_cluster(core(S), name) == 3);
   return 1;
 }
 

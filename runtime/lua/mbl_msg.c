@@ -341,6 +341,24 @@ static int send_confirmed_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* A send to a durable destination: the id once stored, or nil and why
+ * (its failure is the server's: "failed: ..."). stack: dest, payload, opts, id. */
+static int send_stored_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  const char *error = w->n ? NULL : "failed: out of memory";
+  if (w->n && w->ans[0].status != MB_OK)
+    error = w->ans[0].error ? w->ans[0].error : mb_strerror(w->ans[0].status);
+  if (error) {
+    lua_pushnil(L);
+    lua_pushstring(L, error);
+  }
+  mbL_waiter_free(w);
+  if (error) return 2;
+  lua_settop(L, 4);
+  return 1;
+}
+
 static int l_send(lua_State *L) {
   mbL_state *S = state_of(L);
   const char *dest = check_dest_seen(L, S, 1, "mb.send");
@@ -361,7 +379,7 @@ static int l_send(lua_State *L) {
   if (in_handler(S)) mb_msg_follow_up(m);
   mbL_sending sending;
   int share = share_before(L, S, m, 2, &o, &sending);
-  if (o.confirm || cluster == 2) {
+  if (o.confirm || cluster >= 2) { /* synchronous, or durable: returns once stored */
     int rc = mb_send_confirmed(S->svc, dest, m, o.timeout, mbL_request_done, w, &w->req);
     if (share) share_after(L, S, &sending);
     if (rc < 0) {
@@ -369,7 +387,7 @@ static int l_send(lua_State *L) {
       return mbL_fail_rc(L, rc, dest, S);
     }
     mbL_push_id(L, S->R, id);
-    return mbL_wait_for(L, w, send_confirmed_k);
+    return mbL_wait_for(L, w, cluster == 3 ? send_stored_k : send_confirmed_k);
   }
   int rc = mb_send(S->svc, dest, m, send_done, w);
   if (share) share_after(L, S, &sending);
@@ -458,7 +476,11 @@ static int do_request(lua_State *L, int all) {
   send_opts o;
   lua_settop(L, 3);
   read_send_opts(L, 3, &o, 1, fn);
-  mb_msg *m = build_msg(L, S, 2, 3, &o, fn, S->R->cluster ? mb_dest_cluster(core(S), dest) : 0);
+  int cluster = S->R->cluster ? mb_dest_cluster(core(S), dest) : 0;
+  if (cluster == 3)
+    return luaL_error(L, "%s: '%s' is a durable destination: it takes sends (mb.send), not "
+                         "requests", fn, dest);
+  mb_msg *m = build_msg(L, S, 2, 3, &o, fn, cluster);
   mbL_waiter *w = mbL_waiter_new(S);
   if (!w) {
     mb_msg_unref(m);

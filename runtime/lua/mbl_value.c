@@ -549,6 +549,10 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
     push_id(L, node, rid);
     lua_rawset(L, -3);
   }
+  if (origin && mb_msg_redelivered(m)) { /* a durable destination's, delivered before */
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, "redelivered");
+  }
 }
 
 void mbL_push_keys(lua_State *L) {

@@ -423,4 +423,18 @@ describe("the cluster example (examples/cluster/run.sh)", function()
     assert.matches("\nhealth: billing%-1 saw 6, billing%-2 saw 6\n", out)
     assert.matches("\nshop/orders over 3 nodes: 6 sent, 18 delivered\n", out)
   end)
+
+  it("keeps five payments through a server killed -9 and books them in order later (durable.sh)",
+    function()
+    local out, err, code = helper.run(("NATS_SERVER=%s timeout 60 env -u LD_PRELOAD sh " ..
+      "examples/cluster/durable.sh %s"):format(quote(exe), quote(absolute(helper.MBRUN))))
+    assert.are.equal(0, code, out .. err)
+    for n = 1, 5 do assert.matches(("\npayment %d stored\n"):format(n), out) end
+    assert.matches("\nnats%-server killed %(%-9%) and started again on its store\n", out)
+    local booked = {}
+    for n in out:gmatch("%[ledger%-1%] ledger%-1 booked payment (%d)") do booked[#booked + 1] = n end
+    assert.are.same({"1", "2", "3", "4", "5"}, booked)
+    assert.matches("booked payment 3 %(30%), delivered again\n", out)
+    assert.matches("the bank did not answer", out)
+  end)
 end)

@@ -1,0 +1,321 @@
+-- Durable destinations (SPEC §6, Durable) on a real `nats-server -js -sd
+-- DIR`: each test starts its own server on a free loopback port and its
+-- `mbrun -w 1` nodes, all stopped by PID (spec/lib/nodes.lua,
+-- spec/lib/nats_server.lua); every wait is bounded. A missing nats-server
+-- skips these specs, or fails them under CI=true.
+local helper = require "spec.helper"
+local ns = require "spec.lib.nats_server"
+local nodes = require "spec.lib.nodes"
+
+-- Lines of s that match pattern, as a list of captures (or whole matches).
+local function lines(s, pattern)
+  local out = {}
+  for l in s:gmatch("[^\n]+") do
+    local c = l:match(pattern)
+    if c then out[#out + 1] = c end
+  end
+  return out
+end
+
+local function count(s, pattern) return #lines(s, pattern) end
+
+describe("a durable destination", function()
+  local exe, why = ns.find()
+  if not exe then
+    it("runs on a real nats-server -js", function() pending("skipped: " .. why) end)
+    return
+  end
+
+  local srv, list, dir
+
+  before_each(function()
+    srv = assert(ns.start{jetstream = true})
+    dir = helper.tmpdir()
+    list = {}
+  end)
+
+  after_each(function()
+    nodes.stop_all(list)
+    if srv then srv:stop() end
+    helper.remove_tree(dir)
+  end)
+
+  -- Starts a node running the Lua text code (with env: "NAME=value ..."),
+  -- kept running by a timer until stopped.
+  local function node(name, code, env)
+    local path = ("%s/%s-%d.lua"):format(dir, name, #list + 1)
+    helper.write(path, code .. "\nmb.every(1, function() end)\n")
+    local n = nodes.start(srv.url, name, helper.quote(path), {env = env})
+    list[#list + 1] = n
+    return n
+  end
+
+  -- Runs a sender node to its end; stdout, stderr, exit status.
+  local function send(code, name)
+    local path = ("%s/send-%d.lua"):format(dir, #list + 1)
+    helper.write(path, code)
+    return helper.mbrun(("-w 1 --nats %s --node %s %s"):format(srv.url, name or "s1",
+      helper.quote(path)), {timeout = 40})
+  end
+
+  local DEAD = [[
+assert(mb.destination("mb/dead-letters"))
+mb.listen("mb/dead-letters", function(msg) print("dead " .. msg.payload.error) end)
+]]
+
+  it("processes 100 serial messages in order while its consumer node is killed at message 40 and restarted",
+    function()
+    local decl = [[assert(mb.destination("q", {type = "serial",
+  cluster = {durable = true, ack_wait = 1, max_deliver = 5}}))
+]]
+    local consumer = decl .. [[
+mb.listen("q", function(msg)
+  print(("got %d %s"):format(msg.payload.n, tostring(msg.redelivered)))
+  if msg.payload.n == 40 and os.getenv("STALL") then
+    print("stalled")
+    -- killed here, before its handler returns (a busy wait: a child such
+    -- as sleep(1) would outlive the node)
+    local t = os.clock()
+    while os.clock() - t < 60 do end
+  end
+  if msg.payload.n == 100 then print("redelivered " .. mb.stats("q").redelivered) end
+end, {group = "work"})
+mb.after(0.05, function() print("ready") end)
+]]
+    local c1 = node("c1", consumer, "STALL=1")
+    assert(c1:wait_output("ready", 15), c1:errors())
+    local out, err, code = send(decl .. [[
+for n = 1, 100 do assert(mb.send("q", {n = n})) end
+print("stored")
+]])
+    assert.equal(0, code, err)
+    assert.matches("stored", out)
+    assert(c1:wait_output("stalled", 15), c1:errors())
+    c1:kill()
+    local first = c1:output()
+    local c2 = node("c1", consumer) -- the same node, restarted
+    assert(c2:wait_output("redelivered %d+", 30), c2:output() .. c2:errors())
+    local second = c2:output()
+    local ns1 = lines(first, "^got (%d+) nil$")
+    assert.equal(40, #ns1)
+    for i, n in ipairs(ns1) do assert.equal(i, tonumber(n)) end
+    -- the restarted node: 40 again (the only duplicate, marked), then 41..100 in order
+    local all = lines(second, "^got (%d+ %a+)$")
+    assert.equal("40 true", all[1])
+    for i = 2, #all do assert.equal((39 + i) .. " nil", all[i]) end
+    assert.equal(61, #all)
+    assert.equal(1, tonumber(second:match("redelivered (%d+)")))
+  end)
+
+  it("leaves a node's connection to no child process, so a node that dies is seen gone at once",
+    function()
+    local out, err, code = send([[
+local p = io.popen("ls -l /proc/self/fd 2> /dev/null | grep -c socket")
+print("sockets in a child: " .. p:read("a"):match("%d+"))
+p:close()
+]])
+    assert.equal(0, code, err)
+    assert.matches("sockets in a child: 0\n", out)
+  end)
+
+  it("keeps what was stored before the server was killed -9, for a group that starts later",
+    function()
+    local decl = [[assert(mb.destination("keep", {cluster = {durable = true}}))
+]]
+    local out, err, code = send(decl .. [[
+for n = 1, 50 do assert(mb.send("keep", {n = n})) end
+print("stored")
+]])
+    assert.equal(0, code, err)
+    assert.matches("stored", out)
+    assert(srv:kill())
+    assert(srv:restart())
+    local l = node("l1", decl .. [[
+local seen = {}
+mb.listen("keep", function(msg)
+  if not seen[msg.payload.n] then
+    seen[msg.payload.n] = true
+    print("got " .. msg.payload.n)
+  end
+end, {group = "late"})
+]])
+    assert(nodes.wait_for(function() return count(l:output(), "^got %d+$") >= 50 end, 30),
+      l:output() .. l:errors())
+    local got = {}
+    for _, n in ipairs(lines(l:output(), "^got (%d+)$")) do got[tonumber(n)] = true end
+    for n = 1, 50 do assert.is_true(got[n], "message " .. n .. " lost") end
+  end)
+
+  it("never runs two messages of a serial durable destination at once on two nodes of a group",
+    function()
+    local lock = dir .. "/lock"
+    local decl = [[assert(mb.destination("one", {type = "serial", cluster = {durable = true}}))
+]]
+    local code = decl .. ([[
+mb.listen("one", function(msg)
+  if not os.execute("mkdir %s 2> /dev/null") then print("overlap " .. msg.payload.n) end
+  os.execute("sleep 0.02")
+  os.execute("rmdir %s 2> /dev/null")
+  print("got " .. msg.payload.n)
+end, {group = "one"})
+mb.after(0.05, function() print("ready") end)
+]]):format(lock, lock)
+    local a, b = node("a1", code), node("b1", code)
+    assert(a:wait_output("ready", 15), a:errors())
+    assert(b:wait_output("ready", 15), b:errors())
+    local out, err, status = send(decl .. [[
+for n = 1, 40 do assert(mb.send("one", {n = n})) end
+print("stored")
+]])
+    assert.equal(0, status, err)
+    assert(nodes.wait_for(function()
+      return count(a:output(), "^got ") + count(b:output(), "^got ") >= 40
+    end, 30), a:output() .. b:output())
+    assert.equal(0, count(a:output() .. b:output(), "overlap"))
+    assert.equal(40, count(a:output(), "^got ") + count(b:output(), "^got "))
+    assert.is_true(count(a:output(), "^got ") > 0 and count(b:output(), "^got ") > 0,
+      "one node took every message")
+    assert.equal(0, a:stop(), a.err) -- (a sanitizer's finding would make it 1)
+    assert.equal(0, b:stop(), b.err)
+  end)
+
+  it("keeps a delivery that runs longer than ack_wait from going to another node meanwhile",
+    function()
+    local lock = dir .. "/lock"
+    local decl = [[assert(mb.destination("long", {type = "serial",
+  cluster = {durable = true, ack_wait = 1}}))
+]]
+    local code = decl .. ([[
+mb.listen("long", function(msg)
+  if not os.execute("mkdir %s 2> /dev/null") then print("overlap " .. msg.payload.n) end
+  mb.sleep(2.5) -- yields: worker 0 goes on, and says the delivery is in progress
+  os.execute("rmdir %s 2> /dev/null")
+  print("got " .. msg.payload.n .. " " .. tostring(msg.redelivered))
+end, {group = "long"})
+mb.after(0.05, function() print("ready") end)
+]]):format(lock, lock)
+    local a, b = node("a1", code), node("b1", code)
+    assert(a:wait_output("ready", 15), a:errors())
+    assert(b:wait_output("ready", 15), b:errors())
+    local out, err, status = send(decl .. [[
+for n = 1, 2 do assert(mb.send("long", {n = n})) end
+]])
+    assert.equal(0, status, err)
+    assert(nodes.wait_for(function()
+      return count(a:output(), "^got ") + count(b:output(), "^got ") >= 2
+    end, 20), a:output() .. b:output())
+    os.execute("sleep 1.5") -- no redelivery comes
+    local both = a:output() .. b:output()
+    assert.equal(0, count(both, "overlap"))
+    assert.equal(2, count(both, "^got %d nil$"), both)
+    assert.equal(0, count(both, "true"))
+    assert.equal(0, a:stop(), a.err)
+    assert.equal(0, b:stop(), b.err)
+  end)
+
+  it("sends a message whose handler always fails to the dead letters after max_deliver attempts",
+    function()
+    local decl = [[assert(mb.destination("fails", {cluster = {durable = true, max_deliver = 3}}))
+]]
+    local l = node("l1", decl .. DEAD .. [[
+mb.listen("fails", function(msg)
+  print("try " .. msg.payload.n .. " " .. tostring(msg.redelivered))
+  error("no luck")
+end)
+mb.after(0.05, function() print("ready") end)
+mb.every(0.1, function()
+  local s = mb.stats("fails")
+  print("stats " .. s.deliveries .. " " .. s.failed .. " " .. s.redelivered)
+end)
+]])
+    assert(l:wait_output("ready", 15), l:errors())
+    local out, err, code = send(decl .. [[
+for n = 1, 2 do assert(mb.send("fails", {n = n})) end
+print("stored")
+]])
+    assert.equal(0, code, err)
+    assert(nodes.wait_for(function() return count(l:output(), "^dead ") >= 2 end, 30),
+      l:output() .. l:errors())
+    os.execute("sleep 0.5") -- nothing more comes
+    local o = l:output()
+    assert.equal(2, count(o, "^dead "))
+    assert.matches("dead failed: [^\n]*no luck", o)
+    assert.equal(3, count(o, "^try 1 "))
+    assert.equal(3, count(o, "^try 2 "))
+    assert.equal(2, count(o, "^try %d nil"))
+    assert.equal(4, count(o, "^try %d true"))
+    assert.matches("stats 6 6 4", o)
+  end)
+
+  it("refuses a send while the server is down with closed:", function()
+    local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
+]]
+    local s = node("s1", decl .. [[
+print(assert(mb.send("down", {n = 1})) and "sent")
+mb.on("cluster_down", function()
+  print("result", mb.send("down", {n = 2}))
+end)
+]])
+    assert(s:wait_output("sent", 15), s:errors())
+    assert(srv:kill())
+    assert(s:wait_output("result", 10), s:output() .. s:errors())
+    assert.matches("result\tnil\tclosed: ", s:output())
+    assert.equal(0, s:stop(), s.err)
+  end)
+
+  it("checks its options", function()
+    local out, err, code = send([[
+print(pcall(mb.destination, "x", {cluster = {durable = true, max_deliver = 0}}))
+print(pcall(mb.destination, "x", {cluster = {durable = true, bogus = 1}}))
+print(pcall(mb.destination, "x", {cluster = {max_msgs = 5}}))
+print(pcall(mb.destination, "x", {type = "synchronous", cluster = {durable = true}}))
+print(pcall(mb.destination, "x", {cluster = {durable = true, max_age = -1}}))
+assert(mb.destination("d", {cluster = {durable = true}}))
+print(pcall(mb.request, "d", 1))
+assert(mb.destination("p", {cluster = true}))
+print(mb.destination("p", {cluster = {durable = true}}))
+print(mb.destination("d", {cluster = {durable = true, max_deliver = 9}}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("option 'cluster.max_deliver' must be a positive integer, not 0", out)
+    assert.matches("option 'cluster' unknown option 'bogus'", out)
+    assert.matches("option 'cluster.durable' must be true", out)
+    assert.matches("option 'cluster.durable' is for parallel and serial destinations", out)
+    assert.matches("option 'cluster.max_age' must be a number of seconds > 0, not %-1", out)
+    assert.matches("mb.request: 'd' is a durable destination: it takes sends", out)
+    assert.matches("nil\texists: destination 'p' exists with other options", out)
+    assert.matches("nil\texists: durable destination 'd' is declared here with other options", out)
+  end)
+
+  it("is an exists error on a node that declares it plain (or plain one durable)", function()
+    local a = node("a1", [[
+assert(mb.destination("mix", {type = "serial", cluster = {durable = true}}))
+assert(mb.destination("plain", {cluster = true}))
+mb.after(0.05, function() print("ready") end)
+]])
+    assert(a:wait_output("ready", 15), a:errors())
+    local out, err, code = send([[
+print(mb.destination("mix", {type = "serial", cluster = true}))
+print(mb.destination("plain", {cluster = {durable = true}}))
+print(mb.destination("mix", {type = "serial", cluster = {durable = true}}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("nil\texists: destination 'mix' is durable serial on node a1 %(declared serial here%)",
+      out)
+    assert.matches("nil\texists: destination 'plain' is parallel on node a1 %(declared durable "
+      .. "parallel here%)", out)
+    assert.matches("\ntrue\n", out)
+  end)
+
+  it("fails a send with the server's reason when the server has no JetStream", function()
+    srv:stop()
+    srv = assert(ns.start())
+    local out, err, code = send([[
+assert(mb.destination("d", {cluster = {durable = true}}))
+print(mb.send("d", 1))
+]])
+    assert.equal(0, code, err)
+    assert.matches("nil\tfailed: the JetStream stream 'mb__default__d' of durable destination 'd' "
+      .. "could not be made: [^\n]+ %(is nats%-server running with %-js%?%)", out)
+  end)
+end)
