@@ -370,40 +370,36 @@ local function services_called(name)
   return found
 end
 
-command(".stop", ".stop SERVICE",
-  "stop a service (every instance; SERVICE as .services names it, or its file name without .lua)",
-  function(args)
-    if args == "" then return usage(".stop") end
+-- .stop and .reload: act(s) on every service called args (nil and why
+-- when it fails), then "DONE NAME (N instances)".
+local function on_services(cmd, done, act)
+  return function(args)
+    if args == "" then return usage(cmd) end
     local found, why = services_called(args)
     if not found then return fail("%s", why) end
     if #found == 0 then return fail("no service '%s' runs (.services lists them)", args) end
     local n = 0
     for _, s in ipairs(found) do
-      local ok, err = pcall(s.handle.stop, s.handle)
+      local ok, err = pcall(act, s)
       if not ok then return fail("%s", message(err)) end
+      if err then return fail("%s", err) end
       n = n + s.instances
     end
-    print(("stopped %s (%d instance%s)"):format(args, n, n == 1 and "" or "s"))
+    print(("%s %s (%d instance%s)"):format(done, args, n, n == 1 and "" or "s"))
     return OK
-  end)
+  end
+end
+
+command(".stop", ".stop SERVICE",
+  "stop a service (every instance; SERVICE as .services names it, or its file name without .lua)",
+  on_services(".stop", "stopped", function(s) s.handle:stop() end))
 
 command(".reload", ".reload SERVICE",
   "load a service's script again: new instances take over, the old finish what runs (as .stop names it)",
-  function(args)
-    if args == "" then return usage(".reload") end
-    local found, why = services_called(args)
-    if not found then return fail("%s", why) end
-    if #found == 0 then return fail("no service '%s' runs (.services lists them)", args) end
-    local n = 0
-    for _, s in ipairs(found) do
-      local ok, h, err = pcall(s.handle.reload, s.handle)
-      if not ok then return fail("%s", message(h)) end
-      if not h then return fail("%s (%s keeps running as it was)", err, s.name) end
-      n = n + s.instances
-    end
-    print(("reloaded %s (%d instance%s)"):format(args, n, n == 1 and "" or "s"))
-    return OK
-  end)
+  on_services(".reload", "reloaded", function(s)
+    local h, err = s.handle:reload()
+    if not h then return ("%s (%s keeps running as it was)"):format(err, s.name) end
+  end))
 
 command(".trace", ".trace on|off", "print one line per hop of every message (or stop)", function(args)
   if args == "on" then return {status = "trace", on = true} end
