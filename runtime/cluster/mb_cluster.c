@@ -102,46 +102,6 @@ struct mb_cluster {
 
 /* ---- names and subjects --------------------------------------------------- */
 
-static int plain(unsigned char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-         c == '-';
-}
-
-int mb_cluster_name_valid(const char *s) {
-  size_t n = s ? strlen(s) : 0;
-  if (n == 0 || n > 64) return 0;
-  for (size_t i = 0; i < n; i++)
-    if (!plain((unsigned char)s[i])) return 0;
-  return 1;
-}
-
-int mb_cluster_subject(const char *ns, const char *name, char *buf, size_t cap) {
-  static const char hex[] = "0123456789ABCDEF";
-  size_t nl = strlen(ns), at = nl + 6; /* "mb." NS ".d." */
-  if (at >= cap || !*name) return -1;
-  memcpy(buf, "mb.", 3);
-  memcpy(buf + 3, ns, nl);
-  memcpy(buf + 3 + nl, ".d.", 3);
-  char prev = '/';
-  for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-    if (*p == '/' && prev == '/') return -1; /* an empty part */
-    if (at + 4 > cap) return -1;
-    if (*p == '/')
-      buf[at++] = '.';
-    else if (plain(*p))
-      buf[at++] = (char)*p;
-    else {
-      buf[at++] = '%';
-      buf[at++] = hex[*p >> 4];
-      buf[at++] = hex[*p & 15];
-    }
-    prev = (char)*p;
-  }
-  if (prev == '/') return -1;
-  buf[at] = 0;
-  return 0;
-}
-
 /* ---- reports ------------------------------------------------------------------ */
 
 static void report(mb_cluster *c, const char *fmt, ...) {
@@ -1663,7 +1623,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = 0;
     for (char *p = host; *p; p++)
-      if (!plain((unsigned char)*p)) *p = '-';
+      if (!mb_cluster_name_byte((unsigned char)*p)) *p = '-';
     snprintf(node, sizeof node, "%.40s-%ld", host, (long)getpid());
   }
   /* secrets the configuration leaves out come from the environment */
@@ -1751,8 +1711,8 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
     return NULL;
   }
   mb_durable_host dh = {.rt = rt, .svc = c->svc, .nc = c->nc, .ns = c->ns, .node = c->node,
-                        .c = c, .report = durable_report, .publish = durable_publish,
-                        .decode = durable_decode};
+                        .c = c, .report_fn = durable_report, .publish_fn = durable_publish,
+                        .decode_fn = durable_decode};
   if (!(c->durable = mb_durable_new(&dh, err, errlen))) {
     sub_free(in);
     sub_free(home);

@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "mb.h"
+#include "cluster/mb_wire.h"
 
 typedef struct mb_cluster mb_cluster;
 
@@ -77,15 +78,6 @@ int mb_cluster_up(const mb_cluster *c);
 size_t mb_cluster_max_payload(const mb_cluster *c);
 void mb_cluster_get_stats(mb_cluster *c, mb_cluster_stats *st);
 
-/* A durable destination's options (SPEC 6, Durable; mb_durable.c); 0: the
- * default (in brackets). */
-typedef struct mb_durable_opts {
-  int max_deliver;           /* attempts before a dead letter [5] */
-  int64_t max_msgs, max_bytes; /* the stream's bounds [1,000,000; 1 GiB] */
-  double max_age;            /* seconds a message is kept [7 days] */
-  double ack_wait;           /* seconds before an unacknowledged delivery goes
-                              * to another member of its group [30] */
-} mb_durable_opts;
 
 /* Makes name a durable destination of type (parallel or serial) on this
  * node, before mb_dest_declare (with mb_dest_opts.cluster = 2): its
@@ -96,12 +88,5 @@ typedef struct mb_durable_opts {
 int mb_cluster_durable(mb_cluster *c, const char *name, mb_dest_type type,
                        const mb_durable_opts *o, char *err, size_t errlen);
 
-/* The subject of destination name in namespace ns into buf; 0, or -1 when
- * it would not be a valid subject (an empty part: a name starting or
- * ending with '/', or with "//") or does not fit. */
-int mb_cluster_subject(const char *ns, const char *name, char *buf, size_t cap);
-
-/* 1 when s is 1-64 bytes of [A-Za-z0-9_-] (node, namespace and group names). */
-int mb_cluster_name_valid(const char *s);
 
 #endif

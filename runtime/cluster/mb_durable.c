@@ -149,7 +149,7 @@ static void report(mb_durable *d, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(line, sizeof line, fmt, ap);
   va_end(ap);
-  d->h.report(d->h.c, line);
+  d->h.report_fn(d->h.c, line);
 }
 
 /* under mu */
@@ -464,7 +464,7 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind) {
   mb_id_format(mb_msg_id(m), hex);
   snprintf(reply, sizeof reply, "%s%s", d->prefix, hex);
   mb_node_id_format(d->h.node, mb_msg_id(m), id);
-  natsStatus s = d->h.publish(d->h.c, subject, reply, m, id);
+  natsStatus s = d->h.publish_fn(d->h.c, subject, reply, m, id);
   mb_msg_unref(m);
   return s == NATS_OK ? MB_OK : s == NATS_NO_MEMORY ? MB_ENOMEM : MB_ECLOSED;
 }
@@ -685,7 +685,7 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
   pthread_mutex_unlock(&d->mu);
   const char *why = NULL, *v = NULL;
   int mine = natsMsgHeader_Get(nm, "Mb-Id", &v) == NATS_OK;
-  mb_msg *m = mine ? d->h.decode(nm, &why) : plain(nm, &why);
+  mb_msg *m = mine ? d->h.decode_fn(nm, &why) : plain(nm, &why);
   if (!m) { /* it never will decode: not delivered again */
     report(d, "mb: cluster: a message stored at '%s' was not delivered: %s", dest, why);
     ack(d, reply, "+TERM");

@@ -29,7 +29,8 @@
 
 #include <nats/nats.h>
 
-#include "cluster/mb_cluster.h"
+#include "mb.h"
+#include "cluster/mb_wire.h"
 
 typedef struct mb_durable mb_durable;
 
@@ -40,13 +41,13 @@ typedef struct mb_durable_host {
   natsConnection *nc;
   const char *ns, *node;
   void *c;
-  void (*report)(void *c, const char *line);
+  void (*report_fn)(void *c, const char *line);
   /* publishes m's payload and values with mb's headers, kind "send" */
-  natsStatus (*publish)(void *c, const char *subject, const char *reply, const mb_msg *m,
+  natsStatus (*publish_fn)(void *c, const char *subject, const char *reply, const mb_msg *m,
                         const char *id);
   /* m from the body and headers of nm (a message from the link), or NULL
    * with why */
-  mb_msg *(*decode)(natsMsg *nm, const char **why);
+  mb_msg *(*decode_fn)(natsMsg *nm, const char **why);
 } mb_durable_host;
 
 /* The part, on a connected cluster; its thread and its subscription to
