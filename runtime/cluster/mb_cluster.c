@@ -951,6 +951,17 @@ static void on_plain_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   if (len > 0 && mb_json_decode(data, (size_t)len, MB_MAX_DEPTH, &b, why, sizeof why)) {
     bad(c, nm, why);
     mb_buf_free(&b);
+    /* a request gets told, in JSON, instead of waiting for nothing */
+    proxy *p = reply && *reply ? calloc(1, sizeof *p + strlen(reply) + 1) : NULL;
+    if (p) {
+      char err[500];
+      snprintf(err, sizeof err, "invalid: the body is not JSON: %s", why);
+      proxy_watch(c, p);
+      p->json = 1;
+      strcpy(p->reply, reply);
+      mb_answer a = {MB_EINVAL, NULL, err};
+      proxy_done(p, &a, 1);
+    }
     return;
   }
   pthread_mutex_lock(&c->mu);

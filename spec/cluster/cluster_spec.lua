@@ -316,6 +316,24 @@ done
     assert.equal("float", math.type(reply.echo.a[2]))
   end)
 
+  it("answers a plain NATS client's request that is not JSON with an error, in JSON", function()
+    local script = [[
+exec 3<>/dev/tcp/127.0.0.1/PORT
+read -r info <&3
+printf 'CONNECT {"verbose":false}\r\nSUB _reply.1 1\r\nPUB mb.default.d.jsonecho _reply.1 9\r\nnot json!\r\n' >&3
+while read -t 5 -r line <&3; do
+  case $line in MSG*) read -t 5 -r body <&3; printf '%s\n' "$body"; break;; esac
+done
+]]
+    local path = dir .. "/client.sh"
+    helper.write(path, (script:gsub("PORT", tostring(srv.port))))
+    local out, err, code = helper.run("timeout 10 bash " .. helper.quote(path))
+    assert.equal(0, code, err)
+    assert.matches("^{", out) -- an answer came (before: none, the client waited)
+    local reply = require("mb").json.decode(out)
+    assert.matches("^invalid: the body is not JSON: .*%(node n%d%)$", reply.error)
+  end)
+
   it("counts and reports a hostile or truncated body, and carries on", function()
     local hdr = "NATS/1.0\r\nMb-Kind: send\r\nMb-Id: evil:1\r\nMb-Node: evil\r\nMb-Plen: 9\r\n\r\n"
     local body = "\5\1\0\0" -- a string that claims more bytes than there are
