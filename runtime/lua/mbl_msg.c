@@ -322,15 +322,9 @@ static int send_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 
-/* A send that waited for the cluster (confirm, or a synchronous cluster
- * destination): the id, or nil and why. stack: dest, payload, opts, id. */
-static int send_confirmed_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  mbL_waiter *w = (mbL_waiter *)ctx;
-  const char *error = w->n ? NULL : "failed: out of memory";
-  for (size_t i = 0; i < w->n && !error; i++) /* a group that ran it and failed still ran it */
-    if (w->ans[i].status != MB_OK && w->ans[i].status != MB_EFAILED)
-      error = w->ans[i].error ? w->ans[i].error : mb_strerror(w->ans[i].status);
+/* The end of a send that waited: the id (stack: dest, payload, opts, id),
+ * or nil and error (which w may hold: pushed before w is freed). */
+static int send_waited(lua_State *L, mbL_waiter *w, const char *error) {
   if (error) {
     lua_pushnil(L);
     lua_pushstring(L, error);
@@ -341,6 +335,18 @@ static int send_confirmed_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* A send that waited for the cluster (confirm, or a synchronous cluster
+ * destination): the id, or nil and why. stack: dest, payload, opts, id. */
+static int send_confirmed_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  mbL_waiter *w = (mbL_waiter *)ctx;
+  const char *error = w->n ? NULL : "failed: out of memory";
+  for (size_t i = 0; i < w->n && !error; i++) /* a group that ran it and failed still ran it */
+    if (w->ans[i].status != MB_OK && w->ans[i].status != MB_EFAILED)
+      error = w->ans[i].error ? w->ans[i].error : mb_strerror(w->ans[i].status);
+  return send_waited(L, w, error);
+}
+
 /* A send to a durable destination: the id once stored, or nil and why
  * (its failure is the server's: "failed: ..."). stack: dest, payload, opts, id. */
 static int send_stored_k(lua_State *L, int status, lua_KContext ctx) {
@@ -349,14 +355,7 @@ static int send_stored_k(lua_State *L, int status, lua_KContext ctx) {
   const char *error = w->n ? NULL : "failed: out of memory";
   if (w->n && w->ans[0].status != MB_OK)
     error = w->ans[0].error ? w->ans[0].error : mb_strerror(w->ans[0].status);
-  if (error) {
-    lua_pushnil(L);
-    lua_pushstring(L, error);
-  }
-  mbL_waiter_free(w);
-  if (error) return 2;
-  lua_settop(L, 4);
-  return 1;
+  return send_waited(L, w, error);
 }
 
 static int l_send(lua_State *L) {
