@@ -34,7 +34,8 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
-CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_wire.c mb_cluster.c mb_durable.c)
+CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_wire.c mb_link_pub.c mb_link_acks.c \
+              mb_link_recv.c mb_link_stats.c mb_cluster.c mb_durable.c)
 LUA_SRC  = $(CLUSTER_SRC) $(addprefix runtime/lua/,mbl_cluster.c mbl_value.c mbl_show.c mbl_task.c \
            mbl_time.c mbl_dest.c mbl_msg.c \
            mbl_service.c mbl_svclist.c mbl_watch.c lmb.c)
