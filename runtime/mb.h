@@ -85,6 +85,11 @@ void mb_runtime_free(mb_runtime *rt);
 
 /* The libev loop of worker 0; borrowed. */
 struct ev_loop *mb_runtime_loop(mb_runtime *rt);
+/* On worker 0's thread, from a callback of its loop (an I/O watcher that
+ * handed work to the bus): what was posted to worker 0 runs in this loop
+ * iteration, after the callbacks already pending, instead of after one
+ * more poll. */
+void mb_runtime_hurry(mb_runtime *rt);
 
 size_t mb_runtime_max_message_size(const mb_runtime *rt);
 

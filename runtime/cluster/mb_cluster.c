@@ -54,9 +54,10 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
     /* the listening nodes bound their wait for the listeners' answers by it */
     char tmo[32];
     double secs = req ? mb_link_timeout(c->rt, mb_msg_id(m)) : 0;
-    if (secs > 0) snprintf(tmo, sizeof tmo, "%.3f", secs);
-    const char *extra[] = {"Mb-Reply", req ? answer : NULL, "Mb-Timeout", secs > 0 ? tmo : NULL,
-                           NULL};
+    if (secs > 0) mb_cluster_secs_format(secs, tmo, sizeof tmo);
+    /* (the answers' subject is not sent: the listening node makes it from
+     * the Mb-Id, one header less per request) */
+    const char *extra[] = {"Mb-Timeout", secs > 0 ? tmo : NULL, NULL};
     if (kind == MB_LINK_REQUEST_ALL || kind == MB_LINK_SYNC)
       mbc_win_open(c, mb_msg_id(m), dest, c->ack_wait);
     natsStatus s;

@@ -17,13 +17,20 @@
  *   mb.NS.n.NODE.>     a node's own: the answers to its requests
  *                      (mb.NS.n.NODE.r.ID, ID in hex)
  * A message is a NATS message whose body is its payload's encoding (mb
- * value encoding, see mb_value.h) followed by its values' encoding, with
- * headers: Mb-Id (NODE:hex), Mb-Kind (send, request, reply, fail), Mb-Plen
- * (the payload's length in the body), Mb-Node (the sending node), and, when
- * set, Mb-Reply-To and Mb-Error; a request also Mb-Reply (where its answers
- * go) and Mb-Timeout (its timeout in seconds: the listening node gives up
- * on its listeners' answers a little after; without it, after 60 s). A body that does not check is counted
- * (mb_cluster_stats.bad) and reported, never delivered.
+ * value encoding, see mb_value.h; one whole value, so its end is found by
+ * reading it) followed by its values' encoding, with as few headers as
+ * nats.c's header API allows for (each costs about 1,000 instructions to
+ * set and more to read): Mb-Id (NODE:hex: the sending node and the
+ * message's id there), Mb-Kind (send, request, all, sync, confirm, reply,
+ * fail, ack, stats), and, when set, Mb-Reply-To and Mb-Error (a failure's
+ * status); a request also Mb-Timeout (its timeout in seconds: the
+ * listening node gives up on its listeners' answers a little after;
+ * without it, after 60 s). A request's answers go to the requesting node's
+ * mb.NS.n.NODE.r.hex, made from its Mb-Id; answers of request_all and
+ * acknowledgements carry Mb-Group / Mb-Groups and Mb-For. A body that does
+ * not check is counted (mb_cluster_stats.bad) and reported, never
+ * delivered. A message without Mb-Id and Mb-Kind is a plain NATS client's:
+ * its body is JSON.
  *
  * Threads: created, started and stopped on worker 0's thread (the loop not
  * running, or from a task on it); the link's calls come from any worker.

@@ -598,9 +598,8 @@ void mbc_proxy_done(void *ud, const mb_answer *answers, size_t n) {
  * (a little later, as it started later), else PROXY_WAIT. */
 void mbc_proxy_bound(natsMsg *nm, mb_request *r) {
   const char *t = mbc_header(nm, "Mb-Timeout");
-  char *end = NULL;
-  double secs = t ? strtod(t, &end) : 0;
-  if (!t || end == t || *end || !(secs > 0)) secs = PROXY_WAIT;
+  double secs = 0;
+  if (!t || mb_cluster_secs_parse(t, &secs) || !(secs > 0)) secs = PROXY_WAIT;
   if (r && secs < 1e9) mb_link_expire(r, secs + 0.5); /* "inf": it waits as long */
 }
 

@@ -85,7 +85,7 @@ struct mb_cluster {
   mbc_counts st; /* under mu */
   atomic_int up;
   int drain_posted; /* worker 0 only */
-  natsMsg *spent[SPENT]; /* published, to be destroyed (mb_link_pub.c); under mu */
+  natsMsg *spent[SPENT]; /* done with, to be destroyed (mbc_spent); under mu */
   size_t nspent;
   /* sends not yet known to have reached a listening node (the server says
    * "no responders" for one that did not): a ring of the messages, oldest
@@ -176,7 +176,13 @@ void mbc_join(char *buf, size_t cap, const char *a, const char *b, const char *c
 natsStatus mbc_publish(mb_cluster *c, const char *subject, const char *reply, const mb_msg *m,
                        const char *kind, const char *id, const char *const *extra);
 
-/* Destroys the published messages not handed to nats.c yet (stopping). */
+/* nm (published, or received and handled) is done with: nats.c destroys a
+ * message on its collector thread, woken for each one (a futex call and a
+ * thread switch per message, both ways), so small ones are handed over
+ * SPENT at a time instead (at most SPENT - 1 wait, freed at the latest by
+ * mbc_pub_free); published: count one publish. Any thread. */
+void mbc_spent(mb_cluster *c, natsMsg *nm, int published);
+/* Destroys the messages not handed to nats.c yet (stopping). */
 void mbc_pub_free(mb_cluster *c);
 
 /* ---- mb_link_acks.c: acknowledgements and answers ----------------------------------- */

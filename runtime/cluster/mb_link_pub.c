@@ -27,11 +27,7 @@ void mbc_join(char *buf, size_t cap, const char *a, const char *b, const char *c
   buf[at] = 0;
 }
 
-/* nats.c destroys a message on its collector thread, woken for each one
- * (a futex call and a thread switch per message). Small published ones are
- * handed over SPENT at a time instead (at most SPENT - 1 wait, freed at the
- * latest by mbc_pub_free); published: count one publish. Any thread. */
-static void spent(mb_cluster *c, natsMsg *nm, int published) {
+void mbc_spent(mb_cluster *c, natsMsg *nm, int published) {
   natsMsg *batch[SPENT];
   size_t n = 0;
   int keep = nm && natsMsg_GetDataLength(nm) <= SPENT_SMALL;
@@ -63,23 +59,15 @@ natsStatus mbc_publish(mb_cluster *c, const char *subject, const char *reply, co
   const uint8_t *p = mb_msg_payload(m, &plen);
   mb_msg_values(m, &vlen); /* right after the payload */
   natsMsg *nm = NULL;
-  char num[24], tmp[24];
-  size_t nd = 0, v = plen;
-  do tmp[nd++] = (char)('0' + v % 10);
-  while ((v /= 10));
-  for (size_t i = 0; i < nd; i++) num[i] = tmp[nd - 1 - i];
-  num[nd] = 0;
   natsStatus s = natsMsg_Create(&nm, subject, reply, (const char *)p, (int)(plen + vlen));
   if (s == NATS_OK) s = set_header(nm, "Mb-Id", id);
   if (s == NATS_OK) s = set_header(nm, "Mb-Kind", kind);
-  if (s == NATS_OK) s = set_header(nm, "Mb-Plen", num);
-  if (s == NATS_OK) s = set_header(nm, "Mb-Node", c->node);
   const char *rt = mb_msg_origin(m) ? NULL : mb_msg_reply_to(m);
   if (s == NATS_OK && rt) s = set_header(nm, "Mb-Reply-To", rt);
   for (; s == NATS_OK && extra && extra[0]; extra += 2)
     if (extra[1]) s = set_header(nm, extra[0], extra[1]);
   if (s == NATS_OK) s = natsConnection_PublishMsg(c->nc, nm);
-  spent(c, nm, s == NATS_OK);
+  mbc_spent(c, nm, s == NATS_OK);
   return s;
 }
 

@@ -37,39 +37,52 @@ typedef struct item {
   sub *s;
 } item;
 
-/* The body of nm as an mb message: origin id and reply_to from its
- * headers. NULL, with why, when it does not check. */
+/* The sending node of nm, the NODE of its Mb-Id ("NODE:hex"), into buf
+ * (MB_NODE_ID_MAX bytes); NULL when it has none or not a valid name. With
+ * hex, also where the hex part starts. */
+static const char *id_node(natsMsg *nm, char *buf, const char **hex) {
+  const char *id = mbc_header(nm, "Mb-Id"), *colon = id ? strchr(id, ':') : NULL;
+  size_t n = colon ? (size_t)(colon - id) : 0;
+  if (!n || n >= MB_NODE_ID_MAX) return NULL;
+  memcpy(buf, id, n);
+  buf[n] = 0;
+  if (!mb_cluster_name_valid(buf)) return NULL;
+  if (hex) *hex = colon + 1;
+  return buf;
+}
+
+/* The body of nm as an mb message: the payload's encoding, then the
+ * values' (each one whole value: the payload's end is found by reading
+ * it); origin id and reply_to from its headers. NULL, with why, when it
+ * does not check. */
 mb_msg *mbc_decode(natsMsg *nm, int remote, const char **why) {
   const char *data = natsMsg_GetData(nm);
   size_t len = (size_t)natsMsg_GetDataLength(nm);
-  const char *pl = mbc_header(nm, "Mb-Plen");
-  char *end = NULL;
-  unsigned long long plen = pl ? strtoull(pl, &end, 10) : 0;
-  if (!pl || end == pl || *end || plen == 0 || plen > len) {
-    *why = "no valid Mb-Plen header";
-    return NULL;
-  }
-  if (mb_value_check(data, (size_t)plen) ||
-      (len > plen && mb_value_check(data + plen, len - (size_t)plen))) {
+  mb_reader r = {(const uint8_t *)data, (const uint8_t *)data + len};
+  size_t plen = 0;
+  if (!data || mb_skip(&r) || !(plen = (size_t)(r.p - (const uint8_t *)data)) ||
+      (len > plen && mb_value_check(data + plen, len - plen))) {
     *why = "its body is not a well-formed mb value (truncated or corrupt)";
     return NULL;
   }
   const char *id = mbc_header(nm, "Mb-Id");
   const char *rt = mbc_header(nm, "Mb-Reply-To");
   if (rt && !mb_dest_name_valid(rt, strlen(rt))) rt = NULL;
-  mb_msg *m = remote ? mb_msg_new_remote(data, (size_t)plen, data + plen, len - (size_t)plen, rt,
+  mb_msg *m = remote ? mb_msg_new_remote(data, plen, data + plen, len - plen, rt,
                                          id && *id && strlen(id) < 200 ? id : "?")
-                     : mb_msg_new(data, (size_t)plen, data + plen, len - (size_t)plen, NULL);
+                     : mb_msg_new(data, plen, data + plen, len - plen, NULL);
   if (!m) *why = "out of memory";
   return m;
 }
 
 void mbc_bad(mb_cluster *c, natsMsg *nm, const char *why) {
+  char buf[MB_NODE_ID_MAX];
   mbc_count(c, &c->st.bad, 1);
-  const char *node = mbc_header(nm, "Mb-Node");
+  const char *node = id_node(nm, buf, NULL);
   mbc_report(c, "mb: cluster: a message on '%s'%s%s was not delivered: %s", natsMsg_GetSubject(nm),
-         node ? " from node " : "", node ? node : "", why);
+             node ? " from node " : "", node ? node : "", why);
 }
+
 /* A message from a plain NATS client (no Mb- headers): its body is the
  * payload as JSON text (empty: nil); with a reply subject it is a request
  * whose answer goes back as JSON. */
@@ -138,21 +151,25 @@ void mbc_on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     return;
   }
   mbc_count(c, &c->st.received, 1);
-  /* a request's answer goes where it says (mb's requests: Mb-Reply; plain
-   * NATS clients: their reply subject); a send's reply to its reply_to goes
-   * home, to the sending node's t subject */
-  char home[200];
-  const char *reply = NULL, *reply_to = NULL, *from = mbc_header(nm, "Mb-Node");
+  /* a request's answers go to the requesting node's r subject
+   * (mb.NS.n.NODE.r.HEX, from its Mb-Id "NODE:HEX"); a send's reply to
+   * its reply_to goes home, to the sending node's t subject */
+  char home[300], node[MB_NODE_ID_MAX];
+  const char *reply = NULL, *reply_to = NULL, *hex = NULL, *from = id_node(nm, node, &hex);
   int request = kind && !strcmp(kind, "request");
   int all = kind && !strcmp(kind, "all");
   int sync = kind && !strcmp(kind, "sync");
   int confirm = kind && !strcmp(kind, "confirm");
-  if (request || all || confirm || sync) {
-    reply = mbc_header(nm, "Mb-Reply");
-    if (!reply) reply = natsMsg_GetReply(nm);
-    if (reply && !*reply) reply = NULL;
-  } else if ((reply_to = mb_msg_reply_to(m)) && from && mb_cluster_name_valid(from)) {
-    snprintf(home, sizeof home, "mb.%s.n.%s.t", c->ns, from);
+  uint64_t rid;
+  if ((request || all || confirm || sync) && from && !mb_id_parse(hex, strlen(hex), &rid)) {
+    mbc_join(home, sizeof home, "mb.", c->ns, ".n.");
+    size_t at = strlen(home);
+    mbc_join(home + at, sizeof home - at, from, ".r.", hex);
+    reply = home;
+  } else if (!request && !all && !confirm && !sync && (reply_to = mb_msg_reply_to(m)) && from) {
+    mbc_join(home, sizeof home, "mb.", c->ns, ".n.");
+    size_t at = strlen(home);
+    mbc_join(home + at, sizeof home - at, from, ".t", NULL);
     reply = home;
   }
   int rc;
@@ -244,6 +261,7 @@ void mbc_on_home_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   (void)e;
   const char *dest = mbc_header(nm, "Mb-Dest"), *resp = mbc_header(nm, "Mb-Response");
   const char *why = "no valid Mb-Dest and Mb-Response headers";
+  char node[MB_NODE_ID_MAX];
   size_t nl = strlen(c->node);
   uint64_t id;
   if (!dest || !mb_dest_name_valid(dest, strlen(dest)) || !resp || strncmp(resp, c->node, nl) ||
@@ -260,7 +278,7 @@ void mbc_on_home_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   int rc = mb_link_reply_home(c->svc, dest, id, m);
   if (rc < 0 && rc != MB_PENDING)
     mbc_report(c, "mb: cluster: a reply from node %s to '%s' was not delivered: %s",
-           mbc_header(nm, "Mb-Node") ? mbc_header(nm, "Mb-Node") : "?", dest, mb_strerror(rc));
+           id_node(nm, node, NULL) ? node : "?", dest, mb_strerror(rc));
 }
 
 /* An answer to one of this node's requests: mb.NS.n.NODE.r.HEX */
@@ -281,20 +299,21 @@ void mbc_on_inbox_msg(mb_cluster *c, sub *e, natsMsg *nm) {
   }
   int rc;
   {
-    const char *kind = mbc_header(nm, "Mb-Kind"), *node = mbc_header(nm, "Mb-Node");
+    char buf[MB_NODE_ID_MAX];
+    const char *kind = mbc_header(nm, "Mb-Kind"), *node = id_node(nm, buf, NULL);
     const char *gs = mbc_header(nm, "Mb-Group");
     char *end = NULL;
     unsigned long gi = gs ? strtoul(gs, &end, 10) : 0;
     if (gs && (end == gs || *end || gi > 65000 || !node)) {
-      mbc_bad(c, nm, "no valid Mb-Group and Mb-Node headers");
+      mbc_bad(c, nm, "no valid Mb-Group and Mb-Id headers");
       return;
     }
     uint64_t group = gs ? mbc_group_number(node, (unsigned)gi) : 0;
     if (kind && !strcmp(kind, "ack")) {
       const char *k = mbc_header(nm, "Mb-Groups");
       unsigned long n = k ? strtoul(k, &end, 10) : 0;
-      if (!k || end == k || *end || n > 65000 || !node || !mb_cluster_name_valid(node)) {
-        mbc_bad(c, nm, "no valid Mb-Groups and Mb-Node headers");
+      if (!k || end == k || *end || n > 65000 || !node) {
+        mbc_bad(c, nm, "no valid Mb-Groups and Mb-Id headers");
         return;
       }
       mbc_on_ack(c, id, node, mbc_header(nm, "Mb-For"), (size_t)n);
@@ -343,7 +362,8 @@ void mbc_drain(void *ud) {
     for (size_t i = 0; i < e->nleft && e->durable; i++) /* stored: delivered elsewhere */
       mb_durable_unreceived(c->durable, e->left[i]);
     for (size_t i = 0; i < e->nleft && !e->durable; i++) {
-      const char *why = NULL, *from = mbc_header(e->left[i], "Mb-Node");
+      char buf[MB_NODE_ID_MAX];
+      const char *why = NULL, *from = id_node(e->left[i], buf, NULL);
       mb_msg *m = mbc_decode(e->left[i], 1, &why);
       if (m) {
         char lost[400];
@@ -390,8 +410,10 @@ void mbc_drain(void *ud) {
     else
       items[i].s->on(c, items[i].s, items[i].m);
   }
-  /* together, after the batch: nats.c's collector is woken once for them */
-  for (size_t i = 0; i < n; i++) natsMsg_Destroy(items[i].m);
+  /* after the batch, with others: nats.c's collector is woken once for many */
+  for (size_t i = 0; i < n; i++) mbc_spent(c, items[i].m, 0);
+  /* what was delivered runs in this loop turn, not after one more poll */
+  if (n) mb_runtime_hurry(c->rt);
   if (more && !c->drain_posted) {
     c->drain_posted = 1;
     mb_service_post(c->svc, drain_task, c);

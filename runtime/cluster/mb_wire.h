@@ -22,6 +22,15 @@ int mb_cluster_name_byte(unsigned char c);
 /* 1 when s is 1-64 bytes of [A-Za-z0-9_-] (node, namespace and group names). */
 int mb_cluster_name_valid(const char *s);
 
+/* A number of seconds (> 0) as the wire carries it (Mb-Timeout): "%.3f",
+ * written without printf's cost; "inf" and huge ones through snprintf.
+ * cap >= 32. */
+void mb_cluster_secs_format(double secs, char *buf, size_t cap);
+
+/* The seconds that s says (as written above, or anything strtod reads
+ * whole) into *out; 0, or -1 when s is no number. */
+int mb_cluster_secs_parse(const char *s, double *out);
+
 /* A durable destination's options (SPEC 6, Durable; mb_durable.c); 0: the
  * default (in brackets). */
 typedef struct mb_durable_opts {

@@ -428,6 +428,10 @@ int mb_worker_post(mb_worker *w, mb_owner *own, mb_task_fn fn, void *arg);
 void mb_worker_post_late(mb_worker *w, mb_late *node, mb_task_fn fn, void *arg);
 /* Wakes w whatever it is doing. */
 void mb_worker_kick(mb_worker *w);
+/* On w's thread, from a callback of its loop: its local tasks run in this
+ * loop iteration, after the callbacks already pending, instead of after one
+ * more poll. */
+void mb_worker_hurry(mb_worker *w);
 void mb_busy(mb_runtime *rt, long delta);
 /* Makes rt->workers: n loops, threads for all but worker 0 (the caller's).
  * Returns 0, or -1 (mb_workers_destroy frees what was made). */

@@ -57,6 +57,8 @@ void mb_runtime_free(mb_runtime *rt) {
 
 struct ev_loop *mb_runtime_loop(mb_runtime *rt) { return rt->workers[0].loop; }
 
+void mb_runtime_hurry(mb_runtime *rt) { mb_worker_hurry(&rt->workers[0]); }
+
 void mb_runtime_link(mb_runtime *rt, const mb_link *link) {
   mb_lock(rt);
   if (link)

@@ -220,6 +220,12 @@ void mb_worker_kick(mb_worker *w) {
   ev_async_send(w->loop, &w->async);
 }
 
+void mb_worker_hurry(mb_worker *w) {
+  /* libev runs an event fed now in the same ev_invoke_pending pass */
+  if (w == self && w->local.len && ev_is_active(&w->idle))
+    ev_feed_event(w->loop, &w->idle, EV_IDLE);
+}
+
 /* The loop is about to block (ev_prepare). Unless local tasks wait (then it
  * will not block), and if this worker ran tasks within SPIN_RECENT_NS,
  * poll the pending flag for up to SPIN_NS; then announce the sleep and look

@@ -335,7 +335,7 @@ done
   end)
 
   it("counts and reports a hostile or truncated body, and carries on", function()
-    local hdr = "NATS/1.0\r\nMb-Kind: send\r\nMb-Id: evil:1\r\nMb-Node: evil\r\nMb-Plen: 9\r\n\r\n"
+    local hdr = "NATS/1.0\r\nMb-Kind: send\r\nMb-Id: evil:1\r\n\r\n"
     local body = "\5\1\0\0" -- a string that claims more bytes than there are
     local script = ([[
 exec 3<>/dev/tcp/127.0.0.1/PORT
@@ -487,7 +487,7 @@ print("answer " .. tostring(mb.request("local/slow", "x", {timeout = 2})))
     local probe = v:wait_output("probe victim:(%x+)\n", 10)
     assert(probe, v:output() .. v:errors())
     local req = ("%x"):format(tonumber(probe, 16) + 1) -- the request's message is the next one
-    local hdr = ("NATS/1.0\r\nMb-Kind: reply\r\nMb-Id: evil:1\r\nMb-Node: evil\r\nMb-Plen: 10\r\n" ..
+    local hdr = ("NATS/1.0\r\nMb-Kind: reply\r\nMb-Id: evil:1\r\n" ..
       "Mb-Dest: results\r\nMb-Response: victim:%s\r\n\r\n"):format(req)
     -- the body: the string "spoof" in mb's value encoding (10 bytes)
     local script = ([[
