@@ -302,6 +302,7 @@ static void cluster_free(mb_cluster *c) {
     pthread_mutex_unlock(&c->mu);
     natsConnection_Destroy(c->nc);
   }
+  mbc_heard_free(c); /* (nats.c's callbacks are over) */
   if (c->ev) mb_nats_ev_free(c->ev);
   mb_durable_free(c->durable);
   if (c->svc) mb_service_free(c->svc);
@@ -422,6 +423,10 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   snprintf(inbox_all, sizeof inbox_all, "%sx.*", c->inbox);
   if (s == NATS_OK) s = natsConnection_Subscribe(&c->nr, c->nc, inbox_all, mbc_on_no_responders, c);
   if (s == NATS_OK) s = natsSubscription_SetOnCompleteCB(c->nr, mbc_nr_complete, c);
+  /* no limit: a marker nats.c dropped as a slow consumer's would leave the
+   * sends it covers kept, and the bus busy (the "no responders" come no
+   * faster than this node sends) */
+  if (s == NATS_OK) s = natsSubscription_SetPendingLimits(c->nr, -1, -1);
   int taken = s == NATS_OK && name_taken(c);
   snprintf(inbox_all, sizeof inbox_all, "%sr.*", c->inbox);
   sub *in = s == NATS_OK && !taken ? calloc(1, sizeof *in) : NULL;

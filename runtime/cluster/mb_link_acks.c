@@ -249,6 +249,7 @@ void mbc_on_ack(mb_cluster *c, uint64_t id, const char *node, const char *for_ki
 }
 
 void mbc_acks_init(mb_cluster *c) {
+  c->heard_tail = &c->heard;
   c->ack_wait = ACK_WAIT;
   ev_timer_init(&c->win_timer, win_timer_cb, 0, 0);
   c->win_timer.data = c;
@@ -307,6 +308,12 @@ static void release_sent(mb_cluster *c, uint64_t upto) {
   if (unhold) mb_runtime_hold(c->rt, -1);
 }
 
+/* A marker in flight: its sequence number (x.m<SEQ>) and the ring index of
+ * the kept sends it covers up to. */
+typedef struct mark {
+  uint64_t seq, upto;
+} mark;
+
 /* Worker 0, soon after sends: a marker to this node's own x.m<SEQ>. The
  * server answers a connection's messages in order, and "no responders" and
  * this marker come to the same subscription, so when it arrives every
@@ -318,7 +325,7 @@ static void mark_task(void *arg) {
   c->mark_posted = 0;
   if (c->mk_len == c->mk_cap) {
     size_t cap = c->mk_cap ? c->mk_cap * 2 : 16;
-    uint64_t *v = malloc(cap * sizeof *v);
+    mark *v = malloc(cap * sizeof *v);
     if (!v) {
       pthread_mutex_unlock(&c->mu);
       return; /* the next send tries again */
@@ -329,63 +336,96 @@ static void mark_task(void *arg) {
     c->mk_cap = cap;
     c->mk_head = 0;
   }
-  c->mk[(c->mk_head + c->mk_len++) % c->mk_cap] = c->sq_base + c->sq_len;
   uint64_t seq = c->marks_sent++;
+  c->mk[(c->mk_head + c->mk_len++) % c->mk_cap] = (mark){seq, c->sq_base + c->sq_len};
   pthread_mutex_unlock(&c->mu);
   snprintf(subj, sizeof subj, "%sx.m%" PRIu64, c->inbox, seq);
   if (natsConnection_Publish(c->nc, subj, NULL, 0) != NATS_OK)
     release_sent(c, UINT64_MAX); /* no marker: what it covered is not watched */
 }
 
-/* What the no-responders subscription heard, for worker 0. */
+/* What the no-responders subscription heard: a marker (its sequence
+ * number) or the "no responders" of a send (its id). */
 typedef struct heard {
-  mb_cluster *c;
+  struct heard *next;
   int marker;
-  uint64_t id;
+  uint64_t n;
 } heard;
 
-static void heard_task(void *arg) {
-  heard *h = arg;
-  mb_cluster *c = h->c;
-  if (h->marker) {
-    pthread_mutex_lock(&c->mu);
-    uint64_t upto = c->mk_len ? c->mk[c->mk_head] : 0;
-    if (c->mk_len) {
-      c->mk_head = (c->mk_head + 1) % c->mk_cap;
-      c->mk_len--;
-    }
-    pthread_mutex_unlock(&c->mu);
-    release_sent(c, upto);
-  } else {
-    mb_msg *m = NULL;
-    pthread_mutex_lock(&c->mu);
-    /* "no responders" come in send order: the search starts after the last
-     * one found (from the oldest, a burst of N sends cost N*N/2 steps) */
-    size_t from = c->sq_hint > c->sq_base && c->sq_hint - c->sq_base < c->sq_len
-                      ? (size_t)(c->sq_hint - c->sq_base)
-                      : 0;
-    for (size_t j = 0; j < c->sq_len && !m; j++) {
-      size_t i = (from + j) % c->sq_len;
-      mb_msg **slot = &c->sq[(c->sq_head + i) % c->sq_cap];
-      if (*slot && mb_msg_id(*slot) == h->id) {
-        m = *slot;
-        *slot = mb_msg_ref(m); /* stays until its marker; the drop is counted now */
-        c->sq_hint = c->sq_base + i + 1;
-      }
-    }
-    pthread_mutex_unlock(&c->mu);
-    if (m) {
-      char why[400];
-      snprintf(why, sizeof why, "dropped: no node of the cluster listens at '%s'",
-               mb_msg_destination(m));
-      mb_link_dropped(c->rt, mb_msg_destination(m), m, why);
-      mbc_count(c, &c->st.dropped, 1);
-      mb_msg_unref(m);
-    } else {
-      mbc_count(c, &c->st.late, 1);
+/* Worker 0: marker seq came. It covers the markers before it too (the
+ * server answers in order: one that never came, dropped on the way, is
+ * over as well); a marker of no send in flight (one from before the
+ * connection went down, or not this node's) changes nothing. */
+static void heard_marker(mb_cluster *c, uint64_t seq) {
+  uint64_t upto = 0;
+  pthread_mutex_lock(&c->mu);
+  while (seq < c->marks_sent && c->mk_len && c->mk[c->mk_head].seq <= seq) {
+    upto = c->mk[c->mk_head].upto;
+    c->mk_head = (c->mk_head + 1) % c->mk_cap;
+    c->mk_len--;
+  }
+  pthread_mutex_unlock(&c->mu);
+  release_sent(c, upto);
+}
+
+/* Worker 0: the server's "no responders" for send id. */
+static void heard_dropped(mb_cluster *c, uint64_t id) {
+  mb_msg *m = NULL;
+  pthread_mutex_lock(&c->mu);
+  /* "no responders" come in send order: the search starts after the last
+   * one found (from the oldest, a burst of N sends cost N*N/2 steps) */
+  size_t from = c->sq_hint > c->sq_base && c->sq_hint - c->sq_base < c->sq_len
+                    ? (size_t)(c->sq_hint - c->sq_base)
+                    : 0;
+  for (size_t j = 0; j < c->sq_len && !m; j++) {
+    size_t i = (from + j) % c->sq_len;
+    mb_msg **slot = &c->sq[(c->sq_head + i) % c->sq_cap];
+    if (*slot && mb_msg_id(*slot) == id) {
+      m = *slot;
+      *slot = mb_msg_ref(m); /* stays until its marker; the drop is counted now */
+      c->sq_hint = c->sq_base + i + 1;
     }
   }
-  free(h);
+  pthread_mutex_unlock(&c->mu);
+  if (m) {
+    char why[400];
+    snprintf(why, sizeof why, "dropped: no node of the cluster listens at '%s'",
+             mb_msg_destination(m));
+    mb_link_dropped(c->rt, mb_msg_destination(m), m, why);
+    mbc_count(c, &c->st.dropped, 1);
+    mb_msg_unref(m);
+  } else {
+    mbc_count(c, &c->st.late, 1);
+  }
+}
+
+/* Worker 0: sees to what was heard, in order. */
+static void heard_task(void *arg) {
+  mb_cluster *c = arg;
+  pthread_mutex_lock(&c->mu);
+  heard *h = c->heard;
+  c->heard = NULL;
+  c->heard_tail = &c->heard;
+  c->heard_posted = 0;
+  pthread_mutex_unlock(&c->mu);
+  while (h) {
+    heard *next = h->next;
+    if (h->marker)
+      heard_marker(c, h->n);
+    else
+      heard_dropped(c, h->n);
+    free(h);
+    h = next;
+  }
+}
+
+void mbc_heard_free(mb_cluster *c) {
+  while (c->heard) {
+    heard *h = c->heard;
+    c->heard = h->next;
+    free(h);
+  }
+  c->heard_tail = &c->heard;
 }
 
 /* nats.c's delivery thread: the server's "no responders" for a request of
@@ -397,7 +437,7 @@ void mbc_on_no_responders(natsConnection *nc, natsSubscription *s, natsMsg *nm, 
   (void)s;
   const char *subj = natsMsg_GetSubject(nm);
   size_t il = strlen(c->inbox);
-  uint64_t id = 0;
+  uint64_t n = 0;
   int marker = 0;
   if (!atomic_load(&c->closing) && !strncmp(subj, c->inbox, il) && !strncmp(subj + il, "x.", 2)) {
     const char *tok = subj + il + 2;
@@ -406,18 +446,32 @@ void mbc_on_no_responders(natsConnection *nc, natsSubscription *s, natsMsg *nm, 
       if (!c->probe) c->probe = natsMsg_IsNoResponders(nm) ? 1 : 2;
       pthread_cond_broadcast(&c->nr_cond);
       pthread_mutex_unlock(&c->mu);
-    } else if (tok[0] == 'm' && !natsMsg_IsNoResponders(nm))
-      marker = 1;
-    else if (!natsMsg_IsNoResponders(nm) || mb_id_parse(tok, strlen(tok), &id) ||
-             !mb_link_answer(c->rt, id, 0, MB_ENOLISTENERS, NULL, NULL))
-      id = 0; /* not ours, or a request's: answered */
-    /* a marker, or a send nobody took: worker 0 sees to it, in this order */
-    heard *h = (marker || id) ? malloc(sizeof *h) : NULL;
+    } else if (tok[0] == 'm' && !natsMsg_IsNoResponders(nm)) {
+      const char *q = tok + 1;
+      while (*q >= '0' && *q <= '9' && q - tok <= 19) n = n * 10 + (uint64_t)(*q++ - '0');
+      marker = q > tok + 1 && !*q; /* else not one of this node's markers */
+    } else if (!natsMsg_IsNoResponders(nm) || mb_id_parse(tok, strlen(tok), &n) ||
+               !mb_link_answer(c->rt, n, 0, MB_ENOLISTENERS, NULL, NULL)) {
+      n = 0; /* not ours, or a request's: answered */
+    }
+    /* a marker, or a send nobody took: worker 0 sees to it, in this order
+     * (queued here, so that what a task never ran for is freed at stop) */
+    heard *h = marker || n ? malloc(sizeof *h) : NULL;
     if (h) {
-      h->c = c;
+      h->next = NULL;
       h->marker = marker;
-      h->id = id;
-      if (mb_service_post(c->svc, heard_task, h)) free(h);
+      h->n = n;
+      pthread_mutex_lock(&c->mu);
+      *c->heard_tail = h;
+      c->heard_tail = &h->next;
+      int post = !c->heard_posted;
+      c->heard_posted = 1;
+      pthread_mutex_unlock(&c->mu);
+      if (post && mb_service_post(c->svc, heard_task, c)) {
+        pthread_mutex_lock(&c->mu);
+        c->heard_posted = 0; /* the next one posts it */
+        pthread_mutex_unlock(&c->mu);
+      }
     }
   }
   natsMsg_Destroy(nm);

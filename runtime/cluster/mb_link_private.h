@@ -95,9 +95,13 @@ struct mb_cluster {
   size_t sq_head, sq_len, sq_cap;
   uint64_t sq_base, marks_sent;
   uint64_t sq_hint; /* the ring index after the last send found "no responders" */
-  uint64_t *mk; /* per marker in flight: the ring index it covers up to */
+  struct mark *mk; /* the markers in flight, oldest first (a ring) */
   size_t mk_head, mk_len, mk_cap;
   int mark_posted, held;
+  /* what the no-responders subscription heard (nats.c's thread), in order,
+   * for worker 0's heard_task; under mu. Freed by mbc_heard_free. */
+  struct heard *heard, **heard_tail;
+  int heard_posted;
   int lib; /* counted in lib_users */
   /* request_all and synchronous sends waiting for nodes to acknowledge
    * (under mu; the timer is worker 0's) and, per destination, the nodes that
@@ -191,6 +195,9 @@ void mbc_pub_free(mb_cluster *c);
 void mbc_acks_init(mb_cluster *c);
 /* Stopping (worker 0): the windows, known nodes and kept sends go. */
 void mbc_acks_free(mb_cluster *c);
+/* Stopped, nats.c's callbacks over: what they heard and worker 0 did not
+ * see to goes. */
+void mbc_heard_free(mb_cluster *c);
 
 /* A request_all, synchronous send or statistics probe went out (any
  * worker): nodes have secs to acknowledge it. */
