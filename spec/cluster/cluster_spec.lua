@@ -3,44 +3,33 @@
 -- all stopped by PID in teardown (spec/lib/nodes.lua). A missing
 -- nats-server skips these specs, or fails them under CI=true.
 local helper = require "spec.helper"
-local ns = require "spec.lib.nats_server"
 local nodes = require "spec.lib.nodes"
+local server = require "spec.cluster.server"
 
 local NODES = helper.absolute("spec/cluster/nodes")
 
--- Lines of s that match pattern, as a list of captures (or whole matches).
-local function lines(s, pattern)
-  local out = {}
-  for l in s:gmatch("[^\n]+") do
-    local c = l:match(pattern)
-    if c then out[#out + 1] = c end
-  end
-  return out
-end
-
-local function count(s, pattern) return #lines(s, pattern) end
-
--- Without nats-server a block is one pending test (under CI=true, ns.find
--- raises instead: a missing server fails the run).
-local function no_server()
-  local exe, why = ns.find()
-  if not exe then it("runs on a real nats-server", function() pending("skipped: " .. why) end) end
-  return not exe
-end
+local lines, count = server.lines, server.count
 
 describe("a cluster of three nodes", function()
-  if no_server() then return end
-
-  local srv, list, dir
+  local env = server.block{ready = function(env)
+    for i = 1, 3 do
+      env.list[i] = nodes.start(env.srv.url, "n" .. i, "-c config.lua",
+        {dir = NODES, env = "NODE=n" .. i})
+    end
+    for _, n in ipairs(env.list) do
+      assert(n:wait_output("ready", 15), "node " .. n.name .. " not ready: " .. n:errors())
+    end
+  end}
+  if not env then return end
   local scenario_no = 0
 
   -- Runs a scenario (Lua text) on a sender node s1 of its own; returns
   -- stdout, stderr, exit status, seconds.
   local function send(code, opts)
     scenario_no = scenario_no + 1
-    local path = ("%s/scenario%d.lua"):format(dir, scenario_no)
+    local path = ("%s/scenario%d.lua"):format(env.dir, scenario_no)
     helper.write(path, code)
-    return helper.mbrun(("-w 1 --nats %s --node %s %s"):format(srv.url,
+    return helper.mbrun(("-w 1 --nats %s --node %s %s"):format(env.srv.url,
       (opts and opts.node) or "s1", helper.quote(path)), {timeout = 30})
   end
 
@@ -54,23 +43,6 @@ assert(mb.destination("syncd", {type = "synchronous", cluster = true}))
 assert(mb.destination("tiny", {type = "serial", max_queue = 2, cluster = true}))
 ]]
 
-  lazy_setup(function()
-    srv = assert(ns.start())
-    dir = helper.tmpdir()
-    list = {}
-    for i = 1, 3 do
-      list[i] = nodes.start(srv.url, "n" .. i, "-c config.lua", {dir = NODES, env = "NODE=n" .. i})
-    end
-    for _, n in ipairs(list) do
-      assert(n:wait_output("ready", 15), "node " .. n.name .. " not ready: " .. n:errors())
-    end
-  end)
-
-  lazy_teardown(function()
-    if list then nodes.stop_all(list) end
-    if srv then srv:stop() end
-    if dir then helper.remove_tree(dir) end
-  end)
 
   it("fans a message out to every node's groups, with the sender's id", function()
     local out, err, code = send(DECLARE .. [[
@@ -79,7 +51,7 @@ for n = 1, 10 do print(mb.send("fan", {n = n})) end
     assert.equal(0, code, err)
     local ids = lines(out, "^(s1:%x+)$")
     assert.equal(10, #ids)
-    for _, n in ipairs(list) do
+    for _, n in ipairs(env.list) do
       assert(nodes.wait_for(function() return count(n:output(), "^fan %d+ ") >= 10 end, 5),
         n.name .. " got " .. count(n:output(), "^fan %d+ ") .. " of 10")
       -- each message once, with the id mb.send returned
@@ -91,7 +63,7 @@ for n = 1, 10 do print(mb.send("fan", {n = n})) end
 
   it("gives each message of a named group to one member, on any node", function()
     local before = {}
-    for i, n in ipairs(list) do before[i] = count(n:output(), "^work ") end
+    for i, n in ipairs(env.list) do before[i] = count(n:output(), "^work ") end
     local _, err, code = send(DECLARE .. [[
 for n = 1, 60 do assert(mb.send("work", n)) end
 ]])
@@ -99,7 +71,7 @@ for n = 1, 60 do assert(mb.send("work", n)) end
     local total, each
     assert(nodes.wait_for(function()
       total, each = 0, {}
-      for i, n in ipairs(list) do
+      for i, n in ipairs(env.list) do
         each[i] = count(n:output(), "^work ") - before[i]
         total = total + each[i]
       end
@@ -107,7 +79,7 @@ for n = 1, 60 do assert(mb.send("work", n)) end
     end, 5), "the group got " .. tostring(total) .. " of 60")
     os.execute("sleep 0.2") -- none more: exactly once
     local seen = {}
-    for i, n in ipairs(list) do
+    for i, n in ipairs(env.list) do
       assert.is_true(each[i] > 0, n.name .. " took none of 60")
       for _, v in ipairs(lines(n:output(), "^work (%d+)$")) do
         assert.is_nil(seen[v], "message " .. v .. " delivered twice")
@@ -172,12 +144,12 @@ print("timeouts", st.timeouts, "replies", st.replies)
 
   it("keeps one sender's order on a serial destination, per node", function()
     local before = {}
-    for i, n in ipairs(list) do before[i] = count(n:output(), "^order ") end
+    for i, n in ipairs(env.list) do before[i] = count(n:output(), "^order ") end
     local _, err, code = send(DECLARE .. [[
 for n = 1, 50 do assert(mb.send("order", n)) end
 ]])
     assert.equal(0, code, err)
-    for i, n in ipairs(list) do
+    for i, n in ipairs(env.list) do
       assert(nodes.wait_for(function() return count(n:output(), "^order %d") - before[i] >= 50 end, 10),
         n.name .. " got " .. (count(n:output(), "^order %d") - before[i]) .. " of 50")
       assert.equal(0, count(n:output(), "^order broken"), n:output())
@@ -207,13 +179,13 @@ print("sent", mb.send("nobody/home", "lost?"))
     -- sends in one turn took 6 s of worker 0 (60,000: 13.6 s, 300,000: more
     -- than a minute); now about 0.5 s (the sanitizer builds: a few times more)
     local slow = helper.MBRUN:match("asan") or helper.MBRUN:match("tsan")
-    local path = dir .. "/burst.lua"
+    local path = env.dir .. "/burst.lua"
     helper.write(path, [[
 assert(mb.destination("nobody/home", {cluster = true}))
 for i = 1, 40000 do assert(mb.send("nobody/home", i)) end
 ]])
     local t = require("mb").now()
-    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(srv.url,
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(env.srv.url,
       helper.quote(path)), {timeout = 60})
     local took = require("mb").now() - t
     assert.equal(1, code, out .. err)
@@ -226,7 +198,7 @@ for i = 1, 40000 do assert(mb.send("nobody/home", i)) end
     -- handed to worker 0 in a task of their own; those still waiting when
     -- the node stopped leaked (make asan-spec: LeakSanitizer, about 12,000
     -- of them a run)
-    helper.write(dir .. "/storm.lua", [[
+    helper.write(env.dir .. "/storm.lua", [[
 assert(mb.destination("nobody/home", {cluster = true}))
 local function tick()
   for i = 1, 200 do mb.send("nobody/home", i) end
@@ -235,8 +207,8 @@ end
 mb.after(0, tick)
 mb.after(0.3, function() print("storming") io.stdout:flush() end)
 ]])
-    local s = nodes.start(srv.url, "s2", "--grace 1 " .. helper.quote(dir .. "/storm.lua"))
-    finally(function() s:stop() end) -- (not in list: the tests after count on its 3 nodes)
+    local s = nodes.start(env.srv.url, "s2", "--grace 1 " .. helper.quote(env.dir .. "/storm.lua"))
+    finally(function() s:stop() end) -- (not in env.list: the tests after count on its 3 nodes)
     assert(s:wait_output("storming", 10), s:output() .. s:errors())
     s:signal("TERM") -- no new messages; stopped after its grace period at most
     assert(nodes.wait_for(function() return not s:alive() end, 15), "still running")
@@ -277,7 +249,7 @@ print(#all, table.concat(names, " "))
 
   it("returns a synchronous send once every node's group has run it", function()
     local before = {}
-    for i, n in ipairs(list) do before[i] = count(n:output(), "^syncd ") end
+    for i, n in ipairs(env.list) do before[i] = count(n:output(), "^syncd ") end
     local out, err, code = send(DECLARE .. [[
 local t = mb.now()
 print(mb.send("syncd", 7))
@@ -288,7 +260,7 @@ io.stdout:flush()
     assert.matches("^s1:%x+\n", out)
     assert.is_true(tonumber(out:match("took ([%d.]+)")) >= 0.2, out)
     -- all three had run it when mb.send returned (their lines are there)
-    for i, n in ipairs(list) do
+    for i, n in ipairs(env.list) do
       assert.equal(before[i] + 1, count(n:output(), "^syncd 7$"), n.name)
     end
   end)
@@ -305,7 +277,7 @@ print(mb.send("nobody/home", "x", {confirm = true}))
   end)
 
   it("answers request_all from the nodes that acknowledge, one stopped", function()
-    list[3]:signal("STOP")
+    env.list[3]:signal("STOP")
     local out, err, code = send(DECLARE .. [[
 local t = mb.now()
 local all = mb.request_all("poll", "who?", {timeout = 3})
@@ -314,25 +286,15 @@ for _, a in ipairs(all) do names[#names + 1] = a.payload or a.error end
 table.sort(names)
 print(#all, table.concat(names, " "), ("took %.3f"):format(mb.now() - t))
 ]])
-    list[3]:signal("CONT")
+    env.list[3]:signal("CONT")
     assert.equal(0, code, err)
     assert.matches("2\tn1 n2\ttook", out)
     assert.is_true(tonumber(out:match("took ([%d.]+)")) < 3, out)
   end)
 
   it("answers a plain NATS client at the documented subject, in JSON", function()
-    -- the client: bash speaking NATS's text protocol over /dev/tcp
-    local script = [[
-exec 3<>/dev/tcp/127.0.0.1/PORT
-read -r info <&3
-printf 'CONNECT {"verbose":false}\r\nSUB _reply.1 1\r\nPUB mb.default.d.jsonecho _reply.1 13\r\n{"a":[1,2.5]}\r\n' >&3
-while read -t 5 -r line <&3; do
-  case $line in MSG*) read -t 5 -r body <&3; printf '%s\n' "$body"; break;; esac
-done
-]]
-    local path = dir .. "/client.sh"
-    helper.write(path, (script:gsub("PORT", tostring(srv.port))))
-    local out, err, code = helper.run("timeout 10 bash " .. helper.quote(path))
+    local out, err, code = server.bash_client(env.srv.port, env.dir, [[CONNECT {"verbose":false}\r\n]] ..
+      [[SUB _reply.1 1\r\nPUB mb.default.d.jsonecho _reply.1 13\r\n{"a":[1,2.5]}\r\n]], true)
     assert.equal(0, code, err)
     local reply = require("mb").json.decode(out)
     assert.same({a = {1, 2.5}}, reply.echo)
@@ -342,17 +304,8 @@ done
   end)
 
   it("answers a plain NATS client's request that is not JSON with an error, in JSON", function()
-    local script = [[
-exec 3<>/dev/tcp/127.0.0.1/PORT
-read -r info <&3
-printf 'CONNECT {"verbose":false}\r\nSUB _reply.1 1\r\nPUB mb.default.d.jsonecho _reply.1 9\r\nnot json!\r\n' >&3
-while read -t 5 -r line <&3; do
-  case $line in MSG*) read -t 5 -r body <&3; printf '%s\n' "$body"; break;; esac
-done
-]]
-    local path = dir .. "/client.sh"
-    helper.write(path, (script:gsub("PORT", tostring(srv.port))))
-    local out, err, code = helper.run("timeout 10 bash " .. helper.quote(path))
+    local out, err, code = server.bash_client(env.srv.port, env.dir, [[CONNECT {"verbose":false}\r\n]] ..
+      [[SUB _reply.1 1\r\nPUB mb.default.d.jsonecho _reply.1 9\r\nnot json!\r\n]], true)
     assert.equal(0, code, err)
     assert.matches("^{", out) -- an answer came (before: none, the client waited)
     local reply = require("mb").json.decode(out)
@@ -362,17 +315,11 @@ done
   it("counts and reports a hostile or truncated body, and carries on", function()
     local hdr = "NATS/1.0\r\nMb-Kind: send\r\nMb-Id: evil:1\r\n\r\n"
     local body = "\5\1\0\0" -- a string that claims more bytes than there are
-    local script = ([[
-exec 3<>/dev/tcp/127.0.0.1/PORT
-read -r info <&3
-printf 'CONNECT {"verbose":false,"headers":true}\r\nHPUB mb.default.d.fan %d %d\r\n%s%s\r\nPING\r\n' >&3
-while read -t 5 -r line <&3; do case $line in PONG*) break;; esac; done
-]]):format(#hdr, #hdr + #body, hdr:gsub("\r", "\\r"):gsub("\n", "\\n"), "\\005\\001\\000\\000")
-    local path = dir .. "/evil.sh"
-    helper.write(path, (script:gsub("PORT", tostring(srv.port))))
-    local _, err, code = helper.run("timeout 10 bash " .. helper.quote(path))
+    local _, err, code = server.bash_client(env.srv.port, env.dir,
+      ([[CONNECT {"verbose":false,"headers":true}\r\nHPUB mb.default.d.fan %d %d\r\n%s%s\r\nPING\r\n]])
+      :format(#hdr, #hdr + #body, hdr:gsub("\r", "\\r"):gsub("\n", "\\n"), "\\005\\001\\000\\000"))
     assert.equal(0, code, err)
-    for _, n in ipairs(list) do
+    for _, n in ipairs(env.list) do
       assert(nodes.wait_for(function()
         return n:errors():match("a message on 'mb.default.d.fan' from node evil was not delivered: [^\n]*")
       end, 5), n.name .. ": " .. n:errors())
@@ -414,7 +361,7 @@ print(st.nodes, ("took %.3f"):format(mb.now() - t))
 for n = 1, 30 do assert(mb.send("tiny", n)) end
 ]])
     assert.equal(0, code, err)
-    local n1 = list[1]
+    local n1 = env.list[1]
     -- each message was handled or lost with a dead letter on that node: none unsaid
     assert(nodes.wait_for(function()
       return count(n1:output(), "^tiny %d+") + count(n1:output(), "^dead tiny ") >= 30
@@ -448,7 +395,7 @@ print(p.via, p.node)
       return
     end
     local vg = helper.absolute(helper.MBRUN)
-    local path = dir .. "/memcheck.lua"
+    local path = env.dir .. "/memcheck.lua"
     helper.write(path, DECLARE .. [[
 assert(mb.destination("results"))
 mb.listen("results", function(m) print("result", m.payload.echo) end)
@@ -464,7 +411,7 @@ print("done")
     local out, err, code = helper.run(("timeout 120 env -u LD_PRELOAD valgrind --error-exitcode=99 "
       .. "--leak-check=full "
       .. "--errors-for-leak-kinds=definite,indirect,possible --fair-sched=yes -q %s -w 2 --nats %s "
-      .. "--node v1 %s"):format(helper.quote(vg), srv.url, helper.quote(path)))
+      .. "--node v1 %s"):format(helper.quote(vg), env.srv.url, helper.quote(path)))
     assert.equal(0, code, out .. err)
     assert.matches("3\nresult\thome\ndone\n", out)
   end)
@@ -472,7 +419,7 @@ print("done")
   it("joins from mb.setup in a running service without running its callbacks inside", function()
     -- the name check turned worker 0's loop by hand: timers, tasks and
     -- listeners of the calling service ran inside its own mb.setup call
-    local path = dir .. "/late_join.lua"
+    local path = env.dir .. "/late_join.lua"
     helper.write(path, ([[
 local n = 0
 local t = mb.every(0.001, function() n = n + 1 end)
@@ -487,7 +434,7 @@ mb.after(0.05, function()
   assert(mb.destination("fan", {cluster = true}))
   print(mb.send("fan", {n = 0}))
 end)
-]]):format(srv.url))
+]]):format(env.srv.url))
     local out, err, code = helper.mbrun("-w 1 " .. helper.quote(path))
     assert.equal(0, code, out .. err)
     assert.matches("^inside\t0\nlate1:%x+\n", out)
@@ -496,7 +443,7 @@ end)
   it("does not let a stranger answer this node's own requests through its reply_to subject", function()
     -- a node's t subject takes replies home to a reply_to destination; a
     -- NATS client naming the id of a local request there must not answer it
-    local path = dir .. "/victim.lua"
+    local path = env.dir .. "/victim.lua"
     helper.write(path, [[
 assert(mb.destination("results"))
 assert(mb.destination("local/slow"))
@@ -507,22 +454,17 @@ print("probe " .. probe)
 io.stdout:flush()
 print("answer " .. tostring(mb.request("local/slow", "x", {timeout = 2})))
 ]])
-    local v = nodes.start(srv.url, "victim", helper.quote(path))
-    list[#list + 1] = v
+    local v = nodes.start(env.srv.url, "victim", helper.quote(path))
+    env.list[#env.list + 1] = v
     local probe = v:wait_output("probe victim:(%x+)\n", 10)
     assert(probe, v:output() .. v:errors())
     local req = ("%x"):format(tonumber(probe, 16) + 1) -- the request's message is the next one
     local hdr = ("NATS/1.0\r\nMb-Kind: reply\r\nMb-Id: evil:1\r\n" ..
       "Mb-Dest: results\r\nMb-Response: victim:%s\r\n\r\n"):format(req)
     -- the body: the string "spoof" in mb's value encoding (10 bytes)
-    local script = ([[
-exec 3<>/dev/tcp/127.0.0.1/PORT
-read -r info <&3
-printf 'CONNECT {"verbose":false,"headers":true}\r\nHPUB mb.default.n.victim.t %d %d\r\n%s%s\r\nPING\r\n' >&3
-while read -t 5 -r line <&3; do case $line in PONG*) break;; esac; done
-]]):format(#hdr, #hdr + 10, hdr:gsub("\r", "\\r"):gsub("\n", "\\n"), "\\005\\005\\000\\000\\000spoof")
-    helper.write(dir .. "/spoof.sh", (script:gsub("PORT", tostring(srv.port))))
-    local _, err, code = helper.run("timeout 10 bash " .. helper.quote(dir .. "/spoof.sh"))
+    local _, err, code = server.bash_client(env.srv.port, env.dir,
+      ([[CONNECT {"verbose":false,"headers":true}\r\nHPUB mb.default.n.victim.t %d %d\r\n%s%s\r\nPING\r\n]])
+      :format(#hdr, #hdr + 10, hdr:gsub("\r", "\\r"):gsub("\n", "\\n"), "\\005\\005\\000\\000\\000spoof"))
     assert.equal(0, code, err)
     assert(v:wait_output("answer [^\n]*\n", 10), v:output())
     v:stop()
@@ -562,8 +504,8 @@ print(mb.destination("fan", {cluster = true}))
 
   it("carries on when a node is killed", function()
     local before = {}
-    for i, n in ipairs(list) do before[i] = count(n:output(), "^work ") end
-    list[3]:kill()
+    for i, n in ipairs(env.list) do before[i] = count(n:output(), "^work ") end
+    env.list[3]:kill()
     local out, err, code = send(DECLARE .. [[
 for n = 1001, 1030 do assert(mb.send("work", n)) end
 local all = mb.request_all("poll", "who?", {timeout = 3})
@@ -575,12 +517,12 @@ print(#all, table.concat(names, " "))
     assert.equal(0, code, err)
     assert.matches("^2\tn1 n2\n", out)
     assert(nodes.wait_for(function()
-      return count(list[1]:output(), "^work 10%d%d$") + count(list[2]:output(), "^work 10%d%d$") >= 30
+      return count(env.list[1]:output(), "^work 10%d%d$") + count(env.list[2]:output(), "^work 10%d%d$") >= 30
     end, 5), "the group lost messages after a node died")
   end)
 
   it("refuses a cluster destination on a node in no cluster", function()
-    local path = dir .. "/alone.lua"
+    local path = env.dir .. "/alone.lua"
     helper.write(path, 'print(pcall(mb.destination, "fan", {cluster = true}))')
     local out, err, code = helper.mbrun("-w 1 " .. helper.quote(path))
     assert.equal(0, code, err)
@@ -589,25 +531,14 @@ print(#all, table.concat(names, " "))
 end)
 
 describe("a cluster whose server goes away", function()
-  if no_server() then return end
-
-  local srv, list, dir
-
-  lazy_setup(function()
-    srv = assert(ns.start())
-    dir = helper.tmpdir()
-    list = {nodes.start(srv.url, "n1", "-c config.lua", {dir = NODES, env = "NODE=n1"})}
-    assert(list[1]:wait_output("ready", 15), list[1]:errors())
-  end)
-
-  lazy_teardown(function()
-    if list then nodes.stop_all(list) end
-    if srv then srv:stop() end
-    if dir then helper.remove_tree(dir) end
-  end)
+  local env = server.block{ready = function(env)
+    env.list[1] = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = NODES, env = "NODE=n1"})
+    assert(env.list[1]:wait_output("ready", 15), env.list[1]:errors())
+  end}
+  if not env then return end
 
   it("says closed while it is down, and carries on when it is back", function()
-    local path = dir .. "/sender.lua"
+    local path = env.dir .. "/sender.lua"
     helper.write(path, [[
 assert(mb.destination("work", {cluster = true}))
 assert(mb.destination("slow", {cluster = true}))
@@ -633,19 +564,19 @@ end)
     -- destinations are for that, doc/cluster.md). So the sends pause while
     -- the server is killed; what the outage must not do is lose quietly
     -- what is sent around it.
-    local pause = dir .. "/pause"
-    local s = nodes.start(srv.url, "s1", helper.quote(path) .. " " .. helper.quote(pause))
-    list[#list + 1] = s
+    local pause = env.dir .. "/pause"
+    local s = nodes.start(env.srv.url, "s1", helper.quote(path) .. " " .. helper.quote(pause))
+    env.list[#env.list + 1] = s
     assert(s:wait_output("sent 5\n", 10), s:errors())
     helper.write(pause, "")
     os.execute("sleep 0.3") -- what was sent has reached the listener
-    srv:kill()
+    env.srv:kill()
     os.remove(pause)
     assert(s:wait_output("event cluster_down", 5), s:output() .. s:errors())
     assert(s:wait_output("error closed: [^\n]*", 5), s:output())
     -- the request waiting for a reply ends at once
     assert.matches("request closed: the cluster connection is down", s:output())
-    assert(srv:restart())
+    assert(env.srv:restart())
     local t = require("mb").now()
     assert(s:wait_output("event cluster_up", 2), "no cluster_up within 2 s: " .. s:errors())
     local up_after = require("mb").now() - t
@@ -657,10 +588,10 @@ end)
     end, 5))
     local last = tonumber(s:output():match(".*sent (%d+)"))
     assert(nodes.wait_for(function()
-      return list[1]:output():match("work " .. last .. "\n")
+      return env.list[1]:output():match("work " .. last .. "\n")
     end, 5), "the listener got nothing after the outage")
     local seen = {}
-    for _, v in ipairs(lines(list[1]:output(), "^work (%d+)$")) do
+    for _, v in ipairs(lines(env.list[1]:output(), "^work (%d+)$")) do
       assert.is_nil(seen[v], "message " .. v .. " delivered twice")
       seen[v] = true
     end
@@ -678,41 +609,35 @@ end)
 end)
 
 describe("a cluster with a password", function()
-  if no_server() then return end
-
-  local srv, dir
-  lazy_setup(function()
-    srv = assert(ns.start{args = {"--user", "mbuser", "--pass", "s3cret-Pw"}})
-    dir = helper.tmpdir()
-    helper.write(dir .. "/hello.lua", 'assert(mb.destination("x", {cluster = true})) print("joined")')
-  end)
-  lazy_teardown(function()
-    if srv then srv:stop() end
-    if dir then helper.remove_tree(dir) end
-  end)
+  local env = server.block{server = {args = {"--user", "mbuser", "--pass", "s3cret-Pw"}},
+    ready = function(env)
+      helper.write(env.dir .. "/hello.lua",
+        'assert(mb.destination("x", {cluster = true})) print("joined")')
+    end}
+  if not env then return end
 
   it("joins with the right one from the environment", function()
-    local out, err, code = helper.mbrun(("-w 1 --nats %s %s"):format(srv.url,
-      helper.quote(dir .. "/hello.lua")), {env = "MB_NATS_USER=mbuser MB_NATS_PASSWORD=s3cret-Pw"})
+    local out, err, code = helper.mbrun(("-w 1 --nats %s %s"):format(env.srv.url,
+      helper.quote(env.dir .. "/hello.lua")), {env = "MB_NATS_USER=mbuser MB_NATS_PASSWORD=s3cret-Pw"})
     assert.equal(0, code, err)
     assert.matches("joined", out)
   end)
 
   it("exits 2 with the server's reason for a wrong one, never printing it", function()
-    local out, err, code = helper.mbrun(("-w 1 --nats %s %s"):format(srv.url,
-      helper.quote(dir .. "/hello.lua")), {env = "MB_NATS_USER=mbuser MB_NATS_PASSWORD=wrong-Pw"})
+    local out, err, code = helper.mbrun(("-w 1 --nats %s %s"):format(env.srv.url,
+      helper.quote(env.dir .. "/hello.lua")), {env = "MB_NATS_USER=mbuser MB_NATS_PASSWORD=wrong-Pw"})
     assert.equal(2, code, out .. err)
     assert.matches("Authorization Violation", err)
     assert.not_matches("wrong%-Pw", out .. err)
   end)
 
   it("takes the password from the configuration and never shows it", function()
-    helper.write(dir .. "/cfg.lua", ([[
+    helper.write(env.dir .. "/cfg.lua", ([[
 return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
         destinations = {x = {cluster = true}}}
-]]):format(srv.url:gsub("^nats://", "nats://mbuser:s3cret-Pw@")))
-    local out, err, code = helper.mbrun(("-w 1 -c %s %s"):format(helper.quote(dir .. "/cfg.lua"),
-      helper.quote(dir .. "/hello.lua")), {merge = true})
+]]):format(env.srv.url:gsub("^nats://", "nats://mbuser:s3cret-Pw@")))
+    local out, err, code = helper.mbrun(("-w 1 -c %s %s"):format(helper.quote(env.dir .. "/cfg.lua"),
+      helper.quote(env.dir .. "/hello.lua")), {merge = true})
     assert.equal(0, code, out)
     assert.matches("joined", out)
     assert.not_matches("s3cret", out)
@@ -721,14 +646,14 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
   it("masks a short password and a token in the configuration's URL", function()
     -- a password shorter than the mask once wrote past the shown URL's end
     -- (seen by the ASan build), and a token (no colon) was shown as it is
-    local port = srv.url:match(":(%d+)$")
+    local port = env.srv.url:match(":(%d+)$")
     for _, case in ipairs{{"mbuser:p@", "nats://mbuser:%*%*%*@127%.0%.0%.1:" .. port},
                           {"mbuser:@", "nats://mbuser:%*%*%*@127%.0%.0%.1:" .. port},
                           {"T0kenS3cret@", "nats://%*%*%*@127%.0%.0%.1:" .. port}} do
-      helper.write(dir .. "/short.lua", ("return {cluster = {url = %q}}"):format(
+      helper.write(env.dir .. "/short.lua", ("return {cluster = {url = %q}}"):format(
         "nats://" .. case[1] .. "127.0.0.1:" .. port))
       local out, err, code = helper.mbrun(("-w 1 -c %s %s"):format(
-        helper.quote(dir .. "/short.lua"), helper.quote(dir .. "/hello.lua")))
+        helper.quote(env.dir .. "/short.lua"), helper.quote(env.dir .. "/hello.lua")))
       assert.equal(2, code, out .. err)
       assert.matches("cannot connect to " .. case[2] .. ": [^\n]*Authorization Violation", err)
       assert.not_matches("T0kenS3cret", out .. err)
@@ -737,42 +662,32 @@ return {cluster = {url = %q, user = "mbuser", password = "s3cret-Pw"},
 end)
 
 describe("a node answering the requests of another node", function()
-  if no_server() then return end
-
-  local srv, list, dir
-  lazy_setup(function()
-    srv = assert(ns.start())
-    dir = helper.tmpdir()
-    helper.write(dir .. "/config.lua", [[
+  local env = server.block{prepare = function(env)
+    helper.write(env.dir .. "/config.lua", [[
 return {destinations = {hold = {cluster = true}, holdsync = {type = "synchronous", cluster = true},
                         mute = {cluster = true}, big = {cluster = true}},
         listeners = {["hold.lua"] = {"hold", "holdsync", "mute", "big"}},
         services = {{script = "ready.lua"}}}
 ]])
-    helper.write(dir .. "/ready.lua", 'mb.after(0.05, function() print("ready") end)')
-    helper.write(dir .. "/hold.lua", [[
+    helper.write(env.dir .. "/ready.lua", 'mb.after(0.05, function() print("ready") end)')
+    helper.write(env.dir .. "/hold.lua", [[
 local function hold(msg) print("holding " .. msg.payload) mb.sleep(30) end
 return {hold = hold, holdsync = hold, mute = function(msg) print("mute " .. msg.payload) end,
         big = function(msg) return string.rep("x", 2 * 1024 * 1024) end}
 ]])
-    list = {}
-  end)
-  lazy_teardown(function()
-    if list then nodes.stop_all(list) end
-    if srv then srv:stop() end
-    if dir then helper.remove_tree(dir) end
-  end)
+  end}
+  if not env then return end
 
   it("lets go of a request its listener never answers once its requester gave up", function()
-    local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
-    list[#list + 1] = n1
+    local n1 = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = env.dir})
+    env.list[#env.list + 1] = n1
     assert(n1:wait_output("ready", 15), n1:errors())
-    helper.write(dir .. "/mute.lua", [[
+    helper.write(env.dir .. "/mute.lua", [[
 assert(mb.destination("mute", {cluster = true}))
 print(mb.request("mute", "one", {timeout = 0.2}))
 ]])
-    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(srv.url,
-      helper.quote(dir .. "/mute.lua")))
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(env.srv.url,
+      helper.quote(env.dir .. "/mute.lua")))
     assert.equal(0, code, err)
     assert.matches("nil\ttimeout: no reply from mute within 0.2 s", out)
     assert(n1:wait_output("mute one", 5))
@@ -787,17 +702,17 @@ print(mb.request("mute", "one", {timeout = 0.2}))
 
   it("fails a request at once when its reply is over the server's max_payload", function()
     -- the reply was lost without a word, and its requester waited for its timeout
-    local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
-    list[#list + 1] = n1
+    local n1 = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = env.dir})
+    env.list[#env.list + 1] = n1
     assert(n1:wait_output("ready", 15), n1:errors())
-    helper.write(dir .. "/big.lua", [[
+    helper.write(env.dir .. "/big.lua", [[
 assert(mb.destination("big", {cluster = true}))
 local t = mb.now()
 print(mb.request("big", "x", {timeout = 5}))
 print(("took %.1f"):format(mb.now() - t))
 ]])
-    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(srv.url,
-      helper.quote(dir .. "/big.lua")))
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(env.srv.url,
+      helper.quote(env.dir .. "/big.lua")))
     assert.equal(0, code, err)
     assert.matches("nil\tfailed: the reply is too large for the cluster %(over the NATS server's " ..
       "max_payload of 1048576 bytes%) %(node n1%)\ntook 0", out)
@@ -806,10 +721,10 @@ print(("took %.1f"):format(mb.now() - t))
   end)
 
   it("fails them at once when it stops at once, instead of leaving them to their timeouts", function()
-    local n1 = nodes.start(srv.url, "n1", "-c config.lua", {dir = dir})
-    list[#list + 1] = n1
+    local n1 = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = env.dir})
+    env.list[#env.list + 1] = n1
     assert(n1:wait_output("ready", 15), n1:errors())
-    helper.write(dir .. "/asker.lua", [[
+    helper.write(env.dir .. "/asker.lua", [[
 assert(mb.destination("hold", {cluster = true}))
 assert(mb.destination("holdsync", {type = "synchronous", cluster = true}))
 local t = mb.now()
@@ -826,8 +741,8 @@ mb.spawn(function()
   print(("sync %s in %.1f"):format(id and "sent" or err, mb.now() - t))
 end)
 ]])
-    local s1 = nodes.start(srv.url, "s1", helper.quote(dir .. "/asker.lua"))
-    list[#list + 1] = s1
+    local s1 = nodes.start(env.srv.url, "s1", helper.quote(env.dir .. "/asker.lua"))
+    env.list[#env.list + 1] = s1
     assert(n1:wait_output("holding one", 10), n1:output() .. n1:errors())
     assert(n1:wait_output("holding all", 10), n1:output() .. n1:errors())
     assert(n1:wait_output("holding sync", 10), n1:output() .. n1:errors() .. s1:output() .. s1:errors())
@@ -845,36 +760,33 @@ end)
 end)
 
 describe("a cluster over TLS", function()
-  if no_server() then return end
-  local srv, dir
-  lazy_setup(function()
-    dir = helper.tmpdir()
-    -- a CA, the server's certificate for 127.0.0.1, a client's (openssl)
-    local q = helper.quote(dir)
-    assert(os.execute(([[(cd %s && printf 'subjectAltName = IP:127.0.0.1\n' > san.cnf &&
+  local env = server.block{
+    prepare = function(env)
+      -- a CA, the server's certificate for 127.0.0.1, a client's (openssl)
+      local q = helper.quote(env.dir)
+      assert(os.execute(([[(cd %s && printf 'subjectAltName = IP:127.0.0.1\n' > san.cnf &&
       openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=mb-test-ca &&
       openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 &&
       openssl x509 -req -in srv.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out srv.crt -days 2 -extfile san.cnf &&
       openssl req -newkey rsa:2048 -nodes -keyout cli.key -out cli.csr -subj /CN=mb-node &&
       openssl x509 -req -in cli.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out cli.crt -days 2
       ) > /dev/null 2>&1]]):format(q)))
-    srv = assert(ns.start{args = {"--tlsverify", "--tlscert", dir .. "/srv.crt", "--tlskey",
-      dir .. "/srv.key", "--tlscacert", dir .. "/ca.crt"}})
-    helper.write(dir .. "/hello.lua", [[
+      helper.write(env.dir .. "/hello.lua", [[
       mb.listen("x", function(m) return m.payload end)
       print(mb.request("x", "over tls", {timeout = 5}))
     ]])
-  end)
-  lazy_teardown(function()
-    if srv then srv:stop() end
-    if dir then helper.remove_tree(dir) end
-  end)
+    end,
+    server = function(env)
+      return {args = {"--tlsverify", "--tlscert", env.dir .. "/srv.crt", "--tlskey",
+        env.dir .. "/srv.key", "--tlscacert", env.dir .. "/ca.crt"}}
+    end}
+  if not env then return end
 
   local function config(tls)
-    helper.write(dir .. "/cfg.lua", ([[
+    helper.write(env.dir .. "/cfg.lua", ([[
 return {cluster = {url = "tls://127.0.0.1:%d", tls = %s}, destinations = {x = {cluster = true}}}
-]]):format(srv.port, tls))
-    return helper.mbrun("-w 1 -c cfg.lua hello.lua", {dir = dir})
+]]):format(env.srv.port, tls))
+    return helper.mbrun("-w 1 -c cfg.lua hello.lua", {dir = env.dir})
   end
 
   it("joins with the CA and a client certificate from the configuration", function()

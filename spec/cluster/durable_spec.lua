@@ -6,55 +6,29 @@
 local helper = require "spec.helper"
 local ns = require "spec.lib.nats_server"
 local nodes = require "spec.lib.nodes"
+local server = require "spec.cluster.server"
 
--- Lines of s that match pattern, as a list of captures (or whole matches).
-local function lines(s, pattern)
-  local out = {}
-  for l in s:gmatch("[^\n]+") do
-    local c = l:match(pattern)
-    if c then out[#out + 1] = c end
-  end
-  return out
-end
-
-local function count(s, pattern) return #lines(s, pattern) end
+local lines, count = server.lines, server.count
 
 describe("a durable destination", function()
-  local exe, why = ns.find()
-  if not exe then
-    it("runs on a real nats-server -js", function() pending("skipped: " .. why) end)
-    return
-  end
+  local env = server.block{server = {jetstream = true}, each = true}
+  if not env then return end
 
-  local srv, list, dir
-
-  before_each(function()
-    srv = assert(ns.start{jetstream = true})
-    dir = helper.tmpdir()
-    list = {}
-  end)
-
-  after_each(function()
-    nodes.stop_all(list)
-    if srv then srv:stop() end
-    helper.remove_tree(dir)
-  end)
-
-  -- Starts a node running the Lua text code (with env: "NAME=value ..."),
+  -- Starts a node running the Lua text code (with vars: "NAME=value ..."),
   -- kept running by a timer until stopped.
-  local function node(name, code, env)
-    local path = ("%s/%s-%d.lua"):format(dir, name, #list + 1)
+  local function node(name, code, vars)
+    local path = ("%s/%s-%d.lua"):format(env.dir, name, #env.list + 1)
     helper.write(path, code .. "\nmb.every(1, function() end)\n")
-    local n = nodes.start(srv.url, name, helper.quote(path), {env = env})
-    list[#list + 1] = n
+    local n = nodes.start(env.srv.url, name, helper.quote(path), {env = vars})
+    env.list[#env.list + 1] = n
     return n
   end
 
   -- Runs a sender node to its end; stdout, stderr, exit status.
   local function send(code, name)
-    local path = ("%s/send-%d.lua"):format(dir, #list + 1)
+    local path = ("%s/send-%d.lua"):format(env.dir, #env.list + 1)
     helper.write(path, code)
-    return helper.mbrun(("-w 1 --nats %s --node %s %s"):format(srv.url, name or "s1",
+    return helper.mbrun(("-w 1 --nats %s --node %s %s"):format(env.srv.url, name or "s1",
       helper.quote(path)), {timeout = 40})
   end
 
@@ -128,8 +102,8 @@ print("stored")
 ]])
     assert.equal(0, code, err)
     assert.matches("stored", out)
-    assert(srv:kill())
-    assert(srv:restart())
+    assert(env.srv:kill())
+    assert(env.srv:restart())
     local l = node("l1", decl .. [[
 local seen = {}
 mb.listen("keep", function(msg)
@@ -148,7 +122,7 @@ end, {group = "late"})
 
   it("never runs two messages of a serial durable destination at once on two nodes of a group",
     function()
-    local lock = dir .. "/lock"
+    local lock = env.dir .. "/lock"
     local decl = [[assert(mb.destination("one", {type = "serial", cluster = {durable = true}}))
 ]]
     local code = decl .. ([[
@@ -181,7 +155,7 @@ print("stored")
 
   it("keeps a delivery that runs longer than ack_wait from going to another node meanwhile",
     function()
-    local lock = dir .. "/lock"
+    local lock = env.dir .. "/lock"
     local decl = [[assert(mb.destination("long", {type = "serial",
   cluster = {durable = true, ack_wait = 1}}))
 ]]
@@ -257,7 +231,7 @@ mb.on("cluster_down", function()
 end)
 ]])
     assert(s:wait_output("sent", 15), s:errors())
-    assert(srv:kill())
+    assert(env.srv:kill())
     assert(s:wait_output("result", 10), s:output() .. s:errors())
     assert.matches("result\tnil\tclosed: ", s:output())
     assert.equal(0, s:stop(), s.err)
@@ -308,8 +282,8 @@ print(mb.destination("mix", {type = "serial", cluster = {durable = true}}))
   end)
 
   it("fails a send with the server's reason when the server has no JetStream", function()
-    srv:stop()
-    srv = assert(ns.start())
+    env.srv:stop()
+    env.srv = assert(ns.start())
     local out, err, code = send([[
 assert(mb.destination("d", {cluster = {durable = true}}))
 print(mb.send("d", 1))
