@@ -579,10 +579,6 @@ int mb_durable_interest(mb_durable *d, const char *dest, const char *group, int 
   return x ? 0 : -1;
 }
 
-void mb_durable_reconnected(mb_durable *d) {
-  (void)d; /* jobs that lacked the server are retried by themselves (RETRY) */
-}
-
 /* ---- receiving and acknowledging ------------------------------------------------------ */
 
 /* The number of deliveries so far, from the reply subject

@@ -80,8 +80,6 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
 /* A consumer's message that reached a subscription after its listeners
  * left: handed back at once (-NAK) to be delivered elsewhere. */
 void mb_durable_unreceived(mb_durable *d, natsMsg *nm);
-/* The connection is back: what failed for want of it is tried again. */
-void mb_durable_reconnected(mb_durable *d);
 /* mb_link.outcome: a delivery of a tagged message ended. */
 int mb_durable_outcome(mb_durable *d, void *tag, int status);
 
