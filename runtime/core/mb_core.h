@@ -144,6 +144,7 @@ typedef struct mb_taskq {
 } mb_taskq;
 
 typedef struct mb_worker {
+  /* this worker's thread only (and read-mostly fields) */
   mb_runtime *rt;
   int index;
   struct ev_loop *loop;
@@ -155,19 +156,26 @@ typedef struct mb_worker {
   int local_held;  /* this thread only: one unit of rt->busy covers local */
   int running;     /* this thread only: idle_cb is running tasks (nested
                       loops inside one may run idle_cb again) */
-  pthread_mutex_t inbox_lock;
-  mb_taskq inbox;  /* where other threads post */
-  int quit;        /* under inbox_lock: finish the queue, then exit */
-  mb_late *late;   /* under inbox_lock: mb_worker_post_late's, run by inbox_drain */
-  /* the wake-up handshake (mb_runtime.c, header comment): */
-  atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
-  atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
+  /* posts to the other workers made by the task running here, by target
+   * index; they leave in one batch per target when it ends (mb_worker.c,
+   * header); staged counts them all */
+  mb_taskq *out;
+  size_t staged;
   unsigned long worked; /* tasks run; this worker's thread only */
   unsigned long worked_seen;
   uint64_t last_work;   /* mb_now_ns() when worked last changed, seen by prepare */
   pthread_t thread;
   int has_thread;
   size_t services; /* bound to it, for placement; under rt->lock */
+  /* what other threads write, on cache lines of its own: */
+  _Alignas(64) pthread_mutex_t inbox_lock;
+  mb_taskq inbox;  /* where other threads post */
+  int quit;        /* under inbox_lock: finish the queue, then exit */
+  mb_late *late;   /* under inbox_lock: mb_worker_post_late's, run by inbox_drain */
+  /* the wake-up handshake (mb_worker.c, header comment): */
+  atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
+  _Alignas(64) atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
+  char pad_[60];
 } mb_worker;
 
 struct mb_runtime {
