@@ -179,17 +179,20 @@ typedef struct mb_worker {
 } mb_worker;
 
 struct mb_runtime {
-  pthread_mutex_t lock;
+  /* read-mostly: */
   mb_worker *workers;
   int nworkers;
   int max_spinners; /* workers that may spin at once (cores - 1, at least 1) */
-  atomic_int spinners;
-  atomic_long busy; /* tasks, pending messages, open deliveries, timers */
+  size_t max_message_size;
+  /* what every worker writes, each on cache lines of its own (the runtime
+   * is allocated aligned: mb_runtime_new) */
+  _Alignas(64) pthread_mutex_t lock;
+  _Alignas(64) atomic_long busy; /* tasks, pending messages, open deliveries, timers */
   atomic_long holds; /* the part of busy that is users' holds (timers...) */
+  _Alignas(64) atomic_int spinners;
   /* runs in progress (mb_runtime_run, mb_runtime_running) times 2, plus
    * RUN_STOP when mb_runtime_stop asked the current one to end */
-  atomic_int run_state;
-  size_t max_message_size;
+  _Alignas(64) atomic_int run_state;
   atomic_int shares; /* mb_runtime_shares */
   uint64_t next_group;
   uint64_t next_service;
@@ -421,8 +424,8 @@ mb_msg *mb_msg_copy(const mb_msg *m);
 /* Appends the message as an encoded table {destination, payload, values, id,
  * reply_to?, response_id?}; ids as "NODE:hex" when node is given. */
 int mb_msg_encode(const mb_msg *m, const char *node, mb_buf *b);
-extern atomic_uint_fast64_t mb_next_msg_id;
-extern atomic_long mb_live_msgs;
+/* Messages alive now, in all runtimes (mb_runtime_counts). */
+long mb_msg_live(void);
 
 /* mb_worker.c */
 /* The worker of the calling thread (NULL on a thread that is none). */
