@@ -421,9 +421,13 @@ static void pump_task(void *arg) {
   mb_dest_unref(d); /* the task's */
 }
 
-/* Any worker may pump: the lock makes it one at a time. */
+/* Any worker may pump: the lock makes it one at a time. The worker of d's
+ * last sender does: a listener elsewhere finishing deliveries hands the
+ * pump (popping, admitting blocked senders, dispatching) to the sending
+ * side instead of doing it between its own deliveries. */
 void mb_dest_post_pump(mb_dest *d) {
-  mb_worker *w = mb_self();
+  mb_worker *w = d->pump_w;
+  if (!w) w = mb_self();
   if (!w || w->rt != d->rt) w = &d->rt->workers[0];
   d->in_ready = 1;
   mb_dest_ref(d);
