@@ -25,22 +25,27 @@ static struct {
   _Alignas(64) atomic_long n;
 } live[LIVE_SLOTS];
 static atomic_uint live_next;
-static _Thread_local uint64_t id_at, id_end;
-static _Thread_local atomic_long *live_mine;
+/* initial-exec: a plain load off the thread pointer, not a call to
+ * __tls_get_addr per message (a few bytes of the static TLS that glibc
+ * keeps for libraries loaded later, as mb.so is by Lua) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) struct {
+  uint64_t id_at, id_end;
+  atomic_long *live;
+} mine;
 _Alignas(64) atomic_int mb_observers;
 
 static inline uint64_t take_id(void) {
-  if (id_at == id_end) {
-    id_at = atomic_fetch_add_explicit(&next_id, ID_BLOCK, memory_order_relaxed);
-    id_end = id_at + ID_BLOCK;
+  if (mine.id_at == mine.id_end) {
+    mine.id_at = atomic_fetch_add_explicit(&next_id, ID_BLOCK, memory_order_relaxed);
+    mine.id_end = mine.id_at + ID_BLOCK;
   }
-  return id_at++;
+  return mine.id_at++;
 }
 
 static inline atomic_long *live_slot(void) {
-  if (!live_mine)
-    live_mine = &live[atomic_fetch_add_explicit(&live_next, 1, memory_order_relaxed) % LIVE_SLOTS].n;
-  return live_mine;
+  if (!mine.live)
+    mine.live = &live[atomic_fetch_add_explicit(&live_next, 1, memory_order_relaxed) % LIVE_SLOTS].n;
+  return mine.live;
 }
 
 long mb_msg_live(void) {

@@ -81,7 +81,9 @@
 #endif
 
 
-static _Thread_local mb_worker *self;
+/* initial-exec: read on every post and send, a load instead of a call (see
+ * mb_msg.c) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) mb_worker *self;
 
 #ifdef MB_WSTATS /* measuring aid (bench/README.md, "Cross-worker"): not built by default */
 #include <stdio.h>
