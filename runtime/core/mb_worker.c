@@ -87,7 +87,13 @@ static _Thread_local __attribute__((tls_model("initial-exec"))) mb_worker *self;
 
 #ifdef MB_WSTATS /* measuring aid (bench/README.md, "Cross-worker"): not built by default */
 #include <stdio.h>
-static struct { uint64_t work_ns, spin_ns, spins, sleeps, drains, drained, flushes, flushed; } wst[64];
+#include <time.h>
+static struct { uint64_t work_ns, work_cpu, spin_ns, spins, sleeps, drains, drained, flushes, flushed; } wst[64];
+static uint64_t thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 #define WST(w, f, v) (wst[(w)->index & 63].f += (v))
 #else
 #define WST(w, f, v) ((void)0)
@@ -221,7 +227,7 @@ static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   w->worked++;
   w->running++;
 #ifdef MB_WSTATS
-  uint64_t t0 = mb_now_ns();
+  uint64_t t0 = mb_now_ns(), c0 = thread_cpu();
 #endif
   if (w->staged) flush(w); /* what an earlier try could not hand over */
   for (size_t n = 0; n < BATCH && w->local.len; n++) {
@@ -230,6 +236,7 @@ static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   }
   w->running--;
   WST(w, work_ns, mb_now_ns() - t0);
+  WST(w, work_cpu, thread_cpu() - c0);
   if (w->local.len || w->staged) return; /* staged: out of memory, try again */
   local_release(w);
   ev_idle_stop(loop, &w->idle);
@@ -528,8 +535,8 @@ void mb_workers_drain(mb_runtime *rt) {
 void mb_workers_destroy(mb_runtime *rt) {
 #ifdef MB_WSTATS
   for (int i = 0; i < rt->nworkers && i < 64; i++)
-    fprintf(stderr, "worker %d: work %.3f s, spin %.3f s in %llu, sleeps %llu, drains %llu (%llu tasks), flushes %llu (%llu tasks)\n", i,
-            wst[i].work_ns / 1e9, wst[i].spin_ns / 1e9, (unsigned long long)wst[i].spins,
+    fprintf(stderr, "worker %d: work %.3f s (cpu %.3f s), spin %.3f s in %llu, sleeps %llu, drains %llu (%llu tasks), flushes %llu (%llu tasks)\n", i,
+            wst[i].work_ns / 1e9, wst[i].work_cpu / 1e9, wst[i].spin_ns / 1e9, (unsigned long long)wst[i].spins,
             (unsigned long long)wst[i].sleeps, (unsigned long long)wst[i].drains,
             (unsigned long long)wst[i].drained, (unsigned long long)wst[i].flushes,
             (unsigned long long)wst[i].flushed);
