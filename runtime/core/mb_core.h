@@ -175,6 +175,7 @@ typedef struct mb_worker {
   /* the wake-up handshake (mb_worker.c, header comment): */
   atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
   _Alignas(64) atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
+  atomic_int cpu; /* the CPU it last ran tasks on (sched_getcpu), for spinners */
   char pad_[60];
 } mb_worker;
 

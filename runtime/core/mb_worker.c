@@ -57,7 +57,9 @@
  * so rt->lock and the inboxes are adaptive mutexes (spin before futex).
  * Tests: spec/c/test_*.c, spec/workers/workers_spec.lua.
  */
+#define _GNU_SOURCE /* sched_getcpu */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -224,6 +226,9 @@ static void run_task(mb_task t) {
 static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   (void)revents;
   mb_worker *w = iw->data;
+  int cpu = sched_getcpu();
+  if (cpu != atomic_load_explicit(&w->cpu, memory_order_relaxed))
+    atomic_store_explicit(&w->cpu, cpu, memory_order_relaxed);
   w->worked++;
   w->running++;
 #ifdef MB_WSTATS
@@ -299,6 +304,23 @@ void mb_worker_kick(mb_worker *w) {
   ev_async_send(w->loop, &w->async);
 }
 
+/* Whether another worker is awake on another CPU: only such a one can post
+ * while this one spins. One awake on this CPU (more threads than the
+ * process gets cores: a loaded machine) is kept from running by the spin,
+ * and the two would take turns at the spin's pace; all asleep, nothing of
+ * the bus will post soon. */
+static int peer_elsewhere(mb_worker *w) {
+  mb_runtime *rt = w->rt;
+  int me = sched_getcpu();
+  for (int i = 0; i < rt->nworkers; i++) {
+    mb_worker *o = &rt->workers[i];
+    if (o != w && !atomic_load_explicit(&o->sleeping, memory_order_relaxed) &&
+        atomic_load_explicit(&o->cpu, memory_order_relaxed) != me)
+      return 1;
+  }
+  return 0;
+}
+
 /* The loop is about to block (ev_prepare). Unless local tasks wait (then it
  * will not block), and if this worker ran tasks within SPIN_RECENT_NS,
  * poll the pending flag for up to SPIN_NS; then announce the sleep and look
@@ -316,7 +338,7 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
       w->last_work = now;
     }
     mb_runtime *rt = w->rt;
-    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS &&
+    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS && peer_elsewhere(w) &&
         atomic_fetch_add_explicit(&rt->spinners, 1, memory_order_relaxed) < rt->max_spinners) {
       uint64_t end = now + SPIN_NS;
       WST(w, spins, 1);
@@ -416,6 +438,7 @@ static int worker_init(mb_runtime *rt, mb_worker *w, int index, int n) {
   ev_async_start(w->loop, &w->async);
   atomic_init(&w->pending, 0);
   atomic_init(&w->sleeping, 1);
+  atomic_init(&w->cpu, -1);
 
   ev_prepare_init(&w->prepare, prepare_cb);
   w->prepare.data = w;
