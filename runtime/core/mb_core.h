@@ -144,6 +144,7 @@ typedef struct mb_taskq {
 } mb_taskq;
 
 typedef struct mb_worker {
+  /* this worker's thread only (and read-mostly fields) */
   mb_runtime *rt;
   int index;
   struct ev_loop *loop;
@@ -155,33 +156,44 @@ typedef struct mb_worker {
   int local_held;  /* this thread only: one unit of rt->busy covers local */
   int running;     /* this thread only: idle_cb is running tasks (nested
                       loops inside one may run idle_cb again) */
-  pthread_mutex_t inbox_lock;
-  mb_taskq inbox;  /* where other threads post */
-  int quit;        /* under inbox_lock: finish the queue, then exit */
-  mb_late *late;   /* under inbox_lock: mb_worker_post_late's, run by inbox_drain */
-  /* the wake-up handshake (mb_runtime.c, header comment): */
-  atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
-  atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
+  /* posts to the other workers made by the task running here, by target
+   * index; they leave in one batch per target when it ends (mb_worker.c,
+   * header); staged counts them all */
+  mb_taskq *out;
+  size_t staged;
   unsigned long worked; /* tasks run; this worker's thread only */
   unsigned long worked_seen;
   uint64_t last_work;   /* mb_now_ns() when worked last changed, seen by prepare */
   pthread_t thread;
   int has_thread;
   size_t services; /* bound to it, for placement; under rt->lock */
+  /* what other threads write, on cache lines of its own: */
+  _Alignas(64) pthread_mutex_t inbox_lock;
+  mb_taskq inbox;  /* where other threads post */
+  int quit;        /* under inbox_lock: finish the queue, then exit */
+  mb_late *late;   /* under inbox_lock: mb_worker_post_late's, run by inbox_drain */
+  /* the wake-up handshake (mb_worker.c, header comment): */
+  atomic_int pending;  /* inbox not empty, or kicked; cleared under inbox_lock */
+  _Alignas(64) atomic_int sleeping; /* 1: the loop may block, posters must ev_async_send */
+  atomic_int cpu; /* the CPU it last ran tasks on (sched_getcpu), for spinners */
+  char pad_[60];
 } mb_worker;
 
 struct mb_runtime {
-  pthread_mutex_t lock;
+  /* read-mostly: */
   mb_worker *workers;
   int nworkers;
   int max_spinners; /* workers that may spin at once (cores - 1, at least 1) */
-  atomic_int spinners;
-  atomic_long busy; /* tasks, pending messages, open deliveries, timers */
+  size_t max_message_size;
+  /* what every worker writes, each on cache lines of its own (the runtime
+   * is allocated aligned: mb_runtime_new) */
+  _Alignas(64) pthread_mutex_t lock;
+  _Alignas(64) atomic_long busy; /* tasks, pending messages, open deliveries, timers */
   atomic_long holds; /* the part of busy that is users' holds (timers...) */
+  _Alignas(64) atomic_int spinners;
   /* runs in progress (mb_runtime_run, mb_runtime_running) times 2, plus
    * RUN_STOP when mb_runtime_stop asked the current one to end */
-  atomic_int run_state;
-  size_t max_message_size;
+  _Alignas(64) atomic_int run_state;
   atomic_int shares; /* mb_runtime_shares */
   uint64_t next_group;
   uint64_t next_service;
@@ -328,6 +340,10 @@ struct mb_dest {
   int pumping; /* mb_dest_pump is on the stack */
   mb_stats st;
   int in_ready; /* a pump task is queued */
+  /* the worker of the service that last queued a message here: its pump
+   * runs there (mb_dest_post_pump), so that a listener on another worker
+   * spends its time on deliveries, not on the pump (NULL: the caller's) */
+  struct mb_worker *pump_w;
   int dead_letters; /* it is "mb/dead-letters" */
   uint64_t *lat_hist; /* MB_OBSERVE_LATENCY: deliveries per latency bucket */
   uint64_t lat_n, lat_max; /* lat_max in ns */
@@ -413,8 +429,8 @@ mb_msg *mb_msg_copy(const mb_msg *m);
 /* Appends the message as an encoded table {destination, payload, values, id,
  * reply_to?, response_id?}; ids as "NODE:hex" when node is given. */
 int mb_msg_encode(const mb_msg *m, const char *node, mb_buf *b);
-extern atomic_uint_fast64_t mb_next_msg_id;
-extern atomic_long mb_live_msgs;
+/* Messages alive now, in all runtimes (mb_runtime_counts). */
+long mb_msg_live(void);
 
 /* mb_worker.c */
 /* The worker of the calling thread (NULL on a thread that is none). */

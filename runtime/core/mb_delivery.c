@@ -344,7 +344,13 @@ void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   d->st.in_flight--;
   l->inflight--;
   rt->counts.deliveries--;
-  mb_dest_ref(d); /* outcome() may close listeners or remove destinations */
+  /* a failure's outcome() may close listeners or remove destinations (a
+   * dead letter, a requester told), and so may the link's hook: hold d.
+   * A delivery that went well only counts, and below nothing touches d
+   * after l, which holds it, is released: two atomics fewer on a line the
+   * sending worker uses too. */
+  int hold = status != MB_OK || dv->fail || (m->flags & MB_MSG_REMOTE);
+  if (hold) mb_dest_ref(d);
   if (dv->fail && status != MB_EDROPPED) {
     status = MB_EFAILED;
     error = dv->fail_error ? dv->fail_error : "failed: out of memory";
@@ -367,7 +373,7 @@ void mb_delivery_finish(mb_delivery *dv, int status, const char *error) {
   dv->next = rt->free_deliveries;
   rt->free_deliveries = dv;
   rt->nfree_deliveries++;
-  mb_dest_unref(d);
+  if (hold) mb_dest_unref(d);
 }
 
 void mb_delivery_settle_locked(mb_service *svc) {

@@ -18,6 +18,7 @@
 #include "mb_dest.h"
 
 static void admit_blocked(mb_dest *d, int status);
+static void dispatch_parallel(mb_dest *d, mb_msg *m);
 
 /* ---- the queue ------------------------------------------------------------- */
 
@@ -128,6 +129,24 @@ static int snapshot(mb_dest *d, const mb_msg *m) {
   return 0;
 }
 
+/* Whether the message just queued at d may be dispatched by its sender at
+ * once: a parallel destination with room, nothing queued before it, no
+ * pump on its way, and one group whose members all run on other workers
+ * (a pump task would only make the listener wait for the rest of the
+ * sender's batch: with requests in flight the two workers would take turns
+ * instead of working at once). Same-worker listeners keep the pump. */
+static int dispatch_now(const mb_dest *d) {
+  if (d->opts.type != MB_PARALLEL || d->qlen != 1 || d->in_ready || d->pumping ||
+      d->ngroups != 1 || d->st.in_flight >= d->opts.concurrency || d->dead_letters)
+    return 0;
+  mb_worker *me = mb_self();
+  if (!me || me->rt != d->rt) return 0;
+  const mb_group *g = d->groups[0];
+  for (size_t i = 0; i < g->n; i++)
+    if (g->members[i]->svc->w == me) return 0;
+  return g->n > 0;
+}
+
 int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *ud,
                 mb_request *req, mb_inline *inl) {
   if (m->name) { /* a message is sent once */
@@ -181,6 +200,13 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     return MB_ENOMEM;
   }
   if (!(m->flags & MB_MSG_REMOTE)) d->st.sent++; /* a remote one: its sender counted it */
+  if (from && from->w != d->pump_w) d->pump_w = from->w;
+  if (dispatch_now(d)) {
+    mb_msg *first = pop(d);
+    dispatch_parallel(d, first);
+    mb_msg_unref(first);
+    return MB_OK;
+  }
   mb_dest_ready(d);
   return MB_OK;
 }

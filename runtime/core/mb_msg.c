@@ -14,9 +14,45 @@
 #include "mb_alloc.h"
 #include "mb_core.h"
 
-atomic_uint_fast64_t mb_next_msg_id = 1;
-atomic_long mb_live_msgs;
-atomic_int mb_observers;
+/* Ids are taken from the shared counter a block at a time by each thread,
+ * and messages alive are counted in slots shared by few threads each, so
+ * that workers making and freeing messages at once do not fight over one
+ * cache line for every message. Ids stay unique; they increase per thread. */
+#define ID_BLOCK 64
+#define LIVE_SLOTS 16
+static _Alignas(64) atomic_uint_fast64_t next_id = 1;
+static struct {
+  _Alignas(64) atomic_long n;
+} live[LIVE_SLOTS];
+static atomic_uint live_next;
+/* initial-exec: a plain load off the thread pointer, not a call to
+ * __tls_get_addr per message (a few bytes of the static TLS that glibc
+ * keeps for libraries loaded later, as mb.so is by Lua) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) struct {
+  uint64_t id_at, id_end;
+  atomic_long *live;
+} mine;
+_Alignas(64) atomic_int mb_observers;
+
+static inline uint64_t take_id(void) {
+  if (mine.id_at == mine.id_end) {
+    mine.id_at = atomic_fetch_add_explicit(&next_id, ID_BLOCK, memory_order_relaxed);
+    mine.id_end = mine.id_at + ID_BLOCK;
+  }
+  return mine.id_at++;
+}
+
+static inline atomic_long *live_slot(void) {
+  if (!mine.live)
+    mine.live = &live[atomic_fetch_add_explicit(&live_next, 1, memory_order_relaxed) % LIVE_SLOTS].n;
+  return mine.live;
+}
+
+long mb_msg_live(void) {
+  long n = 0;
+  for (int i = 0; i < LIVE_SLOTS; i++) n += atomic_load_explicit(&live[i].n, memory_order_relaxed);
+  return n < 0 ? 0 : n; /* read while others make and free some */
+}
 
 mb_name *mb_name_new(const char *str, size_t len) {
   mb_name *n = malloc(sizeof *n + len + 1);
@@ -48,11 +84,11 @@ make(const void *payload, size_t plen, const void *values, size_t vlen, const ch
   size_t extra = (observed ? sizeof(mb_msg_obs) : 0) + (origin ? sizeof(mb_msg_remote) + olen : 0);
   mb_msg *m = mb_malloc(sizeof *m + plen + vlen + rlen + extra);
   if (!m) return NULL;
-  atomic_fetch_add(&mb_live_msgs, 1);
+  atomic_fetch_add_explicit(live_slot(), 1, memory_order_relaxed);
   atomic_init(&m->refs, 1);
   m->flags = (observed ? MB_MSG_OBSERVED : 0) | (origin ? MB_MSG_REMOTE : 0);
   m->spare = (uint8_t)olen;
-  m->id = atomic_fetch_add(&mb_next_msg_id, 1);
+  m->id = take_id();
   m->response_id = 0;
   m->name = NULL;
   m->plen = (uint32_t)plen;
@@ -108,7 +144,7 @@ mb_msg *mb_msg_ref(mb_msg *m) {
 void mb_msg_unref(mb_msg *m) {
   if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1) return;
   if (m->name) mb_name_unref(m->name);
-  atomic_fetch_sub(&mb_live_msgs, 1);
+  atomic_fetch_sub_explicit(live_slot(), 1, memory_order_relaxed);
   mb_free(m);
 }
 

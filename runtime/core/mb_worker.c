@@ -36,6 +36,20 @@
  *    takes both tasks. sleeping starts at 1, and any loop run, nested
  *    (mb_runtime_step from a Lua waiter) or worker 0's between steps,
  *    passes the prepare watcher before it can block.
+ * Batches: a task that posts to other workers (a pump delivering to a
+ * listener elsewhere, a responder's replies, admitted senders) stages
+ * those posts in its worker's out queues, one per target, and they leave
+ * when the task ends (idle_cb) or when the loop may block (prepare_cb: a
+ * task that waits drives a nested loop), a whole batch per target under
+ * one inbox lock, with one add to the busy count and at most one wake-up;
+ * an inbox found empty takes the batch's array as it is. Staged posts need
+ * no unit of busy of their own: while a task runs, its worker's local hold
+ * keeps the bus from looking idle, and local_release keeps it while any
+ * are staged. Only a worker's own tasks stage; other posts (timers, the
+ * main program between runs, threads that are no worker: the cluster's,
+ * mbrun's) go straight to the inbox. Per target the order of posts is
+ * kept: all of one task's posts stage, and a batch leaves before the next
+ * task runs.
  * Both watchers are unref'd: worker 0's ev_ref/ev_unref dance in
  * mb_runtime_step and its count of active watchers see only the async
  * watcher, as before. An idle bus spins at most once, SPIN_NS after its
@@ -43,7 +57,9 @@
  * so rt->lock and the inboxes are adaptive mutexes (spin before futex).
  * Tests: spec/c/test_*.c, spec/workers/workers_spec.lua.
  */
+#define _GNU_SOURCE /* sched_getcpu */
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -67,7 +83,23 @@
 #endif
 
 
-static _Thread_local mb_worker *self;
+/* initial-exec: read on every post and send, a load instead of a call (see
+ * mb_msg.c) */
+static _Thread_local __attribute__((tls_model("initial-exec"))) mb_worker *self;
+
+#ifdef MB_WSTATS /* measuring aid (bench/README.md, "Cross-worker"): not built by default */
+#include <stdio.h>
+#include <time.h>
+static struct { uint64_t work_ns, work_cpu, spin_ns, spins, sleeps, drains, drained, flushes, flushed; } wst[64];
+static uint64_t thread_cpu(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+#define WST(w, f, v) (wst[(w)->index & 63].f += (v))
+#else
+#define WST(w, f, v) ((void)0)
+#endif
 
 mb_worker *mb_self(void) { return self; }
 
@@ -142,9 +174,47 @@ static void local_hold(mb_worker *w) {
 }
 
 static void local_release(mb_worker *w) {
-  if (w->local_held && !w->local.len && !w->running) {
+  if (w->local_held && !w->local.len && !w->running && !w->staged) {
     w->local_held = 0;
     mb_busy(w->rt, -1);
+  }
+}
+
+/* Hands w's staged posts to their targets' inboxes (see the header). What
+ * cannot be handed for want of memory stays staged for the next try. */
+static void flush(mb_worker *w) {
+  mb_runtime *rt = w->rt;
+  for (int i = 0; i < rt->nworkers && w->staged; i++) {
+    mb_taskq *q = &w->out[i];
+    if (!q->len) continue;
+    mb_worker *to = &rt->workers[i];
+    size_t n = q->len, moved = 0;
+    mb_busy(rt, (long)n); /* before the tasks can be seen there */
+    pthread_mutex_lock(&to->inbox_lock);
+    if (!to->inbox.len) { /* take it as it is: no copy, no allocation */
+      mb_taskq empty = to->inbox;
+      to->inbox = *q;
+      *q = empty;
+      q->head = q->len = 0;
+      moved = n;
+    } else {
+      while (q->len && !q_push(&to->inbox, q->v[q->head])) {
+        q->head = (q->head + 1) % q->cap;
+        q->len--;
+        moved++;
+      }
+    }
+    int wake = 0;
+    if (moved && !atomic_load_explicit(&to->pending, memory_order_relaxed)) {
+      atomic_store(&to->pending, 1);
+      wake = 1;
+    }
+    pthread_mutex_unlock(&to->inbox_lock);
+    w->staged -= moved;
+    WST(w, flushes, 1);
+    WST(w, flushed, moved);
+    if (moved < n) mb_busy(rt, -(long)(n - moved)); /* out of memory: kept */
+    if (wake && atomic_load(&to->sleeping)) ev_async_send(to->loop, &to->async);
   }
 }
 
@@ -156,11 +226,23 @@ static void run_task(mb_task t) {
 static void idle_cb(struct ev_loop *loop, ev_idle *iw, int revents) {
   (void)revents;
   mb_worker *w = iw->data;
+  int cpu = sched_getcpu();
+  if (cpu != atomic_load_explicit(&w->cpu, memory_order_relaxed))
+    atomic_store_explicit(&w->cpu, cpu, memory_order_relaxed);
   w->worked++;
   w->running++;
-  for (size_t n = 0; n < BATCH && w->local.len; n++) run_task(q_pop(&w->local));
+#ifdef MB_WSTATS
+  uint64_t t0 = mb_now_ns(), c0 = thread_cpu();
+#endif
+  if (w->staged) flush(w); /* what an earlier try could not hand over */
+  for (size_t n = 0; n < BATCH && w->local.len; n++) {
+    run_task(q_pop(&w->local));
+    if (w->staged) flush(w);
+  }
   w->running--;
-  if (w->local.len) return;
+  WST(w, work_ns, mb_now_ns() - t0);
+  WST(w, work_cpu, thread_cpu() - c0);
+  if (w->local.len || w->staged) return; /* staged: out of memory, try again */
   local_release(w);
   ev_idle_stop(loop, &w->idle);
   if (w->index == 0) return;
@@ -194,6 +276,8 @@ static int inbox_drain(struct ev_loop *loop, mb_worker *w) {
   atomic_store_explicit(&w->pending, w->inbox.len != 0, memory_order_relaxed);
   pthread_mutex_unlock(&w->inbox_lock);
   if (moved) mb_busy(w->rt, -moved); /* the local hold covers them now */
+  WST(w, drains, 1);
+  WST(w, drained, (uint64_t)moved);
   local_release(w);                  /* nothing moved and nothing local */
   if (w->local.len && !ev_is_active(&w->idle)) ev_idle_start(loop, &w->idle);
   if (failed) mb_worker_kick(w);
@@ -226,6 +310,23 @@ void mb_worker_hurry(mb_worker *w) {
     ev_feed_event(w->loop, &w->idle, EV_IDLE);
 }
 
+/* Whether another worker is awake on another CPU: only such a one can post
+ * while this one spins. One awake on this CPU (more threads than the
+ * process gets cores: a loaded machine) is kept from running by the spin,
+ * and the two would take turns at the spin's pace; all asleep, nothing of
+ * the bus will post soon. */
+static int peer_elsewhere(mb_worker *w) {
+  mb_runtime *rt = w->rt;
+  int me = sched_getcpu();
+  for (int i = 0; i < rt->nworkers; i++) {
+    mb_worker *o = &rt->workers[i];
+    if (o != w && !atomic_load_explicit(&o->sleeping, memory_order_relaxed) &&
+        atomic_load_explicit(&o->cpu, memory_order_relaxed) != me)
+      return 1;
+  }
+  return 0;
+}
+
 /* The loop is about to block (ev_prepare). Unless local tasks wait (then it
  * will not block), and if this worker ran tasks within SPIN_RECENT_NS,
  * poll the pending flag for up to SPIN_NS; then announce the sleep and look
@@ -234,6 +335,7 @@ void mb_worker_hurry(mb_worker *w) {
 static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
   (void)revents;
   mb_worker *w = p->data;
+  if (w->staged) flush(w); /* a task waits in a nested loop: its posts go */
   if (ev_is_active(&w->idle)) return;
   if (SPIN_NS > 0 && !atomic_load_explicit(&w->pending, memory_order_relaxed)) {
     uint64_t now = mb_now_ns();
@@ -242,14 +344,16 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
       w->last_work = now;
     }
     mb_runtime *rt = w->rt;
-    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS &&
+    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS && peer_elsewhere(w) &&
         atomic_fetch_add_explicit(&rt->spinners, 1, memory_order_relaxed) < rt->max_spinners) {
       uint64_t end = now + SPIN_NS;
+      WST(w, spins, 1);
       for (unsigned i = 1; !atomic_load_explicit(&w->pending, memory_order_relaxed); i++) {
         cpu_relax();
         if (!(i & 15) && mb_now_ns() >= end) break;
       }
       atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
+      WST(w, spin_ns, mb_now_ns() - now);
     } else if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS) {
       atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
     }
@@ -257,7 +361,10 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
   /* Dekker with mb_worker_post: store sleeping, then load pending; the
    * poster stores pending, then loads sleeping. One of us sees the other. */
   atomic_store(&w->sleeping, 1);
-  if (atomic_load(&w->pending)) inbox_drain(loop, w);
+  if (atomic_load(&w->pending))
+    inbox_drain(loop, w);
+  else
+    WST(w, sleeps, 1);
 }
 
 /* The loop polled (ev_check): posters need not wake it until it next
@@ -279,6 +386,11 @@ int mb_worker_post(mb_worker *w, mb_owner *own, mb_task_fn fn, void *arg) {
       return MB_ENOMEM;
     }
     if (!ev_is_active(&w->idle)) ev_idle_start(w->loop, &w->idle);
+    return MB_OK;
+  }
+  mb_worker *me = self;
+  if (me && me->running && me->rt == w->rt && !q_push(&me->out[w->index], t)) {
+    me->staged++;
     return MB_OK;
   }
   mb_busy(w->rt, 1);
@@ -313,11 +425,17 @@ void mb_worker_post_late(mb_worker *w, mb_late *node, mb_task_fn fn, void *arg) 
 
 /* ---- workers --------------------------------------------------------------- */
 
-static int worker_init(mb_runtime *rt, mb_worker *w, int index) {
+static int worker_init(mb_runtime *rt, mb_worker *w, int index, int n) {
   w->rt = rt;
   w->index = index;
+  w->out = calloc((size_t)n, sizeof *w->out);
+  if (!w->out) return -1;
   w->loop = ev_loop_new(EVFLAG_AUTO);
-  if (!w->loop) return -1;
+  if (!w->loop) {
+    free(w->out);
+    w->out = NULL;
+    return -1;
+  }
   mb_mutex_init(&w->inbox_lock);
   ev_idle_init(&w->idle, idle_cb);
   w->idle.data = w;
@@ -326,6 +444,8 @@ static int worker_init(mb_runtime *rt, mb_worker *w, int index) {
   ev_async_start(w->loop, &w->async);
   atomic_init(&w->pending, 0);
   atomic_init(&w->sleeping, 1);
+  atomic_init(&w->cpu, -1);
+
   ev_prepare_init(&w->prepare, prepare_cb);
   w->prepare.data = w;
   ev_prepare_start(w->loop, &w->prepare);
@@ -356,8 +476,11 @@ static void *worker_main(void *arg) {
 
 
 int mb_workers_start(mb_runtime *rt, int n) {
-  rt->workers = calloc((size_t)n, sizeof *rt->workers);
+  /* aligned: what other threads write sits on lines of its own */
+  size_t size = ((size_t)n * sizeof *rt->workers + 63) / 64 * 64;
+  rt->workers = aligned_alloc(64, size);
   if (!rt->workers) return -1;
+  memset(rt->workers, 0, size);
   long cores = sysconf(_SC_NPROCESSORS_ONLN);
   /* a lone worker: nothing but threads outside the bus (the cluster's,
    * mbrun's) posts to it, and a spin would only take a core from them and
@@ -365,7 +488,7 @@ int mb_workers_start(mb_runtime *rt, int n) {
   rt->max_spinners = n == 1 ? 0 : cores > 1 ? (int)cores : 1;
   atomic_init(&rt->spinners, 0);
   for (int i = 0; i < n; i++) {
-    if (worker_init(rt, &rt->workers[i], i)) break;
+    if (worker_init(rt, &rt->workers[i], i, n)) break;
     rt->nworkers = i + 1;
   }
   if (rt->nworkers != n) return -1;
@@ -407,6 +530,17 @@ void mb_workers_drain(mb_runtime *rt) {
    * free what they carry (and may post more: drain until all are empty) */
   for (int again = 1; again;) {
     again = 0;
+    for (int i = 0; i < rt->nworkers; i++) { /* staged: only where a task died */
+      mb_worker *w = &rt->workers[i];
+      for (int j = 0; j < rt->nworkers; j++) {
+        mb_taskq *q = &w->out[j];
+        while (q->len) {
+          q_push(&rt->workers[j].local, q_pop(q));
+          w->staged--;
+          again = 1;
+        }
+      }
+    }
     for (int i = 0; i < rt->nworkers; i++) {
       mb_worker *w = &rt->workers[i];
       while (w->inbox.len) q_push(&w->local, q_pop(&w->inbox));
@@ -428,6 +562,14 @@ void mb_workers_drain(mb_runtime *rt) {
 }
 
 void mb_workers_destroy(mb_runtime *rt) {
+#ifdef MB_WSTATS
+  for (int i = 0; i < rt->nworkers && i < 64; i++)
+    fprintf(stderr, "worker %d: work %.3f s (cpu %.3f s), spin %.3f s in %llu, sleeps %llu, drains %llu (%llu tasks), flushes %llu (%llu tasks)\n", i,
+            wst[i].work_ns / 1e9, wst[i].work_cpu / 1e9, wst[i].spin_ns / 1e9, (unsigned long long)wst[i].spins,
+            (unsigned long long)wst[i].sleeps, (unsigned long long)wst[i].drains,
+            (unsigned long long)wst[i].drained, (unsigned long long)wst[i].flushes,
+            (unsigned long long)wst[i].flushed);
+#endif
   for (int i = 0; i < rt->nworkers; i++) {
     mb_worker *w = &rt->workers[i];
     ev_idle_stop(w->loop, &w->idle);
@@ -440,6 +582,8 @@ void mb_workers_destroy(mb_runtime *rt) {
     ev_loop_destroy(w->loop);
     free(w->local.v);
     free(w->inbox.v);
+    for (int j = 0; j < rt->nworkers; j++) free(w->out[j].v);
+    free(w->out);
     pthread_mutex_destroy(&w->inbox_lock);
   }
   if (self && self->rt == rt) self = NULL;

@@ -4,7 +4,8 @@
  * and synchronous destinations, requests across workers, the busy count
  * returning to idle (mb_runtime_run returns 0) through chains of hand-offs
  * and a timer held on another worker, and a stop asked from another
- * worker. Everything a node does runs in tasks posted to its service, on
+ * worker; posts between workers (in order, none lost) and message ids made
+ * on several threads at once (unique). Everything a node does runs in tasks posted to its service, on
  * its worker's thread; every callback checks that it runs there. Run clean
  * under ThreadSanitizer too (make tsan: build/tsan/test_core threads).
  */
@@ -664,6 +665,102 @@ static void stop_from_another_worker(int nw) {
 static void test_threads_stop_2(void) { stop_from_another_worker(2); }
 static void test_threads_stop_4(void) { stop_from_another_worker(4); }
 
+/* ---- posts between workers: in order, on their thread, none lost -------- */
+
+#define POSTS 300
+
+/* One post from node `from` to node `to`, number `seq` in from's series. */
+typedef struct post {
+  node *to;
+  int from, seq;
+} post;
+
+static post posts[MAXW][MAXW][POSTS];
+static int post_last[MAXW][MAXW]; /* [to][from]: the last seq seen, -1: none */
+static atomic_int post_bad, post_seen;
+
+static void post_arrived(void *arg) {
+  post *p = arg;
+  on_thread(p->to);
+  /* on the receiver's thread only: no lock */
+  if (p->seq != post_last[p->to->w][p->from] + 1) atomic_fetch_add(&post_bad, 1);
+  post_last[p->to->w][p->from] = p->seq;
+  atomic_fetch_add(&post_seen, 1);
+}
+
+/* One task posts POSTS tasks to every other node's service: a batch per
+ * target that leaves when the task ends (mb_worker.c). */
+static void post_all_task(void *arg) {
+  node *n = arg;
+  on_thread(n);
+  world *wd = n->wd;
+  for (int i = 0; i < POSTS; i++)
+    for (int t = 0; t < wd->nw; t++) {
+      if (t == n->w) continue;
+      post *p = &posts[n->w][t][i];
+      p->to = &wd->n[t];
+      p->from = n->w;
+      p->seq = i;
+      if (mb_service_post(wd->n[t].svc, post_arrived, p) != MB_OK) atomic_fetch_add(&post_bad, 1);
+    }
+}
+
+static void posts_in_order(int nw) {
+  world wd;
+  world_new(&wd, nw);
+  memset(post_last, 0xff, sizeof post_last);
+  atomic_store(&post_bad, 0);
+  atomic_store(&post_seen, 0);
+  for (int w = 0; w < nw; w++) on(&wd, w, post_all_task);
+  CHECK_INT(run(wd.rt), 0); /* the busy count saw the batches through */
+  CHECK_INT(atomic_load(&post_bad), 0);
+  CHECK_INT(atomic_load(&post_seen), nw * (nw - 1) * POSTS);
+  for (int t = 0; t < nw; t++)
+    for (int f = 0; f < nw; f++)
+      if (f != t) CHECK_INT(post_last[t][f], POSTS - 1);
+  world_free(&wd);
+}
+
+static void test_threads_posts_2(void) { posts_in_order(2); }
+static void test_threads_posts_4(void) { posts_in_order(4); }
+
+/* ---- message ids: unique over threads that make messages at once -------- */
+
+#define IDS 2000
+static uint64_t ids_made[MAXW][IDS];
+
+static void make_ids_task(void *arg) {
+  node *n = arg;
+  on_thread(n);
+  for (int i = 0; i < IDS; i++) {
+    mb_msg *m = mb_msg_new("x", 1, NULL, 0, NULL);
+    if (!m) abort();
+    ids_made[n->w][i] = mb_msg_id(m);
+    if (i > 0 && ids_made[n->w][i] <= ids_made[n->w][i - 1]) n->out_of_order++;
+    mb_msg_unref(m);
+  }
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void test_threads_ids_4(void) {
+  world wd;
+  world_new(&wd, 4);
+  for (int w = 0; w < 4; w++) on(&wd, w, make_ids_task);
+  CHECK_INT(run(wd.rt), 0);
+  static uint64_t all[MAXW * IDS];
+  memcpy(all, ids_made, sizeof all);
+  qsort(all, MAXW * IDS, sizeof all[0], cmp_u64);
+  int dup = 0;
+  for (int i = 1; i < MAXW * IDS; i++) dup += all[i] == all[i - 1];
+  CHECK_INT(dup, 0);
+  for (int w = 0; w < 4; w++) CHECK_INT(wd.n[w].out_of_order, 0); /* increasing per thread */
+  world_free(&wd); /* and none left alive (check_quiet: the live count) */
+}
+
 void threads_tests(void) {
   RUN(test_threads_parallel_2);
   RUN(test_threads_parallel_4);
@@ -682,4 +779,7 @@ void threads_tests(void) {
   RUN(test_threads_held_timers_4);
   RUN(test_threads_stop_2);
   RUN(test_threads_stop_4);
+  RUN(test_threads_posts_2);
+  RUN(test_threads_posts_4);
+  RUN(test_threads_ids_4);
 }
