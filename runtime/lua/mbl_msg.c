@@ -358,6 +358,21 @@ static int send_stored_k(lua_State *L, int status, lua_KContext ctx) {
   return send_waited(L, w, error);
 }
 
+static void push_payload(lua_State *L, const mb_msg *m) {
+  size_t len;
+  const uint8_t *p = mb_msg_payload(m, &len);
+  mbL_decode_cached(L, p, len);
+}
+
+/* The id mb.send returns (mbL_push_id, through the string cache when the
+ * runtime is no node of a cluster). */
+static void push_sent_id(lua_State *L, const mbL_state *S, uint64_t id) {
+  if (S->R->cluster)
+    mbL_push_id(L, S->R, id);
+  else
+    mbL_push_id_cached(L, id);
+}
+
 static int l_send(lua_State *L) {
   mbL_state *S = state_of(L);
   const char *dest = check_dest_seen(L, S, 1, "mb.send");
@@ -385,18 +400,18 @@ static int l_send(lua_State *L) {
       mbL_waiter_free(w);
       return mbL_fail_rc(L, rc, dest, S);
     }
-    mbL_push_id(L, S->R, id);
+    push_sent_id(L, S, id);
     return mbL_wait_for(L, w, cluster == 3 ? send_stored_k : send_confirmed_k);
   }
   int rc = mb_send(S->svc, dest, m, send_done, w);
   if (share) share_after(L, S, &sending);
   if (rc == MB_PENDING) {
-    mbL_push_id(L, S->R, id);
+    push_sent_id(L, S, id);
     return mbL_wait_for(L, w, send_k);
   }
   mbL_waiter_free(w);
   if (rc < 0) return mbL_fail_rc(L, rc, dest, S);
-  mbL_push_id(L, S->R, id);
+  push_sent_id(L, S, id);
   return 1;
 }
 
@@ -418,11 +433,7 @@ void mbL_request_done(void *ud, const mb_answer *a, size_t n) {
   mbL_waiter_wake(w);
 }
 
-static void push_payload(lua_State *L, const mb_msg *m) {
-  size_t len;
-  const uint8_t *p = mb_msg_payload(m, &len);
-  mbL_decode(L, p, len);
-}
+
 
 static int request_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
