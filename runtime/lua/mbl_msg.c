@@ -364,15 +364,6 @@ static void push_payload(lua_State *L, const mb_msg *m) {
   mbL_decode_cached(L, p, len);
 }
 
-/* The id mb.send returns (mbL_push_id, through the string cache when the
- * runtime is no node of a cluster). */
-static void push_sent_id(lua_State *L, const mbL_state *S, uint64_t id) {
-  if (S->R->cluster)
-    mbL_push_id(L, S->R, id);
-  else
-    mbL_push_id_cached(L, id);
-}
-
 static int l_send(lua_State *L) {
   mbL_state *S = state_of(L);
   const char *dest = check_dest_seen(L, S, 1, "mb.send");
@@ -400,18 +391,18 @@ static int l_send(lua_State *L) {
       mbL_waiter_free(w);
       return mbL_fail_rc(L, rc, dest, S);
     }
-    push_sent_id(L, S, id);
+    mbL_push_id(L, S->R, id);
     return mbL_wait_for(L, w, cluster == 3 ? send_stored_k : send_confirmed_k);
   }
   int rc = mb_send(S->svc, dest, m, send_done, w);
   if (share) share_after(L, S, &sending);
   if (rc == MB_PENDING) {
-    push_sent_id(L, S, id);
+    mbL_push_id(L, S->R, id);
     return mbL_wait_for(L, w, send_k);
   }
   mbL_waiter_free(w);
   if (rc < 0) return mbL_fail_rc(L, rc, dest, S);
-  push_sent_id(L, S, id);
+  mbL_push_id(L, S->R, id);
   return 1;
 }
 
@@ -618,11 +609,12 @@ static int handler_k(lua_State *L, int status, lua_KContext ctx) {
                     mb_delivery_group(t->d), lua_gettop(L), 0, "reply", handler_done_k);
 }
 
-/* The body of a handler's coroutine: fn, task. Builds the message inside
- * the coroutine so that every error is caught by its resume. */
+/* The body of a handler's coroutine: listener handle, fn, task (in the
+ * order on_delivery pushes them). Builds the message inside the coroutine
+ * so that every error is caught by its resume. */
 int mbL_handler_body(lua_State *L) {
-  /* 1: the handler, 2: the task, 3: the listener handle, kept */
-  mbL_task *t = lua_touserdata(L, 2);
+  /* 1: the listener handle, kept; 2: the handler; 3: the task */
+  mbL_task *t = lua_touserdata(L, 3);
   const mb_msg *m = mb_delivery_msg(t->d);
   if (t->listener->json) {
     char err[700];
@@ -630,12 +622,12 @@ int mbL_handler_body(lua_State *L) {
     S->buf.len = 0;
     if (mb_msg_to_json(m, mbL_node(S), &S->buf, err, sizeof err))
       return luaL_error(L, "cannot give the message as JSON: %s", err);
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    lua_getiuservalue(L, 3, 2); /* 4: the destination's name */
+    lua_getiuservalue(L, 1, 2); /* 4: the destination's name */
     int shared = share_push(L, t->S, m) ? lua_gettop(L) : 0; /* 5: the sender's payload */
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
     mbL_push_msg(L, m, 4, shared, mbL_node(t->S));
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
@@ -675,8 +667,7 @@ static void on_delivery(void *ud, mb_delivery *d) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, S->body_ref);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
   lua_getiuservalue(co, -1, 1);
-  lua_pushlightuserdata(co, t);
-  lua_rotate(co, -3, -1); /* body, handler, task, handle */
+  lua_pushlightuserdata(co, t); /* body, handle, handler, task */
   mbL_task_run(t, 3);
 }
 

@@ -157,9 +157,10 @@ static int encode_table(encoder *e, int idx, int depth) {
   long at = mb_enc_table_begin(e->b);
   if (at < 0) return fail(e, "out of memory");
   int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
-  /* the array part: 1..n while every key is present */
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
-  for (lua_Integer i = 1; i <= n; i++) {
+  /* the array part: 1..n while every key is present (no lua_rawlen: the
+   * first nil ends it, and a border is never below the first nil) */
+  lua_Integer narr = 0;
+  for (lua_Integer i = 1;; i++) {
     int t = lua_rawgeti(L, idx, i);
     if (t == LUA_TNIL) {
       lua_settop(L, top);
@@ -583,20 +584,15 @@ static inline int cached_id(lua_State *L, uint64_t id) {
   return 1;
 }
 
-void mbL_push_id_cached(lua_State *L, uint64_t id) {
-  if (!cached_id(L, id)) {
-    char buf[MB_NODE_ID_MAX];
-    lua_pushlstring(L, buf, mb_id_format(id, buf));
-  }
-}
-
-/* A message's id for its listener: kept in the cache for the next
- * listeners of the message, for the reply's response_id, or for the
- * sender of a synchronous send. */
-static void push_msg_id(lua_State *L, uint64_t id) {
+/* A message's id for its listener; kept in the cache (keep) for the next
+ * listeners of the message to find: only while the core holds the message
+ * elsewhere too (other deliveries of it), for keeping one that nobody
+ * finds costs about as much as a hit saves. */
+static void push_msg_id(lua_State *L, uint64_t id, int keep) {
   if (cached_id(L, id)) return;
   char buf[MB_NODE_ID_MAX];
   lua_pushlstring(L, buf, mb_id_format(id, buf));
+  if (!keep) return;
   lua_pushvalue(L, -1);
   unsigned i = (unsigned)id & (MBL_NIDS - 1);
   lua_setiuservalue(L, MBL_STRINGS, MBL_NSTR + (int)i + 1);
@@ -605,10 +601,6 @@ static void push_msg_id(lua_State *L, uint64_t id) {
 
 /* An id as users see it: "hex", or "NODE:hex" on a node of a cluster. */
 static void push_id(lua_State *L, const char *node, uint64_t id) {
-  if (!node) {
-    mbL_push_id_cached(L, id);
-    return;
-  }
   char buf[MB_NODE_ID_MAX];
   lua_pushlstring(L, buf, mb_node_id_format(node, id, buf));
 }
@@ -652,8 +644,8 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
   const char *origin = mb_msg_origin(m);
   if (origin)
     lua_pushstring(L, origin);
-  else if (!node)
-    push_msg_id(L, mb_msg_id(m));
+  else if (!node) /* kept when more deliveries of m may follow (not a shared one's) */
+    push_msg_id(L, mb_msg_id(m), !payload_idx && !mb_msg_sole(m));
   else
     push_id(L, node, mb_msg_id(m));
   lua_rawset(L, -3);

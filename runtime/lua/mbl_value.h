@@ -42,12 +42,13 @@ void mbL_push_keys(lua_State *L);
 /* The string cache of a state (a userdata, one per state, shared by its
  * closures as upvalue MBL_STRINGS): the short strings decoded last (keys
  * mostly: the same few come in every message), each in a slot chosen by
- * its bytes, and the ids pushed last, each in a slot chosen by its
- * number. A string found there is pushed without hashing and interning
- * its bytes again (the same string object interning would give: Lua
- * interns short strings). The strings are its user values, so they stay
- * alive while cached: at most MBL_NSTR strings of up to MBL_STR_MAX bytes
- * and MBL_NIDS ids per state. */
+ * its bytes, and the ids of messages given last to listeners while more
+ * deliveries of them were to come (a message with several listeners),
+ * each in a slot chosen by its number. A string found there is pushed
+ * without hashing and interning its bytes again (the same string object
+ * interning would give: Lua interns short strings). The strings are its
+ * user values, so they stay alive while cached: at most MBL_NSTR strings
+ * of up to MBL_STR_MAX bytes and MBL_NIDS ids per state. */
 #define MBL_STRINGS lua_upvalueindex(2 + MBL_NKEYS)
 #define MBL_NSTR 64 /* a power of two */
 #define MBL_STR_MAX 32
@@ -56,13 +57,6 @@ void mbL_push_keys(lua_State *L);
 /* Decodes [p, p+len) as mbL_decode does, its short strings through the
  * string cache of the running closure (MBL_STRINGS). */
 void mbL_decode_cached(lua_State *L, const uint8_t *p, size_t len);
-
-/* Pushes the id as users see it when the runtime is no node of a cluster
- * (node NULL): through the string cache (MBL_STRINGS), so that the
- * sender's id and the listener's message share one string when one
- * follows the other (a synchronous send, a request and its reply, the
- * listeners of one message). */
-void mbL_push_id_cached(lua_State *L, uint64_t id);
 
 /* Pushes a fresh message table: destination, payload, values, id, and
  * reply_to / response_id when set. dest_idx (0: none) is a stack slot
