@@ -10,6 +10,8 @@
  *  odd:  the rest of the input as encoded bytes: mb_value_check and
  *        mbL_decode (in a protected call) never crash, and what decodes and
  *        encodes again decodes to the same value.
+ * Both decode also through the string cache of a message's closure
+ * (mbL_decode_cached, the listeners' decoder), which must give the same.
  */
 #include <stdio.h>
 
@@ -18,9 +20,24 @@
 
 static lua_State *L;
 
+static void fail(const char *what, const char *detail) {
+  fprintf(stderr, "%s: %s\n", what, detail ? detail : "");
+  abort();
+}
+static int cached_ref; /* decode_cached_raw with the upvalues of a message's closure */
+
+static int decode_cached_raw(lua_State *L1) {
+  mbL_decode_cached(L1, lua_touserdata(L1, 1), (size_t)lua_tointeger(L1, 2));
+  return 1;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   L = luaL_newstate();
   luaL_openlibs(L);
+  lua_pushnil(L); /* upvalue 1, the module's state: not used by the decoder */
+  mbL_push_keys(L);
+  lua_pushcclosure(L, decode_cached_raw, 1 + MBL_NUPS);
+  cached_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
 }
 
@@ -29,19 +46,39 @@ static int decode_raw(lua_State *L1) {
   return 1;
 }
 
-/* Pushes the value encoded in b (a protected call); 0, or -1 with the error
- * message pushed. */
-static int decode(const uint8_t *p, size_t len) {
-  lua_pushcfunction(L, decode_raw);
+/* Pushes the value encoded in b (a protected call), decoded through the
+ * string cache when cached; 0, or -1 with the error message pushed. */
+static int decode_with(const uint8_t *p, size_t len, int cached) {
+  if (cached)
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cached_ref);
+  else
+    lua_pushcfunction(L, decode_raw);
   lua_pushlightuserdata(L, (void *)p);
   lua_pushinteger(L, (lua_Integer)len);
   return lua_pcall(L, 2, 1, 0) == LUA_OK ? 0 : -1;
 }
 
-static void fail(const char *what, const char *detail) {
-  fprintf(stderr, "%s: %s\n", what, detail ? detail : "");
-  abort();
+/* decode_with both ways: the same outcome, and the same error or an equal
+ * value (pushed once; compared when it can be sent: a table key in
+ * arbitrary bytes is a new table each time). */
+static int decode(const uint8_t *p, size_t len) {
+  int rc = decode_with(p, len, 0);
+  int rc2 = decode_with(p, len, 1);
+  if (rc != rc2) fail("the cached decoder disagrees", lua_tostring(L, rc ? -2 : -1));
+  if (rc && strcmp(lua_tostring(L, -2), lua_tostring(L, -1)))
+    fail("the cached decoder gives another error", lua_tostring(L, -1));
+  if (!rc) {
+    char err[2048];
+    mb_buf b = {0};
+    if (mbL_encode(L, -2, &b, (size_t)-1 / 2, "payload", err, sizeof err) == 0 &&
+        !same(L, -2, -1))
+      fail("the cached decoder gives another value", NULL);
+    mb_buf_free(&b);
+  }
+  lua_pop(L, 1);
+  return rc;
 }
+
 
 static void lua_values(input *in) {
   gen_info g = {0};

@@ -198,6 +198,7 @@ struct mb_runtime {
   uint64_t next_group;
   uint64_t next_service;
   mb_map dests;    /* name -> mb_dest */
+  uint64_t dests_gen; /* changes with dests: the services' cached lookups */
   mb_map requests; /* message id -> mb_request */
   mb_service *services;
   mb_subscription *subs;
@@ -250,6 +251,10 @@ struct mb_service {
   mb_delivery *done_head, *done_tail;
   int done_posted; /* the settling task is queued */
   struct mb_sync *syncs; /* its synchronous sends still waiting */
+  /* the destination it sent to last (mb_dest_find_from), valid while
+   * rt->dests_gen is dcache_gen; under rt->lock */
+  mb_dest *dcache;
+  uint64_t dcache_gen;
   mb_service *next, *prev;
 };
 

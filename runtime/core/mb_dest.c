@@ -40,6 +40,16 @@ mb_dest *mb_dest_find(mb_runtime *rt, const char *name) {
   return mb_map_get(&rt->dests, mb_hash_str(name, strlen(name)), dest_eq, name);
 }
 
+mb_dest *mb_dest_find_from(mb_service *from, const char *name) {
+  mb_runtime *rt = from->rt;
+  mb_dest *d = from->dcache;
+  if (d && from->dcache_gen == rt->dests_gen && !strcmp(d->name, name)) return d;
+  d = mb_dest_find(rt, name);
+  from->dcache = d;
+  from->dcache_gen = rt->dests_gen;
+  return d;
+}
+
 static void dest_free(mb_dest *d) {
   while (d->qlen) {
     mb_msg *m = d->q[d->qhead];
@@ -115,6 +125,7 @@ int mb_dest_declare(mb_runtime *rt, const char *name, const mb_dest_opts *opts) 
     dest_free(d);
     rc = MB_ENOMEM;
   } else {
+    rt->dests_gen++;
     fire(rt, MB_EV_DEST_ADDED, d, NULL);
   }
   mb_unlock(rt);
@@ -182,6 +193,7 @@ void mb_dest_finish_removal(mb_dest *d) {
   d->state = MB_DEST_REMOVED;
   mb_obs_removed(d);
   mb_map_del(&rt->dests, d->hash, dest_eq, d->name);
+  rt->dests_gen++;
   mb_dest_ref(d); /* closing its listeners must not free it under us */
   while (d->ngroups) {
     mb_group *g = d->groups[0];

@@ -10,6 +10,10 @@
 
 /* The functions below expect rt->lock held. */
 mb_dest *mb_dest_find(mb_runtime *rt, const char *name);
+/* mb_dest_find for a sender: the destination it found last, when the
+ * name is the same and no destination came or went since (no hashing,
+ * no probe of the map: a sender mostly sends to one). Under rt->lock. */
+mb_dest *mb_dest_find_from(mb_service *from, const char *name);
 static inline void mb_dest_ref(mb_dest *d) { atomic_fetch_add(&d->refs, 1); }
 void mb_dest_unref(mb_dest *d);
 /* Queues a pump of d (rt->pump) on this thread's worker. Inline: the

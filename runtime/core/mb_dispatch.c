@@ -342,5 +342,6 @@ void mb_dest_free_all(mb_runtime *rt) {
     mb_dest_unref(d);
   }
   mb_map_free(&rt->dests);
+  rt->dests_gen++; /* the services' cached lookups with it */
   for (mb_msg *m; (m = mb_dead_letter_take(rt));) mb_msg_unref(m);
 }

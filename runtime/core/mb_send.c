@@ -230,7 +230,7 @@ int mb_send(mb_service *from, const char *name, mb_msg *m, mb_send_fn done, void
   mb_runtime *rt = from->rt;
   mb_inline inl = {0};
   mb_lock(rt);
-  mb_dest *d = mb_dest_find(rt, name);
+  mb_dest *d = mb_dest_find_from(from, name);
   if (d && d->opts.share) m->flags |= MB_MSG_SHARED;
   if (d && d->opts.cluster && rt->link.send) return link_send(from, d, m);
   int rc = d ? mb_send_msg(from, d, m, done, ud, NULL, &inl) : MB_ENODEST;
@@ -253,7 +253,7 @@ static int request_start(mb_service *from, const char *name, mb_msg *m, double t
     return MB_EINVAL;
   }
   mb_lock(rt);
-  mb_dest *d = mb_dest_find(rt, name);
+  mb_dest *d = mb_dest_find_from(from, name);
   int cluster = d && d->opts.cluster && rt->link.send;
   if (d && !cluster && kind != MB_LINK_REQUEST && kind != MB_LINK_REQUEST_ALL) {
     mb_unlock(rt); /* mb_send_confirmed: cluster destinations only */

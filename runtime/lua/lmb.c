@@ -229,14 +229,14 @@ static void open_module(lua_State *L, mbL_state *S) {
 
   lua_pushlightuserdata(L, S);
   mbL_push_keys(L);
-  lua_pushcclosure(L, mbL_handler_body, 1 + MBL_NKEYS);
+  lua_pushcclosure(L, mbL_handler_body, 1 + MBL_NUPS);
   S->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   lua_newtable(L);
   for (int i = 0; all_funcs[i]; i++) {
     lua_pushlightuserdata(L, S);
     mbL_push_keys(L);
-    luaL_setfuncs(L, all_funcs[i], 1 + MBL_NKEYS);
+    luaL_setfuncs(L, all_funcs[i], 1 + MBL_NUPS);
   }
   lua_newtable(L);
   lua_pushlightuserdata(L, S);

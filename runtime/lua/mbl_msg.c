@@ -358,6 +358,12 @@ static int send_stored_k(lua_State *L, int status, lua_KContext ctx) {
   return send_waited(L, w, error);
 }
 
+static void push_payload(lua_State *L, const mb_msg *m) {
+  size_t len;
+  const uint8_t *p = mb_msg_payload(m, &len);
+  mbL_decode_cached(L, p, len);
+}
+
 static int l_send(lua_State *L) {
   mbL_state *S = state_of(L);
   const char *dest = check_dest_seen(L, S, 1, "mb.send");
@@ -418,11 +424,7 @@ void mbL_request_done(void *ud, const mb_answer *a, size_t n) {
   mbL_waiter_wake(w);
 }
 
-static void push_payload(lua_State *L, const mb_msg *m) {
-  size_t len;
-  const uint8_t *p = mb_msg_payload(m, &len);
-  mbL_decode(L, p, len);
-}
+
 
 static int request_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
@@ -607,11 +609,12 @@ static int handler_k(lua_State *L, int status, lua_KContext ctx) {
                     mb_delivery_group(t->d), lua_gettop(L), 0, "reply", handler_done_k);
 }
 
-/* The body of a handler's coroutine: fn, task. Builds the message inside
- * the coroutine so that every error is caught by its resume. */
+/* The body of a handler's coroutine: listener handle, fn, task (in the
+ * order on_delivery pushes them). Builds the message inside the coroutine
+ * so that every error is caught by its resume. */
 int mbL_handler_body(lua_State *L) {
-  /* 1: the handler, 2: the task, 3: the listener handle, kept */
-  mbL_task *t = lua_touserdata(L, 2);
+  /* 1: the listener handle, kept; 2: the handler; 3: the task */
+  mbL_task *t = lua_touserdata(L, 3);
   const mb_msg *m = mb_delivery_msg(t->d);
   if (t->listener->json) {
     char err[700];
@@ -619,12 +622,12 @@ int mbL_handler_body(lua_State *L) {
     S->buf.len = 0;
     if (mb_msg_to_json(m, mbL_node(S), &S->buf, err, sizeof err))
       return luaL_error(L, "cannot give the message as JSON: %s", err);
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
     lua_pushlstring(L, (const char *)S->buf.p, S->buf.len);
   } else {
-    lua_getiuservalue(L, 3, 2); /* 4: the destination's name */
+    lua_getiuservalue(L, 1, 2); /* 4: the destination's name */
     int shared = share_push(L, t->S, m) ? lua_gettop(L) : 0; /* 5: the sender's payload */
-    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);
     mbL_push_msg(L, m, 4, shared, mbL_node(t->S));
     if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
@@ -664,8 +667,7 @@ static void on_delivery(void *ud, mb_delivery *d) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, S->body_ref);
   lua_rawgeti(co, LUA_REGISTRYINDEX, ls->self_ref); /* ls lives while the handler runs */
   lua_getiuservalue(co, -1, 1);
-  lua_pushlightuserdata(co, t);
-  lua_rotate(co, -3, -1); /* body, handler, task, handle */
+  lua_pushlightuserdata(co, t); /* body, handle, handler, task */
   mbL_task_run(t, 3);
 }
 

@@ -11,6 +11,7 @@
 
 #include <lauxlib.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct encoder {
@@ -156,9 +157,10 @@ static int encode_table(encoder *e, int idx, int depth) {
   long at = mb_enc_table_begin(e->b);
   if (at < 0) return fail(e, "out of memory");
   int top = lua_gettop(L); /* the key goes at top + 1, its value at top + 2 */
-  /* the array part: 1..n while every key is present */
-  lua_Integer n = (lua_Integer)lua_rawlen(L, idx), narr = 0;
-  for (lua_Integer i = 1; i <= n; i++) {
+  /* the array part: 1..n while every key is present (no lua_rawlen: the
+   * first nil ends it, and a border is never below the first nil) */
+  lua_Integer narr = 0;
+  for (lua_Integer i = 1;; i++) {
     int t = lua_rawgeti(L, idx, i);
     if (t == LUA_TNIL) {
       lua_settop(L, top);
@@ -438,41 +440,117 @@ int mbL_json_encode(lua_State *L, int idx, mb_buf *b, const char *root, char *er
 
 /* ---- decoding ---------------------------------------------------------- */
 
-static void decode(lua_State *L, mb_reader *r) {
-  mb_item it;
-  if (mb_read(r, &it)) luaL_error(L, "corrupt message value");
-  switch (it.tag) {
+/* The string cache's block (MBL_STRINGS); its user values 1..MBL_NSTR are
+ * the strings of str[], MBL_NSTR + 1.. those of ids[]. An entry matches
+ * only while its user value is the string whose bytes it points to. */
+typedef struct strcache {
+  struct {
+    const char *s; /* the cached string's own bytes */
+    size_t len;    /* 0: empty */
+  } str[MBL_NSTR];
+  uint64_t ids[MBL_NIDS]; /* 0: empty */
+} strcache;
+
+/* The bytes [p, end) read by decode, the string cache at stack index cache
+ * (0: none), c its block. */
+typedef struct decoder {
+  lua_State *L;
+  const uint8_t *p, *end;
+  int cache;
+  strcache *c;
+} decoder;
+
+static inline unsigned str_slot(const char *s, size_t len) {
+  const unsigned char *u = (const unsigned char *)s;
+  uint32_t k = (uint32_t)len | (uint32_t)u[0] << 8 | (uint32_t)u[len - 1] << 16 |
+               (uint32_t)u[len >> 1] << 24;
+  return (unsigned)((k * UINT32_C(0x9e3779b1)) >> 26) & (MBL_NSTR - 1); /* the top bits */
+}
+
+static void push_str(decoder *d, const char *s, size_t len) {
+  lua_State *L = d->L;
+  if (!d->c || len - 1 >= MBL_STR_MAX) { /* no cache, empty or long */
+    lua_pushlstring(L, s, len);
+    return;
+  }
+  unsigned i = str_slot(s, len);
+  if (d->c->str[i].len == len && !memcmp(d->c->str[i].s, s, len)) {
+    lua_getiuservalue(L, d->cache, (int)i + 1);
+    return;
+  }
+  const char *own = lua_pushlstring(L, s, len);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, d->cache, (int)i + 1);
+  d->c->str[i].s = own;
+  d->c->str[i].len = len;
+}
+
+static _Noreturn void corrupt(lua_State *L) {
+  luaL_error(L, "corrupt message value");
+  abort(); /* not reached */
+}
+
+/* Reads one value (mb_value.h's format, as mb_read does, here inline: a
+ * message is mostly small items) and pushes it. */
+static void decode(decoder *d) {
+  lua_State *L = d->L;
+  const uint8_t *p = d->p;
+  if (p >= d->end) corrupt(L);
+  size_t left = (size_t)(d->end - p) - 1;
+  switch (*p++) {
   case MB_V_NIL:
     lua_pushnil(L);
-    return;
+    break;
   case MB_V_FALSE:
+    lua_pushboolean(L, 0);
+    break;
   case MB_V_TRUE:
-    lua_pushboolean(L, it.tag == MB_V_TRUE);
+    lua_pushboolean(L, 1);
+    break;
+  case MB_V_INT: {
+    int64_t v;
+    if (left < 8) corrupt(L);
+    memcpy(&v, p, 8);
+    p += 8;
+    lua_pushinteger(L, (lua_Integer)v);
+    break;
+  }
+  case MB_V_FLOAT: {
+    double v;
+    if (left < 8) corrupt(L);
+    memcpy(&v, p, 8);
+    p += 8;
+    lua_pushnumber(L, (lua_Number)v);
+    break;
+  }
+  case MB_V_STR: {
+    uint32_t n;
+    if (left < 4) corrupt(L);
+    memcpy(&n, p, 4);
+    if (left - 4 < n) corrupt(L);
+    d->p = p + 4 + n;
+    push_str(d, (const char *)p + 4, n);
     return;
-  case MB_V_INT:
-    lua_pushinteger(L, (lua_Integer)it.v.i);
-    return;
-  case MB_V_FLOAT:
-    lua_pushnumber(L, (lua_Number)it.v.f);
-    return;
-  case MB_V_STR:
-    lua_pushlstring(L, it.v.str.s, it.v.str.len);
-    return;
+  }
   case MB_V_TABLE: {
+    uint32_t narr, nhash;
+    if (left < 8) corrupt(L);
+    memcpy(&narr, p, 4);
+    memcpy(&nhash, p + 4, 4);
+    d->p = p + 8;
+    left -= 8;
     luaL_checkstack(L, 4, "message nested too deep");
-    uint32_t narr = it.v.t.narr, nhash = it.v.t.nhash;
     /* sized ahead only as far as the bytes left can hold (each item takes
      * one at least): a corrupt count must not allocate gigabytes */
-    size_t left = (size_t)(r->end - r->p);
     lua_createtable(L, (int)(narr > left || narr > 1u << 24 ? 0 : narr),
                     (int)(nhash > left || nhash > 1u << 24 ? 0 : nhash));
     for (uint32_t i = 1; i <= narr; i++) {
-      decode(L, r);
+      decode(d);
       lua_rawseti(L, -2, (lua_Integer)i);
     }
     for (uint32_t i = 0; i < nhash; i++) {
-      decode(L, r);
-      decode(L, r);
+      decode(d);
+      decode(d);
       if (lua_isnil(L, -2)) {
         lua_pop(L, 2);
         continue;
@@ -481,20 +559,50 @@ static void decode(lua_State *L, mb_reader *r) {
     }
     return;
   }
+  default:
+    corrupt(L);
   }
-  luaL_error(L, "corrupt message value");
+  d->p = p;
 }
 
 void mbL_decode(lua_State *L, const uint8_t *p, size_t len) {
-  mb_reader r = {p, p + len};
-  decode(L, &r);
+  decoder d = {L, p, p + len, 0, NULL};
+  decode(&d);
+}
+
+void mbL_decode_cached(lua_State *L, const uint8_t *p, size_t len) {
+  decoder d = {L, p, p + len, MBL_STRINGS, lua_touserdata(L, MBL_STRINGS)};
+  decode(&d);
+}
+
+/* Pushes the cached string of id and returns 1, or returns 0. */
+static inline int cached_id(lua_State *L, uint64_t id) {
+  strcache *c = lua_touserdata(L, MBL_STRINGS);
+  unsigned i = (unsigned)id & (MBL_NIDS - 1);
+  if (c->ids[i] != id) return 0;
+  lua_getiuservalue(L, MBL_STRINGS, MBL_NSTR + (int)i + 1);
+  return 1;
+}
+
+/* A message's id for its listener; kept in the cache (keep) for the next
+ * listeners of the message to find: only while the core holds the message
+ * elsewhere too (other deliveries of it), for keeping one that nobody
+ * finds costs about as much as a hit saves. */
+static void push_msg_id(lua_State *L, uint64_t id, int keep) {
+  if (cached_id(L, id)) return;
+  char buf[MB_NODE_ID_MAX];
+  lua_pushlstring(L, buf, mb_id_format(id, buf));
+  if (!keep) return;
+  lua_pushvalue(L, -1);
+  unsigned i = (unsigned)id & (MBL_NIDS - 1);
+  lua_setiuservalue(L, MBL_STRINGS, MBL_NSTR + (int)i + 1);
+  ((strcache *)lua_touserdata(L, MBL_STRINGS))->ids[i] = id;
 }
 
 /* An id as users see it: "hex", or "NODE:hex" on a node of a cluster. */
 static void push_id(lua_State *L, const char *node, uint64_t id) {
   char buf[MB_NODE_ID_MAX];
-  /* the common case (no cluster) as it was: the id formatter alone */
-  lua_pushlstring(L, buf, node ? mb_node_id_format(node, id, buf) : mb_id_format(id, buf));
+  lua_pushlstring(L, buf, mb_node_id_format(node, id, buf));
 }
 
 void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
@@ -514,13 +622,13 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
     lua_pushvalue(L, payload_idx);
   } else {
     p = mb_msg_payload(m, &len);
-    mbL_decode(L, p, len);
+    mbL_decode_cached(L, p, len);
   }
   lua_rawset(L, -3);
   lua_pushvalue(L, MBL_KEY(MBL_K_VALUES));
   p = mb_msg_values(m, &len);
   if (len)
-    mbL_decode(L, p, len);
+    mbL_decode_cached(L, p, len);
   else
     lua_createtable(L, 0, 0);
   lua_rawset(L, -3);
@@ -536,6 +644,8 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
   const char *origin = mb_msg_origin(m);
   if (origin)
     lua_pushstring(L, origin);
+  else if (!node) /* kept when more deliveries of m may follow (not a shared one's) */
+    push_msg_id(L, mb_msg_id(m), !payload_idx && !mb_msg_sole(m));
   else
     push_id(L, node, mb_msg_id(m));
   lua_rawset(L, -3);
@@ -558,5 +668,14 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
 void mbL_push_keys(lua_State *L) {
   static const char *const names[MBL_NKEYS] = {"payload",  "values",   "destination",
                                                  "id", "reply_to", "response_id"};
+  static const char strings_key = 0;
   for (int i = 0; i < MBL_NKEYS; i++) lua_pushstring(L, names[i]);
+  /* the string cache: one per state */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &strings_key) == LUA_TNIL) {
+    lua_pop(L, 1);
+    strcache *c = lua_newuserdatauv(L, sizeof *c, MBL_NSTR + MBL_NIDS);
+    memset(c, 0, sizeof *c);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &strings_key);
+  }
 }

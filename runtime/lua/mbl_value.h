@@ -30,12 +30,33 @@ int mbL_json_encode(lua_State *L, int idx, mb_buf *b, const char *root, char *er
 void mbL_decode(lua_State *L, const uint8_t *p, size_t len);
 
 /* The message tables' keys, as upvalues 2..7 of the C closures that call
- * mbL_push_msg (upvalue 1 is the module's state): mbL_push_keys pushes them
- * in this order. */
+ * mbL_push_msg (upvalue 1 is the module's state), and upvalue 8, the
+ * state's string cache (MBL_STRINGS, below): mbL_push_keys pushes them in
+ * this order (MBL_NUPS values). */
 enum { MBL_K_PAYLOAD, MBL_K_VALUES, MBL_K_DESTINATION, MBL_K_ID, MBL_K_REPLY_TO,
        MBL_K_RESPONSE_ID, MBL_NKEYS };
 #define MBL_KEY(k) lua_upvalueindex(2 + (k))
+#define MBL_NUPS (MBL_NKEYS + 1)
 void mbL_push_keys(lua_State *L);
+
+/* The string cache of a state (a userdata, one per state, shared by its
+ * closures as upvalue MBL_STRINGS): the short strings decoded last (keys
+ * mostly: the same few come in every message), each in a slot chosen by
+ * its bytes, and the ids of messages given last to listeners while more
+ * deliveries of them were to come (a message with several listeners),
+ * each in a slot chosen by its number. A string found there is pushed
+ * without hashing and interning its bytes again (the same string object
+ * interning would give: Lua interns short strings). The strings are its
+ * user values, so they stay alive while cached: at most MBL_NSTR strings
+ * of up to MBL_STR_MAX bytes and MBL_NIDS ids per state. */
+#define MBL_STRINGS lua_upvalueindex(2 + MBL_NKEYS)
+#define MBL_NSTR 64 /* a power of two */
+#define MBL_STR_MAX 32
+#define MBL_NIDS 4 /* a power of two */
+
+/* Decodes [p, p+len) as mbL_decode does, its short strings through the
+ * string cache of the running closure (MBL_STRINGS). */
+void mbL_decode_cached(lua_State *L, const uint8_t *p, size_t len);
 
 /* Pushes a fresh message table: destination, payload, values, id, and
  * reply_to / response_id when set. dest_idx (0: none) is a stack slot

@@ -191,6 +191,28 @@ describe("sent values", function()
       assert.are.equal("\0\0", m.values["v\0"])
     end)
 
+    it("come back exact when many short ones repeat (the decoder's string cache)", function()
+      -- 300 keys of 0..40 bytes, more than the cache holds and sharing its
+      -- slots, with short string values; three rounds, the values changing
+      for round = 1, 3 do
+        local p = {}
+        for i = 1, 300 do
+          local k = string.rep(string.char(97 + i % 26), i % 41) .. (i > 40 and tostring(i) or "")
+          p[k] = string.rep("v", (i + round) % 35) .. round
+        end
+        p[""] = "empty key " .. round
+        local got = roundtrip(p).payload
+        local n = 0
+        for k, v in pairs(got) do
+          n = n + 1
+          assert.are.equal(p[k], v)
+        end
+        local want = 0
+        for _ in pairs(p) do want = want + 1 end
+        assert.are.equal(want, n)
+      end
+    end)
+
     it("keep a long string", function()
       local s = string.rep(ALL_BYTES, 4096) -- 1 MiB
       assert.are.equal(s, roundtrip(s).payload)
@@ -336,6 +358,25 @@ describe("sent values", function()
       assert.are.equal(2, byid[id2])
       assert.is_nil(received[1].reply_to)
       assert.is_nil(received[1].response_id)
+    end)
+
+    it("carry each its own id to every listener, also where ids are cached", function()
+      -- two listeners, synchronous and parallel: the ids of one message are
+      -- one string for both listeners and the sender, never another's
+      assert(mb.destination("values/sync", {type = "synchronous"}))
+      local seen = {}
+      for _ = 1, 2 do
+        listen("values/sync", function(m) seen[#seen + 1] = {m.id, m.payload} end)
+        listen(DEST, function(m) seen[#seen + 1] = {m.id, m.payload} end)
+      end
+      local sent = {}
+      for i = 1, 20 do
+        sent[i] = assert(mb.send(i % 2 == 0 and "values/sync" or DEST, i))
+      end
+      mb.run()
+      assert.are.equal(40, #seen)
+      for _, s in ipairs(seen) do assert.are.equal(sent[s[2]], s[1]) end
+      for i = 2, 20 do assert.are_not.equal(sent[i - 1], sent[i]) end
     end)
 
     it("carry reply_to; the reply carries response_id and keeps its types", function()
