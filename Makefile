@@ -22,10 +22,10 @@ EDIT_LIB = $(shell pkg-config --libs libedit 2>/dev/null)
 YAJL_LIB = $(shell pkg-config --libs yajl 2>/dev/null)
 # libnats (the NATS client, runtime/cluster) ships a .pc file as well
 NATS_LIB = $(shell pkg-config --libs libnats 2>/dev/null || echo -lnats)
-LIBS    = -lev $(YAJL_LIB) $(NATS_LIB) -lmimalloc -lpthread -lm
+LIBS    = -lev $(YAJL_LIB) -lmimalloc -lpthread -lm
 # the sanitizer and valgrind builds allocate with the C library's malloc
 # (runtime/core/mb_alloc.h), so that the tools see every block
-TOOL_LIBS = -lev $(YAJL_LIB) $(NATS_LIB) -lpthread -lm
+TOOL_LIBS = -lev $(YAJL_LIB) -lpthread -lm
 LIBC_MALLOC = -DMB_LIBC_MALLOC
 
 # The layers, as in Lua's own makefile: the core (runtime/core, no Lua;
@@ -34,7 +34,7 @@ LIBC_MALLOC = -DMB_LIBC_MALLOC
 # mbrun and the REPL's terminal side).
 CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_msg.c mb_worker.c mb_service.c \
            mb_observe.c mb_show.c mb_dest.c mb_request.c mb_delivery.c mb_dispatch.c mb_send.c mb_runtime.c)
-CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_ev.c mb_wire.c mb_link_pub.c mb_link_acks.c \
+CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_lib.c mb_nats_ev.c mb_wire.c mb_link_pub.c mb_link_acks.c \
               mb_link_recv.c mb_link_stats.c mb_cluster.c mb_durable.c)
 LUA_SRC  = $(CLUSTER_SRC) $(addprefix runtime/lua/,mbl_cluster.c mbl_value.c mbl_show.c mbl_task.c \
            mbl_time.c mbl_dest.c mbl_msg.c \
@@ -107,7 +107,7 @@ $(eval $(call flavour,$(BV),$(CFLAGS) $(LIBC_MALLOC),$(TOOL_LIBS)))
 # ---- NATS (SPEC §6): the libev adapter for nats.c, its tests, the baseline
 # benchmark. libnats ships a .pc file; kept apart from PC_LIBS so that the
 # rest builds without it.
-NATS_EV_SRC = runtime/cluster/mb_nats_ev.c
+NATS_EV_SRC = runtime/cluster/mb_nats_lib.c runtime/cluster/mb_nats_ev.c
 define nats_flavour
 $(1)/test_nats_ev: $$(call objs,$(1),$$(NATS_EV_SRC) spec/c/test_nats_ev.c)
 	$$(CC) $(2) -o $$@ $$^ $$(NATS_LIB) $(3)
@@ -317,7 +317,7 @@ $(B)/mb_limit.so: bench/c/limit.c
 # (--adapter mb), and nats.c's own threads for comparison: build/nats_raw -h
 $(B)/nats_raw: bench/c/nats_raw.c $(NATS_EV_SRC) runtime/cluster/mb_nats_ev.h spec/c/nats_server.h
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ bench/c/nats_raw.c $(NATS_EV_SRC) $(NATS_LIB) -lev -lpthread -lm
+	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -DMB_NATS_DIRECT -o $@ bench/c/nats_raw.c $(NATS_EV_SRC) $(NATS_LIB) -lev -lpthread -lm
 
 # ---- make install / make uninstall ---------------------------------------
 # PREFIX (default /usr/local) is where the files will live; DESTDIR is

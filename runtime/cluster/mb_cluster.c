@@ -371,6 +371,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
       if (!mb_cluster_name_byte((unsigned char)*p)) *p = '-';
     snprintf(node, sizeof node, "%.40s-%ld", host, (long)getpid());
   }
+  if (mb_nats_load(err, errlen)) return NULL;
   /* secrets the configuration leaves out come from the environment */
   mb_cluster_config with = *cfg;
   if (!with.user) with.user = getenv("MB_NATS_USER");

@@ -27,7 +27,7 @@
 #ifndef MB_DURABLE_H
 #define MB_DURABLE_H
 
-#include <nats/nats.h>
+#include "mb_nats_lib.h"
 
 #include "mb.h"
 #include "cluster/mb_wire.h"

@@ -29,7 +29,7 @@
 #include <stdio.h>
 
 #include <ev.h>
-#include <nats/nats.h>
+#include "mb_nats_lib.h"
 
 #include "mb.h"
 #include "cluster/mb_durable.h"

@@ -47,7 +47,7 @@
 #include <stdint.h>
 
 #include <ev.h>
-#include <nats/nats.h>
+#include "mb_nats_lib.h"
 
 typedef struct mb_nats_ev mb_nats_ev;
 

@@ -478,6 +478,11 @@ static void test_close_from_other_thread(void) {
 }
 
 int main(void) {
+  char why[400];
+  if (mb_nats_load(why, sizeof why)) { /* libnats, as a cluster loads it */
+    fprintf(stderr, "test_nats_ev: %s\n", why);
+    return 1;
+  }
   if (nats_srv_find(&srv) != 0) {
     const char *ci = getenv("CI");
     if (ci && strcmp(ci, "true") == 0) {

@@ -44,6 +44,22 @@ assert(mb.destination("tiny", {type = "serial", max_queue = 2, cluster = true}))
 ]]
 
 
+  it("loads libnats only for a node that joins a cluster", function()
+    local MAPS = [[
+local f = assert(io.open("/proc/self/maps"))
+print((f:read("a"):find("libnats", 1, true)) and "libnats loaded" or "no libnats")
+f:close()
+]]
+    local alone = env.dir .. "/maps.lua"
+    helper.write(alone, MAPS)
+    local out, err, code = helper.mbrun("-w 1 " .. helper.quote(alone), {timeout = 30})
+    assert.equal(0, code, err)
+    assert.equal("no libnats\n", out)
+    out, err, code = send(MAPS)
+    assert.equal(0, code, err)
+    assert.equal("libnats loaded\n", out)
+  end)
+
   it("fans a message out to every node's groups, with the sender's id", function()
     local out, err, code = send(DECLARE .. [[
 for n = 1, 10 do print(mb.send("fan", {n = n})) end
