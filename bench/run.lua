@@ -326,7 +326,7 @@ end
 local function goal_text(r)
   if r.meets_goal == nil then return "-" end
   local parts = {}
-  if r.goal then parts[#parts + 1] = string.format(">= %.1fx", r.goal) end
+  if r.goal then parts[#parts + 1] = string.format(">= %gx", r.goal) end
   if r.goal_rate then parts[#parts + 1] = string.format(">= %s%s/s", rate(r.goal_rate), r.unit) end
   if r.goal_ns then parts[#parts + 1] = "<= " .. time_cells(r.goal_ns, 0, 0):gsub(" %(.*", "") end
   return table.concat(parts, ", ") .. (r.meets_goal and " met" or " MISSED")
