@@ -389,9 +389,20 @@ int mb_worker_post(mb_worker *w, mb_owner *own, mb_task_fn fn, void *arg) {
     return MB_OK;
   }
   mb_worker *me = self;
-  if (me && me->running && me->rt == w->rt && !q_push(&me->out[w->index], t)) {
-    me->staged++;
-    return MB_OK;
+  /* staged while a task runs, and while earlier posts to w wait staged (a
+   * flush that ran out of memory): none may pass those */
+  if (me && me->rt == w->rt && (me->running || me->out[w->index].len)) {
+    if (!q_push(&me->out[w->index], t)) {
+      me->staged++;
+      return MB_OK;
+    }
+    /* no memory to stage it: the staged ones leave first; straight to the
+     * inbox only once none waits for w */
+    flush(me);
+    if (me->out[w->index].len) {
+      if (own) mb_owner_unref(own);
+      return MB_ENOMEM;
+    }
   }
   mb_busy(w->rt, 1);
   pthread_mutex_lock(&w->inbox_lock);

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "mb.h"
+#include "mb_core.h" /* mb_worker_post: the hand-off between workers */
 
 void mb_failalloc_arm(long nth, long n);
 long mb_failalloc_count(void);
@@ -259,11 +260,48 @@ static void test_blocked_send_out_of_memory(void) {
   }
 }
 
+/* Posts from a worker's task to another worker are staged and leave in one
+ * batch when the task ends. A post that found no memory to stage went
+ * straight to the target's inbox, ahead of the ones staged before it: the
+ * target ran them out of order. */
+#define NPOSTS 257 /* one past the staged queue's first array (256) */
+static int seen[NPOSTS], nseen;
+static mb_runtime *order_rt;
+static void record(void *arg) { seen[nseen++] = (int)(intptr_t)arg; }
+static void post_many(void *arg) {
+  (void)arg;
+  mb_worker *to = &order_rt->workers[0];
+  for (intptr_t i = 0; i < NPOSTS - 1; i++) CHECK_INT(mb_worker_post(to, NULL, record, (void *)i), MB_OK);
+  mb_failalloc_arm(1, 1); /* the stage's array cannot grow */
+  int rc = mb_worker_post(to, NULL, record, (void *)(intptr_t)(NPOSTS - 1));
+  mb_failalloc_arm(0, 0);
+  if (rc != MB_OK) { /* refused is fine (the caller is told); overtaking is not */
+    CHECK_INT(rc, MB_ENOMEM);
+    CHECK_INT(mb_worker_post(to, NULL, record, (void *)(intptr_t)(NPOSTS - 1)), MB_OK);
+  }
+}
+
+static void test_staged_posts_keep_order_out_of_memory(void) {
+  mb_config cfg = {.workers = 2};
+  order_rt = mb_runtime_new(&cfg);
+  if (!CHECK(order_rt != NULL)) return;
+  nseen = 0;
+  CHECK_INT(mb_worker_post(&order_rt->workers[1], NULL, post_many, NULL), MB_OK);
+  mb_runtime_run(order_rt, 5.0);
+  CHECK_INT(nseen, NPOSTS);
+  int in_order = 1;
+  for (int i = 0; i < nseen; i++)
+    if (seen[i] != i) in_order = 0;
+  if (!CHECK(in_order)) fprintf(stderr, "    first ran: %d\n", seen[0]);
+  mb_runtime_free(order_rt);
+}
+
 int main(void) {
   RUN(test_listen_out_of_memory);
   RUN(test_sync_send_out_of_memory);
   RUN(test_request_out_of_memory);
   RUN(test_remove_destination_out_of_memory);
   RUN(test_blocked_send_out_of_memory);
+  RUN(test_staged_posts_keep_order_out_of_memory);
   return check_summary();
 }
