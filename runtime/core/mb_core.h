@@ -345,10 +345,6 @@ struct mb_dest {
   int pumping; /* mb_dest_pump is on the stack */
   mb_stats st;
   int in_ready; /* a pump task is queued */
-  /* the worker of the service that last queued a message here: its pump
-   * runs there (mb_dest_post_pump), so that a listener on another worker
-   * spends its time on deliveries, not on the pump (NULL: the caller's) */
-  struct mb_worker *pump_w;
   int dead_letters; /* it is "mb/dead-letters" */
   uint64_t *lat_hist; /* MB_OBSERVE_LATENCY: deliveries per latency bucket */
   uint64_t lat_n, lat_max; /* lat_max in ns */

@@ -433,24 +433,13 @@ static void pump_task(void *arg) {
   mb_dest_unref(d); /* the task's */
 }
 
-/* Whether a listener of d runs on w. */
-static int listens_on(const mb_dest *d, const mb_worker *w) {
-  for (size_t i = 0; i < d->ngroups; i++)
-    for (size_t j = 0; j < d->groups[i]->n; j++)
-      if (d->groups[i]->members[j]->svc->w == w) return 1;
-  return 0;
-}
-
-/* Any worker may pump: the lock makes it one at a time. The worker of d's
- * last sender does when none of d's listeners runs there: a listener
- * elsewhere finishing deliveries hands the pump (popping, admitting blocked
- * senders, dispatching) to the sending side instead of doing it between
- * its own deliveries. Where the sender's worker runs listeners of d too,
- * the pump would wait behind their deliveries there (while the others run
- * dry), so the worker that asks pumps. */
+/* Any worker may pump: the lock makes it one at a time. The worker that
+ * asks does. (Not the worker of d's last sender: a handler running long
+ * there, CPU bound or stuck, held up every delivery of d, those between
+ * services on free workers too, and the pump queued there kept in_ready
+ * set, so no other sender's send could start one: spec/workers/hostage.lua.) */
 void mb_dest_post_pump(mb_dest *d) {
   mb_worker *w = mb_self();
-  if (d->pump_w && d->pump_w != w && !listens_on(d, d->pump_w)) w = d->pump_w;
   if (!w || w->rt != d->rt) w = &d->rt->workers[0];
   d->in_ready = 1;
   mb_dest_ref(d);

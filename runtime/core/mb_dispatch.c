@@ -200,7 +200,6 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
     return MB_ENOMEM;
   }
   if (!(m->flags & MB_MSG_REMOTE)) d->st.sent++; /* a remote one: its sender counted it */
-  if (from && from->w != d->pump_w) d->pump_w = from->w;
   if (dispatch_now(d)) {
     mb_msg *first = pop(d);
     dispatch_parallel(d, first);

@@ -39,6 +39,16 @@ describe("worker threads", function()
     end)
   end
 
+  -- a destination's pump ran on the worker of its last sender: a handler
+  -- running long there held up its deliveries between other workers
+  it("go on delivering between free workers while a handler runs long on the sender's worker",
+    function()
+      local out, code = mbrun("-w 3 spec/workers/hostage.lua")
+      assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+      assert.matches("ok deliveries went on beside the hog", out)
+      assert.are.equal(0, code, out)
+    end)
+
   -- issue 15: hot reload under load, every message exactly once
   for _, w in ipairs({1, 2, 4}) do
     it("hand a group over to a reloaded script 20 times under load with " .. w .. " worker(s)",
