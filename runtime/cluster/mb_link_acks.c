@@ -523,7 +523,7 @@ void mbc_acks_free(mb_cluster *c) {
 
 /* ---- answering the requests of other nodes -------------------------------------------- */
 
-/* The answer of a request from another node: sent back to its inbox. */
+/* Unlinks p (a request of another node that this node runs) and frees it. */
 void mbc_proxy_free(proxy *p) {
   if (p->prev)
     p->prev->next = p->next;
