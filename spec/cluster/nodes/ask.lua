@@ -2,5 +2,6 @@ local node = os.getenv("NODE")
 return {
   ask = function(msg) return {node = node, echo = msg.payload} end,
   boom = function(msg) error("boom at " .. node) end,
-  slow = function(msg) mb.sleep(0.5) return "late" end,
+  -- a number payload says how long to take (seconds), else half a second
+  slow = function(msg) mb.sleep(type(msg.payload) == "number" and msg.payload or 0.5) return "late" end,
 }
