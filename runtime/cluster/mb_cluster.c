@@ -272,7 +272,7 @@ static void lib_close(mb_cluster *c) {
 }
 
 static void cluster_free(mb_cluster *c) {
-  mb_durable_stop(c->durable); /* its thread and subscription, before the connection */
+  mb_durable_halt(c->durable); /* no new job; its subscription ends */
   mbc_acks_free(c);
   while (c->subs) {
     sub *e = c->subs;
@@ -297,11 +297,14 @@ static void cluster_free(mb_cluster *c) {
      * wait for a flush that only the loop could make */
     if (c->ev) mb_nats_ev_flush(c->ev, 0.5); /* (on worker 0, as start and stop are) */
     natsConnection_Close(c->nc);
+    /* (the close failed any management request waiting for its answer) */
+    mb_durable_join(c->durable);
     pthread_mutex_lock(&c->mu);
     while (!c->closed && pthread_cond_timedwait(&c->nr_cond, &c->mu, &until) == 0) continue;
     pthread_mutex_unlock(&c->mu);
     natsConnection_Destroy(c->nc);
   }
+  mb_durable_join(c->durable); /* (done above, unless there was no connection) */
   mbc_heard_free(c); /* (nats.c's callbacks are over) */
   if (c->ev) mb_nats_ev_free(c->ev);
   mb_durable_free(c->durable);

@@ -774,15 +774,12 @@ static natsStatus start_locked(mb_durable *d) {
   return s;
 }
 
-void mb_durable_stop(mb_durable *d) {
+void mb_durable_halt(mb_durable *d) {
   if (!d) return;
   pthread_mutex_lock(&d->mu);
   d->stopping = 1;
-  int started = d->started;
-  d->started = 0;
   pthread_cond_broadcast(&d->cond);
   pthread_mutex_unlock(&d->mu);
-  if (started) pthread_join(d->thread, NULL);
   if (d->acks) {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -794,6 +791,15 @@ void mb_durable_stop(mb_durable *d) {
     natsSubscription_Destroy(d->acks);
     d->acks = NULL;
   }
+}
+
+void mb_durable_join(mb_durable *d) {
+  if (!d) return;
+  pthread_mutex_lock(&d->mu);
+  int started = d->started;
+  d->started = 0;
+  pthread_mutex_unlock(&d->mu);
+  if (started) pthread_join(d->thread, NULL);
   if (d->js) jsCtx_Destroy(d->js);
   d->js = NULL;
 }

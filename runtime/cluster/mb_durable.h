@@ -54,10 +54,15 @@ typedef struct mb_durable_host {
  * the stream's answers start with the first durable destination. NULL when
  * out of memory (err says so). */
 mb_durable *mb_durable_new(const mb_durable_host *h, char *err, size_t errlen);
-/* Stops its thread and subscription: before the connection closes, after
- * the link left the runtime. */
-void mb_durable_stop(mb_durable *d);
-/* Frees it (after mb_durable_stop; NULL ignored). */
+/* Stopping, in two steps around the connection's close. mb_durable_halt
+ * (after the link left the runtime, before the close): no new job, and the
+ * subscription to the stream's answers ends. mb_durable_join (after the
+ * close, which fails at once a management request still waiting for an
+ * answer that the stopped loop would never read): the thread ends.
+ * NULL ignored. */
+void mb_durable_halt(mb_durable *d);
+void mb_durable_join(mb_durable *d);
+/* Frees it (after mb_durable_join; NULL ignored). */
 void mb_durable_free(mb_durable *d);
 
 int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,

@@ -293,3 +293,47 @@ print(mb.send("d", 1))
       .. "could not be made: [^\n]+ %(is nats%-server running with %-js%?%)", out)
   end)
 end)
+
+describe("a durable destination whose JetStream never answers", function()
+  local env = server.block{}
+  if not env then return end
+
+  it("does not hold its node's stop for the management request in flight", function()
+    -- a plain client takes every JetStream API request and answers none
+    -- (a server under load, say): the node's management thread waits in
+    -- its request for up to 5 s, and the stop must not wait with it
+    local seen = env.dir .. "/seen"
+    local script = env.dir .. "/swallow.sh"
+    helper.write(script, ([[
+exec 3<>/dev/tcp/127.0.0.1/%d
+read -r info <&3
+printf 'CONNECT {"verbose":false}\r\nSUB $JS.API.> 1\r\nPING\r\n' >&3
+while read -t 20 -r line <&3; do
+  case $line in PONG*) echo subscribed >> %s;; MSG*) echo request >> %s;; esac
+done
+]]):format(env.srv.port, helper.quote(seen), helper.quote(seen)))
+    local pid = tonumber((helper.run(("timeout 30 bash %s > /dev/null 2>&1 & echo $!")
+      :format(helper.quote(script)))))
+    finally(function() os.execute(("kill %d 2> /dev/null"):format(pid)) end)
+    local function heard(what)
+      local f = io.open(seen)
+      local s = f and f:read("a") or ""
+      if f then f:close() end
+      return s:find(what, 1, true)
+    end
+    assert(nodes.wait_for(function() return heard("subscribed") end, 10), "no swallower")
+    local path = env.dir .. "/durable.lua"
+    helper.write(path, [[
+assert(mb.destination("d", {cluster = {durable = true}}))
+mb.every(1, function() end)
+]])
+    local a = nodes.start(env.srv.url, "a1", helper.quote(path))
+    env.list[#env.list + 1] = a
+    assert(nodes.wait_for(function() return heard("request") end, 10), a:errors())
+    local t = require("mb").now()
+    local status = a:stop()
+    local took = require("mb").now() - t
+    assert.is_not_nil(status, "the node had to be killed: " .. tostring(a.err))
+    assert.is_true(took < 2.5, ("the stop took %.1f s"):format(took))
+  end)
+end)
