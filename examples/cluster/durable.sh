@@ -45,6 +45,9 @@ i=0; until start_server "$port"; do # the same port, its store kept
 done
 echo "nats-server killed (-9) and started again on its store"
 
+# the file is there before the node's shell opens it (a loaded machine may
+# run the loop below first: grep would print nothing, and the test fail)
+: > "$tmp/ledger.out"
 (cd "$here" && NODE=ledger-1 exec "$mbrun" --nats "$url" --node ledger-1 -c ledger_node.lua) \
   > "$tmp/ledger.out" 2>&1 &
 node=$!
