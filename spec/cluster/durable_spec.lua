@@ -39,8 +39,11 @@ mb.listen("mb/dead-letters", function(msg) print("dead " .. msg.payload.error) e
 
   it("processes 100 serial messages in order while its consumer node is killed at message 40 and restarted",
     function()
+    -- the server gives message 40 to the stalled node again each ack_wait,
+    -- up to max_deliver times, then gives it up: max_deliver leaves the
+    -- spec's process (slow under valgrind) about 50 s to kill the node
     local decl = [[assert(mb.destination("q", {type = "serial",
-  cluster = {durable = true, ack_wait = 1, max_deliver = 5}}))
+  cluster = {durable = true, ack_wait = 1, max_deliver = 50}}))
 ]]
     local consumer = decl .. [[
 mb.listen("q", function(msg)
