@@ -705,6 +705,7 @@ return {hold = hold, holdsync = hold, mute = function(msg) print("mute " .. msg.
   it("lets go of a request its listener never answers once its requester gave up", function()
     local n1 = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = env.dir})
     env.list[#env.list + 1] = n1
+    finally(function() nodes.stop_all({n1}) end) -- (a failed test's n1 would hold the name)
     assert(n1:wait_output("ready", 15), n1:errors())
     helper.write(env.dir .. "/mute.lua", [[
 assert(mb.destination("mute", {cluster = true}))
@@ -728,6 +729,7 @@ print(mb.request("mute", "one", {timeout = 0.2}))
     -- the reply was lost without a word, and its requester waited for its timeout
     local n1 = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = env.dir})
     env.list[#env.list + 1] = n1
+    finally(function() nodes.stop_all({n1}) end) -- (a failed test's n1 would hold the name)
     assert(n1:wait_output("ready", 15), n1:errors())
     helper.write(env.dir .. "/big.lua", [[
 assert(mb.destination("big", {cluster = true}))
@@ -747,6 +749,7 @@ print(("took %.1f"):format(mb.now() - t))
   it("fails them at once when it stops at once, instead of leaving them to their timeouts", function()
     local n1 = nodes.start(env.srv.url, "n1", "-c config.lua", {dir = env.dir})
     env.list[#env.list + 1] = n1
+    finally(function() nodes.stop_all({n1}) end) -- (a failed test's n1 would hold the name)
     assert(n1:wait_output("ready", 15), n1:errors())
     helper.write(env.dir .. "/asker.lua", [[
 assert(mb.destination("hold", {cluster = true}))
