@@ -193,8 +193,12 @@ describe("the REPL on a terminal", function()
     wait_for(">>$")
     keys("C-c") -- forgets the unfinished function
     wait_for("\nmb>$")
-    keys("mb.sleep(30)", "Enter")
-    sh("sleep 0.2")
+    -- Ctrl-C once the line waits (what it printed shows), not after a fixed
+    -- 0.2 s: on a loaded machine its code was still running then, and the
+    -- Ctrl-C went to the code, which reached its wait before the interrupt
+    -- did (such an interrupt is lost: the line waits on)
+    keys('print("wait" .. "ing") mb.sleep(30)', "Enter")
+    wait_for("\nwaiting$")
     keys("C-c")
     wait_for("no longer waiting for that line")
     keys("1 + 1", "Enter")
