@@ -6,6 +6,7 @@
  *   build/nats_raw [--url URL] --mode pubsub|rtt|inflight [-n N] [-k K]
  *                  [--size BYTES] [--design ev|ev-hop|threads|threads-asap]
  *                  [--adapter inline|mb] [--flush prepare|io] [--asap yes|no]
+ *                  [--side both|client|server]
  *
  *   pubsub    N messages of BYTES (64) from a publisher connection to a
  *             subscriber connection, the publisher at most 100,000 ahead;
@@ -33,6 +34,11 @@
  * EV_WRITE before writing (what nats.c's libevent/libuv adapters do);
  * --asap no (with --adapter mb) turns SendAsap off: nats.c's 1 ms flusher
  * thread then asks for write interest.
+ * --side (rtt and inflight, ev designs) splits the two sides into two
+ * processes, as mb's two nodes are: `--side server` answers N requests and
+ * exits (it prints "ready" once its subscription is in place), `--side
+ * client` is the requester alone; both need --url. The default `both` runs
+ * them on two threads of one process (the benchmarks' baseline).
  * Without --url it starts a private nats-server (spec/c/nats_server.h).
  * Output: one JSON line on stdout (cpu_us_per_msg: this process's CPU, both
  * sides and nats.c's threads, per message or round trip; steadier than the
@@ -54,13 +60,14 @@
 
 enum { D_EV, D_EV_HOP, D_THREADS, D_THREADS_ASAP };
 enum { M_PUBSUB, M_RTT, M_INFLIGHT };
+enum { S_BOTH, S_CLIENT, S_SERVER };
 
 static struct {
   const char *url;
-  int mode, design, mb_adapter, flush_io, no_asap;
+  int mode, design, mb_adapter, flush_io, no_asap, side;
   long n;
   int k, size;
-} cfg = {NULL, M_PUBSUB, D_EV, 0, 0, 0, 1000000, 64, 64};
+} cfg = {NULL, M_PUBSUB, D_EV, 0, 0, 0, S_BOTH, 1000000, 64, 64};
 static double pub_secs; /* time spent inside natsConnection_Publish calls (pubsub) */
 
 /* CPU seconds (user + system) of this process, every thread */
@@ -381,6 +388,8 @@ static void on_sub_msg(side *s, natsMsg *m) { /* pubsub: count */
 static void on_request(side *s, natsMsg *m) { /* responder: echo */
   natsConnection_Publish(s->nc, natsMsg_GetReply(m), natsMsg_GetData(m), natsMsg_GetDataLength(m));
   natsMsg_Destroy(m);
+  /* --side server: done after N (the loop writes the last reply as it ends) */
+  if (atomic_fetch_add(&s->received, 1) + 1 == cfg.n && cfg.side == S_SERVER) ev_break(s->loop, EVBREAK_ALL);
 }
 
 static void srv_stop_cb(struct ev_loop *loop, ev_async *w, int revents) { ev_break(loop, EVBREAK_ALL); }
@@ -395,7 +404,12 @@ static void *server_thread(void *ud) {
     ev_async_start(s->loop, &srv_stop_async);
     side_sync(s); /* the SUB is in place */
     atomic_store(&srv_ready, 1);
+    if (cfg.side == S_SERVER) {
+      printf("ready\n");
+      fflush(stdout);
+    }
     ev_run(s->loop, 0);
+    if (cfg.side == S_SERVER) mb_nats_ev_flush(s->ev, 1.0); /* the last reply */
     ev_async_stop(s->loop, &srv_stop_async);
   } else {
     side_sync(s);
@@ -517,7 +531,7 @@ static void *watchdog(void *ud) {
 static void usage(void) {
   fprintf(stderr, "usage: nats_raw [--url URL] --mode pubsub|rtt|inflight [-n N] [-k K] [--size B]\n"
                   "                [--design ev|ev-hop|threads|threads-asap] [--adapter inline|mb]\n"
-                  "                [--flush prepare|io] [--asap yes|no]\n");
+                  "                [--flush prepare|io] [--asap yes|no] [--side both|client|server]\n");
   exit(2);
 }
 
@@ -539,11 +553,19 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--adapter")) cfg.mb_adapter = !strcmp(v, "mb");
     else if (!strcmp(a, "--flush")) cfg.flush_io = !strcmp(v, "io");
     else if (!strcmp(a, "--asap")) cfg.no_asap = !strcmp(v, "no");
+    else if (!strcmp(a, "--side"))
+      cfg.side = !strcmp(v, "both") ? S_BOTH : !strcmp(v, "client") ? S_CLIENT : !strcmp(v, "server") ? S_SERVER : (usage(), 0);
     else usage();
   }
   if (cfg.n <= 0 || cfg.k <= 0 || cfg.size < 0 || cfg.size > 65536) usage();
   if (cfg.no_asap && (cfg.design == D_THREADS || cfg.design == D_THREADS_ASAP || !cfg.mb_adapter)) {
     fprintf(stderr, "nats_raw: --asap no is for --design ev/ev-hop with --adapter mb\n");
+    return 2;
+  }
+  if (cfg.side != S_BOTH && (cfg.mode == M_PUBSUB || !cfg.url || !cfg.mb_adapter
+                             || (cfg.design != D_EV && cfg.design != D_EV_HOP))) {
+    fprintf(stderr, "nats_raw: --side client|server is for --mode rtt|inflight, --design ev|ev-hop,"
+                    " --adapter mb and needs --url\n");
     return 2;
   }
   if (cfg.mode == M_RTT) cfg.k = 1;
@@ -559,8 +581,20 @@ int main(int argc, char **argv) {
   pthread_t st, wd;
   pthread_create(&wd, NULL, watchdog, NULL);
   pthread_detach(wd);
-  pthread_create(&st, NULL, server_thread, NULL);
-  while (!atomic_load(&srv_ready)) nats_srv_sleep_ms(1);
+  if (cfg.side == S_SERVER) { /* the responder alone, on this thread */
+    double cpu_s = cpu_secs();
+    server_thread(NULL);
+    atomic_store(&stop_srv, 1);
+    long got = atomic_load(&srv_side.received);
+    printf("{\"side\":\"server\",\"n\":%ld,\"done\":%ld,\"cpu_us_per_msg\":%.3f}\n", cfg.n, got,
+           (cpu_secs() - cpu_s) / (got ? got : 1) * 1e6);
+    nats_CloseAndWait(2000);
+    return got == cfg.n ? 0 : 1;
+  }
+  if (cfg.side == S_BOTH) {
+    pthread_create(&st, NULL, server_thread, NULL);
+    while (!atomic_load(&srv_ready)) nats_srv_sleep_ms(1);
+  }
 
   side *c = &cli_side;
   memset(c->payload, 'x', sizeof c->payload);
@@ -634,7 +668,7 @@ int main(int argc, char **argv) {
   }
   if (srv_side.loop) ev_async_send(srv_side.loop, &srv_stop_async);
   atomic_store(&stop_srv, 1);
-  pthread_join(st, NULL);
+  if (cfg.side == S_BOTH) pthread_join(st, NULL);
   double cpu = cpu_secs() - cpu0;
   double secs = c->t_last - c->t_first;
   long done = cfg.mode == M_PUBSUB ? atomic_load(&srv_side.received) : atomic_load(&c->received);
