@@ -304,7 +304,6 @@ static void cluster_free(mb_cluster *c) {
     pthread_mutex_unlock(&c->mu);
     natsConnection_Destroy(c->nc);
   }
-  mb_durable_join(c->durable); /* (done above, unless there was no connection) */
   mbc_heard_free(c); /* (nats.c's callbacks are over) */
   if (c->ev) mb_nats_ev_free(c->ev);
   mb_durable_free(c->durable);
