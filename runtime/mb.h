@@ -340,6 +340,10 @@ const uint8_t *mb_msg_payload(const mb_msg *m, size_t *len);
 const uint8_t *mb_msg_values(const mb_msg *m, size_t *len); /* len 0: none */
 int mb_msg_expects_reply(const mb_msg *m);
 int mb_msg_is_request(const mb_msg *m); /* sent by mb_request_start */
+/* 1 when m is a request that waits for every group's answer (all = 1), the
+ * only kind whose reply must say which group answers (the group of
+ * mb_reply); the other requests take the first reply, whoever gives it. */
+int mb_msg_answers_all(const mb_msg *m);
 /* 1 when m was sent to a destination with share = 1 (set by the sending
  * call, before any delivery of m can start). */
 int mb_msg_shared(const mb_msg *m);

@@ -50,6 +50,7 @@
 #define MB_MSG_REMOTE 8u    /* came over the link: has an mb_msg_remote after that */
 #define MB_MSG_SHARED 16u   /* sent to a destination with share = 1 (mb_msg_shared) */
 #define MB_MSG_REDELIVERED 32u /* mb_msg_durable: delivered before */
+#define MB_MSG_ALL 64u /* a request that waits for every group's answer (mb_msg_answers_all) */
 
 typedef struct mb_dest mb_dest;
 
@@ -384,6 +385,7 @@ struct mb_request {
     mb_msg *reply;
     char *error;
   } *slots;
+  struct mb_slot one; /* slots of a request with one answer (no allocation) */
   ev_timer timer;
   mb_request *next, *prev; /* in svc->requests */
 };

@@ -169,6 +169,7 @@ const uint8_t *mb_msg_values(const mb_msg *m, size_t *len) {
 
 int mb_msg_is_request(const mb_msg *m) { return (m->flags & MB_MSG_REQUEST) != 0; }
 int mb_msg_shared(const mb_msg *m) { return (m->flags & MB_MSG_SHARED) != 0; }
+int mb_msg_answers_all(const mb_msg *m) { return (m->flags & MB_MSG_ALL) != 0; }
 int mb_msg_sole(const mb_msg *m) {
   return atomic_load_explicit(&((mb_msg *)m)->refs, memory_order_acquire) == 1;
 }

@@ -35,7 +35,7 @@ static void request_free(mb_request *r) {
     mb_msg_unref(r->slots[i].reply);
     free(r->slots[i].error);
   }
-  free(r->slots);
+  if (r->slots != &r->one) free(r->slots);
   mb_dest_unref(r->dest);
   mb_runtime *rt = r->svc->rt;
   rt->counts.requests--;
@@ -119,8 +119,9 @@ static void complete(mb_request *r) {
 static int ensure_slots(mb_request *r, size_t n) {
   if (r->slots) return 0;
   if (n == 0) n = 1;
-  r->slots = calloc(n, sizeof *r->slots);
+  r->slots = n == 1 ? &r->one : calloc(n, sizeof *r->slots);
   if (!r->slots) return -1;
+  if (n == 1) memset(&r->one, 0, sizeof r->one);
   r->n = n;
   for (size_t i = 0; i < n; i++) r->slots[i].status = SLOT_WAITING;
   return 0;
@@ -138,8 +139,10 @@ void mb_request_dispatched(mb_request *r, mb_dest *d, const mb_msg *m) {
 
 void mb_request_expect(mb_request *r, uint64_t base, size_t k) {
   if (r->finished || !r->all || k == 0) return;
-  struct mb_slot *v = realloc(r->slots, (r->n + k) * sizeof *v);
+  struct mb_slot *v = r->slots == &r->one ? malloc((r->n + k) * sizeof *v)
+                                            : realloc(r->slots, (r->n + k) * sizeof *v);
   if (!v) return; /* out of memory: those answers are not waited for */
+  if (r->slots == &r->one) memcpy(v, &r->one, sizeof *v);
   r->slots = v;
   for (size_t i = 0; i < k; i++) {
     memset(&v[r->n + i], 0, sizeof *v);

@@ -114,7 +114,7 @@ static int link_deliver(mb_service *from, const char *name, uint64_t group, mb_m
       return MB_ENOMEM;
     }
     r->proxy = 1;
-    m->flags |= MB_MSG_REQUEST;
+    m->flags |= MB_MSG_REQUEST | (all ? MB_MSG_ALL : 0);
     r->refs++; /* while the send may wait in a full queue */
   }
   m->flags |= MB_MSG_FOLLOW_UP; /* taken in while draining: it was sent before */
@@ -267,7 +267,7 @@ static int request_start(mb_service *from, const char *name, mb_msg *m, double t
     mb_msg_unref(m);
     return d ? MB_ENOMEM : MB_ENODEST;
   }
-  m->flags |= MB_MSG_REQUEST;
+  m->flags |= MB_MSG_REQUEST | (all ? MB_MSG_ALL : 0);
   if (d->opts.share) m->flags |= MB_MSG_SHARED;
   if (cluster) {
     mb_link link = rt->link;

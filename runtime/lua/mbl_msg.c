@@ -629,7 +629,11 @@ int mbL_handler_body(lua_State *L) {
     int shared = share_push(L, t->S, m) ? lua_gettop(L) : 0; /* 5: the sender's payload */
     lua_pushvalue(L, 2);
     mbL_push_msg(L, m, 4, shared, mbL_node(t->S));
-    if (mb_msg_is_request(m)) { /* mb.reply(msg) answers for this group */
+    /* mb.reply(msg) answers for this group: only a request_all's answers
+     * go by group (a request takes the first reply, whoever gives it), and
+     * one from another node needs its id here; a weak table's entry costs
+     * about 700 instructions a request */
+    if (mb_msg_origin(m) || mb_msg_answers_all(m)) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
       lua_pushinteger(L, (lua_Integer)mb_delivery_group(t->d));

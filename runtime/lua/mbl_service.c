@@ -148,7 +148,8 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return mb_realloc_shrink(ptr, nsize);
   }
   if (S->mem_limit && S->mem_used - old + nsize > S->mem_limit) return NULL;
-  void *p = mb_realloc(ptr, nsize);
+  /* a new object (most calls): mimalloc's malloc, not its realloc's longer way there */
+  void *p = ptr ? mb_realloc(ptr, nsize) : mb_malloc(nsize);
   if (p) S->mem_used += nsize - old;
   return p;
 }

@@ -554,15 +554,34 @@ int mbL_state_interrupt(mbL_state *S, const char *why) {
   return 1;
 }
 
+/* The atomics of a run, and why each is as strong as it is (one locked
+ * instruction a run instead of five; issue 17):
+ * - calls is written only here, on S's thread: a plain increment. Other
+ *   threads read it (mbL_state_abort) after a load of active that sees
+ *   this run's store, which is sequenced after the increment.
+ * - running_co is read only on S's thread: by the abort signal's handler
+ *   (ordered by the signal fences) and by mbL_state_abort from inside the
+ *   call (tl_running == S): relaxed.
+ * - active at the start stays sequentially consistent: mbL_runtime_abort
+ *   stores R->abort_why, then loads active; this stores active, then loads
+ *   R->abort_why (abort_reason). Either the aborter sees the call or the
+ *   call sees the abort; that needs both sides seq_cst (Dekker).
+ * - active at the end is a release store: whoever reads 0 sees the run's
+ *   outcome counted (task_end); missing a call that is ending is harmless.
+ * - interrupt_why is cleared by the outermost call's end: an interrupter
+ *   racing with that end interrupts this call or the next one, whatever
+ *   the order, as before. */
 void mbL_task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
   mbL_state *outer = tl_running;
   int nres;
   S->current = t;
-  if (S->depth++ == 0) atomic_fetch_add(&S->calls, 1);
+  if (S->depth++ == 0)
+    atomic_store_explicit(&S->calls, atomic_load_explicit(&S->calls, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
   atomic_store(&S->active, S->depth);
-  atomic_store(&S->running_co, t->co);
+  atomic_store_explicit(&S->running_co, t->co, memory_order_relaxed);
   tl_running = S; /* after running_co: the signal's handler reads both */
   atomic_signal_fence(memory_order_seq_cst);
   if (abort_reason(S))
@@ -572,13 +591,14 @@ void mbL_task_run(mbL_task *t, int nargs) {
     cpu_watch(t->co);
   }
   int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
-  atomic_store(&S->running_co, prev ? prev->co : NULL);
+  atomic_store_explicit(&S->running_co, prev ? prev->co : NULL, memory_order_relaxed);
   tl_running = outer;
   atomic_signal_fence(memory_order_seq_cst);
   lua_Hook h = lua_gethook(t->co);
   if (h == abort_hook || h == cpu_hook || h == interrupt_hook)
     lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
-  if (S->depth == 1) atomic_store(&S->interrupt_why, NULL); /* it was for this call */
+  if (S->depth == 1) /* it was for this call */
+    atomic_store_explicit(&S->interrupt_why, NULL, memory_order_relaxed);
   S->depth--;
   S->current = prev;
   if (st == LUA_YIELD) {
@@ -588,7 +608,8 @@ void mbL_task_run(mbL_task *t, int nargs) {
   } else {
     task_end(t, st);
   }
-  atomic_store(&S->active, S->depth); /* after task_end: its outcome is counted */
+  /* after task_end: its outcome is counted */
+  atomic_store_explicit(&S->active, S->depth, memory_order_release);
   /* an abort goes on in the call this one returns to */
   if (outer && abort_reason(outer)) {
     lua_State *co = atomic_load(&outer->running_co);

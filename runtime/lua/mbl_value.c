@@ -644,8 +644,9 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
   const char *origin = mb_msg_origin(m);
   if (origin)
     lua_pushstring(L, origin);
-  else if (!node) /* kept when more deliveries of m may follow (not a shared one's) */
-    push_msg_id(L, mb_msg_id(m), !payload_idx && !mb_msg_sole(m));
+  else if (!node) /* kept when more deliveries of m may follow (not a shared one's), and a
+                    * request's, for its reply's response_id when the requester is here */
+    push_msg_id(L, mb_msg_id(m), mb_msg_is_request(m) || (!payload_idx && !mb_msg_sole(m)));
   else
     push_id(L, node, mb_msg_id(m));
   lua_rawset(L, -3);
@@ -656,7 +657,7 @@ void mbL_push_msg(lua_State *L, const mb_msg *m, int dest_idx, int payload_idx,
   }
   if (rid) {
     lua_pushvalue(L, MBL_KEY(MBL_K_RESPONSE_ID));
-    push_id(L, node, rid);
+    if (node || !cached_id(L, rid)) push_id(L, node, rid);
     lua_rawset(L, -3);
   }
   if (origin && mb_msg_redelivered(m)) { /* a durable destination's, delivered before */

@@ -418,6 +418,21 @@ describe("request_all", function()
     assert.matches("^closed: ", second[2])
   end)
 
+  it("files a later mb.reply under the listener that got the message", function()
+    mb.destination("g2")
+    local held
+    mb.listen("g2", function() end) -- never answers
+    mb.listen("g2", function(m) held = m end) -- answers after its handler returned
+    mb.spawn(function()
+      while not held do mb.sleep(0.001) end
+      assert.is_true(mb.reply(held, "B"))
+    end)
+    local answers = mb.request_all("g2", "q", {timeout = 0.1})
+    assert.are.equal(2, #answers)
+    assert.matches("^timeout: ", answers[1].error)
+    assert.are.equal("B", answers[2].payload)
+  end)
+
   it("marks groups that did not answer in time", function()
     mb.destination("quote")
     mb.listen("quote", function() return 1 end)
