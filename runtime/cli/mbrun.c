@@ -458,9 +458,13 @@ static int abort_running(mbL_runtime *R, int now) {
 
 /* The REPL's Ctrl-C reaches Lua code that runs on worker 0 (whose loop
  * does not turn meanwhile) through a thread of its own: the signal handler
- * posts int_sem, the interrupter aborts the running line. */
+ * posts int_sem, the interrupter aborts the running line (int_aborted) or
+ * finds none, and only then wakes the main loop (on_signal), which does
+ * the rest: so the main loop never decides before the interrupter has.
+ * An interrupt that found the line's code running but missed it (the code
+ * went into a wait first) comes back through int_missed. */
 static sem_t int_sem;
-static atomic_int int_quit, int_aborted;
+static atomic_int int_quit, int_aborted, int_up, int_missed;
 static pthread_t int_thread;
 
 static void *interrupter_main(void *arg) {
@@ -469,12 +473,20 @@ static void *interrupter_main(void *arg) {
     while (sem_wait(&int_sem) && errno == EINTR) continue;
     if (atomic_load(&int_quit)) return NULL;
     if (mbrepl_abort_line(repl)) atomic_store(&int_aborted, 1);
+    ev_async_send(sig_loop, sig_async);
   }
 }
 
+/* mbL_runtime_on_interrupt_missed's: on the line's worker. */
+static void on_interrupt_missed(void *ud) {
+  (void)ud;
+  atomic_store(&int_missed, 1);
+  ev_async_send(sig_loop, sig_async);
+}
+
 static void on_sig(int sig) {
-  if (sig != SIGINT || !repl) shutdown_begins(); /* the REPL's Ctrl-C is its own */
-  if (sig == SIGINT && repl) sem_post(&int_sem); /* async-signal-safe */
+  int repl_int = sig == SIGINT && repl; /* the REPL's Ctrl-C is its own */
+  if (!repl_int) shutdown_begins();
   atomic_store(&sig_last, sig);
   if (atomic_fetch_add(&sig_unanswered, 1) >= 1) {
     static const char msg[] = "\nmbrun: another signal, and the bus did not answer the "
@@ -483,7 +495,10 @@ static void on_sig(int sig) {
     (void)n;
     _exit(128 + sig);
   }
-  ev_async_send(sig_loop, sig_async);
+  if (repl_int && atomic_load(&int_up))
+    sem_post(&int_sem); /* async-signal-safe; the interrupter wakes the loop */
+  else
+    ev_async_send(sig_loop, sig_async);
 }
 
 static void catch_signals(int on) {
@@ -508,6 +523,8 @@ static void on_signal(struct ev_loop *loop, ev_async *w, int revents) {
   (void)loop;
   (void)revents;
   shutdown_ctl *c = w->data;
+  /* the line went into a wait as it was interrupted: stop waiting for it */
+  if (atomic_exchange(&int_missed, 0) && repl) mbrepl_interrupt(repl);
   int n = atomic_exchange(&sig_unanswered, 0), sig = atomic_load(&sig_last);
   if (!n) return;
   if (sig == SIGINT && repl) { /* the REPL's Ctrl-C */
@@ -831,7 +848,11 @@ int main(int argc, char **argv) {
   watchdog_start(R, grace);
   if (repl) {
     sem_init(&int_sem, 0, 0);
-    if (pthread_create(&int_thread, NULL, interrupter_main, NULL)) int_thread = 0;
+    if (pthread_create(&int_thread, NULL, interrupter_main, NULL))
+      int_thread = 0;
+    else
+      atomic_store(&int_up, 1);
+    mbL_runtime_on_interrupt_missed(R, on_interrupt_missed, NULL);
   }
   catch_signals(1);
 

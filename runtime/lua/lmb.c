@@ -303,6 +303,11 @@ void mbL_runtime_on_stop(mbL_runtime *R, void (*fn)(void *ud), void *ud) {
   R->on_stop_ud = ud;
 }
 
+void mbL_runtime_on_interrupt_missed(mbL_runtime *R, void (*fn)(void *ud), void *ud) {
+  R->on_missed = fn;
+  R->on_missed_ud = ud;
+}
+
 int mbL_runtime_abort(mbL_runtime *R, const char *reason) {
   atomic_store(&R->abort_why, reason); /* first: a call starting now sees it */
   int n = 0;

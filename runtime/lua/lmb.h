@@ -36,6 +36,13 @@ mb_runtime *mbL_runtime_core(mbL_runtime *R);
  * were running code. */
 int mbL_runtime_interrupt_service(mbL_runtime *R, const char *name, const char *why);
 
+/* Calls fn(ud), on the thread of the service, when an interrupt found its
+ * code running but the code stopped running before the interrupt reached
+ * it (it went into a wait: mb.sleep, a request) and it was not raised
+ * (mbrun's REPL then stops waiting for the line). Set it before loading
+ * any service. */
+void mbL_runtime_on_interrupt_missed(mbL_runtime *R, void (*fn)(void *ud), void *ud);
+
 int mbL_cluster_join(mbL_runtime *R, const mb_cluster_config *cfg, char *err, size_t errlen);
 
 /* What mbL_runtime_load returns when it cannot start the script: */

@@ -42,6 +42,8 @@ struct mbL_runtime {
   _Atomic(const char *) abort_why;
   void (*on_stop)(void *ud); /* mb.stop() was called (mbrun) */
   void *on_stop_ud;
+  void (*on_missed)(void *ud); /* an interrupt missed its code (mbrun's REPL) */
+  void *on_missed_ud;
   /* builds a state's module table (lmb.c's, which sits above the states) */
   void (*open_module)(lua_State *L, mbL_state *S);
   mb_cluster *cluster; /* NULL: not in a cluster (mbl_cluster.c); worker 0 sets it */

@@ -550,12 +550,27 @@ int mbL_state_interrupt(mbL_state *S, const char *why) {
   if (!atomic_load(&S->active)) return 0;
   pthread_once(&once, abort_signal_install);
   atomic_store(&S->interrupt_why, why);
+  /* The call may have ended meanwhile. Its end stores active, then looks
+   * at interrupt_why; this stores interrupt_why, then loads active (all
+   * seq_cst): one of the two sees the other. If this one does, it takes
+   * the interrupt back unless the end took it first (and said so). */
+  if (!atomic_load(&S->active)) return atomic_exchange(&S->interrupt_why, NULL) == NULL;
   mb_service_signal(S->svc, ABORT_SIGNAL);
   return 1;
 }
 
-/* The atomics of a run, and why each is as strong as it is (one locked
- * instruction a run instead of five; issue 17):
+/* The end of S's outermost call found an interrupt not raised: it landed
+ * while the code ran C on its way into a wait (a hook set in C fires only
+ * when Lua code runs again), or just as it ended. A call that ended needs
+ * nothing; code that waits is told to whoever interrupted (the REPL then
+ * stops waiting for the line, as when the Ctrl-C finds the line waiting). */
+static void interrupt_missed(mbL_state *S, int waits) {
+  if (!atomic_exchange(&S->interrupt_why, NULL)) return; /* taken back */
+  if (waits && S->R->on_missed) S->R->on_missed(S->R->on_missed_ud);
+}
+
+/* The atomics of a run, and why each is as strong as it is (two locked
+ * instructions an outermost run, one a nested run, instead of six):
  * - calls is written only here, on S's thread: a plain increment. Other
  *   threads read it (mbL_state_abort) after a load of active that sees
  *   this run's store, which is sequenced after the increment.
@@ -566,11 +581,14 @@ int mbL_state_interrupt(mbL_state *S, const char *why) {
  *   stores R->abort_why, then loads active; this stores active, then loads
  *   R->abort_why (abort_reason). Either the aborter sees the call or the
  *   call sees the abort; that needs both sides seq_cst (Dekker).
- * - active at the end is a release store: whoever reads 0 sees the run's
- *   outcome counted (task_end); missing a call that is ending is harmless.
- * - interrupt_why is cleared by the outermost call's end: an interrupter
- *   racing with that end interrupts this call or the next one, whatever
- *   the order, as before. */
+ * - active at the end of a nested call is a release store: whoever reads
+ *   it sees the run's outcome counted (task_end); missing a call that is
+ *   ending is harmless to an abort.
+ * - active at the end of the outermost call stays seq_cst, as does the
+ *   load of interrupt_why after it: against mbL_state_interrupt, which
+ *   stores interrupt_why and then loads active (Dekker again), so an
+ *   interrupt that did not reach the code is never silently left behind
+ *   (interrupt_missed). */
 void mbL_task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
@@ -597,8 +615,6 @@ void mbL_task_run(mbL_task *t, int nargs) {
   lua_Hook h = lua_gethook(t->co);
   if (h == abort_hook || h == cpu_hook || h == interrupt_hook)
     lua_sethook(t->co, NULL, 0, 0); /* pooled for reuse */
-  if (S->depth == 1) /* it was for this call */
-    atomic_store_explicit(&S->interrupt_why, NULL, memory_order_relaxed);
   S->depth--;
   S->current = prev;
   if (st == LUA_YIELD) {
@@ -609,7 +625,12 @@ void mbL_task_run(mbL_task *t, int nargs) {
     task_end(t, st);
   }
   /* after task_end: its outcome is counted */
-  atomic_store_explicit(&S->active, S->depth, memory_order_release);
+  if (S->depth > 0) {
+    atomic_store_explicit(&S->active, S->depth, memory_order_release);
+  } else {
+    atomic_store(&S->active, 0);
+    if (atomic_load(&S->interrupt_why)) interrupt_missed(S, st == LUA_YIELD);
+  }
   /* an abort goes on in the call this one returns to */
   if (outer && abort_reason(outer)) {
     lua_State *co = atomic_load(&outer->running_co);

@@ -207,6 +207,47 @@ describe("the REPL on a terminal", function()
     assert.are.equal(0, stop())
   end)
 
+  -- A Ctrl-C that finds the line's code running but lands while it is in C
+  -- on its way into a wait (here: encoding a 4 MB payload for mb.request)
+  -- set a hook that never fired, and the interrupt was dropped at the end
+  -- of the run: the screen showed nothing and the line went on (lost in 7
+  -- of 10 such presses). Each press must now get an answer: the code
+  -- interrupted, or the wait for the line stopped.
+  it("answers every Ctrl-C while a line's code goes in and out of waits", function()
+    -- the listener in a service of its own: the REPL's state runs only the line
+    local dir = helper.tmpdir()
+    local f = assert(io.open(dir .. "/echo.lua", "w"))
+    f:write("mb.destination('e') mb.listen('e', function() return 1 end)\n")
+    f:close()
+    start()
+    keys(".load " .. dir .. "/echo.lua", "Enter")
+    wait_for("loaded [^\n]*\nmb>$")
+    keys("s = string.rep('x', 2^22)", "Enter")
+    wait_for("\nmb>$")
+    for i = 1, 6 do
+      keys("go = true while go do mb.request('e', s) end", "Enter")
+      sh("sleep 0." .. (1 + i % 3))
+      keys("C-c")
+      local text
+      for _ = 1, 200 do -- 10 s
+        text = screen()
+        if text:find("interrupted[^\n]*\nmb>$") or text:find("no longer waiting for that line[^\n]*\nmb>$") then
+          break
+        end
+        sh("sleep 0.05")
+      end
+      assert(text:find("interrupted") or text:find("no longer waiting"),
+        ("press %d: no answer to Ctrl-C in 10 s:\n%s"):format(i, text))
+      keys("C-l")
+      keys("go = false print('round " .. i .. "')", "Enter")
+      wait_for("round " .. i .. "\nmb>$")
+      keys("C-l")
+      wait_for("^mb>$")
+    end
+    assert.are.equal(0, stop())
+    helper.remove_tree(dir)
+  end)
+
   it("interrupts a line whose Lua code runs on Ctrl-C, as lua's prompt does", function()
     start()
     keys("n = 0; while true do n = n + 1 end", "Enter")
