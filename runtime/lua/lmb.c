@@ -4,7 +4,8 @@
  * (lmb.h). The module's other functions live by concept beside it:
  * mbl_task.c (coroutines, resume, post, waiting), mbl_time.c, mbl_dest.c
  * (destinations, events), mbl_msg.c (send, request, reply, listen),
- * mbl_service.c (services, mb.load); mbl_private.h is what they share.
+ * mbl_service.c (services, mb.load), mbl_reload.c (handle:reload());
+ * mbl_private.h is what they share.
  *
  * Owns: per runtime an mbL_runtime (the core runtime and the list of
  * states). Registry refs are taken and released through ref()/unref() so
@@ -201,10 +202,13 @@ static const luaL_Reg *const all_funcs[] = {funcs, mbL_dest_funcs, mbL_msg_funcs
                                             mbL_time_funcs, mbL_service_funcs, mbL_svclist_funcs,
                                             mbL_show_funcs, mbL_watch_funcs, NULL};
 
-static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
+/* more: methods another file holds (NULL: none) */
+static void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      const luaL_Reg *more) {
   luaL_newmetatable(L, name);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
+  if (more) luaL_setfuncs(L, more, 0);
   lua_setfield(L, -2, "__index");
   lua_pushstring(L, name);
   lua_setfield(L, -2, "__name");
@@ -214,10 +218,10 @@ static void new_class(lua_State *L, const char *name, const luaL_Reg *methods) {
 /* Builds the module table for S in L and leaves it on the stack (every
  * state's, through R->open_module: mbl_service.c creates the states). */
 static void open_module(lua_State *L, mbL_state *S) {
-  new_class(L, "mb.Listener", mbL_listener_methods);
-  new_class(L, "mb.Timer", mbL_timer_methods);
-  new_class(L, "mb.Subscription", mbL_sub_methods);
-  new_class(L, "mb.Service", mbL_service_methods);
+  new_class(L, "mb.Listener", mbL_listener_methods, NULL);
+  new_class(L, "mb.Timer", mbL_timer_methods, NULL);
+  new_class(L, "mb.Subscription", mbL_sub_methods, NULL);
+  new_class(L, "mb.Service", mbL_service_methods, mbL_reload_methods);
   lua_pushlightuserdata(L, S);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &mbL_state_key);
   lua_newtable(L);

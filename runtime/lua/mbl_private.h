@@ -366,6 +366,59 @@ int mbL_load_script(lua_State *L, const char *path);
 /* Starts S's body (chunk and nargs values on S->L); -1 when out of memory. */
 int mbL_start_body(mbL_state *S, int nargs);
 extern const luaL_Reg mbL_service_funcs[], mbL_service_methods[], mbL_svclist_funcs[];
+
+/* What one mb.load started — the script, its options and arguments — kept
+ * for handle:reload(), which starts the same again. Linked under R->lock,
+ * never changed but for gen, live and stopped (under R->lock), freed with the
+ * runtime (mbL_loads_free). */
+typedef struct mbL_load {
+  uint64_t id, key;
+  /* gen: the last reload begun (or stop); live: the newest one that has
+   * finished, whose instances run — a reload finishing after a newer one
+   * (or a stop) began and ended drains its own new instances instead;
+   * stopped: the gen of the last handle:stop() */
+  uint64_t gen, live, stopped;
+  size_t memory, instances;
+  double cpu;
+  int nargs;
+  size_t alen;
+  char *args; /* encoded list, alen bytes */
+  char *name;
+  struct mbL_load *next;
+  char path[];
+} mbL_load;
+
+/* What mbl_service.c offers mbl_reload.c: the load records, its instances
+ * and starting and ending them. */
+mbL_load *mbL_load_find(mbL_runtime *R, uint64_t id); /* NULL: none; takes R->lock */
+/* Is S a running instance of load id (not a reload's old one)? Under R->lock. */
+int mbL_instance_of(const mbL_state *S, uint64_t id);
+/* Which of a load's instances mbL_push_instances takes: all of them, the
+ * running ones, or the running ones started before a reload (gen). */
+enum { INST_ALL, INST_RUNNING, INST_BEFORE };
+/* Pushes a userdata with the ids of load id's instances that `which`
+ * takes; *n counts them. Raises when out of memory. */
+uint64_t *mbL_push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int which,
+                             uint64_t gen, size_t *n);
+/* Stops (drain: drains) the instances ids[0..n) for me; a waiter for those
+ * on other workers (NULL: none). Raises when out of memory. */
+mbL_waiter *mbL_end_instances(lua_State *L, mbL_runtime *R, uint64_t *ids, size_t n,
+                              mbL_state *me, int drain);
+/* Starts ld's instances (generation gen) from S, their ids into ids; a
+ * waiter for those on other workers (NULL: none), *failed and *error
+ * (malloc'd) for the ones here. Raises when out of memory. */
+mbL_waiter *mbL_start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uint64_t gen,
+                          uint64_t *ids, size_t *n, int *failed, char **error);
+/* Takes the waiter's outcome and frees it. */
+void mbL_waiter_outcome(mbL_waiter *w, int *failed, char **error);
+/* The state whose Lua code runs in L (NULL: none). */
+mbL_state *mbL_caller_state(lua_State *L);
+
+/* ---- mbl_reload.c -------------------------------------------------------- */
+
+/* handle:reload(), added to mbL_service_methods by lmb.c */
+extern const luaL_Reg mbL_reload_methods[];
+
 /* mbl_watch.c: mb._watch, for mbrun --watch */
 extern const luaL_Reg mbL_watch_funcs[];
 

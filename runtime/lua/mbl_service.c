@@ -1,8 +1,9 @@
 /*
  * mbl_service.c — services in the `mb` module: a Lua state per service
  * (created, released, stopped on its own worker), loading scripts, mb.load
- * (instances started on their workers) and handle:stop(). Listing them,
- * mb.services(), is mbl_svclist.c.
+ * (instances started on their workers), stopping and draining instances
+ * and handle:stop(). Reloading, handle:reload(), is mbl_reload.c (built on
+ * the instance helpers here); listing them, mb.services(), is mbl_svclist.c.
  *
  * Owns: the mbL_state of each service and its Lua state, the service
  * handles (userdata "mb.Service"). Uses tasks and waiters (mbl_task.c),
@@ -392,27 +393,6 @@ void mbL_deferred_stop(void *arg) {
 
 /* ---- the loads: what handle:reload() starts again ------------------------ */
 
-/* What one mb.load started — the script, its options and arguments — kept
- * for handle:reload(), which starts the same again. Linked under R->lock,
- * never changed but for gen and live (under R->lock), freed with the
- * runtime (mbL_loads_free). */
-typedef struct mbL_load {
-  uint64_t id, key;
-  /* gen: the last reload begun (or stop); live: the newest one that has
-   * finished, whose instances run — a reload finishing after a newer one
-   * (or a stop) began and ended drains its own new instances instead;
-   * stopped: the gen of the last handle:stop() */
-  uint64_t gen, live, stopped;
-  size_t memory, instances;
-  double cpu;
-  int nargs;
-  size_t alen;
-  char *args; /* encoded list, alen bytes */
-  char *name;
-  struct mbL_load *next;
-  char path[];
-} mbL_load;
-
 void mbL_loads_free(mbL_runtime *R) {
   for (mbL_load *ld = R->loads, *next; ld; ld = next) {
     next = ld->next;
@@ -423,7 +403,7 @@ void mbL_loads_free(mbL_runtime *R) {
   R->loads = NULL;
 }
 
-static mbL_load *find_load(mbL_runtime *R, uint64_t id) {
+mbL_load *mbL_load_find(mbL_runtime *R, uint64_t id) {
   pthread_mutex_lock(&R->lock);
   mbL_load *ld = R->loads;
   while (ld && ld->id != id) ld = ld->next;
@@ -432,23 +412,23 @@ static mbL_load *find_load(mbL_runtime *R, uint64_t id) {
 }
 
 /* Is S a running instance of load id (not a reload's old one)? Under R->lock. */
-static int instance_of(const mbL_state *S, uint64_t id) {
+int mbL_instance_of(const mbL_state *S, uint64_t id) {
   return S->load_id == id && S->svc && !S->draining && !S->stopping;
 }
 
-/* Which of load id's instances push_instances takes: ALL, also a reload's
- * old ones (draining); RUNNING, not those; or BEFORE, the running ones a
- * reload older than gen (or the mb.load) started. */
-enum { ALL, RUNNING, BEFORE };
+/* Which of load id's instances mbL_push_instances takes (INST_* in
+ * mbl_private.h): INST_ALL, also a reload's old ones (draining);
+ * INST_RUNNING, not those; or INST_BEFORE, the running ones a reload older
+ * than gen (or the mb.load) started. */
 static int taken(const mbL_state *S, uint64_t id, int which, uint64_t gen) {
-  if (which == ALL) return S->load_id == id && S->svc;
-  return instance_of(S, id) && (which == RUNNING || S->gen < gen);
+  if (which == INST_ALL) return S->load_id == id && S->svc;
+  return mbL_instance_of(S, id) && (which == INST_RUNNING || S->gen < gen);
 }
 
 /* Pushes a userdata holding the ids of load id's instances that `which`
  * takes; *n counts them. Raises when out of memory. */
-static uint64_t *push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int which,
-                                uint64_t gen, size_t *n) {
+uint64_t *mbL_push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int which,
+                             uint64_t gen, size_t *n) {
   size_t cap = 0;
   pthread_mutex_lock(&R->lock);
   for (mbL_state *S = R->states; S; S = S->next) cap += taken(S, id, which, gen);
@@ -553,8 +533,8 @@ static void stop_task(void *arg) {
   free(q);
 }
 
-
-static mbL_state *caller_state(lua_State *L) {
+/* The state whose Lua code runs in L, from its registry (NULL: none). */
+mbL_state *mbL_caller_state(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mbL_state_key);
   mbL_state *S = lua_touserdata(L, -1);
   lua_pop(L, 1);
@@ -565,8 +545,8 @@ static mbL_state *caller_state(lua_State *L) {
  * worker at once (a stop, when on the stack, as soon as their current
  * work is done), the others on their workers. Returns a waiter that counts
  * those down, or NULL when there are none. Raises when out of memory. */
-static mbL_waiter *end_instances(lua_State *L, mbL_runtime *R, uint64_t *ids, size_t n,
-                                 mbL_state *me, int drain) {
+mbL_waiter *mbL_end_instances(lua_State *L, mbL_runtime *R, uint64_t *ids, size_t n,
+                              mbL_state *me, int drain) {
   mbL_waiter *w = NULL;
   if (!me || !me->svc) { /* a __gc after its service stopped */
     luaL_error(L, "mb: this service has stopped");
@@ -632,16 +612,16 @@ static int stopped_k(lua_State *L, int status, lua_KContext ctx) {
  * caller itself stops when the caller's current work is done). */
 static int service_stop(lua_State *L) {
   mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
-  mbL_state *me = caller_state(L);
-  mbL_load *ld = find_load(h->R, h->load_id);
+  mbL_state *me = mbL_caller_state(L);
+  mbL_load *ld = mbL_load_find(h->R, h->load_id);
   if (ld) { /* a reload under way: it stops its new instances when it ends */
     pthread_mutex_lock(&h->R->lock);
     ld->stopped = ld->live = ++ld->gen;
     pthread_mutex_unlock(&h->R->lock);
   }
   size_t n;
-  uint64_t *ids = push_instances(L, h->R, h->load_id, ALL, 0, &n);
-  mbL_waiter *w = end_instances(L, h->R, ids, n, me, 0);
+  uint64_t *ids = mbL_push_instances(L, h->R, h->load_id, INST_ALL, 0, &n);
+  mbL_waiter *w = mbL_end_instances(L, h->R, ids, n, me, 0);
   if (!w) return 0;
   return mbL_wait_for(L, w, stopped_k);
 }
@@ -653,8 +633,8 @@ static int service_stop(lua_State *L) {
  * for those (NULL: none started elsewhere); *failed and *error (malloc'd)
  * say how the ones here went. Raises when out of memory before any
  * started. */
-static mbL_waiter *start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uint64_t gen,
-                             uint64_t *ids, size_t *n, int *failed, char **error) {
+mbL_waiter *mbL_start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uint64_t gen,
+                          uint64_t *ids, size_t *n, int *failed, char **error) {
   mbL_runtime *R = S->R;
   size_t plen = strlen(ld->path);
   *failed = 0; /* an instance started here failed: start no more */
@@ -736,7 +716,7 @@ static mbL_waiter *start_all(lua_State *L, mbL_state *S, const mbL_load *ld, uin
 }
 
 /* The waiter's outcome, taken (it is freed). */
-static void waiter_outcome(mbL_waiter *w, int *failed, char **error) {
+void mbL_waiter_outcome(mbL_waiter *w, int *failed, char **error) {
   *failed = w->failed;
   *error = w->error;
   w->error = NULL;
@@ -761,8 +741,8 @@ static int load_finish(lua_State *L, int failed, char *error) {
   free(error);
   mbL_handle *h = lua_touserdata(L, LOAD_HANDLE);
   size_t n;
-  uint64_t *ids = push_instances(L, h->R, h->load_id, ALL, 0, &n);
-  mbL_waiter *w = end_instances(L, h->R, ids, n, state_of(L), 0);
+  uint64_t *ids = mbL_push_instances(L, h->R, h->load_id, INST_ALL, 0, &n);
+  mbL_waiter *w = mbL_end_instances(L, h->R, ids, n, state_of(L), 0);
   if (w) return mbL_wait_for(L, w, load_failed_k);
   return load_failed_k(L, LUA_OK, 0);
 }
@@ -771,7 +751,7 @@ static int load_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   int failed;
   char *error;
-  waiter_outcome((mbL_waiter *)ctx, &failed, &error);
+  mbL_waiter_outcome((mbL_waiter *)ctx, &failed, &error);
   return load_finish(L, failed, error);
 }
 
@@ -867,137 +847,12 @@ static int l_load(lua_State *L) {
   size_t n;
   int failed;
   char *error;
-  mbL_waiter *w = start_all(L, S, ld, 0, ids, &n, &failed, &error);
+  mbL_waiter *w = mbL_start_all(L, S, ld, 0, ids, &n, &failed, &error);
   if (!w) return load_finish(L, failed, error);
   return mbL_wait_for(L, w, load_k);
 }
 
-/* ---- handle:reload() ------------------------------------------------------ */
-
-/* The stack of a reload: the handle, the old instances' ids, the new
- * ones', how many, its generation, and then what it returns. */
-enum { RL_HANDLE = 1, RL_OLD, RL_NEW, RL_NNEW, RL_GEN, RL_WHY };
-
-static int reloaded_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
-  if (lua_gettop(L) >= RL_WHY) { /* stopped meanwhile */
-    lua_pushnil(L);
-    lua_pushvalue(L, RL_WHY);
-    return 2;
-  }
-  lua_settop(L, RL_HANDLE);
-  return 1;
-}
-
-static int reload_failed_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  if (ctx) mbL_waiter_free((mbL_waiter *)ctx);
-  lua_pushnil(L);
-  lua_pushvalue(L, RL_WHY);
-  return 2;
-}
-
-/* Every new instance has started (or one failed): the old ones drain and
- * the handle is returned; or the new ones drain (what they were given goes
- * back to the old ones) and nil, "failed: ..." is. Takes error. Of
- * reloads that overlap, the one that began last wins whichever ends
- * first; a stop begun meanwhile stops the new ones too. */
-static int reload_finish(lua_State *L, int failed, char *error) {
-  mbL_handle *h = lua_touserdata(L, RL_HANDLE);
-  mbL_state *me = caller_state(L);
-  lua_settop(L, RL_GEN);
-  if (!failed) {
-    free(error);
-    /* the instances of every older reload (and the mb.load's) drain,
-     * unless a newer reload or a stop has ended first: then these do */
-    mbL_load *ld = find_load(h->R, h->load_id);
-    uint64_t gen = (uint64_t)lua_tointeger(L, RL_GEN);
-    pthread_mutex_lock(&h->R->lock);
-    int newest = gen > ld->live, stopped = ld->stopped > gen;
-    if (newest) ld->live = gen;
-    pthread_mutex_unlock(&h->R->lock);
-    if (!newest) {
-      if (stopped)
-        lua_pushfstring(L, "closed: service '%s' was stopped while it reloaded", ld->name);
-      mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
-                                    (size_t)lua_tointeger(L, RL_NNEW), me, !stopped);
-      if (w) return mbL_wait_for(L, w, reloaded_k);
-      return reloaded_k(L, LUA_OK, 0);
-    }
-    size_t n;
-    uint64_t *old = push_instances(L, h->R, h->load_id, BEFORE, gen, &n);
-    lua_replace(L, RL_OLD);
-    mbL_waiter *w = end_instances(L, h->R, old, n, me, 1);
-    if (w) return mbL_wait_for(L, w, reloaded_k);
-    return reloaded_k(L, LUA_OK, 0);
-  }
-  lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
-  free(error);
-  mbL_waiter *w = end_instances(L, h->R, lua_touserdata(L, RL_NEW),
-                                (size_t)lua_tointeger(L, RL_NNEW), me, 1);
-  if (w) return mbL_wait_for(L, w, reload_failed_k);
-  return reload_failed_k(L, LUA_OK, 0);
-}
-
-static int reload_k(lua_State *L, int status, lua_KContext ctx) {
-  (void)status;
-  int failed;
-  char *error;
-  waiter_outcome((mbL_waiter *)ctx, &failed, &error);
-  return reload_finish(L, failed, error);
-}
-
-/* handle:reload(): the script again as new instances that join the same
- * groups; once they have started, the old ones take no new deliveries,
- * finish the ones running and close (SPEC section 2). Returns the handle,
- * or nil, "failed: ..." with the old instances still running. */
-static int service_reload(lua_State *L) {
-  mbL_handle *h = luaL_checkudata(L, 1, "mb.Service");
-  mbL_state *S = caller_state(L);
-  if (!S || !S->svc) return luaL_error(L, "mb: this service has stopped");
-  lua_settop(L, RL_HANDLE);
-  mbL_load *ld = find_load(h->R, h->load_id);
-  size_t nold;
-  push_instances(L, h->R, h->load_id, RUNNING, 0, &nold); /* RL_OLD */
-  if (!ld && nold) { /* mbrun's scenario: started from its command line */
-    char name[256] = "?";
-    pthread_mutex_lock(&h->R->lock);
-    for (mbL_state *x = h->R->states; x; x = x->next)
-      if (instance_of(x, h->load_id)) snprintf(name, sizeof name, "%s", mb_service_name(x->svc));
-    pthread_mutex_unlock(&h->R->lock);
-    lua_pushnil(L);
-    lua_pushfstring(L, "failed: service '%s' cannot be reloaded: it is the scenario mbrun "
-                       "runs (what mb.load, .load or a configuration started can be)", name);
-    return 2;
-  }
-  if (!ld || !nold) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "closed: service '%s' is not running (nothing to reload)",
-                    ld ? ld->name : "?");
-    return 2;
-  }
-  if (mbL_load_script(L, ld->path) != LUA_OK) { /* a syntax error: the old ones go on */
-    lua_pushnil(L);
-    lua_pushfstring(L, "failed: %s", lua_tostring(L, -2));
-    return 2;
-  }
-  lua_pop(L, 1);
-  uint64_t *ids = lua_newuserdatauv(L, ld->instances * sizeof *ids, 0); /* RL_NEW */
-  pthread_mutex_lock(&h->R->lock);
-  uint64_t gen = ++ld->gen;
-  pthread_mutex_unlock(&h->R->lock);
-  size_t n;
-  int failed;
-  char *error;
-  mbL_waiter *w = start_all(L, S, ld, gen, ids, &n, &failed, &error);
-  lua_pushinteger(L, (lua_Integer)n); /* RL_NNEW */
-  lua_pushinteger(L, (lua_Integer)gen); /* RL_GEN */
-  if (!w) return reload_finish(L, failed, error);
-  return mbL_wait_for(L, w, reload_k);
-}
-
 const luaL_Reg mbL_service_funcs[] = {{"load", l_load}, {NULL, NULL}};
 
-const luaL_Reg mbL_service_methods[] = {
-    {"stop", service_stop}, {"reload", service_reload}, {NULL, NULL}};
+/* handle:reload() is mbl_reload.c's (mbL_reload_methods) */
+const luaL_Reg mbL_service_methods[] = {{"stop", service_stop}, {NULL, NULL}};
