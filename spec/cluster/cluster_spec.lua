@@ -422,6 +422,20 @@ print(table.concat(got, ","))
     assert.equal("mb.reply n1,mb.reply n2,mb.reply n3\n", out)
   end)
 
+  it("refuses mb.reply to a plain message from another node with closed, never raises", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("replyplain", {cluster = true}))
+assert(mb.send("replyplain", 7))
+]])
+    assert.equal(0, code, err .. out)
+    for _, n in ipairs(env.list) do
+      assert(nodes.wait_for(function() return count(n:output(), "^replyplain\t7\t") >= 1 end, 5),
+        n.name .. ": " .. n:output())
+      assert.equal(1, count(n:output(), "^replyplain\t7\ttrue\tnil\tclosed: nobody waits"),
+        n:output())
+    end
+  end)
+
   it("runs a node that leaves nothing behind under valgrind memcheck", function()
     -- in `make valgrind`'s round, whose MBRUN is the valgrind build; nats.c's
     -- own threads were still running at exit ("possibly lost" stacks)
