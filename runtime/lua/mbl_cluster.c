@@ -90,6 +90,16 @@ int mbL_cluster_setup(lua_State *L, int t, mbL_runtime *R, const char *fn) {
 }
 
 
+int mbL_foreign_id(const mbL_runtime *R, const char *s, size_t len) {
+  const char *colon = R->cluster ? memchr(s, ':', len) : NULL;
+  if (!colon || colon == s) return 0;
+  size_t nl = (size_t)(colon - s);
+  const char *node = mb_cluster_node(R->cluster);
+  uint64_t id;
+  if (nl == strlen(node) && memcmp(s, node, nl) == 0) return 0;
+  return mb_id_parse(colon + 1, len - nl - 1, &id) == 0;
+}
+
 int mbL_parse_id(const mbL_runtime *R, const char *s, size_t len, uint64_t *id) {
   if (R->cluster) {
     const char *node = mb_cluster_node(R->cluster);

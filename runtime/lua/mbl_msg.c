@@ -631,9 +631,11 @@ int mbL_handler_body(lua_State *L) {
     mbL_push_msg(L, m, 4, shared, mbL_node(t->S));
     /* mb.reply(msg) answers for this group: only a request_all's answers
      * go by group (a request takes the first reply, whoever gives it), and
-     * one from another node needs its id here; a weak table's entry costs
-     * about 700 instructions a request */
-    if (mb_msg_origin(m) || mb_msg_answers_all(m)) {
+     * a request from another node needs its id here (another node's other
+     * messages expect no reply: l_reply knows them by their id); a weak
+     * table's entry costs about 700 instructions a request, 1,500 a message
+     * at a cluster's listener node (its collection included) */
+    if (mb_msg_answers_all(m) || (mb_msg_origin(m) && mb_msg_is_request(m))) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, t->S->groups);
       lua_pushvalue(L, -2);
       lua_pushinteger(L, (lua_Integer)mb_delivery_group(t->d));
@@ -838,8 +840,15 @@ static int l_reply(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 2);
-  if (!remote && (!ids || lua_type(L, 7) != LUA_TSTRING || mbL_parse_id(S->R, ids, idlen, &id)))
-    return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
+  if (!remote && (!ids || lua_type(L, 7) != LUA_TSTRING || mbL_parse_id(S->R, ids, idlen, &id))) {
+    /* a message table of another node's that is not in the groups table is
+     * no request: nobody waits for a reply to it (id 0: none here) */
+    if (!ids || lua_type(L, 7) != LUA_TSTRING || !lua_istable(L, 1) ||
+        !mbL_foreign_id(S->R, ids, idlen))
+      return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
+    remote = 1;
+    id = 0;
+  }
   const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
   if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) {

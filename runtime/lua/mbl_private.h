@@ -272,6 +272,9 @@ static inline void mbL_push_id(lua_State *L, const mbL_runtime *R, uint64_t id) 
                                      : mb_id_format(id, buf));
 }
 int mbL_parse_id(const mbL_runtime *R, const char *s, size_t len, uint64_t *id);
+/* 1 when s is the id of a message of another node of the cluster
+ * ("NODE:hex", NODE not this node's name), else 0. */
+int mbL_foreign_id(const mbL_runtime *R, const char *s, size_t len);
 /* The key of the named group under option `group` of table t (0: none);
  * raises "fn: ..." for a bad name. */
 uint64_t mbL_opt_group(lua_State *L, int t, mbL_state *S, const char *fn);

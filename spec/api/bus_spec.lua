@@ -371,6 +371,27 @@ describe("request/reply", function()
     assert.are.equal(3, mb.stats("twice").replies)
   end)
 
+  it("takes a later mb.reply from whichever listener gives it first", function()
+    -- a request's message is not in the groups table (only request_all's):
+    -- its reply goes by id alone
+    mb.destination("held")
+    local held = {}
+    mb.listen("held", function(m) held[1] = m end)
+    mb.listen("held", function(m) held[2] = m end)
+    local other
+    mb.spawn(function()
+      while not (held[1] and held[2]) do mb.sleep(0.001) end
+      assert.is_true(mb.reply(held[2], "second's"))
+      other = {mb.reply(held[1], "first's")}
+    end)
+    local r, msg = mb.request("held", "q", {timeout = 1})
+    assert.are.equal("second's", r)
+    assert.are.equal(held[2].id, msg.response_id)
+    mb.run()
+    assert.is_nil(other[1])
+    assert.matches("^closed: ", other[2])
+  end)
+
   it("raises on bad options", function()
     mb.destination("x")
     assert.has_error(function() mb.request("x", 1, {timeout = -1}) end)
@@ -431,6 +452,29 @@ describe("request_all", function()
     assert.are.equal(2, #answers)
     assert.matches("^timeout: ", answers[1].error)
     assert.are.equal("B", answers[2].payload)
+  end)
+
+  it("takes a later mb.reply of its one group; after the end, mb.reply says closed", function()
+    mb.destination("g1")
+    local held
+    mb.listen("g1", function(m) held = m end)
+    mb.spawn(function()
+      while not held do mb.sleep(0.001) end
+      assert.is_true(mb.reply(held, "only"))
+    end)
+    local answers = mb.request_all("g1", "q", {timeout = 1})
+    assert.are.equal(1, #answers)
+    assert.are.equal("only", answers[1].payload)
+    local ok, err = mb.reply(held, "again")
+    assert.is_nil(ok)
+    assert.matches("^closed: ", err)
+    held = nil
+    answers = mb.request_all("g1", "q", {timeout = 0.05}) -- nobody answers: its timeout
+    assert.are.equal(1, #answers)
+    assert.matches("^timeout: ", answers[1].error)
+    ok, err = mb.reply(held, "late")
+    assert.is_nil(ok)
+    assert.matches("^closed: ", err)
   end)
 
   it("marks groups that did not answer in time", function()

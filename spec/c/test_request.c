@@ -752,6 +752,96 @@ static void test_bug_reply_to_undeliverable(void) {
   mb_runtime_free(rt);
 }
 
+/* ---- a request's answer slots over a stand-in link (issue 17) ------------
+ * A request with one answer keeps it inside the request (no allocation);
+ * request_all's slots grow as nodes acknowledge (mb_link_expect). These
+ * take the ways between the two: ASan/valgrind see a free of the inner slot
+ * or a lost error string. */
+
+static uint64_t fake_sent[8];
+static int fake_nsent;
+
+static int fake_send(void *ud, mb_service *from, const char *dest, mb_dest_type type, mb_msg *m,
+                     int kind) {
+  (void)ud, (void)from, (void)dest, (void)type, (void)kind;
+  if (fake_nsent < 8) fake_sent[fake_nsent++] = mb_msg_id(m);
+  mb_msg_unref(m);
+  return MB_OK;
+}
+
+static void test_request_slots_over_link(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_link link = {0};
+  link.send = fake_send;
+  mb_runtime_link(rt, &link);
+  mb_service *svc = mb_service_new(rt, "sl", 0);
+  mb_dest_opts o = {0};
+  o.cluster = 1;
+  CHECK_INT(mb_dest_declare(rt, "far", &o), MB_OK);
+  fake_nsent = 0;
+  mb_request *r;
+
+  /* a request: its one answer in the request itself; a second is late */
+  reqres r1 = {0};
+  CHECK_INT(mb_request_start(svc, "far", msg_int(1), 5.0, 0, req_cb, &r1, &r), MB_PENDING);
+  CHECK_INT(fake_nsent, 1);
+  CHECK_INT(mb_link_answer(rt, fake_sent[0], 0, MB_OK, msg_int(11), NULL), 0);
+  CHECK_INT(mb_link_answer(rt, fake_sent[0], 0, MB_OK, msg_int(12), NULL), -1);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r1.calls, 1);
+  CHECK_INT(r1.n, 1);
+  CHECK_INT(r1.status[0], MB_OK);
+  CHECK_INT(r1.reply[0], 11);
+
+  /* request_all: a failure for the whole request before any node
+   * acknowledged (one inner slot, with its error), then a node with two
+   * groups: the slots move out of the request, the error with them */
+  reqres r2 = {0};
+  CHECK_INT(mb_request_start(svc, "far", msg_int(2), 5.0, 1, req_cb, &r2, &r), MB_PENDING);
+  CHECK_INT(fake_nsent, 2);
+  uint64_t id = fake_sent[1];
+  CHECK_INT(mb_link_answer(rt, id, 0, MB_EFAILED, NULL, "failed: first"), 0);
+  CHECK_INT(mb_link_expect(rt, id, 100, 2), 0);
+  CHECK_INT(mb_link_answer(rt, id, 101, MB_OK, msg_int(21), NULL), 0);
+  CHECK_INT(mb_link_expect(rt, id, 200, 1), 0); /* grows again: realloc of the array */
+  CHECK_INT(mb_link_answer(rt, id, 100, MB_OK, msg_int(20), NULL), 0);
+  CHECK_INT(mb_link_answer(rt, id, 200, MB_EFAILED, NULL, "failed: third"), 0);
+  mb_link_window(rt, id);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r2.calls, 1);
+  CHECK_INT(r2.n, 4);
+  CHECK_INT(r2.status[0], MB_EFAILED);
+  CHECK_STR(r2.error[0], "failed: first");
+  CHECK_INT(r2.reply[1], 20);
+  CHECK_INT(r2.reply[2], 21);
+  CHECK_INT(r2.status[3], MB_EFAILED);
+  CHECK_STR(r2.error[3], "failed: third");
+
+  /* request_all that nobody acknowledges: its one timeout answer, inside */
+  reqres r3 = {0};
+  CHECK_INT(mb_request_start(svc, "far", msg_int(3), 0.02, 1, req_cb, &r3, &r), MB_PENDING);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(r3.calls, 1);
+  CHECK_INT(r3.n, 1);
+  CHECK_INT(r3.status[0], MB_ETIMEOUT);
+  CHECK(strstr(r3.error[0], "no node acknowledged") != NULL);
+
+  /* reused requests (the free list) after each kind: one inner, one grown */
+  for (int i = 0; i < 4; i++) {
+    reqres rr = {0};
+    CHECK_INT(mb_request_start(svc, "far", msg_int(4), 5.0, i & 1, req_cb, &rr, &r), MB_PENDING);
+    id = fake_sent[fake_nsent - 1];
+    if (i & 1) CHECK_INT(mb_link_expect(rt, id, 300, 3), 0);
+    CHECK_INT(mb_link_answer(rt, id, i & 1 ? 301 : 0, MB_OK, msg_int(40 + i), NULL), 0);
+    if (i & 1) mb_request_cancel(r); /* the requester gives up: its slots go */
+    CHECK_INT(run(rt), 0);
+    CHECK_INT(rr.calls, i & 1 ? 0 : 1);
+    fake_nsent = 4; /* keep room */
+  }
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 void request_tests(void) {
   RUN(test_request_reply);
   RUN(test_request_timeout);
@@ -769,4 +859,5 @@ void request_tests(void) {
   RUN(test_service_free_pending_sync_send);
   RUN(test_stats_invariant);
   RUN(test_bug_reply_to_undeliverable);
+  RUN(test_request_slots_over_link);
 }

@@ -409,6 +409,33 @@ print(p.via, p.node)
     assert.matches("^mb.reply\tn%d\n", out)
   end)
 
+  it("takes each node's explicit mb.reply to a request_all home, one per node", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("replyx", {cluster = true}))
+local all = mb.request_all("replyx", "hi", {timeout = 5})
+local got = {}
+for _, a in ipairs(all) do got[#got + 1] = a.error or (a.payload.via .. " " .. a.payload.node) end
+table.sort(got)
+print(table.concat(got, ","))
+]])
+    assert.equal(0, code, err)
+    assert.equal("mb.reply n1,mb.reply n2,mb.reply n3\n", out)
+  end)
+
+  it("refuses mb.reply to a plain message from another node with closed, never raises", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("replyplain", {cluster = true}))
+assert(mb.send("replyplain", 7))
+]])
+    assert.equal(0, code, err .. out)
+    for _, n in ipairs(env.list) do
+      assert(nodes.wait_for(function() return count(n:output(), "^replyplain\t7\t") >= 1 end, 5),
+        n.name .. ": " .. n:output())
+      assert.equal(1, count(n:output(), "^replyplain\t7\ttrue\tnil\tclosed: nobody waits"),
+        n:output())
+    end
+  end)
+
   it("runs a node that leaves nothing behind under valgrind memcheck", function()
     -- in `make valgrind`'s round, whose MBRUN is the valgrind build; nats.c's
     -- own threads were still running at exit ("possibly lost" stacks)

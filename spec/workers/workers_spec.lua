@@ -60,6 +60,18 @@ describe("worker threads", function()
       end)
   end
 
+  -- issue 17: a request's message is in the groups table only for
+  -- request_all (and remote ones); a later mb.reply still finds its group
+  for _, w in ipairs({1, 2, 4}) do
+    it("file each mb.reply under its group on " .. w .. " worker(s), a stopped requester's too",
+      function()
+        local out, code = mbrun("-w " .. w .. " spec/workers/replies.lua 300")
+        assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+        assert.matches("ok replies: 900 requests %+ 900 request_all on " .. w .. " workers", out)
+        assert.are.equal(0, code, out)
+      end)
+  end
+
   it("survive a stress run: 4 services x 2 instances, requests inside listeners", function()
     local out, code = mbrun("-w 4 spec/workers/stress.lua " .. STRESS_N)
     assert.is_nil(out:find("ThreadSanitizer", 1, true), out)

@@ -12,13 +12,14 @@ return {
     syncd = {type = "synchronous", cluster = true},
     tiny = {type = "serial", max_queue = 2, cluster = true},
     replyx = {cluster = true},
+    replyplain = {cluster = true},
   },
   listeners = {
     ["fan.lua"] = {"fan"},
     ["work.lua"] = {"work", group = "billing"},
     ["ask.lua"] = {"ask", "boom", "slow", group = "askers"},
     ["order.lua"] = {"order"},
-    ["poll.lua"] = {"poll", "syncd", "tiny", "replyx"},
+    ["poll.lua"] = {"poll", "syncd", "tiny", "replyx", "replyplain"},
   },
   services = {{script = "ready.lua"}},
 }
