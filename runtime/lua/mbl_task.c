@@ -600,6 +600,7 @@ void mbL_task_run(mbL_task *t, int nargs) {
                           memory_order_relaxed);
   atomic_store(&S->active, S->depth);
   atomic_store_explicit(&S->running_co, t->co, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst); /* running_co, then tl_running */
   tl_running = S; /* after running_co: the signal's handler reads both */
   atomic_signal_fence(memory_order_seq_cst);
   if (abort_reason(S))
