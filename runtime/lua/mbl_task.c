@@ -458,13 +458,13 @@ int mbL_state_abort(mbL_state *S, const char *reason) {
 /* ---- the cpu limit (mb.load's `cpu`) -------------------------------------------------
  *
  * A service with a limit runs its calls under a count hook that looks at
- * the thread's CPU time every CPU_COUNT instructions; past the limit it
+ * the thread's CPU time every CPU_HOOK_COUNT instructions; past the limit it
  * aborts the call as mbL_state_abort does (the error: "cpu limit (N s)").
  * Coroutines the service's code creates get the hook too (coroutine.create
  * and coroutine.wrap are wrapped), so that a loop in one of them is
  * stopped as well. */
 
-#define CPU_COUNT 20000
+#define CPU_HOOK_COUNT 20000
 
 static double thread_cpu(void) {
   struct timespec ts;
@@ -482,7 +482,7 @@ static void cpu_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
-static void cpu_watch(lua_State *co) { lua_sethook(co, cpu_hook, LUA_MASKCOUNT, CPU_COUNT); }
+static void cpu_watch(lua_State *co) { lua_sethook(co, cpu_hook, LUA_MASKCOUNT, CPU_HOOK_COUNT); }
 
 /* coroutine.create / coroutine.wrap of a service with a cpu limit:
  * upvalue 1 the library's function; the new coroutine is watched. */
