@@ -66,6 +66,7 @@ end
 
 describe("the REPL on a terminal", function()
   local state -- XDG_STATE_HOME of the session: the history lives there
+  local started = {} -- PIDs of the mbruns this case started
 
   local function start()
     sessions = sessions + 1
@@ -74,6 +75,9 @@ describe("the REPL on a terminal", function()
       quote(CWD), quote(state), MBRUN)
     tmux("new-session -d -s repl -x 120 -y 40 " .. quote(cmd))
     wait_for("mb>$")
+    -- mbrun's PID (the pane's shell's child), to be sure it ends in after_each
+    local pane = tmux("display-message -p -t repl '#{pane_pid}'"):match("%d+")
+    for pid in sh("pgrep -P " .. pane):gmatch("%d+") do started[#started + 1] = pid end
   end
 
   local function stop()
@@ -91,7 +95,15 @@ describe("the REPL on a terminal", function()
   end)
 
   after_each(function()
-    tmux("kill-server")
+    tmux("kill-server") -- SIGHUP to the panes: mbrun shuts down
+    -- by PID, bounded: an mbrun that did not end (a TSan build never
+    -- delivers the abort to a pure-Lua loop) is killed, not left spinning
+    for _, pid in ipairs(started) do
+      io.stderr:write(sh(("for i in $(seq 100); do kill -0 %s 2>/dev/null || exit 0; sleep 0.05; "
+        .. "done; echo 'repl_tty_spec: mbrun %s still ran 5 s after its terminal closed: killed'; "
+        .. "kill -9 %s"):format(pid, pid, pid)))
+    end
+    started = {}
     os.execute("rm -rf " .. quote(state))
   end)
 
