@@ -77,7 +77,10 @@ describe("the REPL on a terminal", function()
     wait_for("mb>$")
     -- mbrun's PID (the pane's shell's child), to be sure it ends in after_each
     local pane = tmux("display-message -p -t repl '#{pane_pid}'"):match("%d+")
-    for pid in sh("pgrep -P " .. pane):gmatch("%d+") do started[#started + 1] = pid end
+    -- (without the ASan round's LD_PRELOAD: pgrep hung in a futex under it)
+    for pid in sh("env -u LD_PRELOAD pgrep -P " .. pane):gmatch("%d+") do
+      started[#started + 1] = pid
+    end
   end
 
   local function stop()
@@ -99,9 +102,9 @@ describe("the REPL on a terminal", function()
     -- by PID, bounded: an mbrun that did not end (a TSan build never
     -- delivers the abort to a pure-Lua loop) is killed, not left spinning
     for _, pid in ipairs(started) do
-      io.stderr:write(sh(("for i in $(seq 100); do kill -0 %s 2>/dev/null || exit 0; sleep 0.05; "
-        .. "done; echo 'repl_tty_spec: mbrun %s still ran 5 s after its terminal closed: killed'; "
-        .. "kill -9 %s"):format(pid, pid, pid)))
+      io.stderr:write(sh(("env -u LD_PRELOAD sh -c 'for i in $(seq 100); do kill -0 %s 2>/dev/null "
+        .. "|| exit 0; sleep 0.05; done; echo repl_tty_spec: mbrun %s still ran 5 s after its "
+        .. "terminal closed: killed; kill -9 %s'"):format(pid, pid, pid)))
     end
     started = {}
     os.execute("rm -rf " .. quote(state))
