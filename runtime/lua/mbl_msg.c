@@ -840,11 +840,11 @@ static int l_reply(lua_State *L) {
     lua_pop(L, 1);
   }
   lua_pop(L, 2);
-  if (!remote && (!ids || lua_type(L, 7) != LUA_TSTRING || mbL_parse_id(S->R, ids, idlen, &id))) {
+  int has_id = ids && lua_type(L, 7) == LUA_TSTRING;
+  if (!remote && (!has_id || mbL_parse_id(S->R, ids, idlen, &id))) {
     /* a message table of another node's that is not in the groups table is
      * no request: nobody waits for a reply to it (id 0: none here) */
-    if (!ids || lua_type(L, 7) != LUA_TSTRING || !lua_istable(L, 1) ||
-        !mbL_foreign_id(S->R, ids, idlen))
+    if (!has_id || !lua_istable(L, 1) || !mbL_foreign_id(S->R, ids, idlen))
       return luaL_error(L, "mb.reply: argument 1 must be a message (it has no valid id)");
     remote = 1;
     id = 0;
