@@ -807,6 +807,16 @@ static int l_reply_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* The id here of the message from another node whose handler runs now in
+ * S, when its id there is the len bytes at s; else 0. */
+static uint64_t running_origin(mbL_state *S, const char *s, size_t len) {
+  mbL_task *t = S->current;
+  if (!t || t->kind != T_HANDLER || !t->d) return 0;
+  const mb_msg *m = mb_delivery_msg(t->d);
+  const char *origin = mb_msg_origin(m);
+  return origin && strlen(origin) == len && !memcmp(origin, s, len) ? mb_msg_id(m) : 0;
+}
+
 /* mb.reply(msg, payload [, values]): msg is a message table or the JSON
  * text a format = "json" listener received. */
 static int l_reply(lua_State *L) {
@@ -841,7 +851,13 @@ static int l_reply(lua_State *L) {
   }
   lua_pop(L, 2);
   int has_id = ids && lua_type(L, 7) == LUA_TSTRING;
+  if (!remote && has_id && !lua_istable(L, 1) && (id = running_origin(S, ids, idlen)))
+    remote = 1; /* the JSON text of another node's message, answered while its handler runs */
   if (!remote && (!has_id || mbL_parse_id(S->R, ids, idlen, &id))) {
+    if (has_id && !lua_istable(L, 1) && mbL_foreign_id(S->R, ids, idlen))
+      return luaL_error(L, "mb.reply: the JSON text of a message from another node can be "
+                           "answered only while its handler runs (listen with format = "
+                           "\"table\" to answer it later)");
     /* a message table of another node's that is not in the groups table is
      * no request: nobody waits for a reply to it (id 0: none here) */
     if (!has_id || !lua_istable(L, 1) || !mbL_foreign_id(S->R, ids, idlen))

@@ -422,6 +422,36 @@ print(table.concat(got, ","))
     assert.equal("mb.reply n1,mb.reply n2,mb.reply n3\n", out)
   end)
 
+  it("takes a JSON listener's mb.reply(text) to another node's request home", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("jsonreply", {cluster = true}))
+local p = assert(mb.request("jsonreply", {q = 1}, {timeout = 5}))
+print(p.via, p.node)
+local all = mb.request_all("jsonreply", "hi", {timeout = 5})
+local got = {}
+for _, a in ipairs(all) do got[#got + 1] = a.error or (a.payload.via .. " " .. a.payload.node) end
+table.sort(got)
+print(table.concat(got, ","))
+]])
+    assert.equal(0, code, err)
+    assert.matches("^json\tn%d\njson n1,json n2,json n3\n$", out)
+  end)
+
+  it("says why a JSON listener cannot answer another node's request after its handler", function()
+    local out, err, code = send(DECLARE .. [[
+assert(mb.destination("jsonlate", {cluster = true}))
+print(mb.request("jsonlate", 1, {timeout = 1}))
+]])
+    assert.equal(0, code, err)
+    assert.matches("^nil\ttimeout", out)
+    for _, n in ipairs(env.list) do
+      assert(nodes.wait_for(function() return count(n:output(), "^jsonlate\t") >= 1 end, 5),
+        n.name .. ": " .. n:output())
+      assert.equal(1, count(n:output(), "^jsonlate\tfalse\t.*mb.reply: the JSON text of a "
+        .. "message from another node can be answered only while its handler runs"), n:output())
+    end
+  end)
+
   it("refuses mb.reply to a plain message from another node with closed, never raises", function()
     local out, err, code = send(DECLARE .. [[
 assert(mb.destination("replyplain", {cluster = true}))
