@@ -178,15 +178,18 @@ failalloc-quick: $(BFA)/mb.so $(BFA)/mbrun $(BFA)/test_failalloc
 	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BFA) --runs 60 --count 1
 	CC=$(CC) lua5.4 tools/failalloc.lua --dir $(BFA) --runs 60 --count 3
 
-run: deps all
+run: deps
+	@$(MAKE) --no-print-directory all
 	$(B)/mbrun $(DEMO)
 
 # the cluster example: a private nats-server and three mbrun nodes
-run-cluster: deps all
+run-cluster: deps
+	@$(MAKE) --no-print-directory all
 	sh examples/cluster/run.sh $(B)/mbrun
 
 # its durable part: a private nats-server -js killed and restarted on its store
-run-durable: deps all
+run-durable: deps
+	@$(MAKE) --no-print-directory all
 	sh examples/cluster/durable.sh $(B)/mbrun
 
 BUSTED = lua5.4 /usr/bin/busted --lpath='lua/?.lua;lua/?/init.lua' -o utfTerminal spec
@@ -223,12 +226,14 @@ valgrind: $(BV)/mbrun $(BV)/mb.so $(BV)/test_core
 	$(VALGRIND) $(BV)/mbrun $(DEMO) > /dev/null
 
 # the quick round: the normal build, the C tests and the specs
-check: deps all
+check: deps
+	@$(MAKE) --no-print-directory all
 	$(MAKE) c-tests
 	$(MAKE) spec
 	@echo "make check: passed (make test runs the sanitizer and valgrind rounds too)"
 
-test: test-deps all
+test: test-deps
+	@$(MAKE) --no-print-directory all
 	$(MAKE) c-tests
 	$(MAKE) fuzz-short
 	$(MAKE) spec
@@ -288,19 +293,22 @@ fuzz-short: $(addprefix $(BF)/,$(FUZZERS))
 # Benchmarks: each scenario against its baseline, alternately; a table on
 # stdout, the same as JSON in build/bench.json (BENCH_OUT=path to change).
 BENCH_OUT ?= $(B)/bench.json
-bench: deps all $(B)/mb_limit.so $(B)/nats_raw $(B)/js_raw
+bench: deps
+	@$(MAKE) --no-print-directory all $(B)/mb_limit.so $(B)/nats_raw $(B)/js_raw
 	LUA_CPATH='$(B)/?.so;;' lua5.4 bench/run.lua --out $(BENCH_OUT)
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/durable.lua
 
 # the cluster benchmarks alone (issue 14): mbrun nodes over a private
 # nats-server against build/nats_raw, alternately (bench/README.md)
-bench-cluster: deps all $(B)/nats_raw
+bench-cluster: deps
+	@$(MAKE) --no-print-directory all $(B)/nats_raw
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/cluster.lua
 
 # the durable benchmark alone (issue 16): an mbrun node's durable sends and
 # deliveries against build/js_raw (plain libnats JetStream), alternately
-bench-durable: deps all $(B)/js_raw
+bench-durable: deps
+	@$(MAKE) --no-print-directory all $(B)/js_raw
 	LUA_CPATH='$(B)/?.so;;' MBRUN=$(B)/mbrun lua5.4 bench/durable.lua
 
 $(B)/js_raw: bench/c/js_raw.c
