@@ -507,6 +507,36 @@ do
 end
 
 ---------------------------------------------------------------------------
+-- 7c. the floor under 7: the C ring buffer (bench/c/limit.c) gives each
+-- message to the same 10 listeners, each with mb's message around a copy
+-- of its own, all in one Lua state and with no bus: the most any bus that
+-- keeps SPEC.md's message could reach on benchmark 7
+do
+  local NL = 10
+  local fns, totals = counting_listeners(NL)
+  local bus_fns, bus_totals = counting_listeners(NL)
+  local ok, limit = pcall(require, "mb_limit")
+  list[#list + 1] = {
+    id = "7c",
+    title = "floor: C ring, fan-out to 10",
+    unit = "msg",
+    note = "ns/msg is per message sent (10 deliveries each)",
+    skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
+    scenario = {
+      label = "C ring buffer (no bus)",
+      run = function(n)
+        batch_send(function(_, p) return limit.send(p) end, function() limit.run_fan(fns) end,
+                   "bench/limit", n)
+        return summary(totals())
+      end,
+      expect = function(n) return summary(NL * n, NL * sum_to(n)) end,
+    },
+    baseline = lua_bus_side(QueueBus.new(), bus_fns, bus_totals, "Lua queue bus, 10 listeners",
+                            "bench/fanout-c"),
+  }
+end
+
+---------------------------------------------------------------------------
 -- 8a. a format = "json" listener vs a table listener
 --
 -- The JSON listener does what a forwarding listener would: it takes the

@@ -4,7 +4,8 @@
  * it. send(payload) takes the snapshot a listener will own (a fresh table
  * with the payload's fields) and returns a 16-hex-digit id; run(fn) calls fn
  * once per queued message with {destination, payload, values = {}, id};
- * run_payloads(fn) calls it with the snapshot alone.
+ * run_payloads(fn) calls it with the snapshot alone; run_fan(fns) gives
+ * each message to every function of a list (benchmark 7c).
  * No encoding, no statistics, no coroutine, no lock, one destination: what
  * is left is the Lua objects the message must have, and the calls.
  *
@@ -89,9 +90,62 @@ static int l_run_payloads(lua_State *L) {
   return 0;
 }
 
+/* run_fan(fns): each queued message to every function of the list fns,
+ * each with a message of its own around a copy of its own (the last gets
+ * the snapshot itself); the id's string is made once per message, as mb
+ * caches it for a fan-out (benchmark 7c). */
+static int l_run_fan(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_Integer nl = luaL_len(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
+  unsigned long long first = next_id - (unsigned long long)(tail - head);
+  while (head <= tail) {
+    lua_rawgeti(L, 2, head); /* 3: the snapshot */
+    lua_pushnil(L);
+    lua_rawseti(L, 2, head);
+    push_id(L, first++); /* 4 */
+    for (lua_Integer i = 1; i <= nl; i++) {
+      lua_rawgeti(L, 1, i);
+      lua_createtable(L, 0, 4);
+      lua_pushvalue(L, lua_upvalueindex(K_PAYLOAD));
+      if (i < nl) { /* a copy of the snapshot */
+        lua_createtable(L, 0, 4);
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+          lua_pushvalue(L, -2);
+          lua_insert(L, -2);
+          lua_rawset(L, -4);
+        }
+      } else {
+        lua_pushvalue(L, 3);
+      }
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(K_DESTINATION));
+      lua_pushvalue(L, lua_upvalueindex(K_DEST_NAME));
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(K_VALUES));
+      lua_createtable(L, 0, 0);
+      lua_rawset(L, -3);
+      lua_pushvalue(L, lua_upvalueindex(K_ID));
+      lua_pushvalue(L, 4);
+      lua_rawset(L, -3);
+      lua_call(L, 1, 0);
+    }
+    lua_settop(L, 2);
+    head++;
+  }
+  head = 1;
+  tail = 0;
+  return 0;
+}
+
 int luaopen_mb_limit(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"send", l_send}, {"run", l_run}, {"run_payloads", l_run_payloads}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"send", l_send},
+                                 {"run", l_run},
+                                 {"run_payloads", l_run_payloads},
+                                 {"run_fan", l_run_fan},
+                                 {NULL, NULL}};
   luaL_newlibtable(L, fns);
   lua_pushliteral(L, "payload");
   lua_pushliteral(L, "destination");
