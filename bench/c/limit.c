@@ -25,20 +25,52 @@ static void push_id(lua_State *L, unsigned long long v) {
   lua_pushlstring(L, b, sizeof b);
 }
 
+/* Pushes a copy of the table at index from (its fields, one level). */
+static void push_copy(lua_State *L, int from) {
+  lua_createtable(L, 0, 4);
+  lua_pushnil(L);
+  while (lua_next(L, from)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -4);
+  }
+}
+
+/* Pushes mb's message {destination, payload, values = {}, id} with the
+ * payload at index payload and the id's string at index id. */
+static void push_msg(lua_State *L, int payload, int id) {
+  lua_createtable(L, 0, 4);
+  lua_pushvalue(L, lua_upvalueindex(K_PAYLOAD));
+  lua_pushvalue(L, payload);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, lua_upvalueindex(K_DESTINATION));
+  lua_pushvalue(L, lua_upvalueindex(K_DEST_NAME));
+  lua_rawset(L, -3);
+  lua_pushvalue(L, lua_upvalueindex(K_VALUES));
+  lua_createtable(L, 0, 0);
+  lua_rawset(L, -3);
+  lua_pushvalue(L, lua_upvalueindex(K_ID));
+  lua_pushvalue(L, id);
+  lua_rawset(L, -3);
+}
+
 static int l_send(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
-  lua_createtable(L, 0, 4);                    /* 3: the snapshot */
-  lua_pushnil(L);
-  while (lua_next(L, 1)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, 3);
-  }
+  push_copy(L, 1);                             /* 3: the snapshot */
   lua_rawseti(L, 2, ++tail);
   push_id(L, ++next_id);
   return 1;
+}
+
+/* Takes the next queued snapshot to index 3 and its id's string to 4. */
+static void take_next(lua_State *L, unsigned long long id) {
+  lua_rawgeti(L, 2, head);
+  lua_pushnil(L);
+  lua_rawseti(L, 2, head);
+  push_id(L, id);
+  head++;
 }
 
 static int l_run(lua_State *L) {
@@ -47,24 +79,11 @@ static int l_run(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
   unsigned long long first = next_id - (unsigned long long)(tail - head);
   while (head <= tail) {
+    take_next(L, first++);
     lua_pushvalue(L, 1);
-    lua_createtable(L, 0, 4);
-    lua_pushvalue(L, lua_upvalueindex(K_PAYLOAD));
-    lua_rawgeti(L, 2, head);
-    lua_rawset(L, -3);
-    lua_pushnil(L);
-    lua_rawseti(L, 2, head);
-    lua_pushvalue(L, lua_upvalueindex(K_DESTINATION));
-    lua_pushvalue(L, lua_upvalueindex(K_DEST_NAME));
-    lua_rawset(L, -3);
-    lua_pushvalue(L, lua_upvalueindex(K_VALUES));
-    lua_createtable(L, 0, 0);
-    lua_rawset(L, -3);
-    lua_pushvalue(L, lua_upvalueindex(K_ID));
-    push_id(L, first++);
-    lua_rawset(L, -3);
-    head++;
+    push_msg(L, 3, 4);
     lua_call(L, 1, 0);
+    lua_settop(L, 2);
   }
   head = 1;
   tail = 0;
@@ -101,39 +120,18 @@ static int l_run_fan(lua_State *L) {
   lua_pushvalue(L, lua_upvalueindex(K_QUEUE)); /* 2 */
   unsigned long long first = next_id - (unsigned long long)(tail - head);
   while (head <= tail) {
-    lua_rawgeti(L, 2, head); /* 3: the snapshot */
-    lua_pushnil(L);
-    lua_rawseti(L, 2, head);
-    push_id(L, first++); /* 4 */
+    take_next(L, first++);
     for (lua_Integer i = 1; i <= nl; i++) {
       lua_rawgeti(L, 1, i);
-      lua_createtable(L, 0, 4);
-      lua_pushvalue(L, lua_upvalueindex(K_PAYLOAD));
-      if (i < nl) { /* a copy of the snapshot */
-        lua_createtable(L, 0, 4);
-        lua_pushnil(L);
-        while (lua_next(L, 3)) {
-          lua_pushvalue(L, -2);
-          lua_insert(L, -2);
-          lua_rawset(L, -4);
-        }
-      } else {
+      if (i < nl)
+        push_copy(L, 3);
+      else
         lua_pushvalue(L, 3);
-      }
-      lua_rawset(L, -3);
-      lua_pushvalue(L, lua_upvalueindex(K_DESTINATION));
-      lua_pushvalue(L, lua_upvalueindex(K_DEST_NAME));
-      lua_rawset(L, -3);
-      lua_pushvalue(L, lua_upvalueindex(K_VALUES));
-      lua_createtable(L, 0, 0);
-      lua_rawset(L, -3);
-      lua_pushvalue(L, lua_upvalueindex(K_ID));
-      lua_pushvalue(L, 4);
-      lua_rawset(L, -3);
+      push_msg(L, lua_gettop(L), 4);
+      lua_remove(L, -2);
       lua_call(L, 1, 0);
     }
     lua_settop(L, 2);
-    head++;
   }
   head = 1;
   tail = 0;
