@@ -226,7 +226,7 @@ valgrind: $(BV)/mbrun $(BV)/mb.so $(BV)/test_core
 	$(VALGRIND) $(BV)/mbrun $(DEMO) > /dev/null
 
 # the quick round: the normal build, the C tests and the specs
-check: deps
+check: test-deps
 	@$(MAKE) --no-print-directory all
 	$(MAKE) c-tests
 	$(MAKE) spec
