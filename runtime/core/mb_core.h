@@ -184,7 +184,7 @@ struct mb_runtime {
   /* read-mostly: */
   mb_worker *workers;
   int nworkers;
-  int max_spinners; /* workers that may spin at once (cores - 1, at least 1) */
+  int max_spinners; /* workers that may spin at once (the cores; 0 with one worker) */
   size_t max_message_size;
   /* what every worker writes, each on cache lines of its own (the runtime
    * is allocated aligned: mb_runtime_new) */

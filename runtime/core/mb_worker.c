@@ -344,17 +344,18 @@ static void prepare_cb(struct ev_loop *loop, ev_prepare *p, int revents) {
       w->last_work = now;
     }
     mb_runtime *rt = w->rt;
-    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS && peer_elsewhere(w) &&
-        atomic_fetch_add_explicit(&rt->spinners, 1, memory_order_relaxed) < rt->max_spinners) {
-      uint64_t end = now + SPIN_NS;
-      WST(w, spins, 1);
-      for (unsigned i = 1; !atomic_load_explicit(&w->pending, memory_order_relaxed); i++) {
-        cpu_relax();
-        if (!(i & 15) && mb_now_ns() >= end) break;
+    /* the add is undone whether or not there was room: only a worker that
+     * added may take one off (spinners never drifts below 0) */
+    if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS && peer_elsewhere(w)) {
+      if (atomic_fetch_add_explicit(&rt->spinners, 1, memory_order_relaxed) < rt->max_spinners) {
+        uint64_t end = now + SPIN_NS;
+        WST(w, spins, 1);
+        for (unsigned i = 1; !atomic_load_explicit(&w->pending, memory_order_relaxed); i++) {
+          cpu_relax();
+          if (!(i & 15) && mb_now_ns() >= end) break;
+        }
+        WST(w, spin_ns, mb_now_ns() - now);
       }
-      atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
-      WST(w, spin_ns, mb_now_ns() - now);
-    } else if (rt->max_spinners && now - w->last_work < SPIN_RECENT_NS) {
       atomic_fetch_sub_explicit(&rt->spinners, 1, memory_order_relaxed);
     }
   }

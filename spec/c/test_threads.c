@@ -10,6 +10,7 @@
  * under ThreadSanitizer too (make tsan: build/tsan/test_core threads).
  */
 #include "helpers.h"
+#include "mb_core.h" /* the spinners count */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -122,6 +123,9 @@ static void world_free(world *wd) {
   CHECK_INT(c.services, 0);
   CHECK_INT(c.listeners, 0);
   check_quiet(wd->rt);
+  /* a worker counts itself among the spinners only while it spins: the
+   * count is never below 0 (a worker that did not spin once took one off) */
+  CHECK(atomic_load(&wd->rt->spinners) >= 0);
   mb_runtime_free(wd->rt);
   pthread_mutex_destroy(&wd->mu);
 }
