@@ -197,13 +197,65 @@ static int require_mb_p(lua_State *L) {
   return 0;
 }
 
+/* A configuration file is data, yet it is Lua: one that never returns, or
+ * that builds tables for ever, must not hang mbrun or take the machine's
+ * memory before anything starts. The check runs it with a bound on time
+ * (a count hook reads the clock) and on the memory of its Lua state. */
+#define CHECK_SECONDS 5
+#define CHECK_MEMORY (256u << 20)
+
+typedef struct check_bounds {
+  size_t used;
+  int out_of_memory; /* an allocation was refused */
+  int out_of_time;
+  struct timespec t0;
+} check_bounds;
+
+static void *check_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  check_bounds *b = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    b->used -= old;
+    return NULL;
+  }
+  if (nsize > old && nsize - old > CHECK_MEMORY - b->used) {
+    b->out_of_memory = 1;
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (!p) {
+    b->out_of_memory = 1;
+    return NULL;
+  }
+  b->used = b->used - old + nsize;
+  return p;
+}
+
+static void check_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  check_bounds *b;
+  lua_getallocf(L, (void **)&b);
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (!b->out_of_time && now.tv_sec - b->t0.tv_sec + (now.tv_nsec - b->t0.tv_nsec) / 1e9 < CHECK_SECONDS)
+    return;
+  /* from now on every instruction raises: a pcall in the file cannot hold it */
+  b->out_of_time = 1;
+  lua_sethook(L, check_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "still running after %d s", CHECK_SECONDS);
+}
+
 static long check_config(const char *path, const char *luadir, size_t *max, cluster_opts *co,
                          char *err, size_t errlen) {
-  lua_State *L = luaL_newstate();
+  check_bounds bounds = {0};
+  clock_gettime(CLOCK_MONOTONIC, &bounds.t0);
+  lua_State *L = lua_newstate(check_alloc, &bounds);
   if (!L) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  lua_sethook(L, check_hook, LUA_MASKCOUNT, 10000); /* coroutines made in L inherit it */
   luaL_openlibs(L);
   long workers = -1;
   lua_pushcfunction(L, require_mb_p); /* a bus of its own, thrown away */
@@ -222,6 +274,13 @@ static long check_config(const char *path, const char *luadir, size_t *max, clus
   } else {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
   }
+  if (workers < 0 && bounds.out_of_time)
+    snprintf(err, errlen, "%s: still running after %d s (an endless loop?); a configuration file "
+                          "must return its table", path, CHECK_SECONDS);
+  else if (workers < 0 && bounds.out_of_memory)
+    snprintf(err, errlen, "%s: needs more than %u MiB of memory to run (a configuration file is "
+                          "data)", path, CHECK_MEMORY >> 20);
+  lua_sethook(L, NULL, 0, 0); /* the finalizers run when it closes: let them */
   lua_close(L);
   return workers;
 }

@@ -174,6 +174,17 @@ describe("mbrun -c", function()
     -- issue 17
     {"a share option that is not a boolean", "return {destinations = {x = {share = 'yes'}}}",
       "bad28.lua: destinations.x.share: must be true or false"},
+    -- found by the red-team pass of session 12: these hung mbrun, or let a
+    -- configuration take all the memory, before anything started
+    {"a configuration that never returns", "while true do end",
+      "bad29.lua: still running after 5 s %(an endless loop%?%); a configuration file must " ..
+        "return its table"},
+    {"a configuration that never returns, inside a pcall",
+      "while true do pcall(function() while true do end end) end",
+      "bad30.lua: still running after 5 s"},
+    {"a configuration that takes too much memory",
+      "local s = ('x'):rep(300 * 1024 * 1024)\nreturn {}",
+      "bad31.lua: needs more than 256 MiB of memory to run %(a configuration file is data%)"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
