@@ -112,7 +112,7 @@ describe("mbrun -c", function()
     {"not a table", "return 42", "bad2.lua: must return a table .*not a number"},
     {"an unknown key", "return {workerz = 2}", "bad3.lua: unknown key 'workerz'"},
     {"workers of the wrong type", "return {workers = 'many'}",
-      "bad4.lua: workers: must be an integer from 1 to 256, not many"},
+      "bad4.lua: workers: must be an integer from 1 to 256, not \"many\""},
     {"an invalid destination name", "return {destinations = {['a b'] = {}}}",
       "bad5.lua: destinations%[\"a b\"%]: invalid destination name"},
     {"an unknown destination type", "return {destinations = {x = {type = 'fast'}}}",
@@ -124,7 +124,7 @@ describe("mbrun -c", function()
     {"a missing service script", "return {services = {{script = 'nope.lua'}}}",
       "bad9.lua: services%[1%].script: cannot read .*/nope.lua"},
     {"bad instances", "return {services = {{script = 'orders.lua', instances = 0}}}",
-      "bad10.lua: services%[1%].instances: must be a positive integer, not 0"},
+      "bad10.lua: services%[1%].instances: must be an integer from 1 to 4096, not 0"},
     {"a listener at an undeclared destination", "return {listeners = {['prices.lua'] = {'shop/x'}}}",
       "bad11.lua: listeners%[\"prices.lua\"%]%[1%]: no destination 'shop/x'"},
     {"a listener script that returns nothing usable",
@@ -185,6 +185,23 @@ describe("mbrun -c", function()
     {"a configuration that takes too much memory",
       "local s = ('x'):rep(300 * 1024 * 1024)\nreturn {}",
       "bad31.lua: needs more than 256 MiB of memory to run %(a configuration file is data%)"},
+    -- also found by the red-team pass: these started, then failed (exit 1) or
+    -- ran with part of the configuration silently left out
+    {"a service script that is a folder", "return {services = {{script = '.'}}}",
+      "bad32.lua: services%[1%].script: cannot read %S*/%.: Is a directory"},
+    {"more instances than mb.load takes", "return {services = {{script = 'orders.lua', instances = 5000}}}",
+      "bad33.lua: services%[1%].instances: must be an integer from 1 to 4096, not 5000"},
+    {"args that are not a list", "return {services = {{script = 'orders.lua', args = {tag = 'x'}}}}",
+      "bad34.lua: services%[1%].args: must be a list %(found key 'tag'%); the script gets its " ..
+        "entries as `...`"},
+    {"a listener mapped twice to one destination",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', 'x'}}}",
+      "bad35.lua: listeners%[\"prices.lua\"%]%[2%]: 'x' is listed twice %(also as entry 1%)"},
+    {"a listener script that is a folder",
+      "return {destinations = {x = {}}, listeners = {['.'] = {'x'}}}",
+      "bad36.lua: listeners%[\".\"%]: cannot read %S*/%.: Is a directory"},
+    {"workers given as a string", "return {workers = '4'}",
+      "bad37.lua: workers: must be an integer from 1 to 256, not \"4\""},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
