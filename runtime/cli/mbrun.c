@@ -300,6 +300,31 @@ static int check_file(const char *path, const char *what) {
   return 0;
 }
 
+/* --graph-out's file must be one mbrun can write, said before anything
+ * runs rather than after the whole run. Nothing is created here (the
+ * picture is written at exit): an existing file must be writable and not a
+ * folder, a new one's folder must be writable. */
+static int check_graph_out(const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      fprintf(stderr, "mbrun: --graph-out %s: is a folder; give the name of a file\n", path);
+      return -1;
+    }
+    if (access(path, W_OK) == 0) return 0;
+  } else if (errno == ENOENT) {
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+      snprintf(dir, sizeof dir, ".");
+    else
+      snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (access(dir, W_OK | X_OK) == 0) return 0;
+  }
+  fprintf(stderr, "mbrun: --graph-out %s: cannot write there: %s\n", path, strerror(errno));
+  return -1;
+}
+
 /* ---- starting: the configuration, then the scenario ------------------------------- */
 
 typedef struct starting {
@@ -412,7 +437,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "mbrun: unknown graph format '%s' (dot or svg)\n", a + 8);
       return 2;
     } else if (!strcmp(a, "--graph-out")) {
-      if (i + 1 >= argc) {
+      if (i + 1 >= argc || !argv[i + 1][0]) {
         fprintf(stderr, "mbrun: --graph-out needs a file name\n");
         return 2;
       }
@@ -486,6 +511,7 @@ int main(int argc, char **argv) {
                     "add --graph (DOT) or --graph=svg\n", graph_out);
     return 2;
   }
+  if (graph_out && check_graph_out(graph_out)) return 2;
   if (graph_fmt == 2 && !mbrun_have_dot()) {
     fprintf(stderr, "mbrun: --graph=svg needs Graphviz's dot program (Debian package graphviz); "
                     "--graph writes the DOT text without it\n");

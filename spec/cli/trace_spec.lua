@@ -302,6 +302,25 @@ describe("mbrun --graph", function()
       "--graph; add --graph (DOT) or --graph=svg\n", err)
     assert.is_nil(io.open(path), "nothing may be written")
   end)
+
+  -- found by the red-team pass of session 12: the path was tried only at
+  -- exit, after the whole run, and the picture was lost with exit 1
+  it("exits 2 before anything runs when --graph-out cannot be written", function()
+    local dir = helper.tmpdir()
+    local scenario = helper.write(dir .. "/s.lua", "print('scenario runs')\n")
+    for _, case in ipairs {
+      {dir .. "/no/such/folder/g.dot", "mbrun: --graph-out " .. dir .. "/no/such/folder/g.dot: " ..
+        "cannot write there: No such file or directory\n"},
+      {dir, "mbrun: --graph-out " .. dir .. ": is a folder; give the name of a file\n"},
+      {"''", "mbrun: --graph-out needs a file name\n"},
+    } do
+      local out, err, code = helper.mbrun("--graph --graph-out " .. case[1] .. " " .. scenario)
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.are.equal(case[2], err)
+    end
+    helper.remove_tree(dir)
+  end)
 end)
 
 describe("mbrun on SIGINT and SIGTERM", function()
