@@ -215,6 +215,22 @@ describe("the REPL on a pipe", function()
     end
   end)
 
+  -- found by the red-team pass of session 12: piped, SIGINT was taken as
+  -- the REPL's Ctrl-C, which only a terminal has; a line that spun kept
+  -- mbrun running for ever (the signal unanswered, no grace period begun)
+  it("stops mbrun on SIGINT, as SIGTERM does, while a line spins", function()
+    local input = write(os.tmpname(), 'print("spinning") while true do end\n')
+    for _, w in ipairs {1, 2} do
+      local out, err, code, ms = helper.mbrun_signalled(("-w %d --grace 1 < %s"):format(w, input),
+        {ready = "spinning", signals = {"INT"}, bound = 15})
+      assert.are.equal(1, code, out .. err)
+      assert.is_true(ms < 2500 and ms >= 900, ms .. " ms\n" .. err)
+      helper.assert_contains(err, "mbrun: SIGINT: a handler on worker 0 has not returned yet",
+        "failed: aborted: shutting down (the grace period of 1 s is over)")
+    end
+    os.remove(input)
+  end)
+
   it("hides only its own mb/repl, not a user's destination that starts the same", function()
     local out, err, code = repl({
       'mb.destination("mb/replay")',
