@@ -321,6 +321,18 @@ describe("mbrun --graph", function()
     end
     helper.remove_tree(dir)
   end)
+
+  it("says so, exit 1, when the picture cannot be written at exit (a full disk)", function()
+    local dir = helper.tmpdir()
+    local scenario = helper.write(dir .. "/s.lua", "mb.destination('d')\n")
+    local _, err, code = helper.mbrun("--graph " .. scenario .. " > /dev/full")
+    assert.are.equal(1, code, err)
+    assert.matches("^mbrun: cannot write the graph to stdout: No space left on device\n$", err)
+    _, err, code = helper.mbrun("--graph --graph-out /dev/full " .. scenario)
+    assert.are.equal(1, code, err)
+    assert.matches("^mbrun: cannot write the graph to /dev/full: No space left on device\n$", err)
+    helper.remove_tree(dir)
+  end)
 end)
 
 describe("mbrun on SIGINT and SIGTERM", function()
