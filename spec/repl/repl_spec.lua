@@ -231,6 +231,28 @@ describe("the REPL on a pipe", function()
     os.remove(input)
   end)
 
+  -- found by the red-team pass of session 12: the session went on, but
+  -- every later line said "cannot reach the REPL service: closed"
+  it("refuses to remove its own mb/repl, and goes on", function()
+    local out, err, code = repl({
+      'mb.remove_destination("mb/repl")',
+      'pcall(mb.remove_destination, "mb/repl")',
+      'mb.destination("mine")',
+      'mb.remove_destination("mine")',
+      '1 + 1',
+    })
+    assert.are.same({
+      "mb.remove_destination: 'mb/repl' is the REPL's own destination; removing it " ..
+        "would end this session (.quit or Ctrl-D leave)",
+      "false\tmb.remove_destination: 'mb/repl' is the REPL's own destination; removing it " ..
+        "would end this session (.quit or Ctrl-D leave)",
+      "true",
+      "true",
+      "2",
+    }, {table.unpack(out, 1, 5)})
+    assert.are.equal(0, code, err)
+  end)
+
   it("hides only its own mb/repl, not a user's destination that starts the same", function()
     local out, err, code = repl({
       'mb.destination("mb/replay")',
