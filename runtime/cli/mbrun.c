@@ -525,6 +525,13 @@ int main(int argc, char **argv) {
   if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
     if (check_file(config, "a configuration file (Lua returning a table)")) return 2;
+    struct stat cst;
+    if (stat(config, &cst) == 0 && !S_ISREG(cst.st_mode)) {
+      /* boot.lua reads it again: a pipe would give it nothing the second time */
+      fprintf(stderr, "mbrun: %s: not a regular file (a pipe?): mbrun reads the configuration "
+                      "twice, to check it and to start it; give the path of a file\n", config);
+      return 2;
+    }
     size_t max = 0;
     long w = check_config(config, luadir, &max, &co, err, sizeof err);
     if (w < 0) {

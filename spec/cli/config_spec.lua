@@ -267,6 +267,16 @@ describe("mbrun -c", function()
       assert.matches("services%[2%]: failed: %S*/refuses.lua:2: this service refuses to start", out)
     end)
 
+    -- found by the red-team pass of session 12: read twice, a pipe gave
+    -- its text to the check and nothing to the start ("must return a table,
+    -- not a nil", after the check had passed)
+    it("exits 2, saying why, for a configuration that is not a regular file (a pipe)", function()
+      local out, code = mbrun("-c /dev/stdin " .. scenario .. " < /dev/null") -- not a file either
+      assert.are.equal(2, code, out)
+      assert.are.equal("mbrun: /dev/stdin: not a regular file (a pipe?): mbrun reads the " ..
+        "configuration twice, to check it and to start it; give the path of a file\n", out)
+    end)
+
     it("exits 2 for a configuration file or scenario that is a folder", function()
       local out, code = mbrun("-c " .. dir .. " " .. scenario)
       assert.are.equal(2, code, out)
