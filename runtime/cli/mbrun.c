@@ -487,6 +487,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mbrun: -c needs a configuration file\n");
         return 2;
       }
+      if (config) { /* not merged: the first would be left out without a word */
+        fprintf(stderr, "mbrun: -c given twice (%s, then %s): mbrun takes one configuration file\n",
+                config, argv[i + 1]);
+        return 2;
+      }
       config = argv[++i];
     } else if (!strcmp(a, "-w")) {
       char *end;

@@ -55,6 +55,12 @@ describe("mbrun", function()
     out, code = mbrun("/nonexistent/scenario.lua")
     assert.are.equal(2, code)
     assert.matches("cannot open /nonexistent/scenario.lua", out)
+    -- found by the red-team pass of session 12: the first file was left out
+    -- without a word (configurations are not merged)
+    out, code = mbrun("-c a.lua -c b.lua x.lua")
+    assert.are.equal(2, code)
+    assert.are.equal("mbrun: -c given twice (a.lua, then b.lua): mbrun takes one configuration " ..
+      "file\n", out)
   end)
 
   describe("--max-message-size", function()
