@@ -34,6 +34,7 @@ local MAX_INSTANCES = 4096 -- as mb.load (runtime/lua/mbl_service.c)
 
 local function key_path(base, k)
   if type(k) == "string" and k:match("^[%a_][%w_]*$") then return base .. "." .. k end
+  if math.type(k) == "integer" then return ("%s[%d]"):format(base, k) end -- not ["1"]: a string
   return (("%s[%q]"):format(base, tostring(k)):gsub("\\\n", "\\n"))
 end
 

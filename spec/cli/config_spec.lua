@@ -202,6 +202,8 @@ describe("mbrun -c", function()
       "bad36.lua: listeners%[\".\"%]: cannot read %S*/%.: Is a directory"},
     {"workers given as a string", "return {workers = '4'}",
       "bad37.lua: workers: must be an integer from 1 to 256, not \"4\""},
+    {"destinations given as a list of names", "return {destinations = {'x'}}",
+      "bad38.lua: destinations%[1%]: invalid destination name %(a number, not a string%)"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
