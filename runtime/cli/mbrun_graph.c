@@ -32,6 +32,10 @@ void mbrun_short_name(const char *name, char *out, size_t cap) {
   if (n >= cap) n = cap - 1;
   memcpy(out, name, n);
   out[n] = 0;
+  /* a name is any string (mb.load's name): a newline or an escape would
+   * break a --trace line, or the terminal's state */
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f) out[i] = '?';
 }
 
 

@@ -123,6 +123,26 @@ describe("mbrun --trace", function()
     assert.are.equal("x\0", v[2.5])
     assert.are.same({1, 2, 3, 4}, {v[true], v["\0k"], v["end"], v[-7]})
   end)
+
+  -- found by the red-team pass of session 12: a newline in a service's
+  -- name cut its hop's line in two
+  it("keeps a hop on one line when a service's name has control characters", function()
+    local dir = helper.tmpdir()
+    write(dir .. "/echo.lua", "mb.listen('named', function(msg) return msg.payload end)\n")
+    local path = write(dir .. "/s.lua", [[
+      mb.destination("named")
+      assert(mb.load("]] .. dir .. [[/echo.lua", {name = "two\nlines\tand\27[31mred"}))
+      assert(mb.request("named", 1) == 1)
+    ]])
+    local _, err, code = helper.mbrun("-w 1 --trace " .. path)
+    helper.remove_tree(dir)
+    assert.are.equal(0, code, err)
+    local lines = {}
+    for l in err:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(2, #lines, err)
+    helper.assert_contains(lines[1], "  named  two?lines?and?[31mred -> s  reply  ")
+    helper.assert_contains(lines[2], "  named  s -> two?lines?and?[31mred  ok  ")
+  end)
 end)
 
 -- The REPL's printer (lua/mb/pretty.lua) promises the same for data: text
