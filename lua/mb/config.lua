@@ -296,7 +296,9 @@ local function check(path)
         local seen = {}
         for i = 1, list_length(dests, at, "a destination name") or 0 do
           local d = dests[i]
-          if not declared[d] then
+          if type(d) ~= "string" then
+            bad("%s[%d]: must be a destination name (a string), not a %s", at, i, type(d))
+          elseif not declared[d] then
             bad("%s[%d]: no destination '%s' among the configured destinations", at, i, tostring(d))
           elseif seen[d] then
             -- two registrations: the script would handle each message twice

@@ -204,6 +204,9 @@ describe("mbrun -c", function()
       "bad37.lua: workers: must be an integer from 1 to 256, not \"4\""},
     {"destinations given as a list of names", "return {destinations = {'x'}}",
       "bad38.lua: destinations%[1%]: invalid destination name %(a number, not a string%)"},
+    {"a listener's destination that is not a name",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', {'x'}}}}",
+      "bad39.lua: listeners%[\"prices.lua\"%]%[2%]: must be a destination name %(a string%), not a table\n"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
