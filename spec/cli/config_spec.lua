@@ -231,6 +231,32 @@ describe("mbrun -c", function()
       assert.matches("reply 7", out)
     end)
 
+    -- found by the red-team pass of session 12: mb.load returns at the
+    -- script's first wait, so the scenario started before the handler was
+    -- registered (no_listeners), and a failure after the wait was exit 1
+    -- with the scenario run
+    it("waits for a listener script that waits while it loads", function()
+      write("slow_start.lua", "mb.sleep(0.3)\nreturn function(msg) return 'slow ' .. msg.payload end\n")
+      local cfg = write("slow.lua", "return {destinations = {x = {}}, listeners = {['slow_start.lua'] = {'x'}}}")
+      local s = write("slow_scenario.lua", "print(mb.request('x', 'start'))\n")
+      for _, w in ipairs {1, 2} do
+        local out, code = mbrun("-w " .. w .. " -c " .. cfg .. " " .. s)
+        assert.are.equal(0, code, out)
+        assert.matches("^slow start\ttable", out)
+      end
+    end)
+
+    it("exits 2 when a listener script fails after a wait while it loads, before the scenario", function()
+      write("late_fail.lua", "mb.sleep(0.2)\nreturn 42\n")
+      local cfg = write("late.lua", "return {destinations = {x = {}}, listeners = {['late_fail.lua'] = {'x'}}}")
+      local out, code = mbrun("-w 2 -c " .. cfg .. " " .. scenario)
+      assert.are.equal(2, code, out)
+      assert.matches("late_fail.lua: must return its handler", out)
+      assert.matches("mbrun: %S*late.lua: listeners%[\"late_fail.lua\"%]: failed while it loaded " ..
+        "%(see above%)\n", out)
+      assert.is_nil(out:find("scenario", 1, true), out)
+    end)
+
     it("offers the safe base functions to the configuration file", function()
       local cfg = write("base.lua", [[
         local names = {}
