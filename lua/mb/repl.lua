@@ -68,7 +68,12 @@ end
 local function message(e)
   if type(e) == "string" then return e end
   local mt = getmetatable(e)
-  if type(mt) == "table" and mt.__tostring then return tostring(e) end
+  if type(mt) == "table" and mt.__tostring then
+    -- as mbrun says of a script's error object (runtime/lua/mbl_task.c)
+    local ok, text = pcall(tostring, e)
+    if ok then return text end
+    return ("(error object is a %s value; its __tostring raised)"):format(type(e))
+  end
   return ("(error object is a %s value)"):format(type(e))
 end
 
