@@ -527,6 +527,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mbrun: cannot find mb/config.lua (set MB_LUA_DIR to the lua/ folder)\n");
     return 2;
   }
+  /* the modules this run needs, all there before anything starts (not found
+   * out once the scenario runs) */
+  const char *needed[] = {config ? "boot.lua" : NULL, config ? "listener_host.lua" : NULL,
+                          interactive ? "repl.lua" : NULL, interactive ? "pretty.lua" : NULL,
+                          watch ? "watch.lua" : NULL};
+  for (size_t k = 0; k < sizeof needed / sizeof *needed; k++) {
+    char probe[PATH_MAX + 64];
+    if (!needed[k]) continue;
+    snprintf(probe, sizeof probe, "%s/mb/%s", luadir, needed[k]);
+    if (access(probe, R_OK)) {
+      fprintf(stderr, "mbrun: cannot find mb/%s in %s (MB_LUA_DIR: set it to the lua/ folder)\n",
+              needed[k], luadir);
+      return 2;
+    }
+  }
   if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
     if (check_file(config, "a configuration file (Lua returning a table)")) return 2;

@@ -63,6 +63,22 @@ describe("mbrun", function()
       "file\n", out)
   end)
 
+  -- found by the red-team pass of session 12: a lua/ folder without
+  -- mb/watch.lua (or mb/repl.lua) was found out after the scenario had
+  -- started, exit 1
+  it("exits 2 before anything runs when MB_LUA_DIR lacks a module it needs", function()
+    local dir = helper.tmpdir()
+    os.execute("mkdir -p " .. dir .. "/mb && cp lua/mb/config.lua " .. dir .. "/mb/")
+    local s = script("print('scenario runs')")
+    for _, case in ipairs {{"--watch " .. s, "watch.lua"}, {"-i " .. s .. " < /dev/null", "repl.lua"}} do
+      local out, _, code = helper.mbrun(case[1], {merge = true, env = "MB_LUA_DIR=" .. dir})
+      assert.are.equal(2, code, out)
+      assert.are.equal("mbrun: cannot find mb/" .. case[2] .. " in " .. dir .. " (MB_LUA_DIR: set " ..
+        "it to the lua/ folder)\n", out)
+    end
+    helper.remove_tree(dir)
+  end)
+
   describe("--max-message-size", function()
     local function sizes()
       return script([[
