@@ -34,11 +34,42 @@ local function start(code, at, path, opts)
   return false, code, ("%s: %s: %s"):format(cfgpath, at, ok and why or tostring(h))
 end
 
+local function listeners_at(d)
+  local s = mb.stats(d)
+  return s and s.listeners or 0
+end
+
+-- Whether the listener host named `name` has failed (or is gone).
+local function host_failed(name)
+  for _, s in ipairs(mb.services()) do
+    if s.name == name then return s.failures > 0 end
+  end
+  return true
+end
+
 for _, l in ipairs(cfg.listeners) do
+  local before = {}
+  for i, d in ipairs(l.destinations) do before[i] = listeners_at(d) end
   local ok, code, why = start(2, l.at, luadir .. "/mb/listener_host.lua",
     {name = l.script, args = {l.script, l.destinations, luadir}, group = l.group,
      memory = l.memory, cpu = l.cpu})
   if not ok then return code, why end
+  -- mb.load returns at the script's first wait (mb.sleep, mb.request while
+  -- it loads): its handler is registered only later. Wait for that, so that
+  -- nothing after it starts before; a failure then is still one to start.
+  local function registered()
+    for i, d in ipairs(l.destinations) do
+      if listeners_at(d) <= before[i] then return false end
+    end
+    return true
+  end
+  while not registered() do
+    if host_failed(l.script) then
+      for i = #started, 1, -1 do started[i]:stop() end
+      return 2, ("%s: %s: failed while it loaded (see above)"):format(cfgpath, l.at)
+    end
+    mb.sleep(0.005)
+  end
 end
 for _, s in ipairs(cfg.services) do
   local ok, code, why = start(1, s.at, s.script,

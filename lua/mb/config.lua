@@ -30,9 +30,11 @@ local function cluster_name(v)
 end
 
 local function is_count(v) return math.type(v) == "integer" and v > 0 end
+local MAX_INSTANCES = 4096 -- as mb.load (runtime/lua/mbl_service.c)
 
 local function key_path(base, k)
   if type(k) == "string" and k:match("^[%a_][%w_]*$") then return base .. "." .. k end
+  if math.type(k) == "integer" then return ("%s[%d]"):format(base, k) end -- not ["1"]: a string
   return (("%s[%q]"):format(base, tostring(k)):gsub("\\\n", "\\n"))
 end
 
@@ -43,10 +45,19 @@ local function sorted_keys(t)
   return keys
 end
 
-local function readable(path)
-  local f = io.open(path, "r")
-  if f then f:close() end
-  return f ~= nil
+-- nil when the file at path can be read, else why not (a folder opens,
+-- but reading it fails)
+local function unreadable(path)
+  local f, err = io.open(path, "r")
+  if not f then return err end
+  local _, why = f:read(1)
+  f:close()
+  if why then return ("%s: %s"):format(path, why) end
+end
+
+-- v in a message: a string quoted, so that "4" and 4 read apart
+local function shown(v)
+  return type(v) == "string" and ("%q"):format(v) or tostring(v)
 end
 
 -- An error object as people read it (SPEC section 7): through its
@@ -174,7 +185,7 @@ local function check(path)
     out.cluster = c
   end
   if cfg.workers ~= nil and not (is_count(cfg.workers) and cfg.workers <= 256) then
-    bad("workers: must be an integer from 1 to 256, not %s", tostring(cfg.workers))
+    bad("workers: must be an integer from 1 to 256, not %s", shown(cfg.workers))
   end
   local max = cfg.max_message_size
   if max ~= nil and not (math.type(max) == "integer" and max >= MESSAGE_MIN and max <= MESSAGE_MAX) then
@@ -225,14 +236,23 @@ local function check(path)
         end
         if type(svc.script) ~= "string" then
           bad("%s.script: must be the path of a Lua script", at)
-        elseif not readable(resolve(svc.script)) then
-          bad("%s.script: cannot read %s", at, resolve(svc.script))
+        elseif unreadable(resolve(svc.script)) then
+          bad("%s.script: cannot read %s", at, unreadable(resolve(svc.script)))
         end
-        if svc.instances ~= nil and not is_count(svc.instances) then
-          bad("%s.instances: must be a positive integer, not %s", at, tostring(svc.instances))
+        if svc.instances ~= nil and not (is_count(svc.instances) and svc.instances <= MAX_INSTANCES) then
+          bad("%s.instances: must be an integer from 1 to %d, not %s", at, MAX_INSTANCES,
+            shown(svc.instances))
         end
         if svc.args ~= nil and type(svc.args) ~= "table" then
           bad("%s.args: must be a list, not a %s", at, type(svc.args))
+        elseif svc.args ~= nil then
+          -- the script gets args[1], args[2], ... as `...`: any other key would be lost
+          for _, k in ipairs(sorted_keys(svc.args)) do
+            if math.type(k) ~= "integer" or k < 1 then
+              bad("%s.args: must be a list (found key '%s'); the script gets its entries as `...`",
+                at, tostring(k))
+            end
+          end
         end
         if svc.name ~= nil and (type(svc.name) ~= "string" or svc.name == "") then
           bad("%s.name: must be a non-empty string (how --trace and --graph call it), not %s", at,
@@ -254,8 +274,8 @@ local function check(path)
       local at = key_path("listeners", script)
       if type(script) ~= "string" then
         bad("listeners: keys must be script paths, not a %s", type(script))
-      elseif not readable(resolve(script)) then
-        bad("%s: cannot read %s", at, resolve(script))
+      elseif unreadable(resolve(script)) then
+        bad("%s: cannot read %s", at, unreadable(resolve(script)))
       elseif type(dests) ~= "table" or next(dests) == nil then
         bad("%s: must be a list of destination names", at)
       else
@@ -273,11 +293,18 @@ local function check(path)
         if group ~= nil or memory ~= nil or cpu ~= nil then
           dests = copy(dests, {group = true, memory = true, cpu = true})
         end
+        local seen = {}
         for i = 1, list_length(dests, at, "a destination name") or 0 do
           local d = dests[i]
-          if not declared[d] then
+          if type(d) ~= "string" then
+            bad("%s[%d]: must be a destination name (a string), not a %s", at, i, type(d))
+          elseif not declared[d] then
             bad("%s[%d]: no destination '%s' among the configured destinations", at, i, tostring(d))
+          elseif seen[d] then
+            -- two registrations: the script would handle each message twice
+            bad("%s[%d]: '%s' is listed twice (also as entry %d)", at, i, d, seen[d])
           end
+          seen[d] = seen[d] or i
         end
         out.listeners[#out.listeners + 1] = {script = resolve(script), destinations = dests, at = at,
                                              group = group, memory = memory, cpu = cpu}

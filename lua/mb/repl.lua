@@ -37,6 +37,20 @@ local math, table = math, table
 
 local DEFAULT_TIMEOUT = 5
 
+-- The REPL's lines come through mb/repl: removed, the session could take
+-- no more input. In this state only (each service has its own mb), removing
+-- it is refused, as a programming error.
+do
+  local remove = mb.remove_destination
+  mb.remove_destination = function(name, ...)
+    if name == "mb/repl" then
+      error("mb.remove_destination: 'mb/repl' is the REPL's own destination; removing it would " ..
+        "end this session (.quit or Ctrl-D leave)", 2)
+    end
+    return remove(name, ...)
+  end
+end
+
 local pending = nil -- the unfinished Lua input, lines joined by "\n"
 local listeners = {} -- destination -> listener handle, for .listen
 local services = {} -- handles of the .load-ed services, kept for the session
@@ -54,7 +68,12 @@ end
 local function message(e)
   if type(e) == "string" then return e end
   local mt = getmetatable(e)
-  if type(mt) == "table" and mt.__tostring then return tostring(e) end
+  if type(mt) == "table" and mt.__tostring then
+    -- as mbrun says of a script's error object (runtime/lua/mbl_task.c)
+    local ok, text = pcall(tostring, e)
+    if ok then return text end
+    return ("(error object is a %s value; its __tostring raised)"):format(type(e))
+  end
   return ("(error object is a %s value)"):format(type(e))
 end
 

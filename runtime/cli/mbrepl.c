@@ -344,6 +344,8 @@ static void on_cont(struct ev_loop *loop, ev_signal *w, int revents) {
   rl_forced_update_display();
 }
 
+int mbrepl_tty(const mbrepl *r) { return r && r->tty; }
+
 int mbrepl_abort_line(mbrepl *r) {
   /* only where the REPL takes Ctrl-C: a terminal (piped, it stops mbrun) */
   return r && r->tty && atomic_load(&r->started) &&

@@ -32,6 +32,9 @@ int mbrepl_start(mbrepl *r, const char *luadir, char *err, size_t errlen);
  * (or stops waiting for the line that runs). Returns 1 when it took the
  * signal, 0 when mbrun should handle it (piped input, REPL closed). */
 int mbrepl_interrupt(mbrepl *r);
+/* 1 when r reads a terminal: only then is SIGINT its Ctrl-C (piped, SIGINT
+ * stops mbrun as SIGTERM does). 0 for NULL. Async-signal-safe. */
+int mbrepl_tty(const mbrepl *r);
 /* From any thread but the loop's (mbrun's interrupter, on Ctrl-C): aborts
  * the Lua code of the line running in the REPL service, as lua's prompt
  * does ("interrupted"). 1 when there was code running to abort. */

@@ -197,13 +197,65 @@ static int require_mb_p(lua_State *L) {
   return 0;
 }
 
+/* A configuration file is data, yet it is Lua: one that never returns, or
+ * that builds tables for ever, must not hang mbrun or take the machine's
+ * memory before anything starts. The check runs it with a bound on time
+ * (a count hook reads the clock) and on the memory of its Lua state. */
+#define CHECK_SECONDS 5
+#define CHECK_MEMORY (256u << 20)
+
+typedef struct check_bounds {
+  size_t used;
+  int out_of_memory; /* an allocation was refused */
+  int out_of_time;
+  struct timespec t0;
+} check_bounds;
+
+static void *check_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  check_bounds *b = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    b->used -= old;
+    return NULL;
+  }
+  if (nsize > old && nsize - old > CHECK_MEMORY - b->used) {
+    b->out_of_memory = 1;
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (!p) {
+    b->out_of_memory = 1;
+    return NULL;
+  }
+  b->used = b->used - old + nsize;
+  return p;
+}
+
+static void check_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  check_bounds *b;
+  lua_getallocf(L, (void **)&b);
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (!b->out_of_time && now.tv_sec - b->t0.tv_sec + (now.tv_nsec - b->t0.tv_nsec) / 1e9 < CHECK_SECONDS)
+    return;
+  /* from now on every instruction raises: a pcall in the file cannot hold it */
+  b->out_of_time = 1;
+  lua_sethook(L, check_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "still running after %d s", CHECK_SECONDS);
+}
+
 static long check_config(const char *path, const char *luadir, size_t *max, cluster_opts *co,
                          char *err, size_t errlen) {
-  lua_State *L = luaL_newstate();
+  check_bounds bounds = {0};
+  clock_gettime(CLOCK_MONOTONIC, &bounds.t0);
+  lua_State *L = lua_newstate(check_alloc, &bounds);
   if (!L) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
+  lua_sethook(L, check_hook, LUA_MASKCOUNT, 10000); /* coroutines made in L inherit it */
   luaL_openlibs(L);
   long workers = -1;
   lua_pushcfunction(L, require_mb_p); /* a bus of its own, thrown away */
@@ -222,6 +274,13 @@ static long check_config(const char *path, const char *luadir, size_t *max, clus
   } else {
     snprintf(err, errlen, "%s", lua_tostring(L, -1));
   }
+  if (workers < 0 && bounds.out_of_time)
+    snprintf(err, errlen, "%s: still running after %d s (an endless loop?); a configuration file "
+                          "must return its table", path, CHECK_SECONDS);
+  else if (workers < 0 && bounds.out_of_memory)
+    snprintf(err, errlen, "%s: needs more than %u MiB of memory to run (a configuration file is "
+                          "data)", path, CHECK_MEMORY >> 20);
+  lua_sethook(L, NULL, 0, 0); /* the finalizers run when it closes: let them */
   lua_close(L);
   return workers;
 }
@@ -239,6 +298,31 @@ static int check_file(const char *path, const char *what) {
     return -1;
   }
   return 0;
+}
+
+/* --graph-out's file must be one mbrun can write, said before anything
+ * runs rather than after the whole run. Nothing is created here (the
+ * picture is written at exit): an existing file must be writable and not a
+ * folder, a new one's folder must be writable. */
+static int check_graph_out(const char *path) {
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    if (S_ISDIR(st.st_mode)) {
+      fprintf(stderr, "mbrun: --graph-out %s: is a folder; give the name of a file\n", path);
+      return -1;
+    }
+    if (access(path, W_OK) == 0) return 0;
+  } else if (errno == ENOENT) {
+    char dir[PATH_MAX];
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+      snprintf(dir, sizeof dir, ".");
+    else
+      snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (access(dir, W_OK | X_OK) == 0) return 0;
+  }
+  fprintf(stderr, "mbrun: --graph-out %s: cannot write there: %s\n", path, strerror(errno));
+  return -1;
 }
 
 /* ---- starting: the configuration, then the scenario ------------------------------- */
@@ -353,7 +437,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "mbrun: unknown graph format '%s' (dot or svg)\n", a + 8);
       return 2;
     } else if (!strcmp(a, "--graph-out")) {
-      if (i + 1 >= argc) {
+      if (i + 1 >= argc || !argv[i + 1][0]) {
         fprintf(stderr, "mbrun: --graph-out needs a file name\n");
         return 2;
       }
@@ -403,6 +487,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "mbrun: -c needs a configuration file\n");
         return 2;
       }
+      if (config) { /* not merged: the first would be left out without a word */
+        fprintf(stderr, "mbrun: -c given twice (%s, then %s): mbrun takes one configuration file\n",
+                config, argv[i + 1]);
+        return 2;
+      }
       config = argv[++i];
     } else if (!strcmp(a, "-w")) {
       char *end;
@@ -427,6 +516,7 @@ int main(int argc, char **argv) {
                     "add --graph (DOT) or --graph=svg\n", graph_out);
     return 2;
   }
+  if (graph_out && check_graph_out(graph_out)) return 2;
   if (graph_fmt == 2 && !mbrun_have_dot()) {
     fprintf(stderr, "mbrun: --graph=svg needs Graphviz's dot program (Debian package graphviz); "
                     "--graph writes the DOT text without it\n");
@@ -437,9 +527,31 @@ int main(int argc, char **argv) {
     fprintf(stderr, "mbrun: cannot find mb/config.lua (set MB_LUA_DIR to the lua/ folder)\n");
     return 2;
   }
+  /* the modules this run needs, all there before anything starts (not found
+   * out once the scenario runs) */
+  const char *needed[] = {config ? "boot.lua" : NULL, config ? "listener_host.lua" : NULL,
+                          interactive ? "repl.lua" : NULL, interactive ? "pretty.lua" : NULL,
+                          watch ? "watch.lua" : NULL};
+  for (size_t k = 0; k < sizeof needed / sizeof *needed; k++) {
+    char probe[PATH_MAX + 64];
+    if (!needed[k]) continue;
+    snprintf(probe, sizeof probe, "%s/mb/%s", luadir, needed[k]);
+    if (access(probe, R_OK)) {
+      fprintf(stderr, "mbrun: cannot find mb/%s in %s (MB_LUA_DIR: set it to the lua/ folder)\n",
+              needed[k], luadir);
+      return 2;
+    }
+  }
   if (i < argc && check_file(argv[i], "a Lua script")) return 2;
   if (config) {
     if (check_file(config, "a configuration file (Lua returning a table)")) return 2;
+    struct stat cst;
+    if (stat(config, &cst) == 0 && !S_ISREG(cst.st_mode)) {
+      /* boot.lua reads it again: a pipe would give it nothing the second time */
+      fprintf(stderr, "mbrun: %s: not a regular file (a pipe?): mbrun reads the configuration "
+                      "twice, to check it and to start it; give the path of a file\n", config);
+      return 2;
+    }
     size_t max = 0;
     long w = check_config(config, luadir, &max, &co, err, sizeof err);
     if (w < 0) {

@@ -32,6 +32,10 @@ void mbrun_short_name(const char *name, char *out, size_t cap) {
   if (n >= cap) n = cap - 1;
   memcpy(out, name, n);
   out[n] = 0;
+  /* a name is any string (mb.load's name): a newline or an escape would
+   * break a --trace line, or the terminal's state */
+  for (size_t i = 0; i < n; i++)
+    if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f) out[i] = '?';
 }
 
 
@@ -171,7 +175,13 @@ int mbrun_emit_graph(mb_runtime *rt, int svg, const char *out_path, int repl) {
       return 1;
     }
     int rc = write_dot(f, rt);
-    return (out_path ? fclose(f) : fflush(f)) || rc ? 1 : 0;
+    int bad = ferror(f);
+    if ((out_path ? fclose(f) : fflush(f)) || bad) { /* a full disk: say so */
+      fprintf(stderr, "mbrun: cannot write the graph to %s: %s\n", out_path ? out_path : "stdout",
+              strerror(errno ? errno : EIO));
+      return 1;
+    }
+    return rc ? 1 : 0;
   }
   /* dot reads the DOT text from a pipe; no shell, so any file name works */
   int fds[2];

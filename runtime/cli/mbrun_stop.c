@@ -217,7 +217,10 @@ static void on_interrupt_missed(void *ud) {
 }
 
 static void on_sig(int sig) {
-  int repl_int = sig == SIGINT && repl; /* the REPL's Ctrl-C is its own */
+  /* the REPL's Ctrl-C is its own; piped, a SIGINT stops mbrun (as SIGTERM):
+   * taken as a Ctrl-C, it would not start the grace period, and a line
+   * that never yields would keep mbrun running for ever */
+  int repl_int = sig == SIGINT && mbrepl_tty(repl);
   if (!repl_int) shutdown_begins();
   atomic_store(&sig_last, sig);
   if (atomic_fetch_add(&sig_unanswered, 1) >= 1) {
@@ -259,7 +262,7 @@ static void on_signal(struct ev_loop *loop, ev_async *w, int revents) {
   if (atomic_exchange(&int_missed, 0) && repl) mbrepl_interrupt(repl);
   int n = atomic_exchange(&sig_unanswered, 0), sig = atomic_load(&sig_last);
   if (!n) return;
-  if (sig == SIGINT && repl) { /* the REPL's Ctrl-C */
+  if (sig == SIGINT && mbrepl_tty(repl)) { /* the REPL's Ctrl-C */
     /* the interrupter stopped the line's code: its answer (the error) comes
      * or came; this signal was that */
     if (atomic_exchange(&int_aborted, 0)) return;

@@ -334,7 +334,13 @@ static void task_end(mbL_task *t, int status) {
              error_text(L, co));
   }
   if (t->kind == T_SCRIPT && S->starting) {
-    /* mb.load tells its caller instead */
+    /* mb.load tells its caller instead; but when the runtime aborts what
+     * runs (the grace period is over), that caller may never run again (on
+     * another worker, whose loop is over): said and counted here too */
+    if (atomic_load(&S->R->abort_why)) {
+      mbL_report(S->R, "mb: %s failed: %s%s%s\n", what, msg, tb ? "\n" : "", tb ? tb : "");
+      atomic_fetch_add(&S->R->failures, 1);
+    }
     free(S->start_error);
     S->start_error = strdup(msg); /* NULL when out of memory */
     S->starting = 2;

@@ -112,7 +112,7 @@ describe("mbrun -c", function()
     {"not a table", "return 42", "bad2.lua: must return a table .*not a number"},
     {"an unknown key", "return {workerz = 2}", "bad3.lua: unknown key 'workerz'"},
     {"workers of the wrong type", "return {workers = 'many'}",
-      "bad4.lua: workers: must be an integer from 1 to 256, not many"},
+      "bad4.lua: workers: must be an integer from 1 to 256, not \"many\""},
     {"an invalid destination name", "return {destinations = {['a b'] = {}}}",
       "bad5.lua: destinations%[\"a b\"%]: invalid destination name"},
     {"an unknown destination type", "return {destinations = {x = {type = 'fast'}}}",
@@ -124,7 +124,7 @@ describe("mbrun -c", function()
     {"a missing service script", "return {services = {{script = 'nope.lua'}}}",
       "bad9.lua: services%[1%].script: cannot read .*/nope.lua"},
     {"bad instances", "return {services = {{script = 'orders.lua', instances = 0}}}",
-      "bad10.lua: services%[1%].instances: must be a positive integer, not 0"},
+      "bad10.lua: services%[1%].instances: must be an integer from 1 to 4096, not 0"},
     {"a listener at an undeclared destination", "return {listeners = {['prices.lua'] = {'shop/x'}}}",
       "bad11.lua: listeners%[\"prices.lua\"%]%[1%]: no destination 'shop/x'"},
     {"a listener script that returns nothing usable",
@@ -174,6 +174,39 @@ describe("mbrun -c", function()
     -- issue 17
     {"a share option that is not a boolean", "return {destinations = {x = {share = 'yes'}}}",
       "bad28.lua: destinations.x.share: must be true or false"},
+    -- found by the red-team pass of session 12: these hung mbrun, or let a
+    -- configuration take all the memory, before anything started
+    {"a configuration that never returns", "while true do end",
+      "bad29.lua: still running after 5 s %(an endless loop%?%); a configuration file must " ..
+        "return its table"},
+    {"a configuration that never returns, inside a pcall",
+      "while true do pcall(function() while true do end end) end",
+      "bad30.lua: still running after 5 s"},
+    {"a configuration that takes too much memory",
+      "local s = ('x'):rep(300 * 1024 * 1024)\nreturn {}",
+      "bad31.lua: needs more than 256 MiB of memory to run %(a configuration file is data%)"},
+    -- also found by the red-team pass: these started, then failed (exit 1) or
+    -- ran with part of the configuration silently left out
+    {"a service script that is a folder", "return {services = {{script = '.'}}}",
+      "bad32.lua: services%[1%].script: cannot read %S*/%.: Is a directory"},
+    {"more instances than mb.load takes", "return {services = {{script = 'orders.lua', instances = 5000}}}",
+      "bad33.lua: services%[1%].instances: must be an integer from 1 to 4096, not 5000"},
+    {"args that are not a list", "return {services = {{script = 'orders.lua', args = {tag = 'x'}}}}",
+      "bad34.lua: services%[1%].args: must be a list %(found key 'tag'%); the script gets its " ..
+        "entries as `...`"},
+    {"a listener mapped twice to one destination",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', 'x'}}}",
+      "bad35.lua: listeners%[\"prices.lua\"%]%[2%]: 'x' is listed twice %(also as entry 1%)"},
+    {"a listener script that is a folder",
+      "return {destinations = {x = {}}, listeners = {['.'] = {'x'}}}",
+      "bad36.lua: listeners%[\".\"%]: cannot read %S*/%.: Is a directory"},
+    {"workers given as a string", "return {workers = '4'}",
+      "bad37.lua: workers: must be an integer from 1 to 256, not \"4\""},
+    {"destinations given as a list of names", "return {destinations = {'x'}}",
+      "bad38.lua: destinations%[1%]: invalid destination name %(a number, not a string%)"},
+    {"a listener's destination that is not a name",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', {'x'}}}}",
+      "bad39.lua: listeners%[\"prices.lua\"%]%[2%]: must be a destination name %(a string%), not a table\n"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
@@ -196,6 +229,32 @@ describe("mbrun -c", function()
       assert.are.equal(0, code, out)
       assert.are.equal(1, select(2, out:gsub("loud.lua runs", "")), out)
       assert.matches("reply 7", out)
+    end)
+
+    -- found by the red-team pass of session 12: mb.load returns at the
+    -- script's first wait, so the scenario started before the handler was
+    -- registered (no_listeners), and a failure after the wait was exit 1
+    -- with the scenario run
+    it("waits for a listener script that waits while it loads", function()
+      write("slow_start.lua", "mb.sleep(0.3)\nreturn function(msg) return 'slow ' .. msg.payload end\n")
+      local cfg = write("slow.lua", "return {destinations = {x = {}}, listeners = {['slow_start.lua'] = {'x'}}}")
+      local s = write("slow_scenario.lua", "print(mb.request('x', 'start'))\n")
+      for _, w in ipairs {1, 2} do
+        local out, code = mbrun("-w " .. w .. " -c " .. cfg .. " " .. s)
+        assert.are.equal(0, code, out)
+        assert.matches("^slow start\ttable", out)
+      end
+    end)
+
+    it("exits 2 when a listener script fails after a wait while it loads, before the scenario", function()
+      write("late_fail.lua", "mb.sleep(0.2)\nreturn 42\n")
+      local cfg = write("late.lua", "return {destinations = {x = {}}, listeners = {['late_fail.lua'] = {'x'}}}")
+      local out, code = mbrun("-w 2 -c " .. cfg .. " " .. scenario)
+      assert.are.equal(2, code, out)
+      assert.matches("late_fail.lua: must return its handler", out)
+      assert.matches("mbrun: %S*late.lua: listeners%[\"late_fail.lua\"%]: failed while it loaded " ..
+        "%(see above%)\n", out)
+      assert.is_nil(out:find("scenario", 1, true), out)
     end)
 
     it("offers the safe base functions to the configuration file", function()
@@ -237,6 +296,16 @@ describe("mbrun -c", function()
       local out, code = mbrun("-w 3 -c " .. cfg)
       assert.are.equal(1, code, out) -- (124: it kept running)
       assert.matches("services%[2%]: failed: %S*/refuses.lua:2: this service refuses to start", out)
+    end)
+
+    -- found by the red-team pass of session 12: read twice, a pipe gave
+    -- its text to the check and nothing to the start ("must return a table,
+    -- not a nil", after the check had passed)
+    it("exits 2, saying why, for a configuration that is not a regular file (a pipe)", function()
+      local out, code = mbrun("-c /dev/stdin " .. scenario .. " < /dev/null") -- not a file either
+      assert.are.equal(2, code, out)
+      assert.are.equal("mbrun: /dev/stdin: not a regular file (a pipe?): mbrun reads the " ..
+        "configuration twice, to check it and to start it; give the path of a file\n", out)
     end)
 
     it("exits 2 for a configuration file or scenario that is a folder", function()

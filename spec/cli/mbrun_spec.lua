@@ -55,6 +55,28 @@ describe("mbrun", function()
     out, code = mbrun("/nonexistent/scenario.lua")
     assert.are.equal(2, code)
     assert.matches("cannot open /nonexistent/scenario.lua", out)
+    -- found by the red-team pass of session 12: the first file was left out
+    -- without a word (configurations are not merged)
+    out, code = mbrun("-c a.lua -c b.lua x.lua")
+    assert.are.equal(2, code)
+    assert.are.equal("mbrun: -c given twice (a.lua, then b.lua): mbrun takes one configuration " ..
+      "file\n", out)
+  end)
+
+  -- found by the red-team pass of session 12: a lua/ folder without
+  -- mb/watch.lua (or mb/repl.lua) was found out after the scenario had
+  -- started, exit 1
+  it("exits 2 before anything runs when MB_LUA_DIR lacks a module it needs", function()
+    local dir = helper.tmpdir()
+    os.execute("mkdir -p " .. dir .. "/mb && cp lua/mb/config.lua " .. dir .. "/mb/")
+    local s = script("print('scenario runs')")
+    for _, case in ipairs {{"--watch " .. s, "watch.lua"}, {"-i " .. s .. " < /dev/null", "repl.lua"}} do
+      local out, _, code = helper.mbrun(case[1], {merge = true, env = "MB_LUA_DIR=" .. dir})
+      assert.are.equal(2, code, out)
+      assert.are.equal("mbrun: cannot find mb/" .. case[2] .. " in " .. dir .. " (MB_LUA_DIR: set " ..
+        "it to the lua/ folder)\n", out)
+    end
+    helper.remove_tree(dir)
   end)
 
   describe("--max-message-size", function()

@@ -87,6 +87,12 @@ describe("mbrun with a handler that never returns", function()
       mb.after(0.05, function() print("timer spinning on worker " .. mb.worker()) while true do end end)
     ]])
     helper.write(dir .. "/timer_there.lua", [[mb.load("]] .. dir .. [[/timer_service.lua")]])
+    -- a script body that never reaches its first wait, started on worker 1
+    helper.write(dir .. "/body_service.lua", [[
+      print("body spinning on worker " .. mb.worker())
+      while true do end
+    ]])
+    helper.write(dir .. "/body_there.lua", [[print(mb.load("]] .. dir .. [[/body_service.lua"))]])
   end)
   teardown(function() helper.remove_tree(dir) end)
 
@@ -151,6 +157,17 @@ describe("mbrun with a handler that never returns", function()
     assert.is_true(ms < BOUND_MS and ms >= GRACE * 1000 - 100, ms .. " ms\n" .. out)
     helper.assert_contains(out, "mbrun: SIGTERM: nothing in flight; stopping",
       "mb: timer callback failed: aborted: shutting down (the grace period of 1 s is over)",
+      "mbrun: 1 script error (see above)")
+  end)
+
+  -- found by the red-team pass of session 12: the loader on worker 0 never
+  -- heard of the abort (its loop was over), so the failure went unsaid, exit 0
+  it("aborts a service's body that never reaches its first wait, and says so", function()
+    local out, code, ms = shutdown("-w 2 --grace 1 " .. dir .. "/body_there.lua", "body spinning", "TERM")
+    assert.are.equal(1, code, out)
+    assert.is_true(ms < BOUND_MS and ms >= GRACE * 1000 - 100, ms .. " ms\n" .. out)
+    helper.assert_contains(out, "body spinning on worker 1",
+      "body_service.lua failed: aborted: shutting down (the grace period of 1 s is over)",
       "mbrun: 1 script error (see above)")
   end)
 

@@ -123,6 +123,26 @@ describe("mbrun --trace", function()
     assert.are.equal("x\0", v[2.5])
     assert.are.same({1, 2, 3, 4}, {v[true], v["\0k"], v["end"], v[-7]})
   end)
+
+  -- found by the red-team pass of session 12: a newline in a service's
+  -- name cut its hop's line in two
+  it("keeps a hop on one line when a service's name has control characters", function()
+    local dir = helper.tmpdir()
+    write(dir .. "/echo.lua", "mb.listen('named', function(msg) return msg.payload end)\n")
+    local path = write(dir .. "/s.lua", [[
+      mb.destination("named")
+      assert(mb.load("]] .. dir .. [[/echo.lua", {name = "two\nlines\tand\27[31mred"}))
+      assert(mb.request("named", 1) == 1)
+    ]])
+    local _, err, code = helper.mbrun("-w 1 --trace " .. path)
+    helper.remove_tree(dir)
+    assert.are.equal(0, code, err)
+    local lines = {}
+    for l in err:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.are.equal(2, #lines, err)
+    helper.assert_contains(lines[1], "  named  two?lines?and?[31mred -> s  reply  ")
+    helper.assert_contains(lines[2], "  named  s -> two?lines?and?[31mred  ok  ")
+  end)
 end)
 
 -- The REPL's printer (lua/mb/pretty.lua) promises the same for data: text
@@ -301,6 +321,37 @@ describe("mbrun --graph", function()
     assert.are.equal("mbrun: --graph-out " .. path .. ": there is no picture to write without " ..
       "--graph; add --graph (DOT) or --graph=svg\n", err)
     assert.is_nil(io.open(path), "nothing may be written")
+  end)
+
+  -- found by the red-team pass of session 12: the path was tried only at
+  -- exit, after the whole run, and the picture was lost with exit 1
+  it("exits 2 before anything runs when --graph-out cannot be written", function()
+    local dir = helper.tmpdir()
+    local scenario = helper.write(dir .. "/s.lua", "print('scenario runs')\n")
+    for _, case in ipairs {
+      {dir .. "/no/such/folder/g.dot", "mbrun: --graph-out " .. dir .. "/no/such/folder/g.dot: " ..
+        "cannot write there: No such file or directory\n"},
+      {dir, "mbrun: --graph-out " .. dir .. ": is a folder; give the name of a file\n"},
+      {"''", "mbrun: --graph-out needs a file name\n"},
+    } do
+      local out, err, code = helper.mbrun("--graph --graph-out " .. case[1] .. " " .. scenario)
+      assert.are.equal(2, code, err)
+      assert.are.equal("", out)
+      assert.are.equal(case[2], err)
+    end
+    helper.remove_tree(dir)
+  end)
+
+  it("says so, exit 1, when the picture cannot be written at exit (a full disk)", function()
+    local dir = helper.tmpdir()
+    local scenario = helper.write(dir .. "/s.lua", "mb.destination('d')\n")
+    local _, err, code = helper.mbrun("--graph " .. scenario .. " > /dev/full")
+    assert.are.equal(1, code, err)
+    assert.matches("^mbrun: cannot write the graph to stdout: No space left on device\n$", err)
+    _, err, code = helper.mbrun("--graph --graph-out /dev/full " .. scenario)
+    assert.are.equal(1, code, err)
+    assert.matches("^mbrun: cannot write the graph to /dev/full: No space left on device\n$", err)
+    helper.remove_tree(dir)
   end)
 end)
 

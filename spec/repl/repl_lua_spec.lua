@@ -300,6 +300,10 @@ describe("the REPL service (lua/mb/repl.lua)", function()
       {'error("boom")', "error", {"stdin:1: boom"}},
       {'error("no position", 0)', "error", {"no position"}},
       {"error({})", "error", {"(error object is a table value)"}},
+      -- as mbrun says of a script's (found by the red-team pass of session 12:
+      -- the REPL printed the __tostring's own error, "stdin:1: inner")
+      {'error(setmetatable({}, {__tostring = function() error("inner") end}))', "error",
+        {"(error object is a table value; its __tostring raised)"}},
       {"if true then", "more", {}},
       {"  local t = nil", "more", {}},
       {"  t.x = 1", "more", {}},

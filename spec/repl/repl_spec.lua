@@ -215,6 +215,44 @@ describe("the REPL on a pipe", function()
     end
   end)
 
+  -- found by the red-team pass of session 12: piped, SIGINT was taken as
+  -- the REPL's Ctrl-C, which only a terminal has; a line that spun kept
+  -- mbrun running for ever (the signal unanswered, no grace period begun)
+  it("stops mbrun on SIGINT, as SIGTERM does, while a line spins", function()
+    local input = write(os.tmpname(), 'print("spinning") while true do end\n')
+    for _, w in ipairs {1, 2} do
+      local out, err, code, ms = helper.mbrun_signalled(("-w %d --grace 1 < %s"):format(w, input),
+        {ready = "spinning", signals = {"INT"}, bound = 15})
+      assert.are.equal(1, code, out .. err)
+      assert.is_true(ms < 2500 and ms >= 900, ms .. " ms\n" .. err)
+      helper.assert_contains(err, "mbrun: SIGINT: a handler on worker 0 has not returned yet",
+        "failed: aborted: shutting down (the grace period of 1 s is over)")
+    end
+    os.remove(input)
+  end)
+
+  -- found by the red-team pass of session 12: the session went on, but
+  -- every later line said "cannot reach the REPL service: closed"
+  it("refuses to remove its own mb/repl, and goes on", function()
+    local out, err, code = repl({
+      'mb.remove_destination("mb/repl")',
+      'pcall(mb.remove_destination, "mb/repl")',
+      'mb.destination("mine")',
+      'mb.remove_destination("mine")',
+      '1 + 1',
+    })
+    assert.are.same({
+      "mb.remove_destination: 'mb/repl' is the REPL's own destination; removing it " ..
+        "would end this session (.quit or Ctrl-D leave)",
+      "false\tmb.remove_destination: 'mb/repl' is the REPL's own destination; removing it " ..
+        "would end this session (.quit or Ctrl-D leave)",
+      "true",
+      "true",
+      "2",
+    }, {table.unpack(out, 1, 5)})
+    assert.are.equal(0, code, err)
+  end)
+
   it("hides only its own mb/repl, not a user's destination that starts the same", function()
     local out, err, code = repl({
       'mb.destination("mb/replay")',
