@@ -831,6 +831,8 @@ describe("tasks and time", function()
     local function f() end
     helper.assert_contains(helper.error_of(mb.every, 0 / 0, f),
       "mb.every: seconds must be a positive, finite number (not NaN)")
+    helper.assert_contains(helper.error_of(mb.sleep),
+      "mb.sleep: seconds must be a finite number, zero or more (not given)")
     helper.assert_contains(helper.error_of(mb.every, 0, f), "(not 0)")
     helper.assert_contains(helper.error_of(mb.every, math.huge, f), "(not math.huge)")
     helper.assert_contains(helper.error_of(mb.after, 0 / 0, f),
