@@ -646,6 +646,7 @@ int main(int argc, char **argv) {
   }
   if (!st.code && repl && mbrepl_start(repl, luadir, st.why, sizeof st.why)) st.code = 1;
   int rc = 0;
+  size_t unanswered = 0; /* requests with no time limit left waiting */
   if (!st.code) {
     /* without a scenario the configured services run until a signal */
     int serve = config && i >= argc;
@@ -655,7 +656,13 @@ int main(int argc, char **argv) {
     st.running = 0;
     if (serve) mb_runtime_hold(rt, -1);
     mbrepl_close(repl); /* whoever ended the run, the REPL is over */
-    if (stopped) mbrun_drain(&ctl, grace);
+    if (stopped) {
+      mbrun_drain(&ctl, grace);
+    } else { /* idle: a request still open has no timer, and nothing can answer it */
+      mb_counts c;
+      mb_runtime_counts(rt, &c);
+      unanswered = c.requests;
+    }
   }
   int stuck = mbrun_loop_over(&ctl, R); /* from here on main bounds the rest */
   if (st.code) {
@@ -666,6 +673,12 @@ int main(int argc, char **argv) {
   mbrun_signals_stop(&ctl);
 
   if (mbrun_report(rt, stats, repl != NULL, mbL_runtime_failures(R))) rc = rc ? rc : 1;
+  if (unanswered) {
+    fprintf(stderr, "mbrun: %zu request%s with timeout = math.huge still wait%s for a reply that "
+                    "nothing left can send\n", unanswered, unanswered > 1 ? "s" : "",
+            unanswered > 1 ? "" : "s");
+    rc = rc ? rc : 1;
+  }
   if (graph_fmt && mbrun_emit_graph(rt, graph_fmt == 2, graph_out, repl != NULL)) rc = rc ? rc : 1;
   if (stuck) {
     fprintf(stderr, "mbrun: %d handler%s did not stop when aborted (blocked in C, or running in "

@@ -375,6 +375,7 @@ struct mb_request {
                  does not complete until the link says (mb_link_window) */
   int proxy;  /* made by mb_link_deliver for a remote requester */
   int refs; /* its own until its finish ran, and a blocked send's */
+  int held; /* it counts in rt->busy (see mb_request_open) */
   double timeout;
   uint64_t t_start; /* mb_now_ns() at the start, when observed */
   size_t n, answered;

@@ -113,7 +113,7 @@ static void complete(mb_request *r) {
     svc->requests = r;
     return;
   }
-  mb_busy(r->svc->rt, -1); /* after the post: the bus never looks idle between */
+  if (r->held) mb_busy(r->svc->rt, -1); /* after the post: the bus never looks idle between */
 }
 
 static int ensure_slots(mb_request *r, size_t n) {
@@ -222,7 +222,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     mb_unlock(rt);
     if (late) { /* or it could not be queued: finish it here */
       finish_task(r);
-      mb_busy(rt, -1);
+      if (r->held) mb_busy(rt, -1);
     }
     return;
   }
@@ -247,7 +247,7 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   mb_unlock(rt);
   if (late) {
     finish_task(r);
-    mb_busy(rt, -1);
+    if (r->held) mb_busy(rt, -1);
   }
 }
 
@@ -288,7 +288,14 @@ mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, doubl
   if (rt->obs) r->t_start = mb_now_ns();
   r->refs = 1;
   rt->counts.requests++;
-  mb_busy(rt, 1);
+  /* A waiting request keeps the bus busy when its timer will end it, or
+   * when its answer may come from another node. A local one with no time
+   * limit can only be answered by code that runs here, and whatever would
+   * run it (a queued task, a timer, a wait, a handler running) keeps the
+   * bus busy itself: when nothing does, the request can never end, and
+   * mb.run (mbrun) must see the bus stuck, not wait forever. */
+  r->held = isfinite(timeout) || d->opts.cluster;
+  if (r->held) mb_busy(rt, 1);
   r->next = from->requests;
   if (from->requests) from->requests->prev = r;
   from->requests = r;
@@ -302,7 +309,7 @@ mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, doubl
 void mb_request_abort(mb_request *r) {
   detach(r);
   ev_timer_stop(r->svc->w->loop, &r->timer);
-  mb_busy(r->svc->rt, -1);
+  if (r->held) mb_busy(r->svc->rt, -1);
   request_release(r);
 }
 
@@ -313,7 +320,7 @@ void mb_request_cancel(mb_request *r) {
   if (!r->finished) {
     detach(r);
     ev_timer_stop(r->svc->w->loop, &r->timer);
-    mb_busy(rt, -1);
+    if (r->held) mb_busy(rt, -1);
     request_release(r);
   }
   mb_unlock(rt);
@@ -326,7 +333,7 @@ void mb_request_cancel_all(mb_service *svc) {
     r->cancelled = 1;
     detach(r);
     ev_timer_stop(svc->w->loop, &r->timer);
-    mb_busy(svc->rt, -1);
+    if (r->held) mb_busy(svc->rt, -1);
     request_release(r);
   }
 }

@@ -43,24 +43,36 @@ static void add_stuck(void *ud, const char *name) {
   }
 }
 
-/* When deliveries are in flight or messages pending, pushes "stuck: N
- * deliveries in flight, M pending ... (at 'a', 'b'; ...)" and returns 1;
- * else pushes nothing and returns 0. */
+/* When deliveries are in flight, messages pending or requests waiting,
+ * pushes "stuck: N deliveries in flight, M pending ... (at 'a', 'b'; ...)"
+ * and returns 1; else pushes nothing and returns 0. Called once the bus is
+ * idle: a request still open then has no time limit (one with a timer
+ * keeps the bus busy), and nothing is left that could answer it. */
 static int push_stuck(lua_State *L, mbL_state *S) {
   luaL_Buffer where;
   stuck_sum s = {core(S), 0, 0, &where, 0};
+  mb_counts c;
+  mb_runtime_counts(core(S), &c);
   luaL_buffinit(L, &where);
   mb_dest_each(core(S), add_stuck, &s);
   luaL_pushresult(&where);
-  if (!s.in_flight && !s.pending) {
+  if (!s.in_flight && !s.pending && !c.requests) {
     lua_pop(L, 1);
     return 0;
   }
-  lua_pushfstring(L, "stuck: %d deliver%s in flight, %d pending, and nothing can move them on "
-                     "(at %s; a listener waiting for room in its own full queue?)",
+  if (c.requests)
+    lua_pushfstring(L, ", %d request%s waiting with no time limit", (int)c.requests,
+                    c.requests == 1 ? "" : "s");
+  else
+    lua_pushliteral(L, "");
+  lua_pushfstring(L, "stuck: %d deliver%s in flight, %d pending%s, and nothing can move them on "
+                     "(%s%s%s%s?)",
                   (int)s.in_flight, s.in_flight == 1 ? "y" : "ies", (int)s.pending,
-                  lua_tostring(L, -1));
-  lua_remove(L, -2);
+                  lua_tostring(L, -1), s.n ? "at " : "", lua_tostring(L, -2), s.n ? "; " : "",
+                  c.requests ? "a request with timeout = math.huge that nothing will answer"
+                             : "a listener waiting for room in its own full queue");
+  lua_replace(L, -3);
+  lua_pop(L, 1);
   return 1;
 }
 

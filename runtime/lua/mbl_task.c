@@ -287,11 +287,18 @@ static void push_traceback(lua_State *L, mbL_task *t) {
   }
 }
 
-/* A task's coroutine returned (status LUA_OK) or raised. This is the one
- * place where every task ends: deliveries are finished, failures reported
- * and counted, and a failed coroutine's pending to-be-closed variables are
- * closed (lua_resetthread: Debian's Lua is 5.4.4). */
-static void task_end(mbL_task *t, int status) {
+/* What a failed call left on its state's main thread (task_unwind): the
+ * stack's height before, whether there was room, the error's text and the
+ * traceback (NULL when there was no room). */
+typedef struct unwound {
+  int top, room;
+  const char *msg, *tb;
+} unwound;
+
+/* A task's coroutine returned (status LUA_OK) or raised (then u is what
+ * task_unwind made of it). This is the one place where every task ends:
+ * deliveries are finished, failures reported and counted. */
+static void task_end(mbL_task *t, int status, const unwound *u) {
   mbL_state *S = t->S;
   lua_State *co = t->co, *L = S->L;
   mbL_end_fn end = t->kind == T_SCRIPT ? S->on_end : NULL;
@@ -314,25 +321,8 @@ static void task_end(mbL_task *t, int status) {
     if (end) end(S->end_ud, code, said);
     return;
   }
-  int top = lua_gettop(L), room = lua_checkstack(L, 10) && lua_checkstack(co, 2);
-  const char *msg = "(no memory left to tell the error)", *tb = NULL;
-  if (room) {
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1); /* the error object, at top + 1 */
-    msg = error_text(L, co);
-    push_traceback(L, t);
-    tb = lua_tostring(L, -1);
-  }
+  const char *msg = u->msg, *tb = u->tb;
   task_what(t, what, sizeof what);
-  /* closed before anyone learns of the failure, as an unwinding call would;
-   * the error object is then another one if a __close raised */
-  if (lua_resetthread(co) != LUA_OK && room) {
-    lua_pushvalue(co, -1);
-    lua_xmove(co, L, 1);
-    if (!lua_rawequal(L, -1, top + 1))
-      mbL_report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what,
-             error_text(L, co));
-  }
   if (t->kind == T_SCRIPT && S->starting) {
     /* mb.load tells its caller instead; but when the runtime aborts what
      * runs (the grace period is over), that caller may never run again (on
@@ -354,7 +344,7 @@ static void task_end(mbL_task *t, int status) {
       atomic_fetch_add(&S->R->failures, 1);
     }
   }
-  lua_settop(L, top);
+  lua_settop(L, u->top);
   mbL_task_free(t, 0);
   if (end) end(S->end_ud, 1, NULL);
 }
@@ -575,6 +565,97 @@ static void interrupt_missed(mbL_state *S, int waits) {
   if (waits && S->R->on_missed) S->R->on_missed(S->R->on_missed_ud);
 }
 
+/* Lua code that a failed call still runs — its error object's __tostring,
+ * its pending to-be-closed variables' __close — runs as part of that call
+ * (called with the call still counted in S->depth and tl_running == S):
+ * an abort (mbrun's grace period) reaches it, and so does the cpu limit;
+ * a call the cpu limit aborted has its clean-up watched with a fresh
+ * budget of the same size, so that its __close still runs but cannot hang
+ * the worker. th is the thread the code runs on; the abort signal finds
+ * it as running_co. */
+typedef struct watch_save {
+  lua_State *th;
+  lua_Hook hook;
+  int mask, count;
+  uint_fast64_t abort_call;
+  double cpu_start;
+} watch_save;
+
+static void watch_begin(mbL_state *S, lua_State *th, watch_save *w) {
+  w->th = th;
+  w->hook = lua_gethook(th);
+  w->mask = lua_gethookmask(th);
+  w->count = lua_gethookcount(th);
+  w->abort_call = atomic_load(&S->abort_call);
+  w->cpu_start = S->cpu_start;
+  if (S->cpu_limit > 0 && w->abort_call && atomic_load(&S->abort_why) == S->cpu_why) {
+    atomic_store(&S->abort_call, 0); /* the cpu limit's abort: a fresh budget */
+    S->cpu_start = thread_cpu();
+  }
+  atomic_store_explicit(&S->running_co, th, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+  if (abort_reason(S))
+    arm_abort(th);
+  else if (S->cpu_limit > 0)
+    cpu_watch(th);
+  else
+    lua_sethook(th, NULL, 0, 0);
+}
+
+static void watch_end(mbL_state *S, lua_State *running, watch_save *w) {
+  atomic_store_explicit(&S->running_co, running, memory_order_relaxed);
+  atomic_signal_fence(memory_order_seq_cst);
+  lua_sethook(w->th, w->hook, w->mask, w->count);
+  S->cpu_start = w->cpu_start;
+  /* the call's own abort goes on where it returns to (unless a newer one came) */
+  uint_fast64_t none = 0;
+  if (w->abort_call) atomic_compare_exchange_strong(&S->abort_call, &none, w->abort_call);
+}
+
+/* A task's coroutine raised: pushes onto L (the state's main thread) the
+ * error object, its text and the coroutine's traceback, then closes the
+ * coroutine's pending to-be-closed variables (lua_resetthread: Debian's Lua
+ * is 5.4.4), as an unwinding call would, before anyone learns of the
+ * failure. Called from mbL_task_run while the call still runs (see
+ * watch_begin), with prev the task current before it (current again for
+ * what this runs: t's coroutine is dead). Fills u for task_end. */
+static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
+  mbL_state *S = t->S;
+  lua_State *co = t->co, *L = S->L;
+  watch_save w;
+  S->current = prev;
+  u->top = lua_gettop(L);
+  u->room = lua_checkstack(L, 10) && lua_checkstack(co, 2);
+  u->msg = "(no memory left to tell the error)";
+  u->tb = NULL;
+  if (u->room) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1); /* the error object, at top + 1 */
+    watch_begin(S, L, &w);
+    u->msg = error_text(L, co);
+    watch_end(S, co, &w);
+    push_traceback(L, t);
+    u->tb = lua_tostring(L, -1);
+  }
+  /* the error object is then another one if a __close raised */
+  watch_begin(S, co, &w);
+  int closed = lua_resetthread(co);
+  watch_end(S, co, &w);
+  if (closed != LUA_OK && u->room) {
+    lua_pushvalue(co, -1);
+    lua_xmove(co, L, 1);
+    if (!lua_rawequal(L, -1, u->top + 1)) {
+      char what[300];
+      task_what(t, what, sizeof what);
+      watch_begin(S, L, &w);
+      const char *text = error_text(L, co);
+      watch_end(S, co, &w);
+      mbL_report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what, text);
+    }
+  }
+  S->current = t;
+}
+
 /* The atomics of a run, and why each is as strong as it is (two locked
  * instructions an outermost run, one a nested run, instead of six):
  * - calls is written only here, on S's thread: a plain increment. Other
@@ -616,6 +697,8 @@ void mbL_task_run(mbL_task *t, int nargs) {
     cpu_watch(t->co);
   }
   int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
+  unwound u;
+  if (st != LUA_OK && st != LUA_YIELD) task_unwind(t, prev, &u); /* still part of the call */
   atomic_store_explicit(&S->running_co, prev ? prev->co : NULL, memory_order_relaxed);
   tl_running = outer;
   atomic_signal_fence(memory_order_seq_cst);
@@ -629,7 +712,7 @@ void mbL_task_run(mbL_task *t, int nargs) {
     /* a bare coroutine.yield(): let the others run, then go on */
     if (!t->waiting) mbL_post(S->R, S->svc, POST_HERE | POST_NOW, task_again, t, NULL);
   } else {
-    task_end(t, st);
+    task_end(t, st, &u);
   }
   /* after task_end: its outcome is counted */
   if (S->depth > 0) {

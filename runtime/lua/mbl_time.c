@@ -27,7 +27,9 @@ double mbL_check_seconds(lua_State *L, int idx, const char *fn, const char *what
     return s;
   if (isnum && s == HUGE_VAL && (flags & SECS_NO_LIMIT)) return HUGE_VAL;
   char got[64];
-  if (!isnum)
+  if (lua_isnone(L, idx)) /* "a no value" */
+    snprintf(got, sizeof got, "given");
+  else if (!isnum)
     snprintf(got, sizeof got, "a %s", luaL_typename(L, idx));
   else if (s != s)
     snprintf(got, sizeof got, "NaN");

@@ -785,12 +785,54 @@ describe("tasks and time", function()
     helper.assert_invariant("stuck")
   end)
 
+  it("say when mb.run is stuck on a request with no time limit that nothing can answer", function()
+    local h = mb.load("spec/workers/stuck_request.lua")
+    mb.send("stuck/req", 0)
+    local t0 = mb.now()
+    local ok, why = mb.run({timeout = 5})
+    assert.is_true(mb.now() - t0 < 2, "it knew at once, not at the timeout")
+    assert.is_false(ok)
+    assert.are.equal("stuck: 1 delivery in flight, 1 pending, 1 request waiting with no time "
+      .. "limit, and nothing can move them on (at 'stuck/req'; a request with timeout = "
+      .. "math.huge that nothing will answer?)", why)
+    h:stop() -- drops the delivery and the pending message, cancels the request
+    assert.is_true(mb.run({timeout = 5}))
+    helper.assert_invariant("stuck/req")
+  end)
+
+  it("say when mb.run is stuck on a request with no time limit that nobody answered", function()
+    mb.destination("d")
+    local saved
+    local l = mb.listen("d", function(m) saved = m end) -- answers nothing
+    local got
+    mb.spawn(function() got = {mb.request("d", 1, {timeout = math.huge})} end)
+    local t0 = mb.now()
+    local ok, why = mb.run({timeout = 5})
+    assert.is_true(mb.now() - t0 < 2, "it knew at once, not at the timeout")
+    assert.is_false(ok)
+    assert.are.equal("stuck: 0 deliveries in flight, 0 pending, 1 request waiting with no time "
+      .. "limit, and nothing can move them on (a request with timeout = math.huge that "
+      .. "nothing will answer?)", why)
+    assert.is_nil(got)
+    assert.is_true(mb.reply(saved, "later")) -- it can still be answered
+    assert.is_true(mb.run({timeout = 5}))
+    assert.are.equal("later", got[1])
+    -- where no coroutine can wait, the wait raises instead of never ending
+    helper.assert_contains(helper.error_of(mb.request, "d", 2, {timeout = math.huge}),
+      "this wait can never end (nothing left that could end it)")
+    l:close()
+    assert.is_true(mb.run({timeout = 5}))
+    helper.assert_invariant("d")
+  end)
+
   it("refuse NaN, negative and infinite seconds, with math.huge only for timeouts", function()
     mb.destination("d")
     mb.listen("d", function(m) return m.payload end)
     local function f() end
     helper.assert_contains(helper.error_of(mb.every, 0 / 0, f),
       "mb.every: seconds must be a positive, finite number (not NaN)")
+    helper.assert_contains(helper.error_of(mb.sleep),
+      "mb.sleep: seconds must be a finite number, zero or more (not given)")
     helper.assert_contains(helper.error_of(mb.every, 0, f), "(not 0)")
     helper.assert_contains(helper.error_of(mb.every, math.huge, f), "(not math.huge)")
     helper.assert_contains(helper.error_of(mb.after, 0 / 0, f),

@@ -125,6 +125,43 @@ describe("mb.load's cpu limit", function()
       end)
   end
 
+  it("reaches what a failing handler still runs: its error's __tostring and its __close",
+     function()
+    helper.write(dir .. "/unwind.lua", [[
+      mb.listen("unwind", function(msg)
+        if msg.payload == "tostring" then
+          error(setmetatable({}, {__tostring = function() while true do end end}))
+        elseif msg.payload == "close" then
+          local x <close> = setmetatable({}, {__close = function() while true do end end})
+          error("raised", 0)
+        elseif msg.payload == "aborted" then -- its __close runs, on a budget of its own
+          local x <close> = setmetatable({}, {__close = function() print("closed") end})
+          while true do end
+        end
+        return "fine"
+      end)
+    ]])
+    helper.write(dir .. "/main.lua", [[
+      mb.destination("unwind")
+      assert(mb.load("unwind.lua", {cpu = 0.2}))
+      for _, p in ipairs{"tostring", "close", "aborted"} do
+        local t = os.clock()
+        local ok, err = mb.request("unwind", p, {timeout = 10})
+        print(p, ok, err, os.clock() - t < 2)
+      end
+      print("after", mb.request("unwind", "ok", {timeout = 10}))
+    ]])
+    local out, err, code = helper.mbrun("-w 2 main.lua", {dir = dir, timeout = 30})
+    assert.are.equal(1, code, out .. err)
+    assert.matches("tostring\tnil\tfailed: %(error object is a table value; its __tostring "
+      .. "raised%)\ttrue\n", out)
+    assert.matches("close\tnil\tfailed: raised\ttrue\n", out)
+    assert.matches("mb: listener at 'unwind': closing a to%-be%-closed variable raised: cpu limit "
+      .. "%(0%.2 s%)", err)
+    assert.matches("closed\naborted\tnil\tfailed: cpu limit %(0%.2 s%)\ttrue\n", out)
+    assert.matches("after\tfine\t", out)
+  end)
+
   it("refuses a cpu limit that is not a number of seconds above 0", function()
     helper.write(dir .. "/x.lua", "")
     helper.write(dir .. "/bad.lua", [[

@@ -220,6 +220,25 @@ describe("mbrun", function()
     assert.not_matches("not stopped", out)
   end)
 
+  it("exits 1 at once when a request with no time limit waits for a reply nothing can send",
+     function()
+    local path = script([[
+      mb.destination("d")
+      mb.listen("d", function(m) end) -- answers nothing
+      print("asking")
+      print(mb.request("d", 1, {timeout = math.huge}))
+      print("answered")
+    ]])
+    local t0 = os.time()
+    local out, code = mbrun("-w 2 " .. path, 20)
+    assert.is_true(os.time() - t0 < 10, "it knew at once")
+    assert.are.equal(1, code, out)
+    assert.matches("asking", out)
+    assert.not_matches("answered", out)
+    assert.matches("mbrun: 1 request with timeout = math.huge still waits for a reply that "
+      .. "nothing left can send", out, 1, true)
+  end)
+
   it("exits 1 and counts what was left pending after mb.stop with --grace 0", function()
     local path = script([[
       mb.destination("slow", {type = "serial"})
