@@ -98,6 +98,9 @@ void mb_dest_cancel_blocked(mb_runtime *rt, mb_service *svc) {
       mb_blocked *b = *p;
       if (b->from == svc) {
         *p = b->next;
+        /* never accepted: refused, as every send is one or the other */
+        d->st.rejected++;
+        mb_obs_rejected(rt, d->name, svc, b->m, MB_ECLOSED, NULL);
         mb_msg_unref(b->m);
         /* a request's own callback only releases it: it must still run */
         if (b->req) mb_request_admitted(b->req, MB_ECLOSED);

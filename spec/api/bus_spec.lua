@@ -780,9 +780,15 @@ describe("tasks and time", function()
     local s = mb.stats("stuck")
     assert.are.equal(1, s.in_flight)
     assert.are.equal(1, s.pending)
+    assert.are.equal(0, s.rejected)
     h:stop() -- drops the delivery and the blocked send
     assert.is_true(mb.run({timeout = 5}))
     helper.assert_invariant("stuck")
+    -- the send that never got in is refused, as every send is either
+    -- accepted or refused
+    s = mb.stats("stuck")
+    assert.are.equal(3, s.sent + s.rejected)
+    assert.are.equal(1, s.rejected)
   end)
 
   it("say when mb.run is stuck on a request with no time limit that nothing can answer", function()
