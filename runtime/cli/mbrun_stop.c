@@ -2,9 +2,11 @@
  * mbrun_stop.c — how mbrun stops: SIGINT/SIGTERM/SIGHUP, mb.stop() and the
  * grace period (drain), the watchdog that bounds a shutdown when worker 0
  * is stuck, aborting what still runs, and the REPL's Ctrl-C (its
- * interrupter thread). Face: mbrun_stop.h. Tests: spec/cli/shutdown_spec.lua,
- * spec/cli/trace_spec.lua, spec/repl/repl_tty_spec.lua.
+ * interrupter thread), and an os.exit that cuts the run short. Face:
+ * mbrun_stop.h. Tests: spec/cli/shutdown_spec.lua, spec/cli/trace_spec.lua,
+ * spec/repl/repl_tty_spec.lua.
  */
+#define _DEFAULT_SOURCE /* on_exit */
 #include <errno.h>
 #include <ev.h>
 #include <pthread.h>
@@ -12,10 +14,12 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "mbrun_stats.h"
 #include "mbrun_stop.h"
 
 /* The REPL, when one is open (its Ctrl-C is its own). */
@@ -339,8 +343,35 @@ void mbrun_drain(shutdown_ctl *c, double grace) {
 
 /* ---- what mbrun's main calls ---------------------------------------------------- */
 
+/* ---- os.exit while the bus runs ------------------------------------------- */
+
+/* A script (or a line of the REPL) that calls os.exit ends the process at
+ * once: what is pending or running is lost. That must not go unsaid, nor
+ * end with status 0: while the loop runs, an exit is watched, and what it
+ * cut short is reported as at the end of a run, status 1 instead of 0. */
+static _Atomic(mb_runtime *) exit_rt;
+static mbL_runtime *exit_R;
+
+static void on_early_exit(int status, void *arg) {
+  (void)arg;
+  mb_runtime *rt = atomic_exchange(&exit_rt, NULL);
+  if (!rt) return;
+  /* the report needs the runtime's lock: the exiting thread runs Lua code,
+   * which holds none */
+  if (!mbrun_report(rt, 0, repl != NULL, mbL_runtime_failures(exit_R))) return;
+  fprintf(stderr, "mbrun: the process exited (os.exit(%d)?) while the bus ran: what is said "
+                  "above was lost%s\n", status, status ? "" : "; exit status 1, not 0");
+  if (status) return;
+  fflush(NULL);
+  _exit(1);
+}
+
 void mbrun_signals_start(shutdown_ctl *c, mb_runtime *rt, mbL_runtime *R, double grace,
                          mbrepl *r) {
+  static int exit_hooked;
+  if (!exit_hooked) exit_hooked = !on_exit(on_early_exit, NULL);
+  exit_R = R;
+  atomic_store(&exit_rt, rt);
   struct ev_loop *loop = mb_runtime_loop(rt);
   repl = r;
   c->rt = rt;
@@ -363,6 +394,7 @@ void mbrun_signals_start(shutdown_ctl *c, mb_runtime *rt, mbL_runtime *R, double
 }
 
 int mbrun_loop_over(shutdown_ctl *c, mbL_runtime *R) {
+  atomic_store(&exit_rt, NULL); /* main ends the run and says what was left */
   watchdog_stop(); /* the loop is back: from here on main bounds the rest */
   return abort_running(R, c->now);
 }

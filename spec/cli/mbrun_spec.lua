@@ -414,4 +414,33 @@ describe("mbrun, when scripts fail", function()
       .. path:gsub("%p", "%%%0") .. ":5: in the listener's handler\n", out)
     assert.is_nil(out:find("[C]: in ?", 1, true), out)
   end)
+
+  it("says what an os.exit cut short, and exits 1 instead of 0", function()
+    local svc = script([[mb.listen("x/d", function(m) print("got", m.payload) end)]])
+    local path = script(string.format([[
+      mb.destination("x/d", {type = "serial"})
+      assert(mb.load(%q))
+      for i = 1, 100 do mb.send("x/d", i) end
+      os.exit(0)
+    ]], svc))
+    local out, code = mbrun("-w 2 " .. path)
+    assert.are.equal(1, code, out)
+    assert.matches("mbrun: %d+ messages? left pending, undelivered %(x/d: %d+%)", out)
+    assert.matches("mbrun: the process exited %(os.exit%(0%)%?%) while the bus ran: what is said "
+      .. "above was lost; exit status 1, not 0\n", out)
+    -- its own status when it is not 0, said all the same
+    out, code = mbrun(script([[
+      mb.destination("x/d")
+      mb.listen("x/d", function() end)
+      mb.send("x/d", 1)
+      os.exit(3)
+    ]]))
+    assert.are.equal(3, code, out)
+    assert.matches("mbrun: 1 message left pending, undelivered %(x/d: 1%)\nmbrun: the process "
+      .. "exited %(os.exit%(3%)%?%) while the bus ran: what is said above was lost\n", out)
+    -- nothing left: nothing to say
+    out, code = mbrun(script([[print("bye") os.exit(0)]]))
+    assert.are.equal(0, code, out)
+    assert.are.equal("bye\n", out)
+  end)
 end)
