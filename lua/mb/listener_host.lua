@@ -10,6 +10,23 @@ package.path = luadir .. "/?.lua;" .. package.path
 local config = require "mb.config"
 
 local result = dofile(script)
+-- a handler the configuration maps to no destination would never run: a
+-- typo in its key, say. Said (a script of handlers may serve several
+-- configurations, so it is no error)
+if type(result) == "table" then
+  local mapped = {}
+  for _, d in ipairs(destinations) do mapped[d] = true end
+  local extra = {}
+  for k, v in pairs(result) do
+    if type(v) == "function" and not mapped[k] then extra[#extra + 1] = ("%q"):format(tostring(k)) end
+  end
+  table.sort(extra)
+  if #extra > 0 then
+    io.stderr:write(("mbrun: %s: its handler%s for %s never run%s: the configuration maps it " ..
+      "only to %s\n"):format(script, #extra > 1 and "s" or "", table.concat(extra, ", "),
+      #extra > 1 and "" or "s", table.concat(destinations, ", ")))
+  end
+end
 for _, d in ipairs(destinations) do
   local handler, why = config.handler_for(result, script, d)
   if not handler then error(why, 0) end

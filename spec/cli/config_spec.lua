@@ -219,6 +219,15 @@ describe("mbrun -c", function()
     end)
   end
 
+  it("says which handlers of a listener script no destination maps, and runs", function()
+    local path = write("extra.lua",
+      "return {destinations = {['shop/a'] = {}}, listeners = {['handlers.lua'] = {'shop/a'}}}")
+    local out, code = mbrun("-c " .. path .. " " .. scenario)
+    assert.are.equal(0, code, out)
+    assert.matches("mbrun: %S*/handlers.lua: its handler for \"shop/b\" never runs: the "
+      .. "configuration maps it only to shop/a\n", out)
+  end)
+
   -- issue 12, items 9 and 15
   describe("starts in one pass", function()
     it("runs each listener script once", function()
