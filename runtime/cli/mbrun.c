@@ -392,10 +392,17 @@ static int parse_bytes(const char *s, size_t *out) {
   return -1;
 }
 
+/* Numbers on the command line are taken as written: digits first (no
+ * blank or sign that strtod and strtol would skip), no hexadecimal. */
+static int plain_number(const char *s, const char *allowed) {
+  return s && s[0] >= '0' && s[0] <= '9' && strspn(s, allowed) == strlen(s);
+}
+
 static int parse_seconds(const char *s, double *out) {
   char *end;
-  double v = s ? strtod(s, &end) : -1;
-  if (!s || end == s || *end || !(v >= 0) || v > 1e6) return -1;
+  if (!plain_number(s, "0123456789.eE+-")) return -1;
+  double v = strtod(s, &end);
+  if (end == s || *end || !(v >= 0) || v > 1e6) return -1;
   *out = v;
   return 0;
 }
@@ -445,7 +452,8 @@ int main(int argc, char **argv) {
     } else if (!strcmp(a, "--grace")) {
       if (parse_seconds(i + 1 < argc ? argv[i + 1] : NULL, &grace)) {
         fprintf(stderr, "mbrun: --grace needs a number of seconds, 0 or more (at most 1000000; "
-                        "not NaN or infinity)\n");
+                        "not NaN or infinity)%s%s%s\n", i + 1 < argc ? " (not '" : "",
+                i + 1 < argc ? argv[i + 1] : "", i + 1 < argc ? "')" : "");
         return 2;
       }
       i++;
@@ -495,9 +503,12 @@ int main(int argc, char **argv) {
       config = argv[++i];
     } else if (!strcmp(a, "-w")) {
       char *end;
-      long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
-      if (i + 1 >= argc || *end || n < 1 || n > 256) {
-        fprintf(stderr, "mbrun: -w needs a number of workers from 1 to 256\n");
+      long n = i + 1 < argc && plain_number(argv[i + 1], "0123456789")
+                   ? strtol(argv[i + 1], &end, 10) : 0;
+      if (i + 1 >= argc || n < 1 || n > 256) {
+        fprintf(stderr, "mbrun: -w needs a number of workers from 1 to 256%s%s%s\n",
+                i + 1 < argc ? " (not '" : "", i + 1 < argc ? argv[i + 1] : "",
+                i + 1 < argc ? "')" : "");
         return 2;
       }
       workers = n;

@@ -52,6 +52,18 @@ describe("mbrun", function()
       assert.are.equal(2, code, bad)
       assert.matches("%-%-grace needs a number of seconds, 0 or more", out)
     end
+    -- numbers as written: no blanks, signs or hexadecimal (the red-team pass
+    -- of session 12 found these accepted), and the bad value said
+    for _, bad in ipairs({"' 2'", "+2", "2x", "0x2"}) do
+      out, code = mbrun("-w " .. bad .. " x.lua")
+      assert.are.equal(2, code, bad)
+      assert.matches("%-w needs a number of workers from 1 to 256 %(not '[^']+'%)\n", out)
+    end
+    for _, bad in ipairs({"' 1'", "+1", "0x10", "1 "}) do
+      out, code = mbrun("--grace " .. bad:gsub("^1 $", "'1 '") .. " x.lua")
+      assert.are.equal(2, code, bad)
+      assert.matches("%-%-grace needs a number of seconds, 0 or more .*%(not '[^']+'%)\n", out)
+    end
     out, code = mbrun("/nonexistent/scenario.lua")
     assert.are.equal(2, code)
     assert.matches("cannot open /nonexistent/scenario.lua", out)
