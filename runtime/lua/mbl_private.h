@@ -59,6 +59,7 @@ struct mbL_task {
   int waiting; /* a waiter will resume it */
   mb_delivery *d;
   struct mbL_listener *listener;
+  mbL_timer *timer; /* mb.every's timer whose call this is (T_TIMER), or NULL */
   mbL_task *next, *prev;
 };
 
@@ -88,6 +89,7 @@ struct mbL_timer {
   mbL_state *S;
   ev_timer w;
   int fn_ref, self_ref;
+  mbL_task *call; /* mb.every: its callback's call, still running (waiting), or NULL */
   mbL_timer *next, *prev;
 };
 

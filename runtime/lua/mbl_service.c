@@ -73,6 +73,8 @@ void mbL_state_release(mbL_state *S) {
     S->timers = tm->next;
     ev_timer_stop(loop, &tm->w);
     mb_runtime_hold(rt, -1);
+    if (tm->call) tm->call->timer = NULL;
+    tm->call = NULL;
     tm->S = NULL;
   }
   atomic_fetch_sub(&S->R->timers, (long)S->ntimers);

@@ -70,6 +70,7 @@ mbL_task *mbL_task_new(mbL_state *S, int kind) {
   t->waiting = 0;
   t->d = NULL;
   t->listener = NULL;
+  t->timer = NULL;
   t->prev = NULL;
   t->next = S->live;
   if (S->live) S->live->prev = t;
@@ -93,6 +94,10 @@ void mbL_task_free(mbL_task *t, int reusable) {
   if (t->kind == T_SCRIPT) atomic_fetch_sub(&S->R->bodies, 1);
   /* a reload's old instance closes once its last handler has ended */
   if (t->kind == T_HANDLER && --S->nhandlers == 0 && S->drained && !S->stopping) S->drained(S);
+  if (t->timer) { /* mb.every's next tick may call again */
+    t->timer->call = NULL;
+    t->timer = NULL;
+  }
   task_unlink(t);
   if (reusable && S->npool < POOL_MAX) {
     lua_settop(t->co, 0);

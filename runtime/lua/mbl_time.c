@@ -50,6 +50,10 @@ static void timer_release(mbL_timer *tm, lua_State *L) {
   mbL_state *S = tm->S;
   if (!S) return; /* its state went away first (mbL_state_release) */
   ev_timer_stop(mb_service_loop(S->svc), &tm->w);
+  if (tm->call) { /* a call still running outlives its timer */
+    tm->call->timer = NULL;
+    tm->call = NULL;
+  }
   if (tm->self_ref == LUA_NOREF) return;
   mb_runtime_hold(core(S), -1);
   if (tm->prev)
@@ -69,11 +73,18 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents) {
   mbL_timer *tm = w->data;
   mbL_state *S = tm->S;
   mb_runtime *rt = core(S);
+  /* mb.every: no second call while one still runs (it waits in a request,
+   * say): that tick is skipped, so a slow callback cannot pile up calls */
+  if (tm->call) return;
   /* held for the whole call: the callback may stop its own timer and go on */
   mb_runtime_hold(rt, 1);
   mbL_task *t = mbL_task_new(S, T_TIMER);
   if (t) {
     lua_rawgeti(t->co, LUA_REGISTRYINDEX, tm->fn_ref);
+    if (ev_is_active(&tm->w)) { /* a repeating timer's */
+      t->timer = tm;
+      tm->call = t;
+    }
   } else {
     mbL_failed(S->R, "mb: timer callback not run: out of memory\n");
   }

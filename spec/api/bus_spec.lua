@@ -747,6 +747,31 @@ describe("tasks and time", function()
     assert.are.equal(3, many)
   end)
 
+  it("skip an mb.every tick while the callback's previous call still waits", function()
+    local calls, running, most = 0, 0, 0
+    local t = mb.every(0.01, function()
+      calls = calls + 1
+      running = running + 1
+      most = math.max(most, running)
+      mb.sleep(0.05)
+      running = running - 1
+    end)
+    mb.after(0.3, function() t:stop() end)
+    mb.run()
+    assert.are.equal(1, most) -- never two calls at once (before: about 5)
+    assert.is_true(calls >= 3 and calls <= 7, "calls: " .. calls)
+    -- a call that outlives its stopped timer ends as usual
+    local ended = false
+    local t2
+    t2 = mb.every(0.01, function()
+      t2:stop()
+      mb.sleep(0.02)
+      ended = true
+    end)
+    mb.run()
+    assert.is_true(ended)
+  end)
+
   it("bound mb.run with a timeout and stop it with mb.stop", function()
     local t = mb.every(0.01, function() end)
     local t0 = mb.now()
