@@ -570,6 +570,10 @@ static void interrupt_missed(mbL_state *S, int waits) {
   if (waits && S->R->on_missed) S->R->on_missed(S->R->on_missed_ud);
 }
 
+/* How deep a state's calls must be nested for a stack overflow to be
+ * said to come from that nesting. */
+#define NESTED_HINT 16
+
 /* Lua code that a failed call still runs — its error object's __tostring,
  * its pending to-be-closed variables' __close — runs as part of that call
  * (called with the call still counted in S->depth and tl_running == S):
@@ -658,6 +662,13 @@ static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
       mbL_report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what, text);
     }
   }
+  /* Lua's "C stack overflow" names no cause: here it is calls of this
+   * state nested inside each other */
+  if (u->room && S->depth >= NESTED_HINT && strstr(u->msg, "stack overflow"))
+    u->msg = lua_pushfstring(L, "%s (calls nested %d deep in this service: a listener of a "
+                                "synchronous destination that sends to it again, or waits where "
+                                "no coroutine can yield, one inside another?)",
+                             u->msg, S->depth);
   S->current = t;
 }
 

@@ -427,6 +427,18 @@ describe("mbrun, when scripts fail", function()
     assert.is_nil(out:find("[C]: in ?", 1, true), out)
   end)
 
+  it("says where a C stack overflow comes from: synchronous sends inside each other", function()
+    local out, code = mbrun(script([[
+      mb.destination("s", {type = "synchronous"})
+      mb.listen("s", function(m) if m.payload < 500 then assert(mb.send("s", m.payload + 1)) end end)
+      mb.send("s", 0)
+    ]]))
+    assert.are.equal(1, code, out)
+    assert.matches("mb: listener at 's' failed: C stack overflow %(calls nested %d+ deep in this "
+      .. "service: a listener of a synchronous destination that sends to it again, or waits "
+      .. "where no coroutine can yield, one inside another%?%)\nstack traceback:", out)
+  end)
+
   it("says what an os.exit cut short, and exits 1 instead of 0", function()
     local svc = script([[mb.listen("x/d", function(m) print("got", m.payload) end)]])
     local path = script(string.format([[
