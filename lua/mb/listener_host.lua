@@ -10,6 +10,12 @@ package.path = luadir .. "/?.lua;" .. package.path
 local config = require "mb.config"
 
 local result = dofile(script)
+local handlers = {}
+for i, d in ipairs(destinations) do
+  local handler, why = config.handler_for(result, script, d)
+  if not handler then error(why, 0) end
+  handlers[i] = handler
+end
 -- a handler the configuration maps to no destination would never run: a
 -- typo in its key, say. Said (a script of handlers may serve several
 -- configurations, so it is no error)
@@ -27,9 +33,7 @@ if type(result) == "table" then
       #extra > 1 and "" or "s", table.concat(destinations, ", ")))
   end
 end
-for _, d in ipairs(destinations) do
-  local handler, why = config.handler_for(result, script, d)
-  if not handler then error(why, 0) end
-  local l, err = mb.listen(d, handler)
+for i, d in ipairs(destinations) do
+  local l, err = mb.listen(d, handlers[i])
   if not l then error(err, 0) end
 end
