@@ -696,6 +696,9 @@ void mbL_task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
   mbL_state *outer = tl_running;
+  /* the thread running S's code now, if any: prev's coroutine, or, when a
+   * failed call's clean-up runs (task_unwind), the thread that runs it */
+  lua_State *prev_co = atomic_load_explicit(&S->running_co, memory_order_relaxed);
   int nres;
   S->current = t;
   if (S->depth++ == 0)
@@ -712,10 +715,10 @@ void mbL_task_run(mbL_task *t, int nargs) {
     if (S->depth == 1) S->cpu_start = thread_cpu(); /* a stretch starts */
     cpu_watch(t->co);
   }
-  int st = lua_resume(t->co, prev ? prev->co : S->L, nargs, &nres);
+  int st = lua_resume(t->co, prev_co ? prev_co : S->L, nargs, &nres);
   unwound u;
   if (st != LUA_OK && st != LUA_YIELD) task_unwind(t, prev, &u); /* still part of the call */
-  atomic_store_explicit(&S->running_co, prev ? prev->co : NULL, memory_order_relaxed);
+  atomic_store_explicit(&S->running_co, prev_co, memory_order_relaxed);
   tl_running = outer;
   atomic_signal_fence(memory_order_seq_cst);
   lua_Hook h = lua_gethook(t->co);

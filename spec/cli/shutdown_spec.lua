@@ -93,6 +93,25 @@ describe("mbrun with a handler that never returns", function()
       while true do end
     ]])
     helper.write(dir .. "/body_there.lua", [[print(mb.load("]] .. dir .. [[/body_service.lua"))]])
+    -- a failed handler's __close that loops, after a call nested in it (a
+    -- synchronous send to a listener of its own service)
+    helper.write(dir .. "/close_service.lua", [[
+      mb.destination("close/sync", {type = "synchronous"})
+      mb.listen("close/sync", function() end)
+      mb.listen("spin", function()
+        local x <close> = setmetatable({}, {__close = function()
+          mb.send("close/sync", 1)
+          print("closing spins on worker " .. mb.worker())
+          while true do end
+        end})
+        error("raised", 0)
+      end)
+    ]])
+    helper.write(dir .. "/close_there.lua", [[
+      mb.destination("spin")
+      mb.load("]] .. dir .. [[/close_service.lua")
+      mb.send("spin", 1)
+    ]])
   end)
   teardown(function() helper.remove_tree(dir) end)
 
@@ -169,6 +188,21 @@ describe("mbrun with a handler that never returns", function()
     helper.assert_contains(out, "body spinning on worker 1",
       "body_service.lua failed: aborted: shutting down (the grace period of 1 s is over)",
       "mbrun: 1 script error (see above)")
+  end)
+
+  -- found by the review of session 12: the nested call's end left the abort
+  -- aimed at no coroutine, so the __close ran on, "did not stop when aborted"
+  it("aborts a failed handler's __close that loops after a call nested in it", function()
+    local out, code, ms = shutdown("-w 2 --grace 1 " .. dir .. "/close_there.lua",
+      "closing spins", "TERM")
+    assert.are.equal(1, code, out)
+    assert.is_true(ms < BOUND_MS and ms >= GRACE * 1000 - 100, ms .. " ms\n" .. out)
+    helper.assert_contains(out, "closing spins on worker 1",
+      "mb: listener at 'spin': closing a to-be-closed variable raised: aborted: shutting down "
+        .. "(the grace period of 1 s is over)",
+      "mb: listener at 'spin' failed: raised",
+      "mbrun: 1 delivery failed (spin: 1)")
+    assert.not_matches("did not stop when aborted", out, 1, true)
   end)
 
   it("exits without waiting for a handler stuck outside Lua code on worker 1", function()
