@@ -664,7 +664,7 @@ static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
   }
   /* Lua's "C stack overflow" names no cause: here it is calls of this
    * state nested inside each other */
-  if (u->room && S->depth >= NESTED_HINT && strstr(u->msg, "stack overflow"))
+  if (u->room && S->depth >= NESTED_HINT && strstr(u->msg, "C stack overflow"))
     u->msg = lua_pushfstring(L, "%s (calls nested %d deep in this service: a listener of a "
                                 "synchronous destination that sends to it again, or waits where "
                                 "no coroutine can yield, one inside another?)",

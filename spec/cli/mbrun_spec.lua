@@ -439,6 +439,20 @@ describe("mbrun, when scripts fail", function()
       .. "where no coroutine can yield, one inside another%?%)\nstack traceback:", out)
   end)
 
+  -- found by the review of session 12: Lua's own "stack overflow" (a
+  -- function that calls itself for ever) got the hint too
+  it("leaves a Lua stack overflow in a nested call as Lua says it", function()
+    local out, code = mbrun(script([[
+      mb.destination("s", {type = "synchronous"})
+      local function f(n) return 1 + f(n + 1) end
+      mb.listen("s", function(m) if m.payload < 20 then assert(mb.send("s", m.payload + 1)) else f(1) end end)
+      mb.send("s", 0)
+    ]]))
+    assert.are.equal(1, code, out)
+    assert.matches("mb: listener at 's' failed: [^\n]*:2: stack overflow\nstack traceback:", out)
+    assert.not_matches("calls nested", out, 1, true)
+  end)
+
   it("says what an os.exit cut short, and exits 1 instead of 0", function()
     local svc = script([[mb.listen("x/d", function(m) print("got", m.payload) end)]])
     local path = script(string.format([[
