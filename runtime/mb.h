@@ -98,12 +98,14 @@ size_t mb_runtime_max_message_size(const mb_runtime *rt);
 int mb_runtime_shares(const mb_runtime *rt);
 
 /* Runs worker 0's loop until the whole bus is idle (no task queued, no
- * waiting request or held timer on any worker), mb_runtime_stop or timeout
- * seconds (0, NaN or infinity: no bound). Returns 1 when stopped, 0 when
- * idle. Idle is not empty: pending messages and open deliveries may be left
- * that only their listeners can move on (a C listener finishing later, or
- * none: a Lua listener waiting for room in its own full queue). From worker
- * 0's thread. */
+ * waiting request with a time limit or to a cluster destination, no held
+ * timer on any worker), mb_runtime_stop or timeout seconds (0, NaN or
+ * infinity: no bound). Returns 1 when stopped, 0 when idle. Idle is not
+ * empty: pending messages and open deliveries may be left that only their
+ * listeners can move on (a C listener finishing later, or none: a Lua
+ * listener waiting for room in its own full queue), and requests with no
+ * time limit to a local destination (mb_counts' unlimited) that only they
+ * could answer. From worker 0's thread. */
 int mb_runtime_run(mb_runtime *rt, double timeout);
 /* From any thread: makes the run in progress return MB_RUN_STOPPED. With
  * no run in progress it does nothing (a later run is not affected). */
@@ -129,6 +131,11 @@ long mb_runtime_busy(mb_runtime *rt);
 typedef struct mb_counts {
   size_t messages, deliveries, requests, listeners, services, subscriptions;
   uint64_t failed, dropped; /* deliveries so far, removed destinations too */
+  /* of requests, those still waiting with no time limit for a local
+   * destination: they do not keep the bus busy (mb_runtime_run), so when it
+   * is idle these can never be answered (a request that timed out while its
+   * send still waits in a full queue is in requests, not here) */
+  size_t unlimited;
 } mb_counts;
 void mb_runtime_counts(const mb_runtime *rt, mb_counts *out);
 

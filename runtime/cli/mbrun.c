@@ -672,7 +672,7 @@ int main(int argc, char **argv) {
     } else { /* idle: a request still open has no timer, and nothing can answer it */
       mb_counts c;
       mb_runtime_counts(rt, &c);
-      unanswered = c.requests;
+      unanswered = c.unlimited;
     }
   }
   int stuck = mbrun_loop_over(&ctl, R); /* from here on main bounds the rest */

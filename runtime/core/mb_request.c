@@ -66,6 +66,7 @@ static void unlink_request(mb_request *r) {
 /* Takes the request out of the runtime: no answer reaches it afterwards. */
 static void detach(mb_request *r) {
   mb_runtime *rt = r->svc->rt;
+  if (!r->finished && !r->held) rt->counts.unlimited--;
   r->finished = 1;
   mb_map_del(&rt->requests, id_hash(r->id), req_eq, &r->id);
   unlink_request(r);
@@ -295,7 +296,10 @@ mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, doubl
    * bus busy itself: when nothing does, the request can never end, and
    * mb.run (mbrun) must see the bus stuck, not wait forever. */
   r->held = isfinite(timeout) || d->opts.cluster;
-  if (r->held) mb_busy(rt, 1);
+  if (r->held)
+    mb_busy(rt, 1);
+  else
+    rt->counts.unlimited++;
   r->next = from->requests;
   if (from->requests) from->requests->prev = r;
   from->requests = r;

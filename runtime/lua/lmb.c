@@ -56,20 +56,20 @@ static int push_stuck(lua_State *L, mbL_state *S) {
   luaL_buffinit(L, &where);
   mb_dest_each(core(S), add_stuck, &s);
   luaL_pushresult(&where);
-  if (!s.in_flight && !s.pending && !c.requests) {
+  if (!s.in_flight && !s.pending && !c.unlimited) {
     lua_pop(L, 1);
     return 0;
   }
-  if (c.requests)
-    lua_pushfstring(L, ", %d request%s waiting with no time limit", (int)c.requests,
-                    c.requests == 1 ? "" : "s");
+  if (c.unlimited)
+    lua_pushfstring(L, ", %d request%s waiting with no time limit", (int)c.unlimited,
+                    c.unlimited == 1 ? "" : "s");
   else
     lua_pushliteral(L, "");
   lua_pushfstring(L, "stuck: %d deliver%s in flight, %d pending%s, and nothing can move them on "
                      "(%s%s%s%s?)",
                   (int)s.in_flight, s.in_flight == 1 ? "y" : "ies", (int)s.pending,
                   lua_tostring(L, -1), s.n ? "at " : "", lua_tostring(L, -2), s.n ? "; " : "",
-                  c.requests ? "a request with timeout = math.huge that nothing will answer"
+                  c.unlimited ? "a request with timeout = math.huge that nothing will answer"
                              : "a listener waiting for room in its own full queue");
   lua_replace(L, -3);
   lua_pop(L, 1);

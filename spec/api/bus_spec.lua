@@ -856,6 +856,26 @@ describe("tasks and time", function()
     helper.assert_invariant("d")
   end)
 
+  -- found by the review of session 12: a request that had timed out while
+  -- its send still waited for room was counted as one with no time limit
+  it("not blame a stuck run on a request that had a time limit and timed out", function()
+    local h = mb.load("spec/workers/stuck_self.lua")
+    mb.send("stuck", 0)
+    local got
+    mb.spawn(function()
+      mb.sleep(0.05) -- the queue is full by then: this send waits for room
+      got = {mb.request("stuck", 5, {timeout = 0.2})}
+    end)
+    local ok, why = mb.run({timeout = 5})
+    assert.is_false(ok)
+    assert.are.same({nil, "timeout: no reply from stuck within 0.2 s"}, got)
+    assert.are.equal("stuck: 1 delivery in flight, 1 pending, and nothing can move them on "
+      .. "(at 'stuck'; a listener waiting for room in its own full queue?)", why)
+    h:stop()
+    assert.is_true(mb.run({timeout = 5}))
+    helper.assert_invariant("stuck")
+  end)
+
   it("refuse NaN, negative and infinite seconds, with math.huge only for timeouts", function()
     mb.destination("d")
     mb.listen("d", function(m) return m.payload end)

@@ -842,6 +842,52 @@ static void test_request_slots_over_link(void) {
   mb_runtime_free(rt);
 }
 
+/* A request with no time limit to a local destination does not keep the
+ * bus busy: the run is idle with it open, and counts.unlimited says so
+ * until it is answered, cancelled, or its service freed; one with a limit
+ * never counts there (the review of session 12). */
+static void test_request_unlimited(void) {
+  mb_runtime *rt = mb_runtime_new(NULL);
+  mb_service *svc = mb_service_new(rt, "ru", 0);
+  CHECK_INT(mb_dest_declare(rt, "later", NULL), MB_OK);
+  lis h;
+  CHECK_INT(lis_listen(&h, svc, "later", 0, L_HOLD, "H"), MB_OK);
+  reqres rr = {0}, rc = {0}, rf = {0};
+  mb_request *r = NULL;
+  mb_counts c;
+  CHECK_INT(mb_request_start(svc, "later", msg_int(1), INFINITY, 0, req_cb, &rr, &r), MB_PENDING);
+  CHECK_INT(mb_request_start(svc, "later", msg_int(2), INFINITY, 0, req_cb, &rc, &r), MB_PENDING);
+  CHECK_INT(mb_request_start(svc, "later", msg_int(3), 5.0, 0, req_cb, &rf, &r),
+            MB_PENDING);
+  mb_request *finite = r;
+  run_until(rt, &h.nheld);
+  while (h.nheld < 3) mb_runtime_step(rt, NULL);
+  mb_request_cancel(finite);
+  double t0 = ev_time();
+  CHECK_INT(run(rt), 0); /* idle at once: nothing keeps the two busy */
+  CHECK(ev_time() - t0 < 0.5);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.requests, 2);
+  CHECK_INT(c.unlimited, 2);
+  /* answered later: it ends as any request */
+  mb_delivery *d = h.held[h.hhead];
+  CHECK_INT(mb_reply(svc, mb_delivery_msg(d), mb_delivery_group(d), msg_int(10)), MB_OK);
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.unlimited, 1);
+  CHECK_INT(run(rt), 0);
+  CHECK_INT(rr.calls, 1);
+  CHECK_INT(rr.reply[0], 10);
+  while (h.nheld) lis_finish(&h, MB_OK, NULL);
+  CHECK_INT(run(rt), 0);
+  mb_service_free(svc); /* cancels the other */
+  mb_runtime_counts(rt, &c);
+  CHECK_INT(c.unlimited, 0);
+  CHECK_INT(rc.calls, 0);
+  CHECK_INT(rf.calls, 0);
+  check_quiet(rt);
+  mb_runtime_free(rt);
+}
+
 void request_tests(void) {
   RUN(test_request_reply);
   RUN(test_request_timeout);
@@ -860,4 +906,5 @@ void request_tests(void) {
   RUN(test_stats_invariant);
   RUN(test_bug_reply_to_undeliverable);
   RUN(test_request_slots_over_link);
+  RUN(test_request_unlimited);
 }
