@@ -392,10 +392,13 @@ static int parse_bytes(const char *s, size_t *out) {
   return -1;
 }
 
-/* Numbers on the command line are taken as written: digits first (no
- * blank or sign that strtod and strtol would skip), no hexadecimal. */
+/* Numbers on the command line are taken as written: a digit first, or a
+ * point and a digit (.5, as Lua writes it) — no blank or sign that strtod
+ * and strtol would skip — and no hexadecimal. */
 static int plain_number(const char *s, const char *allowed) {
-  return s && s[0] >= '0' && s[0] <= '9' && strspn(s, allowed) == strlen(s);
+  if (!s) return 0;
+  const char *d = s[0] == '.' && strchr(allowed, '.') ? s + 1 : s;
+  return d[0] >= '0' && d[0] <= '9' && strspn(s, allowed) == strlen(s);
 }
 
 static int parse_seconds(const char *s, double *out) {

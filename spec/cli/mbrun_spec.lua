@@ -64,6 +64,14 @@ describe("mbrun", function()
       assert.are.equal(2, code, bad)
       assert.matches("%-%-grace needs a number of seconds, 0 or more .*%(not '[^']+'%)\n", out)
     end
+    -- but a number as Lua writes it is one (the review of session 12: '.5'
+    -- was refused)
+    local ok = script("print('ran')")
+    for _, good in ipairs({".5", "0.5", "5.", "1e-1"}) do
+      out, code = mbrun("--grace " .. good .. " " .. ok)
+      assert.are.equal(0, code, good .. ": " .. out)
+      assert.matches("ran", out)
+    end
     out, code = mbrun("/nonexistent/scenario.lua")
     assert.are.equal(2, code)
     assert.matches("cannot open /nonexistent/scenario.lua", out)
