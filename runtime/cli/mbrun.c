@@ -10,6 +10,7 @@
 #include <ev.h>
 #include <lauxlib.h>
 #include <limits.h>
+#include <pthread.h>
 #include <lualib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -246,8 +247,62 @@ static void check_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "still running after %d s", CHECK_SECONDS);
 }
 
+/* What the hook cannot reach — a __gc (Lua runs no hook in finalizers),
+ * one long C call (a string pattern) — is bounded by a thread that ends
+ * mbrun, exit 2, when the check is still not over a little after its
+ * bound. */
+typedef struct check_watch {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done;
+  const char *path;
+} check_watch;
+
+static void *check_watchdog(void *arg) {
+  check_watch *cw = arg;
+  struct timespec end;
+  clock_gettime(CLOCK_MONOTONIC, &end);
+  end.tv_sec += CHECK_SECONDS + 2;
+  pthread_mutex_lock(&cw->mu);
+  while (!cw->done && pthread_cond_timedwait(&cw->cv, &cw->mu, &end) != ETIMEDOUT) {
+  }
+  int done = cw->done;
+  pthread_mutex_unlock(&cw->mu);
+  if (done) return NULL;
+  fprintf(stderr, "mbrun: %s: still running after %d s (an endless loop, in a __gc or one long C "
+                  "call?); a configuration file must return its table\n", cw->path, CHECK_SECONDS);
+  _exit(2);
+}
+
+static long check_config_bounded(const char *path, const char *luadir, size_t *max,
+                                 cluster_opts *co, char *err, size_t errlen);
+
 static long check_config(const char *path, const char *luadir, size_t *max, cluster_opts *co,
                          char *err, size_t errlen) {
+  check_watch cw = {.done = 0, .path = path};
+  pthread_condattr_t ca;
+  pthread_t th;
+  pthread_mutex_init(&cw.mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&cw.cv, &ca);
+  pthread_condattr_destroy(&ca);
+  int watched = pthread_create(&th, NULL, check_watchdog, &cw) == 0;
+  long workers = check_config_bounded(path, luadir, max, co, err, errlen);
+  if (watched) {
+    pthread_mutex_lock(&cw.mu);
+    cw.done = 1;
+    pthread_cond_signal(&cw.cv);
+    pthread_mutex_unlock(&cw.mu);
+    pthread_join(th, NULL);
+  }
+  pthread_cond_destroy(&cw.cv);
+  pthread_mutex_destroy(&cw.mu);
+  return workers;
+}
+
+static long check_config_bounded(const char *path, const char *luadir, size_t *max,
+                                 cluster_opts *co, char *err, size_t errlen) {
   check_bounds bounds = {0};
   clock_gettime(CLOCK_MONOTONIC, &bounds.t0);
   lua_State *L = lua_newstate(check_alloc, &bounds);

@@ -207,6 +207,16 @@ describe("mbrun -c", function()
     {"a listener's destination that is not a name",
       "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', {'x'}}}}",
       "bad39.lua: listeners%[\"prices.lua\"%]%[2%]: must be a destination name %(a string%), not a table\n"},
+    -- found by the review of session 12: Lua runs no hook in a finalizer, so
+    -- a __gc that loops hung mbrun (when the check's state closed, or at a
+    -- collection)
+    {"a configuration whose __gc never returns",
+      "setmetatable({}, {__gc = function() while true do end end})\nreturn {}",
+      "bad40.lua: still running after 5 s %(an endless loop, in a __gc or one long C call%?%); a "
+        .. "configuration file must return its table\n"},
+    {"a configuration whose __gc never returns, at a collection",
+      "setmetatable({}, {__gc = function() while true do end end})\ncollectgarbage()\nreturn {}",
+      "bad41.lua: still running after 5 s"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
