@@ -222,8 +222,9 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
     r->finish_late = 0;
     mb_unlock(rt);
     if (late) { /* or it could not be queued: finish it here */
+      int held = r->held; /* r may be gone once finished */
       finish_task(r);
-      if (r->held) mb_busy(rt, -1);
+      if (held) mb_busy(rt, -1);
     }
     return;
   }
@@ -247,8 +248,9 @@ static void timeout_cb(struct ev_loop *loop, ev_timer *t, int revents) {
   r->finish_late = 0;
   mb_unlock(rt);
   if (late) {
+    int held = r->held; /* r may be gone once finished */
     finish_task(r);
-    if (r->held) mb_busy(rt, -1);
+    if (held) mb_busy(rt, -1);
   }
 }
 
@@ -290,12 +292,15 @@ mb_request *mb_request_open(mb_service *from, mb_dest *d, const mb_msg *m, doubl
   r->refs = 1;
   rt->counts.requests++;
   /* A waiting request keeps the bus busy when its timer will end it, or
-   * when its answer may come from another node. A local one with no time
-   * limit can only be answered by code that runs here, and whatever would
-   * run it (a queued task, a timer, a wait, a handler running) keeps the
-   * bus busy itself: when nothing does, the request can never end, and
-   * mb.run (mbrun) must see the bus stuck, not wait forever. */
-  r->held = isfinite(timeout) || d->opts.cluster;
+   * when its answer may come from another node: it goes to a cluster
+   * destination, or this node is in a cluster at all (a local handler may
+   * relay the request through other nodes, whose messages back keep
+   * nothing busy here). Otherwise one with no time limit can only be
+   * answered by code that runs here, and whatever would run it (a queued
+   * task, a timer, a wait, a handler running) keeps the bus busy itself:
+   * when nothing does, the request can never end, and mb.run (mbrun) must
+   * see the bus stuck, not wait forever. */
+  r->held = isfinite(timeout) || d->opts.cluster || rt->link.send;
   if (r->held)
     mb_busy(rt, 1);
   else
