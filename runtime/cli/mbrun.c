@@ -332,7 +332,8 @@ static long check_config_bounded(const char *path, const char *luadir, size_t *m
   if (workers < 0 && bounds.out_of_time)
     snprintf(err, errlen, "%s: still running after %d s (an endless loop?); a configuration file "
                           "must return its table", path, CHECK_SECONDS);
-  else if (workers < 0 && bounds.out_of_memory)
+  else if (workers < 0 && bounds.out_of_memory && strstr(err, "not enough memory"))
+    /* the failure is the refused allocation's (one the file caught is not) */
     snprintf(err, errlen, "%s: needs more than %u MiB of memory to run (a configuration file is "
                           "data)", path, CHECK_MEMORY >> 20);
   lua_sethook(L, NULL, 0, 0); /* the finalizers run when it closes: let them */

@@ -217,6 +217,10 @@ describe("mbrun -c", function()
     {"a configuration whose __gc never returns, at a collection",
       "setmetatable({}, {__gc = function() while true do end end})\ncollectgarbage()\nreturn {}",
       "bad41.lua: still running after 5 s"},
+    -- an allocation the file itself caught is not what went wrong
+    {"a mistake after an allocation failure the file caught",
+      "pcall(string.rep, 'x', 300 * 1024 * 1024)\nreturn {workers = 'x'}",
+      "bad42.lua: workers: must be an integer from 1 to 256, not \"x\""},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
