@@ -621,6 +621,16 @@ static void watch_end(mbL_state *S, lua_State *running, watch_save *w) {
   if (w->abort_call) atomic_compare_exchange_strong(&S->abort_call, &none, w->abort_call);
 }
 
+/* error_text of the error object at the top of L, as part of the call
+ * (its __tostring watched: see watch_begin); co is the failed coroutine. */
+static const char *watched_text(mbL_state *S, lua_State *L, lua_State *co) {
+  watch_save w;
+  watch_begin(S, L, &w);
+  const char *text = error_text(L, co);
+  watch_end(S, co, &w);
+  return text;
+}
+
 /* A task's coroutine raised: pushes onto L (the state's main thread) the
  * error object, its text and the coroutine's traceback, then closes the
  * coroutine's pending to-be-closed variables (lua_resetthread: Debian's Lua
@@ -640,9 +650,7 @@ static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
   if (u->room) {
     lua_pushvalue(co, -1);
     lua_xmove(co, L, 1); /* the error object, at top + 1 */
-    watch_begin(S, L, &w);
-    u->msg = error_text(L, co);
-    watch_end(S, co, &w);
+    u->msg = watched_text(S, L, co);
     push_traceback(L, t);
     u->tb = lua_tostring(L, -1);
   }
@@ -656,10 +664,8 @@ static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
     if (!lua_rawequal(L, -1, u->top + 1)) {
       char what[300];
       task_what(t, what, sizeof what);
-      watch_begin(S, L, &w);
-      const char *text = error_text(L, co);
-      watch_end(S, co, &w);
-      mbL_report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what, text);
+      mbL_report(S->R, "mb: %s: closing a to-be-closed variable raised: %s\n", what,
+                 watched_text(S, L, co));
     }
   }
   /* Lua's "C stack overflow" names no cause: here it is calls of this
