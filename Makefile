@@ -37,7 +37,7 @@ CORE_SRC = $(addprefix runtime/core/,mb_value.c mb_json.c mb_map.c mb_base.c mb_
 CLUSTER_SRC = $(addprefix runtime/cluster/,mb_nats_lib.c mb_nats_ev.c mb_wire.c mb_link_pub.c mb_link_acks.c \
               mb_link_recv.c mb_link_stats.c mb_cluster.c mb_durable.c)
 LUA_SRC  = $(CLUSTER_SRC) $(addprefix runtime/lua/,mbl_cluster.c mbl_value.c mbl_show.c mbl_task.c \
-           mbl_time.c mbl_dest.c mbl_msg.c \
+           mbl_time.c mbl_dest.c mbl_msg.c mbl_share.c \
            mbl_service.c mbl_reload.c mbl_svclist.c mbl_watch.c lmb.c)
 MBRUN_SRC = $(addprefix runtime/cli/,mbrun.c mbrun_stats.c mbrun_graph.c mbrun_stop.c mbrepl.c)
 TEST_SRC = $(addprefix spec/c/,test_core.c helpers.c test_values.c test_json.c test_show.c test_dest.c \

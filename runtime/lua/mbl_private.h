@@ -182,7 +182,7 @@ struct mbL_state {
   size_t nrefs, ntasks, nwaiters, ntimers, nlisteners, nsubs;
   mb_buf buf, vbuf;
   int groups; /* weak table: message table of a request -> listener group */
-  /* share = true (mbl_msg.c): the sends under way (a chain on the C
+  /* share = true (mbl_share.c): the sends under way (a chain on the C
    * stack), and what this state sent to share destinations while the core
    * still holds the message: a ring of references sq (sq_cap slots, sq_n
    * in use from sq_head, oldest first) whose slot i has its payload table
@@ -340,6 +340,23 @@ extern const luaL_Reg mbL_dest_funcs[], mbL_sub_methods[];
 void mbL_listener_release(mbL_listener *ls, int close, lua_State *L);
 /* The body of every handler's coroutine (a C closure with the message keys). */
 int mbL_handler_body(lua_State *L);
+/* share = true (mbl_share.c): a send under way of S's, whose payload
+ * table a handler of S may take. */
+typedef struct mbL_sending {
+  mb_msg *m;
+  lua_State *L; /* the sender's thread, its payload at idx */
+  int idx;
+  struct mbL_sending *prev;
+} mbL_sending;
+/* Before the send of m with the payload at pidx (json: the payload is
+ * JSON text): 1 when a listener of S may have to get that table, m then
+ * held by s and S->sending; mbL_share_after follows the send. */
+int mbL_share_before(lua_State *L, mbL_state *S, mb_msg *m, int pidx, int json,
+                     mbL_sending *s);
+void mbL_share_after(lua_State *L, mbL_state *S, mbL_sending *s);
+/* For a handler of S (on its coroutine L): pushes the payload table S sent
+ * as m and returns 1, or pushes nothing and returns 0. */
+int mbL_share_push(lua_State *L, mbL_state *S, const mb_msg *m);
 /* Drops what S keeps of its share = true sends that the core no longer
  * holds: the oldest ones (all = 0), or every one (all = 1); L is S's state
  * or one of its threads. Never raises. */
