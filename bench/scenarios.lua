@@ -194,12 +194,15 @@ do
   }
 end
 
--- 1c and 1p: a C ring buffer with no bus (bench/c/limit.c, built by make
--- bench) that delivers with limit[deliver] to fn, whose count and sum
--- totals() gives and resets; against the queue bus.
-local function c_ring_pair(id, title, label, deliver, fn, totals)
+-- 1c, 1p, 1zc, 1zk, 1sc: a C ring buffer with no bus (bench/c/limit.c,
+-- built by make bench) that queues with limit[how.send or "send"] and
+-- delivers with limit[deliver] to fn, whose count and sum totals() gives
+-- and resets; against the queue bus (or how.bus, labelled how.bus_label).
+local function c_ring_pair(id, title, label, deliver, fn, totals, how)
+  how = how or {}
   local ok, limit = pcall(require, "mb_limit")
   local fns, bus_totals = counting_listeners(1)
+  local queue = limit and limit[how.send or "send"]
   return {
     id = id,
     title = title,
@@ -208,13 +211,13 @@ local function c_ring_pair(id, title, label, deliver, fn, totals)
     scenario = {
       label = label,
       run = function(n)
-        batch_send(function(_, p) return limit.send(p) end, function() limit[deliver](fn) end,
+        batch_send(function(_, p) return queue(p) end, function() limit[deliver](fn) end,
                    "bench/limit", n)
         return summary(totals())
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = lua_bus_side(QueueBus.new(), fns, bus_totals),
+    baseline = lua_bus_side(how.bus or QueueBus.new(), fns, bus_totals, how.bus_label),
   }
 end
 
@@ -245,6 +248,33 @@ do
   end
   list[#list + 1] = c_ring_pair("1p", "floor: C ring, payload copy only",
                                 "C ring buffer, payload only", "run_payloads", on_payload, totals)
+end
+
+---------------------------------------------------------------------------
+-- 1sc. the floor under 1s: 1c's C ring against the Lua bus that keeps
+-- SPEC.md's promises (1s's baseline)
+do
+  local fns, totals = counting_listeners(1)
+  list[#list + 1] = c_ring_pair("1sc", "floor of 1s: C ring vs the Lua bus",
+                                "C ring buffer (no bus)", "run", fns[1], totals,
+                                {bus = SpecBus.new(), bus_label = "Lua bus, own copies"})
+end
+
+---------------------------------------------------------------------------
+-- 1zc and 1zk. the floor under 1z (share = true): the C ring gives the
+-- listener mb's message around the sender's own table, with a plain call
+-- (1zc) or, as a bus whose handlers may wait must, in a coroutine (1zk)
+do
+  local fns, totals = counting_listeners(1)
+  list[#list + 1] = c_ring_pair("1zc", "floor of 1z: C ring, sender's table",
+                                "C ring, shared table", "run", fns[1], totals,
+                                {send = "send_shared"})
+end
+do
+  local fns, totals = counting_listeners(1)
+  list[#list + 1] = c_ring_pair("1zk", "floor of 1z: the same in a coroutine",
+                                "C ring, shared, coroutine", "run_co", fns[1], totals,
+                                {send = "send_shared"})
 end
 
 ---------------------------------------------------------------------------
@@ -298,6 +328,48 @@ do
 end
 
 ---------------------------------------------------------------------------
+-- 2c. the floor under 2: C's send_now gives the listener mb's message
+-- around its own copy at once, in a coroutine (bench/c/limit.c), no bus
+do
+  local ok, limit = pcall(require, "mb_limit")
+  local fns, totals = counting_listeners(1)
+  local med = Mediator()
+  local mcount, msum = 0, 0
+  local chan = {"bench", "sync-c"}
+  list[#list + 1] = {
+    id = "2c",
+    title = "floor of 2: C, mb's message at once",
+    unit = "msg",
+    skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
+    scenario = {
+      label = "C send_now (no bus)",
+      run = function(n)
+        local send_now, fn = limit.send_now, fns[1]
+        for i = 1, n do send_now({id = i, kind = "order", amount = 12.5}, fn) end
+        return summary(totals())
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+    baseline = {
+      label = "lua-mediator",
+      setup = function()
+        med:subscribe(chan, function(payload)
+          msum = msum + payload.id
+          mcount = mcount + 1
+        end)
+      end,
+      run = function(n)
+        for i = 1, n do med:publish(chan, {id = i, kind = "order", amount = 12.5}) end
+        local got = summary(mcount, msum)
+        mcount, msum = 0, 0
+        return got
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
 -- 3. request/reply, same worker, one request in flight
 do
   local rpc = Corpc.new()
@@ -318,6 +390,64 @@ do
         rpc:spawn(function()
           for i = 1, n do
             local r, err = req("bench/rr", {id = i, kind = "order", amount = 12.5})
+            if not r then error("request failed: " .. tostring(err)) end
+            sum = sum + r.id
+            count = count + 1
+          end
+        end)
+        rpc:run()
+        return summary(count, sum)
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+  }
+end
+
+---------------------------------------------------------------------------
+-- 3c. the floor under 3: C's request makes both of SPEC's messages of a
+-- round trip (the listener's request, the requester's reply message, each
+-- around its own copy; bench/c/limit.c) with no queue, the handler in a
+-- coroutine and the requester waiting in one, as in the baseline
+do
+  local ok, limit = pcall(require, "mb_limit")
+  local rpc = Corpc.new()
+  local function handler(msg) return {id = msg.payload.id} end
+  list[#list + 1] = {
+    id = "3c",
+    title = "floor of 3: C, both messages, no queue",
+    unit = "req",
+    skip = not ok and "build/mb_limit.so is missing: run make bench" or nil,
+    scenario = {
+      label = "C request (no bus)",
+      run = function(n)
+        -- the requester waits in a coroutine, as mb.request's caller and
+        -- the baseline's do: one yield and one resume per round trip
+        local count, sum = 0, 0
+        local request, yield, resume = limit.request, coroutine.yield, coroutine.resume
+        local client = coroutine.create(function()
+          for i = 1, n do
+            local r = yield({id = i, kind = "order", amount = 12.5})
+            sum = sum + r.id
+            count = count + 1
+          end
+        end)
+        local _, p = resume(client)
+        while p do
+          _, p = resume(client, request(p, handler))
+        end
+        return summary(count, sum)
+      end,
+      expect = function(n) return summary(n, sum_to(n)) end,
+    },
+    baseline = {
+      label = "Lua coroutine req/reply",
+      setup = function() rpc:handle("bench/rr-c", handler) end,
+      run = function(n)
+        local count, sum = 0, 0
+        local req = Corpc.request
+        rpc:spawn(function()
+          for i = 1, n do
+            local r, err = req("bench/rr-c", {id = i, kind = "order", amount = 12.5})
             if not r then error("request failed: " .. tostring(err)) end
             sum = sum + r.id
             count = count + 1
