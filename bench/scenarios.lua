@@ -179,6 +179,54 @@ do
 end
 
 ---------------------------------------------------------------------------
+-- 1zd. what share = true saves on a larger payload: the ~1 KB order
+-- document of 8b (lib/doc.lua, built fresh for each send), share = true
+-- against the same destination without it (the baseline is mb itself)
+do
+  local function doc_side(dest, label, opts)
+    local count, sum = 0, 0
+    return {
+      label = label,
+      setup = function()
+        assert(mb.destination(dest, opts))
+        assert(mb.listen(dest, function(msg)
+          count = count + 1
+          sum = sum + msg.payload.items[8].qty + msg.payload.id
+        end))
+      end,
+      finish = clean_stats(dest),
+      run = function(n)
+        local i = 0
+        while i < n do
+          local last = math.min(i + BATCH, n)
+          for k = i + 1, last do
+            local d = make_doc()
+            d.id = k
+            local id, err = send(dest, d)
+            if not id then error("send failed: " .. tostring(err)) end
+          end
+          i = last
+          run()
+        end
+        local got = summary(count, sum)
+        count, sum = 0, 0
+        return got
+      end,
+      -- items[8].qty is 8 % 4 + 1 = 1
+      expect = function(n) return summary(n, sum_to(n) + n) end,
+    }
+  end
+  list[#list + 1] = {
+    id = "1zd",
+    title = "share = true, ~1 KB document",
+    unit = "msg",
+    note = "baseline is mb itself, without share",
+    scenario = doc_side("bench/doc-z", "mb (parallel, share)", {share = true}),
+    baseline = doc_side("bench/doc", "mb (parallel dest)"),
+  }
+end
+
+---------------------------------------------------------------------------
 -- 1s. benchmark 1 against a plain-Lua bus that keeps SPEC.md's promises
 -- about a message (own copy, values, string id), which the queue bus skips
 do
