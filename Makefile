@@ -315,7 +315,7 @@ $(B)/js_raw: bench/c/js_raw.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) $(CPPFLAGS) -o $@ bench/c/js_raw.c $(NATS_LIB) -lpthread
 
-# benchmark 1c's floor: a C ring buffer with no bus around it
+# the C floors of benchmarks 1c, 1p, 1sc, 1zc, 1zk, 2c, 3c and 7c: SPEC's message with no bus
 $(B)/mb_limit.so: bench/c/limit.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared $(CPPFLAGS) $< -o $@
