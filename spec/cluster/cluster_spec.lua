@@ -215,6 +215,29 @@ for i = 1, 40000 do assert(mb.send("nobody/home", i)) end
     assert.is_true(took < (slow and 15 or 3), ("took %.1f s"):format(took))
   end)
 
+  it("answers a burst of requests with no time limit that no node takes, and ends", function()
+    -- more "no responders" at once than nats.c's default pending limit
+    -- (65,536) of a subscription: one it dropped would leave its request
+    -- waiting for ever, and the bus busy
+    local path = env.dir .. "/reqburst.lua"
+    helper.write(path, [[
+assert(mb.destination("nobody/home", {cluster = true}))
+local N, said, done = 70000, 0, 0
+for i = 1, N do
+  mb.spawn(function()
+    local r, err = mb.request("nobody/home", i, {timeout = math.huge})
+    if r == nil and err:match("^no_listeners: ") then said = said + 1 end
+    done = done + 1
+    if done == N then print("answered", said) end
+  end)
+end
+]])
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(env.srv.url,
+      helper.quote(path)), {timeout = 90})
+    assert.equal(0, code, out .. err)
+    assert.equal("answered\t70000\n", out)
+  end)
+
   it("frees what the server said of its sends when it stops during a storm of them", function()
     -- the "no responders" and markers heard on nats.c's thread were each
     -- handed to worker 0 in a task of their own; those still waiting when
