@@ -355,6 +355,12 @@ print(#all, table.concat(names, " "), ("took %.3f"):format(mb.now() - t))
     assert.matches("^{", out) -- an answer came (before: none, the client waited)
     local reply = require("mb").json.decode(out)
     assert.matches("^invalid: the body is not JSON: .*%(node n%d%)$", reply.error)
+    -- and the nodes say so on stderr
+    for _, n in ipairs(env.list) do
+      assert(nodes.wait_for(function()
+        return n:errors():match("a message on 'mb.default.d.jsonecho' was not delivered: [^\n]*JSON")
+      end, 5), n.name .. ": " .. n:errors())
+    end
   end)
 
   it("counts and reports a hostile or truncated body, and carries on", function()
@@ -412,6 +418,25 @@ for n = 1, 30 do assert(mb.send("tiny", n)) end
       return count(n1:output(), "^tiny %d+") + count(n1:output(), "^dead tiny ") >= 30
     end, 10), n1:output())
     local lost = count(n1:output(), "^dead tiny n1 dropped: this node cannot keep up at 'tiny'")
+    assert.is_true(lost > 0 and lost < 30, n1:output())
+  end)
+
+  it("counts a plain NATS client's message a node cannot keep up with as dropped, with a dead letter", function()
+    -- a plain client's message lost to a full queue was counted nowhere a
+    -- user sees (no dropped, no dead letter, nothing on stderr)
+    local before = count(env.list[1]:output(), "^tiny %d+") + count(env.list[1]:output(), "^dead tiny ")
+    local pubs = {}
+    for n = 1, 30 do pubs[n] = ("PUB mb.default.d.tiny %d\\r\\n%d\\r\\n"):format(#tostring(n), n) end
+    local _, err, code = server.bash_client(env.srv.port, env.dir, [[CONNECT {"verbose":false}\r\n]] ..
+      table.concat(pubs) .. [[PING\r\n]])
+    assert.equal(0, code, err)
+    local n1 = env.list[1]
+    -- each message was handled or lost with a dead letter on that node: none unsaid
+    assert(nodes.wait_for(function()
+      return count(n1:output(), "^tiny %d+") + count(n1:output(), "^dead tiny ") - before >= 30
+    end, 10), n1:output())
+    local lost = count(n1:output(), "^dead tiny n1 dropped: this node cannot keep up at 'tiny' %(its " ..
+      "queue is full, max_queue%) and lost a message from a plain NATS client")
     assert.is_true(lost > 0 and lost < 30, n1:output())
   end)
 
