@@ -57,8 +57,17 @@ local services = {} -- handles of the .load-ed services, kept for the session
 
 local OK, ERROR, MORE = {status = "ok"}, {status = "error"}, {status = "more"}
 
+-- An error line: what it shows of the user's input (names, paths,
+-- commands) and of what mb said of it goes to the terminal, so control
+-- characters are written as escapes (\027, \n, as mb's own messages
+-- quote a bad name): the line stays one line, and no escape sequence
+-- reaches the terminal.
+local function escaped(c)
+  return c == "\n" and "\\n" or ("\\%03d"):format(c:byte())
+end
+
 local function fail(fmt, ...)
-  print("error: " .. fmt:format(...))
+  print("error: " .. (fmt:format(...):gsub("[%c]", escaped)))
   return ERROR
 end
 

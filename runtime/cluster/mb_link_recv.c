@@ -83,6 +83,22 @@ void mbc_bad(mb_cluster *c, natsMsg *nm, const char *why) {
              node ? " from node " : "", node ? node : "", why);
 }
 
+/* A message that expects no answer (from sender: "node N", or "a plain
+ * NATS client") that dest here could not take (rc): counted as a dropped
+ * delivery there, with a dead letter, as the core does for what it loses. */
+static void lost_here(mb_cluster *c, const char *dest, mb_msg *m, int rc, const char *sender) {
+  char lost[400];
+  if (rc == MB_EFULL)
+    snprintf(lost, sizeof lost, "dropped: this node cannot keep up at '%s' (its queue is "
+                                "full, max_queue) and lost a message from %s",
+             dest, sender);
+  else
+    snprintf(lost, sizeof lost, "dropped: a message from %s came to '%s' after its "
+                                "last listener here had left (%s)",
+             sender, dest, mb_strerror(rc));
+  mb_link_dropped(c->rt, dest, m, lost);
+}
+
 /* A message from a plain NATS client (no Mb- headers): its body is the
  * payload as JSON text (empty: nil); with a reply subject it is a request
  * whose answer goes back as JSON. */
@@ -133,7 +149,10 @@ static void on_plain_msg(mb_cluster *c, sub *e, natsMsg *nm) {
       mbc_proxy_done(p, &a, 1);
     }
   } else {
+    mb_msg_ref(m); /* for the dead letter of a message this node cannot take */
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, NULL, NULL, NULL, NULL);
+    if (rc < 0) lost_here(c, e->dest, m, rc, "a plain NATS client");
+    mb_msg_unref(m);
   }
   if (rc < 0) mbc_count(c, &c->st.dropped, 1);
 }
@@ -238,16 +257,9 @@ void mbc_on_dest_msg(mb_cluster *c, sub *e, natsMsg *nm) {
     rc = mb_link_deliver(c->svc, e->dest, e->key, m, 0, NULL, NULL, NULL, &takers);
     if (confirm && reply) mbc_ack(c, reply, "confirm", rc < 0 ? 0 : takers);
     if (rc < 0) { /* lost here: said so (and counted) */
-      char lost[400];
-      if (rc == MB_EFULL)
-        snprintf(lost, sizeof lost, "dropped: this node cannot keep up at '%s' (its queue is "
-                                    "full, max_queue) and lost a message from node %s",
-                 e->dest, from ? from : "?");
-      else
-        snprintf(lost, sizeof lost, "dropped: a message from node %s came to '%s' after its "
-                                    "last listener here had left (%s)",
-                 from ? from : "?", e->dest, mb_strerror(rc));
-      mb_link_dropped(c->rt, e->dest, m, lost);
+      char sender[MB_NODE_ID_MAX + 8];
+      snprintf(sender, sizeof sender, "node %s", from ? from : "?");
+      lost_here(c, e->dest, m, rc, sender);
     }
     mb_msg_unref(m);
   }

@@ -686,12 +686,18 @@ static int l_reply(lua_State *L) {
     remote = 1;
     id = 0;
   }
-  const char *reply_to = lua_type(L, 5) == LUA_TSTRING ? lua_tostring(L, 5) : NULL;
+  const char *reply_to = NULL;
   const char *dest = lua_type(L, 6) == LUA_TSTRING ? lua_tostring(L, 6) : NULL;
-  if (reply_to && !mb_dest_name_valid(reply_to, strlen(reply_to))) {
-    reply_to = NULL;
-    lua_pushnil(L);
-    lua_replace(L, 5);
+  /* a reply_to that is no destination name (a table changed by hand) is a
+   * programming error, as in mb.send's options: sent nowhere, the reply
+   * would be lost without a word. A message from another node has its
+   * reply_to used by the link, not here (below). */
+  if (!remote && !lua_isnil(L, 5)) {
+    if (lua_type(L, 5) != LUA_TSTRING)
+      return luaL_error(L, "mb.reply: reply_to: invalid destination name (a %s, not a string) "
+                           "(use 1-255 characters of A-Z a-z 0-9 _ . / : -)",
+                        luaL_typename(L, 5));
+    reply_to = mbL_check_dest(L, 5, "mb.reply: reply_to");
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->groups);
   lua_pushvalue(L, 1);

@@ -235,20 +235,44 @@ static int tostring_p(lua_State *L) {
   return 1;
 }
 
+/* The string at the top of L as a C string that keeps all of it: each NUL
+ * byte (which would end the text wherever it goes as a C string: reports,
+ * dead letters, a request's failure) replaced by the two characters \0.
+ * Replaces the string when it has one. */
+static const char *whole_text(lua_State *L) {
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len);
+  if (!memchr(s, 0, len)) return s;
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  for (size_t i = 0; i < len; i++)
+    if (s[i])
+      luaL_addchar(&b, s[i]);
+    else
+      luaL_addstring(&b, "\\0");
+  luaL_pushresult(&b);
+  lua_remove(L, -2);
+  return lua_tostring(L, -1);
+}
+
 /* Pushes onto L the text of the error object at the top of co (a dead
  * coroutine: calls are made on L, the state's main thread) and returns it:
  * a string or a number as it is, an object through its __tostring, anything
- * else as "(error object is a T value)" (SPEC section 7, as lua.c). */
+ * else as "(error object is a T value)" (SPEC section 7, as lua.c); a NUL
+ * in it is shown as \0 (whole_text). */
 static const char *error_text(lua_State *L, lua_State *co) {
   int type = lua_type(co, -1);
   lua_pushvalue(co, -1);
   lua_xmove(co, L, 1);
-  if (type == LUA_TSTRING || type == LUA_TNUMBER) return lua_tostring(L, -1);
+  if (type == LUA_TSTRING || type == LUA_TNUMBER) {
+    lua_tostring(L, -1);
+    return whole_text(L);
+  }
   if (luaL_getmetafield(L, -1, "__tostring") != LUA_TNIL) {
     lua_pop(L, 1);
     lua_pushcfunction(L, tostring_p);
     lua_insert(L, -2);
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK) return lua_tostring(L, -1);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK) return whole_text(L);
     lua_pop(L, 1);
     return lua_pushfstring(L, "(error object is a %s value; its __tostring raised)",
                            lua_typename(L, type));

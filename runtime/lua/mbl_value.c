@@ -21,6 +21,7 @@ typedef struct encoder {
   mb_path path;
   const char *why;
   int json_only; /* why is a JSON limit, not something mbL_encode refuses */
+  int json;      /* for mb.json.encode: its errors say "encode ... in JSON", not "send" */
   char whybuf[192];
   const void *open[MB_MAX_DEPTH + 1]; /* the tables being written */
 } encoder;
@@ -28,6 +29,15 @@ typedef struct encoder {
 static int fail(encoder *e, const char *why) {
   e->why = why;
   return -1;
+}
+
+/* "cannot send a <what>", or for JSON "cannot encode a <what> in JSON",
+ * then tail: what cannot be sent cannot be made JSON either, and the
+ * message says which of the two the caller was doing. */
+static int refuse(encoder *e, const char *what, const char *tail) {
+  snprintf(e->whybuf, sizeof e->whybuf, "cannot %s a %s%s%s", e->json ? "encode" : "send", what,
+           e->json ? " in JSON" : "", tail);
+  return fail(e, e->whybuf);
 }
 
 static int too_big(encoder *e) {
@@ -71,27 +81,25 @@ static int open_table(encoder *e, int idx, int depth) {
   lua_State *L = e->L;
   const void *self = lua_topointer(L, idx);
   if (depth >= MB_MAX_DEPTH) {
-    snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table nested deeper than %d levels",
-             MB_MAX_DEPTH);
-    return fail(e, e->whybuf);
+    char what[64];
+    snprintf(what, sizeof what, "table nested deeper than %d levels", MB_MAX_DEPTH);
+    return refuse(e, what, "");
   }
   for (int i = 0; i < depth; i++)
-    if (e->open[i] == self) return fail(e, "cannot send a cyclic table (it contains itself)");
+    if (e->open[i] == self) return refuse(e, "cyclic table", " (it contains itself)");
   if (!lua_checkstack(L, 4)) return fail(e, "out of Lua stack");
   e->open[depth] = self;
   return 0;
 }
 
 static int bad_key(encoder *e, int kidx) {
-  snprintf(e->whybuf, sizeof e->whybuf, "cannot send a table with a %s key",
-           luaL_typename(e->L, kidx));
-  return fail(e, e->whybuf);
+  char what[64];
+  snprintf(what, sizeof what, "table with a %s key", luaL_typename(e->L, kidx));
+  return refuse(e, what, "");
 }
 
 static int bad_value(encoder *e, int idx, int t) {
-  snprintf(e->whybuf, sizeof e->whybuf, "cannot send a %s",
-           t == LUA_TTHREAD ? "coroutine" : luaL_typename(e->L, idx));
-  return fail(e, e->whybuf);
+  return refuse(e, t == LUA_TTHREAD ? "coroutine" : luaL_typename(e->L, idx), "");
 }
 
 /* Whether the key at k (of type kt) is one of 1..narr, the array part
@@ -230,14 +238,16 @@ static int encode(encoder *e, int idx, int depth) {
   return encode_t(e, idx, lua_type(e->L, idx), depth);
 }
 
-int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
-               size_t errlen) {
+/* mbL_encode; json: its errors are mb.json.encode's ("cannot encode"). */
+static int encode_as(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
+                     size_t errlen, int json) {
   encoder e;
   e.L = L;
   e.b = b;
   e.max = max;
   e.why = NULL;
   e.json_only = 0;
+  e.json = json;
   mb_path_init(&e.path);
   size_t start = b->len;
   idx = lua_absindex(L, idx);
@@ -245,6 +255,11 @@ int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, c
   b->len = start;
   snprintf(err, errlen, "%s%s: %s", root, e.path.buf, e.why);
   return -1;
+}
+
+int mbL_encode(lua_State *L, int idx, mb_buf *b, size_t max, const char *root, char *err,
+               size_t errlen) {
+  return encode_as(L, idx, b, max, root, err, errlen, 0);
 }
 
 /* ---- JSON in one pass --------------------------------------------------- */
@@ -421,6 +436,7 @@ int mbL_json_encode(lua_State *L, int idx, mb_buf *b, const char *root, char *er
   e.max = (size_t)-1 / 2;
   e.why = NULL;
   e.json_only = 0;
+  e.json = 1;
   mb_path_init(&e.path);
   size_t start = b->len;
   idx = lua_absindex(L, idx);
@@ -430,7 +446,7 @@ int mbL_json_encode(lua_State *L, int idx, mb_buf *b, const char *root, char *er
     /* what cannot be sent at all is reported first, wherever it is, as
      * when the text was made from the encoded value */
     mb_buf tmp = {0};
-    int unsendable = mbL_encode(L, idx, &tmp, e.max, root, err, errlen);
+    int unsendable = encode_as(L, idx, &tmp, e.max, root, err, errlen, 1);
     mb_buf_free(&tmp);
     if (unsendable) return -1;
   }

@@ -365,20 +365,30 @@ describe("mb.json", function()
       assert.are.equal(want, b)
     end)
 
-    it("refuses what cannot be sent at all", function()
-      assert_contains(error_of(encode, {f = print}), "value.f", "function")
+    it("refuses what cannot be sent at all, saying it cannot encode it, and where", function()
+      -- encoding sends nothing: the message says "encode", not "send"
+      local function says(v, want)
+        assert.are.equal("mb.json.encode: " .. want, error_of(encode, v):match("mb%.json%.encode: .*"))
+      end
+      says(function() end, "value: cannot encode a function in JSON")
+      says({f = print}, "value.f: cannot encode a function in JSON")
+      says({list = {1, {co = coroutine.create(print)}}},
+        "value.list[2].co: cannot encode a coroutine in JSON")
+      says({[print] = 1}, "value[<function>]: cannot encode a table with a function key in JSON")
       local cyc = {}
       cyc.me = cyc
-      assert_contains(error_of(encode, cyc), "value.me", "cyclic")
+      says(cyc, "value.me: cannot encode a cyclic table in JSON (it contains itself)")
+      -- (the same values in a message still say "send")
+      assert_contains(error_of(mb.send, "x", {f = print}), "payload.f: cannot send a function")
     end)
 
     it("names what cannot be sent at all before what JSON cannot express", function()
       -- whichever key comes first: the value could not even be sent
-      assert.are.equal("mb.json.encode: value.f: cannot send a function",
+      assert.are.equal("mb.json.encode: value.f: cannot encode a function in JSON",
         error_of(encode, {[true] = 1, f = print}):match("mb%.json%.encode: .*"))
-      assert.are.equal("mb.json.encode: value[1].x: cannot send a userdata",
+      assert.are.equal("mb.json.encode: value[1].x: cannot encode a userdata in JSON",
         error_of(encode, {[1.5] = 1, {x = io.stdout}}):match("mb%.json%.encode: .*"))
-      assert.are.equal("mb.json.encode: value[4]: cannot send a function",
+      assert.are.equal("mb.json.encode: value[4]: cannot encode a function in JSON",
         error_of(encode, {1, 2, 0 / 0, print}):match("mb%.json%.encode: .*"))
       assert.are.equal("mb.json.encode: value.x.y[2.5]: cannot encode a float key in JSON",
         error_of(encode, {x = {y = {[2.5] = 1}}}):match("mb%.json%.encode: .*"))
@@ -484,7 +494,8 @@ describe("mb.json", function()
       local text = encode(nest(64))
       assert.are.equal(string.rep('{"x":', 63) .. "{}" .. string.rep("}", 63), text)
       local err = error_of(encode, nest(65))
-      assert_contains(err, "value" .. string.rep(".x", 64) .. ":", "64")
+      assert_contains(err, "value" .. string.rep(".x", 64) ..
+        ": cannot encode a table nested deeper than 64 levels in JSON")
     end)
   end)
 end)

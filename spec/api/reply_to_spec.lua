@@ -88,4 +88,50 @@ describe("a reply that cannot be delivered", function()
     helper.assert_contains(err, "mb: listener at 'calc': reply to 'nowhere' not delivered: "
       .. "no_destination", "counted as failed", "1 delivery failed")
   end)
+
+  it("raises when mb.reply is given a message whose reply_to is not a destination name", function()
+    -- a copied message table with a bad reply_to: the reply was sent
+    -- nowhere ("closed: ... it has no reply_to"), and "a\0b" went to 'a'
+    local function copy(t)
+      local c = {}
+      for k, v in pairs(t) do c[k] = v end
+      return c
+    end
+    local kept, errs = {}, {}
+    local l = mb.listen("rt/calc", function(m)
+      kept[#kept + 1] = m
+      for _, bad in ipairs{"bad name!", "", "a\0b", string.rep("x", 256)} do
+        local c = copy(m)
+        c.reply_to = bad
+        errs[#errs + 1] = helper.error_of(mb.reply, c, "answer")
+      end
+      local c = copy(m)
+      c.reply_to = {}
+      errs[#errs + 1] = helper.error_of(mb.reply, c, "answer")
+      local text = mb.json.encode({id = m.id, destination = m.destination, reply_to = "no way"})
+      errs[#errs + 1] = helper.error_of(mb.reply, text, "answer")
+    end)
+    local r = mb.listen("rt/empty", function() end)
+    assert.is_truthy(mb.send("rt/calc", 1, {reply_to = "rt/empty"}))
+    assert.is_truthy(mb.send("rt/calc", 2)) -- (a request would be answered as well)
+    assert.is_true(mb.run({timeout = 5}))
+    local want = {'"bad name!"', '""', '"a\\000b"', '"' .. string.rep("x", 60) .. '..." (256 bytes)',
+                  "(a table, not a string)", '"no way"'}
+    assert.are.equal(2 * #want, #errs)
+    for i, e in ipairs(errs) do
+      helper.assert_contains(e, "mb.reply: reply_to: invalid destination name " .. want[(i - 1) % #want + 1])
+    end
+    -- later, outside the handler, the same
+    local c = copy(kept[1])
+    c.reply_to = "bad name!"
+    helper.assert_contains(helper.error_of(mb.reply, c, "late"),
+      'mb.reply: reply_to: invalid destination name "bad name!"')
+    -- and a valid one still answers
+    assert.is_true(mb.reply(kept[1], "late"))
+    assert.is_true(mb.run({timeout = 5}))
+    assert.are.equal(2, mb.stats("rt/calc").delivered)
+    assert.are.equal(0, #letters)
+    l:close()
+    r:close()
+  end)
 end)

@@ -215,6 +215,29 @@ for i = 1, 40000 do assert(mb.send("nobody/home", i)) end
     assert.is_true(took < (slow and 15 or 3), ("took %.1f s"):format(took))
   end)
 
+  it("answers a burst of requests with no time limit that no node takes, and ends", function()
+    -- more "no responders" at once than nats.c's default pending limit
+    -- (65,536) of a subscription: one it dropped would leave its request
+    -- waiting for ever, and the bus busy
+    local path = env.dir .. "/reqburst.lua"
+    helper.write(path, [[
+assert(mb.destination("nobody/home", {cluster = true}))
+local N, said, done = 70000, 0, 0
+for i = 1, N do
+  mb.spawn(function()
+    local r, err = mb.request("nobody/home", i, {timeout = math.huge})
+    if r == nil and err:match("^no_listeners: ") then said = said + 1 end
+    done = done + 1
+    if done == N then print("answered", said) end
+  end)
+end
+]])
+    local out, err, code = helper.mbrun(("-w 1 --nats %s --node s1 %s"):format(env.srv.url,
+      helper.quote(path)), {timeout = 90})
+    assert.equal(0, code, out .. err)
+    assert.equal("answered\t70000\n", out)
+  end)
+
   it("frees what the server said of its sends when it stops during a storm of them", function()
     -- the "no responders" and markers heard on nats.c's thread were each
     -- handed to worker 0 in a task of their own; those still waiting when
@@ -332,6 +355,12 @@ print(#all, table.concat(names, " "), ("took %.3f"):format(mb.now() - t))
     assert.matches("^{", out) -- an answer came (before: none, the client waited)
     local reply = require("mb").json.decode(out)
     assert.matches("^invalid: the body is not JSON: .*%(node n%d%)$", reply.error)
+    -- and the nodes say so on stderr
+    for _, n in ipairs(env.list) do
+      assert(nodes.wait_for(function()
+        return n:errors():match("a message on 'mb.default.d.jsonecho' was not delivered: [^\n]*JSON")
+      end, 5), n.name .. ": " .. n:errors())
+    end
   end)
 
   it("counts and reports a hostile or truncated body, and carries on", function()
@@ -389,6 +418,25 @@ for n = 1, 30 do assert(mb.send("tiny", n)) end
       return count(n1:output(), "^tiny %d+") + count(n1:output(), "^dead tiny ") >= 30
     end, 10), n1:output())
     local lost = count(n1:output(), "^dead tiny n1 dropped: this node cannot keep up at 'tiny'")
+    assert.is_true(lost > 0 and lost < 30, n1:output())
+  end)
+
+  it("counts a plain NATS client's message a node cannot keep up with as dropped, with a dead letter", function()
+    -- a plain client's message lost to a full queue was counted nowhere a
+    -- user sees (no dropped, no dead letter, nothing on stderr)
+    local before = count(env.list[1]:output(), "^tiny %d+") + count(env.list[1]:output(), "^dead tiny ")
+    local pubs = {}
+    for n = 1, 30 do pubs[n] = ("PUB mb.default.d.tiny %d\\r\\n%d\\r\\n"):format(#tostring(n), n) end
+    local _, err, code = server.bash_client(env.srv.port, env.dir, [[CONNECT {"verbose":false}\r\n]] ..
+      table.concat(pubs) .. [[PING\r\n]])
+    assert.equal(0, code, err)
+    local n1 = env.list[1]
+    -- each message was handled or lost with a dead letter on that node: none unsaid
+    assert(nodes.wait_for(function()
+      return count(n1:output(), "^tiny %d+") + count(n1:output(), "^dead tiny ") - before >= 30
+    end, 10), n1:output())
+    local lost = count(n1:output(), "^dead tiny n1 dropped: this node cannot keep up at 'tiny' %(its " ..
+      "queue is full, max_queue%) and lost a message from a plain NATS client")
     assert.is_true(lost > 0 and lost < 30, n1:output())
   end)
 

@@ -376,6 +376,22 @@ describe("the REPL service (lua/mb/repl.lua)", function()
     })
   end)
 
+  it("shows what the user typed in a command's error with control characters escaped", function()
+    -- a name, path or command word went to the terminal raw: an escape
+    -- sequence in it (here: red, and the bell) reached the terminal
+    check({
+      {".foo\27[31m", "error", {"error: unknown command '.foo\\027[31m' (.help lists the commands)"}},
+      {".unlisten q\27[31mz", "error", {"error: not listening at 'q\\027[31mz'"}},
+      {".stop s\7x", "error", {"error: no service 's\\007x' runs (.services lists them)"}},
+      {".reload s\27]0;t\7", "error", {"error: no service 's\\027]0;t\\007' runs (.services lists them)"}},
+      {".load /no/such\27[2J.lua", "error",
+        {"error: mb.load: cannot open /no/such\\027[2J.lua: No such file or directory"}},
+      {".send a\27[31mb 1", "error",
+        {'error: mb.send: invalid destination name "a\\027[31mb" (use 1-255 characters of A-Z a-z 0-9 _ . / : -)'}},
+      {".send t/s error('x\1y')", "error", {"error: payload:1: x\\001y"}},
+    })
+  end)
+
   it(".send sends Lua or JSON payloads and prints the id or the error", function()
     local steps = check({
       {'mb.destination("t/s", {type = "synchronous"})', "ok", {"true"}},
