@@ -66,8 +66,11 @@ local function escaped(c)
   return c == "\n" and "\\n" or ("\\%03d"):format(c:byte())
 end
 
+-- text with its control characters written as escapes (see escaped)
+local function shown(text) return (text:gsub("[%c]", escaped)) end
+
 local function fail(fmt, ...)
-  print("error: " .. (fmt:format(...):gsub("[%c]", escaped)))
+  print("error: " .. shown(fmt:format(...)))
   return ERROR
 end
 
@@ -337,7 +340,7 @@ command(".load", ".load SCRIPT [N] [ARG]",
     local h, e = call(mb.load, path, opts)
     if not h then return e end
     services[#services + 1] = h
-    print(("loaded %s (%d instance%s)"):format(path, n, n == 1 and "" or "s"))
+    print(("loaded %s (%d instance%s)"):format(shown(path), n, n == 1 and "" or "s"))
     return OK
   end)
 
@@ -413,7 +416,7 @@ local function on_services(cmd, done, act)
       if err then return fail("%s", err) end
       n = n + s.instances
     end
-    print(("%s %s (%d instance%s)"):format(done, args, n, n == 1 and "" or "s"))
+    print(("%s %s (%d instance%s)"):format(done, shown(args), n, n == 1 and "" or "s"))
     return OK
   end
 end

@@ -482,6 +482,26 @@ describe("the REPL service (lua/mb/repl.lua)", function()
     })
   end)
 
+  it("shows a path or service name with control characters escaped in its success line too",
+    function()
+      -- .load, .reload and .stop echoed them raw: a file named with an
+      -- escape sequence (here: clear the screen) reached the terminal
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. dir))
+      local path = dir .. "/x\27[2J.lua"
+      helper.write(path, "mb.listen('t/x', function() return 1 end)\n")
+      local shown = dir .. "/x\\027[2J.lua"
+      check({
+        {'mb.destination("t/x")', "ok", {"true"}},
+        {".load " .. path, "ok", {"loaded " .. shown .. " (1 instance)"}},
+        {".reload x\27[2J", "ok", {"reloaded x\\027[2J (1 instance)"}},
+        {".stop x\27[2J", "ok", {"stopped x\\027[2J (1 instance)"}},
+      })
+      os.remove(path)
+      os.remove(dir)
+    end)
+
   it(".reload loads a service's script again, and keeps it as it was when the file is wrong",
     function()
       local path = os.tmpname() .. ".lua"
