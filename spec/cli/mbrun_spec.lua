@@ -208,6 +208,48 @@ describe("mbrun", function()
     assert.matches("mbrun: 1 delivery failed %(shop/orders: 1%)", out)
   end)
 
+  it("exits 1 and says where when a delivery was dropped", function()
+    local path = script([[
+      mb.destination("shop/orders", {type = "serial"})
+      local second
+      mb.listen("shop/orders", function() second:close() end) -- before the second one's turn
+      second = mb.listen("shop/orders", function() end)
+      mb.send("shop/orders", 1)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(1, code, out)
+    assert.matches("mbrun: 1 delivery dropped %(shop/orders: 1%)", out)
+  end)
+
+  it("runs a worker per core by default, and 64 deliveries at once per worker", function()
+    local p = assert(io.popen("nproc"))
+    local cores = assert(tonumber(p:read("a"):match("%d+")))
+    p:close()
+    local path = script([[
+      print("workers " .. select(2, mb.worker()))
+      mb.destination("p")
+      local running, most, done = 0, 0, 0
+      mb.listen("p", function()
+        running = running + 1
+        most = math.max(most, running)
+        mb.sleep(0.05)
+        running = running - 1
+        done = done + 1
+      end)
+      for i = 1, 300 do mb.send("p", i) end
+      while done < 300 do mb.sleep(0.01) end
+      print("at once " .. most)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(0, code, out)
+    assert.matches("workers " .. cores .. "\n", out)
+    for _, w in ipairs({1, 2, 3}) do
+      out, code = mbrun("-w " .. w .. " " .. path)
+      assert.are.equal(0, code, out)
+      assert.matches("at once " .. 64 * w .. "\n", out)
+    end
+  end)
+
   it("delivers what is pending after mb.stop, within the grace period", function()
     local path = script([[
       mb.destination("slow", {type = "serial"})
