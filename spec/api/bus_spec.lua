@@ -384,6 +384,24 @@ describe("request/reply", function()
     helper.assert_invariant("slow")
   end)
 
+  it("waits 10 s by default, request and request_all alike (SPEC 2)", function()
+    mb.destination("never")
+    mb.listen("never", function() end) -- answers nothing
+    local one, all
+    local t0 = mb.now()
+    mb.spawn(function() one = {mb.request("never", 1)} one.took = mb.now() - t0 end)
+    mb.spawn(function() all = {mb.request_all("never", 2)} all.took = mb.now() - t0 end)
+    mb.run()
+    assert.is_nil(one[1])
+    assert.matches("^timeout: ", one[2])
+    assert.are.equal(1, #all[1])
+    assert.matches("^timeout: ", all[1][1].error)
+    for _, r in ipairs({one, all}) do
+      assert.is_true(r.took >= 9.9 and r.took < 11, "took " .. r.took)
+    end
+    assert.are.equal(2, mb.stats("never").timeouts)
+  end)
+
   it("answers no_destination and no_listeners at once", function()
     local t0 = mb.now()
     local r, err = mb.request("nowhere", 1, {timeout = 5})
