@@ -381,6 +381,34 @@ describe("mbrun", function()
   end)
 end)
 
+describe("paths (SPEC 7)", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.remove_tree(dir) end)
+
+  it("are resolved by mb.load against the working directory, by a configuration against its folder",
+     function()
+    assert(os.execute("mkdir -p " .. helper.quote(dir .. "/cwd") .. " " .. helper.quote(dir .. "/conf")))
+    helper.write(dir .. "/cwd/svc.lua", 'mb.listen("p", function() return "svc of the cwd" end)\n')
+    helper.write(dir .. "/conf/svc.lua", 'mb.listen("p", function() return "svc of the folder" end)\n')
+    helper.write(dir .. "/cwd/lsn.lua", 'return function() return "lsn of the cwd" end\n')
+    helper.write(dir .. "/conf/lsn.lua", 'return function() return "lsn of the folder" end\n')
+    helper.write(dir .. "/conf/config.lua", [[
+      return {destinations = {p = {}, q = {}}, listeners = {["lsn.lua"] = {"q"}}}
+    ]])
+    helper.write(dir .. "/conf/scenario.lua", [[
+      assert(mb.load("svc.lua"))
+      print(mb.request("p", 1))
+      print(mb.request("q", 1))
+    ]])
+    local out, _, code = helper.mbrun("-c ../conf/config.lua ../conf/scenario.lua",
+      {dir = dir .. "/cwd", merge = true})
+    assert.are.equal(0, code, out)
+    assert.matches("svc of the cwd\t", out)
+    assert.matches("lsn of the folder\t", out)
+  end)
+end)
+
 describe("mb.services() under mbrun", function()
   local dir
   before_each(function() dir = helper.tmpdir() end)
