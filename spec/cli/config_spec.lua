@@ -106,6 +106,24 @@ describe("mbrun -c", function()
     assert.are.equal(0, code, out)
   end)
 
+  it("runs the configured services until one calls mb.stop(), delivering what is pending (SPEC 7)",
+     function()
+    write("stopper.lua", [[
+      local n = 0
+      mb.listen("shop/a", function() mb.sleep(0.05) n = n + 1 print("handled " .. n) end)
+      for i = 1, 3 do mb.send("shop/a", i) end
+      mb.after(0.01, function() print("stopping") mb.stop() end)
+    ]])
+    local conf = write("stops.lua", [[
+      return {destinations = {["shop/a"] = {}}, services = {{script = "stopper.lua"}}}
+    ]])
+    local out, _, code, secs = helper.mbrun("-c " .. conf, {merge = true, timeout = 20})
+    assert.are.equal(0, code, out)
+    assert.matches("stopping\n", out)
+    assert.matches("handled 3\n", out) -- the grace period let them finish
+    assert.is_true(secs < 5, "took " .. secs)
+  end)
+
   local mistakes = {
     {"a file that does not exist", nil, "cannot open .*/missing.lua"},
     {"a syntax error", "return {workers = }", "bad1.lua:1: unexpected symbol"},
