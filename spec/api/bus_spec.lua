@@ -1036,6 +1036,7 @@ describe("tasks and time", function()
     for _, call in ipairs({
       function(o) return mb.request("d", 1, o) end,
       function(o) return mb.request_all("d", 1, o) end,
+      function(o) return mb.send("d", 1, o) end, -- (a synchronous send's bound: SPEC 6)
       function(o) return mb.run(o) end,
     }) do
       for _, bad in ipairs({0 / 0, -1, 0, -math.huge}) do
