@@ -595,6 +595,31 @@ describe("full queues", function()
     assert.are.equal(1, mb.stats("q").rejected)
   end)
 
+  it("count the messages waiting, not the deliveries running (SPEC 7)", function()
+    for _, opts in ipairs({{type = "serial", max_queue = 2}, {concurrency = 1, max_queue = 2}}) do
+      mb.destination("q", opts)
+      mb.listen("q", function() mb.sleep(0.05) end)
+      local got
+      mb.spawn(function()
+        got = {mb.send("q", 1)}
+        while mb.stats("q").in_flight == 0 do mb.sleep(0.001) end -- 1 runs: not counted
+        got[2] = mb.send("q", 2)
+        got[3] = mb.send("q", 3)
+        got[4] = {mb.send("q", 4)}
+        got.stats = mb.stats("q")
+      end)
+      mb.run()
+      assert.is_string(got[1])
+      assert.is_string(got[2])
+      assert.is_string(got[3])
+      assert.is_nil(got[4][1])
+      assert.matches("^queue_full: ", got[4][2])
+      assert.are.same({1, 2}, {got.stats.in_flight, got.stats.pending})
+      mb.remove_destination("q")
+      mb.run()
+    end
+  end)
+
   it("make the sender wait with on_full = block", function()
     mb.destination("q", {max_queue = 2, on_full = "block"})
     local got = {}
