@@ -239,6 +239,9 @@ describe("mbrun -c", function()
     {"a mistake after an allocation failure the file caught",
       "pcall(string.rep, 'x', 300 * 1024 * 1024)\nreturn {workers = 'x'}",
       "bad42.lua: workers: must be an integer from 1 to 256, not \"x\""},
+    -- SPEC 6: a configuration error, exit 2
+    {"a cluster destination with no cluster to join", "return {destinations = {x = {cluster = true}}}",
+      "bad43.lua: destinations.x is a cluster destination, but no cluster is configured"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
