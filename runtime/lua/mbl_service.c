@@ -242,6 +242,12 @@ int mbL_load_script(lua_State *L, const char *path) {
  * -1 when out of memory (nothing ran). */
 int mbL_start_body(mbL_state *S, int nargs) {
   mbL_task *t = mbL_task_new(S, T_SCRIPT);
+  /* lua_xmove does not grow the coroutine's stack: room for the chunk and
+   * its arguments first (S->L held them, so only memory can be short) */
+  if (t && !lua_checkstack(t->co, nargs + 1)) {
+    mbL_task_free(t, 0);
+    t = NULL;
+  }
   if (!t) {
     lua_pop(S->L, nargs + 1);
     return -1;
@@ -280,17 +286,19 @@ typedef struct start_req {
 static int push_args_p(lua_State *L) {
   start_req *q = lua_touserdata(L, 1);
   mbL_decode(L, (const uint8_t *)q->args, q->alen);
+  luaL_checkstack(L, q->nargs, "too many arguments for the script's `...`");
   for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
   return q->nargs;
 }
 
-/* Pushes the script's arguments (decoding allocates: a protected call). */
+/* Pushes the script's arguments (decoding allocates: a protected call);
+ * on an error, leaves its message on the stack. */
 static int push_args(lua_State *L, start_req *q) {
   lua_pushcfunction(L, push_args_p);
   lua_pushlightuserdata(L, q);
-  int rc = lua_pcall(L, 1, q->nargs, 0);
-  if (rc != LUA_OK) lua_pop(L, 1);
-  return rc;
+  /* LUA_MULTRET: Lua keeps a fixed count of results in a short (at most
+   * 32767); push_args_p returns exactly q->nargs */
+  return lua_pcall(L, 1, LUA_MULTRET, 0);
 }
 
 static void start_req_free(start_req *q) {
@@ -334,8 +342,8 @@ static void start_instance(start_req *q) {
     mbL_state_stop(S);
     return;
   }
-  if (q->nargs && push_args(S->L, q) != LUA_OK) {
-    start_failed(q, NULL);
+  if (q->nargs && push_args(S->L, q) != LUA_OK) { /* a string, or out of memory: NULL */
+    start_failed(q, lua_type(S->L, -1) == LUA_TSTRING ? lua_tostring(S->L, -1) : NULL);
     mbL_state_stop(S);
     return;
   }

@@ -184,6 +184,27 @@ describe("mbrun", function()
     assert.matches("args\t2\tone\ttwo", out)
   end)
 
+  -- mbrun crashed (SIGSEGV) past a few thousand scenario arguments, and
+  -- mb.load past a thousand args: they were pushed onto a Lua stack that
+  -- had not been grown for them
+  it("passes thousands of arguments to the scenario and to mb.load's scripts", function()
+    local svc = script([[
+      local n, last = select("#", ...), select(select("#", ...), ...)
+      print("service got " .. n .. " arguments, the last " .. last)
+    ]])
+    local path = script(string.format([[
+      local n, last = select("#", ...), select(select("#", ...), ...)
+      print("scenario got " .. n .. " arguments, the last " .. last)
+      local args = {}
+      for i = 1, 100000 do args[i] = i end
+      assert(mb.load(%q, {args = args}))
+    ]], svc))
+    local out, code = mbrun("-w 2 " .. path .. string.rep(" a", 9999) .. " z")
+    assert.are.equal(0, code, out:sub(1, 2000))
+    assert.matches("scenario got 10000 arguments, the last z\n", out)
+    assert.matches("service got 100000 arguments, the last 100000\n", out)
+  end)
+
   it("exits 1 with file:line when the scenario raises", function()
     local path = script("local x = 1\nerror('scenario broke')\n")
     local out, code = mbrun(path)
