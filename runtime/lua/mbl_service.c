@@ -766,6 +766,30 @@ static int load_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* A new record of a load (not linked yet); raises when out of memory. */
+/* Lua's own bound on a function's arguments (LUAI_MAXSTACK) */
+#define MBL_MAX_ARGS 1000000
+
+/* The number of values mb.load's args list at idx gives the script as
+ * `...`: its largest key, a hole passing as nil (#t is any border of a list
+ * with holes). Raises for a key that is not a position in a list, which the
+ * script would never see, and for more entries than a script can take. */
+static int args_count(lua_State *L, int idx) {
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    lua_Integer k = 0;
+    if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1)
+      luaL_error(L, "mb.load: option 'args' must be a list (found key '%s'); the script gets its "
+                    "entries as `...`", luaL_tolstring(L, -1, NULL));
+    if (k > n) n = k;
+  }
+  if (n > MBL_MAX_ARGS)
+    luaL_error(L, "mb.load: option 'args' has %I entries (counting holes): a script takes at most "
+                  "%d", n, MBL_MAX_ARGS);
+  return (int)n;
+}
+
 static mbL_load *load_new(lua_State *L, const char *path, const char *name, const void *args,
                           size_t alen) {
   size_t plen = strlen(path);
@@ -831,7 +855,7 @@ static int l_load(lua_State *L) {
   S->vbuf.len = 0;
   int nargs = 0;
   if (!lua_isnil(L, 3)) {
-    nargs = (int)lua_rawlen(L, 3);
+    nargs = args_count(L, 3);
     if (mbL_encode(L, 3, &S->vbuf, mb_runtime_max_message_size(core(S)), "args", err, sizeof err))
       return luaL_error(L, "mb.load: %s", err);
   }
