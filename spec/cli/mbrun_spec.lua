@@ -389,6 +389,39 @@ describe("mbrun", function()
     assert.matches("instances 3 listeners 3 deliveries 30", out)
   end)
 
+  it("makes one group of the loads and listeners that name the same group (SPEC 6, on one node)",
+     function()
+    local svc = script([[
+      local tag = ...
+      mb.listen("g", function() return tag end)
+    ]])
+    local path = script(string.format([[
+      mb.destination("g")
+      assert(mb.load(%q, {group = "billing", args = {"a"}}))
+      assert(mb.load(%q, {group = "billing", args = {"b"}}))
+      assert(mb.load(%q, {args = {"c"}})) -- a group of its own
+      local seen = {}
+      for i = 1, 20 do
+        local answers = mb.request_all("g", i)
+        assert(#answers == 2, #answers .. " answers")
+        for _, e in ipairs(answers) do seen[e.payload] = (seen[e.payload] or 0) + 1 end
+      end
+      print(("billing %%d c %%d deliveries %%d"):format((seen.a or 0) + (seen.b or 0), seen.c,
+        mb.stats("g").deliveries))
+      mb.destination("h")
+      local n = {0, 0}
+      mb.listen("h", function() n[1] = n[1] + 1 end, {group = "x"})
+      mb.listen("h", function() n[2] = n[2] + 1 end, {group = "x"})
+      for i = 1, 10 do mb.send("h", i) end
+      mb.sleep(0.1)
+      print(("x %%d deliveries %%d"):format(n[1] + n[2], mb.stats("h").deliveries))
+    ]], svc, svc, svc))
+    local out, code = mbrun("-w 2 " .. path)
+    assert.are.equal(0, code, out)
+    assert.matches("billing 20 c 20 deliveries 40\n", out)
+    assert.matches("x 10 deliveries 10\n", out)
+  end)
+
   it("stops a service: its listeners go, its later deliveries are not made", function()
     local svc = script([[mb.listen("x", function() return "up" end)]])
     local path = script(string.format([[
