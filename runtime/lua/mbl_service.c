@@ -242,9 +242,8 @@ int mbL_load_script(lua_State *L, const char *path) {
  * -1 when out of memory (nothing ran). */
 int mbL_start_body(mbL_state *S, int nargs) {
   mbL_task *t = mbL_task_new(S, T_SCRIPT);
-  /* lua_xmove does not grow the coroutine's stack: room for the chunk and
-   * its arguments first (S->L held them, so only memory can be short) */
-  if (t && !lua_checkstack(t->co, nargs + 1)) {
+  /* (S->L held the chunk and its arguments: only memory can be short) */
+  if (t && mbL_task_push(t, S->L, nargs)) {
     mbL_task_free(t, 0);
     t = NULL;
   }
@@ -252,7 +251,6 @@ int mbL_start_body(mbL_state *S, int nargs) {
     lua_pop(S->L, nargs + 1);
     return -1;
   }
-  lua_xmove(S->L, t->co, nargs + 1);
   mbL_task_run(t, nargs);
   return 0;
 }

@@ -1089,6 +1089,22 @@ describe("tasks and time", function()
     assert.are.equal(5, got)
   end)
 
+  -- more than about 40 crashed (SIGSEGV): they were moved onto the new
+  -- coroutine's stack without growing it
+  it("pass any number of arguments to a spawned function", function()
+    local t = {}
+    for i = 1, 100000 do t[i] = i end
+    for _, n in ipairs({60, 1000, 100000}) do
+      local got
+      mb.spawn(function(...)
+        mb.sleep(0)
+        got = {select("#", ...), (select(n, ...))}
+      end, table.unpack(t, 1, n))
+      mb.run()
+      assert.are.same({n, n}, got)
+    end
+  end)
+
   it("bound mb.run from its call, however long the program was away from the loop", function()
     mb.destination("d")
     local n = 0
