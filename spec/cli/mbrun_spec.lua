@@ -213,6 +213,21 @@ describe("mbrun", function()
     assert.matches("stack traceback", out)
   end)
 
+  it("exits 1 with file:line when a timer, event callback or spawned function raises", function()
+    for what, code in pairs({
+      ["timer callback"] = 'mb.after(0.01, function() error("it broke") end)',
+      ["event callback"] = 'mb.on("destination_added", function() error("it broke") end)\n'
+        .. 'mb.destination("x")',
+      ["spawned function"] = 'mb.spawn(function() mb.sleep(0) error("it broke") end)',
+    }) do
+      local path = script(code .. "\n")
+      local out, status = mbrun(path)
+      assert.are.equal(1, status, what .. ": " .. out)
+      assert.matches("mb: " .. what .. " failed: " .. path:gsub("%p", "%%%0") .. ":%d: it broke", out)
+      assert.matches("mbrun: 1 script error %(see above%)", out)
+    end
+  end)
+
   it("exits 1 on a syntax error, naming the line", function()
     local path = script("local x = = 1\n")
     local out, code = mbrun(path)
