@@ -124,6 +124,34 @@ describe("mbrun -c", function()
     assert.is_true(secs < 5, "took " .. secs)
   end)
 
+  it("makes one group of the services and listener scripts that name the same group", function()
+    write("gsvc.lua", "local tag = ...\nmb.listen('g', function() return tag end)\n")
+    write("glsn.lua", "return function() return 'lsn' end\n")
+    local conf = write("groups.lua", [[
+      return {destinations = {g = {}},
+              services = {{script = "gsvc.lua", args = {"a"}, group = "billing"},
+                          {script = "gsvc.lua", args = {"b"}, group = "billing"}},
+              listeners = {["glsn.lua"] = {"g", group = "billing"}}}
+    ]])
+    local scen = write("gscen.lua", [[
+      local seen = {}
+      for i = 1, 30 do
+        local r = mb.request_all("g", i)
+        assert(#r == 1, #r .. " answers")
+        seen[r[1].payload] = (seen[r[1].payload] or 0) + 1
+      end
+      print(("a %d b %d lsn %d deliveries %d"):format(seen.a or 0, seen.b or 0, seen.lsn or 0,
+        mb.stats("g").deliveries))
+    ]])
+    local out, code = mbrun("-w 2 -c " .. conf .. " " .. scen)
+    assert.are.equal(0, code, out)
+    local a, b, lsn = out:match("a (%d+) b (%d+) lsn (%d+) deliveries 30\n")
+    assert.is_truthy(a, out)
+    -- each member gets its share: the one with the fewest deliveries in progress
+    assert.are.equal(30, a + b + lsn)
+    assert.is_true(a + 0 > 0 and b + 0 > 0 and lsn + 0 > 0, out)
+  end)
+
   local mistakes = {
     {"a file that does not exist", nil, "cannot open .*/missing.lua"},
     {"a syntax error", "return {workers = }", "bad1.lua:1: unexpected symbol"},
@@ -239,9 +267,12 @@ describe("mbrun -c", function()
     {"a mistake after an allocation failure the file caught",
       "pcall(string.rep, 'x', 300 * 1024 * 1024)\nreturn {workers = 'x'}",
       "bad42.lua: workers: must be an integer from 1 to 256, not \"x\""},
+    {"a listener mapping's group that is no group name",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', group = 'a b'}}}",
+      "bad43.lua: listeners%[\"prices.lua\"%]%.group: must be 1%-64 characters of A%-Z a%-z 0%-9 _ %-, not a b"},
     -- SPEC 6: a configuration error, exit 2
     {"a cluster destination with no cluster to join", "return {destinations = {x = {cluster = true}}}",
-      "bad43.lua: destinations.x is a cluster destination, but no cluster is configured"},
+      "bad44.lua: destinations.x is a cluster destination, but no cluster is configured"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()
