@@ -152,6 +152,20 @@ describe("mbrun -c", function()
     assert.is_true(a + 0 > 0 and b + 0 > 0 and lsn + 0 > 0, out)
   end)
 
+  it("gives every script it runs the mb global: listener scripts, services, the REPL (SPEC 7)",
+     function()
+    write("glsn.lua", 'assert(mb == require "mb")\nreturn function() return type(mb) end\n')
+    write("gsvc2.lua", 'assert(mb == require "mb")\nmb.listen("s", function() return type(mb) end)\n')
+    local conf = write("globals.lua", [[
+      return {destinations = {l = {}, s = {}}, listeners = {["glsn.lua"] = {"l"}},
+              services = {{script = "gsvc2.lua"}}}
+    ]])
+    local input = write("globals.txt", 'mb == require "mb"\n(mb.request("l", 1))\n(mb.request("s", 1))\n')
+    local out, _, code = helper.mbrun("-c " .. conf .. " -i", {stdin = input, merge = true})
+    assert.are.equal(0, code, out)
+    assert.are.equal('true\ntable\ntable\n', out)
+  end)
+
   local mistakes = {
     {"a file that does not exist", nil, "cannot open .*/missing.lua"},
     {"a syntax error", "return {workers = }", "bad1.lua:1: unexpected symbol"},
