@@ -815,7 +815,10 @@ static int l_load(lua_State *L) {
   static const char *const keys[] = {"instances", "args", "name", "group", "memory", "cpu", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
-  const char *path = luaL_checkstring(L, 1), *name = path;
+  size_t plen;
+  const char *path = luaL_checklstring(L, 1, &plen), *name = path;
+  if (strlen(path) != plen) /* the file system would see only what comes before it */
+    return luaL_error(L, "mb.load: the path has a NUL byte (at byte %d)", (int)strlen(path) + 1);
   lua_Integer instances = 1;
   uint64_t named = 0;
   lua_Integer memory = 0; /* bytes, 0: no limit */

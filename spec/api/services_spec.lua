@@ -151,3 +151,17 @@ describe("mb.load's args (SPEC 2, 7)", function()
     assert.are.same({}, mb.services())
   end)
 end)
+
+describe("mb.load's path", function()
+  after_each(helper.assert_clean)
+
+  -- it loaded "x.lua" for "x.lua\0junk", saying nothing
+  it("raises for a path with a NUL byte, which no file has", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/x.lua", "")
+    local err = helper.error_of(mb.load, dir .. "/x.lua\0junk")
+    helper.remove_tree(dir)
+    helper.assert_contains(err, "mb.load: the path has a NUL byte (at byte " .. #dir + 7 .. ")")
+    assert.are.same({}, mb.services())
+  end)
+end)
