@@ -89,6 +89,18 @@ describe("mbrun", function()
   -- found by the red-team pass of session 12: a lua/ folder without
   -- mb/watch.lua (or mb/repl.lua) was found out after the scenario had
   -- started, exit 1
+  it("exits 2 at once, before the scenario, when the cluster cannot be reached (SPEC 6)", function()
+    local path = script('print("scenario ran")\n')
+    -- (nothing listens at port 1)
+    local out, code = mbrun("--nats nats://127.0.0.1:1 " .. path, 20)
+    assert.are.equal(2, code, out)
+    assert.matches("^mbrun: cluster: cannot connect to nats://127%.0%.0%.1:1: ", out)
+    assert.not_matches("scenario ran", out)
+    out, code = mbrun("--node n1 " .. path)
+    assert.are.equal(2, code, out)
+    assert.matches("%-%-node names this node in a cluster: give the server too", out)
+  end)
+
   it("exits 2 before anything runs when MB_LUA_DIR lacks a module it needs", function()
     local dir = helper.tmpdir()
     os.execute("mkdir -p " .. dir .. "/mb && cp lua/mb/config.lua " .. dir .. "/mb/")
