@@ -352,6 +352,27 @@ describe("mbrun", function()
       .. "nothing left can send", out, 1, true)
   end)
 
+  it("exits 1 at once, saying how many and where, when messages are left that nothing can move on",
+     function()
+    -- SPEC 7: "messages were left pending (the message says how many and where)"
+    local path = script([[
+      mb.destination("stuck", {type = "serial", max_queue = 1, on_full = "block"})
+      mb.listen("stuck", function(m)
+        if m.payload == 0 then
+          mb.send("stuck", 1)
+          mb.send("stuck", 2) -- waits for room only its own return would make
+        end
+      end)
+      mb.send("stuck", 0)
+    ]])
+    local t0 = os.time()
+    local out, code = mbrun("-w 1 " .. path, 20)
+    assert.is_true(os.time() - t0 < 10, "it knew at once")
+    assert.are.equal(1, code, out)
+    assert.matches("mbrun: 1 message left pending, undelivered %(stuck: 1%)", out)
+    assert.matches("mbrun: 1 delivery was still running, cut short %(stuck: 1%)", out)
+  end)
+
   it("exits 1 and counts what was left pending after mb.stop with --grace 0", function()
     local path = script([[
       mb.destination("slow", {type = "serial"})
