@@ -385,7 +385,9 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
   lua_pushcfunction(S->L, push_argv_p);
   lua_pushlightuserdata(S->L, argv);
   lua_pushinteger(S->L, argc);
-  if (lua_pcall(S->L, 2, argc, 0) != LUA_OK) {
+  /* LUA_MULTRET: Lua keeps a fixed count of results in a short (at most
+   * 32767); push_argv_p returns exactly argc */
+  if (lua_pcall(S->L, 2, LUA_MULTRET, 0) != LUA_OK) {
     snprintf(err, errlen, "%s", lua_tostring(S->L, -1));
     mbL_state_stop(S);
     return MBL_LOAD_FAILED;

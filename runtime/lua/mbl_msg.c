@@ -38,16 +38,7 @@ static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, con
   lua_pop(L, 1); /* the string stays alive in the options table */
   int t = lua_getfield(L, idx, "values");
   if (t != LUA_TNIL && t != LUA_TTABLE) luaL_error(L, "%s: option 'values' must be a table", fn);
-  if (t == LUA_TTABLE) {
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      if (lua_type(L, -2) != LUA_TSTRING)
-        luaL_error(L, "%s: values keys must be strings (found a %s key)", fn,
-                   luaL_typename(L, -2));
-      lua_pop(L, 1);
-    }
-    o->has_values = 1;
-  }
+  o->has_values = t == LUA_TTABLE; /* its keys are checked where it is encoded (build_msg) */
   lua_pop(L, 1);
   /* mb.send: the timeout of a send that waits for the cluster */
   if (lua_getfield(L, idx, "timeout") != LUA_TNIL)
@@ -65,7 +56,8 @@ static void read_send_opts(lua_State *L, int idx, send_opts *o, int request, con
 #define MBL_HEADERS 1024 /* room for mb's NATS headers (runtime/cluster/mb_cluster.h) */
 
 /* Builds the message for payload at pidx with options at oidx; raises on a
- * payload that cannot be sent. */
+ * payload or values that cannot be sent (values with a key that is not a
+ * string included). */
 static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const send_opts *o,
                          const char *fn, int cluster) {
   char err[700];
@@ -84,7 +76,16 @@ static mb_msg *build_msg(lua_State *L, mbL_state *S, int pidx, int oidx, const s
     luaL_error(L, "%s: %s", fn, err);
   }
   if (o->has_values) {
+    /* message values have string keys (SPEC 2), whichever call built the
+     * message: mb.send, mb.request, mb.request_all or mb.reply */
     lua_getfield(L, oidx, "values");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      if (lua_type(L, -2) != LUA_TSTRING)
+        luaL_error(L, "%s: values keys must be strings (found a %s key)", fn,
+                   luaL_typename(L, -2));
+      lua_pop(L, 1);
+    }
     if (mbL_encode(L, -1, &S->vbuf, max, "values", err, sizeof err))
       luaL_error(L, "%s: %s", fn, err);
     lua_pop(L, 1);

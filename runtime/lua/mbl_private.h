@@ -241,6 +241,12 @@ static inline const char *mbL_node(const mbL_state *S) {
 mbL_task *mbL_task_new(mbL_state *S, int kind);
 /* Back to the pool (reusable) or freed. */
 void mbL_task_free(mbL_task *t, int reusable);
+/* Moves a function and its nargs arguments (the top nargs + 1 values of
+ * from) onto t's coroutine, growing its stack first: lua_xmove does not, and
+ * a new coroutine has room for about 40. Returns 0, or -1 (nothing moved)
+ * when the stack cannot grow that far (out of memory, or Lua's limit of
+ * about a million). Never raises. */
+int mbL_task_push(mbL_task *t, lua_State *from, int nargs);
 /* Resumes t's coroutine with nargs values on it: the one resume. When it
  * returns or raises, ends the task (reports, counts, finishes its
  * delivery); a bare yield runs it again later. Never raises. */

@@ -242,11 +242,15 @@ int mbL_load_script(lua_State *L, const char *path) {
  * -1 when out of memory (nothing ran). */
 int mbL_start_body(mbL_state *S, int nargs) {
   mbL_task *t = mbL_task_new(S, T_SCRIPT);
+  /* (S->L held the chunk and its arguments: only memory can be short) */
+  if (t && mbL_task_push(t, S->L, nargs)) {
+    mbL_task_free(t, 0);
+    t = NULL;
+  }
   if (!t) {
     lua_pop(S->L, nargs + 1);
     return -1;
   }
-  lua_xmove(S->L, t->co, nargs + 1);
   mbL_task_run(t, nargs);
   return 0;
 }
@@ -280,17 +284,19 @@ typedef struct start_req {
 static int push_args_p(lua_State *L) {
   start_req *q = lua_touserdata(L, 1);
   mbL_decode(L, (const uint8_t *)q->args, q->alen);
+  luaL_checkstack(L, q->nargs, "too many arguments for the script's `...`");
   for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
   return q->nargs;
 }
 
-/* Pushes the script's arguments (decoding allocates: a protected call). */
+/* Pushes the script's arguments (decoding allocates: a protected call);
+ * on an error, leaves its message on the stack. */
 static int push_args(lua_State *L, start_req *q) {
   lua_pushcfunction(L, push_args_p);
   lua_pushlightuserdata(L, q);
-  int rc = lua_pcall(L, 1, q->nargs, 0);
-  if (rc != LUA_OK) lua_pop(L, 1);
-  return rc;
+  /* LUA_MULTRET: Lua keeps a fixed count of results in a short (at most
+   * 32767); push_args_p returns exactly q->nargs */
+  return lua_pcall(L, 1, LUA_MULTRET, 0);
 }
 
 static void start_req_free(start_req *q) {
@@ -334,8 +340,8 @@ static void start_instance(start_req *q) {
     mbL_state_stop(S);
     return;
   }
-  if (q->nargs && push_args(S->L, q) != LUA_OK) {
-    start_failed(q, NULL);
+  if (q->nargs && push_args(S->L, q) != LUA_OK) { /* a string, or out of memory: NULL */
+    start_failed(q, lua_type(S->L, -1) == LUA_TSTRING ? lua_tostring(S->L, -1) : NULL);
     mbL_state_stop(S);
     return;
   }
@@ -758,6 +764,30 @@ static int load_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* A new record of a load (not linked yet); raises when out of memory. */
+/* Lua's own bound on a function's arguments (LUAI_MAXSTACK) */
+#define MBL_MAX_ARGS 1000000
+
+/* The number of values mb.load's args list at idx gives the script as
+ * `...`: its largest key, a hole passing as nil (#t is any border of a list
+ * with holes). Raises for a key that is not a position in a list, which the
+ * script would never see, and for more entries than a script can take. */
+static int args_count(lua_State *L, int idx) {
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    lua_Integer k = 0;
+    if (!lua_isinteger(L, -1) || (k = lua_tointeger(L, -1)) < 1)
+      luaL_error(L, "mb.load: option 'args' must be a list (found key '%s'); the script gets its "
+                    "entries as `...`", luaL_tolstring(L, -1, NULL));
+    if (k > n) n = k;
+  }
+  if (n > MBL_MAX_ARGS)
+    luaL_error(L, "mb.load: option 'args' has %I entries (counting holes): a script takes at most "
+                  "%d", n, MBL_MAX_ARGS);
+  return (int)n;
+}
+
 static mbL_load *load_new(lua_State *L, const char *path, const char *name, const void *args,
                           size_t alen) {
   size_t plen = strlen(path);
@@ -785,7 +815,10 @@ static int l_load(lua_State *L) {
   static const char *const keys[] = {"instances", "args", "name", "group", "memory", "cpu", NULL};
   mbL_state *S = state_of(L);
   mbL_runtime *R = S->R;
-  const char *path = luaL_checkstring(L, 1), *name = path;
+  size_t plen;
+  const char *path = luaL_checklstring(L, 1, &plen), *name = path;
+  if (strlen(path) != plen) /* the file system would see only what comes before it */
+    return luaL_error(L, "mb.load: the path has a NUL byte (at byte %d)", (int)strlen(path) + 1);
   lua_Integer instances = 1;
   uint64_t named = 0;
   lua_Integer memory = 0; /* bytes, 0: no limit */
@@ -823,7 +856,7 @@ static int l_load(lua_State *L) {
   S->vbuf.len = 0;
   int nargs = 0;
   if (!lua_isnil(L, 3)) {
-    nargs = (int)lua_rawlen(L, 3);
+    nargs = args_count(L, 3);
     if (mbL_encode(L, 3, &S->vbuf, mb_runtime_max_message_size(core(S)), "args", err, sizeof err))
       return luaL_error(L, "mb.load: %s", err);
   }

@@ -64,6 +64,41 @@ describe("destinations", function()
     assert.has_error(function() mb.send("bad name", 1) end)
   end)
 
+  it("raise on an invalid name in every call that takes one (SPEC 7)", function()
+    mb.destination("ok")
+    local function f() end
+    for _, call in ipairs({
+      {"mb.destination", function(n) return mb.destination(n) end},
+      {"mb.remove_destination", function(n) return mb.remove_destination(n) end},
+      {"mb.has_destination", function(n) return mb.has_destination(n) end},
+      {"mb.stats", function(n) return mb.stats(n) end},
+      {"mb.listen", function(n) return mb.listen(n, f) end},
+      {"mb.send", function(n) return mb.send(n, 1) end},
+      {"mb.request", function(n) return mb.request(n, 1) end},
+      {"mb.request_all", function(n) return mb.request_all(n, 1) end},
+      {"mb.send", function(n) return mb.send("ok", 1, {reply_to = n}) end},
+    }) do
+      for _, bad in ipairs({"", "has space", string.rep("a", 256), "caf\195\169"}) do
+        helper.assert_contains(helper.error_of(call[2], bad), call[1] .. ": invalid destination name ")
+      end
+    end
+  end)
+
+  it("default to parallel, max_queue 65536, on_full reject, concurrency 64, share false", function()
+    assert.is_true(mb.destination("d"))
+    -- the defaults written out are the same options: redeclaring is a no-op
+    -- (a plain program has one worker: concurrency 64 x 1)
+    assert.is_true(mb.destination("d", {type = "parallel", max_queue = 65536, on_full = "reject",
+                                        concurrency = 64, share = false}))
+    for _, other in ipairs({{type = "serial"}, {max_queue = 65535}, {on_full = "block"},
+                            {concurrency = 63}, {share = true}}) do
+      local ok, err = mb.destination("d", other)
+      assert.is_nil(ok)
+      assert.matches("^exists: destination 'd'", err)
+    end
+    assert.are.equal("parallel", mb.stats("d").type)
+  end)
+
   it("show an invalid name whole in the error, NUL and control bytes escaped", function()
     local err = helper.error_of(mb.destination, "shop\0orders")
     helper.assert_contains(err, [[invalid destination name "shop\000orders"]])
@@ -122,6 +157,21 @@ describe("a parallel destination", function()
     mb.run()
     assert.are.equal(3, most)
     assert.are.equal(12, done)
+  end)
+  it("runs 64 deliveries at once by default in a program of one worker", function()
+    mb.destination("p")
+    local running, most, done = 0, 0, 0
+    mb.listen("p", function()
+      running = running + 1
+      most = math.max(most, running)
+      mb.sleep(0.01)
+      running = running - 1
+      done = done + 1
+    end)
+    for i = 1, 100 do mb.send("p", i) end
+    mb.run()
+    assert.are.equal(64, most)
+    assert.are.equal(100, done)
   end)
 end)
 
@@ -334,6 +384,24 @@ describe("request/reply", function()
     helper.assert_invariant("slow")
   end)
 
+  it("waits 10 s by default, request and request_all alike (SPEC 2)", function()
+    mb.destination("never")
+    mb.listen("never", function() end) -- answers nothing
+    local one, all
+    local t0 = mb.now()
+    mb.spawn(function() one = {mb.request("never", 1)} one.took = mb.now() - t0 end)
+    mb.spawn(function() all = {mb.request_all("never", 2)} all.took = mb.now() - t0 end)
+    mb.run()
+    assert.is_nil(one[1])
+    assert.matches("^timeout: ", one[2])
+    assert.are.equal(1, #all[1])
+    assert.matches("^timeout: ", all[1][1].error)
+    for _, r in ipairs({one, all}) do
+      assert.is_true(r.took >= 9.9 and r.took < 11, "took " .. r.took)
+    end
+    assert.are.equal(2, mb.stats("never").timeouts)
+  end)
+
   it("answers no_destination and no_listeners at once", function()
     local t0 = mb.now()
     local r, err = mb.request("nowhere", 1, {timeout = 5})
@@ -509,6 +577,49 @@ describe("full queues", function()
     assert.are.equal(2, s.largest_pending)
   end)
 
+  it("hold 65536 pending messages by default and refuse the next with queue_full", function()
+    mb.destination("q")
+    local n = 0
+    mb.listen("q", function() n = n + 1 end)
+    local refused = 0
+    for i = 1, 65536 do
+      if not mb.send("q", i) then refused = refused + 1 end
+    end
+    assert.are.equal(0, refused)
+    assert.are.equal(65536, mb.stats("q").pending)
+    local ok, err = mb.send("q", 65537)
+    assert.is_nil(ok)
+    assert.matches("^queue_full: destination 'q' has 65536 pending", err)
+    mb.run()
+    assert.are.equal(65536, n)
+    assert.are.equal(1, mb.stats("q").rejected)
+  end)
+
+  it("count the messages waiting, not the deliveries running (SPEC 7)", function()
+    for _, opts in ipairs({{type = "serial", max_queue = 2}, {concurrency = 1, max_queue = 2}}) do
+      mb.destination("q", opts)
+      mb.listen("q", function() mb.sleep(0.05) end)
+      local got
+      mb.spawn(function()
+        got = {mb.send("q", 1)}
+        while mb.stats("q").in_flight == 0 do mb.sleep(0.001) end -- 1 runs: not counted
+        got[2] = mb.send("q", 2)
+        got[3] = mb.send("q", 3)
+        got[4] = {mb.send("q", 4)}
+        got.stats = mb.stats("q")
+      end)
+      mb.run()
+      assert.is_string(got[1])
+      assert.is_string(got[2])
+      assert.is_string(got[3])
+      assert.is_nil(got[4][1])
+      assert.matches("^queue_full: ", got[4][2])
+      assert.are.same({1, 2}, {got.stats.in_flight, got.stats.pending})
+      mb.remove_destination("q")
+      mb.run()
+    end
+  end)
+
   it("make the sender wait with on_full = block", function()
     mb.destination("q", {max_queue = 2, on_full = "block"})
     local got = {}
@@ -661,6 +772,25 @@ describe("statistics", function()
     assert.is_true(stats.failed <= 4)
   end)
 
+  it("count every refused send as rejected: no_listeners, queue_full, closed (SPEC 7)", function()
+    mb.destination("r", {max_queue = 1})
+    assert.is_nil(mb.send("r", 0)) -- no_listeners
+    assert.is_nil(mb.request("r", 0)) -- no_listeners
+    mb.listen("r", function() end)
+    assert.is_string(mb.send("r", 1))
+    local ok, err = mb.send("r", 2)
+    assert.is_nil(ok)
+    assert.matches("^queue_full: ", err)
+    mb.remove_destination("r")
+    ok, err = mb.send("r", 3)
+    assert.is_nil(ok)
+    assert.matches("^closed: ", err)
+    local s = mb.stats("r")
+    assert.are.equal(4, s.rejected)
+    assert.are.equal(1, s.sent)
+    mb.run()
+  end)
+
   it("are given for all destinations at once", function()
     mb.destination("a")
     mb.destination("b", {type = "synchronous"})
@@ -692,6 +822,23 @@ describe("dead letters", function()
     assert.are.same({n = 1}, reports[1].message.values)
     assert.matches("^failed: .*cannot", reports[1].error)
   end)
+  it("receive a report for each dropped delivery", function()
+    mb.destination("mb/dead-letters")
+    mb.destination("work", {type = "serial"})
+    local reports = {}
+    mb.listen("mb/dead-letters", function(m) reports[#reports + 1] = m.payload end)
+    local second
+    mb.listen("work", function() second:close() end) -- before the second listener's turn
+    second = mb.listen("work", function() end)
+    local id = mb.send("work", "late")
+    mb.run()
+    assert.are.equal(1, mb.stats("work").dropped)
+    assert.are.equal(1, #reports)
+    assert.are.equal("work", reports[1].destination)
+    assert.are.equal("late", reports[1].message.payload)
+    assert.are.equal(id, reports[1].message.id)
+    assert.matches("^dropped: ", reports[1].error)
+  end)
 end)
 
 describe("events", function()
@@ -719,6 +866,22 @@ describe("events", function()
     mb.destination("ev2")
     mb.run()
     assert.are.equal(3, #seen)
+  end)
+  it("tell when a listener is removed", function()
+    mb.destination("ev")
+    local keep = mb.listen("ev", function() end)
+    local seen = {}
+    local h = mb.on("listener_removed", function(name, info)
+      seen[#seen + 1] = name .. " " .. info.event .. " " .. info.listeners
+    end)
+    local l = mb.listen("ev", function() end)
+    l:close()
+    mb.run()
+    assert.are.same({"ev listener_removed 1"}, seen)
+    h:close()
+    keep:close()
+    mb.run()
+    assert.are.equal(1, #seen)
   end)
 end)
 
@@ -898,6 +1061,7 @@ describe("tasks and time", function()
     for _, call in ipairs({
       function(o) return mb.request("d", 1, o) end,
       function(o) return mb.request_all("d", 1, o) end,
+      function(o) return mb.send("d", 1, o) end, -- (a synchronous send's bound: SPEC 6)
       function(o) return mb.run(o) end,
     }) do
       for _, bad in ipairs({0 / 0, -1, 0, -math.huge}) do
@@ -923,6 +1087,22 @@ describe("tasks and time", function()
     mb.spawn(function(a, b) mb.sleep(0) got = a + b end, 2, 3)
     mb.run()
     assert.are.equal(5, got)
+  end)
+
+  -- more than about 40 crashed (SIGSEGV): they were moved onto the new
+  -- coroutine's stack without growing it
+  it("pass any number of arguments to a spawned function", function()
+    local t = {}
+    for i = 1, 100000 do t[i] = i end
+    for _, n in ipairs({60, 1000, 100000}) do
+      local got
+      mb.spawn(function(...)
+        mb.sleep(0)
+        got = {select("#", ...), (select(n, ...))}
+      end, table.unpack(t, 1, n))
+      mb.run()
+      assert.are.same({n, n}, got)
+    end
   end)
 
   it("bound mb.run from its call, however long the program was away from the loop", function()

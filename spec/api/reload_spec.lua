@@ -48,6 +48,22 @@ describe("handle:reload()", function()
     assert.are.equal(3, mb.stats("rl/ver").listeners)
   end)
 
+  it("gives the new instances the same arguments", function()
+    mb.destination("rl/ver")
+    local function write(v)
+      helper.write(path, ([[
+        local n, a, b = select("#", ...), ...
+        mb.listen("rl/ver", function() return "%s " .. n .. " " .. a .. " " .. math.type(b) end)
+      ]]):format(v))
+    end
+    write("v1")
+    local h = assert(mb.load(path, {args = {"x", 2}}))
+    assert.are.equal("v1 2 x integer", (mb.request("rl/ver", 1)))
+    write("v2")
+    assert(h:reload())
+    assert.are.equal("v2 2 x integer", (mb.request("rl/ver", 1)))
+  end)
+
   it("keeps the old instances when the new file has a syntax error or raises", function()
     mb.destination("rl/ver")
     version("v1")

@@ -93,3 +93,75 @@ describe("mb.services()", function()
     assert.matches("unknown option 'colour'", helper.error_of(mb._service_info, {colour = 1}))
   end)
 end)
+
+describe("mb.load's args (SPEC 2, 7)", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function()
+    helper.remove_tree(dir)
+    helper.assert_clean()
+  end)
+
+  -- the script reports its `...` (count, then each value's type and value)
+  local function got(args)
+    local path = helper.write(dir .. "/args.lua", [[
+      local parts = {tostring(select("#", ...))}
+      for i = 1, select("#", ...) do
+        local v = select(i, ...)
+        parts[#parts + 1] = (math.type(v) or type(v)) .. ":" .. tostring(v)
+      end
+      mb_args = table.concat(parts, " ")
+      mb.listen("svc/args", function() return mb_args end)
+    ]])
+    mb.destination("svc/args")
+    local h = assert(mb.load(path, {args = args}))
+    local seen = mb.request("svc/args", 1)
+    h:stop()
+    mb.remove_destination("svc/args")
+    mb.run()
+    return seen
+  end
+
+  it("are the script's `...`, in order, with their types", function()
+    assert.are.equal("2 string:a integer:2", got({"a", 2}))
+    assert.are.equal("3 float:2.0 boolean:false string:", got({2.0, false, ""}))
+    assert.are.equal("0", got(nil))
+    assert.are.equal("0", got({}))
+  end)
+
+  it("keep a hole as nil, up to the last entry, however the list was built", function()
+    assert.are.equal("3 string:a nil:nil integer:3", got({"a", nil, 3}))
+    local t = {}
+    t[1] = "a"
+    t[4] = 4 -- (#t may say 1 here)
+    assert.are.equal("4 string:a nil:nil nil:nil integer:4", got(t))
+  end)
+
+  it("raise for a key that is not a position in the list, which the script would never see",
+     function()
+    local path = helper.write(dir .. "/x.lua", "")
+    for key, args in pairs({f = {f = 1}, ["0"] = {[0] = "x"}, ["1.5"] = {"a", [1.5] = "b"},
+                            ["true"] = {[true] = 1}}) do
+      helper.assert_contains(helper.error_of(mb.load, path, {args = args}),
+        "mb.load: option 'args' must be a list (found key '" .. key .. "'); the script gets its "
+          .. "entries as `...`")
+    end
+    helper.assert_contains(helper.error_of(mb.load, path, {args = {[2000000] = 1}}),
+      "mb.load: option 'args' has 2000000 entries (counting holes): a script takes at most 1000000")
+    assert.are.same({}, mb.services())
+  end)
+end)
+
+describe("mb.load's path", function()
+  after_each(helper.assert_clean)
+
+  -- it loaded "x.lua" for "x.lua\0junk", saying nothing
+  it("raises for a path with a NUL byte, which no file has", function()
+    local dir = helper.tmpdir()
+    helper.write(dir .. "/x.lua", "")
+    local err = helper.error_of(mb.load, dir .. "/x.lua\0junk")
+    helper.remove_tree(dir)
+    helper.assert_contains(err, "mb.load: the path has a NUL byte (at byte " .. #dir + 7 .. ")")
+    assert.are.same({}, mb.services())
+  end)
+end)

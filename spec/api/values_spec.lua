@@ -322,6 +322,26 @@ describe("sent values", function()
       assert.are.equal(0, mb.stats(DEST).sent)
     end)
 
+    it("raises for non-string keys in mb.reply's values too, and replies nothing", function()
+      -- (mb.reply took them: the reply's msg.values had integer and boolean keys)
+      assert(mb.destination("values/svc"))
+      local errs = {}
+      listen("values/svc", function(m)
+        for _, bad in ipairs({{[1] = "a"}, {"a", "b"}, {[true] = "a"}, {ok = 1, [2.5] = "a"}}) do
+          errs[#errs + 1] = error_of(mb.reply, m, "r", bad)
+        end
+      end)
+      local reply, err = mb.request("values/svc", "q", {timeout = 0.2})
+      assert.is_nil(reply)
+      assert.matches("^timeout: ", err) -- no reply went
+      assert.are.equal(4, #errs)
+      assert_contains(errs[1], "mb.reply: values keys must be strings (found a number key)")
+      assert_contains(errs[2], "mb.reply: values keys must be strings (found a number key)")
+      assert_contains(errs[3], "mb.reply: values keys must be strings (found a boolean key)")
+      assert_contains(errs[4], "mb.reply: values keys must be strings (found a number key)")
+      assert.are.equal(0, mb.stats("values/svc").replies)
+    end)
+
     it("raises for an unsendable value, naming its path", function()
       assert_contains(error_of(mb.send, DEST, "x", {values = {f = print}}),
         "values.f: cannot send a function")

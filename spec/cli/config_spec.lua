@@ -106,6 +106,66 @@ describe("mbrun -c", function()
     assert.are.equal(0, code, out)
   end)
 
+  it("runs the configured services until one calls mb.stop(), delivering what is pending (SPEC 7)",
+     function()
+    write("stopper.lua", [[
+      local n = 0
+      mb.listen("shop/a", function() mb.sleep(0.05) n = n + 1 print("handled " .. n) end)
+      for i = 1, 3 do mb.send("shop/a", i) end
+      mb.after(0.01, function() print("stopping") mb.stop() end)
+    ]])
+    local conf = write("stops.lua", [[
+      return {destinations = {["shop/a"] = {}}, services = {{script = "stopper.lua"}}}
+    ]])
+    local out, _, code, secs = helper.mbrun("-c " .. conf, {merge = true, timeout = 20})
+    assert.are.equal(0, code, out)
+    assert.matches("stopping\n", out)
+    assert.matches("handled 3\n", out) -- the grace period let them finish
+    assert.is_true(secs < 5, "took " .. secs)
+  end)
+
+  it("makes one group of the services and listener scripts that name the same group", function()
+    write("gsvc.lua", "local tag = ...\nmb.listen('g', function() return tag end)\n")
+    write("glsn.lua", "return function() return 'lsn' end\n")
+    local conf = write("groups.lua", [[
+      return {destinations = {g = {}},
+              services = {{script = "gsvc.lua", args = {"a"}, group = "billing"},
+                          {script = "gsvc.lua", args = {"b"}, group = "billing"}},
+              listeners = {["glsn.lua"] = {"g", group = "billing"}}}
+    ]])
+    local scen = write("gscen.lua", [[
+      local seen = {}
+      for i = 1, 30 do
+        local r = mb.request_all("g", i)
+        assert(#r == 1, #r .. " answers")
+        seen[r[1].payload] = (seen[r[1].payload] or 0) + 1
+      end
+      print(("a %d b %d lsn %d deliveries %d"):format(seen.a or 0, seen.b or 0, seen.lsn or 0,
+        mb.stats("g").deliveries))
+    ]])
+    local out, code = mbrun("-w 2 -c " .. conf .. " " .. scen)
+    assert.are.equal(0, code, out)
+    local a, b, lsn = out:match("a (%d+) b (%d+) lsn (%d+) deliveries 30\n")
+    assert.is_truthy(a, out)
+    -- each member gets its share: the one with the fewest deliveries in progress
+    assert.are.equal(30, a + b + lsn)
+    assert.is_true(a + 0 > 0 and b + 0 > 0 and lsn + 0 > 0, out)
+  end)
+
+  it("gives every script it runs the mb global: listener scripts, services, the REPL (SPEC 7)",
+     function()
+    write("glsn.lua", 'assert(mb == require "mb")\nreturn function() return type(mb) end\n')
+    write("gsvc2.lua", 'assert(mb == require "mb")\nmb.listen("s", function() return type(mb) end)\n')
+    local conf = write("globals.lua", [[
+      return {destinations = {l = {}, s = {}}, listeners = {["glsn.lua"] = {"l"}},
+              services = {{script = "gsvc2.lua"}}}
+    ]])
+    local input = write("globals.txt", 'mb == require "mb"\n(mb.request("l", 1))\n(mb.request("s", 1))\n')
+    local out, _, code = helper.mbrun("-c " .. conf .. " -i", {stdin = input, merge = true})
+    assert.are.equal(0, code, out)
+    assert.are.equal('true\ntable\ntable\n', out)
+  end)
+
   local mistakes = {
     {"a file that does not exist", nil, "cannot open .*/missing.lua"},
     {"a syntax error", "return {workers = }", "bad1.lua:1: unexpected symbol"},
@@ -221,6 +281,12 @@ describe("mbrun -c", function()
     {"a mistake after an allocation failure the file caught",
       "pcall(string.rep, 'x', 300 * 1024 * 1024)\nreturn {workers = 'x'}",
       "bad42.lua: workers: must be an integer from 1 to 256, not \"x\""},
+    {"a listener mapping's group that is no group name",
+      "return {destinations = {x = {}}, listeners = {['prices.lua'] = {'x', group = 'a b'}}}",
+      "bad43.lua: listeners%[\"prices.lua\"%]%.group: must be 1%-64 characters of A%-Z a%-z 0%-9 _ %-, not a b"},
+    -- SPEC 6: a configuration error, exit 2
+    {"a cluster destination with no cluster to join", "return {destinations = {x = {cluster = true}}}",
+      "bad44.lua: destinations.x is a cluster destination, but no cluster is configured"},
   }
   for n, m in ipairs(mistakes) do
     it("reports " .. m[1] .. " and exits 2", function()

@@ -32,6 +32,9 @@ describe("mbrun", function()
     local out, code = mbrun("--help")
     assert.are.equal(0, code)
     assert.matches("usage: mbrun", out)
+    out, code = mbrun("-h")
+    assert.are.equal(0, code)
+    assert.matches("usage: mbrun", out)
     out, code = mbrun("--version")
     assert.are.equal(0, code)
     assert.matches("^mbrun %d+%.%d+%.%d+", out)
@@ -86,6 +89,18 @@ describe("mbrun", function()
   -- found by the red-team pass of session 12: a lua/ folder without
   -- mb/watch.lua (or mb/repl.lua) was found out after the scenario had
   -- started, exit 1
+  it("exits 2 at once, before the scenario, when the cluster cannot be reached (SPEC 6)", function()
+    local path = script('print("scenario ran")\n')
+    -- (nothing listens at port 1)
+    local out, code = mbrun("--nats nats://127.0.0.1:1 " .. path, 20)
+    assert.are.equal(2, code, out)
+    assert.matches("^mbrun: cluster: cannot connect to nats://127%.0%.0%.1:1: ", out)
+    assert.not_matches("scenario ran", out)
+    out, code = mbrun("--node n1 " .. path)
+    assert.are.equal(2, code, out)
+    assert.matches("%-%-node names this node in a cluster: give the server too", out)
+  end)
+
   it("exits 2 before anything runs when MB_LUA_DIR lacks a module it needs", function()
     local dir = helper.tmpdir()
     os.execute("mkdir -p " .. dir .. "/mb && cp lua/mb/config.lua " .. dir .. "/mb/")
@@ -181,12 +196,48 @@ describe("mbrun", function()
     assert.matches("args\t2\tone\ttwo", out)
   end)
 
+  -- mbrun crashed (SIGSEGV) past a few thousand scenario arguments, and
+  -- mb.load past a thousand args: they were pushed onto a Lua stack that
+  -- had not been grown for them
+  it("passes thousands of arguments to the scenario and to mb.load's scripts", function()
+    local svc = script([[
+      local n, last = select("#", ...), select(select("#", ...), ...)
+      print("service got " .. n .. " arguments, the last " .. last)
+    ]])
+    local path = script(string.format([[
+      local n, last = select("#", ...), select(select("#", ...), ...)
+      print("scenario got " .. n .. " arguments, the last " .. last)
+      local args = {}
+      for i = 1, 100000 do args[i] = i end
+      assert(mb.load(%q, {args = args}))
+    ]], svc))
+    local out, code = mbrun("-w 2 " .. path .. string.rep(" a", 9999) .. " z")
+    assert.are.equal(0, code, out:sub(1, 2000))
+    assert.matches("scenario got 10000 arguments, the last z\n", out)
+    assert.matches("service got 100000 arguments, the last 100000\n", out)
+  end)
+
   it("exits 1 with file:line when the scenario raises", function()
     local path = script("local x = 1\nerror('scenario broke')\n")
     local out, code = mbrun(path)
     assert.are.equal(1, code)
     assert.matches(path:gsub("%p", "%%%0") .. ":2: scenario broke", out)
     assert.matches("stack traceback", out)
+  end)
+
+  it("exits 1 with file:line when a timer, event callback or spawned function raises", function()
+    for what, code in pairs({
+      ["timer callback"] = 'mb.after(0.01, function() error("it broke") end)',
+      ["event callback"] = 'mb.on("destination_added", function() error("it broke") end)\n'
+        .. 'mb.destination("x")',
+      ["spawned function"] = 'mb.spawn(function() mb.sleep(0) error("it broke") end)',
+    }) do
+      local path = script(code .. "\n")
+      local out, status = mbrun(path)
+      assert.are.equal(1, status, what .. ": " .. out)
+      assert.matches("mb: " .. what .. " failed: " .. path:gsub("%p", "%%%0") .. ":%d: it broke", out)
+      assert.matches("mbrun: 1 script error %(see above%)", out)
+    end
   end)
 
   it("exits 1 on a syntax error, naming the line", function()
@@ -206,6 +257,48 @@ describe("mbrun", function()
     assert.are.equal(1, code)
     assert.matches("listener at 'shop/orders' failed: .*:2: bad order", out)
     assert.matches("mbrun: 1 delivery failed %(shop/orders: 1%)", out)
+  end)
+
+  it("exits 1 and says where when a delivery was dropped", function()
+    local path = script([[
+      mb.destination("shop/orders", {type = "serial"})
+      local second
+      mb.listen("shop/orders", function() second:close() end) -- before the second one's turn
+      second = mb.listen("shop/orders", function() end)
+      mb.send("shop/orders", 1)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(1, code, out)
+    assert.matches("mbrun: 1 delivery dropped %(shop/orders: 1%)", out)
+  end)
+
+  it("runs a worker per core by default, and 64 deliveries at once per worker", function()
+    local p = assert(io.popen("getconf _NPROCESSORS_ONLN")) -- as sysconf, not nproc's affinity
+    local cores = assert(tonumber(p:read("a"):match("%d+")))
+    p:close()
+    local path = script([[
+      print("workers " .. select(2, mb.worker()))
+      mb.destination("p")
+      local running, most, done = 0, 0, 0
+      mb.listen("p", function()
+        running = running + 1
+        most = math.max(most, running)
+        mb.sleep(0.05)
+        running = running - 1
+        done = done + 1
+      end)
+      for i = 1, 300 do mb.send("p", i) end
+      while done < 300 do mb.sleep(0.01) end
+      print("at once " .. most)
+    ]])
+    local out, code = mbrun(path)
+    assert.are.equal(0, code, out)
+    assert.matches("workers " .. cores .. "\n", out)
+    for _, w in ipairs({1, 2, 3}) do
+      out, code = mbrun("-w " .. w .. " " .. path)
+      assert.are.equal(0, code, out)
+      assert.matches("at once " .. 64 * w .. "\n", out)
+    end
   end)
 
   it("delivers what is pending after mb.stop, within the grace period", function()
@@ -257,6 +350,27 @@ describe("mbrun", function()
     assert.not_matches("answered", out)
     assert.matches("mbrun: 1 request with timeout = math.huge still waits for a reply that "
       .. "nothing left can send", out, 1, true)
+  end)
+
+  it("exits 1 at once, saying how many and where, when messages are left that nothing can move on",
+     function()
+    -- SPEC 7: "messages were left pending (the message says how many and where)"
+    local path = script([[
+      mb.destination("stuck", {type = "serial", max_queue = 1, on_full = "block"})
+      mb.listen("stuck", function(m)
+        if m.payload == 0 then
+          mb.send("stuck", 1)
+          mb.send("stuck", 2) -- waits for room only its own return would make
+        end
+      end)
+      mb.send("stuck", 0)
+    ]])
+    local t0 = os.time()
+    local out, code = mbrun("-w 1 " .. path, 20)
+    assert.is_true(os.time() - t0 < 10, "it knew at once")
+    assert.are.equal(1, code, out)
+    assert.matches("mbrun: 1 message left pending, undelivered %(stuck: 1%)", out)
+    assert.matches("mbrun: 1 delivery was still running, cut short %(stuck: 1%)", out)
   end)
 
   it("exits 1 and counts what was left pending after mb.stop with --grace 0", function()
@@ -323,6 +437,39 @@ describe("mbrun", function()
     assert.matches("instances 3 listeners 3 deliveries 30", out)
   end)
 
+  it("makes one group of the loads and listeners that name the same group (SPEC 6, on one node)",
+     function()
+    local svc = script([[
+      local tag = ...
+      mb.listen("g", function() return tag end)
+    ]])
+    local path = script(string.format([[
+      mb.destination("g")
+      assert(mb.load(%q, {group = "billing", args = {"a"}}))
+      assert(mb.load(%q, {group = "billing", args = {"b"}}))
+      assert(mb.load(%q, {args = {"c"}})) -- a group of its own
+      local seen = {}
+      for i = 1, 20 do
+        local answers = mb.request_all("g", i)
+        assert(#answers == 2, #answers .. " answers")
+        for _, e in ipairs(answers) do seen[e.payload] = (seen[e.payload] or 0) + 1 end
+      end
+      print(("billing %%d c %%d deliveries %%d"):format((seen.a or 0) + (seen.b or 0), seen.c,
+        mb.stats("g").deliveries))
+      mb.destination("h")
+      local n = {0, 0}
+      mb.listen("h", function() n[1] = n[1] + 1 end, {group = "x"})
+      mb.listen("h", function() n[2] = n[2] + 1 end, {group = "x"})
+      for i = 1, 10 do mb.send("h", i) end
+      mb.sleep(0.1)
+      print(("x %%d deliveries %%d"):format(n[1] + n[2], mb.stats("h").deliveries))
+    ]], svc, svc, svc))
+    local out, code = mbrun("-w 2 " .. path)
+    assert.are.equal(0, code, out)
+    assert.matches("billing 20 c 20 deliveries 40\n", out)
+    assert.matches("x 10 deliveries 10\n", out)
+  end)
+
   it("stops a service: its listeners go, its later deliveries are not made", function()
     local svc = script([[mb.listen("x", function() return "up" end)]])
     local path = script(string.format([[
@@ -336,6 +483,34 @@ describe("mbrun", function()
     assert.are.equal(0, code)
     assert.matches("first up", out)
     assert.matches("after stop\tnil\tno_listeners: ", out)
+  end)
+end)
+
+describe("paths (SPEC 7)", function()
+  local dir
+  before_each(function() dir = helper.tmpdir() end)
+  after_each(function() helper.remove_tree(dir) end)
+
+  it("are resolved by mb.load against the working directory, by a configuration against its folder",
+     function()
+    assert(os.execute("mkdir -p " .. helper.quote(dir .. "/cwd") .. " " .. helper.quote(dir .. "/conf")))
+    helper.write(dir .. "/cwd/svc.lua", 'mb.listen("p", function() return "svc of the cwd" end)\n')
+    helper.write(dir .. "/conf/svc.lua", 'mb.listen("p", function() return "svc of the folder" end)\n')
+    helper.write(dir .. "/cwd/lsn.lua", 'return function() return "lsn of the cwd" end\n')
+    helper.write(dir .. "/conf/lsn.lua", 'return function() return "lsn of the folder" end\n')
+    helper.write(dir .. "/conf/config.lua", [[
+      return {destinations = {p = {}, q = {}}, listeners = {["lsn.lua"] = {"q"}}}
+    ]])
+    helper.write(dir .. "/conf/scenario.lua", [[
+      assert(mb.load("svc.lua"))
+      print(mb.request("p", 1))
+      print(mb.request("q", 1))
+    ]])
+    local out, _, code = helper.mbrun("-c ../conf/config.lua ../conf/scenario.lua",
+      {dir = dir .. "/cwd", merge = true})
+    assert.are.equal(0, code, out)
+    assert.matches("svc of the cwd\t", out)
+    assert.matches("lsn of the folder\t", out)
   end)
 end)
 
