@@ -702,6 +702,12 @@ static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
   S->current = t;
 }
 
+int mbL_task_push(mbL_task *t, lua_State *from, int nargs) {
+  if (!lua_checkstack(t->co, nargs + 1)) return -1;
+  lua_xmove(from, t->co, nargs + 1);
+  return 0;
+}
+
 /* The atomics of a run, and why each is as strong as it is (two locked
  * instructions an outermost run, one a nested run, instead of six):
  * - calls is written only here, on S's thread: a plain increment. Other
@@ -722,12 +728,6 @@ static void task_unwind(mbL_task *t, mbL_task *prev, unwound *u) {
  *   stores interrupt_why and then loads active (Dekker again), so an
  *   interrupt that did not reach the code is never silently left behind
  *   (interrupt_missed). */
-int mbL_task_push(mbL_task *t, lua_State *from, int nargs) {
-  if (!lua_checkstack(t->co, nargs + 1)) return -1;
-  lua_xmove(from, t->co, nargs + 1);
-  return 0;
-}
-
 void mbL_task_run(mbL_task *t, int nargs) {
   mbL_state *S = t->S;
   mbL_task *prev = S->current;
