@@ -29,7 +29,10 @@ local function cluster_name(v)
   return type(v) == "string" and #v >= 1 and #v <= 64 and not v:find("[^%w_%-]")
 end
 
-local function is_count(v) return math.type(v) == "integer" and v > 0 end
+-- a whole number: an integer, or a float with a whole value (16 * 2^20 is
+-- a float in Lua 5.4), as mb.destination and mb.setup take them
+local function whole(v) return type(v) == "number" and math.tointeger(v) ~= nil end
+local function is_count(v) return whole(v) and v > 0 end
 local MAX_INSTANCES = 4096 -- as mb.load (runtime/lua/mbl_service.c)
 
 local function key_path(base, k)
@@ -188,7 +191,7 @@ local function check(path)
     bad("workers: must be an integer from 1 to 256, not %s", shown(cfg.workers))
   end
   local max = cfg.max_message_size
-  if max ~= nil and not (math.type(max) == "integer" and max >= MESSAGE_MIN and max <= MESSAGE_MAX) then
+  if max ~= nil and not (whole(max) and max >= MESSAGE_MIN and max <= MESSAGE_MAX) then
     bad("max_message_size: must be a whole number of bytes from %d (1 KiB) to %d (1 GiB), " ..
       "e.g. 16 * 1024 * 1024; not %s", MESSAGE_MIN, MESSAGE_MAX,
       type(max) == "string" and ("%q"):format(max) or tostring(max))

@@ -107,9 +107,13 @@ int mbL_fail_rc(lua_State *L, int rc, const char *dest, mbL_state *S) {
 
 /* The positive integer under key of table t (0: absent) in *v. */
 static int try_positive(lua_State *L, int t, const char *key, lua_Integer *v) {
+  int whole = 0;
   *v = 0;
+  /* a float with a whole value counts as that integer (16 * 2^20 is a
+   * float in Lua 5.4), as luaL_checkinteger takes it */
   if (lua_getfield(L, t, key) != LUA_TNIL &&
-      (!lua_isinteger(L, -1) || (*v = lua_tointeger(L, -1)) <= 0)) {
+      (lua_type(L, -1) != LUA_TNUMBER || (*v = lua_tointegerx(L, -1, &whole), !whole) ||
+       *v <= 0)) {
     int number = lua_type(L, -1) == LUA_TNUMBER;
     const char *was = luaL_tolstring(L, -1, NULL);
     lua_pushfstring(L, "must be a positive integer, not %s%s%s", number ? "" : "'", was,

@@ -90,6 +90,16 @@ describe("mbrun -c", function()
       assert.matches("4200\tmb.send: payload: message too large %(over 4096 bytes, the max_message_size%)", out)
     end)
 
+    it("takes a float with a whole value, as Lua's own functions do (2^12 is a float)",
+      function()
+        local cfg = write("float_sizes.lua", "return {max_message_size = 2^12, workers = 1.0, "
+                          .. "destinations = {q = {max_queue = 1e4, concurrency = 2.0}}}")
+        local out, code = mbrun("-c " .. cfg .. " " .. sizes .. " 4000 4200")
+        assert.are.equal(0, code, out)
+        assert.matches("4000\tsent", out)
+        assert.matches("4200\tmb.send: payload: message too large %(over 4096 bytes", out)
+      end)
+
     it("is overridden by --max-message-size", function()
       local cfg = write("small_messages2.lua", "return {max_message_size = 4 * 1024}")
       local out, code = mbrun("--max-message-size 8K -c " .. cfg .. " " .. sizes .. " 4200 8200")
@@ -229,8 +239,8 @@ describe("mbrun -c", function()
       "bad25.lua: max_message_size: must be a whole number of bytes from 1024 .*; not 64"},
     {"a max_message_size over 1 GiB", "return {max_message_size = 2 * 1024 * 1024 * 1024}",
       "bad26.lua: max_message_size: must be .*; not 2147483648"},
-    {"a max_message_size that is a float", "return {max_message_size = 4096.0}",
-      "bad27.lua: max_message_size: must be .*; not 4096.0"},
+    {"a max_message_size that is a float with a fraction", "return {max_message_size = 4096.5}",
+      "bad27.lua: max_message_size: must be .*; not 4096.5"},
     -- issue 17
     {"a share option that is not a boolean", "return {destinations = {x = {share = 'yes'}}}",
       "bad28.lua: destinations.x.share: must be true or false"},
