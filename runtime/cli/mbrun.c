@@ -77,6 +77,7 @@ static void usage(FILE *f) {
           "                   to 1G (default 64M; overrides the configuration's)\n"
           "  -h, --help       show this help\n"
           "  --version        show the version\n"
+          "  (an option's value may also follow it after '=': --grace=2, --node=n1)\n"
           "\n"
           "exit status: 0 success; 1 the scenario or a configured service raised, a\n"
           "delivery failed or was dropped, or messages were left pending; 2 usage or\n"
@@ -466,6 +467,44 @@ static int parse_seconds(const char *s, double *out) {
   return 0;
 }
 
+/* The options that take a value may be written --NAME=VALUE too, as GNU
+ * programs take them (--graph=FMT is an option of its own): a copy of argv
+ * with each such word split in two, or NULL when out of memory. The
+ * options end at "--" or the script's name. */
+static char **split_argv; /* kept for the whole run (argv points into it) */
+
+static char **split_long_values(int *argc, char **argv) {
+  static const char *const names[] = {"--grace", "--graph-out", "--nats", "--node",
+                                      "--max-message-size", NULL};
+  char **out = split_argv = calloc((size_t)*argc * 2 + 1, sizeof *out);
+  if (!out) return NULL;
+  int n = 0, i = 0, options = 1;
+  out[n++] = argv[i++];
+  for (; i < *argc; i++) {
+    const char *a = argv[i], *eq = options && a[0] == '-' ? strchr(a, '=') : NULL;
+    if (options && (a[0] != '-' || !strcmp(a, "--"))) options = 0;
+    int split = 0;
+    for (int k = 0; eq && names[k] && !split; k++)
+      split = strlen(names[k]) == (size_t)(eq - a) && !strncmp(a, names[k], (size_t)(eq - a));
+    if (split) {
+      out[n] = strndup(a, (size_t)(eq - a));
+      if (!out[n]) return NULL; /* mbrun ends: exit status 2 */
+      n++;
+      out[n++] = (char *)eq + 1;
+    } else {
+      /* a value that follows an option is not an option itself */
+      out[n++] = argv[i];
+      for (int k = 0; options && names[k]; k++)
+        if (!strcmp(a, names[k]) && i + 1 < *argc) out[n++] = argv[++i];
+      if (options && (!strcmp(a, "-c") || !strcmp(a, "-w")) && i + 1 < *argc)
+        out[n++] = argv[++i];
+    }
+  }
+  out[n] = NULL;
+  *argc = n;
+  return out;
+}
+
 int main(int argc, char **argv) {
   /* a closed stdin/stdout/stderr would be taken by the next file opened
    * (libev's own): keep them taken, by /dev/null */
@@ -479,6 +518,10 @@ int main(int argc, char **argv) {
   const char *config = NULL, *graph_out = NULL, *nats_url = NULL, *node = NULL;
   cluster_opts co;
   memset(&co, 0, sizeof co);
+  if (!(argv = split_long_values(&argc, argv))) {
+    fprintf(stderr, "mbrun: out of memory\n");
+    return 2;
+  }
   for (; i < argc && argv[i][0] == '-'; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "-h") || !strcmp(a, "--help")) {

@@ -126,6 +126,27 @@ describe("mbrun", function()
       ]])
     end
 
+    it("takes its value after '=' too, as every option with a value does", function()
+      -- --grace=2 and --max-message-size=4K were unknown options, while
+      -- --graph=svg was taken (the SPEC audit of session 13)
+      local path = sizes()
+      local out, code = mbrun("--max-message-size=4K --grace=2 " .. path .. " 4000 4200")
+      assert.are.equal(0, code, out)
+      assert.matches("4000\tsent", out)
+      assert.matches("4200\tmb.send: payload: message too large %(over 4096 bytes", out)
+      -- a word after the script is the script's, '=' or not
+      local args = script("print(select('#', ...), ...)")
+      out, code = mbrun("--grace=1 " .. args .. " --grace=3 -w")
+      assert.are.equal(0, code, out)
+      assert.matches("2\t%-%-grace=3\t%-w", out)
+      out, code = mbrun("--grace=soon " .. path)
+      assert.are.equal(2, code)
+      assert.matches("%-%-grace needs a number of seconds, 0 or more .*%(not 'soon'%)", out)
+      out, code = mbrun("--graph-out= --graph " .. path)
+      assert.are.equal(2, code)
+      assert.matches("%-%-graph%-out needs a file name", out)
+    end)
+
     it("takes bytes, or K, M or G (powers of 1024)", function()
       -- (1G is taken: see the usage errors, where 2G is not)
       local path = sizes()
