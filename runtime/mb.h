@@ -74,6 +74,11 @@ mb_runtime *mb_runtime_new(const mb_config *cfg);
 
 int mb_runtime_workers(const mb_runtime *rt);
 
+/* The CPUs this process may run on (its CPU affinity, as nproc counts
+ * them; the cores online when that cannot be read): mbrun's default number
+ * of workers. */
+int mb_cpu_count(void);
+
 /* Lets worker threads 1..N-1 run what is queued, then joins them. Services
  * bound to them should be freed on their own threads first (post a task). */
 void mb_runtime_join(mb_runtime *rt);

@@ -56,7 +56,7 @@ static void usage(FILE *f) {
           "                   handle:reload() does (a failed reload is reported and the\n"
           "                   old instances keep running)\n"
           "  -w N             worker threads, each with its own event loop\n"
-          "                   (default: the number of cores)\n"
+          "                   (default: the CPUs mbrun may use, as nproc counts them)\n"
           "  --trace          one line per hop on stderr: time, message id, destination,\n"
           "                   sender -> listener, outcome, duration, payload (secrets\n"
           "                   masked)\n"
@@ -675,7 +675,7 @@ int main(int argc, char **argv) {
     if (!workers) workers = w; /* -w overrides the configuration */
     if (!max_message) max_message = max; /* as does --max-message-size */
   }
-  if (!workers) workers = sysconf(_SC_NPROCESSORS_ONLN);
+  if (!workers) workers = mb_cpu_count(); /* the CPUs it may use, as nproc counts them */
   if (workers < 1) workers = 1;
   /* the command line over the configuration; secrets only from there or
    * the environment (SPEC section 6) */

@@ -3,9 +3,11 @@
  * MB_E* codes, the hash of names, the monotonic clock and the mutexes.
  * Owns nothing. Tests: spec/c/test_*.c.
  */
-#define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP */
+#define _GNU_SOURCE /* PTHREAD_MUTEX_ADAPTIVE_NP, sched_getaffinity */
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mb_core.h"
 
@@ -54,4 +56,11 @@ void mb_mutex_init(pthread_mutex_t *m) {
 #else
   pthread_mutex_init(m, NULL);
 #endif
+}
+
+int mb_cpu_count(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
 }

@@ -493,7 +493,7 @@ int mb_workers_start(mb_runtime *rt, int n) {
   rt->workers = aligned_alloc(64, size);
   if (!rt->workers) return -1;
   memset(rt->workers, 0, size);
-  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  long cores = mb_cpu_count();
   /* a lone worker: nothing but threads outside the bus (the cluster's,
    * mbrun's) posts to it, and a spin would only take a core from them and
    * from the other processes of a cluster (bench/README.md, Cluster) */
