@@ -471,25 +471,26 @@ static int parse_seconds(const char *s, double *out) {
  * programs take them (--graph=FMT is an option of its own): a copy of argv
  * with each such word split in two, or NULL when out of memory. The
  * options end at "--" or the script's name. */
-static char **split_argv; /* kept for the whole run (argv points into it) */
+static char **split_argv; /* main's argv for the whole run; freed at exit */
+
+static void free_split_argv(void) { free(split_argv); }
 
 static char **split_long_values(int *argc, char **argv) {
   static const char *const names[] = {"--grace", "--graph-out", "--nats", "--node",
                                       "--max-message-size", NULL};
   char **out = split_argv = calloc((size_t)*argc * 2 + 1, sizeof *out);
-  if (!out) return NULL;
+  if (!out || atexit(free_split_argv)) return NULL;
   int n = 0, i = 0, options = 1;
   out[n++] = argv[i++];
   for (; i < *argc; i++) {
     const char *a = argv[i], *eq = options && a[0] == '-' ? strchr(a, '=') : NULL;
     if (options && (a[0] != '-' || !strcmp(a, "--"))) options = 0;
-    int split = 0;
+    const char *split = NULL; /* the option's name, one of names */
     for (int k = 0; eq && names[k] && !split; k++)
-      split = strlen(names[k]) == (size_t)(eq - a) && !strncmp(a, names[k], (size_t)(eq - a));
+      if (strlen(names[k]) == (size_t)(eq - a) && !strncmp(a, names[k], (size_t)(eq - a)))
+        split = names[k];
     if (split) {
-      out[n] = strndup(a, (size_t)(eq - a));
-      if (!out[n]) return NULL; /* mbrun ends: exit status 2 */
-      n++;
+      out[n++] = (char *)split; /* never written to */
       out[n++] = (char *)eq + 1;
     } else {
       /* a value that follows an option is not an option itself */
