@@ -325,13 +325,33 @@ do
                                 {send = "send_shared"})
 end
 
+-- The baseline of 2 and 2c: lua-mediator's publish on channel chan, to
+-- one subscriber that counts and sums the payload ids.
+local function mediator_side(chan)
+  local med = Mediator()
+  local mcount, msum = 0, 0
+  return {
+    label = "lua-mediator",
+    setup = function()
+      med:subscribe(chan, function(payload) -- mediator passes the payload only
+        msum = msum + payload.id
+        mcount = mcount + 1
+      end)
+    end,
+    run = function(n)
+      for i = 1, n do med:publish(chan, {id = i, kind = "order", amount = 12.5}) end
+      local got = summary(mcount, msum)
+      mcount, msum = 0, 0
+      return got
+    end,
+    expect = function(n) return summary(n, sum_to(n)) end,
+  }
+end
+
 ---------------------------------------------------------------------------
 -- 2. synchronous destination: send -> listener, returns after delivery
 do
   local fns, totals = counting_listeners(1)
-  local med = Mediator()
-  local mcount, msum = 0, 0
-  local chan = {"bench", "sync"}
   list[#list + 1] = {
     id = "2",
     title = "synchronous send -> 1 listener",
@@ -354,24 +374,7 @@ do
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = {
-      label = "lua-mediator",
-      setup = function()
-        med:subscribe(chan, function(payload) -- mediator passes the payload only
-          msum = msum + payload.id
-          mcount = mcount + 1
-        end)
-      end,
-      run = function(n)
-        for i = 1, n do
-          med:publish(chan, {id = i, kind = "order", amount = 12.5})
-        end
-        local got = summary(mcount, msum)
-        mcount, msum = 0, 0
-        return got
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = mediator_side({"bench", "sync"}),
   }
 end
 
@@ -381,9 +384,6 @@ end
 do
   local ok, limit = pcall(require, "mb_limit")
   local fns, totals = counting_listeners(1)
-  local med = Mediator()
-  local mcount, msum = 0, 0
-  local chan = {"bench", "sync-c"}
   list[#list + 1] = {
     id = "2c",
     title = "floor of 2: C, mb's message at once",
@@ -398,56 +398,47 @@ do
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = {
-      label = "lua-mediator",
-      setup = function()
-        med:subscribe(chan, function(payload)
-          msum = msum + payload.id
-          mcount = mcount + 1
-        end)
-      end,
-      run = function(n)
-        for i = 1, n do med:publish(chan, {id = i, kind = "order", amount = 12.5}) end
-        local got = summary(mcount, msum)
-        mcount, msum = 0, 0
-        return got
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = mediator_side({"bench", "sync-c"}),
+  }
+end
+
+-- The baseline of 3 and 3c: a coroutine requests n times through
+-- lib/corpc.lua, whose scheduler runs the handler at dest and resumes it.
+local function corpc_side(dest)
+  local rpc = Corpc.new()
+  return {
+    label = "Lua coroutine req/reply",
+    setup = function()
+      rpc:handle(dest, function(msg) return {id = msg.payload.id} end)
+    end,
+    run = function(n)
+      local count, sum = 0, 0
+      local req = Corpc.request
+      rpc:spawn(function()
+        for i = 1, n do
+          local r, err = req(dest, {id = i, kind = "order", amount = 12.5})
+          if not r then error("request failed: " .. tostring(err)) end
+          sum = sum + r.id
+          count = count + 1
+        end
+      end)
+      rpc:run()
+      return summary(count, sum)
+    end,
+    expect = function(n) return summary(n, sum_to(n)) end,
   }
 end
 
 ---------------------------------------------------------------------------
 -- 3. request/reply, same worker, one request in flight
 do
-  local rpc = Corpc.new()
   list[#list + 1] = {
     id = "3",
     title = "request/reply, 1 in flight",
     unit = "req",
     goal = 0.7, -- issue 17
     scenario = same_worker_requests("bench/rr", "mb.request", 1),
-    baseline = {
-      label = "Lua coroutine req/reply",
-      setup = function()
-        rpc:handle("bench/rr", function(msg) return {id = msg.payload.id} end)
-      end,
-      run = function(n)
-        local count, sum = 0, 0
-        local req = Corpc.request
-        rpc:spawn(function()
-          for i = 1, n do
-            local r, err = req("bench/rr", {id = i, kind = "order", amount = 12.5})
-            if not r then error("request failed: " .. tostring(err)) end
-            sum = sum + r.id
-            count = count + 1
-          end
-        end)
-        rpc:run()
-        return summary(count, sum)
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = corpc_side("bench/rr"),
   }
 end
 
@@ -458,7 +449,6 @@ end
 -- coroutine and the requester waiting in one, as in the baseline
 do
   local ok, limit = pcall(require, "mb_limit")
-  local rpc = Corpc.new()
   local function handler(msg) return {id = msg.payload.id} end
   list[#list + 1] = {
     id = "3c",
@@ -487,25 +477,7 @@ do
       end,
       expect = function(n) return summary(n, sum_to(n)) end,
     },
-    baseline = {
-      label = "Lua coroutine req/reply",
-      setup = function() rpc:handle("bench/rr-c", handler) end,
-      run = function(n)
-        local count, sum = 0, 0
-        local req = Corpc.request
-        rpc:spawn(function()
-          for i = 1, n do
-            local r, err = req("bench/rr-c", {id = i, kind = "order", amount = 12.5})
-            if not r then error("request failed: " .. tostring(err)) end
-            sum = sum + r.id
-            count = count + 1
-          end
-        end)
-        rpc:run()
-        return summary(count, sum)
-      end,
-      expect = function(n) return summary(n, sum_to(n)) end,
-    },
+    baseline = corpc_side("bench/rr-c"),
   }
 end
 
