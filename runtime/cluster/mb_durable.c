@@ -41,6 +41,7 @@
 #define JS_WAIT 5000 /* ms a management request may take */
 #define RETRY 1.0    /* s before a management job that lacked the server is tried again */
 #define BIAS (1L << 30) /* see mb_durable_receive */
+#define STREAM_MAX 199  /* bytes of a stream's name: see stream_name */
 
 typedef struct waiting { /* a send waiting for its stream */
   struct waiting *next;
@@ -53,7 +54,7 @@ typedef struct ddest {
   char *name;
   mb_dest_type type;
   mb_durable_opts o;
-  char stream[200], subject[1024];
+  char stream[STREAM_MAX + 1], subject[1024];
   int state; /* 0: its stream is being made, 1: ready, -1: failed (why) */
   char why[800];
   waiting *wait, **wait_tail;
@@ -117,12 +118,24 @@ static void put(char *buf, size_t cap, size_t *at, const char *s) {
   buf[*at] = 0;
 }
 
-static void stream_name(const char *ns, const char *dest, char *buf, size_t cap) {
+/* The stream's name, in buf (at least STREAM_MAX + 1 bytes). A name
+ * longer than STREAM_MAX (a stream's name holds at most 255 bytes) keeps
+ * its first STREAM_MAX - 18 bytes, then "__" and 16 hex digits of a hash
+ * of the whole: a third "__", which ENC never makes, so it is no other
+ * destination's unshortened name. */
+static void stream_name(const char *ns, const char *dest, char *buf) {
+  char full[2048];
   size_t at = 0;
-  put(buf, cap, &at, "mb__");
-  enc(buf, cap, &at, ns);
-  put(buf, cap, &at, "__");
-  enc(buf, cap, &at, dest);
+  put(full, sizeof full, &at, "mb__");
+  enc(full, sizeof full, &at, ns);
+  put(full, sizeof full, &at, "__");
+  enc(full, sizeof full, &at, dest);
+  if (at > STREAM_MAX) {
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (size_t i = 0; i < at; i++) h = (h ^ (unsigned char)full[i]) * UINT64_C(1099511628211);
+    snprintf(full + STREAM_MAX - 18, 19, "__%016" PRIX64, h);
+  }
+  snprintf(buf, STREAM_MAX + 1, "%s", full);
 }
 
 static void consumer_name(const mb_durable *d, const char *group, char *buf, size_t cap) {
@@ -545,7 +558,7 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
     snprintf(err, errlen, "'%s' cannot be a cluster destination (its subject)", dest);
     return MB_EINVAL;
   }
-  stream_name(d->h.ns, dest, x->stream, sizeof x->stream);
+  stream_name(d->h.ns, dest, x->stream);
   x->type = type;
   x->o = v;
   x->wait_tail = &x->wait;

@@ -8,7 +8,9 @@
  * [A-Za-z0-9-] written _XX, upper-case hex, so "__" never comes from ENC):
  *   stream      mb__ENC(NS)__ENC(DEST), subject mb.NS.d.NAME (as a cluster
  *               destination's), file storage, limits retention: it keeps
- *               max_msgs / max_bytes / max_age, the oldest go first
+ *               max_msgs / max_bytes / max_age, the oldest go first; a
+ *               name over 199 bytes is its first 181, "__" and 16 hex
+ *               digits of the whole name's FNV-1a hash
  *   consumer    g__ENC(GROUP) for a named group (shared by its members on
  *               every node: a push consumer with that deliver group),
  *               n__ENC(NODE) for the groups without a name of node NODE;

@@ -240,6 +240,32 @@ end)
     assert.equal(0, s:stop(), s.err)
   end)
 
+  it("keeps two long names that differ only at their end in two streams", function()
+    -- a stream's name holds at most 255 bytes: a long destination name
+    -- must not be cut to one shared by another destination
+    local out, err, code = send([[
+local a, b = ("a"):rep(200) .. "x", ("a:"):rep(100) .. "y"
+local b2 = ("a:"):rep(100) .. "z"
+for _, name in ipairs{a, b, b2} do
+  assert(mb.destination(name, {cluster = {durable = true}}))
+  mb.listen(name, function(msg) print("got " .. msg.payload .. " at " .. name:sub(-1)) end)
+end
+print("sent", mb.send(a, "x") ~= nil, mb.send(b, "y") ~= nil, mb.send(b2, "z") ~= nil,
+  mb.send(a, "x") ~= nil)
+local n = 0
+mb.every(0.05, function()
+  n = n + 1
+  if n == 20 then mb.stop() end
+end)
+]])
+    assert.equal(0, code, err)
+    assert.matches("sent\ttrue\ttrue\ttrue\ttrue", out)
+    assert.equal(2, count(out, "^got x at x$"), out)
+    assert.equal(1, count(out, "^got y at y$"), out)
+    assert.equal(1, count(out, "^got z at z$"), out)
+    assert.equal(4, count(out, "^got "), out)
+  end)
+
   it("checks its options", function()
     local out, err, code = send([[
 print(pcall(mb.destination, "x", {cluster = {durable = true, max_deliver = 0}}))
