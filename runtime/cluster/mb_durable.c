@@ -518,11 +518,24 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
     return MB_OK;
   }
   mb_durable_opts v = *o;
+  const char *bad = v.max_deliver < 0 ? "max_deliver"
+                    : v.max_msgs < 0  ? "max_msgs"
+                    : v.max_bytes < 0 ? "max_bytes"
+                    : v.max_age != 0 && !(v.max_age >= MB_DURABLE_MIN_MAX_AGE && v.max_age <= 1e9)
+                        ? "max_age"
+                    : v.ack_wait != 0 && !(v.ack_wait >= MB_DURABLE_MIN_ACK_WAIT &&
+                                           v.ack_wait <= 1e9)
+                        ? "ack_wait"
+                        : NULL;
+  if (bad) { /* (mb.destination says which values are good) */
+    snprintf(err, errlen, "durable destination '%s': option '%s' out of range", dest, bad);
+    return MB_EINVAL;
+  }
   if (!v.max_deliver) v.max_deliver = DEF_MAX_DELIVER;
   if (!v.max_msgs) v.max_msgs = DEF_MAX_MSGS;
   if (!v.max_bytes) v.max_bytes = DEF_MAX_BYTES;
-  if (!(v.max_age > 0)) v.max_age = DEF_MAX_AGE;
-  if (!(v.ack_wait > 0)) v.ack_wait = DEF_ACK_WAIT;
+  if (!v.max_age) v.max_age = DEF_MAX_AGE;
+  if (!v.ack_wait) v.ack_wait = DEF_ACK_WAIT;
   if (type == MB_SYNCHRONOUS) {
     snprintf(err, errlen, "a durable destination is parallel or serial, not synchronous");
     return MB_EINVAL;

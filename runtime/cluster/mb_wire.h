@@ -41,4 +41,12 @@ typedef struct mb_durable_opts {
                               * to another member of its group [30] */
 } mb_durable_opts;
 
+/* The least max_age (JetStream refuses a stream keeping its messages less
+ * than 100 ms) and ack_wait (a delivery still running says so every
+ * ack_wait/3, looked at every 0.25 s: the gap must stay well below
+ * ack_wait, or the server gives the delivery to another member while it
+ * runs, also on a serial destination). */
+#define MB_DURABLE_MIN_MAX_AGE 0.1
+#define MB_DURABLE_MIN_ACK_WAIT 1.0
+
 #endif

@@ -273,6 +273,12 @@ print(pcall(mb.destination, "x", {cluster = {durable = true, bogus = 1}}))
 print(pcall(mb.destination, "x", {cluster = {max_msgs = 5}}))
 print(pcall(mb.destination, "x", {type = "synchronous", cluster = {durable = true}}))
 print(pcall(mb.destination, "x", {cluster = {durable = true, max_age = -1}}))
+-- JetStream refuses max_age < 0.1; an ack_wait under 1 s is shorter than
+-- the node's "in progress" beat allows (a delivery would run twice at once)
+print(pcall(mb.destination, "x", {cluster = {durable = true, max_age = 0.05}}))
+print(pcall(mb.destination, "x", {cluster = {durable = true, ack_wait = 0.5}}))
+print(pcall(mb.destination, "x", {cluster = {durable = true, ack_wait = 0/0}}))
+assert(mb.destination("edge", {cluster = {durable = true, ack_wait = 1, max_age = 0.1}}))
 assert(mb.destination("d", {cluster = {durable = true}}))
 print(pcall(mb.request, "d", 1))
 assert(mb.destination("p", {cluster = true}))
@@ -284,7 +290,14 @@ print(mb.destination("d", {cluster = {durable = true, max_deliver = 9}}))
     assert.matches("option 'cluster' unknown option 'bogus'", out)
     assert.matches("option 'cluster.durable' must be true", out)
     assert.matches("option 'cluster.durable' is for parallel and serial destinations", out)
-    assert.matches("option 'cluster.max_age' must be a number of seconds > 0, not %-1", out)
+    assert.matches("option 'cluster.max_age' must be a number of seconds from 0.1 to 1e9, not %-1",
+      out)
+    assert.matches("option 'cluster.max_age' must be a number of seconds from 0.1 to 1e9, not 0.05",
+      out)
+    assert.matches("option 'cluster.ack_wait' must be a number of seconds from 1.0 to 1e9, not 0.5",
+      out)
+    assert.matches("option 'cluster.ack_wait' must be a number of seconds from 1.0 to 1e9, not [-]?nan",
+      out)
     assert.matches("mb.request: 'd' is a durable destination: it takes sends", out)
     assert.matches("nil\texists: destination 'p' exists with other options", out)
     assert.matches("nil\texists: durable destination 'd' is declared here with other options", out)
