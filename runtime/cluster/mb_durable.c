@@ -38,6 +38,7 @@
 #define DEF_MAX_BYTES (INT64_C(1) << 30)
 #define DEF_MAX_AGE (7 * 24 * 3600.0)
 #define DEF_ACK_WAIT 30.0
+#define MAX_PENDING 1000 /* a parallel consumer's max_ack_pending, at most (the server's default) */
 #define JS_WAIT 5000 /* ms a management request may take */
 #define RETRY 1.0    /* s before a management job that lacked the server is tried again */
 #define BIAS (1L << 30) /* see mb_durable_receive */
@@ -311,7 +312,10 @@ static void do_consumer(mb_durable *d, job *j) {
   cfg.AckPolicy = js_AckExplicit;
   cfg.AckWait = (int64_t)(o.ack_wait * 1e9);
   cfg.MaxDeliver = -1; /* counted here: see mb_durable_receive */
-  cfg.MaxAckPending = type == MB_SERIAL ? 1 : 0;
+  /* what the node's queue holds: a message it cannot queue would be
+   * handed back, an attempt lost (after max_deliver of them it would go to
+   * the dead letters, never having run) */
+  cfg.MaxAckPending = type == MB_SERIAL ? 1 : (int64_t)o.max_queue;
   jsErrCode jerr = 0;
   jsConsumerInfo *ci = NULL;
   natsStatus s = js_AddConsumer(&ci, d->js, stream, &cfg, NULL, &jerr);
@@ -536,6 +540,7 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
   if (!v.max_bytes) v.max_bytes = DEF_MAX_BYTES;
   if (!v.max_age) v.max_age = DEF_MAX_AGE;
   if (!v.ack_wait) v.ack_wait = DEF_ACK_WAIT;
+  if (!v.max_queue || v.max_queue > MAX_PENDING) v.max_queue = MAX_PENDING;
   if (type == MB_SYNCHRONOUS) {
     snprintf(err, errlen, "a durable destination is parallel or serial, not synchronous");
     return MB_EINVAL;
@@ -545,7 +550,8 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
   if (x) {
     int same = x->type == type && x->o.max_deliver == v.max_deliver &&
                x->o.max_msgs == v.max_msgs && x->o.max_bytes == v.max_bytes &&
-               x->o.max_age == v.max_age && x->o.ack_wait == v.ack_wait;
+               x->o.max_age == v.max_age && x->o.ack_wait == v.ack_wait &&
+               x->o.max_queue == v.max_queue;
     pthread_mutex_unlock(&d->mu);
     if (!same)
       snprintf(err, errlen, "durable destination '%s' is declared here with other options", dest);

@@ -14,7 +14,8 @@
  *   consumer    g__ENC(GROUP) for a named group (shared by its members on
  *               every node: a push consumer with that deliver group),
  *               n__ENC(NODE) for the groups without a name of node NODE;
- *               explicit acks, ack_wait, max_ack_pending 1 when serial
+ *               explicit acks, ack_wait, max_ack_pending 1 when serial,
+ *               else the declaring node's max_queue (at most 1000)
  *   delivery    mb.NS.q.STREAM.CONSUMER (the consumer's deliver subject)
  *   stored acks mb.NS.n.NODE.j.HEX (the stream's answer to a send, HEX its
  *               id)

@@ -39,6 +39,9 @@ typedef struct mb_durable_opts {
   double max_age;            /* seconds a message is kept [7 days] */
   double ack_wait;           /* seconds before an unacknowledged delivery goes
                               * to another member of its group [30] */
+  size_t max_queue;          /* the destination's max_queue on this node, which
+                              * bounds a parallel one's messages in flight per
+                              * consumer (max_ack_pending, at most 1000) [1000] */
 } mb_durable_opts;
 
 /* The least max_age (JetStream refuses a stream keeping its messages less

@@ -392,6 +392,7 @@ static int l_destination(lua_State *L) {
   int existed = o.cluster && mb_dest_exists(core(S), name);
   if (o.cluster == 2) { /* the link stores its messages: its stream and limits first */
     char err[400];
+    du.max_queue = o.max_queue;
     int drc = mb_cluster_durable(S->R->cluster, name, o.type, &du, err, sizeof err);
     if (drc < 0) {
       lua_pushnil(L);

@@ -224,6 +224,36 @@ print("stored")
     assert.matches("stats 6 6 4", o)
   end)
 
+  it("gives a node no more than its max_queue holds, so a slow node loses no message to the dead letters",
+    function()
+    -- the consumer's messages in flight are bounded by the queue: a full
+    -- queue handed each extra one back, an attempt lost each time, and
+    -- after max_deliver of them it went to the dead letters unhandled
+    local decl = [[assert(mb.destination("slow", {max_queue = 3, cluster = {durable = true}}))
+]]
+    local l = node("l1", decl .. DEAD .. [[
+local got = 0
+mb.listen("slow", function(msg)
+  local t = os.clock()
+  while os.clock() - t < 0.01 do end -- holds worker 0: the queue fills
+  got = got + 1
+  if got == 60 then print("all 60") end
+end)
+mb.after(0.05, function() print("ready") end)
+]])
+    assert(l:wait_output("ready", 15), l:errors())
+    local out, err, code = send(decl .. [[
+for n = 1, 60 do assert(mb.send("slow", {n = n})) end
+print("stored")
+]])
+    assert.equal(0, code, err)
+    assert(nodes.wait_for(function()
+      return l:output():match("all 60") or count(l:output(), "^dead ") > 0
+    end, 30), l:output() .. l:errors())
+    assert.equal(0, count(l:output(), "^dead "), l:output())
+    assert.equal(0, l:stop(), l.err)
+  end)
+
   it("refuses a send while the server is down with closed:", function()
     local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
 ]]
