@@ -416,6 +416,16 @@ static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *nm, vo
       int len = natsMsg_GetDataLength(nm);
       char body[512];
       snprintf(body, sizeof body, "%.*s", len < 511 ? len : 511, data ? data : "");
+      if (!strstr(body, "\"error\"") &&
+          !(strstr(body, "\"stream\":\"") && strstr(body, "\"seq\":"))) {
+        /* not the stream's answer (a plain client replied at the
+         * destination's subject): the stream's own, or the send's
+         * timeout, decides */
+        report(d, "mb: cluster: a reply to a durable send at '%s' is no JetStream "
+                  "acknowledgement (ignored): %.100s", subj, body);
+        natsMsg_Destroy(nm);
+        return;
+      }
       if (strstr(body, "\"error\"")) {
         status = MB_EFAILED;
         const char *desc = strstr(body, "\"description\":\"");

@@ -254,6 +254,44 @@ print("stored")
     assert.equal(0, l:stop(), l.err)
   end)
 
+  it("takes only the stream's answer as stored, not a plain client's reply", function()
+    -- the stream is gone (deleted by an operator) and a plain client
+    -- subscribed to the destination's subject answers every message: its
+    -- reply is no JetStream acknowledgement: ignored (reported), the send
+    -- times out (it was an id: stored, it said)
+    local seen = env.dir .. "/seen"
+    local script = env.dir .. "/replier.sh"
+    helper.write(script, ([[
+exec 3<>/dev/tcp/127.0.0.1/%d
+read -r info <&3
+printf 'CONNECT {"verbose":false,"headers":true}\r\nSUB mb.default.d.gone 1\r\nPUB $JS.API.STREAM.DELETE.mb__default__gone 0\r\n\r\nPING\r\n' >&3
+while read -t 20 -r line <&3; do
+  case $line in
+    PONG*) echo ready >> %s;;
+    HMSG\ mb.default.d.gone*) set -- $line; printf 'PUB %%s 2\r\n{}\r\n' "$4" >&3;;
+  esac
+done
+]]):format(env.srv.port, helper.quote(seen)))
+    local s = node("s1", [[
+assert(mb.destination("gone", {cluster = {durable = true}}))
+mb.after(0.2, function() print("ready") end)
+mb.every(0.1, function()
+  if io.open(os.getenv("SEEN")) then
+    print("result", mb.send("gone", 1, {timeout = 1}))
+    mb.stop()
+  end
+end)
+]], "SEEN=" .. helper.quote(seen))
+    assert(s:wait_output("ready", 15), s:errors())
+    local pid = tonumber((helper.run(("timeout 30 bash %s > /dev/null 2>&1 & echo $!")
+      :format(helper.quote(script)))))
+    finally(function() os.execute(("kill %d 2> /dev/null"):format(pid)) end)
+    assert(s:wait_output("result[^\n]*\n", 15), s:output() .. s:errors())
+    assert.matches("result\tnil\ttimeout: ", s:output())
+    assert.matches("a reply to a durable send at '[^']+' is no JetStream acknowledgement "
+      .. "%(ignored%): {}", s:errors())
+  end)
+
   it("refuses a send while the server is down with closed:", function()
     local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
 ]]
