@@ -41,6 +41,7 @@
 #define MAX_PENDING 1000 /* a parallel consumer's max_ack_pending, at most (the server's default) */
 #define JS_WAIT 5000 /* ms a management request may take */
 #define RETRY 1.0    /* s before a management job that lacked the server is tried again */
+#define RETRY_REFUSED 2.0 /* s before a stream the server refused is asked for again */
 #define BIAS (1L << 30) /* see mb_durable_receive */
 #define STREAM_MAX 199  /* bytes of a stream's name: see stream_name */
 
@@ -254,24 +255,35 @@ static void do_stream(mb_durable *d, job *j) {
     pthread_mutex_unlock(&d->mu);
     return;
   }
+  /* refused (no JetStream yet, a JetStream cluster without its leader, a
+   * limit): sends fail at once with the reason, and the stream is asked
+   * for again, until the server makes it (said once per reason) */
   pthread_mutex_lock(&d->mu);
   x = find(d, j->dest);
   waiting *w = NULL;
+  int again = 0, was = x ? x->state : 0;
+  char fail[800];
   if (x) {
     x->state = s == NATS_OK ? 1 : -1;
-    if (s != NATS_OK)
-      snprintf(x->why, sizeof x->why,
+    if (s != NATS_OK) {
+      snprintf(fail, sizeof fail,
                "failed: the JetStream stream '%.150s' of durable destination '%.255s' could not be "
                "made: %.200s (is nats-server running with -js?)",
                stream, j->dest, why);
+      again = strcmp(fail, x->why) != 0;
+      snprintf(x->why, sizeof x->why, "%s", fail);
+      if (!d->stopping) push_job(d, j->dest, NULL, 0, RETRY_REFUSED);
+    }
     w = x->wait;
     x->wait = NULL;
     x->wait_tail = &x->wait;
   }
-  char fail[800];
   snprintf(fail, sizeof fail, "%s", x ? x->why : "");
   pthread_mutex_unlock(&d->mu);
-  if (s != NATS_OK) report(d, "mb: cluster: %s", fail + 8);
+  if (s != NATS_OK && again) report(d, "mb: cluster: %s", fail + 8);
+  if (s == NATS_OK && was < 0)
+    report(d, "mb: cluster: the JetStream stream '%s' of durable destination '%s' is made now",
+           stream, j->dest);
   while (w) {
     waiting *next = w->next;
     if (s == NATS_OK)
@@ -289,9 +301,9 @@ static void do_stream(mb_durable *d, job *j) {
 static void do_consumer(mb_durable *d, job *j) {
   pthread_mutex_lock(&d->mu);
   ddest *x = find(d, j->dest);
-  int state = x ? x->state : -1;
-  if (state == 0 && !d->stopping) /* after its stream */
-    push_job(d, j->dest, j->group, 1, 0.05);
+  int state = x ? x->state : -2;
+  if (state > -2 && state != 1 && !d->stopping) /* after its stream */
+    push_job(d, j->dest, j->group, 1, state ? RETRY_REFUSED : 0.05);
   if (state != 1) {
     pthread_mutex_unlock(&d->mu);
     return;

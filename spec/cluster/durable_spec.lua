@@ -254,6 +254,33 @@ print("stored")
     assert.equal(0, l:stop(), l.err)
   end)
 
+  it("makes its stream once the server has JetStream, when it had none at the declaration",
+    function()
+    -- the node started while the server ran without -js (or a JetStream
+    -- cluster had no leader yet): its sends failed, and went on failing,
+    -- and its listener got nothing, after the server had JetStream
+    env.srv.jetstream = nil
+    assert(env.srv:restart())
+    local n = node("j1", [[
+assert(mb.destination("late", {cluster = {durable = true}}))
+mb.listen("late", function(msg) print("got " .. msg.payload) end)
+local i = 0
+mb.every(0.3, function()
+  i = i + 1
+  print("send " .. i, mb.send("late", "m" .. i, {timeout = 1}))
+end)
+]])
+    assert(n:wait_output("send %d+\tnil\tfailed: the JetStream stream", 15), n:output() .. n:errors())
+    env.srv.jetstream = true
+    assert(env.srv:restart())
+    assert(n:wait_output("got m%d+", 20), n:output() .. n:errors())
+    assert.matches("send %d+\tj1:%x+\n", n:output())
+    assert.matches("is made now", n:errors())
+    -- the refusal was said once, not at each try
+    assert.equal(1, select(2, n:errors():gsub("could not be made", "")), n:errors())
+    assert.equal(0, n:stop(), n.err)
+  end)
+
   it("takes only the stream's answer as stored, not a plain client's reply", function()
     -- the stream is gone (deleted by an operator) and a plain client
     -- subscribed to the destination's subject answers every message: its
