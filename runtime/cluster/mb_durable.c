@@ -137,7 +137,9 @@ static void stream_name(const char *ns, const char *dest, char *buf) {
     for (size_t i = 0; i < at; i++) h = (h ^ (unsigned char)full[i]) * UINT64_C(1099511628211);
     snprintf(full + STREAM_MAX - 18, 19, "__%016" PRIX64, h);
   }
-  snprintf(buf, STREAM_MAX + 1, "%s", full);
+  if (at > STREAM_MAX) at = STREAM_MAX;
+  memcpy(buf, full, at);
+  buf[at] = 0;
 }
 
 static void consumer_name(const mb_durable *d, const char *group, char *buf, size_t cap) {
