@@ -67,6 +67,7 @@ typedef struct job {
   char *dest;
   char *group; /* a consumer's job: the named group, or NULL for the node's; */
   int consumer; /* 0: the stream's job */
+  int said;     /* a consumer's job: its refusal was reported */
   double not_before;
 } job;
 
@@ -184,21 +185,22 @@ static double now_s(void) {
   return (double)t.tv_sec + t.tv_nsec / 1e9;
 }
 
-/* under mu */
-static void push_job(mb_durable *d, const char *dest, const char *group, int consumer,
+/* under mu; the job, or NULL (reported) */
+static job *push_job(mb_durable *d, const char *dest, const char *group, int consumer,
                      double delay) {
   job *j = calloc(1, sizeof *j);
   if (!j || !(j->dest = strdup(dest)) || (group && !(j->group = strdup(group)))) {
     if (j) free(j->dest);
     free(j);
     report(d, "mb: cluster: out of memory for the JetStream set-up of '%s'", dest);
-    return;
+    return NULL;
   }
   j->consumer = consumer;
   j->not_before = delay > 0 ? now_s() + delay : 0;
   *d->jobs_tail = j;
   d->jobs_tail = &j->next;
   pthread_cond_broadcast(&d->cond);
+  return j;
 }
 
 /* A failure for want of the server (tried again later) rather than its
@@ -304,8 +306,10 @@ static void do_consumer(mb_durable *d, job *j) {
   pthread_mutex_lock(&d->mu);
   ddest *x = find(d, j->dest);
   int state = x ? x->state : -2;
+  job *again = NULL;
   if (state > -2 && state != 1 && !d->stopping) /* after its stream */
-    push_job(d, j->dest, j->group, 1, state ? RETRY_REFUSED : 0.05);
+    again = push_job(d, j->dest, j->group, 1, state ? RETRY_REFUSED : 0.05);
+  if (again) again->said = j->said;
   if (state != 1) {
     pthread_mutex_unlock(&d->mu);
     return;
@@ -342,15 +346,23 @@ static void do_consumer(mb_durable *d, job *j) {
       jerr = first;
   }
   if (ci) jsConsumerInfo_Destroy(ci);
+  if (s == NATS_OK && j->said)
+    report(d, "mb: cluster: the JetStream consumer '%s' of durable destination '%s' is made now",
+           consumer, j->dest);
   if (s == NATS_OK) return;
   char why[400];
   why_of(s, why, sizeof why);
+  /* refused (a consumer of that name the server will not change, a
+   * limit, a JetStream cluster without its leader): asked for again, and
+   * said once, as the stream */
+  int tr = transient(s, jerr);
   pthread_mutex_lock(&d->mu);
-  if (transient(s, jerr) && !d->stopping) push_job(d, j->dest, j->group, 1, RETRY);
+  if (!d->stopping && (again = push_job(d, j->dest, j->group, 1, tr ? RETRY : RETRY_REFUSED)))
+    again->said = j->said || !tr;
   pthread_mutex_unlock(&d->mu);
-  if (!transient(s, jerr))
+  if (!tr && !j->said)
     report(d, "mb: cluster: the JetStream consumer '%s' of durable destination '%s' could not "
-              "be made: %s", consumer, j->dest, why);
+              "be made: %s (asked for again every %g s)", consumer, j->dest, why, RETRY_REFUSED);
 }
 
 #define BEAT 0.25 /* s between two looks at the deliveries in progress */

@@ -338,6 +338,37 @@ end)
     assert.equal(0, n:stop(), n.err)
   end)
 
+  it("makes its consumer once the server takes it, when it refused it at first", function()
+    -- an operator's pull consumer holds the node's consumer name: the
+    -- server refuses mb's; once it is deleted, the node's listener gets
+    -- what was stored (it got nothing, for ever, before)
+    local decl = [[assert(mb.destination("cr", {cluster = {durable = true}}))
+]]
+    local out, err, code = send(decl .. [[
+for i = 1, 3 do assert(mb.send("cr", i)) end
+print("stored")
+]])
+    assert.equal(0, code, err)
+    local function api(subject, body)
+      return server.bash_client(env.srv.port, env.dir, ([[CONNECT {"verbose":false}\r\n]] ..
+        [[SUB _INBOX.api 1\r\nPUB %s _INBOX.api %d\r\n%s\r\n]]):format(subject, #body, body), true)
+    end
+    local made = api("$JS.API.CONSUMER.DURABLE.CREATE.mb__default__cr.n__c1",
+      [[{"stream_name":"mb__default__cr","config":{"durable_name":"n__c1","ack_policy":"explicit"}}]])
+    assert.matches('"name":"n__c1"', made)
+    local n = node("c1", decl .. [[
+mb.listen("cr", function(msg) print("got " .. msg.payload) end)
+]])
+    assert(nodes.wait_for(function() return n:errors():match("could not be made") end, 15),
+      n:output() .. n:errors())
+    assert.matches('"success":true', api("$JS.API.CONSUMER.DELETE.mb__default__cr.n__c1", ""))
+    assert(nodes.wait_for(function() return count(n:output(), "^got %d$") >= 3 end, 15),
+      n:output() .. n:errors())
+    assert.matches("consumer 'n__c1' of durable destination 'cr' is made now", n:errors())
+    assert.equal(1, select(2, n:errors():gsub("could not be made", "")), n:errors())
+    assert.equal(0, n:stop(), n.err)
+  end)
+
   it("takes only the stream's answer as stored, not a plain client's reply", function()
     -- the stream is gone (deleted by an operator) and a plain client
     -- subscribed to the destination's subject answers every message: its
