@@ -93,6 +93,7 @@ static void link_interest(void *ud, const char *dest, const char *group, uint64_
             e->left[e->nleft++] = m;
         natsSubscription_Unsubscribe(e->ns);
         e->dead = 1;
+        if (e->durable) mb_durable_interest(c->durable, dest, group, 0, subject, sizeof subject);
         break;
       }
     pthread_mutex_unlock(&c->mu);
@@ -168,6 +169,7 @@ static void on_reconnected(natsConnection *nc, void *ud) {
     mbc_count(c, &c->st.up, 1);
     mb_service_post(c->svc, up_task, c);
   }
+  mb_durable_check(c->durable, 1); /* the server may have come back without them */
 }
 
 /* nats.c's last callback for the connection: c may go after it. */

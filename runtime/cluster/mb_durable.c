@@ -51,8 +51,14 @@ typedef struct waiting { /* a send waiting for its stream */
   int kind;
 } waiting;
 
+typedef struct want { /* a group listening here: its consumer is wanted */
+  struct want *next;
+  char *group; /* NULL: the node's groups without a name */
+} want;
+
 typedef struct ddest {
   struct ddest *next;
+  want *wants;
   char *name;
   mb_dest_type type;
   mb_durable_opts o;
@@ -93,6 +99,7 @@ struct mb_durable {
   ddest *dests;
   job *jobs, **jobs_tail;
   inflight *live;
+  double checked; /* when mb_durable_check last asked for everything again */
   char prefix[200]; /* mb.NS.n.NODE.j. */
 };
 
@@ -433,7 +440,8 @@ static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *nm, vo
   if (!strncmp(subj, d->prefix, pl) && !mb_id_parse(subj + pl, strlen(subj + pl), &id)) {
     char why[600];
     int status = MB_OK;
-    if (natsMsg_IsNoResponders(nm)) {
+    if (natsMsg_IsNoResponders(nm)) { /* its stream is gone: made again */
+      mb_durable_check(d, 0);
       status = MB_EFAILED;
       snprintf(why, sizeof why, "failed: no JetStream stream stores this destination's messages "
                                 "(is nats-server running with -js?)");
@@ -526,6 +534,15 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind) {
 
 static natsStatus start_locked(mb_durable *d);
 
+static void free_wants(ddest *x) {
+  while (x->wants) {
+    want *w = x->wants;
+    x->wants = w->next;
+    free(w->group);
+    free(w);
+  }
+}
+
 /* dest is no durable destination here (any more): its record goes, and
  * the sends that waited for its stream fail. */
 static void forget(mb_durable *d, const char *dest) {
@@ -547,6 +564,7 @@ static void forget(mb_durable *d, const char *dest) {
     mb_msg_unref(w->m);
     free(w);
   }
+  free_wants(x);
   free(x->name);
   free(x);
 }
@@ -642,9 +660,38 @@ int mb_durable_interest(mb_durable *d, const char *dest, const char *group, int 
     consumer_name(d, group, consumer, sizeof consumer);
     deliver_subject(d, x, consumer, subject, cap);
     if (on) push_job(d, dest, group, 1, 0);
+    /* the groups listening here, whose consumers mb_durable_check makes again */
+    want **p = &x->wants;
+    while (*p && !(group ? (*p)->group && !strcmp((*p)->group, group) : !(*p)->group))
+      p = &(*p)->next;
+    if (!on && *p) {
+      want *w = *p;
+      *p = w->next;
+      free(w->group);
+      free(w);
+    } else if (on && !*p && (*p = calloc(1, sizeof **p)) && group &&
+               !((*p)->group = strdup(group))) {
+      free(*p);
+      *p = NULL;
+    }
   }
   pthread_mutex_unlock(&d->mu);
   return x ? 0 : -1;
+}
+
+void mb_durable_check(mb_durable *d, int now) {
+  if (!d) return;
+  double t = now_s();
+  pthread_mutex_lock(&d->mu);
+  if (d->started && !d->stopping && (now || t - d->checked >= RETRY_REFUSED)) {
+    d->checked = t;
+    for (ddest *x = d->dests; x; x = x->next) {
+      if (x->state != 1) continue; /* its stream's job is on its way */
+      push_job(d, x->name, NULL, 0, 0);
+      for (want *w = x->wants; w; w = w->next) push_job(d, x->name, w->group, 1, 0);
+    }
+  }
+  pthread_mutex_unlock(&d->mu);
 }
 
 /* ---- receiving and acknowledging ------------------------------------------------------ */
@@ -890,6 +937,7 @@ void mb_durable_free(mb_durable *d) {
       mb_msg_unref(w->m);
       free(w);
     }
+    free_wants(x);
     free(x->name);
     free(x);
   }

@@ -82,6 +82,11 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind);
  * in the background. 0, or -1 when dest is not durable here. */
 int mb_durable_interest(mb_durable *d, const char *dest, const char *group, int on, char *subject,
                         size_t cap);
+/* The streams made and the consumers of the groups listening here are
+ * asked for again (the server may have lost them: restarted with an empty
+ * store, or an operator deleted them): at a reconnection (now), or when a
+ * send found no stream (at most every 2 s). Any thread. */
+void mb_durable_check(mb_durable *d, int now);
 /* Worker 0: a message of a consumer of dest (key: the named group's, 0:
  * the groups without a name), borrowed: delivered, acknowledged later. */
 void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *nm);

@@ -338,6 +338,61 @@ end)
     assert.equal(0, n:stop(), n.err)
   end)
 
+  it("makes its stream and consumers again after the server came back without them", function()
+    -- the server restarted with an empty store (a container's, say): the
+    -- running nodes' sends failed for ever, and their listeners got
+    -- nothing, until they were restarted
+    local decl = [[assert(mb.destination("lost", {cluster = {durable = true}}))
+]]
+    local l = node("l1", decl .. [[
+mb.listen("lost", function(msg) print("got " .. msg.payload) end, {group = "g"})
+mb.after(0.05, function() print("ready") end)
+]])
+    assert(l:wait_output("ready", 15), l:errors())
+    local s = node("s1", decl .. [[
+local i = 0
+mb.every(0.3, function()
+  i = i + 1
+  print("send " .. i, mb.send("lost", i, {timeout = 1}))
+end)
+]])
+    assert(l:wait_output("got %d+", 15), l:output() .. l:errors())
+    assert(env.srv:kill())
+    os.execute("rm -rf " .. helper.quote(env.srv.dir .. "/js"))
+    assert(env.srv:restart())
+    local after = #s:output()
+    assert(nodes.wait_for(function()
+      return s:output():sub(after + 1):match("send %d+\ts1:%x+\n")
+    end, 20), s:output() .. s:errors())
+    local n = tonumber(s:output():sub(after + 1):match("send (%d+)\ts1:%x+\n"))
+    assert(l:wait_output("got " .. n .. "\n", 15), l:output() .. l:errors())
+    assert.equal(0, l:stop(), l.err)
+  end)
+
+  it("makes its stream and consumer again when a send finds the stream deleted", function()
+    local n = node("d1", [[
+assert(mb.destination("del", {cluster = {durable = true}}))
+mb.listen("del", function(msg) print("got " .. msg.payload) end)
+local i = 0
+mb.every(0.3, function()
+  i = i + 1
+  print("send " .. i, mb.send("del", i, {timeout = 1}))
+end)
+]])
+    assert(n:wait_output("got %d+", 15), n:output() .. n:errors())
+    local _, err, code = server.bash_client(env.srv.port, env.dir, [[CONNECT {"verbose":false}\r\n]]
+      .. [[PUB $JS.API.STREAM.DELETE.mb__default__del 0\r\n\r\nPING\r\n]])
+    assert.equal(0, code, err)
+    assert(n:wait_output("send %d+\tnil\tfailed: no JetStream stream", 15), n:output())
+    local after = #n:output()
+    assert(nodes.wait_for(function()
+      return n:output():sub(after + 1):match("send %d+\td1:%x+\n")
+    end, 20), n:output() .. n:errors())
+    local i = tonumber(n:output():sub(after + 1):match("send (%d+)\td1:%x+\n"))
+    assert(n:wait_output("got " .. i .. "\n", 15), n:output() .. n:errors())
+    assert.equal(0, n:stop(), n.err)
+  end)
+
   it("makes its consumer once the server takes it, when it refused it at first", function()
     -- an operator's pull consumer holds the node's consumer name: the
     -- server refuses mb's; once it is deleted, the node's listener gets
