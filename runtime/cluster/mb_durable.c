@@ -218,9 +218,12 @@ static int transient(natsStatus s, jsErrCode jerr) {
                    s == NATS_IO_ERROR);
 }
 
+/* The server's reason, without nats.c's "(file.c:LINE): " in front. */
 static void why_of(natsStatus s, char *buf, size_t cap) {
   natsStatus ls;
   const char *last = nats_GetLastError(&ls);
+  const char *at = last && *last == '(' ? strstr(last, "): ") : NULL;
+  if (at) last = at + 3;
   snprintf(buf, cap, "%s", last && *last ? last : natsStatus_GetText(s));
 }
 
@@ -279,8 +282,9 @@ static void do_stream(mb_durable *d, job *j) {
     if (s != NATS_OK) {
       snprintf(fail, sizeof fail,
                "failed: the JetStream stream '%.150s' of durable destination '%.255s' could not be "
-               "made: %.200s (is nats-server running with -js?)",
-               stream, j->dest, why);
+               "made: %.200s%s", stream, j->dest, why,
+               /* (the server's JetStream did not answer at all) */
+               s == NATS_NO_RESPONDERS ? " (is nats-server running with -js?)" : "");
       again = strcmp(fail, x->why) != 0;
       snprintf(x->why, sizeof x->why, "%s", fail);
       if (!d->stopping) push_job(d, j->dest, NULL, 0, RETRY_REFUSED);

@@ -393,6 +393,34 @@ end)
     assert.equal(0, n:stop(), n.err)
   end)
 
+  it("says the server's reason for refusing its stream, and makes it once the server takes it",
+    function()
+    -- an operator's stream already takes every destination's subject: the
+    -- server refuses mb's (overlapping subjects), which is no missing -js
+    local function api(subject, body)
+      return server.bash_client(env.srv.port, env.dir, ([[CONNECT {"verbose":false}\r\n]] ..
+        [[SUB _INBOX.api 1\r\nPUB %s _INBOX.api %d\r\n%s\r\n]]):format(subject, #body, body), true)
+    end
+    assert.matches('"name":"ops"', api("$JS.API.STREAM.CREATE.ops",
+      [[{"name":"ops","subjects":["mb.default.d.>"],"storage":"memory"}]]))
+    local n = node("o1", [[
+assert(mb.destination("ov", {cluster = {durable = true}}))
+mb.listen("ov", function(msg) print("got " .. msg.payload) end)
+local i = 0
+mb.every(0.3, function()
+  i = i + 1
+  print("send " .. i, mb.send("ov", i, {timeout = 1}))
+end)
+]])
+    assert(n:wait_output("send %d+\tnil\tfailed: [^\n]*could not be made", 15), n:output())
+    local why = n:output():match("send %d+\tnil\t(failed: [^\n]*)")
+    assert.matches("overlap", why)
+    assert.not_matches("%-js", why)
+    assert.matches('"success":true', api("$JS.API.STREAM.DELETE.ops", ""))
+    assert(n:wait_output("got %d+", 15), n:output() .. n:errors())
+    assert.equal(0, n:stop(), n.err)
+  end)
+
   it("makes its consumer once the server takes it, when it refused it at first", function()
     -- an operator's pull consumer holds the node's consumer name: the
     -- server refuses mb's; once it is deleted, the node's listener gets
