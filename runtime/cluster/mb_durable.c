@@ -77,9 +77,19 @@ typedef struct job {
   double not_before;
 } job;
 
+/* Which stored message a delivery is, from its reply subject: its
+ * consumer (a hash of the stream's and the consumer's names), its stream
+ * sequence and its stored time (a stream made again counts from 1). */
+typedef struct ack_id {
+  uint64_t who, seq, ts;
+} ack_id;
+
+#define DONE 1024 /* settled messages remembered (see mb_durable_receive) */
+
 /* A message of a consumer being delivered here (the tag of its mb_msg). */
 typedef struct inflight {
   mb_durable *d;
+  ack_id id;
   struct inflight *prev, *next;
   atomic_long remaining; /* deliveries still to end, plus BIAS until all were made */
   atomic_int ok, failed, dropped;
@@ -99,6 +109,11 @@ struct mb_durable {
   ddest *dests;
   job *jobs, **jobs_tail;
   inflight *live;
+  struct {
+    ack_id id;
+    char term; /* 1: terminated (+TERM), 0: acknowledged (+ACK) */
+  } done[DONE];     /* the last messages settled here for good */
+  unsigned ndone;   /* how many were, in all (done[ndone % DONE] is next) */
   double checked; /* when mb_durable_check last asked for everything again */
   char prefix[200]; /* mb.NS.n.NODE.j. */
 };
@@ -702,9 +717,10 @@ void mb_durable_check(mb_durable *d, int now) {
 
 /* The number of deliveries so far, from the reply subject
  * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
- * (or, with a domain and account hash, two tokens more after $JS.ACK);
+ * (or, with a domain and account hash, two tokens more after $JS.ACK, and
+ * maybe one at the end), and which message it is into *id (may be NULL);
  * 0 when it is not one. */
-static int delivered(const char *reply) {
+static int delivered(const char *reply, ack_id *id) {
   if (!reply || strncmp(reply, "$JS.ACK.", 8)) return 0;
   const char *tok[16];
   int n = 0;
@@ -715,15 +731,35 @@ static int delivered(const char *reply) {
     p++;
   }
   int at = n == 7 ? 2 : n >= 9 ? 4 : -1;
-  return at < 0 ? 0 : atoi(tok[at]);
+  if (at < 0) return 0;
+  if (id) {
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a of "<stream>.<consumer>" */
+    for (const char *p = tok[at - 2]; p < tok[at] - 1; p++)
+      h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
+    id->who = h;
+    id->seq = strtoull(tok[at + 1], NULL, 10);
+    id->ts = strtoull(tok[at + 3], NULL, 10);
+  }
+  return atoi(tok[at]);
+}
+
+static int same_id(const ack_id *a, const ack_id *b) {
+  return a->who == b->who && a->seq == b->seq && a->ts == b->ts;
 }
 
 static void ack(mb_durable *d, const char *reply, const char *what) {
   natsConnection_Publish(d->h.nc, reply, what, (int)strlen(what));
 }
 
-static void unlink_live(mb_durable *d, inflight *f) {
+/* f leaves the deliveries in progress; term: 1 terminated, 0
+ * acknowledged, -1 handed back. */
+static void unlink_live(mb_durable *d, inflight *f, int term) {
   pthread_mutex_lock(&d->mu);
+  if (term >= 0) {
+    unsigned at = d->ndone++ % DONE;
+    d->done[at].id = f->id;
+    d->done[at].term = (char)term;
+  }
   if (f->prev)
     f->prev->next = f->next;
   else if (d->live == f)
@@ -741,7 +777,7 @@ static void settle(inflight *f) {
                      : atomic_load(&f->dropped) || !ok ? "-NAK"
                                                        : "+ACK";
   ack(d, f->reply, what);
-  unlink_live(d, f);
+  unlink_live(d, f, what[1] == 'T' ? 1 : what[1] == 'A' ? 0 : -1);
   free(f);
 }
 
@@ -787,17 +823,34 @@ static mb_msg *plain(natsMsg *nm, const char **why) {
 
 void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *nm) {
   const char *reply = natsMsg_GetReply(nm);
-  int attempt = delivered(reply);
+  ack_id id;
+  int attempt = delivered(reply, &id);
   if (!attempt) {
     report(d, "mb: cluster: a message on '%s' is not a JetStream delivery: ignored",
            natsMsg_GetSubject(nm));
     return;
   }
+  /* the server's copy of a message running here, or settled here for good
+   * (it sends one each ack_wait the acknowledgement did not reach it in:
+   * worker 0 was held, so no beat and no reading): not run again, nor
+   * taken for a message lost (the dead letters after max_deliver); what
+   * was handed back comes again, as it should */
+  const char *seen = NULL;
   pthread_mutex_lock(&d->mu);
+  for (inflight *f = d->live; f && !seen; f = f->next)
+    if (same_id(&f->id, &id)) seen = "+WPI";
+  for (unsigned i = 0; i < DONE && i < d->ndone && !seen; i++) {
+    unsigned at = (d->ndone - 1 - i) % DONE;
+    if (same_id(&d->done[at].id, &id)) seen = d->done[at].term ? "+TERM" : "+ACK";
+  }
   ddest *x = find(d, dest);
   int max = x ? x->o.max_deliver : DEF_MAX_DELIVER;
   double ack_wait = x ? x->o.ack_wait : DEF_ACK_WAIT;
   pthread_mutex_unlock(&d->mu);
+  if (seen) {
+    ack(d, reply, seen);
+    return;
+  }
   const char *why = NULL, *v = NULL;
   int mine = natsMsgHeader_Get(nm, "Mb-Id", &v) == NATS_OK;
   mb_msg *m = mine ? d->h.decode_fn(nm, &why) : plain(nm, &why);
@@ -824,6 +877,7 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
     return;
   }
   f->d = d;
+  f->id = id;
   atomic_init(&f->remaining, BIAS);
   atomic_init(&f->ok, 0);
   atomic_init(&f->failed, 0);
@@ -851,7 +905,7 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
 
 void mb_durable_unreceived(mb_durable *d, natsMsg *nm) {
   const char *reply = natsMsg_GetReply(nm);
-  if (delivered(reply)) ack(d, reply, "-NAK");
+  if (delivered(reply, NULL)) ack(d, reply, "-NAK");
 }
 
 /* ---- start and stop ----------------------------------------------------------------- */

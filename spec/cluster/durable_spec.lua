@@ -490,6 +490,40 @@ end)
       .. "%(ignored%): {}", s:errors())
   end)
 
+  it("takes the server's copies of a message it already acknowledged as acknowledged, not as lost",
+    function()
+    -- a handler holding worker 0 past ack_wait: the server sends the
+    -- message again each ack_wait, and the node reads those copies only
+    -- after the handler returned and acknowledged it; each went to the
+    -- dead letters ("not acknowledged after N deliveries") for a message
+    -- handled once and well (and with a larger max_deliver ran it again)
+    local decl = [[assert(mb.destination("held", {cluster = {durable = true, ack_wait = 1,
+  max_deliver = 1}}))
+]]
+    local l = node("l1", decl .. DEAD .. [[
+mb.listen("held", function(msg)
+  print("start " .. msg.payload .. " " .. tostring(msg.redelivered))
+  local t = os.clock()
+  while os.clock() - t < 2.5 do end -- holds worker 0: no in-progress beat leaves
+  print("end " .. msg.payload)
+end)
+mb.after(0.05, function() print("ready") end)
+]])
+    assert(l:wait_output("ready", 15), l:errors())
+    local out, err, code = send(decl .. [[
+assert(mb.send("held", 1))
+assert(mb.send("held", 2))
+]])
+    assert.equal(0, code, err)
+    assert(l:wait_output("end 2", 20), l:output() .. l:errors())
+    os.execute("sleep 2") -- (the copies come at once after each handler)
+    local o = l:output()
+    assert.equal(0, count(o, "^dead "), o)
+    assert.equal(1, count(o, "^start 1 "), o)
+    assert.equal(1, count(o, "^start 2 "), o)
+    assert.equal(0, l:stop(), l.err)
+  end)
+
   it("refuses a send while the server is down with closed:", function()
     local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
 ]]
