@@ -861,8 +861,9 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
   }
   if (attempt > max) { /* its last attempt ended unacknowledged (a node died) */
     char lost[400];
-    snprintf(lost, sizeof lost, "failed: not acknowledged after %d deliveries (max_deliver %d); "
-                                "the last one's node stopped before its handler returned",
+    snprintf(lost, sizeof lost, "failed: not acknowledged after %d deliveries (max_deliver %d): "
+                                "the last one's node stopped or was cut off before its handler "
+                                "returned, held its worker 0 past ack_wait, or could not take it",
              attempt - 1, max);
     mb_link_dropped(d->h.rt, dest, m, lost);
     mb_msg_unref(m);

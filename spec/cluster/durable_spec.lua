@@ -524,6 +524,36 @@ assert(mb.send("held", 2))
     assert.equal(0, l:stop(), l.err)
   end)
 
+  it("sends a message whose last attempt's node was killed to the dead letters of the next, saying what may have happened",
+    function()
+    local decl = [[assert(mb.destination("kd", {cluster = {durable = true, ack_wait = 1,
+  max_deliver = 1}}))
+]]
+    local code = decl .. DEAD .. [[
+mb.listen("kd", function(msg)
+  print("start " .. msg.payload)
+  if os.getenv("STALL") then
+    local t = os.clock()
+    while os.clock() - t < 60 do end -- killed here
+  end
+end, {group = "g"})
+mb.after(0.05, function() print("ready") end)
+]]
+    local a = node("a1", code, "STALL=1")
+    assert(a:wait_output("ready", 15), a:errors())
+    local out, err, status = send(decl .. [[assert(mb.send("kd", 1))
+]])
+    assert.equal(0, status, err)
+    assert(a:wait_output("start 1", 15), a:output() .. a:errors())
+    a:kill()
+    local b = node("b1", code)
+    assert(b:wait_output("dead ", 15), b:output() .. b:errors())
+    assert.matches("dead failed: not acknowledged after 1 deliveries %(max_deliver 1%): the last "
+      .. "one's node stopped or was cut off before its handler returned, held its worker 0 past "
+      .. "ack_wait, or could not take it", b:output())
+    assert.equal(0, count(b:output(), "^start "))
+  end)
+
   it("refuses a send while the server is down with closed:", function()
     local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
 ]]
