@@ -316,7 +316,9 @@ static void do_stream(mb_durable *d, job *j) {
            stream, j->dest);
   while (w) {
     waiting *next = w->next;
-    if (s == NATS_OK)
+    if (s == NATS_OK && !mb_link_timeout(d->h.rt, mb_msg_id(w->m)))
+      mb_msg_unref(w->m); /* its sender has its answer (timeout:, closed:): not sent now */
+    else if (s == NATS_OK)
       mb_durable_send(d, j->dest, w->m, w->kind);
     else {
       mb_link_answer(d->h.rt, mb_msg_id(w->m), 0, MB_EFAILED, NULL, fail);

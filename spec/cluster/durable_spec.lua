@@ -554,6 +554,36 @@ mb.after(0.05, function() print("ready") end)
     assert.equal(0, count(b:output(), "^start "))
   end)
 
+  it("does not store later a send that timed out while its stream was being made", function()
+    -- the server stalls (SIGSTOP) while the node asks for the stream: the
+    -- send waiting for it returns timeout:, and must not be published when
+    -- the stream comes (it was, and its listener got it)
+    local trigger = env.dir .. "/go"
+    local n = node("w1", [[
+local started
+mb.every(0.1, function()
+  if started or not io.open(os.getenv("GO")) then return end
+  started = true
+  assert(mb.destination("ws", {cluster = {durable = true}}))
+  mb.listen("ws", function(msg) print("got " .. msg.payload) end)
+  print("first", mb.send("ws", 1, {timeout = 1}))
+  mb.after(2, function() print("second", mb.send("ws", 2)) end)
+end)
+mb.after(0.05, function() print("ready") end)
+]], "GO=" .. helper.quote(trigger))
+    assert(n:wait_output("ready", 15), n:errors())
+    env.srv:_signal("STOP")
+    finally(function() env.srv:_signal("CONT") end)
+    helper.write(trigger, "")
+    local ok = n:wait_output("first\t[^\n]*\n", 10)
+    env.srv:_signal("CONT")
+    assert(ok, n:output() .. n:errors())
+    assert.matches("first\tnil\ttimeout: ", n:output())
+    assert(n:wait_output("got 2", 15), n:output() .. n:errors())
+    assert.equal(0, count(n:output(), "^got 1"), n:output())
+    assert.equal(0, n:stop(), n.err)
+  end)
+
   it("refuses a send while the server is down with closed:", function()
     local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
 ]]
