@@ -597,7 +597,7 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
     return MB_OK;
   }
   mb_durable_opts v = *o;
-  const char *bad = v.max_deliver < 0 ? "max_deliver"
+  const char *bad = v.max_deliver < 0 || v.max_deliver > MB_DURABLE_MAX_DELIVER ? "max_deliver"
                     : v.max_msgs < 0  ? "max_msgs"
                     : v.max_bytes < 0 ? "max_bytes"
                     : v.max_age != 0 && !(v.max_age >= MB_DURABLE_MIN_MAX_AGE && v.max_age <= 1e9)

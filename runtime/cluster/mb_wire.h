@@ -51,5 +51,7 @@ typedef struct mb_durable_opts {
  * runs, also on a serial destination). */
 #define MB_DURABLE_MIN_MAX_AGE 0.1
 #define MB_DURABLE_MIN_ACK_WAIT 1.0
+/* The most attempts max_deliver may allow. */
+#define MB_DURABLE_MAX_DELIVER 1000000
 
 #endif

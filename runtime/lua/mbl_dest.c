@@ -230,7 +230,11 @@ static int check_durable(lua_State *L, int t, mb_dest_type type, mb_durable_opts
   }
   lua_pop(L, 1);
   if (try_positive(L, t, (*key = "cluster.max_deliver") + 8, &v)) return -1;
-  du->max_deliver = (int)(v > 1000000 ? 1000000 : v);
+  if (v > MB_DURABLE_MAX_DELIVER) {
+    lua_pushfstring(L, "must be a positive integer up to %d, not %I", MB_DURABLE_MAX_DELIVER, v);
+    return -1;
+  }
+  du->max_deliver = (int)v;
   if (try_positive(L, t, (*key = "cluster.max_msgs") + 8, &v)) return -1;
   du->max_msgs = (int64_t)v;
   if (try_positive(L, t, (*key = "cluster.max_bytes") + 8, &v)) return -1;
