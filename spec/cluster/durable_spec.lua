@@ -584,6 +584,50 @@ mb.after(0.05, function() print("ready") end)
     assert.equal(0, n:stop(), n.err)
   end)
 
+  it("takes no new messages from its consumers once it stops, so its stop ends with what it holds",
+    function()
+    -- a steady stream: the stopping node went on taking new messages while
+    -- "taking no new messages", never drained, and its stop always ran to
+    -- the end of the grace period, cutting its handlers short (exit 1)
+    local decl = [[assert(mb.destination("st", {cluster = {durable = true, ack_wait = 2}}))
+]]
+    local code = decl .. [[
+mb.listen("st", function(msg)
+  mb.sleep(0.3)
+  print("done " .. msg.payload)
+end, {group = "g"})
+mb.after(0.05, function() print("ready") end)
+]]
+    local a, b = node("a1", code), node("b1", code)
+    assert(a:wait_output("ready", 15), a:errors())
+    assert(b:wait_output("ready", 15), b:errors())
+    local s = node("s1", decl .. [[
+local i = 0
+mb.every(0.02, function()
+  i = i + 1
+  if i <= 400 then assert(mb.send("st", i)) end
+  if i == 400 then print("sent") end
+end)
+]])
+    assert(a:wait_output("done %d+", 15), a:output() .. a:errors())
+    local t = require("mb").now()
+    local status = a:stop()
+    local took = require("mb").now() - t
+    assert.equal(0, status, a.err)
+    assert.is_true(took < 3, ("the stop took %.1f s"):format(took))
+    assert(s:wait_output("sent", 30), s:output() .. s:errors())
+    -- what a1 had not started goes to b1 (at once, or after ack_wait)
+    local function handled()
+      local seen, n = {}, 0
+      for _, x in ipairs(lines(a.out .. b:output(), "^done (%d+)$")) do
+        if not seen[x] then seen[x], n = true, n + 1 end
+      end
+      return n
+    end
+    assert(nodes.wait_for(function() return handled() == 400 end, 20),
+      ("%d of 400 handled\n%s"):format(handled(), b:errors()))
+  end)
+
   it("refuses a send while the server is down with closed:", function()
     local decl = [[assert(mb.destination("down", {cluster = {durable = true}}))
 ]]
