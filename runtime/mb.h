@@ -524,6 +524,11 @@ typedef struct mb_link {
    * 0. Called with the runtime's lock held, from any thread: it must not
    * call the core. May be NULL. */
   int (*outcome)(void *ud, void *tag, int status);
+  /* The bus drains (mb_runtime_drain): the link takes no new messages
+   * that its server would give to another member or keep (a durable
+   * destination's), and hands back what it holds of them undelivered.
+   * Called without the runtime's lock, once. May be NULL. */
+  void (*drain)(void *ud);
 } mb_link;
 
 /* Installs the link (copied; NULL: none) before any cluster destination is

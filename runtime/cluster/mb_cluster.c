@@ -73,6 +73,22 @@ static int link_send(void *ud, mb_service *from, const char *dest, mb_dest_type 
   return rc;
 }
 
+/* Under c->mu: e ends; what waits in it would go with the subscription:
+ * kept to be reported, or handed back (a durable one's), by the next drain
+ * (what the server sends before it takes the unsubscription is lost
+ * unseen; a durable destination's comes again after ack_wait). */
+static void sub_end(sub *e) {
+  int msgs = 0, bytes = 0;
+  if (natsSubscription_GetPending(e->ns, &msgs, &bytes) == NATS_OK && msgs > 0 &&
+      (e->left = calloc((size_t)msgs, sizeof *e->left)))
+    for (natsMsg *m = NULL; e->nleft < (size_t)msgs &&
+                            natsSubscription_NextMsg(&m, e->ns, 0) == NATS_OK && m;
+         m = NULL)
+      e->left[e->nleft++] = m;
+  natsSubscription_Unsubscribe(e->ns);
+  e->dead = 1;
+}
+
 static void link_interest(void *ud, const char *dest, const char *group, uint64_t key, int on) {
   mb_cluster *c = ud;
   char subject[1024];
@@ -81,18 +97,8 @@ static void link_interest(void *ud, const char *dest, const char *group, uint64_
     for (sub *e = c->subs; e; e = e->next)
       if (!e->dead && e->dest && !strcmp(e->dest, dest) &&
           (group ? e->group && !strcmp(e->group, group) : !e->group)) {
-        /* what waits in it would go with the subscription: kept to be
-         * reported (what the server sends before it takes the
-         * unsubscription is lost unseen) */
-        int msgs = 0, bytes = 0;
-        if (natsSubscription_GetPending(e->ns, &msgs, &bytes) == NATS_OK && msgs > 0 &&
-            (e->left = calloc((size_t)msgs, sizeof *e->left)))
-          for (natsMsg *m = NULL; e->nleft < (size_t)msgs &&
-                                  natsSubscription_NextMsg(&m, e->ns, 0) == NATS_OK && m;
-               m = NULL)
-            e->left[e->nleft++] = m;
-        natsSubscription_Unsubscribe(e->ns);
-        e->dead = 1;
+        sub_end(e);
+        if (e->durable) mb_durable_interest(c->durable, dest, group, 0, subject, sizeof subject);
         break;
       }
     pthread_mutex_unlock(&c->mu);
@@ -132,6 +138,17 @@ static int link_outcome(void *ud, void *tag, int status) {
   return mb_durable_outcome(((mb_cluster *)ud)->durable, tag, status);
 }
 
+/* The bus drains: a durable destination's consumers are left, so that the
+ * server gives their messages to other members (or keeps them) instead of
+ * this node, which would take them in while it stops and never be done. */
+static void link_drain(void *ud) {
+  mb_cluster *c = ud;
+  pthread_mutex_lock(&c->mu);
+  for (sub *e = c->subs; e; e = e->next)
+    if (e->durable && !e->dead) sub_end(e);
+  pthread_mutex_unlock(&c->mu);
+}
+
 /* ---- the connection's state --------------------------------------------------------- */
 
 static void down_task(void *arg) {
@@ -168,6 +185,7 @@ static void on_reconnected(natsConnection *nc, void *ud) {
     mbc_count(c, &c->st.up, 1);
     mb_service_post(c->svc, up_task, c);
   }
+  mb_durable_check(c->durable, 1); /* the server may have come back without them */
 }
 
 /* nats.c's last callback for the connection: c may go after it. */
@@ -479,7 +497,7 @@ mb_cluster *mb_cluster_start(mb_runtime *rt, const mb_cluster_config *cfg, char 
   atomic_store(&c->up, 1);
   mb_nats_ev_set_read_hook(c->ev, mbc_drain, c);
   mb_link link = {.ud = c, .node = c->node, .send = link_send, .interest = link_interest,
-                  .outcome = link_outcome};
+                  .outcome = link_outcome, .drain = link_drain};
   mb_runtime_link(rt, &link);
   return c;
 }

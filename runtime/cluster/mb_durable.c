@@ -38,9 +38,12 @@
 #define DEF_MAX_BYTES (INT64_C(1) << 30)
 #define DEF_MAX_AGE (7 * 24 * 3600.0)
 #define DEF_ACK_WAIT 30.0
+#define MAX_PENDING 1000 /* a parallel consumer's max_ack_pending, at most (the server's default) */
 #define JS_WAIT 5000 /* ms a management request may take */
 #define RETRY 1.0    /* s before a management job that lacked the server is tried again */
+#define RETRY_REFUSED 2.0 /* s before a stream the server refused is asked for again */
 #define BIAS (1L << 30) /* see mb_durable_receive */
+#define STREAM_MAX 199  /* bytes of a stream's name: see stream_name */
 
 typedef struct waiting { /* a send waiting for its stream */
   struct waiting *next;
@@ -48,12 +51,18 @@ typedef struct waiting { /* a send waiting for its stream */
   int kind;
 } waiting;
 
+typedef struct want { /* a group listening here: its consumer is wanted */
+  struct want *next;
+  char *group; /* NULL: the node's groups without a name */
+} want;
+
 typedef struct ddest {
   struct ddest *next;
+  want *wants;
   char *name;
   mb_dest_type type;
   mb_durable_opts o;
-  char stream[200], subject[1024];
+  char stream[STREAM_MAX + 1], subject[1024];
   int state; /* 0: its stream is being made, 1: ready, -1: failed (why) */
   char why[800];
   waiting *wait, **wait_tail;
@@ -64,12 +73,23 @@ typedef struct job {
   char *dest;
   char *group; /* a consumer's job: the named group, or NULL for the node's; */
   int consumer; /* 0: the stream's job */
+  int said;     /* a consumer's job: its refusal was reported */
   double not_before;
 } job;
+
+/* Which stored message a delivery is, from its reply subject: its
+ * consumer (a hash of the stream's and the consumer's names), its stream
+ * sequence and its stored time (a stream made again counts from 1). */
+typedef struct ack_id {
+  uint64_t who, seq, ts;
+} ack_id;
+
+#define DONE 1024 /* settled messages remembered (see mb_durable_receive) */
 
 /* A message of a consumer being delivered here (the tag of its mb_msg). */
 typedef struct inflight {
   mb_durable *d;
+  ack_id id;
   struct inflight *prev, *next;
   atomic_long remaining; /* deliveries still to end, plus BIAS until all were made */
   atomic_int ok, failed, dropped;
@@ -89,6 +109,12 @@ struct mb_durable {
   ddest *dests;
   job *jobs, **jobs_tail;
   inflight *live;
+  struct {
+    ack_id id;
+    char term; /* 1: terminated (+TERM), 0: acknowledged (+ACK) */
+  } done[DONE];     /* the last messages settled here for good */
+  unsigned ndone;   /* how many were, in all (done[ndone % DONE] is next) */
+  double checked; /* when mb_durable_check last asked for everything again */
   char prefix[200]; /* mb.NS.n.NODE.j. */
 };
 
@@ -117,12 +143,26 @@ static void put(char *buf, size_t cap, size_t *at, const char *s) {
   buf[*at] = 0;
 }
 
-static void stream_name(const char *ns, const char *dest, char *buf, size_t cap) {
+/* The stream's name, in buf (at least STREAM_MAX + 1 bytes). A name
+ * longer than STREAM_MAX (a stream's name holds at most 255 bytes) keeps
+ * its first STREAM_MAX - 18 bytes, then "__" and 16 hex digits of a hash
+ * of the whole: a third "__", which ENC never makes, so it is no other
+ * destination's unshortened name. */
+static void stream_name(const char *ns, const char *dest, char *buf) {
+  char full[2048];
   size_t at = 0;
-  put(buf, cap, &at, "mb__");
-  enc(buf, cap, &at, ns);
-  put(buf, cap, &at, "__");
-  enc(buf, cap, &at, dest);
+  put(full, sizeof full, &at, "mb__");
+  enc(full, sizeof full, &at, ns);
+  put(full, sizeof full, &at, "__");
+  enc(full, sizeof full, &at, dest);
+  if (at > STREAM_MAX) {
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a */
+    for (size_t i = 0; i < at; i++) h = (h ^ (unsigned char)full[i]) * UINT64_C(1099511628211);
+    snprintf(full + STREAM_MAX - 18, 19, "__%016" PRIX64, h);
+  }
+  if (at > STREAM_MAX) at = STREAM_MAX;
+  memcpy(buf, full, at);
+  buf[at] = 0;
 }
 
 static void consumer_name(const mb_durable *d, const char *group, char *buf, size_t cap) {
@@ -167,21 +207,22 @@ static double now_s(void) {
   return (double)t.tv_sec + t.tv_nsec / 1e9;
 }
 
-/* under mu */
-static void push_job(mb_durable *d, const char *dest, const char *group, int consumer,
+/* under mu; the job, or NULL (reported) */
+static job *push_job(mb_durable *d, const char *dest, const char *group, int consumer,
                      double delay) {
   job *j = calloc(1, sizeof *j);
   if (!j || !(j->dest = strdup(dest)) || (group && !(j->group = strdup(group)))) {
     if (j) free(j->dest);
     free(j);
     report(d, "mb: cluster: out of memory for the JetStream set-up of '%s'", dest);
-    return;
+    return NULL;
   }
   j->consumer = consumer;
   j->not_before = delay > 0 ? now_s() + delay : 0;
   *d->jobs_tail = j;
   d->jobs_tail = &j->next;
   pthread_cond_broadcast(&d->cond);
+  return j;
 }
 
 /* A failure for want of the server (tried again later) rather than its
@@ -192,9 +233,12 @@ static int transient(natsStatus s, jsErrCode jerr) {
                    s == NATS_IO_ERROR);
 }
 
+/* The server's reason, without nats.c's "(file.c:LINE): " in front. */
 static void why_of(natsStatus s, char *buf, size_t cap) {
   natsStatus ls;
   const char *last = nats_GetLastError(&ls);
+  const char *at = last && *last == '(' ? strstr(last, "): ") : NULL;
+  if (at) last = at + 3;
   snprintf(buf, cap, "%s", last && *last ? last : natsStatus_GetText(s));
 }
 
@@ -240,27 +284,41 @@ static void do_stream(mb_durable *d, job *j) {
     pthread_mutex_unlock(&d->mu);
     return;
   }
+  /* refused (no JetStream yet, a JetStream cluster without its leader, a
+   * limit): sends fail at once with the reason, and the stream is asked
+   * for again, until the server makes it (said once per reason) */
   pthread_mutex_lock(&d->mu);
   x = find(d, j->dest);
   waiting *w = NULL;
+  int again = 0, was = x ? x->state : 0;
+  char fail[800];
   if (x) {
     x->state = s == NATS_OK ? 1 : -1;
-    if (s != NATS_OK)
-      snprintf(x->why, sizeof x->why,
+    if (s != NATS_OK) {
+      snprintf(fail, sizeof fail,
                "failed: the JetStream stream '%.150s' of durable destination '%.255s' could not be "
-               "made: %.200s (is nats-server running with -js?)",
-               stream, j->dest, why);
+               "made: %.200s%s", stream, j->dest, why,
+               /* (the server's JetStream did not answer at all) */
+               s == NATS_NO_RESPONDERS ? " (is nats-server running with -js?)" : "");
+      again = strcmp(fail, x->why) != 0;
+      snprintf(x->why, sizeof x->why, "%s", fail);
+      if (!d->stopping) push_job(d, j->dest, NULL, 0, RETRY_REFUSED);
+    }
     w = x->wait;
     x->wait = NULL;
     x->wait_tail = &x->wait;
   }
-  char fail[800];
   snprintf(fail, sizeof fail, "%s", x ? x->why : "");
   pthread_mutex_unlock(&d->mu);
-  if (s != NATS_OK) report(d, "mb: cluster: %s", fail + 8);
+  if (s != NATS_OK && again) report(d, "mb: cluster: %s", fail + 8);
+  if (s == NATS_OK && was < 0)
+    report(d, "mb: cluster: the JetStream stream '%s' of durable destination '%s' is made now",
+           stream, j->dest);
   while (w) {
     waiting *next = w->next;
-    if (s == NATS_OK)
+    if (s == NATS_OK && !mb_link_timeout(d->h.rt, mb_msg_id(w->m)))
+      mb_msg_unref(w->m); /* its sender has its answer (timeout:, closed:): not sent now */
+    else if (s == NATS_OK)
       mb_durable_send(d, j->dest, w->m, w->kind);
     else {
       mb_link_answer(d->h.rt, mb_msg_id(w->m), 0, MB_EFAILED, NULL, fail);
@@ -275,9 +333,11 @@ static void do_stream(mb_durable *d, job *j) {
 static void do_consumer(mb_durable *d, job *j) {
   pthread_mutex_lock(&d->mu);
   ddest *x = find(d, j->dest);
-  int state = x ? x->state : -1;
-  if (state == 0 && !d->stopping) /* after its stream */
-    push_job(d, j->dest, j->group, 1, 0.05);
+  int state = x ? x->state : -2;
+  job *again = NULL;
+  if (state > -2 && state != 1 && !d->stopping) /* after its stream */
+    again = push_job(d, j->dest, j->group, 1, state ? RETRY_REFUSED : 0.05);
+  if (again) again->said = j->said;
   if (state != 1) {
     pthread_mutex_unlock(&d->mu);
     return;
@@ -298,7 +358,10 @@ static void do_consumer(mb_durable *d, job *j) {
   cfg.AckPolicy = js_AckExplicit;
   cfg.AckWait = (int64_t)(o.ack_wait * 1e9);
   cfg.MaxDeliver = -1; /* counted here: see mb_durable_receive */
-  cfg.MaxAckPending = type == MB_SERIAL ? 1 : 0;
+  /* what the node's queue holds: a message it cannot queue would be
+   * handed back, an attempt lost (after max_deliver of them it would go to
+   * the dead letters, never having run) */
+  cfg.MaxAckPending = type == MB_SERIAL ? 1 : (int64_t)o.max_queue;
   jsErrCode jerr = 0;
   jsConsumerInfo *ci = NULL;
   natsStatus s = js_AddConsumer(&ci, d->js, stream, &cfg, NULL, &jerr);
@@ -311,15 +374,23 @@ static void do_consumer(mb_durable *d, job *j) {
       jerr = first;
   }
   if (ci) jsConsumerInfo_Destroy(ci);
+  if (s == NATS_OK && j->said)
+    report(d, "mb: cluster: the JetStream consumer '%s' of durable destination '%s' is made now",
+           consumer, j->dest);
   if (s == NATS_OK) return;
   char why[400];
   why_of(s, why, sizeof why);
+  /* refused (a consumer of that name the server will not change, a
+   * limit, a JetStream cluster without its leader): asked for again, and
+   * said once, as the stream */
+  int tr = transient(s, jerr);
   pthread_mutex_lock(&d->mu);
-  if (transient(s, jerr) && !d->stopping) push_job(d, j->dest, j->group, 1, RETRY);
+  if (!d->stopping && (again = push_job(d, j->dest, j->group, 1, tr ? RETRY : RETRY_REFUSED)))
+    again->said = j->said || !tr;
   pthread_mutex_unlock(&d->mu);
-  if (!transient(s, jerr))
+  if (!tr && !j->said)
     report(d, "mb: cluster: the JetStream consumer '%s' of durable destination '%s' could not "
-              "be made: %s", consumer, j->dest, why);
+              "be made: %s (asked for again every %g s)", consumer, j->dest, why, RETRY_REFUSED);
 }
 
 #define BEAT 0.25 /* s between two looks at the deliveries in progress */
@@ -390,7 +461,8 @@ static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *nm, vo
   if (!strncmp(subj, d->prefix, pl) && !mb_id_parse(subj + pl, strlen(subj + pl), &id)) {
     char why[600];
     int status = MB_OK;
-    if (natsMsg_IsNoResponders(nm)) {
+    if (natsMsg_IsNoResponders(nm)) { /* its stream is gone: made again */
+      mb_durable_check(d, 0);
       status = MB_EFAILED;
       snprintf(why, sizeof why, "failed: no JetStream stream stores this destination's messages "
                                 "(is nats-server running with -js?)");
@@ -399,6 +471,16 @@ static void on_stored(natsConnection *nc, natsSubscription *sub, natsMsg *nm, vo
       int len = natsMsg_GetDataLength(nm);
       char body[512];
       snprintf(body, sizeof body, "%.*s", len < 511 ? len : 511, data ? data : "");
+      if (!strstr(body, "\"error\"") &&
+          !(strstr(body, "\"stream\":\"") && strstr(body, "\"seq\":"))) {
+        /* not the stream's answer (a plain client replied at the
+         * destination's subject): the stream's own, or the send's
+         * timeout, decides */
+        report(d, "mb: cluster: a reply to a durable send at '%s' is no JetStream "
+                  "acknowledgement (ignored): %.100s", subj, body);
+        natsMsg_Destroy(nm);
+        return;
+      }
       if (strstr(body, "\"error\"")) {
         status = MB_EFAILED;
         const char *desc = strstr(body, "\"description\":\"");
@@ -473,6 +555,15 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind) {
 
 static natsStatus start_locked(mb_durable *d);
 
+static void free_wants(ddest *x) {
+  while (x->wants) {
+    want *w = x->wants;
+    x->wants = w->next;
+    free(w->group);
+    free(w);
+  }
+}
+
 /* dest is no durable destination here (any more): its record goes, and
  * the sends that waited for its stream fail. */
 static void forget(mb_durable *d, const char *dest) {
@@ -494,6 +585,7 @@ static void forget(mb_durable *d, const char *dest) {
     mb_msg_unref(w->m);
     free(w);
   }
+  free_wants(x);
   free(x->name);
   free(x);
 }
@@ -505,11 +597,25 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
     return MB_OK;
   }
   mb_durable_opts v = *o;
+  const char *bad = v.max_deliver < 0 || v.max_deliver > MB_DURABLE_MAX_DELIVER ? "max_deliver"
+                    : v.max_msgs < 0  ? "max_msgs"
+                    : v.max_bytes < 0 ? "max_bytes"
+                    : v.max_age != 0 && !(v.max_age >= MB_DURABLE_MIN_MAX_AGE && v.max_age <= 1e9)
+                        ? "max_age"
+                    : v.ack_wait != 0 && !(v.ack_wait >= MB_DURABLE_MIN_ACK_WAIT &&
+                                           v.ack_wait <= 1e9)
+                        ? "ack_wait"
+                        : NULL;
+  if (bad) { /* (mb.destination says which values are good) */
+    snprintf(err, errlen, "durable destination '%s': option '%s' out of range", dest, bad);
+    return MB_EINVAL;
+  }
   if (!v.max_deliver) v.max_deliver = DEF_MAX_DELIVER;
   if (!v.max_msgs) v.max_msgs = DEF_MAX_MSGS;
   if (!v.max_bytes) v.max_bytes = DEF_MAX_BYTES;
-  if (!(v.max_age > 0)) v.max_age = DEF_MAX_AGE;
-  if (!(v.ack_wait > 0)) v.ack_wait = DEF_ACK_WAIT;
+  if (!v.max_age) v.max_age = DEF_MAX_AGE;
+  if (!v.ack_wait) v.ack_wait = DEF_ACK_WAIT;
+  if (!v.max_queue || v.max_queue > MAX_PENDING) v.max_queue = MAX_PENDING;
   if (type == MB_SYNCHRONOUS) {
     snprintf(err, errlen, "a durable destination is parallel or serial, not synchronous");
     return MB_EINVAL;
@@ -519,7 +625,8 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
   if (x) {
     int same = x->type == type && x->o.max_deliver == v.max_deliver &&
                x->o.max_msgs == v.max_msgs && x->o.max_bytes == v.max_bytes &&
-               x->o.max_age == v.max_age && x->o.ack_wait == v.ack_wait;
+               x->o.max_age == v.max_age && x->o.ack_wait == v.ack_wait &&
+               x->o.max_queue == v.max_queue;
     pthread_mutex_unlock(&d->mu);
     if (!same)
       snprintf(err, errlen, "durable destination '%s' is declared here with other options", dest);
@@ -545,7 +652,7 @@ int mb_durable_declare(mb_durable *d, const char *dest, mb_dest_type type,
     snprintf(err, errlen, "'%s' cannot be a cluster destination (its subject)", dest);
     return MB_EINVAL;
   }
-  stream_name(d->h.ns, dest, x->stream, sizeof x->stream);
+  stream_name(d->h.ns, dest, x->stream);
   x->type = type;
   x->o = v;
   x->wait_tail = &x->wait;
@@ -574,18 +681,48 @@ int mb_durable_interest(mb_durable *d, const char *dest, const char *group, int 
     consumer_name(d, group, consumer, sizeof consumer);
     deliver_subject(d, x, consumer, subject, cap);
     if (on) push_job(d, dest, group, 1, 0);
+    /* the groups listening here, whose consumers mb_durable_check makes again */
+    want **p = &x->wants;
+    while (*p && !(group ? (*p)->group && !strcmp((*p)->group, group) : !(*p)->group))
+      p = &(*p)->next;
+    if (!on && *p) {
+      want *w = *p;
+      *p = w->next;
+      free(w->group);
+      free(w);
+    } else if (on && !*p && (*p = calloc(1, sizeof **p)) && group &&
+               !((*p)->group = strdup(group))) {
+      free(*p);
+      *p = NULL;
+    }
   }
   pthread_mutex_unlock(&d->mu);
   return x ? 0 : -1;
+}
+
+void mb_durable_check(mb_durable *d, int now) {
+  if (!d) return;
+  double t = now_s();
+  pthread_mutex_lock(&d->mu);
+  if (d->started && !d->stopping && (now || t - d->checked >= RETRY_REFUSED)) {
+    d->checked = t;
+    for (ddest *x = d->dests; x; x = x->next) {
+      if (x->state != 1) continue; /* its stream's job is on its way */
+      push_job(d, x->name, NULL, 0, 0);
+      for (want *w = x->wants; w; w = w->next) push_job(d, x->name, w->group, 1, 0);
+    }
+  }
+  pthread_mutex_unlock(&d->mu);
 }
 
 /* ---- receiving and acknowledging ------------------------------------------------------ */
 
 /* The number of deliveries so far, from the reply subject
  * $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
- * (or, with a domain and account hash, two tokens more after $JS.ACK);
+ * (or, with a domain and account hash, two tokens more after $JS.ACK, and
+ * maybe one at the end), and which message it is into *id (may be NULL);
  * 0 when it is not one. */
-static int delivered(const char *reply) {
+static int delivered(const char *reply, ack_id *id) {
   if (!reply || strncmp(reply, "$JS.ACK.", 8)) return 0;
   const char *tok[16];
   int n = 0;
@@ -596,15 +733,35 @@ static int delivered(const char *reply) {
     p++;
   }
   int at = n == 7 ? 2 : n >= 9 ? 4 : -1;
-  return at < 0 ? 0 : atoi(tok[at]);
+  if (at < 0) return 0;
+  if (id) {
+    uint64_t h = UINT64_C(14695981039346656037); /* FNV-1a of "<stream>.<consumer>" */
+    for (const char *p = tok[at - 2]; p < tok[at] - 1; p++)
+      h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
+    id->who = h;
+    id->seq = strtoull(tok[at + 1], NULL, 10);
+    id->ts = strtoull(tok[at + 3], NULL, 10);
+  }
+  return atoi(tok[at]);
+}
+
+static int same_id(const ack_id *a, const ack_id *b) {
+  return a->who == b->who && a->seq == b->seq && a->ts == b->ts;
 }
 
 static void ack(mb_durable *d, const char *reply, const char *what) {
   natsConnection_Publish(d->h.nc, reply, what, (int)strlen(what));
 }
 
-static void unlink_live(mb_durable *d, inflight *f) {
+/* f leaves the deliveries in progress; term: 1 terminated, 0
+ * acknowledged, -1 handed back. */
+static void unlink_live(mb_durable *d, inflight *f, int term) {
   pthread_mutex_lock(&d->mu);
+  if (term >= 0) {
+    unsigned at = d->ndone++ % DONE;
+    d->done[at].id = f->id;
+    d->done[at].term = (char)term;
+  }
   if (f->prev)
     f->prev->next = f->next;
   else if (d->live == f)
@@ -622,7 +779,7 @@ static void settle(inflight *f) {
                      : atomic_load(&f->dropped) || !ok ? "-NAK"
                                                        : "+ACK";
   ack(d, f->reply, what);
-  unlink_live(d, f);
+  unlink_live(d, f, what[1] == 'T' ? 1 : what[1] == 'A' ? 0 : -1);
   free(f);
 }
 
@@ -668,17 +825,34 @@ static mb_msg *plain(natsMsg *nm, const char **why) {
 
 void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *nm) {
   const char *reply = natsMsg_GetReply(nm);
-  int attempt = delivered(reply);
+  ack_id id;
+  int attempt = delivered(reply, &id);
   if (!attempt) {
     report(d, "mb: cluster: a message on '%s' is not a JetStream delivery: ignored",
            natsMsg_GetSubject(nm));
     return;
   }
+  /* the server's copy of a message running here, or settled here for good
+   * (it sends one each ack_wait the acknowledgement did not reach it in:
+   * worker 0 was held, so no beat and no reading): not run again, nor
+   * taken for a message lost (the dead letters after max_deliver); what
+   * was handed back comes again, as it should */
+  const char *seen = NULL;
   pthread_mutex_lock(&d->mu);
+  for (inflight *f = d->live; f && !seen; f = f->next)
+    if (same_id(&f->id, &id)) seen = "+WPI";
+  for (unsigned i = 0; i < DONE && i < d->ndone && !seen; i++) {
+    unsigned at = (d->ndone - 1 - i) % DONE;
+    if (same_id(&d->done[at].id, &id)) seen = d->done[at].term ? "+TERM" : "+ACK";
+  }
   ddest *x = find(d, dest);
   int max = x ? x->o.max_deliver : DEF_MAX_DELIVER;
   double ack_wait = x ? x->o.ack_wait : DEF_ACK_WAIT;
   pthread_mutex_unlock(&d->mu);
+  if (seen) {
+    ack(d, reply, seen);
+    return;
+  }
   const char *why = NULL, *v = NULL;
   int mine = natsMsgHeader_Get(nm, "Mb-Id", &v) == NATS_OK;
   mb_msg *m = mine ? d->h.decode_fn(nm, &why) : plain(nm, &why);
@@ -689,8 +863,9 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
   }
   if (attempt > max) { /* its last attempt ended unacknowledged (a node died) */
     char lost[400];
-    snprintf(lost, sizeof lost, "failed: not acknowledged after %d deliveries (max_deliver %d); "
-                                "the last one's node stopped before its handler returned",
+    snprintf(lost, sizeof lost, "failed: not acknowledged after %d deliveries (max_deliver %d): "
+                                "the last one's node stopped or was cut off before its handler "
+                                "returned, held its worker 0 past ack_wait, or could not take it",
              attempt - 1, max);
     mb_link_dropped(d->h.rt, dest, m, lost);
     mb_msg_unref(m);
@@ -705,6 +880,7 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
     return;
   }
   f->d = d;
+  f->id = id;
   atomic_init(&f->remaining, BIAS);
   atomic_init(&f->ok, 0);
   atomic_init(&f->failed, 0);
@@ -732,7 +908,7 @@ void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *
 
 void mb_durable_unreceived(mb_durable *d, natsMsg *nm) {
   const char *reply = natsMsg_GetReply(nm);
-  if (delivered(reply)) ack(d, reply, "-NAK");
+  if (delivered(reply, NULL)) ack(d, reply, "-NAK");
 }
 
 /* ---- start and stop ----------------------------------------------------------------- */
@@ -822,6 +998,7 @@ void mb_durable_free(mb_durable *d) {
       mb_msg_unref(w->m);
       free(w);
     }
+    free_wants(x);
     free(x->name);
     free(x);
   }

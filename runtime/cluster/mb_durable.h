@@ -8,11 +8,14 @@
  * [A-Za-z0-9-] written _XX, upper-case hex, so "__" never comes from ENC):
  *   stream      mb__ENC(NS)__ENC(DEST), subject mb.NS.d.NAME (as a cluster
  *               destination's), file storage, limits retention: it keeps
- *               max_msgs / max_bytes / max_age, the oldest go first
+ *               max_msgs / max_bytes / max_age, the oldest go first; a
+ *               name over 199 bytes is its first 181, "__" and 16 hex
+ *               digits of the whole name's FNV-1a hash
  *   consumer    g__ENC(GROUP) for a named group (shared by its members on
  *               every node: a push consumer with that deliver group),
  *               n__ENC(NODE) for the groups without a name of node NODE;
- *               explicit acks, ack_wait, max_ack_pending 1 when serial
+ *               explicit acks, ack_wait, max_ack_pending 1 when serial,
+ *               else the declaring node's max_queue (at most 1000)
  *   delivery    mb.NS.q.STREAM.CONSUMER (the consumer's deliver subject)
  *   stored acks mb.NS.n.NODE.j.HEX (the stream's answer to a send, HEX its
  *               id)
@@ -79,6 +82,11 @@ int mb_durable_send(mb_durable *d, const char *dest, mb_msg *m, int kind);
  * in the background. 0, or -1 when dest is not durable here. */
 int mb_durable_interest(mb_durable *d, const char *dest, const char *group, int on, char *subject,
                         size_t cap);
+/* The streams made and the consumers of the groups listening here are
+ * asked for again (the server may have lost them: restarted with an empty
+ * store, or an operator deleted them): at a reconnection (now), or when a
+ * send found no stream (at most every 2 s). Any thread. */
+void mb_durable_check(mb_durable *d, int now);
 /* Worker 0: a message of a consumer of dest (key: the named group's, 0:
  * the groups without a name), borrowed: delivered, acknowledged later. */
 void mb_durable_receive(mb_durable *d, const char *dest, uint64_t key, natsMsg *nm);

@@ -39,6 +39,19 @@ typedef struct mb_durable_opts {
   double max_age;            /* seconds a message is kept [7 days] */
   double ack_wait;           /* seconds before an unacknowledged delivery goes
                               * to another member of its group [30] */
+  size_t max_queue;          /* the destination's max_queue on this node, which
+                              * bounds a parallel one's messages in flight per
+                              * consumer (max_ack_pending, at most 1000) [1000] */
 } mb_durable_opts;
+
+/* The least max_age (JetStream refuses a stream keeping its messages less
+ * than 100 ms) and ack_wait (a delivery still running says so every
+ * ack_wait/3, looked at every 0.25 s: the gap must stay well below
+ * ack_wait, or the server gives the delivery to another member while it
+ * runs, also on a serial destination). */
+#define MB_DURABLE_MIN_MAX_AGE 0.1
+#define MB_DURABLE_MIN_ACK_WAIT 1.0
+/* The most attempts max_deliver may allow. */
+#define MB_DURABLE_MAX_DELIVER 1000000
 
 #endif

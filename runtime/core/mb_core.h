@@ -90,6 +90,7 @@ typedef struct mb_msg_obs {
 typedef struct mb_msg_remote {
   uint64_t target;
   void *tag; /* mb_msg_durable's; NULL: none */
+  uint64_t takers; /* a tagged one: the groups that took it at mb_link_deliver */
   char origin[];
 } mb_msg_remote;
 
@@ -102,6 +103,14 @@ static inline void *mb_msg_tag(const mb_msg *m) {
   if (m->flags & MB_MSG_REMOTE)
     memcpy(&t, mb_msg_trailer(m) + offsetof(mb_msg_remote, tag), sizeof t);
   return t;
+}
+static inline uint64_t mb_msg_takers(const mb_msg *m) {
+  uint64_t n;
+  memcpy(&n, mb_msg_trailer(m) + offsetof(mb_msg_remote, takers), sizeof n);
+  return n;
+}
+static inline void mb_msg_set_takers(mb_msg *m, uint64_t n) {
+  memcpy(mb_msg_trailer(m) + offsetof(mb_msg_remote, takers), &n, sizeof n);
 }
 static inline uint64_t mb_msg_target(const mb_msg *m) {
   uint64_t t;

@@ -218,19 +218,37 @@ int mb_send_msg(mb_service *from, mb_dest *d, mb_msg *m, mb_send_fn done, void *
 
 /* ---- dispatch -------------------------------------------------------------- */
 
+/* A durable message (tagged by its link) is acknowledged once as many of
+ * its deliveries have ended as groups took it at mb_link_deliver
+ * (mb_msg_takers): dispatched to n groups (0: dropped, one delivery
+ * ended), it goes to no group that came since (the first of the n keep
+ * it: new groups come last), and each group that closed since ends at
+ * once, as done, without a count, as a local message is given to the
+ * groups there at its dispatch. Returns how many groups get it. */
+static size_t link_dispatch(mb_dest *d, mb_msg *m, size_t n) {
+  void *tag = mb_msg_tag(m);
+  if (!tag || !d->rt->link.outcome) return n;
+  uint64_t want = mb_msg_takers(m), made = n ? n : 1;
+  if (made > want) return want > 0 ? (size_t)want : n;
+  for (; made < want; made++) d->rt->link.outcome(d->rt->link.ud, tag, MB_OK);
+  return n;
+}
+
 static void dispatch_parallel(mb_dest *d, mb_msg *m) {
   if (m->flags & MB_MSG_REQUEST) {
     mb_request *r = mb_request_find(d->rt, m->id);
     if (r) mb_request_dispatched(r, d, m);
   }
-  if (mb_dest_takers(d, m) == 0)
+  size_t n = link_dispatch(d, m, mb_dest_takers(d, m));
+  if (n == 0)
     mb_delivery_drop(d, m, 0, "dropped: no listener left at delivery");
   else if (d->ngroups == 1)
     mb_deliver(d, m, d->groups[0], NULL, NULL);
   else if (snapshot(d, m) == 0)
-    mb_deliver_all(d, m, d->cur_groups, d->cur_n, NULL, NULL);
-  else
-    mb_delivery_drop(d, m, 0, "dropped: out of memory");
+    mb_deliver_all(d, m, d->cur_groups, n < d->cur_n ? n : d->cur_n, NULL, NULL);
+  else /* (each of the n deliveries a link counts on ends) */
+    for (size_t i = 0; i < (mb_msg_tag(m) ? n : 1); i++)
+      mb_delivery_drop(d, m, 0, "dropped: out of memory");
 }
 
 /* Sends the dead letters waiting for dl, as a sender outside any service
@@ -277,10 +295,12 @@ int mb_dispatch_pump(mb_dest *d, size_t budget) {
         if (r) mb_request_dispatched(r, d, m);
       }
       if (snapshot(d, m) || d->cur_n == 0) {
+        link_dispatch(d, m, 0);
         mb_delivery_drop(d, m, 0, "dropped: no listener left at delivery");
         mb_msg_unref(m);
         continue;
       }
+      d->cur_n = link_dispatch(d, m, d->cur_n);
       d->cur = m;
       d->cur_step = 0;
       d->cur_running = 0;

@@ -295,8 +295,11 @@ void mb_obs_free(mb_runtime *rt) {
 
 void mb_runtime_drain(mb_runtime *rt) {
   mb_lock(rt);
+  int first = !rt->draining;
   rt->draining = 1;
+  mb_link link = rt->link;
   mb_unlock(rt);
+  if (first && link.drain) link.drain(link.ud);
 }
 
 size_t mb_runtime_in_flight(mb_runtime *rt) {

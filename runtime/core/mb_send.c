@@ -104,7 +104,10 @@ static int link_deliver(mb_service *from, const char *name, uint64_t group, mb_m
     mb_msg_unref(m);
     return MB_ENODEST;
   }
-  if (takers) *takers = mb_dest_takers(d, m);
+  size_t n = mb_dest_takers(d, m);
+  if (takers) *takers = n;
+  /* its link acknowledges it after that many deliveries (mb_dispatch.c) */
+  if (mb_msg_tag(m)) mb_msg_set_takers(m, n);
   mb_request *r = NULL;
   if (fn) {
     r = mb_request_open(from, d, m, INFINITY, all, fn, ud);

@@ -199,13 +199,14 @@ static const char *const ON_FULL[] = {"reject", "block", NULL};
  * (mb._check_destination, used by lua/mb/config.lua). Never raises but for
  * memory. Returns 0 with the options in *o, or -1 with why pushed and the
  * option at fault in *key (NULL: the name, or an unknown option). */
-/* A number of seconds > 0 (finite) under key of table t (absent: 0). */
-static int try_seconds(lua_State *L, int t, const char *key, double *v) {
+/* A number of seconds >= min (> 0, at most 1e9) under key of table t
+ * (absent: 0). */
+static int try_seconds(lua_State *L, int t, const char *key, double min, double *v) {
   *v = 0;
   if (lua_getfield(L, t, key) != LUA_TNIL &&
-      (lua_type(L, -1) != LUA_TNUMBER || !((*v = lua_tonumber(L, -1)) > 0) || *v > 1e9)) {
+      (lua_type(L, -1) != LUA_TNUMBER || !((*v = lua_tonumber(L, -1)) >= min) || *v > 1e9)) {
     const char *was = luaL_tolstring(L, -1, NULL);
-    lua_pushfstring(L, "must be a number of seconds > 0, not %s", was);
+    lua_pushfstring(L, "must be a number of seconds from %f to 1e9, not %s", min, was);
     lua_replace(L, -3);
     lua_pop(L, 1);
     return -1;
@@ -233,13 +234,19 @@ static int check_durable(lua_State *L, int t, mb_dest_type type, mb_durable_opts
   }
   lua_pop(L, 1);
   if (try_positive(L, t, (*key = "cluster.max_deliver") + 8, &v)) return -1;
-  du->max_deliver = (int)(v > 1000000 ? 1000000 : v);
+  if (v > MB_DURABLE_MAX_DELIVER) {
+    lua_pushfstring(L, "must be a positive integer up to %d, not %I", MB_DURABLE_MAX_DELIVER, v);
+    return -1;
+  }
+  du->max_deliver = (int)v;
   if (try_positive(L, t, (*key = "cluster.max_msgs") + 8, &v)) return -1;
   du->max_msgs = (int64_t)v;
   if (try_positive(L, t, (*key = "cluster.max_bytes") + 8, &v)) return -1;
   du->max_bytes = (int64_t)v;
-  if (try_seconds(L, t, (*key = "cluster.max_age") + 8, &du->max_age)) return -1;
-  if (try_seconds(L, t, (*key = "cluster.ack_wait") + 8, &du->ack_wait)) return -1;
+  if (try_seconds(L, t, (*key = "cluster.max_age") + 8, MB_DURABLE_MIN_MAX_AGE, &du->max_age))
+    return -1;
+  if (try_seconds(L, t, (*key = "cluster.ack_wait") + 8, MB_DURABLE_MIN_ACK_WAIT, &du->ack_wait))
+    return -1;
   if (type == MB_SYNCHRONOUS) {
     *key = "cluster.durable";
     lua_pushstring(L, "is for parallel and serial destinations (this one is synchronous)");
@@ -393,6 +400,7 @@ static int l_destination(lua_State *L) {
   int existed = o.cluster && mb_dest_exists(core(S), name);
   if (o.cluster == 2) { /* the link stores its messages: its stream and limits first */
     char err[400];
+    du.max_queue = o.max_queue;
     int drc = mb_cluster_durable(S->R->cluster, name, o.type, &du, err, sizeof err);
     if (drc < 0) {
       lua_pushnil(L);
