@@ -50,16 +50,19 @@ for _, d in ipairs(DESTS) do assert(mb.destination(d, OPTS[d])) end
 assert(mb.destination("k/ack", {type = "serial"}))
 assert(mb.destination("mb/dead-letters"))
 
--- what the scenario saw: per destination (the current incarnation of k/tmp)
-local accepted, refused = {}, {}
-local function reset(d) accepted[d], refused[d] = 0, 0 end
-for _, d in ipairs(DESTS) do reset(d) end
-local acks, dead, dead_kind = {}, {}, {failed = 0, dropped = 0}
+-- what the scenario saw, per destination and incarnation (a destination
+-- removed and declared again is a new one, with new statistics)
+local inc = {}
+for _, d in ipairs(DESTS) do inc[d] = 1 end
+local accepted, refused, acks, dead = {}, {}, {}, {}
+local function add(t, d, i) local k = d .. "#" .. i; t[k] = (t[k] or 0) + 1 end
+local function get(t, d) return t[d .. "#" .. inc[d]] or 0 end
+local dead_kind = {failed = 0, dropped = 0}
 local seen, last_ser = {}, {}
 
 mb.listen("k/ack", function(msg)
   local a = msg.payload
-  acks[a.d] = (acks[a.d] or 0) + 1
+  add(acks, a.d, a.i)
   local key = a.d .. "|" .. a.s .. "|" .. a.n .. "|" .. a.by
   if seen[key] then problem("handled twice: " .. key) end
   seen[key] = true
@@ -73,7 +76,9 @@ mb.listen("k/ack", function(msg)
 end)
 mb.listen("mb/dead-letters", function(msg)
   local r = msg.payload
-  dead[r.destination] = (dead[r.destination] or 0) + 1
+  local p = type(r.message) == "table" and r.message.payload
+  if type(p) == "table" and p.i then add(dead, r.destination, p.i)
+  else problem("dead letter without its message: " .. tostring(r.error)) end
   local kind = type(r.error) == "string" and r.error:match("^(%a+):")
   if kind == "failed" or kind == "dropped" then
     dead_kind[kind] = dead_kind[kind] + 1
@@ -87,7 +92,7 @@ end)
 local function tmp_handler(msg)
   local p = msg.payload
   if p.f then error("soak: failing on purpose k/tmp #" .. p.n, 0) end
-  assert(mb.send("k/ack", {d = "k/tmp", n = p.n, s = p.s, by = "scenario"}))
+  assert(mb.send("k/ack", {d = "k/tmp", i = p.i, n = p.n, s = p.s, by = "scenario"}))
 end
 local tmp_listener = assert(mb.listen("k/tmp", tmp_handler))
 
@@ -105,15 +110,32 @@ load("a"); load("b"); load("c")
 
 local running, stop_at = 0, mb.now() + SECONDS
 local requests, answered = 0, 0
-local function sent(d, id, err)
+local function sent(d, i, id, err)
   if id then
     if type(id) ~= "string" then problem("send returned " .. tostring(id)) end
-    accepted[d] = accepted[d] + 1
+    add(accepted, d, i)
   else
     local code = code_of(err, d)
-    if code ~= "no_destination" then refused[d] = refused[d] + 1 end
-    if code == "no_listeners" then mb.sleep(0) end
+    if code ~= "no_destination" then add(refused, d, i) end
+    mb.sleep(0) -- an error comes at once: let the others run
   end
+end
+
+-- a request's error: refused at once (counted in rejected), or answered
+-- after it was accepted (counted in sent). `closed` is both: "closed:
+-- destination 'X' is being removed" refuses, "closed: service stopped",
+-- "closed: no listener left at delivery", ... come after acceptance.
+local function requested(i, ok, e)
+  local d = "k/req"
+  if ok then add(accepted, d, i) return end
+  local code = code_of(e, d)
+  if code == "no_listeners" or code == "queue_full"
+    or (code == "closed" and e:find("is being removed", 1, true)) then
+    add(refused, d, i)
+  elseif code ~= "no_destination" then
+    add(accepted, d, i)
+  end
+  mb.sleep(0)
 end
 
 -- senders, one coroutine each, with their own random stream
@@ -126,70 +148,52 @@ local function sender(s, kind, seed)
       return (rng_state >> 11) / (1 << 52)
     end
     local n = 0
-    while mb.now() < stop_at do
+    local function new(d)
       n = n + 1
-      local p = {s = s, n = n}
+      local p = {s = s, n = n, i = inc[d]}
       local r = rnd()
-      if r < 0.03 then p.f = true elseif r < 0.08 then p.w = rnd() * 0.005 end
+      if r < 0.03 then p.f = true
+      elseif r < 0.05 then p.w = rnd() * 0.05
+      elseif r < 0.10 then p.w = rnd() * 0.005
+      elseif r < 0.1005 and d == "k/req" then p.r = true end
+      return p
+    end
+    local function send(d)
+      local p = new(d)
+      sent(d, p.i, mb.send(d, p))
+    end
+    while mb.now() < stop_at do
       if kind == "par" then
         -- bursts into a small queue: queue_full expected
-        for _ = 1, 1 + math.floor(rnd() * 12) do
-          sent("k/par", mb.send("k/par", p)); n = n + 1; p = {s = s, n = n}
-        end
+        for _ = 1, 1 + math.floor(rnd() * 12) do send("k/par") end
         mb.sleep(rnd() * 0.002)
       elseif kind == "blk" then
-        sent("k/blk", mb.send("k/blk", p))
+        send("k/blk")
       elseif kind == "ser" then
-        sent("k/ser", mb.send("k/ser", p))
+        send("k/ser")
         if rnd() < 0.3 then mb.sleep(0) end
       elseif kind == "syn" then
-        sent("k/syn", mb.send("k/syn", p))
+        send("k/syn")
       elseif kind == "tmp" then
-        sent("k/tmp", mb.send("k/tmp", p))
+        send("k/tmp")
         mb.sleep(rnd() * 0.001)
       elseif kind == "req" then
+        local p = new("k/req")
         requests = requests + 1
         local v, e = mb.request("k/req", p, {timeout = 0.02 + rnd() * 0.2})
         answered = answered + 1
-        if v == nil then
-          local code = code_of(e, "k/req")
-          -- "closed: service stopped", "closed: no listener left at
-          -- delivery", ...: accepted (counted in sent), then dropped; only
-          -- "closed: destination 'X' is being removed" is a refusal
-          if code == "no_listeners" or code == "queue_full"
-            or (code == "closed" and e:find("is being removed", 1, true)) then
-            refused["k/req"] = refused["k/req"] + 1
-            if code == "no_listeners" then mb.sleep(0) end
-          elseif code ~= "no_destination" then
-            accepted["k/req"] = accepted["k/req"] + 1
-          end
-        else
-          accepted["k/req"] = accepted["k/req"] + 1
-          if type(v) ~= "table" or v.n ~= p.n then problem("wrong reply to #" .. n) end
-        end
+        requested(p.i, v ~= nil, e)
+        if v ~= nil and (type(v) ~= "table" or v.n ~= p.n) then problem("wrong reply to #" .. p.n) end
       elseif kind == "all" then
+        local p = new("k/req")
         requests = requests + 1
         local list, e = mb.request_all("k/req", p, {timeout = 0.05 + rnd() * 0.2})
         answered = answered + 1
-        if not list then
-          local code = code_of(e, "k/req")
-          -- "closed: service stopped", "closed: no listener left at
-          -- delivery", ...: accepted (counted in sent), then dropped; only
-          -- "closed: destination 'X' is being removed" is a refusal
-          if code == "no_listeners" or code == "queue_full"
-            or (code == "closed" and e:find("is being removed", 1, true)) then
-            refused["k/req"] = refused["k/req"] + 1
-            if code == "no_listeners" then mb.sleep(0) end
-          elseif code ~= "no_destination" then
-            accepted["k/req"] = accepted["k/req"] + 1
-          end
-        else
-          accepted["k/req"] = accepted["k/req"] + 1
-          for _, entry in ipairs(list) do
-            if entry.error then code_of(entry.error, "all-entry")
-            elseif type(entry.payload) ~= "table" or entry.payload.n ~= p.n then
-              problem("wrong request_all entry for #" .. n)
-            end
+        requested(p.i, list ~= nil, e)
+        for _, entry in ipairs(list or {}) do
+          if entry.error then code_of(entry.error, "all-entry")
+          elseif type(entry.payload) ~= "table" or entry.payload.n ~= p.n then
+            problem("wrong request_all entry for #" .. p.n)
           end
         end
       end
@@ -197,19 +201,23 @@ local function sender(s, kind, seed)
     running = running - 1
   end)
 end
-local kinds = {"par", "par", "blk", "blk", "ser", "ser", "syn", "tmp", "req", "req", "all"}
+local kinds = {"par", "par", "blk", "blk", "ser", "ser", "syn", "syn", "tmp", "req", "req", "all"}
 for i, k in ipairs(kinds) do sender(k .. i, k, math.random(1, 1 << 40)) end
 
 -- the changes, chosen by the seed, while the senders send
 local ops = {}
 local function count(op) ops[op] = (ops[op] or 0) + 1 end
+local REMOVABLE = {"k/tmp", "k/tmp", "k/tmp", "k/par", "k/blk", "k/ser", "k/syn", "k/req"}
+local slow = 0
 while mb.now() < stop_at do
   mb.sleep(math.random() * 0.03)
-  local r = math.random(6)
+  local op_t0 = mb.now()
+  local before = ops
+  local r = math.random(7)
   local tag = ({"a", "b", "c"})[math.random(3)]
   if r == 1 and svc[tag] then
     local h, err = svc[tag]:reload()
-    if not h then code_of(err) end
+    if not h then code_of(err, "reload") end
     count("reload")
   elseif r == 2 and svc[tag] then
     svc[tag]:stop()
@@ -218,33 +226,69 @@ while mb.now() < stop_at do
   elseif r == 2 or r == 3 then
     if not svc[tag] then load(tag); count("load") end
   elseif r == 4 then
-    tmp_listener:close()
+    if tmp_listener then tmp_listener:close() end
     if math.random() < 0.5 then mb.sleep(math.random() * 0.005) end
     tmp_listener = mb.listen("k/tmp", tmp_handler) -- nil while k/tmp is away
     count("relisten")
   elseif r == 5 then
-    -- remove k/tmp while it is sent to, then declare it again
-    local s = mb.stats("k/tmp")
-    mb.remove_destination("k/tmp")
-    count("remove")
+    -- remove a destination while it is sent to, then declare it again
+    local d = REMOVABLE[math.random(#REMOVABLE)]
+    local tr = mb.now()
+    mb.remove_destination(d)
+    if os.getenv("SOAK_DEBUG") then print(("soak: remove_destination(%s) took %.3f s"):format(d, mb.now() - tr)) end
+    count("remove " .. d)
     local t0 = mb.now()
-    while mb.has_destination("k/tmp") do
-      if mb.now() - t0 > 5 then problem("k/tmp not removed within 5 s") break end
+    local shown = 0.25
+    while mb.has_destination(d) do
+      if mb.now() - t0 > 5 then problem(d .. " not removed within 5 s") break end
+      if os.getenv("SOAK_DEBUG") and mb.now() - t0 > shown then
+        shown = shown + 0.25
+        local st = mb.stats(d)
+        print(("soak: removing %s for %.2f s: pending %s in_flight %s listeners %s"):format(
+          d, mb.now() - t0, st and st.pending, st and st.in_flight, st and st.listeners))
+      end
       mb.sleep(0.001)
     end
-    assert(s)
-    local ok, err = mb.destination("k/tmp", OPTS["k/tmp"])
-    if not ok then problem("redeclare k/tmp: " .. tostring(err)) end
-    reset("k/tmp")
-    tmp_listener = assert(mb.listen("k/tmp", tmp_handler))
+    tr = mb.now()
+    local ok, err = mb.destination(d, OPTS[d])
+    if os.getenv("SOAK_DEBUG") then print(("soak: destination(%s) took %.3f s, %.3f since remove"):format(d, mb.now() - tr, mb.now() - t0)) end
+    if not ok then problem("declare " .. d .. " again: " .. tostring(err)) end
+    inc[d] = inc[d] + 1
+    if d == "k/tmp" then tmp_listener = assert(mb.listen("k/tmp", tmp_handler)) end
   elseif r == 6 then
     -- the scenario's own, ungrouped listener at k/par, on and off
     local l = mb.listen("k/par", function(msg)
-      assert(mb.send("k/ack", {d = "k/par", n = msg.payload.n, s = msg.payload.s, by = "scn"}))
+      local p = msg.payload
+      assert(mb.send("k/ack", {d = "k/par", i = p.i, n = p.n, s = p.s, by = "scn"}))
     end)
     mb.sleep(math.random() * 0.02)
-    l:close()
+    if l then l:close() end
     count("scn-listen")
+  elseif r == 7 and svc[tag] then
+    -- a reload that a stop overtakes
+    local h, done = svc[tag], false
+    mb.spawn(function()
+      local ok, err = h:reload()
+      if not ok and not (err or ""):match("^closed: service '.*' was stopped while it reloaded") then
+        code_of(err, "reload-stop")
+      end
+      done = true
+    end)
+    if math.random() < 0.5 then mb.sleep(math.random() * 0.005) end
+    h:stop()
+    svc[tag] = nil
+    local t0 = mb.now()
+    while not done do
+      if mb.now() - t0 > 5 then problem("reload overtaken by stop did not return in 5 s") break end
+      mb.sleep(0.001)
+    end
+    count("reload+stop")
+  end
+  local took = mb.now() - op_t0
+  if took > 0.25 then
+    local what = {}
+    for k in pairs(ops) do what[#what + 1] = k end
+    print(("soak: op %d took %.3f s"):format(r, took))
   end
 end
 
@@ -270,21 +314,20 @@ end
 mb.sleep(0.05)
 while not settled() do mb.sleep(0.01) end
 
-local totals = {failed = 0, dropped = 0}
+-- the current incarnation of each destination: its statistics against
+-- what the senders, the handlers (acks) and the dead letters saw
 for _, d in ipairs(DESTS) do
   local s = mb.stats(d)
-  local line = ("%s: sent %d accepted %d rejected %d refused %d deliveries %d delivered %d acks %d failed %d dropped %d dead %d")
-    :format(d, s.sent, accepted[d], s.rejected, refused[d], s.deliveries, s.delivered,
-            acks[d] or 0, s.failed, s.dropped, dead[d] or 0)
+  local line = ("%s#%d: sent %d accepted %d rejected %d refused %d deliveries %d delivered %d acks %d failed %d dropped %d dead %d")
+    :format(d, inc[d], s.sent, get(accepted, d), s.rejected, get(refused, d), s.deliveries,
+            s.delivered, get(acks, d), s.failed, s.dropped, get(dead, d))
   print("soak: " .. line)
   if s.delivered + s.failed + s.dropped ~= s.deliveries then problem("invariant: " .. line) end
   if s.pending ~= 0 or s.in_flight ~= 0 then problem("left over: " .. line) end
-  if s.sent ~= accepted[d] then problem("sent ~= accepted: " .. line) end
-  if s.rejected ~= refused[d] then problem("rejected ~= refused: " .. line) end
-  if d ~= "k/tmp" then
-    if s.delivered ~= (acks[d] or 0) then problem("delivered ~= acks: " .. line) end
-    if s.failed + s.dropped ~= (dead[d] or 0) then problem("dead letters: " .. line) end
-  end
+  if s.sent ~= get(accepted, d) then problem("sent ~= accepted: " .. line) end
+  if s.rejected ~= get(refused, d) then problem("rejected ~= refused: " .. line) end
+  if s.delivered ~= get(acks, d) then problem("delivered ~= acks: " .. line) end
+  if s.failed + s.dropped ~= get(dead, d) then problem("dead letters: " .. line) end
 end
 for _, d in ipairs({"k/ack", "mb/dead-letters"}) do
   local s = mb.stats(d)
