@@ -7,7 +7,7 @@
 --   args: the service's name (its group tag), the seed
 local name, seed = ...
 math.randomseed(seed)
-local DESTS = {"k/par", "k/blk", "k/ser", "k/syn", "k/req"}
+local DESTS = {"k/par", "k/blk", "k/ser", "k/syn", "k/req", "k/sblk", "k/sser", "k/ssyn", "k/sreq"}
 local listeners, mine = {}, {}
 for _, d in ipairs(DESTS) do mine[d] = true end
 
@@ -44,4 +44,33 @@ mb.every(0.05 + math.random() * 0.05, function()
   listeners[d] = nil
   if math.random() < 0.5 then mb.sleep(math.random() * 0.01) end
   listen(d)
+end)
+
+-- a sender in the service (at destinations the scenario never removes), stopped or reloaded with it: blocking sends,
+-- synchronous sends and requests that may be cut short. Each send is
+-- reported to k/rep before it starts and after it returned (nothing
+-- yields between its return and the report).
+local stop_at = select(3, ...)
+local me = ("%s:%.6f:%s"):format(name, mb.now(), tostring({}):match("0x%x+") or "")
+local function report(t) assert(mb.send("k/rep", t)) end
+mb.spawn(function()
+  local n = 0
+  local SEND = {"k/sblk", "k/sser", "k/ssyn", "k/sreq"}
+  while mb.now() < stop_at do
+    local d = SEND[math.random(#SEND)]
+    n = n + 1
+    report({op = "start", d = d, s = me, n = n})
+    local ok, err
+    local p = {s = me, n = n, i = 1}
+    local r = math.random()
+    if r < 0.03 then p.f = true elseif r < 0.06 then p.w = math.random() * 0.02 end
+    if d == "k/sreq" then
+      local v, e = mb.request(d, p, {timeout = 0.02 + math.random() * 0.1})
+      ok, err = v ~= nil, e
+    else
+      ok, err = mb.send(d, p)
+    end
+    report({op = "end", d = d, s = me, n = n, ok = ok and true or false, err = err})
+    mb.sleep(math.random() * 0.003)
+  end
 end)
