@@ -625,6 +625,11 @@ static int service_stop(lua_State *L) {
   uint64_t *ids = mbL_push_instances(L, h->R, h->load_id, INST_ALL, 0, &n);
   mbL_waiter *w = mbL_end_instances(L, h->R, ids, n, me, 0);
   if (!w) return 0;
+  /* the caller is one of them: waiting would yield, and its instance,
+   * off the stack, would stop under the waiting handler. It returns now
+   * (the others are told), as with all of them on its worker; the waiter
+   * goes with its state (a count-down posted later finds it stopped). */
+  if (me && me->stopping) return 0;
   return mbL_wait_for(L, w, stopped_k);
 }
 

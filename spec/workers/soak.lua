@@ -175,7 +175,8 @@ local function sender(s, kind, seed)
       if r < 0.03 then p.f = true
       elseif r < 0.05 then p.w = rnd() * 0.05
       elseif r < 0.10 then p.w = rnd() * 0.005
-      elseif r < 0.1005 and d == "k/req" then p.r = true end
+      elseif r < 0.1005 and d == "k/req" then p.r = true
+      elseif r < 0.1008 and d == "k/req" then p.x = true end
       return p
     end
     local function send(d)

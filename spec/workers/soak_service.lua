@@ -2,8 +2,9 @@
 -- (again when one is declared again), acknowledges every message it
 -- handled to k/ack just before it returns (so `delivered` can be checked
 -- against the acks), raises for messages marked f, sleeps for messages
--- marked w, reloads itself for messages marked r, answers requests, and
--- now and then closes one of its listeners and listens again.
+-- marked w, reloads (stops) itself for messages marked r (x), answers
+-- requests, and now and then closes one of its listeners and listens
+-- again.
 --   args: the service's name (its group tag), the seed
 local name, seed = ...
 math.randomseed(seed)
@@ -16,9 +17,11 @@ local function handler(dest)
     local p = msg.payload
     if p.w then mb.sleep(p.w) end
     if p.f then error("soak: failing on purpose " .. dest .. " #" .. p.n, 0) end
-    if p.r then
+    if p.r or p.x then -- reload, or stop, its own service
       for _, s in ipairs(mb.services()) do
-        if s.name == "soak-" .. name then s.handle:reload() end
+        if s.name == "soak-" .. name then
+          if p.r then s.handle:reload() else s.handle:stop() end
+        end
       end
     end
     -- nothing may yield between the ack and the return
