@@ -107,13 +107,33 @@ local tmp_listener = assert(mb.listen("k/tmp", tmp_handler))
 local running, stop_at = 0, mb.now() + SECONDS
 -- services: a and b with 2 instances, c with 1
 local svc, loaded = {}, 0
+-- each load runs its own copy of soak_service.lua, which a reload may
+-- rewrite first: a body that waits before it listens, or one that fails
+-- (a syntax error; a raise once it listens and its sender started)
+local SOURCE = assert(io.open(dir .. "/soak_service.lua")):read("a")
+local VARIANTS = {
+  slow = "mb.sleep(0.02) -- listens late\n" .. SOURCE,
+  syntax = SOURCE .. "\nthis is not Lua\n",
+  raise = SOURCE .. "\nerror('soak: broken on purpose')\n",
+}
+local paths = {}
+local function write(path, text)
+  local f = assert(io.open(path .. ".tmp", "w"))
+  f:write(text)
+  f:close()
+  assert(os.rename(path .. ".tmp", path))
+end
 local function load(tag)
   loaded = loaded + 1
-  local h, err = mb.load(dir .. "/soak_service.lua",
+  local path = os.tmpname()
+  paths[#paths + 1] = path
+  write(path, SOURCE)
+  local h, err = mb.load(path,
     {instances = tag == "c" and 1 or 2, name = "soak-" .. tag .. loaded,
      args = {tag .. loaded, math.random(1, 1 << 30), stop_at}})
   if not h then problem("load " .. tag .. ": " .. tostring(err)) end
   svc[tag] = h
+  paths[h] = path
 end
 
 local requests, answered = 0, 0
@@ -238,9 +258,21 @@ while mb.now() < stop_at do
   local r = math.random(7)
   local tag = ({"a", "b", "c"})[math.random(3)]
   if r == 1 and svc[tag] then
+    local v = math.random(8)
+    local variant = v == 1 and "slow" or v == 2 and "syntax" or v == 3 and "raise" or nil
+    local path = paths[svc[tag]]
+    write(path, variant and VARIANTS[variant] or SOURCE)
     local h, err = svc[tag]:reload()
-    if not h then code_of(err, "reload") end
-    count("reload")
+    if variant == "syntax" or variant == "raise" then
+      if h then problem("a reload with a " .. variant .. " error returned the handle")
+      elseif not err:match("^failed: ") and not err:match("^closed: ") then
+        problem("a reload with a " .. variant .. " error: " .. tostring(err))
+      end
+      write(path, SOURCE)
+    elseif not h then
+      code_of(err, "reload")
+    end
+    count("reload " .. (variant or "same"))
   elseif r == 2 and svc[tag] then
     svc[tag]:stop()
     svc[tag] = nil
@@ -386,6 +418,7 @@ print(("soak: requests %d, dead letters failed %d dropped %d"):format(
 for k, v in pairs(dead_kind) do
   if k ~= "failed" and k ~= "dropped" then problem(("%d dead letters of kind %s"):format(v, k)) end
 end
+for _, path in ipairs(paths) do os.remove(path) end
 if #problems > 0 then
   print("soak: FAILED with seed " .. SEED .. ": " .. #problems .. " problem(s)")
   for _, p in ipairs(problems) do print("soak:   " .. p) end
