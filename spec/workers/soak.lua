@@ -66,6 +66,7 @@ local accepted, refused, acks, dead = {}, {}, {}, {}
 local function add(t, d, i) local k = d .. "#" .. i; t[k] = (t[k] or 0) + 1 end
 local function get(t, d) return t[d .. "#" .. inc[d]] or 0 end
 local dead_kind = {failed = 0, dropped = 0}
+local timeouts = {} -- requests that ended by their timeout
 local seen, last_ser = {}, {}
 
 mb.listen("k/ack", function(msg)
@@ -161,6 +162,7 @@ local function requested(i, ok, e, d, quiet)
     add(refused, d, i)
   elseif code ~= "no_destination" then
     add(accepted, d, i)
+    if code == "timeout" then add(timeouts, d, i) end
   end
   if not quiet then mb.sleep(0) end
 end
@@ -231,12 +233,15 @@ local function sender(s, kind, seed)
         local list, e = mb.request_all("k/req", p, {timeout = 0.05 + rnd() * 0.2})
         answered = answered + 1
         requested(p.i, list ~= nil, e)
+        local timed_out = false
         for _, entry in ipairs(list or {}) do
-          if entry.error then code_of(entry.error, "all-entry")
+          if entry.error then
+            timed_out = timed_out or code_of(entry.error, "all-entry") == "timeout"
           elseif type(entry.payload) ~= "table" or entry.payload.n ~= p.n then
             problem("wrong request_all entry for #" .. p.n)
           end
         end
+        if timed_out then add(timeouts, "k/req", p.i) end -- one per request_all
       end
     end
     running = running - 1
@@ -396,6 +401,12 @@ for _, d in ipairs(DESTS) do
   end
   if s.delivered ~= get(acks, d) then problem("delivered ~= acks: " .. line) end
   if s.failed + s.dropped ~= get(dead, d) then problem("dead letters: " .. line) end
+  if d == "k/req" or d == "k/sreq" then
+    -- every handler there returns a reply; every request that timed out counts
+    line = line .. (" replies %d timeouts %d seen %d"):format(s.replies, s.timeouts, get(timeouts, d))
+    if s.replies ~= s.delivered then problem("replies ~= delivered: " .. line) end
+    if s.timeouts ~= get(timeouts, d) then problem("timeouts: " .. line) end
+  end
   print("soak: " .. line)
 end
 for _, d in ipairs({"k/ack", "k/rep", "mb/dead-letters"}) do
