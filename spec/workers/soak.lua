@@ -117,7 +117,7 @@ local VARIANTS = {
   syntax = SOURCE .. "\nthis is not Lua\n",
   raise = SOURCE .. "\nerror('soak: broken on purpose')\n",
 }
-local paths = {}
+local paths, names = {}, {}
 local function write(path, text)
   local f = assert(io.open(path .. ".tmp", "w"))
   f:write(text)
@@ -135,6 +135,22 @@ local function load(tag)
   if not h then problem("load " .. tag .. ": " .. tostring(err)) end
   svc[tag] = h
   paths[h] = path
+  names[h] = "soak-" .. tag .. loaded
+end
+
+-- a service still running has as many instances as it was loaded with
+-- (its old instances still finishing are not listed)
+local function check_instances(tag)
+  local h = svc[tag]
+  if not h then return end
+  local want = tag == "c" and 1 or 2
+  for _, e in ipairs(mb.services()) do
+    if rawequal(e.handle, h) or e.name == names[h] then
+      if e.instances ~= want then
+        problem(("service %s runs %d instances, not %d"):format(e.name, e.instances, want))
+      end
+    end
+  end
 end
 
 local requests, answered = 0, 0
@@ -260,7 +276,7 @@ while mb.now() < stop_at do
   mb.sleep(math.random() * 0.03)
   local op_t0 = mb.now()
   local before = ops
-  local r = math.random(7)
+  local r = math.random(8)
   local tag = ({"a", "b", "c"})[math.random(3)]
   if r == 1 and svc[tag] then
     local v = math.random(8)
@@ -277,6 +293,7 @@ while mb.now() < stop_at do
     elseif not h then
       code_of(err, "reload")
     end
+    check_instances(tag)
     count("reload " .. (variant or "same"))
   elseif r == 2 and svc[tag] then
     svc[tag]:stop()
@@ -342,6 +359,25 @@ while mb.now() < stop_at do
       mb.sleep(0.001)
     end
     count("reload+stop")
+  elseif r == 8 and svc[tag] then
+    -- overlapping reloads: they settle on the one begun last, and the
+    -- service runs as many instances as it was loaded with
+    local h, k, done = svc[tag], math.random(2, 3), 0
+    for _ = 1, k do
+      mb.spawn(function()
+        local ok, err = h:reload()
+        if not ok then code_of(err, "reload-overlap") end
+        done = done + 1
+      end)
+    end
+    local t0 = mb.now()
+    while done < k do
+      if mb.now() - t0 > 5 then problem("overlapping reloads did not return in 5 s") break end
+      mb.sleep(0.001)
+    end
+    mb.sleep(0.01)
+    check_instances(tag)
+    count("reload x" .. k)
   end
   local took = mb.now() - op_t0
   if took > 0.25 then
@@ -362,6 +398,7 @@ if answered ~= requests then problem(("%d requests, %d returned"):format(request
 -- (what their senders still wait for is cut short: refused, or accepted
 -- and not reported)
 mb.sleep(0.05)
+for tag in pairs(svc) do check_instances(tag) end
 for tag, h in pairs(svc) do h:stop(); svc[tag] = nil end
 local function settled()
   for _, d in ipairs(mb.destinations()) do
