@@ -50,12 +50,20 @@ static void state_unlink(mbL_runtime *R, mbL_state *S) {
   pthread_mutex_unlock(&R->lock);
 }
 
+/* S stops: new deliveries are dropped, and a reload or stop on another
+ * worker no longer takes it (mbL_instance_of reads this under R->lock). */
+static void set_stopping(mbL_state *S) {
+  pthread_mutex_lock(&S->R->lock);
+  S->stopping = 1;
+  pthread_mutex_unlock(&S->R->lock);
+}
+
 /* Releases what S holds in the core and the loop, on S's worker. Its Lua
  * state is left to the caller: closed for services, being closed for a
  * program's own state. */
 void mbL_state_release(mbL_state *S) {
   mb_runtime *rt = core(S);
-  S->stopping = 1;
+  set_stopping(S);
   state_unlink(S->R, S);
   struct ev_loop *loop = mb_service_loop(S->svc);
   if (ev_is_active(&S->drain_wait)) {
@@ -450,7 +458,7 @@ uint64_t *mbL_push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int whic
 /* A draining S (a reload's old instance) has no handler running: it stops
  * once off the stack. */
 static void drain_done(mbL_state *S) {
-  S->stopping = 1; /* no other stop is asked for it */
+  set_stopping(S); /* no other stop is asked for it */
   mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
 }
 
@@ -590,7 +598,7 @@ mbL_waiter *mbL_end_instances(lua_State *L, mbL_runtime *R, uint64_t *ids, size_
     if (drain) {
       drain_state(S);
     } else if (S->depth > 0 || S == me) {
-      S->stopping = 1; /* new deliveries are dropped from now on */
+      set_stopping(S); /* new deliveries are dropped from now on */
       mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
     } else {
       mbL_state_stop(S);

@@ -108,6 +108,16 @@ describe("worker threads", function()
       end)
   end
 
+  -- a draining old instance marked itself stopping with no lock while a
+  -- reload on another worker read that under the lock (ThreadSanitizer,
+  -- `make tsan`, saw the race on every run)
+  it("reload one service from two coroutines at once while its old instances drain", function()
+    local out, code = mbrun("-w 4 spec/workers/reload_race.lua 40")
+    assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+    assert.matches("ok reload race: 80 reloads, %d+ answered, 0 failed", out)
+    assert.are.equal(0, code, out)
+  end)
+
   it("stay busy while a handler on another worker waits where it cannot yield", function()
     -- its wait drives a nested loop that empties its worker's queue; the
     -- handler still runs and sends afterwards, so mb.run() must wait for it
