@@ -44,6 +44,7 @@ local OPTS = {
   ["k/syn"] = {type = "synchronous"},
   ["k/req"] = {type = "parallel"},
   ["k/tmp"] = {type = "parallel", max_queue = 32},
+  ["k/replies"] = {type = "parallel", max_queue = 4},
   -- the services' own senders send here (never removed)
   ["k/sblk"] = {type = "parallel", max_queue = 2, on_full = "block", concurrency = 2},
   ["k/sser"] = {type = "serial", max_queue = 2, on_full = "block"},
@@ -56,6 +57,7 @@ local SVC_SENT = {["k/sblk"] = true, ["k/sser"] = true, ["k/ssyn"] = true, ["k/s
 for _, d in ipairs(DESTS) do assert(mb.destination(d, OPTS[d])) end
 assert(mb.destination("k/ack", {type = "serial"}))
 assert(mb.destination("k/rep"))
+assert(mb.destination("k/replies", OPTS["k/replies"]))
 assert(mb.destination("mb/dead-letters"))
 
 -- what the scenario saw, per destination and incarnation (a destination
@@ -66,6 +68,8 @@ local accepted, refused, acks, dead = {}, {}, {}, {}
 local function add(t, d, i) local k = d .. "#" .. i; t[k] = (t[k] or 0) + 1 end
 local function get(t, d) return t[d .. "#" .. inc[d]] or 0 end
 local dead_kind = {failed = 0, dropped = 0}
+local reply_failed = {} -- deliveries failed by their reply to reply_to
+local replies_in = 0
 local timeouts = {} -- requests that ended by their timeout
 local seen, last_ser = {}, {}
 
@@ -86,8 +90,15 @@ end)
 mb.listen("mb/dead-letters", function(msg)
   local r = msg.payload
   local p = type(r.message) == "table" and r.message.payload
-  if type(p) == "table" and p.i then add(dead, r.destination, p.i)
-  else problem("dead letter without its message: " .. tostring(r.error)) end
+  if type(p) == "table" and p.i then
+    add(dead, r.destination, p.i)
+    -- the handler ran (and acked) but its reply to reply_to failed
+    if tostring(r.error):match("^failed: reply to 'k/replies' not delivered") then
+      add(reply_failed, r.destination, p.i)
+    end
+  else
+    problem("dead letter without its message: " .. tostring(r.error))
+  end
   local kind = type(r.error) == "string" and r.error:match("^(%a+):")
   if kind == "failed" or kind == "dropped" then
     dead_kind[kind] = dead_kind[kind] + 1
@@ -96,6 +107,14 @@ mb.listen("mb/dead-letters", function(msg)
     dead_kind[tostring(kind)] = (dead_kind[tostring(kind)] or 0) + 1
   end
 end)
+
+-- replies to k/par's messages sent with reply_to (a small queue: full now
+-- and then, and it is removed and declared again too)
+local function replies_handler(msg)
+  if not msg.response_id then problem("a message at k/replies without response_id") end
+  replies_in = replies_in + 1
+end
+mb.listen("k/replies", replies_handler)
 
 -- the scenario's own listener at k/tmp (k/tmp loses its listeners when removed)
 local function tmp_handler(msg)
@@ -223,7 +242,9 @@ local function sender(s, kind, seed)
     end
     local function send(d)
       local p = new(d)
-      sent(d, p.i, mb.send(d, p))
+      -- some with a reply_to: the handler's return value goes there
+      local opts = d == "k/par" and rnd() < 0.3 and {reply_to = "k/replies"} or nil
+      sent(d, p.i, mb.send(d, p, opts))
     end
     while mb.now() < stop_at do
       if kind == "par" then
@@ -274,7 +295,8 @@ for i, k in ipairs(kinds) do sender(k .. i, k, math.random(1, 1 << 40)) end
 -- the changes, chosen by the seed, while the senders send
 local ops = {}
 local function count(op) ops[op] = (ops[op] or 0) + 1 end
-local REMOVABLE = {"k/tmp", "k/tmp", "k/tmp", "k/par", "k/blk", "k/ser", "k/syn", "k/req"}
+local REMOVABLE = {"k/tmp", "k/tmp", "k/tmp", "k/par", "k/blk", "k/ser", "k/syn", "k/req",
+                   "k/replies"}
 local slow = 0
 while mb.now() < stop_at do
   mb.sleep(math.random() * 0.03)
@@ -333,8 +355,9 @@ while mb.now() < stop_at do
     local ok, err = mb.destination(d, OPTS[d])
     if os.getenv("SOAK_DEBUG") then print(("soak: destination(%s) took %.3f s, %.3f since remove"):format(d, mb.now() - tr, mb.now() - t0)) end
     if not ok then problem("declare " .. d .. " again: " .. tostring(err)) end
-    inc[d] = inc[d] + 1
+    if inc[d] then inc[d] = inc[d] + 1 end
     if d == "k/tmp" then tmp_listener = assert(mb.listen("k/tmp", tmp_handler)) end
+    if d == "k/replies" then assert(mb.listen("k/replies", replies_handler)) end
   elseif r == 6 then
     -- the scenario's own, ungrouped listener at k/par, on and off
     local l = mb.listen("k/par", function(msg)
@@ -440,7 +463,10 @@ for _, d in ipairs(DESTS) do
     if s.sent ~= get(accepted, d) then problem("sent ~= accepted: " .. line) end
     if s.rejected ~= get(refused, d) then problem("rejected ~= refused: " .. line) end
   end
-  if s.delivered ~= get(acks, d) then problem("delivered ~= acks: " .. line) end
+  line = line .. (" reply-failed %d"):format(get(reply_failed, d))
+  if s.delivered ~= get(acks, d) - get(reply_failed, d) then
+    problem("delivered ~= acks - reply-failed: " .. line)
+  end
   if s.failed + s.dropped ~= get(dead, d) then problem("dead letters: " .. line) end
   if d == "k/req" or d == "k/sreq" then
     -- every handler there returns a reply; every request that timed out counts
@@ -465,8 +491,8 @@ list = {}
 for k, v in pairs(codes) do list[#list + 1] = k .. " " .. v .. " (" .. samples[k] .. ")" end
 table.sort(list)
 for _, l in ipairs(list) do print("soak: error " .. l) end
-print(("soak: requests %d, dead letters failed %d dropped %d"):format(
-  requests, dead_kind.failed, dead_kind.dropped))
+print(("soak: requests %d, replies to reply_to %d, dead letters failed %d dropped %d"):format(
+  requests, replies_in, dead_kind.failed, dead_kind.dropped))
 for k, v in pairs(dead_kind) do
   if k ~= "failed" and k ~= "dropped" then problem(("%d dead letters of kind %s"):format(v, k)) end
 end
