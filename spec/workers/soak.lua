@@ -450,6 +450,9 @@ for _, d in ipairs(DESTS) do
     :format(d, inc[d], s.sent, get(accepted, d), s.rejected, get(refused, d), s.deliveries,
             s.delivered, get(acks, d), s.failed, s.dropped, get(dead, d))
   if s.delivered + s.failed + s.dropped ~= s.deliveries then problem("invariant: " .. line) end
+  -- each accepted message counts a delivery per group there at dispatch,
+  -- or one dropped delivery when none was
+  if s.deliveries < s.sent then problem("fewer deliveries than messages: " .. line) end
   if s.pending ~= 0 or s.in_flight ~= 0 then problem("left over: " .. line) end
   if SVC_SENT[d] then
     -- sends cut short by a stop: started, never reported as ended
