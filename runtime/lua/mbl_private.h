@@ -240,6 +240,9 @@ static inline const char *mbL_node(const mbL_state *S) {
 /* A task of kind T_* from the pool, or a new one; NULL when out of memory
  * (never raises). */
 mbL_task *mbL_task_new(mbL_state *S, int kind);
+/* Moves the top n values of from (a function and its arguments) onto t's
+ * coroutine, making room there first; -1, nothing moved, when there is none. */
+int mbL_task_take(mbL_task *t, lua_State *from, int n);
 /* Back to the pool (reusable) or freed. */
 void mbL_task_free(mbL_task *t, int reusable);
 /* Resumes t's coroutine with nargs values on it: the one resume. When it

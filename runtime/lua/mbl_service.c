@@ -250,11 +250,11 @@ int mbL_load_script(lua_State *L, const char *path) {
  * -1 when out of memory (nothing ran). */
 int mbL_start_body(mbL_state *S, int nargs) {
   mbL_task *t = mbL_task_new(S, T_SCRIPT);
-  if (!t) {
+  if (!t || mbL_task_take(t, S->L, nargs + 1)) {
+    if (t) mbL_task_free(t, 1);
     lua_pop(S->L, nargs + 1);
     return -1;
   }
-  lua_xmove(S->L, t->co, nargs + 1);
   mbL_task_run(t, nargs);
   return 0;
 }
@@ -287,13 +287,16 @@ typedef struct start_req {
 
 static int push_args_p(lua_State *L) {
   start_req *q = lua_touserdata(L, 1);
+  luaL_checkstack(L, q->nargs + 2, "too many arguments");
   mbL_decode(L, (const uint8_t *)q->args, q->alen);
   for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
   return q->nargs;
 }
 
-/* Pushes the script's arguments (decoding allocates: a protected call). */
+/* Pushes the script's arguments (decoding allocates: a protected call),
+ * with room for them and for what mbL_start_body pushes above them. */
 static int push_args(lua_State *L, start_req *q) {
+  if (!lua_checkstack(L, q->nargs + LUA_MINSTACK)) return LUA_ERRMEM;
   lua_pushcfunction(L, push_args_p);
   lua_pushlightuserdata(L, q);
   int rc = lua_pcall(L, 1, q->nargs, 0);

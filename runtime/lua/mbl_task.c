@@ -89,6 +89,12 @@ static void task_unlink(mbL_task *t) {
   S->ntasks--;
 }
 
+int mbL_task_take(mbL_task *t, lua_State *from, int n) {
+  if (!lua_checkstack(t->co, n)) return -1; /* lua_xmove itself makes no room */
+  lua_xmove(from, t->co, n);
+  return 0;
+}
+
 void mbL_task_free(mbL_task *t, int reusable) {
   mbL_state *S = t->S;
   if (t->kind == T_SCRIPT) atomic_fetch_sub(&S->R->bodies, 1);

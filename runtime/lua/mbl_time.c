@@ -134,7 +134,10 @@ static int l_spawn(lua_State *L) {
   int n = lua_gettop(L);
   mbL_task *t = mbL_task_new(S, T_SPAWN);
   if (!t) return luaL_error(L, "mb.spawn: out of memory");
-  lua_xmove(L, t->co, n);
+  if (mbL_task_take(t, L, n)) {
+    mbL_task_free(t, 1);
+    return luaL_error(L, "mb.spawn: out of memory (no room for %d arguments)", n - 1);
+  }
   mbL_task_run(t, n - 1);
   return 0;
 }

@@ -925,6 +925,20 @@ describe("tasks and time", function()
     assert.are.equal(5, got)
   end)
 
+  -- they were moved onto the new coroutine's stack with no room made
+  -- there: past about 20 they were written beyond it
+  it("pass many arguments to spawned functions", function()
+    local args, got = {}, nil
+    for i = 1, 5000 do args[i] = i end
+    mb.spawn(function(...)
+      local n, last = select("#", ...), select(select("#", ...), ...)
+      mb.sleep(0)
+      got = {n, last}
+    end, table.unpack(args))
+    mb.run()
+    assert.are.same({5000, 5000}, got)
+  end)
+
   it("bound mb.run from its call, however long the program was away from the loop", function()
     mb.destination("d")
     local n = 0
