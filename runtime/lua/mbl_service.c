@@ -336,9 +336,22 @@ static void start_instance(start_req *q) {
     start_failed(q, NULL);
     return;
   }
-  pthread_mutex_lock(&q->R->lock); /* before its load_id makes it an instance */
-  S->gen = q->gen;
+  /* one step with a stop's (under R->lock): an instance of a reload that a
+   * stop overtook before it was listed here does not start (the stop
+   * could not take it, and the reload's caller, stopped with the service,
+   * may never end it); listed, the stop takes it */
+  pthread_mutex_lock(&q->R->lock);
+  const mbL_load *ld = q->R->loads;
+  while (ld && ld->id != q->load_id) ld = ld->next;
+  int overtaken = ld && q->gen && ld->stopped > q->gen;
+  S->gen = q->gen; /* before its load_id makes it an instance */
+  if (!overtaken) S->load_id = q->load_id;
   pthread_mutex_unlock(&q->R->lock);
+  if (overtaken) {
+    start_failed(q, "the service was stopped while it reloaded");
+    mbL_state_stop(S);
+    return;
+  }
   mbL_state_describe(S, q->load_id, q->path); /* out of memory: listed by its name */
   if (mbL_load_script(S->L, q->path) != LUA_OK) { /* the file changed since mb.load read it */
     start_failed(q, lua_tostring(S->L, -1));
