@@ -297,11 +297,9 @@ local ops = {}
 local function count(op) ops[op] = (ops[op] or 0) + 1 end
 local REMOVABLE = {"k/tmp", "k/tmp", "k/tmp", "k/par", "k/blk", "k/ser", "k/syn", "k/req",
                    "k/replies"}
-local slow = 0
 while mb.now() < stop_at do
   mb.sleep(math.random() * 0.03)
   local op_t0 = mb.now()
-  local before = ops
   local r = math.random(8)
   local tag = ({"a", "b", "c"})[math.random(3)]
   if r == 1 and svc[tag] then
@@ -408,8 +406,6 @@ while mb.now() < stop_at do
   end
   local took = mb.now() - op_t0
   if took > 0.25 then
-    local what = {}
-    for k in pairs(ops) do what[#what + 1] = k end
     print(("soak: op %d took %.3f s"):format(r, took))
   end
 end
