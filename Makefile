@@ -132,6 +132,8 @@ tsan: $(BT)/mbrun $(B)/mb.so $(BT)/test_core
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/test_core threads
 	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun STRESS_N=20000 RELOAD_N=20000 \
 	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers/workers_spec.lua
+	TSAN_OPTIONS=halt_on_error=1 LUA_CPATH='$(B)/?.so;;' MBRUN=$(BT)/mbrun SOAK_SECONDS=2 \
+	  lua5.4 /usr/bin/busted -o utfTerminal spec/workers/soak_spec.lua
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/mbrun -w 4 --trace --stats --graph $(DEMO) \
 	  > /dev/null 2> $(BT)/demo.err || { grep -v '^trace ' $(BT)/demo.err; exit 1; }
 	TSAN_OPTIONS=halt_on_error=1 $(BT)/mbrun -w 4 < spec/tsan/repl_input.txt \

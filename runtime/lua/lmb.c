@@ -381,7 +381,13 @@ int mbL_runtime_boot(mbL_runtime *R, const char *path, int argc, char **argv, mb
     mbL_state_stop(S);
     return st == LUA_ERRFILE ? MBL_LOAD_FILE : MBL_LOAD_FAILED;
   }
-  /* the arguments allocate: a protected call */
+  /* the arguments allocate: a protected call, with room for them and for
+   * what mbL_start_body pushes above them */
+  if (!lua_checkstack(S->L, argc + LUA_MINSTACK)) {
+    snprintf(err, errlen, "cannot start %s: too many arguments (%d)", path, argc);
+    mbL_state_stop(S);
+    return MBL_LOAD_FAILED;
+  }
   lua_pushcfunction(S->L, push_argv_p);
   lua_pushlightuserdata(S->L, argv);
   lua_pushinteger(S->L, argc);

@@ -171,7 +171,8 @@ struct mbL_state {
    * of the outermost call running, and the error that aborts it */
   double cpu_limit, cpu_start;
   char cpu_why[48];
-  int stopping;
+  int stopping; /* written on S's worker under R->lock (other workers'
+                   reloads read it there: mbL_instance_of) */
   int draining; /* a reload replaced it: its listeners are closed, it stops
                    once its handlers have ended (nhandlers: those running),
                    when mbL_task_free calls drained (mbl_service.c's) */

@@ -71,7 +71,14 @@ static int reload_finish(lua_State *L, int failed, char *error) {
     if (w) return mbL_wait_for(L, w, reloaded_k);
     return reloaded_k(L, LUA_OK, 0);
   }
-  lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
+  mbL_load *ld = mbL_load_find(h->R, h->load_id);
+  pthread_mutex_lock(&h->R->lock);
+  int stopped = ld && ld->stopped > (uint64_t)lua_tointeger(L, RL_GEN);
+  pthread_mutex_unlock(&h->R->lock);
+  if (stopped) /* a stop overtook it (new instances not yet listed then refused to start) */
+    lua_pushfstring(L, "closed: service '%s' was stopped while it reloaded", ld->name);
+  else
+    lua_pushfstring(L, "failed: %s", error ? error : "not enough memory");
   free(error);
   mbL_waiter *w = mbL_end_instances(L, h->R, lua_touserdata(L, RL_NEW),
                                     (size_t)lua_tointeger(L, RL_NNEW), me, 1);
@@ -111,7 +118,15 @@ static int service_reload(lua_State *L) {
                        "runs (what mb.load, .load or a configuration started can be)", name);
     return 2;
   }
-  if (!ld || !nold) {
+  /* a stop is final: one already asked for, whose instances may not all
+   * have stopped yet (on their own workers), leaves nothing to reload */
+  int stopped = 0;
+  if (ld) {
+    pthread_mutex_lock(&h->R->lock);
+    stopped = ld->stopped != 0;
+    pthread_mutex_unlock(&h->R->lock);
+  }
+  if (!ld || !nold || stopped) {
     lua_pushnil(L);
     lua_pushfstring(L, "closed: service '%s' is not running (nothing to reload)",
                     ld ? ld->name : "?");

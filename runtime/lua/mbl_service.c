@@ -50,12 +50,20 @@ static void state_unlink(mbL_runtime *R, mbL_state *S) {
   pthread_mutex_unlock(&R->lock);
 }
 
+/* S stops: new deliveries are dropped, and a reload or stop on another
+ * worker no longer takes it (mbL_instance_of reads this under R->lock). */
+static void set_stopping(mbL_state *S) {
+  pthread_mutex_lock(&S->R->lock);
+  S->stopping = 1;
+  pthread_mutex_unlock(&S->R->lock);
+}
+
 /* Releases what S holds in the core and the loop, on S's worker. Its Lua
  * state is left to the caller: closed for services, being closed for a
  * program's own state. */
 void mbL_state_release(mbL_state *S) {
   mb_runtime *rt = core(S);
-  S->stopping = 1;
+  set_stopping(S);
   state_unlink(S->R, S);
   struct ev_loop *loop = mb_service_loop(S->svc);
   if (ev_is_active(&S->drain_wait)) {
@@ -283,15 +291,17 @@ typedef struct start_req {
 
 static int push_args_p(lua_State *L) {
   start_req *q = lua_touserdata(L, 1);
+  luaL_checkstack(L, q->nargs + 2, "too many arguments for the script's `...`");
   mbL_decode(L, (const uint8_t *)q->args, q->alen);
-  luaL_checkstack(L, q->nargs, "too many arguments for the script's `...`");
   for (int a = 1; a <= q->nargs; a++) lua_rawgeti(L, 2, a);
   return q->nargs;
 }
 
-/* Pushes the script's arguments (decoding allocates: a protected call);
- * on an error, leaves its message on the stack. */
+/* Pushes the script's arguments (decoding allocates: a protected call),
+ * with room for them and for what mbL_start_body pushes above them; on an
+ * error, leaves its message on the stack (none when out of room). */
 static int push_args(lua_State *L, start_req *q) {
+  if (!lua_checkstack(L, q->nargs + LUA_MINSTACK)) return LUA_ERRMEM;
   lua_pushcfunction(L, push_args_p);
   lua_pushlightuserdata(L, q);
   /* LUA_MULTRET: Lua keeps a fixed count of results in a short (at most
@@ -331,9 +341,22 @@ static void start_instance(start_req *q) {
     start_failed(q, NULL);
     return;
   }
-  pthread_mutex_lock(&q->R->lock); /* before its load_id makes it an instance */
-  S->gen = q->gen;
+  /* one step with a stop's (under R->lock): an instance of a reload that a
+   * stop overtook before it was listed here does not start (the stop
+   * could not take it, and the reload's caller, stopped with the service,
+   * may never end it); listed, the stop takes it */
+  pthread_mutex_lock(&q->R->lock);
+  const mbL_load *ld = q->R->loads;
+  while (ld && ld->id != q->load_id) ld = ld->next;
+  int overtaken = ld && q->gen && ld->stopped > q->gen;
+  S->gen = q->gen; /* before its load_id makes it an instance */
+  if (!overtaken) S->load_id = q->load_id;
   pthread_mutex_unlock(&q->R->lock);
+  if (overtaken) {
+    start_failed(q, "the service was stopped while it reloaded");
+    mbL_state_stop(S);
+    return;
+  }
   mbL_state_describe(S, q->load_id, q->path); /* out of memory: listed by its name */
   if (mbL_load_script(S->L, q->path) != LUA_OK) { /* the file changed since mb.load read it */
     start_failed(q, lua_tostring(S->L, -1));
@@ -456,7 +479,7 @@ uint64_t *mbL_push_instances(lua_State *L, mbL_runtime *R, uint64_t id, int whic
 /* A draining S (a reload's old instance) has no handler running: it stops
  * once off the stack. */
 static void drain_done(mbL_state *S) {
-  S->stopping = 1; /* no other stop is asked for it */
+  set_stopping(S); /* no other stop is asked for it */
   mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
 }
 
@@ -596,7 +619,7 @@ mbL_waiter *mbL_end_instances(lua_State *L, mbL_runtime *R, uint64_t *ids, size_
     if (drain) {
       drain_state(S);
     } else if (S->depth > 0 || S == me) {
-      S->stopping = 1; /* new deliveries are dropped from now on */
+      set_stopping(S); /* new deliveries are dropped from now on */
       mbL_post(S->R, S->svc, POST_HERE, mbL_deferred_stop, S, &S->retry);
     } else {
       mbL_state_stop(S);
@@ -631,6 +654,11 @@ static int service_stop(lua_State *L) {
   uint64_t *ids = mbL_push_instances(L, h->R, h->load_id, INST_ALL, 0, &n);
   mbL_waiter *w = mbL_end_instances(L, h->R, ids, n, me, 0);
   if (!w) return 0;
+  /* the caller is one of them: waiting would yield, and its instance,
+   * off the stack, would stop under the waiting handler. It returns now
+   * (the others are told), as with all of them on its worker; the waiter
+   * goes with its state (a count-down posted later finds it stopped). */
+  if (me && me->stopping) return 0;
   return mbL_wait_for(L, w, stopped_k);
 }
 

@@ -227,6 +227,36 @@ describe("handle:reload()", function()
       :format(path:gsub("%p", "%%%0")), out)
   end)
 
+  -- a reload a handler began dies with its instance when the service is
+  -- stopped; a new instance that was not yet listed when the stop came
+  -- (its worker busy) started afterwards and ran on, listening, after the
+  -- stop had returned
+  it("stops the new instances of a reload its own handler began, when the service stops", function()
+    helper.write(path, [[
+      mb.listen("rl/ver", function(msg)
+        for _, s in ipairs(mb.services()) do
+          if s.name == "self" then s.handle:reload() end
+        end
+        return "v"
+      end)
+    ]])
+    local scenario = dir .. "/selfreload.lua"
+    helper.write(scenario, ([[
+      mb.destination("rl/ver")
+      local h = assert(mb.load(%q, {name = "self"}))
+      assert(mb.send("rl/ver", "reload"))
+      -- keep this worker busy, so a new instance placed here cannot start yet
+      local t0 = os.clock() while os.clock() - t0 < 0.3 do end
+      h:stop()
+      mb.sleep(0.3)
+      print("after stop", #mb.services(), mb.stats("rl/ver").listeners)
+    ]]):format(path))
+    for _, w in ipairs({2, 3}) do
+      local out = helper.mbrun("-w " .. w .. " " .. helper.quote(scenario), {merge = true})
+      assert.matches("after stop\t1\t0\n", out)
+    end
+  end)
+
   it("says why mbrun's scenario cannot be reloaded", function()
     local scenario = dir .. "/scenario.lua"
     helper.write(scenario, "print(mb.services()[1].handle:reload())")

@@ -22,6 +22,23 @@ describe("mb.services()", function()
     ]])
   end
 
+  -- the arguments were pushed onto the new state's stack with no room
+  -- made for them: past about 20, a load (or reload) wrote beyond the
+  -- stack and crashed
+  it("passes many arguments to a loaded (and reloaded) script", function()
+    mb.destination("svc/args")
+    local path = helper.write(dir .. "/args.lua", [[
+      local n, last = select("#", ...), select(select("#", ...), ...)
+      mb.listen("svc/args", function() return {n = n, last = last} end)
+    ]])
+    local args = {}
+    for i = 1, 300 do args[i] = "arg " .. i end
+    local h = assert(mb.load(path, {args = args, instances = 2}))
+    assert.are.same({n = 300, last = "arg 300"}, mb.request("svc/args", 1))
+    assert(h:reload())
+    assert.are.same({n = 300, last = "arg 300"}, mb.request("svc/args", 1))
+  end)
+
   it("lists nothing when only the program itself uses the bus", function()
     mb.destination("svc/own")
     mb.listen("svc/own", function() end)

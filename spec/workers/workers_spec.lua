@@ -93,6 +93,31 @@ describe("worker threads", function()
     assert.are.equal(1, code, out)
   end)
 
+  -- with two workers the instance that asked stopped while stop waited
+  -- for the other one: its handler was cut there, the delivery counted
+  -- dropped and the request answered "closed: service stopped"
+  for _, w in ipairs({1, 2}) do
+    it("let a handler that stops its own service finish and answer with " .. w .. " worker(s)",
+      function()
+        local out, code = mbrun("-w " .. w .. " spec/workers/stop_self.lua")
+        assert.matches("after stop in instance on worker", out)
+        assert.matches("request: answered after stop", out)
+        assert.matches("services left: 1", out)
+        assert.matches("delivered 1 failed 0 dropped 0", out)
+        assert.are.equal(0, code, out)
+      end)
+  end
+
+  -- a draining old instance marked itself stopping with no lock while a
+  -- reload on another worker read that under the lock (ThreadSanitizer,
+  -- `make tsan`, saw the race on every run)
+  it("reload one service from two coroutines at once while its old instances drain", function()
+    local out, code = mbrun("-w 4 spec/workers/reload_race.lua 40")
+    assert.is_nil(out:find("ThreadSanitizer", 1, true), out)
+    assert.matches("ok reload race: 80 reloads, %d+ answered, 0 failed", out)
+    assert.are.equal(0, code, out)
+  end)
+
   it("stay busy while a handler on another worker waits where it cannot yield", function()
     -- its wait drives a nested loop that empties its worker's queue; the
     -- handler still runs and sends afterwards, so mb.run() must wait for it

@@ -1,0 +1,1 @@
+mb.listen("rr/in", function(msg) mb.sleep(0.001) return msg.payload end)
