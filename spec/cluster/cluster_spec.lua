@@ -219,6 +219,14 @@ for i = 1, 40000 do assert(mb.send("nobody/home", i)) end
     -- more "no responders" at once than nats.c's default pending limit
     -- (65,536) of a subscription: one it dropped would leave its request
     -- waiting for ever, and the bus busy
+    if helper.MBRUN:match("tsan") then
+      -- ThreadSanitizer's stack depot grows about 1 GB a second on this
+      -- burst (2,000 requests: 1.3 GB; 10,000: past 24 GB, killed), while
+      -- the normal build takes 156 MB for 70,000 and ASan 88 MB for
+      -- 10,000; this case checks a count, not threads: normal and ASan runs
+      pending("not under ThreadSanitizer (its memory on this burst; see the comment)")
+      return
+    end
     local path = env.dir .. "/reqburst.lua"
     helper.write(path, [[
 assert(mb.destination("nobody/home", {cluster = true}))
