@@ -299,9 +299,10 @@ static int push_args_p(lua_State *L) {
 
 /* Pushes the script's arguments (decoding allocates: a protected call),
  * with room for them and for what mbL_start_body pushes above them; on an
- * error, leaves its message on the stack (none when out of room). */
+ * error, leaves its message on the stack; -1 (nothing pushed) when the
+ * stack cannot grow that far. */
 static int push_args(lua_State *L, start_req *q) {
-  if (!lua_checkstack(L, q->nargs + LUA_MINSTACK)) return LUA_ERRMEM;
+  if (!lua_checkstack(L, q->nargs + LUA_MINSTACK)) return -1;
   lua_pushcfunction(L, push_args_p);
   lua_pushlightuserdata(L, q);
   /* LUA_MULTRET: Lua keeps a fixed count of results in a short (at most
@@ -363,8 +364,14 @@ static void start_instance(start_req *q) {
     mbL_state_stop(S);
     return;
   }
-  if (q->nargs && push_args(S->L, q) != LUA_OK) { /* a string, or out of memory: NULL */
-    start_failed(q, lua_type(S->L, -1) == LUA_TSTRING ? lua_tostring(S->L, -1) : NULL);
+  int prc = q->nargs ? push_args(S->L, q) : LUA_OK;
+  if (prc != LUA_OK) { /* a string, no room (Lua's stack holds about a million), or NULL */
+    char why[160];
+    snprintf(why, sizeof why, "too many arguments for the script's `...` (%d: with the script's "
+                              "own values, more than Lua's stack holds, or out of memory)",
+             q->nargs);
+    start_failed(q, prc < 0 ? why
+                    : lua_type(S->L, -1) == LUA_TSTRING ? lua_tostring(S->L, -1) : NULL);
     mbL_state_stop(S);
     return;
   }

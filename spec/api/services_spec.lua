@@ -167,6 +167,16 @@ describe("mb.load's args (SPEC 2, 7)", function()
       "mb.load: option 'args' has 2000000 entries (counting holes): a script takes at most 1000000")
     assert.are.same({}, mb.services())
   end)
+
+  it("that fill Lua's stack fail the start saying so, not as out of memory", function()
+    -- (under the limit of mb.load, over what the new state's stack takes
+    -- with the script's own values)
+    local path = helper.write(dir .. "/x.lua", "")
+    local h, err = mb.load(path, {args = {[999990] = 1}})
+    assert.is_nil(h)
+    helper.assert_contains(err, "too many arguments for the script's `...` (999990")
+    assert.are.same({}, mb.services())
+  end)
 end)
 
 describe("mb.load's path", function()
