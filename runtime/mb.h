@@ -430,7 +430,9 @@ typedef void (*mb_send_fn)(void *ud, int status);
  * destination: once every listener finished), MB_PENDING when done will be
  * called exactly once later (a synchronous destination whose listeners wait,
  * or a full "block" queue), or a negative code: MB_ENODEST, MB_ENOLISTENERS,
- * MB_EFULL (also for a full "block" queue when done is NULL), MB_ECLOSED. */
+ * MB_EFULL (also for a full "block" queue when done is NULL), MB_ECLOSED.
+ * To a durable cluster destination use mb_send_confirmed: a plain send
+ * made while its stream is still being made is dropped (known, left). */
 int mb_send(mb_service *from, const char *dest, mb_msg *m, mb_send_fn done, void *ud);
 
 /* One answer of a request. */
