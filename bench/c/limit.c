@@ -133,16 +133,22 @@ static int l_run(lua_State *L) {
 /* send_now(payload, fn): the listener fn gets mb's message around its
  * snapshot at once, in a coroutine (call_co), as a synchronous
  * destination's (benchmark 2c); returns the id's string. */
-static int l_send_now(lua_State *L) {
+/* Of send_now and request (payload, fn): pushes the payload's snapshot (3),
+ * a new id (4), then fn and its message, with nrec fields, ready for call_co. */
+static void deliver_now(lua_State *L, int nrec) {
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
-  push_copy(L, 1);        /* 3 */
-  push_id(L, ++next_id);  /* 4 */
+  push_copy(L, 1);       /* 3 */
+  push_id(L, ++next_id); /* 4 */
   lua_pushvalue(L, 2);
-  push_msg(L, 3, 4);
+  push_msg_n(L, 3, 4, nrec);
+}
+
+static int l_send_now(lua_State *L) {
+  deliver_now(L, 4);
   call_co(L, 1, 0);
-  return 1;
+  return 1; /* the id */
 }
 
 /* request(payload, fn): one round trip with SPEC's two messages and no
@@ -151,13 +157,7 @@ static int l_send_now(lua_State *L) {
  * snapshot and its message {payload, values, id, response_id}, as
  * mb.request does (benchmark 3c). */
 static int l_request(lua_State *L) {
-  luaL_checktype(L, 1, LUA_TTABLE);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_settop(L, 2);
-  push_copy(L, 1);       /* 3 */
-  push_id(L, ++next_id); /* 4: the request's id */
-  lua_pushvalue(L, 2);
-  push_msg_n(L, 3, 4, 5);
+  deliver_now(L, 5); /* 4: the request's id */
   lua_pushvalue(L, lua_upvalueindex(K_REPLY_TO));
   lua_pushvalue(L, lua_upvalueindex(K_REPLY_NAME));
   lua_rawset(L, -3);
